@@ -1,0 +1,120 @@
+package federation
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/devicemesh/federation/core"
+)
+
+// Config assembles a Node. The zero value of every field has a documented
+// meaning; only Dir (or Store) is required.
+type Config struct {
+	// Dir is the directory where the default store keeps its libSQL file
+	// (federation.db). Required unless Store is set.
+	Dir string
+
+	// Device describes this device to the user's other devices.
+	Device DeviceConfig
+
+	// Store replaces the default libSQL store. The node takes ownership and
+	// closes it on Close.
+	Store Store
+
+	// Collections overrides policies per collection name. nil means
+	// DefaultPolicies(); entries given here replace the default of the same
+	// name, and collections named nowhere get medium priority, immediate
+	// mode, last-writer-wins.
+	Collections map[string]Policy
+
+	// Clock supplies physical time for the hybrid logical clock. nil means
+	// the system clock.
+	Clock Clock
+
+	// MaxClockDrift is how far ahead of the local clock a remote timestamp
+	// may be before it is refused with ErrClockDrift. 0 means one minute.
+	MaxClockDrift time.Duration
+
+	// Events tunes Subscribe.
+	Events EventsConfig
+
+	// Logger receives structured logs. nil discards them. Payloads, keys and
+	// personal text are never logged.
+	Logger *slog.Logger
+
+	// Rand is the source of randomness for keys and nonces. nil means
+	// crypto/rand.
+	Rand io.Reader
+}
+
+// DeviceConfig describes this device.
+type DeviceConfig struct {
+	// Name is shown to the user on other devices ("Anna's phone"). Empty
+	// means "device".
+	Name string
+	// Type is a free-form kind such as "phone", "laptop" or "tablet". Empty
+	// means "unknown".
+	Type string
+}
+
+// EventsConfig tunes event delivery to subscribers.
+type EventsConfig struct {
+	// Buffer is each subscription's channel capacity. When a subscriber
+	// falls that far behind, further events for it are dropped (never
+	// blocking writers) and counted in Subscription.Dropped and
+	// Stats.EventsDropped. 0 means 1024.
+	Buffer int
+}
+
+// validate fills defaults into a copy of c and checks it.
+func (c Config) validate() (Config, error) {
+	if c.Store == nil && c.Dir == "" {
+		return c, fmt.Errorf("%w: Dir or Store must be set", core.ErrInvalidConfig)
+	}
+	if c.MaxClockDrift < 0 {
+		return c, fmt.Errorf("%w: negative MaxClockDrift", core.ErrInvalidConfig)
+	}
+	if c.Events.Buffer < 0 {
+		return c, fmt.Errorf("%w: negative Events.Buffer", core.ErrInvalidConfig)
+	}
+	if c.Events.Buffer == 0 {
+		c.Events.Buffer = 1024
+	}
+	if c.MaxClockDrift == 0 {
+		c.MaxClockDrift = time.Minute
+	}
+	if c.Device.Name == "" {
+		c.Device.Name = "device"
+	}
+	if c.Device.Type == "" {
+		c.Device.Type = "unknown"
+	}
+	if c.Clock == nil {
+		c.Clock = core.SystemClock{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	policies := DefaultPolicies()
+	for name, p := range c.Collections {
+		if err := core.ValidateKey(name, "", 0); err != nil {
+			return c, fmt.Errorf("%w: collection %q: %v", core.ErrInvalidConfig, name, err)
+		}
+		if p.Interval < 0 {
+			return c, fmt.Errorf("%w: collection %q: negative interval", core.ErrInvalidConfig, name)
+		}
+		policies[name] = p
+	}
+	c.Collections = policies
+	return c, nil
+}
+
+// policy returns the policy of a collection.
+func (c *Config) policy(collection string) Policy {
+	if p, ok := c.Collections[collection]; ok {
+		return p
+	}
+	return Policy{Priority: core.PriorityMedium, Mode: core.ModeImmediate}
+}

@@ -1,0 +1,38 @@
+package core
+
+import "errors"
+
+// Sentinel errors. Callers test for them with errors.Is; the SDK wraps them
+// with context using %w.
+var (
+	// ErrNotFound reports that a record, device or metadata key does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrClosed reports use of a node, store, transport or session after Close.
+	ErrClosed = errors.New("closed")
+	// ErrInvalidConfig reports a Config that New refuses.
+	ErrInvalidConfig = errors.New("invalid config")
+	// ErrInvalidArgument reports bad input from the host (empty collection
+	// name, oversize key or value, ...).
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrClockDrift reports a remote timestamp further ahead of the local
+	// clock than the configured maximum drift; the remote value is refused.
+	ErrClockDrift = errors.New("remote clock too far ahead")
+	// ErrInvalidDeviceID reports a device id text form that fails to parse or
+	// whose check characters do not match (a mistyped id).
+	ErrInvalidDeviceID = errors.New("invalid device id")
+	// ErrTxnDone reports use of a transaction after its function returned.
+	ErrTxnDone = errors.New("transaction already finished")
+	// ErrUnauthorized reports a peer that is unknown, untrusted or revoked.
+	ErrUnauthorized = errors.New("device not authorized")
+	// ErrProtocol reports a malformed or out-of-order message from a peer.
+	ErrProtocol = errors.New("protocol violation")
+	// ErrVersionMismatch reports that the peer speaks an incompatible
+	// protocol version.
+	ErrVersionMismatch = errors.New("protocol version mismatch")
+	// ErrFrameTooLarge reports a frame above the negotiated maximum size.
+	ErrFrameTooLarge = errors.New("frame too large")
+	// ErrHandshake reports a failed authentication handshake.
+	ErrHandshake = errors.New("handshake failed")
+	// ErrCorrupt reports stored or received data that fails verification.
+	ErrCorrupt = errors.New("data corrupt")
+)

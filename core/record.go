@@ -1,0 +1,98 @@
+package core
+
+import "fmt"
+
+// Limits on host input, enforced by the node before anything is stored.
+const (
+	// MaxCollectionLen is the longest collection name in bytes.
+	MaxCollectionLen = 128
+	// MaxKeyLen is the longest record key in bytes.
+	MaxKeyLen = 1024
+	// MaxValueLen is the largest record value in bytes; media larger than
+	// this travels as content-addressed chunks instead.
+	MaxValueLen = 4 << 20
+)
+
+// Record is one version of (Collection, Key): the unit the SDK stores,
+// syncs and resolves.
+type Record struct {
+	// Collection names the typed collection the record belongs to.
+	Collection string
+	// Key identifies the record within its collection (any bytes).
+	Key string
+	// Value is the payload; nil for a tombstone. The store owns the slice it
+	// returns: callers must not modify it.
+	Value []byte
+	// Deleted marks a tombstone: the record was deleted at Timestamp.
+	Deleted bool
+	// Timestamp is the hybrid logical clock time of the write.
+	Timestamp Timestamp
+	// Origin is the device that made the write.
+	Origin DeviceID
+	// Seq is the write's sequence number in Origin's changelog.
+	Seq uint64
+	// Context is the causal context: every write this version supersedes,
+	// including its own (Origin, Seq). Two versions conflict only when their
+	// contexts are concurrent.
+	Context VersionVector
+}
+
+// Validate checks the host-controlled fields against the limits.
+func (r *Record) Validate() error {
+	return ValidateKey(r.Collection, r.Key, len(r.Value))
+}
+
+// ValidateKey checks a collection name, key and value size.
+func ValidateKey(collection, key string, valueLen int) error {
+	switch {
+	case collection == "":
+		return fmt.Errorf("%w: empty collection name", ErrInvalidArgument)
+	case len(collection) > MaxCollectionLen:
+		return fmt.Errorf("%w: collection name longer than %d bytes", ErrInvalidArgument, MaxCollectionLen)
+	case len(key) > MaxKeyLen:
+		return fmt.Errorf("%w: key longer than %d bytes", ErrInvalidArgument, MaxKeyLen)
+	case valueLen > MaxValueLen:
+		return fmt.Errorf("%w: value of %d bytes exceeds %d", ErrInvalidArgument, valueLen, MaxValueLen)
+	}
+	return nil
+}
+
+// Change is one entry of a device's changelog: a record version together
+// with the transaction it belongs to. A transaction of n changes made by
+// device D occupies D's sequence numbers TxnFirst .. TxnFirst+TxnLen-1, so a
+// receiver knows when it holds all of it.
+type Change struct {
+	Record
+	// TxnFirst is the sequence number of the transaction's first change.
+	TxnFirst uint64
+	// TxnLen is the number of changes in the transaction.
+	TxnLen uint32
+}
+
+// Batch is what a Store commits atomically: changelog entries to append
+// (advancing the store's version vector) and the resulting current versions
+// of the records they touch. For a local write Records mirrors Changes; when
+// applying remote changes Records holds the outcome of conflict resolution.
+type Batch struct {
+	Changes []Change
+	Records []Record
+}
+
+// KeyRange selects keys in [Start, End) of one collection; an empty End means
+// no upper bound. Prefix, when set, further restricts keys to that prefix.
+type KeyRange struct {
+	Start, End string
+	Prefix     string
+	// IncludeDeleted also yields tombstones.
+	IncludeDeleted bool
+	// Limit stops after that many records (0: no limit).
+	Limit int
+}
+
+// Contains reports whether key falls in the range.
+func (r KeyRange) Contains(key string) bool {
+	if key < r.Start || (r.End != "" && key >= r.End) {
+		return false
+	}
+	return len(key) >= len(r.Prefix) && key[:len(r.Prefix)] == r.Prefix
+}

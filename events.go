@@ -1,0 +1,141 @@
+package federation
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// EventKind tells what an Event reports.
+type EventKind int
+
+// Event kinds.
+const (
+	// EventChange reports that a record changed, by a local write or by
+	// applying a peer's change.
+	EventChange EventKind = iota + 1
+)
+
+// String names the kind.
+func (k EventKind) String() string {
+	switch k {
+	case EventChange:
+		return "change"
+	}
+	return "event(?)"
+}
+
+// Event is one notification delivered to subscribers. It never carries the
+// value: read it with Get if needed.
+type Event struct {
+	Kind       EventKind
+	Collection string
+	Key        string
+	Deleted    bool
+	Origin     DeviceID
+	Local      bool
+	Timestamp  Timestamp
+}
+
+// SubscribeOptions filters a subscription.
+type SubscribeOptions struct {
+	// Collections limits events to these collections (empty: all).
+	Collections []string
+}
+
+// Subscription receives events on C until Close or until the node closes,
+// after which C is closed. A slow subscriber never blocks writers: when C's
+// buffer (Config.Events.Buffer) is full, events are dropped and counted.
+type Subscription struct {
+	// C delivers events in commit order.
+	C <-chan Event
+
+	c       chan Event
+	hub     *hub
+	filter  map[string]bool
+	dropped atomic.Uint64
+	once    sync.Once
+}
+
+// Dropped returns how many events this subscription lost to a full buffer.
+func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
+
+// Close ends the subscription and closes C. Idempotent.
+func (s *Subscription) Close() { s.hub.remove(s) }
+
+// Subscribe starts a subscription. On a closed node it returns a
+// subscription whose channel is already closed.
+func (n *Node) Subscribe(opts SubscribeOptions) *Subscription {
+	return n.events.add(opts)
+}
+
+// hub fans events out to subscriptions.
+type hub struct {
+	mu      sync.RWMutex
+	buffer  int
+	subs    map[*Subscription]struct{}
+	closed  bool
+	dropped atomic.Uint64
+}
+
+func newHub(buffer int) *hub {
+	return &hub{buffer: buffer, subs: map[*Subscription]struct{}{}}
+}
+
+func (h *hub) add(opts SubscribeOptions) *Subscription {
+	c := make(chan Event, h.buffer)
+	s := &Subscription{C: c, c: c, hub: h}
+	if len(opts.Collections) > 0 {
+		s.filter = map[string]bool{}
+		for _, name := range opts.Collections {
+			s.filter[name] = true
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		s.once.Do(func() { close(c) })
+		return s
+	}
+	h.subs[s] = struct{}{}
+	return s
+}
+
+func (h *hub) remove(s *Subscription) {
+	h.mu.Lock()
+	delete(h.subs, s)
+	h.mu.Unlock()
+	s.once.Do(func() { close(s.c) })
+}
+
+func (h *hub) publish(e Event) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for s := range h.subs {
+		if s.filter != nil && !s.filter[e.Collection] {
+			continue
+		}
+		select {
+		case s.c <- e:
+		default:
+			s.dropped.Add(1)
+			h.dropped.Add(1)
+		}
+	}
+}
+
+func (h *hub) counts() (subscribers int, dropped uint64) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.subs), h.dropped.Load()
+}
+
+func (h *hub) close() {
+	h.mu.Lock()
+	subs := h.subs
+	h.subs = map[*Subscription]struct{}{}
+	h.closed = true
+	h.mu.Unlock()
+	for s := range subs {
+		s.once.Do(func() { close(s.c) })
+	}
+}

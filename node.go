@@ -1,0 +1,290 @@
+package federation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+
+	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/store/libsqlstore"
+)
+
+// DBFile is the name of the default store's file inside Config.Dir.
+const DBFile = "federation.db"
+
+// Node is one device's handle on the user's federated data. It is safe for
+// concurrent use. Build it with New and release it with Close.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	store Store
+	ident *identity.Identity
+	hlc   *core.HLC
+
+	// writeMu serialises local writes: sequence numbers and causal contexts
+	// are assigned under it, and Update holds it for the whole transaction.
+	writeMu sync.Mutex
+	seq     uint64 // last sequence number this device used
+
+	events *hub
+
+	closeOnce sync.Once
+	closeErr  error
+	closed    chan struct{}
+	wg        sync.WaitGroup
+}
+
+// New builds a Node from cfg: it validates a copy of cfg (ErrInvalidConfig),
+// opens the store (creating the libSQL file in cfg.Dir by default), and
+// loads this device's identity, creating it on first start. It does no
+// network I/O.
+func New(cfg Config) (*Node, error) {
+	cfg, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	st := cfg.Store
+	if st == nil {
+		st, err = libsqlstore.Open(ctx, filepath.Join(cfg.Dir, DBFile), libsqlstore.Options{Logger: cfg.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+	}
+	n, err := newNode(ctx, cfg, st)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
+	ident, err := identity.LoadOrCreate(ctx, st, cfg.Rand)
+	if err != nil {
+		return nil, err
+	}
+	if err := saveDeviceInfo(ctx, st, cfg.Device); err != nil {
+		return nil, err
+	}
+	vv, err := st.VersionVector(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load version vector: %w", err)
+	}
+	n := &Node{
+		cfg:    cfg,
+		log:    cfg.Logger.With("device", ident.DeviceID().Short()),
+		store:  st,
+		ident:  ident,
+		hlc:    core.NewHLC(cfg.Clock, cfg.MaxClockDrift),
+		seq:    vv[ident.DeviceID()],
+		events: newHub(cfg.Events.Buffer),
+		closed: make(chan struct{}),
+	}
+	// Never reuse a timestamp this device already issued, even if the clock
+	// went backwards while the node was down.
+	if n.seq > 0 {
+		err := st.Changes(ctx, ident.DeviceID(), n.seq-1, 1, func(c core.Change) error {
+			n.hlc.Observe(c.Timestamp)
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("load clock: %w", err)
+		}
+	}
+	if ts, err := loadClock(ctx, st); err == nil {
+		n.hlc.Observe(ts)
+	}
+	n.log.Info("node ready", "name", cfg.Device.Name, "seq", n.seq)
+	return n, nil
+}
+
+// DeviceID returns this device's id.
+func (n *Node) DeviceID() DeviceID { return n.ident.DeviceID() }
+
+// PublicKey returns this device's public key.
+func (n *Node) PublicKey() PublicKey { return n.ident.PublicKey() }
+
+// Policy returns the policy in force for a collection.
+func (n *Node) Policy(collection string) Policy { return n.cfg.policy(collection) }
+
+// Put writes value under (collection, key).
+func (n *Node) Put(ctx context.Context, collection, key string, value []byte) error {
+	return n.Update(ctx, func(tx *Tx) error { return tx.Put(collection, key, value) })
+}
+
+// Delete writes a tombstone for (collection, key). Deleting a missing key is
+// not an error.
+func (n *Node) Delete(ctx context.Context, collection, key string) error {
+	return n.Update(ctx, func(tx *Tx) error { return tx.Delete(collection, key) })
+}
+
+// Get returns the current value of (collection, key), or an error wrapping
+// ErrNotFound when it is absent or deleted. The slice belongs to the caller.
+func (n *Node) Get(ctx context.Context, collection, key string) ([]byte, error) {
+	r, err := n.GetRecord(ctx, collection, key)
+	if err != nil {
+		return nil, err
+	}
+	if r.Deleted {
+		return nil, fmt.Errorf("get %s/%q: %w", collection, key, ErrNotFound)
+	}
+	return r.Value, nil
+}
+
+// GetRecord returns the current version of (collection, key) with its
+// metadata; tombstones are returned with Deleted set.
+func (n *Node) GetRecord(ctx context.Context, collection, key string) (Record, error) {
+	if err := n.alive(); err != nil {
+		return Record{}, err
+	}
+	if err := core.ValidateKey(collection, key, 0); err != nil {
+		return Record{}, err
+	}
+	return n.store.Get(ctx, collection, key)
+}
+
+// Scan calls fn for each live record of collection in r (tombstones only if
+// r.IncludeDeleted), in ascending key order, until fn returns an error.
+func (n *Node) Scan(ctx context.Context, collection string, r KeyRange, fn func(Record) error) error {
+	if err := n.alive(); err != nil {
+		return err
+	}
+	if err := core.ValidateKey(collection, "", 0); err != nil {
+		return err
+	}
+	return n.store.Scan(ctx, collection, r, fn)
+}
+
+// Update runs fn in a transaction. Its writes are committed atomically when
+// fn returns nil, and discarded when it returns an error (which Update
+// returns) or panics; a failed commit also leaves nothing behind. Reads in fn
+// see the committed state plus fn's own writes. Local transactions are
+// serialised, so keep fn short; it must not call other Node methods that
+// write.
+func (n *Node) Update(ctx context.Context, fn func(tx *Tx) error) error {
+	if err := n.alive(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	n.writeMu.Lock()
+	defer n.writeMu.Unlock()
+	tx := &Tx{ctx: ctx, node: n, index: map[txKey]int{}}
+	err := fn(tx)
+	tx.done = true
+	if err != nil {
+		return err
+	}
+	return n.commitLocal(ctx, tx.ops)
+}
+
+// commitLocal stamps and commits one local transaction. Called with writeMu.
+func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	ts, err := n.hlc.Now()
+	if err != nil {
+		return err
+	}
+	vv, err := n.store.VersionVector(ctx)
+	if err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	self := n.DeviceID()
+	first := n.seq + 1
+	b := core.Batch{
+		Changes: make([]core.Change, len(ops)),
+		Records: make([]core.Record, len(ops)),
+	}
+	for i, op := range ops {
+		seq := first + uint64(i)
+		// A local write causally follows everything this device holds, so
+		// its context is the node's version vector plus its own dot.
+		cctx := vv.Clone()
+		cctx[self] = seq
+		rec := core.Record{
+			Collection: op.collection,
+			Key:        op.key,
+			Value:      op.value,
+			Deleted:    op.deleted,
+			Timestamp:  ts,
+			Origin:     self,
+			Seq:        seq,
+			Context:    cctx,
+		}
+		b.Records[i] = rec
+		b.Changes[i] = core.Change{Record: rec, TxnFirst: first, TxnLen: uint32(len(ops))}
+	}
+	if err := n.store.Commit(ctx, b); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	n.seq = first + uint64(len(ops)) - 1
+	for _, r := range b.Records {
+		n.events.publish(Event{Kind: EventChange, Collection: r.Collection, Key: r.Key, Deleted: r.Deleted, Origin: self, Local: true, Timestamp: r.Timestamp})
+	}
+	return nil
+}
+
+// Stats is a snapshot of a node's counters.
+type Stats struct {
+	Device        DeviceID
+	Store         StoreStats
+	VersionVector VersionVector
+	Subscribers   int
+	EventsDropped uint64
+}
+
+// Stats returns a snapshot of the node's counters.
+func (n *Node) Stats(ctx context.Context) (Stats, error) {
+	if err := n.alive(); err != nil {
+		return Stats{}, err
+	}
+	ss, err := n.store.Stats(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("stats: %w", err)
+	}
+	vv, err := n.store.VersionVector(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("stats: %w", err)
+	}
+	subs, dropped := n.events.counts()
+	return Stats{Device: n.DeviceID(), Store: ss, VersionVector: vv, Subscribers: subs, EventsDropped: dropped}, nil
+}
+
+// Close stops everything the node started, waits for it, ends every
+// subscription and closes the store. It is idempotent; later calls return
+// the first call's result.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		close(n.closed)
+		n.wg.Wait()
+		n.writeMu.Lock() // let an in-flight Update finish
+		defer n.writeMu.Unlock()
+		var errs []error
+		if err := saveClock(context.Background(), n.store, n.hlc.Last()); err != nil {
+			errs = append(errs, err)
+		}
+		n.events.close()
+		if err := n.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close store: %w", err))
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+func (n *Node) alive() error {
+	select {
+	case <-n.closed:
+		return fmt.Errorf("node: %w", ErrClosed)
+	default:
+		return nil
+	}
+}
