@@ -1,0 +1,273 @@
+package wire
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/devicemesh/federation/core"
+)
+
+// Sync frame types (application range), spoken on the sync streams that
+// package federation opens inside an authenticated session. Each side of a
+// session opens one stream and sends on it; all integers are unsigned
+// varints (uvarint) unless stated.
+//
+//	SyncHello (0x10)  VV: what the sender already holds
+//	Changes   (0x11)  ndev, ndev x 32-byte device id (the dictionary),
+//	                  n, n x change; a change is:
+//	                    origin (dictionary index), seq, seq-TxnFirst, TxnLen,
+//	                    timestamp (8 bytes big-endian HLC), flags (1 byte:
+//	                    bit 0 tombstone), collection (len+bytes),
+//	                    key (len+bytes), context (m, m x (index, counter)),
+//	                    value (len+bytes)
+//	Ack       (0x12)  VV: what the receiver holds after applying
+//	CaughtUp  (0x13)  VV: the sender has sent everything it holds up to VV
+//
+// A VV is: count, then count x (32-byte device id, counter) in ascending
+// device order.
+const (
+	TypeSyncHello  Type = 0x10 // sender's version vector: "this is what I hold"
+	TypeChanges    Type = 0x11 // a batch of changelog entries
+	TypeAck        Type = 0x12 // receiver's version vector after applying
+	TypeCaughtUp   Type = 0x13 // sender has sent everything up to a vector
+	TypeMerkleReq  Type = 0x14 // Merkle reconciliation request
+	TypeMerkleResp Type = 0x15 // Merkle reconciliation response
+	TypeRecords    Type = 0x16 // current record versions (Merkle repair, fetch)
+)
+
+// AppendVV appends a version vector: count (uvarint), then per entry the
+// 32-byte device id and the counter (uvarint), devices in ascending order.
+func AppendVV(dst []byte, vv core.VersionVector) []byte {
+	ds := vv.Devices()
+	dst = binary.AppendUvarint(dst, uint64(len(ds)))
+	for _, d := range ds {
+		dst = append(dst, d[:]...)
+		dst = binary.AppendUvarint(dst, vv[d])
+	}
+	return dst
+}
+
+// DecodeVV decodes a version vector written by AppendVV and returns the rest
+// of b.
+func DecodeVV(b []byte) (core.VersionVector, []byte, error) {
+	d := decoder{b: b}
+	n := d.count(33)
+	vv := make(core.VersionVector, n)
+	var prev core.DeviceID
+	for i := 0; i < n && d.err == nil; i++ {
+		id := d.device()
+		c := d.uvarint()
+		if i > 0 && id.Compare(prev) <= 0 {
+			d.fail("version vector not in ascending device order")
+		}
+		prev = id
+		vv[id] = c
+	}
+	if d.err != nil {
+		return nil, nil, d.err
+	}
+	return vv, d.b, nil
+}
+
+// AppendChanges appends the encoding of changes. Devices named in the batch
+// (origins and causal contexts) are listed once in a dictionary and referred
+// to by index.
+func AppendChanges(dst []byte, changes []core.Change) []byte {
+	dict := map[core.DeviceID]uint64{}
+	var devs []core.DeviceID
+	idx := func(d core.DeviceID) uint64 {
+		if i, ok := dict[d]; ok {
+			return i
+		}
+		dict[d] = uint64(len(devs))
+		devs = append(devs, d)
+		return dict[d]
+	}
+	var body []byte
+	body = binary.AppendUvarint(body, uint64(len(changes)))
+	for i := range changes {
+		c := &changes[i]
+		body = binary.AppendUvarint(body, idx(c.Origin))
+		body = binary.AppendUvarint(body, c.Seq)
+		body = binary.AppendUvarint(body, c.Seq-c.TxnFirst)
+		body = binary.AppendUvarint(body, uint64(c.TxnLen))
+		body = binary.BigEndian.AppendUint64(body, uint64(c.Timestamp))
+		var flags byte
+		if c.Deleted {
+			flags |= 1
+		}
+		body = append(body, flags)
+		body = appendBytes(body, []byte(c.Collection))
+		body = appendBytes(body, []byte(c.Key))
+		ds := c.Context.Devices()
+		body = binary.AppendUvarint(body, uint64(len(ds)))
+		for _, d := range ds {
+			body = binary.AppendUvarint(body, idx(d))
+			body = binary.AppendUvarint(body, c.Context[d])
+		}
+		body = appendBytes(body, c.Value)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(devs)))
+	for _, d := range devs {
+		dst = append(dst, d[:]...)
+	}
+	return append(dst, body...)
+}
+
+// DecodeChanges decodes a Changes payload. Values are copied out of b.
+func DecodeChanges(b []byte) ([]core.Change, error) {
+	d := decoder{b: b}
+	ndev := d.count(32)
+	devs := make([]core.DeviceID, 0, ndev)
+	for i := 0; i < ndev && d.err == nil; i++ {
+		devs = append(devs, d.device())
+	}
+	dev := func() core.DeviceID {
+		i := d.uvarint()
+		if d.err == nil && i >= uint64(len(devs)) {
+			d.fail("device index out of range")
+			return core.DeviceID{}
+		}
+		if d.err != nil {
+			return core.DeviceID{}
+		}
+		return devs[i]
+	}
+	n := d.count(17) // the smallest encoded change
+	out := make([]core.Change, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		var c core.Change
+		c.Origin = dev()
+		c.Seq = d.uvarint()
+		off := d.uvarint()
+		if d.err == nil && (off >= c.Seq || c.Seq == 0) {
+			d.fail("transaction offset beyond sequence")
+		}
+		c.TxnFirst = c.Seq - off
+		txnLen := d.uvarint()
+		if d.err == nil && (txnLen == 0 || txnLen > 1<<32-1 || off >= txnLen) {
+			d.fail("bad transaction length")
+		}
+		c.TxnLen = uint32(txnLen)
+		c.Timestamp = core.Timestamp(d.uint64())
+		flags := d.byte()
+		if flags&^1 != 0 {
+			d.fail("unknown change flags")
+		}
+		c.Deleted = flags&1 != 0
+		c.Collection = string(d.bytes(core.MaxCollectionLen))
+		c.Key = string(d.bytes(core.MaxKeyLen))
+		nctx := d.count(2)
+		c.Context = make(core.VersionVector, nctx)
+		for j := 0; j < nctx && d.err == nil; j++ {
+			id := dev()
+			c.Context[id] = d.uvarint()
+		}
+		v := d.bytes(core.MaxValueLen)
+		switch {
+		case c.Deleted && len(v) > 0:
+			d.fail("tombstone carries a value")
+		case !c.Deleted:
+			c.Value = append(make([]byte, 0, len(v)), v...)
+		}
+		out = append(out, c)
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("trailing bytes")
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return out, nil
+}
+
+func appendBytes(dst, b []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(b)))
+	return append(dst, b...)
+}
+
+// decoder reads primitives from a payload, remembering the first error so
+// call sites stay linear. Every length is checked against what remains, so
+// a hostile count can never make it allocate more than the payload size.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(msg string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s", core.ErrProtocol, msg)
+	}
+	d.b = nil
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) uint64() uint64 {
+	if d.err != nil || len(d.b) < 8 {
+		d.fail("short payload")
+		return 0
+	}
+	v := binary.BigEndian.Uint64(d.b)
+	d.b = d.b[8:]
+	return v
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil || len(d.b) < 1 {
+		d.fail("short payload")
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) device() core.DeviceID {
+	var id core.DeviceID
+	if d.err != nil || len(d.b) < len(id) {
+		d.fail("short payload")
+		return id
+	}
+	copy(id[:], d.b)
+	d.b = d.b[len(id):]
+	return id
+}
+
+// count reads an element count and checks that that many elements of at
+// least minSize bytes each could fit in what remains.
+func (d *decoder) count(minSize int) int {
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.b)/minSize) {
+		d.fail("count exceeds payload")
+		return 0
+	}
+	return int(n)
+}
+
+// bytes reads a length-prefixed byte string of at most limit bytes; the
+// result aliases the payload.
+func (d *decoder) bytes(limit int) []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(limit) || n > uint64(len(d.b)) {
+		d.fail("byte string too long")
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}

@@ -1,0 +1,83 @@
+package wire
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/devicemesh/federation/core"
+)
+
+func sampleChanges() []core.Change {
+	a, b := core.DeviceID{1}, core.DeviceID{2}
+	return []core.Change{
+		{Record: core.Record{Collection: "profile", Key: "name", Value: []byte("Ada"), Timestamp: core.MakeTimestamp(1700000000000, 3), Origin: a, Seq: 7, Context: core.VersionVector{a: 7, b: 2}}, TxnFirst: 7, TxnLen: 2},
+		{Record: core.Record{Collection: "profile", Key: "old", Deleted: true, Timestamp: core.MakeTimestamp(1700000000000, 3), Origin: a, Seq: 8, Context: core.VersionVector{a: 8, b: 2}}, TxnFirst: 7, TxnLen: 2},
+		{Record: core.Record{Collection: "notes", Key: "", Value: []byte{}, Timestamp: 1, Origin: b, Seq: 1, Context: core.VersionVector{b: 1}}, TxnFirst: 1, TxnLen: 1},
+	}
+}
+
+func TestChangesRoundTrip(t *testing.T) {
+	in := sampleChanges()
+	out, err := DecodeChanges(AppendChanges(nil, in))
+	require.NoError(t, err)
+	require.Equal(t, in, out)
+}
+
+func TestVVRoundTrip(t *testing.T) {
+	vv := core.VersionVector{{1}: 5, {9}: 1 << 40, {3}: 0}
+	got, rest, err := DecodeVV(append(AppendVV(nil, vv), 0xAA))
+	require.NoError(t, err)
+	require.Equal(t, []byte{0xAA}, rest)
+	require.Equal(t, core.VersionVector{{1}: 5, {9}: 1 << 40}, got, "zero counters are not sent")
+}
+
+func TestDecodeChangesRejectsHostileInput(t *testing.T) {
+	good := AppendChanges(nil, sampleChanges())
+	for name, b := range map[string][]byte{
+		"truncated":         good[:len(good)-1],
+		"trailing":          append(append([]byte{}, good...), 0),
+		"huge count":        {0, 0xff, 0xff, 0xff, 0xff, 0x0f},
+		"index out of dict": AppendChanges(nil, nil)[:0],
+	} {
+		if name == "index out of dict" {
+			b = []byte{0, 1, 5, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 'c', 0, 0, 0}
+		}
+		_, err := DecodeChanges(b)
+		require.ErrorIs(t, err, core.ErrProtocol, name)
+	}
+}
+
+func FuzzDecodeChanges(f *testing.F) {
+	f.Add(AppendChanges(nil, sampleChanges()))
+	f.Add(AppendChanges(nil, nil))
+	f.Add([]byte{0, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cs, err := DecodeChanges(b)
+		if err != nil {
+			return
+		}
+		// Whatever decodes must re-encode to something that decodes the same.
+		again, err := DecodeChanges(AppendChanges(nil, cs))
+		if err != nil {
+			t.Fatalf("re-decode: %v", err)
+		}
+		if len(again) != len(cs) {
+			t.Fatalf("round trip changed the batch")
+		}
+	})
+}
+
+func FuzzDecodeVV(f *testing.F) {
+	f.Add(AppendVV(nil, core.VersionVector{{1}: 5, {2}: 7}))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		vv, _, err := DecodeVV(b)
+		if err != nil {
+			return
+		}
+		if _, _, err := DecodeVV(AppendVV(nil, vv)); err != nil {
+			t.Fatalf("re-decode: %v", err)
+		}
+	})
+}
