@@ -30,7 +30,8 @@ type Node struct {
 	writeMu sync.Mutex
 	seq     uint64 // last sequence number this device used
 
-	events *hub
+	events  *hub
+	changed *notifier // woken after every commit
 
 	closeOnce sync.Once
 	closeErr  error
@@ -76,14 +77,15 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		return nil, fmt.Errorf("load version vector: %w", err)
 	}
 	n := &Node{
-		cfg:    cfg,
-		log:    cfg.Logger.With("device", ident.DeviceID().Short()),
-		store:  st,
-		ident:  ident,
-		hlc:    core.NewHLC(cfg.Clock, cfg.MaxClockDrift),
-		seq:    vv[ident.DeviceID()],
-		events: newHub(cfg.Events.Buffer),
-		closed: make(chan struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger.With("device", ident.DeviceID().Short()),
+		store:   st,
+		ident:   ident,
+		hlc:     core.NewHLC(cfg.Clock, cfg.MaxClockDrift),
+		seq:     vv[ident.DeviceID()],
+		events:  newHub(cfg.Events.Buffer),
+		changed: newNotifier(),
+		closed:  make(chan struct{}),
 	}
 	// Never reuse a timestamp this device already issued, even if the clock
 	// went backwards while the node was down.
@@ -226,6 +228,7 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	n.seq = first + uint64(len(ops)) - 1
+	n.afterCommit(b.Records)
 	for _, r := range b.Records {
 		n.events.publish(Event{Kind: EventChange, Collection: r.Collection, Key: r.Key, Deleted: r.Deleted, Origin: self, Local: true, Timestamp: r.Timestamp})
 	}

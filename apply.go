@@ -1,0 +1,234 @@
+package federation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/devicemesh/federation/core"
+)
+
+// ErrGap reports changes that do not follow on from what this device holds
+// for their origin: the sender skipped part of the origin's changelog.
+var ErrGap = errors.New("changes leave a gap")
+
+// remoteTxn is one complete transaction received from a peer.
+type remoteTxn []core.Change
+
+// validate checks a transaction's shape: one origin, consecutive sequence
+// numbers matching its TxnFirst/TxnLen, valid keys, and a causal context
+// that contains the change's own dot.
+func (t remoteTxn) validate() error {
+	if len(t) == 0 {
+		return fmt.Errorf("%w: empty transaction", core.ErrProtocol)
+	}
+	first := t[0]
+	if first.Origin.IsZero() || first.TxnFirst == 0 || int(first.TxnLen) != len(t) {
+		return fmt.Errorf("%w: transaction header (first %d, len %d, have %d)", core.ErrProtocol, first.TxnFirst, first.TxnLen, len(t))
+	}
+	for i, c := range t {
+		if c.Origin != first.Origin || c.TxnFirst != first.TxnFirst || c.TxnLen != first.TxnLen {
+			return fmt.Errorf("%w: change %d of a transaction belongs to another", core.ErrProtocol, i)
+		}
+		if c.Seq != first.TxnFirst+uint64(i) {
+			return fmt.Errorf("%w: change %d has sequence %d, want %d", core.ErrProtocol, i, c.Seq, first.TxnFirst+uint64(i))
+		}
+		if c.Context[c.Origin] != c.Seq {
+			return fmt.Errorf("%w: causal context of change %d lacks its own write", core.ErrProtocol, c.Seq)
+		}
+		if err := c.Validate(); err != nil {
+			return fmt.Errorf("%w: change %d: %w", core.ErrProtocol, c.Seq, err)
+		}
+		if c.Deleted && len(c.Value) > 0 {
+			return fmt.Errorf("%w: tombstone %d carries a value", core.ErrProtocol, c.Seq)
+		}
+	}
+	return nil
+}
+
+// applyResult summarises one applyRemote call.
+type applyResult struct {
+	txns, changes, skipped int
+	conflicts              int
+}
+
+// applyRemote applies complete remote transactions in order, atomically as a
+// whole (one store commit): every transaction is either entirely visible or
+// not at all. Transactions already held are skipped, so duplicated or
+// replayed deliveries change nothing. A transaction whose timestamps are too
+// far ahead of the local clock is refused with ErrClockDrift, and nothing of
+// the call is applied.
+func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, error) {
+	var res applyResult
+	for _, t := range txns {
+		if err := t.validate(); err != nil {
+			return res, err
+		}
+	}
+	n.writeMu.Lock()
+	defer n.writeMu.Unlock()
+	if err := n.alive(); err != nil {
+		return res, err
+	}
+	vv, err := n.store.VersionVector(ctx)
+	if err != nil {
+		return res, fmt.Errorf("apply: %w", err)
+	}
+	next := vv.Clone()
+	var fresh []remoteTxn
+	var maxTS core.Timestamp
+	for _, t := range txns {
+		origin, first, last := t[0].Origin, t[0].TxnFirst, t[len(t)-1].Seq
+		switch have := next[origin]; {
+		case last <= have:
+			res.skipped += len(t)
+			continue
+		case first != have+1:
+			return res, fmt.Errorf("apply %s: %w: transaction starts at %d, have up to %d", origin.Short(), ErrGap, first, have)
+		}
+		next[origin] = last
+		fresh = append(fresh, t)
+		for _, c := range t {
+			maxTS = max(maxTS, c.Timestamp)
+		}
+	}
+	if len(fresh) == 0 {
+		return res, nil
+	}
+	if err := n.hlc.Update(maxTS); err != nil {
+		return res, fmt.Errorf("apply: %w", err)
+	}
+	b, events, conflicts, err := n.mergeRemote(ctx, fresh)
+	if err != nil {
+		return res, err
+	}
+	if err := n.store.Commit(ctx, b); err != nil {
+		return res, fmt.Errorf("apply: %w", err)
+	}
+	n.afterCommit(b.Records)
+	for _, e := range events {
+		n.events.publish(e)
+	}
+	res.txns, res.changes, res.conflicts = len(fresh), len(b.Changes), conflicts
+	return res, nil
+}
+
+// mergeRemote decides, for every change, the record version that results
+// from merging it into the current state, and builds the batch to commit.
+func (n *Node) mergeRemote(ctx context.Context, txns []remoteTxn) (core.Batch, []Event, int, error) {
+	var b core.Batch
+	var events []Event
+	conflicts := 0
+	// Later changes in the same call see earlier ones, not the store.
+	pending := map[txKey]int{}
+	for _, t := range txns {
+		for _, c := range t {
+			b.Changes = append(b.Changes, c)
+			k := txKey{c.Collection, c.Key}
+			var cur *core.Record
+			if i, ok := pending[k]; ok {
+				cur = &b.Records[i]
+			} else {
+				r, err := n.store.Get(ctx, c.Collection, c.Key)
+				switch {
+				case err == nil:
+					cur = &r
+				case !errors.Is(err, core.ErrNotFound):
+					return b, nil, 0, fmt.Errorf("apply: %w", err)
+				}
+			}
+			out, changed, conflict, err := n.merge(ctx, cur, c.Record)
+			if err != nil {
+				return b, nil, 0, err
+			}
+			if conflict {
+				conflicts++
+			}
+			if !changed {
+				continue
+			}
+			if i, ok := pending[k]; ok {
+				b.Records[i] = out
+			} else {
+				pending[k] = len(b.Records)
+				b.Records = append(b.Records, out)
+			}
+			events = append(events, Event{Kind: EventChange, Collection: out.Collection, Key: out.Key, Deleted: out.Deleted, Origin: c.Origin, Timestamp: out.Timestamp})
+		}
+	}
+	return b, events, conflicts, nil
+}
+
+// merge returns the version that results from receiving rem while holding
+// cur (nil: nothing). Versions are ordered by causal context; only truly
+// concurrent ones reach the collection's Resolver. The outcome of a
+// resolution depends only on the two versions, never on which one is local,
+// so every device computes the same record.
+func (n *Node) merge(ctx context.Context, cur *core.Record, rem core.Record) (out core.Record, changed, conflict bool, err error) {
+	if cur == nil {
+		return rem, true, false, nil
+	}
+	switch rem.Context.Compare(cur.Context) {
+	case core.After:
+		return rem, true, false, nil
+	case core.Before, core.Equal:
+		return *cur, false, false, nil
+	}
+	res, err := n.resolver(rem.Collection).Resolve(ctx, core.Conflict{Collection: rem.Collection, Key: rem.Key, Local: *cur, Remote: rem})
+	if err != nil {
+		return out, false, true, fmt.Errorf("resolve %s/%q: %w", rem.Collection, rem.Key, err)
+	}
+	if res.Manual {
+		// The host decides; until then this device keeps its version.
+		return *cur, false, true, nil
+	}
+	win := *cur
+	if newer(rem, *cur) {
+		win = rem
+	}
+	out = core.Record{
+		Collection: rem.Collection,
+		Key:        rem.Key,
+		Value:      res.Value,
+		Deleted:    res.Deleted,
+		Timestamp:  win.Timestamp,
+		Origin:     win.Origin,
+		Seq:        win.Seq,
+		Context:    cur.Context.Clone(),
+	}
+	out.Context.Merge(rem.Context)
+	if out.Deleted {
+		out.Value = nil
+	} else if out.Value == nil {
+		out.Value = []byte{}
+	}
+	return out, true, true, nil
+}
+
+// newer orders versions by timestamp, then origin: the deterministic
+// last-writer-wins order.
+func newer(a, b core.Record) bool {
+	if a.Timestamp != b.Timestamp {
+		return a.Timestamp > b.Timestamp
+	}
+	return a.Origin.Compare(b.Origin) > 0
+}
+
+// resolver returns the Resolver of a collection.
+func (n *Node) resolver(collection string) core.Resolver {
+	if r := n.cfg.policy(collection).Resolver; r != nil {
+		return r
+	}
+	return lww{}
+}
+
+// lww is last-writer-wins: the default Resolver.
+type lww struct{}
+
+func (lww) Resolve(_ context.Context, c core.Conflict) (core.Resolution, error) {
+	w := c.Local
+	if newer(c.Remote, c.Local) {
+		w = c.Remote
+	}
+	return core.Resolution{Value: w.Value, Deleted: w.Deleted}, nil
+}
