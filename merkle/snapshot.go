@@ -1,0 +1,78 @@
+package merkle
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/devicemesh/federation/core"
+)
+
+// snapshotMagic starts every snapshot; its last byte is the format version.
+const snapshotMagic = "MKS1"
+
+// SnapshotSize returns the length of the tree's snapshot encoding.
+func (t *Tree) SnapshotSize() int {
+	return len(snapshotMagic) + uvarintLen(uint64(t.Len())) + t.keyBytes + t.Len()*32 + 32 +
+		t.varintBytes()
+}
+
+func (t *Tree) varintBytes() int {
+	n := 0
+	t.root.walk(func(e *entry) { n += uvarintLen(uint64(len(e.key))) })
+	return n
+}
+
+// AppendSnapshot appends a compact encoding of the tree to dst: "MKS1",
+// uvarint(count), then per key in position order uvarint(len(key)) || key ||
+// entry hash (32 bytes), then the root (32 bytes). A host that persists it
+// at shutdown restores the tree with Restore without reading the records;
+// a host that does not rebuilds it by calling Set for every record.
+func (t *Tree) AppendSnapshot(dst []byte) []byte {
+	dst = append(dst, snapshotMagic...)
+	dst = binary.AppendUvarint(dst, uint64(t.Len()))
+	t.root.walk(func(e *entry) {
+		dst = binary.AppendUvarint(dst, uint64(len(e.key)))
+		dst = append(dst, e.key...)
+		dst = append(dst, e.hash[:]...)
+	})
+	root := t.Root()
+	return append(dst, root[:]...)
+}
+
+// Restore rebuilds a tree from AppendSnapshot's encoding in time linear in
+// its size. It verifies the entries' order and that they hash to the
+// recorded root, returning an error wrapping ErrCorrupt (and core.ErrCorrupt)
+// otherwise. It never panics on bad input.
+func Restore(b []byte) (*Tree, error) {
+	d := decoder{b: b}
+	if string(d.bytes(len(snapshotMagic))) != snapshotMagic {
+		return nil, fmt.Errorf("%w: bad magic", ErrCorrupt)
+	}
+	n := d.count(len(b), 1+32)
+	ents := make([]entry, n)
+	for i := range ents {
+		k := d.uvarint()
+		if k > core.MaxKeyLen {
+			d.limit("key of %d bytes", k)
+		}
+		key := string(d.bytes(int(k)))
+		copy(ents[i].hash[:], d.bytes(32))
+		if d.err != nil {
+			break
+		}
+		ents[i].key, ents[i].pos = key, position(key)
+		if i > 0 && cmpEntry(&ents[i-1], ents[i].pos, key) >= 0 {
+			return nil, fmt.Errorf("%w: entries out of order at %d", ErrCorrupt, i)
+		}
+	}
+	var root Digest
+	copy(root[:], d.bytes(32))
+	if err := d.finish(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	t := build(ents)
+	if t.Root() != root {
+		return nil, fmt.Errorf("%w: root mismatch", ErrCorrupt)
+	}
+	return t, nil
+}

@@ -1,0 +1,266 @@
+package merkle
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+)
+
+// Leaf bucket bounds. A leaf holding more than splitAt entries becomes an
+// inner node with 16 leaf children; an inner node whose count falls to
+// mergeAt collapses back into one leaf. The gap between them keeps a key
+// that is added and removed at the boundary from splitting and merging on
+// every write. They shape memory and query cost only: node hashes are
+// defined by position ranges, so two trees that split differently still
+// agree on every Summary.
+const (
+	splitAt = 64
+	mergeAt = 24
+)
+
+// Tree is the Merkle tree of one collection: a map from key to record digest
+// whose nodes are position ranges (see Prefix), each holding the count of
+// its keys and the sum modulo 2^256 of their entry hashes. Set and Delete
+// update the path from the key's leaf to the root in O(depth) with no
+// rebuild.
+//
+// The zero Tree is not ready for use; call New. A Tree is not safe for
+// concurrent use: the caller serialises writes and queries (normally under
+// the same lock as the store's write path).
+type Tree struct {
+	root     node
+	keyBytes int // total length of all keys, for cost estimates
+}
+
+// node is a leaf (kids == nil: ents holds its keys sorted by position, then
+// key) or an inner node (kids holds its 16 children, ents is nil).
+type node struct {
+	sum   sum256
+	count int
+	kids  *[Fanout]node
+	ents  []entry
+}
+
+// entry is one key in a leaf. The position is kept so that leaf searches,
+// splits and range queries need no hashing.
+type entry struct {
+	pos  uint64
+	key  string
+	hash Digest // EntryHash(key, record digest)
+}
+
+// Entry is one key of the tree with its entry hash.
+type Entry struct {
+	Key string
+	// Hash is EntryHash(Key, record digest): equal hashes mean equal
+	// record digests.
+	Hash Digest
+}
+
+// Summary describes one node: its range, how many keys it holds and the
+// order-independent hash of their entries (the sum modulo 2^256 of their
+// entry hashes, little-endian).
+type Summary struct {
+	Prefix Prefix
+	Count  int
+	Hash   Digest
+}
+
+// New returns an empty tree.
+func New() *Tree { return &Tree{} }
+
+// Len returns the number of keys.
+func (t *Tree) Len() int { return t.root.count }
+
+// Root returns the tree's root digest, SHA-256(0x03 || u64le(count) || sum).
+// Two trees have equal roots exactly when they hold the same (key, digest)
+// pairs (up to SHA-256 collisions), whatever the order of the writes that
+// built them.
+func (t *Tree) Root() Digest { return rootOf(t.root.count, &t.root.sum) }
+
+func cmpEntry(e *entry, pos uint64, key string) int {
+	if c := cmp.Compare(e.pos, pos); c != 0 {
+		return c
+	}
+	return strings.Compare(e.key, key)
+}
+
+// descend walks from the root to the leaf holding pos, recording the path,
+// and returns the leaf's depth.
+func (t *Tree) descend(pos uint64, path *[MaxDepth + 1]*node) int {
+	n, d := &t.root, 0
+	for n.kids != nil {
+		path[d] = n
+		n = &n.kids[nibble(pos, d)]
+		d++
+	}
+	path[d] = n
+	return d
+}
+
+func (n *node) search(pos uint64, key string) (int, bool) {
+	return slices.BinarySearchFunc(n.ents, key, func(e entry, k string) int {
+		return cmpEntry(&e, pos, k)
+	})
+}
+
+// Set records that key's current version has the given record digest
+// (normally RecordDigest of it, tombstones included). Setting the digest a
+// key already has changes nothing.
+func (t *Tree) Set(key string, digest Digest) {
+	pos := position(key)
+	h := EntryHash(key, digest)
+	var path [MaxDepth + 1]*node
+	depth := t.descend(pos, &path)
+	leaf := path[depth]
+	i, found := leaf.search(pos, key)
+	hv := sumOf(&h)
+	if found {
+		old := &leaf.ents[i].hash
+		if *old == h {
+			return
+		}
+		ov := sumOf(old)
+		*old = h
+		for _, n := range path[:depth+1] {
+			n.sum.add(&hv)
+			n.sum.sub(&ov)
+		}
+		return
+	}
+	// Clone so that a key sliced from a large buffer does not pin it.
+	leaf.ents = slices.Insert(leaf.ents, i, entry{pos: pos, key: strings.Clone(key), hash: h})
+	t.keyBytes += len(key)
+	for _, n := range path[:depth+1] {
+		n.sum.add(&hv)
+		n.count++
+	}
+	if len(leaf.ents) > splitAt && depth < MaxDepth {
+		leaf.split(depth)
+	}
+}
+
+// Delete removes key and reports whether it was present. Records deleted by
+// the host stay in the tree as tombstones (Set with the tombstone's
+// digest); Delete is for keys that leave the collection entirely, such as
+// purged tombstones or keys outside a partial replica.
+func (t *Tree) Delete(key string) bool {
+	pos := position(key)
+	var path [MaxDepth + 1]*node
+	depth := t.descend(pos, &path)
+	leaf := path[depth]
+	i, found := leaf.search(pos, key)
+	if !found {
+		return false
+	}
+	hv := sumOf(&leaf.ents[i].hash)
+	leaf.ents = slices.Delete(leaf.ents, i, i+1)
+	if cap(leaf.ents) > 16 && len(leaf.ents) < cap(leaf.ents)/4 {
+		leaf.ents = slices.Clip(slices.Clone(leaf.ents))
+	}
+	t.keyBytes -= len(key)
+	for _, n := range path[:depth+1] {
+		n.sum.sub(&hv)
+		n.count--
+	}
+	for d := 0; d < depth; d++ {
+		if path[d].count <= mergeAt {
+			path[d].collapse()
+			break
+		}
+	}
+	return true
+}
+
+// Has reports whether key is present with the given record digest.
+func (t *Tree) Has(key string, digest Digest) bool {
+	h, ok := t.entryHash(key)
+	return ok && h == EntryHash(key, digest)
+}
+
+// Contains reports whether key is present.
+func (t *Tree) Contains(key string) bool {
+	_, ok := t.entryHash(key)
+	return ok
+}
+
+func (t *Tree) entryHash(key string) (Digest, bool) {
+	pos := position(key)
+	var path [MaxDepth + 1]*node
+	leaf := path[t.descend(pos, &path)]
+	i, found := leaf.search(pos, key)
+	if !found {
+		return Digest{}, false
+	}
+	return leaf.ents[i].hash, true
+}
+
+// split turns a leaf at depth d into an inner node with 16 leaf children,
+// splitting further any child that is still over the bound (keys sharing
+// more nibbles).
+func (n *node) split(d int) {
+	var sizes [Fanout]int
+	for i := range n.ents {
+		sizes[nibble(n.ents[i].pos, d)]++
+	}
+	kids := new([Fanout]node)
+	for i := range kids {
+		if sizes[i] > 0 {
+			kids[i].ents = make([]entry, 0, sizes[i]+sizes[i]/4+1)
+		}
+	}
+	for i := range n.ents {
+		e := &n.ents[i]
+		k := &kids[nibble(e.pos, d)]
+		k.ents = append(k.ents, *e)
+		hv := sumOf(&e.hash)
+		k.sum.add(&hv)
+		k.count++
+	}
+	n.ents, n.kids = nil, kids
+	if d+1 < MaxDepth {
+		for i := range kids {
+			if kids[i].count > splitAt {
+				kids[i].split(d + 1)
+			}
+		}
+	}
+}
+
+// collapse turns an inner node back into a leaf holding all its keys, in
+// order. Its sum and count are unchanged.
+func (n *node) collapse() {
+	ents := make([]entry, 0, n.count+n.count/4+1)
+	n.walk(func(e *entry) { ents = append(ents, *e) })
+	n.kids, n.ents = nil, ents
+}
+
+// walk calls fn for every entry under n in (position, key) order.
+func (n *node) walk(fn func(*entry)) {
+	if n.kids == nil {
+		for i := range n.ents {
+			fn(&n.ents[i])
+		}
+		return
+	}
+	for i := range n.kids {
+		n.kids[i].walk(fn)
+	}
+}
+
+// build makes a tree from entries already sorted by (position, key) and
+// free of duplicate keys, in O(n * depth).
+func build(ents []entry) *Tree {
+	t := New()
+	for i := range ents {
+		hv := sumOf(&ents[i].hash)
+		t.root.sum.add(&hv)
+		t.keyBytes += len(ents[i].key)
+	}
+	t.root.count = len(ents)
+	t.root.ents = ents
+	if len(ents) > splitAt {
+		t.root.split(0)
+	}
+	return t
+}
