@@ -1,0 +1,51 @@
+// Package audit is the device's append-only, tamper-evident audit log.
+//
+// Every sync session, batch, conflict, registry operation, refusal and
+// pairing step is recorded as an Entry: a sequence number, a time, a Kind,
+// the device concerned and a Detail of a few small structured fields (counts,
+// collection names, reason codes). Entries never carry payloads or personal
+// text: Detail accepts only short identifier-like strings and integers.
+//
+// # Hash chain
+//
+// Entries form a hash chain. Entry n stores PrevHash, the Hash of entry n-1
+// (32 zero bytes for entry 1), and
+//
+//	Hash = SHA-256(PrevHash || canonical encoding of the entry)
+//
+// The canonical encoding, in order, all integers big-endian:
+//
+//	"devicemesh/audit/v1" (19 bytes, domain separation)
+//	seq        uint64
+//	at         int64   Unix milliseconds
+//	kind       uint8 length, then the Kind's String() bytes
+//	device     32 bytes (all zero when the entry concerns no device)
+//	detail     the Detail encoding:
+//	           uint8 field count (at most MaxFields), then per field, in
+//	           strictly ascending key order:
+//	             uint8 key length, key bytes
+//	             int64 Num
+//	             uint8 text length, text bytes
+//
+// The Detail encoding is also what the libSQL backend stores in the detail
+// column; DecodeDetail parses it and refuses anything malformed.
+//
+// Log.Verify walks the chain from entry 1 and reports the first row whose
+// sequence number, PrevHash or Hash does not fit as a *TamperError wrapping
+// ErrTampered, so an edited, deleted, inserted or reordered row is found
+// and named. Removing rows from the end of the log leaves a shorter but
+// valid chain; a Log detects that for the entries it appended itself, and
+// callers that need it across restarts keep Head somewhere the attacker
+// cannot rewrite and pass it to VerifyHead.
+//
+// # Backends
+//
+// A Log writes through a Backend: NewMemory for tests and hosts without
+// disk, NewSQL for the libSQL table
+//
+//	audit(seq INTEGER PRIMARY KEY, at INTEGER, kind TEXT, device BLOB,
+//	      detail BLOB, prev_hash BLOB, hash BLOB)
+//
+// (EnsureSchema creates it). A Log serializes its appends so that
+// concurrent callers always extend one valid chain.
+package audit
