@@ -3,8 +3,14 @@ package merkle
 import (
 	"encoding/binary"
 	"fmt"
-	"testing"
 )
+
+// tb is what the helpers need from *testing.T, *testing.B and *rapid.T.
+type tb interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
 
 // digestOf makes a distinct record digest from a number, for tests.
 func digestOf(v uint64) Digest {
@@ -18,7 +24,7 @@ func keyOf(i int) string { return fmt.Sprintf("key-%08d", i) }
 
 // exchange runs a full reconciliation of local against remote, passing
 // every message through its binary encoding as the network would.
-func exchange(t testing.TB, local, remote *Tree, cfg Config) (Diff, Stats) {
+func exchange(t tb, local, remote *Tree, cfg Config) (Diff, Stats) {
 	t.Helper()
 	r := NewReconciler(local, cfg)
 	req := r.Start()
