@@ -1,0 +1,289 @@
+package libsqlstore
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/devicemesh/federation/core"
+)
+
+// rowsPerInsert is how many rows one multi-row INSERT carries: the driver
+// prepares every statement anew, so fewer, larger statements are much
+// faster than one per row.
+const rowsPerInsert = 64
+
+// commitBuffers are scratch space reused by Commit (guarded by wmu).
+type commitBuffers struct {
+	args  []any
+	ctx   []byte
+	stmts map[string]string
+}
+
+type dot struct {
+	origin core.DeviceID
+	seq    uint64
+}
+
+// plan is a validated batch: which changes are new, the resulting version
+// vector entries, and where the new changes sit in the batch.
+type plan struct {
+	fresh []bool
+	next  map[core.DeviceID]uint64
+	byDot map[dot]int // index in b.Changes of each fresh change
+}
+
+// Commit implements core.Store. The whole batch is validated before
+// anything is written, and written in one transaction.
+func (s *Store) Commit(ctx context.Context, b core.Batch) error {
+	if err := s.alive(ctx); err != nil {
+		return err
+	}
+	if err := validateBatch(b); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.alive(ctx); err != nil {
+		return err
+	}
+	// s.vv is only written under wmu, which we hold.
+	p, err := planBatch(s.vv, b)
+	if err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	if len(p.next) == 0 && (len(b.Changes) > 0 || len(b.Records) == 0) {
+		// Nothing new, or a replay whose records may be older than what
+		// was written since: replaying changes nothing.
+		return nil
+	}
+	added, first := s.dict.add(batchDevices(b))
+	err = s.inTx(ctx, func() error { return s.writeBatch(ctx, b, p, added, first) })
+	if err != nil {
+		s.dict.forget(added, first)
+		return fmt.Errorf("commit: %w", err)
+	}
+	s.mu.Lock()
+	for d, seq := range p.next {
+		s.vv[d] = seq
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+func validateBatch(b core.Batch) error {
+	for i := range b.Records {
+		r := &b.Records[i]
+		if err := r.Validate(); err != nil {
+			return err
+		}
+		if r.Seq > math.MaxInt64 {
+			return fmt.Errorf("%w: sequence number %d out of range", core.ErrInvalidArgument, r.Seq)
+		}
+	}
+	for i := range b.Changes {
+		c := &b.Changes[i]
+		if c.Origin.IsZero() || c.Seq == 0 {
+			return fmt.Errorf("%w: change without origin or sequence", core.ErrInvalidArgument)
+		}
+		if c.Seq > math.MaxInt64 || c.TxnFirst > math.MaxInt64 {
+			return fmt.Errorf("%w: sequence number %d out of range", core.ErrInvalidArgument, c.Seq)
+		}
+		if err := c.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// planBatch decides which changes are new given the version vector vv: a
+// change at or below vv is already logged and skipped; one that would leave
+// a gap refuses the whole batch.
+func planBatch(vv core.VersionVector, b core.Batch) (plan, error) {
+	p := plan{fresh: make([]bool, len(b.Changes)), next: map[core.DeviceID]uint64{}, byDot: map[dot]int{}}
+	for i := range b.Changes {
+		c := &b.Changes[i]
+		have, ok := p.next[c.Origin]
+		if !ok {
+			have = vv[c.Origin]
+		}
+		switch {
+		case c.Seq <= have:
+			continue
+		case c.Seq != have+1:
+			return p, fmt.Errorf("%w: change %d of %s leaves a gap after %d", core.ErrInvalidArgument, c.Seq, c.Origin.Short(), have)
+		}
+		p.next[c.Origin] = c.Seq
+		p.fresh[i] = true
+		p.byDot[dot{c.Origin, c.Seq}] = i
+	}
+	return p, nil
+}
+
+// batchDevices lists every device the batch's rows will refer to.
+func batchDevices(b core.Batch) []core.DeviceID {
+	seen := map[core.DeviceID]struct{}{}
+	var out []core.DeviceID
+	note := func(d core.DeviceID) {
+		if _, ok := seen[d]; !ok {
+			seen[d] = struct{}{}
+			out = append(out, d)
+		}
+	}
+	note2 := func(r *core.Record) {
+		note(r.Origin)
+		for d, n := range r.Context {
+			if n > 0 {
+				note(d)
+			}
+		}
+	}
+	for i := range b.Changes {
+		note2(&b.Changes[i].Record)
+	}
+	for i := range b.Records {
+		note2(&b.Records[i])
+	}
+	return out
+}
+
+// writeBatch writes a planned batch inside the writer's transaction.
+func (s *Store) writeBatch(ctx context.Context, b core.Batch, p plan, added []core.DeviceID, first int64) error {
+	for i, id := range added {
+		if _, err := s.w.ExecContext(ctx, "INSERT INTO devices (idx, id) VALUES (?, ?)", first+int64(i), id[:]); err != nil {
+			return fmt.Errorf("add device: %w", err)
+		}
+	}
+	if err := s.insertChanges(ctx, b.Changes, p.fresh); err != nil {
+		return err
+	}
+	if err := s.upsertRecords(ctx, b, p); err != nil {
+		return err
+	}
+	for d, seq := range p.next {
+		idx, _ := s.dict.index(d)
+		_, err := s.w.ExecContext(ctx, "INSERT INTO vv (origin, seq) VALUES (?, ?) ON CONFLICT (origin) DO UPDATE SET seq = excluded.seq", idx, int64(seq))
+		if err != nil {
+			return fmt.Errorf("raise version vector: %w", err)
+		}
+	}
+	return nil
+}
+
+const changeCols = 10
+
+func (s *Store) insertChanges(ctx context.Context, cs []core.Change, fresh []bool) error {
+	s.buf.args = s.buf.args[:0]
+	s.buf.ctx = s.buf.ctx[:0]
+	rows := 0
+	for i := range cs {
+		if !fresh[i] {
+			continue
+		}
+		c := &cs[i]
+		origin, _ := s.dict.index(c.Origin)
+		start := len(s.buf.ctx)
+		s.buf.ctx = s.dict.encodeContext(s.buf.ctx, c.Context)
+		s.buf.args = append(s.buf.args, origin, int64(c.Seq), []byte(c.Collection), []byte(c.Key),
+			c.Deleted, int64(c.Timestamp), s.buf.ctx[start:len(s.buf.ctx):len(s.buf.ctx)],
+			valueArg(&c.Record), int64(c.TxnFirst), int64(c.TxnLen))
+		rows++
+		if rows == rowsPerInsert {
+			if err := s.flush(ctx, "changelog", rows, changeCols); err != nil {
+				return err
+			}
+			rows = 0
+		}
+	}
+	return s.flush(ctx, "changelog", rows, changeCols)
+}
+
+const recordCols = 9
+
+func (s *Store) upsertRecords(ctx context.Context, b core.Batch, p plan) error {
+	s.buf.args = s.buf.args[:0]
+	s.buf.ctx = s.buf.ctx[:0]
+	rows := 0
+	for i := range b.Records {
+		r := &b.Records[i]
+		origin, _ := s.dict.index(r.Origin)
+		start := len(s.buf.ctx)
+		s.buf.ctx = s.dict.encodeContext(s.buf.ctx, r.Context)
+		value, vref := valueArg(r), false
+		if j, ok := p.byDot[dot{r.Origin, r.Seq}]; ok && sameContent(r, &b.Changes[j].Record) {
+			// The value is in the changelog row just written: keep one copy.
+			value, vref = nil, true
+		}
+		s.buf.args = append(s.buf.args, []byte(r.Collection), []byte(r.Key), r.Deleted,
+			int64(r.Timestamp), origin, int64(r.Seq), s.buf.ctx[start:len(s.buf.ctx):len(s.buf.ctx)],
+			value, vref)
+		rows++
+		if rows == rowsPerInsert {
+			if err := s.flush(ctx, "records", rows, recordCols); err != nil {
+				return err
+			}
+			rows = 0
+		}
+	}
+	return s.flush(ctx, "records", rows, recordCols)
+}
+
+// valueArg is the value column of a record: NULL for a tombstone, else
+// the bytes (an empty slice stays an empty BLOB).
+func valueArg(r *core.Record) any {
+	if r.Deleted {
+		return nil
+	}
+	if r.Value == nil {
+		return []byte{}
+	}
+	return r.Value
+}
+
+func sameContent(r, c *core.Record) bool {
+	return r.Collection == c.Collection && r.Key == c.Key && r.Deleted == c.Deleted &&
+		(r.Deleted || bytes.Equal(r.Value, c.Value))
+}
+
+// flush executes the multi-row INSERT for the rows accumulated in
+// s.buf.args and empties it.
+func (s *Store) flush(ctx context.Context, table string, rows, cols int) error {
+	if rows == 0 {
+		return nil
+	}
+	q := s.insertSQL(table, rows, cols)
+	if _, err := s.w.ExecContext(ctx, q, s.buf.args...); err != nil {
+		return fmt.Errorf("insert %s: %w", table, err)
+	}
+	clear(s.buf.args) // drop references to the caller's values
+	s.buf.args = s.buf.args[:0]
+	return nil
+}
+
+func (s *Store) insertSQL(table string, rows, cols int) string {
+	key := fmt.Sprintf("%s/%d", table, rows)
+	if q, ok := s.buf.stmts[key]; ok {
+		return q
+	}
+	var sb strings.Builder
+	switch table {
+	case "changelog":
+		sb.WriteString("INSERT INTO changelog (origin, seq, coll, key, deleted, ts, ctx, value, txn_first, txn_len) VALUES ")
+	default:
+		sb.WriteString("INSERT OR REPLACE INTO records (coll, key, deleted, ts, origin, seq, ctx, value, vref) VALUES ")
+	}
+	row := "(" + strings.TrimSuffix(strings.Repeat("?,", cols), ",") + ")"
+	for i := 0; i < rows; i++ {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(row)
+	}
+	if s.buf.stmts == nil {
+		s.buf.stmts = map[string]string{}
+	}
+	s.buf.stmts[key] = sb.String()
+	return s.buf.stmts[key]
+}

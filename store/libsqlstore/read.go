@@ -1,0 +1,381 @@
+package libsqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/devicemesh/federation/core"
+)
+
+// Scan and Changes read in pages so that neither a long range nor a slow
+// callback holds a read transaction or unbounded memory: a page ends after
+// pageRows rows or once pageBytes of values were read.
+const (
+	pageRows  = 256
+	pageBytes = 8 << 20
+)
+
+// recordSelect selects a record with its value, wherever the value lives.
+const recordSelect = `SELECT r.key, r.deleted, r.ts, r.origin, r.seq, r.ctx, r.vref,
+	CASE WHEN r.vref THEN c.value ELSE r.value END
+	FROM records r LEFT JOIN changelog c ON r.vref AND c.origin = r.origin AND c.seq = r.seq `
+
+// rawRecord is a record row before its device indices are resolved.
+type rawRecord struct {
+	key      []byte
+	deleted  bool
+	ts, seq  int64
+	origin   int64
+	ctx      []byte
+	vref     bool
+	value    []byte
+	hasValue bool
+}
+
+func scanRecord(rows *sql.Rows) (rawRecord, error) {
+	var r rawRecord
+	var value sql.RawBytes
+	if err := rows.Scan(&r.key, &r.deleted, &r.ts, &r.origin, &r.seq, &r.ctx, &r.vref, &value); err != nil {
+		return r, err
+	}
+	r.hasValue = value != nil
+	if r.hasValue {
+		r.value = append(make([]byte, 0, len(value)), value...)
+	}
+	return r, nil
+}
+
+// record resolves a raw row of collection coll into a core.Record.
+func (s *Store) record(coll string, raw rawRecord) (core.Record, error) {
+	r := core.Record{Collection: coll, Key: string(raw.key), Deleted: raw.deleted,
+		Timestamp: core.Timestamp(raw.ts), Seq: uint64(raw.seq)}
+	var err error
+	if r.Origin, err = s.dict.device(raw.origin); err != nil {
+		return r, err
+	}
+	if r.Context, err = s.dict.decodeContext(raw.ctx); err != nil {
+		return r, err
+	}
+	switch {
+	case r.Deleted:
+	case !raw.hasValue:
+		return r, fmt.Errorf("%w: value of %s/%q missing", core.ErrCorrupt, coll, r.Key)
+	default:
+		r.Value = raw.value
+	}
+	return r, nil
+}
+
+// Get implements core.RecordReader.
+func (s *Store) Get(ctx context.Context, coll, key string) (core.Record, error) {
+	if err := s.alive(ctx); err != nil {
+		return core.Record{}, err
+	}
+	rows, err := s.db.QueryContext(ctx, recordSelect+"WHERE r.coll = ? AND r.key = ?", []byte(coll), []byte(key))
+	if err != nil {
+		return core.Record{}, s.wrapErr("get", err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return core.Record{}, s.wrapErr("get", err)
+		}
+		return core.Record{}, fmt.Errorf("get %s/%q: %w", coll, key, core.ErrNotFound)
+	}
+	raw, err := scanRecord(rows)
+	if err != nil {
+		return core.Record{}, s.wrapErr("get", err)
+	}
+	r, err := s.record(coll, raw)
+	if err != nil {
+		return core.Record{}, fmt.Errorf("get %s/%q: %w", coll, key, err)
+	}
+	return r, nil
+}
+
+// Scan implements core.RecordReader. It reads in pages and calls fn with
+// no database resources held, so fn may take its time and read the store.
+func (s *Store) Scan(ctx context.Context, coll string, kr core.KeyRange, fn func(core.Record) error) error {
+	if err := s.alive(ctx); err != nil {
+		return err
+	}
+	lo, hi, ok := bounds(kr)
+	if !ok {
+		return nil
+	}
+	sent, inclusive := 0, true
+	for {
+		n := pageRows
+		if kr.Limit > 0 {
+			n = min(n, kr.Limit-sent)
+		}
+		page, more, err := s.scanPage(ctx, coll, lo, inclusive, hi, kr.IncludeDeleted, n)
+		if err != nil {
+			return err
+		}
+		for _, r := range page {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		sent += len(page)
+		if !more || len(page) == 0 || (kr.Limit > 0 && sent >= kr.Limit) {
+			return nil
+		}
+		lo, inclusive = []byte(page[len(page)-1].Key), false
+	}
+}
+
+// scanPage reads up to n records of coll from lo (inclusive or not) to hi
+// (nil: unbounded). more reports that the range may hold further records.
+func (s *Store) scanPage(ctx context.Context, coll string, lo []byte, inclusive bool, hi []byte, deleted bool, n int) (page []core.Record, more bool, err error) {
+	if err := s.alive(ctx); err != nil {
+		return nil, false, err
+	}
+	q := recordSelect + "WHERE r.coll = ? AND r.key > ?"
+	if inclusive {
+		q = recordSelect + "WHERE r.coll = ? AND r.key >= ?"
+	}
+	args := []any{[]byte(coll), lo}
+	if hi != nil {
+		q += " AND r.key < ?"
+		args = append(args, hi)
+	}
+	if !deleted {
+		q += " AND NOT r.deleted"
+	}
+	q += fmt.Sprintf(" ORDER BY r.key LIMIT %d", n)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, false, s.wrapErr("scan", err)
+	}
+	defer rows.Close()
+	var raws []rawRecord
+	size := 0
+	for rows.Next() {
+		raw, err := scanRecord(rows)
+		if err != nil {
+			return nil, false, s.wrapErr("scan", err)
+		}
+		raws = append(raws, raw)
+		if size += len(raw.value) + len(raw.key); size >= pageBytes {
+			break
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, s.wrapErr("scan", err)
+	}
+	page = make([]core.Record, 0, len(raws))
+	for _, raw := range raws {
+		r, err := s.record(coll, raw)
+		if err != nil {
+			return nil, false, fmt.Errorf("scan %s: %w", coll, err)
+		}
+		page = append(page, r)
+	}
+	return page, len(raws) == n || size >= pageBytes, nil
+}
+
+// bounds turns a KeyRange into [lo, hi) over key bytes (hi nil: no upper
+// bound); ok is false when the range is empty.
+func bounds(kr core.KeyRange) (lo, hi []byte, ok bool) {
+	lo = []byte(max(kr.Start, kr.Prefix))
+	if kr.End != "" {
+		hi = []byte(kr.End)
+	}
+	if pe := prefixEnd(kr.Prefix); pe != nil && (hi == nil || string(pe) < string(hi)) {
+		hi = pe
+	}
+	if hi != nil && string(lo) >= string(hi) {
+		return nil, nil, false
+	}
+	return lo, hi, true
+}
+
+// prefixEnd returns the smallest key above every key with prefix p, or nil
+// when there is none (p empty or all 0xff bytes).
+func prefixEnd(p string) []byte {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] != 0xff {
+			b[i]++
+			return b[:i+1]
+		}
+	}
+	return nil
+}
+
+// Changes implements core.Changelog. Like Scan it reads in pages and calls
+// fn with no database resources held.
+func (s *Store) Changes(ctx context.Context, origin core.DeviceID, after uint64, limit int, fn func(core.Change) error) error {
+	if err := s.alive(ctx); err != nil {
+		return err
+	}
+	idx, ok := s.dict.index(origin)
+	if !ok || after >= math.MaxInt64 {
+		return nil
+	}
+	sent := 0
+	for {
+		n := pageRows
+		if limit > 0 {
+			n = min(n, limit-sent)
+		}
+		page, more, err := s.changesPage(ctx, origin, idx, after, n)
+		if err != nil {
+			return err
+		}
+		for _, c := range page {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := fn(c); err != nil {
+				return err
+			}
+		}
+		sent += len(page)
+		if !more || len(page) == 0 || (limit > 0 && sent >= limit) {
+			return nil
+		}
+		after = page[len(page)-1].Seq
+	}
+}
+
+type rawChange struct {
+	rawRecord
+	coll          []byte
+	first, length int64
+}
+
+func (s *Store) changesPage(ctx context.Context, origin core.DeviceID, idx int64, after uint64, n int) (page []core.Change, more bool, err error) {
+	if err := s.alive(ctx); err != nil {
+		return nil, false, err
+	}
+	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT seq, coll, key, deleted, ts, ctx, value, txn_first, txn_len
+		FROM changelog WHERE origin = ? AND seq > ? ORDER BY seq LIMIT %d`, n), idx, int64(after))
+	if err != nil {
+		return nil, false, s.wrapErr("changes", err)
+	}
+	defer rows.Close()
+	var raws []rawChange
+	size := 0
+	for rows.Next() {
+		var c rawChange
+		var value sql.RawBytes
+		if err := rows.Scan(&c.seq, &c.coll, &c.key, &c.deleted, &c.ts, &c.ctx, &value, &c.first, &c.length); err != nil {
+			return nil, false, s.wrapErr("changes", err)
+		}
+		c.origin, c.hasValue = idx, value != nil
+		if c.hasValue {
+			c.value = append(make([]byte, 0, len(value)), value...)
+		}
+		raws = append(raws, c)
+		if size += len(c.value) + len(c.key); size >= pageBytes {
+			break
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, s.wrapErr("changes", err)
+	}
+	page = make([]core.Change, 0, len(raws))
+	for _, raw := range raws {
+		r, err := s.record(string(raw.coll), raw.rawRecord)
+		if err != nil {
+			return nil, false, fmt.Errorf("changes of %s: %w", origin.Short(), err)
+		}
+		page = append(page, core.Change{Record: r, TxnFirst: uint64(raw.first), TxnLen: uint32(raw.length)})
+	}
+	return page, len(raws) == n || size >= pageBytes, nil
+}
+
+// VersionVector implements core.Changelog. It is served from memory.
+func (s *Store) VersionVector(ctx context.Context) (core.VersionVector, error) {
+	if err := s.alive(ctx); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.vv.Clone(), nil
+}
+
+func (s *Store) loadVersionVector(ctx context.Context) (core.VersionVector, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT origin, seq FROM vv")
+	if err != nil {
+		return nil, fmt.Errorf("load version vector: %w", err)
+	}
+	defer rows.Close()
+	vv := core.VersionVector{}
+	for rows.Next() {
+		var idx, seq int64
+		if err := rows.Scan(&idx, &seq); err != nil {
+			return nil, fmt.Errorf("load version vector: %w", err)
+		}
+		id, err := s.dict.device(idx)
+		if err != nil || seq < 0 {
+			return nil, fmt.Errorf("load version vector: %w", core.ErrCorrupt)
+		}
+		vv[id] = uint64(seq)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("load version vector: %w", err)
+	}
+	return vv, nil
+}
+
+// Meta implements core.Store.
+func (s *Store) Meta(ctx context.Context, key string) ([]byte, error) {
+	if err := s.alive(ctx); err != nil {
+		return nil, err
+	}
+	var v []byte
+	err := s.db.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = ?", []byte(key)).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("meta %q: %w", key, core.ErrNotFound)
+	}
+	if err != nil {
+		return nil, s.wrapErr("meta", err)
+	}
+	if v == nil {
+		v = []byte{}
+	}
+	return v, nil
+}
+
+// SetMeta implements core.Store.
+func (s *Store) SetMeta(ctx context.Context, key string, value []byte) error {
+	if value == nil {
+		value = []byte{}
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.alive(ctx); err != nil {
+		return err
+	}
+	_, err := s.w.ExecContext(ctx, "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", []byte(key), value)
+	if err != nil {
+		return s.wrapErr("set meta", err)
+	}
+	return nil
+}
+
+// Stats implements core.Store.
+func (s *Store) Stats(ctx context.Context) (core.StoreStats, error) {
+	if err := s.alive(ctx); err != nil {
+		return core.StoreStats{}, err
+	}
+	var st core.StoreStats
+	err := s.db.QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM records WHERE NOT deleted),
+		(SELECT count(*) FROM records WHERE deleted),
+		(SELECT coalesce(sum(seq - floor), 0) FROM vv)`).Scan(&st.Records, &st.Tombstones, &st.Changes)
+	if err != nil {
+		return st, s.wrapErr("stats", err)
+	}
+	return st, nil
+}

@@ -1,0 +1,315 @@
+package libsqlstore
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/devicemesh/federation/core"
+
+	// Registers the "libsql" database/sql driver.
+	_ "github.com/tursodatabase/go-libsql"
+)
+
+var _ core.Store = (*Store)(nil)
+
+// Options tunes Open. The zero value is ready to use.
+type Options struct {
+	// Logger receives the store's logs. nil discards them.
+	Logger *slog.Logger
+	// FullSync selects synchronous=FULL: every commit fsyncs the WAL, so it
+	// survives power loss and kernel crashes, not only process crashes.
+	// false (synchronous=NORMAL) is durable against process crashes only.
+	FullSync bool
+	// BusyTimeout is how long a connection waits for a lock held by another
+	// connection before failing. 0 means 5 seconds.
+	BusyTimeout time.Duration
+	// MaxReaders caps the pool of reading connections. 0 means 8.
+	MaxReaders int
+}
+
+// Store is the libSQL-backed core.Store. It is safe for concurrent use.
+type Store struct {
+	db  *sql.DB
+	log *slog.Logger
+
+	// wmu serialises writes on w, the one writing connection, and guards
+	// the scratch buffers used to build statements.
+	wmu sync.Mutex
+	w   *sql.Conn
+	buf commitBuffers
+
+	// mu guards vv, the cached version vector (written under wmu too).
+	mu sync.RWMutex
+	vv core.VersionVector
+
+	dict *dictionary
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens (creating if needed) the store in the libSQL file at path,
+// migrates its schema to the current version and loads its version vector.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if path == "" {
+		return nil, fmt.Errorf("open store: %w: empty path", core.ErrInvalidArgument)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.BusyTimeout <= 0 {
+		opts.BusyTimeout = 5 * time.Second
+	}
+	if opts.MaxReaders <= 0 {
+		opts.MaxReaders = 8
+	}
+	db, err := openDB(path, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	s := &Store{db: db, log: opts.Logger, dict: newDictionary()}
+	if err := s.init(ctx); err != nil {
+		if s.w != nil {
+			_ = s.w.Close()
+		}
+		_ = db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *Store) init(ctx context.Context) error {
+	var mode string
+	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
+		return fmt.Errorf("enable WAL: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("enable WAL: journal mode is %q", mode)
+	}
+	w, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("writer connection: %w", err)
+	}
+	s.w = w
+	from, to, err := migrate(ctx, w, migrations())
+	if err != nil {
+		return err
+	}
+	if from != to {
+		s.log.Info("store schema migrated", "from", from, "to", to)
+	}
+	if err := s.dict.load(ctx, s.db); err != nil {
+		return err
+	}
+	vv, err := s.loadVersionVector(ctx)
+	if err != nil {
+		return err
+	}
+	s.vv = vv
+	return nil
+}
+
+// openDB opens a pool whose every connection carries the per-connection
+// pragmas.
+func openDB(path string, opts Options) (*sql.DB, error) {
+	dsn := "file:" + path
+	// go-libsql exports no constructor for a local connector; its driver
+	// makes one. Borrow the driver from a throwaway handle.
+	probe, err := sql.Open("libsql", dsn)
+	if err != nil {
+		return nil, err
+	}
+	drv, ok := probe.Driver().(driver.DriverContext)
+	_ = probe.Close()
+	if !ok {
+		return nil, errors.New("libsql driver has no connector")
+	}
+	inner, err := drv.OpenConnector(dsn)
+	if err != nil {
+		return nil, err
+	}
+	sync := "NORMAL"
+	if opts.FullSync {
+		sync = "FULL"
+	}
+	c := &connector{inner: inner, pragmas: []string{
+		fmt.Sprintf("PRAGMA busy_timeout = %d", opts.BusyTimeout.Milliseconds()),
+		"PRAGMA synchronous = " + sync,
+	}}
+	db := sql.OpenDB(c)
+	db.SetMaxOpenConns(opts.MaxReaders + 1) // +1: the writer
+	db.SetMaxIdleConns(opts.MaxReaders + 1)
+	return db, nil
+}
+
+// connector applies pragmas to every new connection of the pool.
+type connector struct {
+	inner   driver.Connector
+	pragmas []string
+}
+
+func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.inner.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	q, ok := conn.(driver.QueryerContext)
+	if !ok {
+		_ = conn.Close()
+		return nil, errors.New("libsql connection cannot run queries")
+	}
+	for _, p := range c.pragmas {
+		if err := runPragma(ctx, q, p); err != nil {
+			_ = conn.Close()
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	return conn, nil
+}
+
+// runPragma runs a pragma that may return a row (busy_timeout does, and
+// the driver refuses to Exec statements that return rows).
+func runPragma(ctx context.Context, q driver.QueryerContext, pragma string) error {
+	rows, err := q.QueryContext(ctx, pragma, nil)
+	if err != nil {
+		return err
+	}
+	dest := make([]driver.Value, len(rows.Columns()))
+	for {
+		if err := rows.Next(dest); err != nil {
+			_ = rows.Close()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+func (c *connector) Driver() driver.Driver { return c.inner.Driver() }
+
+// Close releases the native database handle; sql.DB.Close calls it.
+func (c *connector) Close() error {
+	if cl, ok := c.inner.(io.Closer); ok {
+		return cl.Close()
+	}
+	return nil
+}
+
+// DB returns the store's connection pool, for the packages of this module
+// that keep their own tables in the same file (the device registry, the
+// conflict queue, the audit log; see the package documentation). They must
+// not write to the store's own tables (records, changelog, vv, devices,
+// meta). Every pooled connection has busy_timeout set; a read-modify-write
+// that must not interleave with other writers should use WriteTx instead
+// of a deferred transaction. The pool is closed by Close.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// WriteTx runs fn inside a BEGIN IMMEDIATE transaction on the store's
+// writing connection, serialised with Commit and every other writer of the
+// store, and commits when fn returns nil (rolls back otherwise). fn must
+// use only conn and must not call methods of the store that write.
+func (s *Store) WriteTx(ctx context.Context, fn func(ctx context.Context, conn *sql.Conn) error) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.alive(ctx); err != nil {
+		return err
+	}
+	return s.inTx(ctx, func() error { return fn(ctx, s.w) })
+}
+
+// inTx runs fn between BEGIN IMMEDIATE and COMMIT on the writer. Called
+// with wmu held.
+func (s *Store) inTx(ctx context.Context, fn func() error) error {
+	if _, err := s.w.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return s.wrapErr("begin", err)
+	}
+	if err := fn(); err != nil {
+		s.rollback()
+		return err
+	}
+	if _, err := s.w.ExecContext(context.WithoutCancel(ctx), "COMMIT"); err != nil {
+		s.rollback()
+		return s.wrapErr("commit", err)
+	}
+	return nil
+}
+
+func (s *Store) rollback() {
+	if _, err := s.w.ExecContext(context.Background(), "ROLLBACK"); err != nil {
+		s.log.Debug("rollback", "err", err)
+	}
+}
+
+// IntegrityCheck runs PRAGMA integrity_check over the whole file and returns
+// an error wrapping core.ErrCorrupt with SQLite's findings unless it reports
+// "ok".
+func (s *Store) IntegrityCheck(ctx context.Context) error {
+	if err := s.alive(ctx); err != nil {
+		return err
+	}
+	rows, err := s.db.QueryContext(ctx, "PRAGMA integrity_check")
+	if err != nil {
+		return s.wrapErr("integrity check", err)
+	}
+	defer rows.Close()
+	var msgs []string
+	for rows.Next() {
+		var v any
+		if err := rows.Scan(&v); err != nil {
+			return s.wrapErr("integrity check", err)
+		}
+		msgs = append(msgs, fmt.Sprint(v))
+	}
+	if err := rows.Err(); err != nil {
+		return s.wrapErr("integrity check", err)
+	}
+	if len(msgs) == 1 && msgs[0] == "ok" {
+		return nil
+	}
+	return fmt.Errorf("integrity check: %w: %s", core.ErrCorrupt, strings.Join(msgs, "; "))
+}
+
+// Close waits for an in-flight write, then closes the connections and the
+// file. Later calls to any method return core.ErrClosed; Close itself is
+// idempotent and returns the first call's result.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.wmu.Lock()
+		werr := s.w.Close()
+		s.wmu.Unlock()
+		s.closeErr = errors.Join(werr, s.db.Close())
+		if s.closeErr != nil {
+			s.closeErr = fmt.Errorf("close store: %w", s.closeErr)
+		}
+	})
+	return s.closeErr
+}
+
+// alive returns ErrClosed after Close, else ctx's error.
+func (s *Store) alive(ctx context.Context) error {
+	if s.closed.Load() {
+		return fmt.Errorf("libsqlstore: %w", core.ErrClosed)
+	}
+	return ctx.Err()
+}
+
+// wrapErr adds context to a database error, reporting ErrClosed when the
+// store was closed underneath the operation.
+func (s *Store) wrapErr(op string, err error) error {
+	if s.closed.Load() || errors.Is(err, sql.ErrConnDone) {
+		return fmt.Errorf("%s: %w", op, core.ErrClosed)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}

@@ -1,0 +1,87 @@
+package libsqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/devicemesh/federation/core"
+)
+
+// truncateStep bounds how many changelog rows one Truncate transaction
+// removes, so that host writes are never blocked for long.
+const truncateStep = 4096
+
+// Truncate implements core.Changelog. Values of current records that still
+// live in the removed changelog rows are first moved into the record rows.
+// It works in bounded transactions; if it fails midway, the entries already
+// removed stay removed (each step is atomic and the count is not returned).
+func (s *Store) Truncate(ctx context.Context, acked core.VersionVector) (int64, error) {
+	if err := s.alive(ctx); err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, origin := range acked.Devices() {
+		for {
+			n, done, err := s.truncateStep(ctx, origin, acked[origin])
+			total += n
+			if err != nil {
+				return total, fmt.Errorf("truncate: %w", err)
+			}
+			if done {
+				break
+			}
+		}
+	}
+	return total, nil
+}
+
+// truncateStep removes up to truncateStep entries of origin at or below
+// upTo; done reports that none are left.
+func (s *Store) truncateStep(ctx context.Context, origin core.DeviceID, upTo uint64) (n int64, done bool, err error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.alive(ctx); err != nil {
+		return 0, true, err
+	}
+	idx, ok := s.dict.index(origin)
+	if !ok {
+		return 0, true, nil
+	}
+	var floor, seq int64
+	err = s.w.QueryRowContext(ctx, "SELECT floor, seq FROM vv WHERE origin = ?", idx).Scan(&floor, &seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, true, nil // nothing ever logged from this origin
+	}
+	if err != nil {
+		return 0, true, s.wrapErr("read floor", err)
+	}
+	target := min(int64(min(upTo, uint64(seq))), floor+truncateStep)
+	if target <= floor {
+		return 0, true, nil
+	}
+	err = s.inTx(ctx, func() error {
+		_, err := s.w.ExecContext(ctx, `UPDATE records SET value = c.value, vref = 0
+			FROM changelog c
+			WHERE c.origin = ? AND c.seq > ? AND c.seq <= ?
+			  AND records.coll = c.coll AND records.key = c.key
+			  AND records.vref AND records.origin = c.origin AND records.seq = c.seq`, idx, floor, target)
+		if err != nil {
+			return fmt.Errorf("keep current values: %w", err)
+		}
+		res, err := s.w.ExecContext(ctx, "DELETE FROM changelog WHERE origin = ? AND seq <= ?", idx, target)
+		if err != nil {
+			return fmt.Errorf("delete entries: %w", err)
+		}
+		if n, err = res.RowsAffected(); err != nil {
+			return err
+		}
+		_, err = s.w.ExecContext(ctx, "UPDATE vv SET floor = ? WHERE origin = ?", target, idx)
+		return err
+	})
+	if err != nil {
+		return 0, true, err
+	}
+	return n, target >= int64(min(upTo, uint64(seq))), nil
+}
