@@ -37,6 +37,10 @@ type Config struct {
 	// may be before it is refused with ErrClockDrift. 0 means one minute.
 	MaxClockDrift time.Duration
 
+	// Network says how the node reaches the user's other devices once
+	// Start is called. The zero value listens on QUIC on every interface.
+	Network NetworkConfig
+
 	// Events tunes Subscribe.
 	Events EventsConfig
 

@@ -11,6 +11,7 @@ import (
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
 	"github.com/devicemesh/federation/store/libsqlstore"
+	"github.com/devicemesh/federation/transport"
 )
 
 // DBFile is the name of the default store's file inside Config.Dir.
@@ -32,6 +33,15 @@ type Node struct {
 
 	events  *hub
 	changed *notifier // woken after every commit
+
+	sessMu   sync.Mutex
+	sessions map[*peerSession]struct{}
+
+	trust   *transport.AllowList // who may hold a session
+	netMu   sync.Mutex
+	tr      Transport          // nil until Start
+	runCtx  context.Context    // lives until the network stops
+	stopNet context.CancelFunc // stops the network
 
 	closeOnce sync.Once
 	closeErr  error
@@ -85,7 +95,10 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		seq:     vv[ident.DeviceID()],
 		events:  newHub(cfg.Events.Buffer),
 		changed: newNotifier(),
-		closed:  make(chan struct{}),
+
+		sessions: map[*peerSession]struct{}{},
+		trust:    transport.NewAllowList(),
+		closed:   make(chan struct{}),
 	}
 	// Never reuse a timestamp this device already issued, even if the clock
 	// went backwards while the node was down.
@@ -201,16 +214,15 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 	}
 	self := n.DeviceID()
 	first := n.seq + 1
-	b := core.Batch{
-		Changes: make([]core.Change, len(ops)),
-		Records: make([]core.Record, len(ops)),
+	synced := 0
+	for _, op := range ops {
+		if n.cfg.policy(op.collection).Syncs() {
+			synced++
+		}
 	}
+	b := core.Batch{Records: make([]core.Record, len(ops))}
+	seq := n.seq
 	for i, op := range ops {
-		seq := first + uint64(i)
-		// A local write causally follows everything this device holds, so
-		// its context is the node's version vector plus its own dot.
-		cctx := vv.Clone()
-		cctx[self] = seq
 		rec := core.Record{
 			Collection: op.collection,
 			Key:        op.key,
@@ -218,16 +230,24 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 			Deleted:    op.deleted,
 			Timestamp:  ts,
 			Origin:     self,
-			Seq:        seq,
-			Context:    cctx,
 		}
+		if n.cfg.policy(op.collection).Syncs() {
+			// A local write causally follows everything this device holds,
+			// so its context is the node's version vector plus its own dot.
+			seq++
+			rec.Seq = seq
+			rec.Context = vv.Clone()
+			rec.Context[self] = seq
+			b.Changes = append(b.Changes, core.Change{Record: rec, TxnFirst: first, TxnLen: uint32(synced)})
+		}
+		// Local-only collections never leave the device: their writes take
+		// no sequence number and no changelog entry.
 		b.Records[i] = rec
-		b.Changes[i] = core.Change{Record: rec, TxnFirst: first, TxnLen: uint32(len(ops))}
 	}
 	if err := n.store.Commit(ctx, b); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	n.seq = first + uint64(len(ops)) - 1
+	n.seq = seq
 	n.afterCommit(b.Records)
 	for _, r := range b.Records {
 		n.events.publish(Event{Kind: EventChange, Collection: r.Collection, Key: r.Key, Deleted: r.Deleted, Origin: self, Local: true, Timestamp: r.Timestamp})
@@ -267,10 +287,20 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		close(n.closed)
+		n.netMu.Lock()
+		if n.stopNet != nil {
+			n.stopNet()
+		}
+		var errs []error
+		if n.tr != nil {
+			if err := n.tr.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close transport: %w", err))
+			}
+		}
+		n.netMu.Unlock()
 		n.wg.Wait()
 		n.writeMu.Lock() // let an in-flight Update finish
 		defer n.writeMu.Unlock()
-		var errs []error
 		if err := saveClock(context.Background(), n.store, n.hlc.Last()); err != nil {
 			errs = append(errs, err)
 		}

@@ -1,0 +1,223 @@
+package federation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/transport"
+)
+
+// NetworkConfig says how a node reaches the user's other devices.
+type NetworkConfig struct {
+	// ListenAddr is the UDP address the default QUIC transport listens on.
+	// Empty means ":0" (every interface, a free port).
+	ListenAddr string
+	// Transport, when set, builds the transport instead of QUIC, for
+	// example an in-memory network in tests. It is called once by Start.
+	Transport TransportFactory
+	// Limits bound what peers can make the default transport spend.
+	Limits transport.Limits
+}
+
+// TransportParams is what a TransportFactory gets to build a transport for
+// this node.
+type TransportParams struct {
+	// Identity is this device's key pair.
+	Identity *identity.Identity
+	// Authorizer admits trusted devices and refuses the others.
+	Authorizer Authorizer
+	// Keys finds the registered key of a device, for one-round-trip
+	// handshakes with known peers.
+	Keys transport.KeyLookup
+	// Logger is the node's logger.
+	Logger *slog.Logger
+}
+
+// TransportFactory builds a node's transport when the node starts.
+type TransportFactory func(ctx context.Context, p TransportParams) (Transport, error)
+
+// ErrNotStarted reports a network operation on a node whose Start was not
+// called.
+var ErrNotStarted = errors.New("node not started")
+
+// Start brings the node online: it starts the transport (QUIC by default),
+// accepts sessions from trusted devices and keeps every session in sync
+// until ctx ends or the node closes. It returns once the transport listens.
+// Calling Start twice is an error.
+func (n *Node) Start(ctx context.Context) error {
+	if err := n.alive(); err != nil {
+		return err
+	}
+	n.netMu.Lock()
+	defer n.netMu.Unlock()
+	if n.tr != nil {
+		return fmt.Errorf("start: already started")
+	}
+	factory := n.cfg.Network.Transport
+	if factory == nil {
+		factory = n.quicFactory
+	}
+	tr, err := factory(ctx, TransportParams{Identity: n.ident, Authorizer: n.trust, Keys: n.trust, Logger: n.log})
+	if err != nil {
+		return fmt.Errorf("start transport: %w", err)
+	}
+	n.tr = tr
+	runCtx, cancel := context.WithCancel(context.Background())
+	n.stopNet = cancel
+	n.wg.Add(2)
+	go func() {
+		defer n.wg.Done()
+		select {
+		case <-ctx.Done():
+		case <-n.closed:
+		case <-runCtx.Done():
+		}
+		cancel()
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.acceptLoop(runCtx, tr)
+	}()
+	n.runCtx = runCtx
+	n.log.Info("node online", "addr", tr.Addr())
+	return nil
+}
+
+func (n *Node) quicFactory(ctx context.Context, p TransportParams) (Transport, error) {
+	addr := n.cfg.Network.ListenAddr
+	if addr == "" {
+		addr = ":0"
+	}
+	return transport.NewQUIC(ctx, transport.QUICConfig{
+		Identity:   p.Identity,
+		Authorizer: p.Authorizer,
+		Keys:       p.Keys,
+		ListenAddr: addr,
+		Limits:     n.cfg.Network.Limits,
+		Logger:     p.Logger,
+	})
+}
+
+// Addr returns the address peers dial to reach this node, or "" before
+// Start.
+func (n *Node) Addr() string {
+	n.netMu.Lock()
+	defer n.netMu.Unlock()
+	if n.tr == nil {
+		return ""
+	}
+	return n.tr.Addr()
+}
+
+func (n *Node) acceptLoop(ctx context.Context, tr Transport) {
+	for {
+		sess, err := tr.Accept(ctx)
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, core.ErrClosed) {
+				n.log.Warn("accept stopped", "err", err)
+			}
+			return
+		}
+		n.goSession(ctx, sess)
+	}
+}
+
+// goSession runs the sync protocol on sess in a goroutine owned by the node.
+func (n *Node) goSession(ctx context.Context, sess Session) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		_ = n.runSession(ctx, sess)
+	}()
+}
+
+// Connect dials a trusted device at addr and keeps the session in sync in
+// the background until either side closes it. peer may be zero when the
+// device at addr is not known in advance; it must then still be trusted.
+func (n *Node) Connect(ctx context.Context, addr string, peer DeviceID) error {
+	if err := n.alive(); err != nil {
+		return err
+	}
+	n.netMu.Lock()
+	tr, runCtx := n.tr, n.runCtx
+	n.netMu.Unlock()
+	if tr == nil {
+		return fmt.Errorf("connect: %w", ErrNotStarted)
+	}
+	sess, err := tr.Dial(ctx, addr, peer)
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", addr, err)
+	}
+	n.goSession(runCtx, sess)
+	return nil
+}
+
+// TrustDevice admits the device owning key to sessions with this node,
+// without the pairing ceremony: for hosts that provision device keys
+// themselves, and for tests.
+func (n *Node) TrustDevice(key PublicKey) { n.trust.Add(key) }
+
+// RevokeDevice refuses the device from now on and closes its live sessions.
+func (n *Node) RevokeDevice(id DeviceID) {
+	n.trust.Revoke(id)
+	n.sessMu.Lock()
+	var victims []*peerSession
+	for ps := range n.sessions {
+		if ps.peer == id {
+			victims = append(victims, ps)
+		}
+	}
+	n.sessMu.Unlock()
+	for _, ps := range victims {
+		_ = ps.sess.Close(fmt.Errorf("%w: revoked", core.ErrUnauthorized))
+	}
+}
+
+// PeerStatus describes one live session.
+type PeerStatus struct {
+	Device DeviceID
+	// CaughtUp is the peer's last announcement of what it has sent us.
+	CaughtUp VersionVector
+	// Acked is what the peer last acknowledged holding.
+	Acked                    VersionVector
+	ChangesSent, ChangesRecv uint64
+	BytesSent, BytesRecv     uint64
+	FramesSent, FramesRecv   uint64
+	Conflicts                uint64
+}
+
+// Peers lists the live sync sessions.
+func (n *Node) Peers() []PeerStatus {
+	n.sessMu.Lock()
+	defer n.sessMu.Unlock()
+	out := make([]PeerStatus, 0, len(n.sessions))
+	for ps := range n.sessions {
+		out = append(out, ps.status())
+	}
+	return out
+}
+
+func (ps *peerSession) status() PeerStatus {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return PeerStatus{
+		Device:      ps.peer,
+		CaughtUp:    ps.caughtUp.Clone(),
+		Acked:       ps.peerAcked.Clone(),
+		ChangesSent: ps.stats.changesSent.Load(),
+		ChangesRecv: ps.stats.changesRecv.Load(),
+		BytesSent:   ps.stats.bytesSent.Load(),
+		BytesRecv:   ps.stats.bytesRecv.Load(),
+		FramesSent:  ps.stats.framesSent.Load(),
+		FramesRecv:  ps.stats.framesRecv.Load(),
+		Conflicts:   ps.stats.conflicts.Load(),
+	}
+}
+
+// dialTimeout bounds one dial attempt made on the node's own initiative.
+const dialTimeout = 10 * time.Second

@@ -1,0 +1,163 @@
+package federation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/wire"
+)
+
+// Sync limits. They bound what one peer can make this device hold in memory.
+const (
+	// maxSyncFrame bounds one frame on a sync stream: room for the largest
+	// value plus its metadata.
+	maxSyncFrame = core.MaxValueLen + 64<<10
+	// batchBytes is the size at which the sender closes a Changes frame.
+	batchBytes = 1 << 20
+	// batchChanges bounds the changes read from the log per query.
+	batchChanges = 1024
+	// maxPendingBytes bounds the partial transactions buffered per session
+	// while waiting for their last change.
+	maxPendingBytes = 512 << 20
+)
+
+// ErrPendingTooLarge reports a peer whose incomplete transactions exceed the
+// per-session buffer.
+var ErrPendingTooLarge = errors.New("incomplete transactions exceed the session buffer")
+
+// peerSession runs the sync protocol over one authenticated session. Each
+// side opens one stream and sends on it: first SyncHello with what it holds,
+// then Changes frames with whatever the peer lacks, CaughtUp whenever it has
+// nothing more to send, and Ack after applying the peer's changes. Both
+// directions run at once, so a session is a full-duplex, continuous sync
+// that lasts as long as the connection.
+type peerSession struct {
+	n    *Node
+	sess core.Session
+	peer core.DeviceID
+
+	outMu sync.Mutex
+	out   core.Stream
+
+	mu        sync.Mutex
+	peerHas   core.VersionVector // what the peer holds, as far as we know
+	peerAcked core.VersionVector // the peer's last Ack
+	caughtUp  core.VersionVector // the peer's last CaughtUp
+	hello     chan struct{}      // closed when the peer's SyncHello arrived
+	update    *notifier          // woken when caughtUp or peerAcked change
+
+	cancel context.CancelFunc // stops the session's goroutines
+	stats  sessionStats
+}
+
+// sessionStats counts one session's traffic.
+type sessionStats struct {
+	framesSent, framesRecv   atomic.Uint64
+	bytesSent, bytesRecv     atomic.Uint64
+	changesSent, changesRecv atomic.Uint64
+	conflicts                atomic.Uint64
+}
+
+// runSession speaks the sync protocol on sess until it ends or ctx is done,
+// then closes the session.
+func (n *Node) runSession(ctx context.Context, sess core.Session) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ps := &peerSession{
+		n:         n,
+		sess:      sess,
+		peer:      sess.Peer(),
+		peerHas:   core.VersionVector{},
+		peerAcked: core.VersionVector{},
+		hello:     make(chan struct{}),
+		update:    newNotifier(),
+		cancel:    cancel,
+	}
+	n.addSession(ps)
+	defer n.removeSession(ps)
+	err := ps.run(ctx)
+	_ = sess.Close(err)
+	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
+		err = nil
+	}
+	if err != nil {
+		n.log.Warn("sync session ended", "peer", ps.peer.Short(), "err", err)
+	} else {
+		n.log.Debug("sync session ended", "peer", ps.peer.Short())
+	}
+	return err
+}
+
+func (ps *peerSession) run(ctx context.Context) error {
+	out, err := ps.sess.OpenStream(ctx)
+	if err != nil {
+		return fmt.Errorf("open sync stream: %w", err)
+	}
+	ps.out = out
+	defer out.Close()
+	vv, err := ps.n.store.VersionVector(ctx)
+	if err != nil {
+		return fmt.Errorf("sync hello: %w", err)
+	}
+	if err := ps.send(wire.TypeSyncHello, wire.AppendVV(nil, vv)); err != nil {
+		return err
+	}
+	in, err := ps.sess.AcceptStream(ctx)
+	if err != nil {
+		return fmt.Errorf("accept sync stream: %w", err)
+	}
+	defer in.Close()
+	errc := make(chan error, 2)
+	go func() { errc <- ps.receive(ctx, in) }()
+	go func() { errc <- ps.sendLoop(ctx) }()
+	pending := 2
+	select {
+	case err = <-errc:
+		pending--
+	case <-ps.sess.Done():
+		err = io.EOF
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	// Unblock the goroutines still running (in a Read, a Write or a wait),
+	// then wait for them.
+	_ = ps.sess.Close(err)
+	_ = in.Close()
+	_ = out.Close()
+	ps.cancel()
+	for ; pending > 0; pending-- {
+		<-errc
+	}
+	return err
+}
+
+// send writes one frame on the outbound stream.
+func (ps *peerSession) send(t wire.Type, payload []byte) error {
+	ps.outMu.Lock()
+	defer ps.outMu.Unlock()
+	if err := wire.WriteFrame(ps.out, t, payload); err != nil {
+		return err
+	}
+	ps.stats.framesSent.Add(1)
+	ps.stats.bytesSent.Add(uint64(wire.HeaderSize + len(payload)))
+	return nil
+}
+
+// addSession registers a running session.
+func (n *Node) addSession(ps *peerSession) {
+	n.sessMu.Lock()
+	n.sessions[ps] = struct{}{}
+	n.sessMu.Unlock()
+}
+
+// removeSession forgets a session that ended.
+func (n *Node) removeSession(ps *peerSession) {
+	n.sessMu.Lock()
+	delete(n.sessions, ps)
+	n.sessMu.Unlock()
+}

@@ -1,0 +1,157 @@
+package federation
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/wire"
+)
+
+// receive reads the peer's frames until the stream ends: its SyncHello,
+// Changes (applied atomically per complete transaction), Acks and CaughtUp
+// announcements. Malformed input ends the session with an error wrapping
+// core.ErrProtocol; nothing of an incomplete transaction is ever applied.
+func (ps *peerSession) receive(ctx context.Context, in core.Stream) error {
+	asm := newTxnAssembler(maxPendingBytes)
+	var buf []byte
+	gotHello := false
+	for {
+		f, err := wire.ReadFrame(in, buf, maxSyncFrame)
+		if err != nil {
+			return fmt.Errorf("sync receive: %w", err)
+		}
+		if cap(f.Payload) <= batchBytes*2 {
+			buf = f.Payload[:0] // reuse ordinary-sized buffers, drop huge ones
+		}
+		ps.stats.framesRecv.Add(1)
+		ps.stats.bytesRecv.Add(uint64(wire.HeaderSize + len(f.Payload)))
+		if !gotHello && f.Type != wire.TypeSyncHello {
+			return fmt.Errorf("%w: %v frame before hello", core.ErrProtocol, f.Type)
+		}
+		switch f.Type {
+		case wire.TypeSyncHello:
+			if gotHello {
+				return fmt.Errorf("%w: second hello", core.ErrProtocol)
+			}
+			gotHello = true
+			vv, err := decodeWholeVV(f.Payload)
+			if err != nil {
+				return err
+			}
+			ps.mu.Lock()
+			ps.peerHas.Merge(vv)
+			ps.peerAcked.Merge(vv)
+			ps.mu.Unlock()
+			close(ps.hello)
+		case wire.TypeChanges:
+			if err := ps.receiveChanges(ctx, asm, f.Payload); err != nil {
+				return err
+			}
+		case wire.TypeAck, wire.TypeCaughtUp:
+			vv, err := decodeWholeVV(f.Payload)
+			if err != nil {
+				return err
+			}
+			ps.mu.Lock()
+			if f.Type == wire.TypeAck {
+				ps.peerAcked.Merge(vv)
+			} else {
+				ps.caughtUp = vv
+			}
+			ps.peerHas.Merge(vv)
+			ps.mu.Unlock()
+			ps.update.notify()
+		default:
+			return fmt.Errorf("%w: unexpected %v frame on sync stream", core.ErrProtocol, f.Type)
+		}
+	}
+}
+
+// receiveChanges decodes one Changes frame, applies every transaction it
+// completes in one atomic commit and acknowledges.
+func (ps *peerSession) receiveChanges(ctx context.Context, asm *txnAssembler, payload []byte) error {
+	changes, err := wire.DecodeChanges(payload)
+	if err != nil {
+		return fmt.Errorf("sync receive: %w", err)
+	}
+	ps.stats.changesRecv.Add(uint64(len(changes)))
+	ready, err := asm.add(changes)
+	if err != nil {
+		return err
+	}
+	if len(ready) == 0 {
+		return nil
+	}
+	res, err := ps.n.applyRemote(ctx, ready)
+	if err != nil {
+		return fmt.Errorf("sync apply from %s: %w", ps.peer.Short(), err)
+	}
+	ps.stats.conflicts.Add(uint64(res.conflicts))
+	// The peer holds what it sent us: never echo it back.
+	for _, t := range ready {
+		last := t[len(t)-1]
+		ps.peerHasRaise(last.Origin, last.Seq)
+	}
+	vv, err := ps.n.store.VersionVector(ctx)
+	if err != nil {
+		return fmt.Errorf("sync ack: %w", err)
+	}
+	return ps.send(wire.TypeAck, wire.AppendVV(nil, vv))
+}
+
+func decodeWholeVV(b []byte) (core.VersionVector, error) {
+	vv, rest, err := wire.DecodeVV(b)
+	if err != nil {
+		return nil, fmt.Errorf("sync receive: %w", err)
+	}
+	if len(rest) != 0 {
+		return nil, fmt.Errorf("%w: trailing bytes after version vector", core.ErrProtocol)
+	}
+	return vv, nil
+}
+
+// txnAssembler collects changes per origin until their transaction is
+// complete. It enforces that each origin's changes arrive in sequence and
+// bounds the bytes held for incomplete transactions.
+type txnAssembler struct {
+	limit   int
+	held    int
+	pending map[core.DeviceID][]core.Change
+}
+
+func newTxnAssembler(limit int) *txnAssembler {
+	return &txnAssembler{limit: limit, pending: map[core.DeviceID][]core.Change{}}
+}
+
+// add takes changes in arrival order and returns the transactions they
+// complete, in order.
+func (a *txnAssembler) add(changes []core.Change) ([]remoteTxn, error) {
+	var ready []remoteTxn
+	for _, c := range changes {
+		p := a.pending[c.Origin]
+		switch {
+		case len(p) == 0 && c.Seq != c.TxnFirst:
+			return nil, fmt.Errorf("%w: change %d of %s arrives without the start of its transaction", core.ErrProtocol, c.Seq, c.Origin.Short())
+		case len(p) > 0 && (c.Seq != p[len(p)-1].Seq+1 || c.TxnFirst != p[0].TxnFirst):
+			return nil, fmt.Errorf("%w: change %d of %s out of order", core.ErrProtocol, c.Seq, c.Origin.Short())
+		}
+		p = append(p, c)
+		a.held += changeSize(c)
+		if a.held > a.limit {
+			return nil, fmt.Errorf("%w: %d bytes held", ErrPendingTooLarge, a.held)
+		}
+		if len(p) == int(c.TxnLen) {
+			ready = append(ready, remoteTxn(p))
+			for _, done := range p {
+				a.held -= changeSize(done)
+			}
+			delete(a.pending, c.Origin)
+			continue
+		}
+		a.pending[c.Origin] = p
+	}
+	return ready, nil
+}
+
+func changeSize(c core.Change) int { return len(c.Value) + len(c.Key) + len(c.Collection) + 64 }
