@@ -1,0 +1,277 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/internal/wire"
+)
+
+// endpoint is what the QUIC and in-memory transports share: the handshake
+// on the first stream of every connection, admission limits, the registry
+// of live sessions and the queue of sessions waiting for Accept.
+type endpoint struct {
+	ident    *identity.Identity
+	auth     core.Authorizer
+	keys     KeyLookup
+	limits   Limits
+	log      *slog.Logger
+	versions versionRange
+
+	ctx    context.Context // ends when the transport closes
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // handshake goroutines
+
+	accepted chan *Session
+
+	mu          sync.Mutex
+	closed      bool
+	sessions    map[*Session]struct{}
+	perPeer     map[core.DeviceID]int
+	pending     int
+	pendingHost map[string]int
+}
+
+func newEndpoint(ident *identity.Identity, auth core.Authorizer, keys KeyLookup, limits Limits, log *slog.Logger, v versionRange) (*endpoint, error) {
+	if ident == nil {
+		return nil, fmt.Errorf("%w: transport needs an Identity", core.ErrInvalidConfig)
+	}
+	if auth == nil {
+		return nil, fmt.Errorf("%w: transport needs an Authorizer", core.ErrInvalidConfig)
+	}
+	if keys == nil {
+		keys, _ = auth.(KeyLookup)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if v == (versionRange{}) {
+		v = defaultVersions
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &endpoint{
+		ident: ident, auth: auth, keys: keys, limits: limits.withDefaults(), log: log, versions: v,
+		ctx: ctx, cancel: cancel,
+		accepted:    make(chan *Session),
+		sessions:    make(map[*Session]struct{}),
+		perPeer:     make(map[core.DeviceID]int),
+		pendingHost: make(map[string]int),
+	}, nil
+}
+
+// beginPending admits one more unauthenticated inbound connection from host,
+// or reports false when a limit is reached.
+func (e *endpoint) beginPending(host string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed || e.pending >= e.limits.MaxPendingHandshakes || e.pendingHost[host] >= e.limits.MaxPendingPerHost {
+		return false
+	}
+	e.pending++
+	e.pendingHost[host]++
+	e.wg.Add(1) // under mu, so close cannot be waiting yet
+	return true
+}
+
+func (e *endpoint) endPending(host string) {
+	defer e.wg.Done()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.pending--
+	if e.pendingHost[host]--; e.pendingHost[host] <= 0 {
+		delete(e.pendingHost, host)
+	}
+}
+
+// admission is one handshake's claim on a per-peer session slot.
+type admission struct {
+	e  *endpoint
+	id core.DeviceID
+	ok bool
+}
+
+// authorize asks the Authorizer, then takes a per-peer slot.
+func (a *admission) authorize(ctx context.Context, id core.DeviceID, key core.PublicKey) error {
+	if err := a.e.auth.Authorize(ctx, id, key); err != nil {
+		return err
+	}
+	a.e.mu.Lock()
+	defer a.e.mu.Unlock()
+	if a.e.closed {
+		return fmt.Errorf("%w: transport", core.ErrClosed)
+	}
+	if a.e.perPeer[id] >= a.e.limits.MaxSessionsPerPeer {
+		return fmt.Errorf("%w: %d sessions with %s already", wire.ErrBusy, a.e.perPeer[id], id.Short())
+	}
+	a.e.perPeer[id]++
+	a.id, a.ok = id, true
+	return nil
+}
+
+// release gives the slot back when the handshake failed after authorize.
+func (a *admission) release() {
+	if !a.ok {
+		return
+	}
+	a.e.mu.Lock()
+	defer a.e.mu.Unlock()
+	a.e.dropPeerLocked(a.id)
+	a.ok = false
+}
+
+func (e *endpoint) dropPeerLocked(id core.DeviceID) {
+	if e.perPeer[id]--; e.perPeer[id] <= 0 {
+		delete(e.perPeer, id)
+	}
+}
+
+// handshake runs one side of the handshake on m's first stream, bounded by
+// Limits.HandshakeTimeout, and returns the registered session. On failure m
+// is closed with the reason.
+func (e *endpoint) handshake(ctx context.Context, m mux, binding []byte, initiator bool, expect *core.PublicKey, expectID core.DeviceID) (*Session, error) {
+	hctx, cancel := context.WithTimeoutCause(ctx, e.limits.HandshakeTimeout, fmt.Errorf("%w: timed out", core.ErrHandshake))
+	defer cancel()
+	stop := context.AfterFunc(hctx, func() { m.close(fmt.Errorf("%w: %w", core.ErrHandshake, context.Cause(hctx))) })
+	adm := &admission{e: e}
+	h := newHandshaker(e.ident, e.versions, adm.authorize)
+	peer, err := e.runHandshake(hctx, m, h, binding, initiator, expect, expectID)
+	if !stop() && err == nil {
+		err = fmt.Errorf("%w: %w", core.ErrHandshake, context.Cause(hctx))
+	}
+	if err != nil {
+		adm.release()
+		var rj *wire.RejectError
+		if c := m.cause(); errors.As(c, &rj) && !errors.As(err, &rj) {
+			err = fmt.Errorf("%w (%v)", c, err) // the peer said why it hung up
+		} else if c := context.Cause(hctx); c != nil && !errors.Is(err, c) {
+			err = fmt.Errorf("%w (%v)", c, err)
+		}
+		m.close(err)
+		return nil, err
+	}
+	s := &Session{m: m, peer: peer.id, key: peer.key, version: peer.version, limits: e.limits, log: e.log}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		adm.release()
+		m.close(nil)
+		return nil, fmt.Errorf("handshake: %w", core.ErrClosed)
+	}
+	e.sessions[s] = struct{}{}
+	e.mu.Unlock()
+	context.AfterFunc(m.context(), func() { e.forget(s) })
+	return s, nil
+}
+
+func (e *endpoint) runHandshake(ctx context.Context, m mux, h handshaker, binding []byte, initiator bool, expect *core.PublicKey, expectID core.DeviceID) (peerInfo, error) {
+	var st core.Stream
+	var err error
+	if initiator {
+		st, err = m.open(ctx)
+	} else {
+		st, err = m.accept(ctx)
+	}
+	if err != nil {
+		return peerInfo{}, fmt.Errorf("handshake stream: %w", err)
+	}
+	defer st.Close()
+	if initiator {
+		return h.initiate(ctx, st, binding, expect, expectID)
+	}
+	return h.respond(ctx, st, binding)
+}
+
+// forget drops an ended session from the registry.
+func (e *endpoint) forget(s *Session) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.sessions[s]; ok {
+		delete(e.sessions, s)
+		e.dropPeerLocked(s.peer)
+	}
+}
+
+// serve authenticates an inbound connection and queues it for Accept. It
+// runs on its own goroutine and owns the pending slot (and its wg count)
+// that beginPending took.
+func (e *endpoint) serve(m mux, binding []byte, host string) {
+	defer e.endPending(host)
+	s, err := e.handshake(e.ctx, m, binding, false, nil, core.DeviceID{})
+	if err != nil {
+		e.log.Debug("inbound handshake refused", "reason", reasonFor(err))
+		return
+	}
+	e.log.Debug("inbound session", "peer", s.peer.Short())
+	select {
+	case e.accepted <- s:
+	case <-s.Done():
+	case <-e.ctx.Done():
+		_ = s.Close(fmt.Errorf("%w: transport", core.ErrClosed))
+	}
+}
+
+// dial authenticates an outbound connection.
+func (e *endpoint) dial(ctx context.Context, m mux, binding []byte, peer core.DeviceID) (*Session, error) {
+	var expect *core.PublicKey
+	if !peer.IsZero() && e.keys != nil {
+		k, err := e.keys.LookupKey(ctx, peer)
+		switch {
+		case err == nil:
+			if core.DeviceIDFromKey(k) != peer {
+				m.close(nil)
+				return nil, fmt.Errorf("%w: key lookup for %s returned another device's key", core.ErrInvalidArgument, peer.Short())
+			}
+			expect = &k
+		case !errors.Is(err, core.ErrNotFound):
+			m.close(nil)
+			return nil, fmt.Errorf("look up key of %s: %w", peer.Short(), err)
+		}
+	}
+	return e.handshake(ctx, m, binding, true, expect, peer)
+}
+
+// accept returns the next inbound session.
+func (e *endpoint) accept(ctx context.Context) (core.Session, error) {
+	select {
+	case s := <-e.accepted:
+		return s, nil
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	case <-e.ctx.Done():
+		return nil, fmt.Errorf("accept: %w", core.ErrClosed)
+	}
+}
+
+// isClosed reports whether close has begun.
+func (e *endpoint) isClosed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
+}
+
+// close refuses new work, closes every session and waits for the handshake
+// goroutines. It reports whether this call did the closing.
+func (e *endpoint) close() bool {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return false
+	}
+	e.closed = true
+	live := make([]*Session, 0, len(e.sessions))
+	for s := range e.sessions {
+		live = append(live, s)
+	}
+	e.mu.Unlock()
+	e.cancel()
+	for _, s := range live {
+		_ = s.Close(nil)
+	}
+	e.wg.Wait()
+	return true
+}

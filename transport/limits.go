@@ -1,0 +1,60 @@
+package transport
+
+import (
+	"time"
+
+	"github.com/devicemesh/federation/internal/wire"
+)
+
+// Limits bound what a peer, hostile or not, can make a transport spend. Every
+// zero field takes the default given in its comment.
+type Limits struct {
+	// HandshakeTimeout bounds the QUIC and Noise handshakes together, from the
+	// first packet to the verdict; a peer that stalls is cut off. 0: 5s.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes a session with no traffic at all for this long.
+	// 0: 30s.
+	IdleTimeout time.Duration
+	// KeepAlive is how often an idle session sends a keep-alive packet so
+	// that IdleTimeout only ends dead paths. 0: 10s; negative: never.
+	KeepAlive time.Duration
+	// MaxIncomingStreams caps the streams a peer may have open towards us at
+	// once (QUIC flow control enforces it). 0: 100.
+	MaxIncomingStreams int
+	// MaxFrameSize caps an application frame read by Session.ReadFrame.
+	// 0: 1 MiB; never above 16 MiB.
+	MaxFrameSize int
+	// MaxSessionsPerPeer caps the live sessions with one device. One is the
+	// steady state; the default of 2 lets two devices that dial each other at
+	// the same moment both succeed so the node can keep one. 0: 2.
+	MaxSessionsPerPeer int
+	// MaxPendingHandshakes caps inbound connections not yet authenticated;
+	// more are refused at once. 0: 64.
+	MaxPendingHandshakes int
+	// MaxPendingPerHost caps the unauthenticated inbound connections from
+	// one IP address. 0: 8.
+	MaxPendingPerHost int
+}
+
+func (l Limits) withDefaults() Limits {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&l.HandshakeTimeout, 5*time.Second)
+	def(&l.IdleTimeout, 30*time.Second)
+	def(&l.KeepAlive, 10*time.Second)
+	defInt := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defInt(&l.MaxIncomingStreams, 100)
+	defInt(&l.MaxFrameSize, wire.DefaultMaxFrameSize)
+	l.MaxFrameSize = min(l.MaxFrameSize, wire.MaxFrameSize)
+	defInt(&l.MaxSessionsPerPeer, 2)
+	defInt(&l.MaxPendingHandshakes, 64)
+	defInt(&l.MaxPendingPerHost, 8)
+	return l
+}
