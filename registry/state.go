@@ -69,8 +69,10 @@ func (s *State) MeshID() OpHash { return s.genesis }
 // Verify checks op against the registry as s sees it now: it must be well
 // formed and signed by its author (ErrUnsigned, ErrForged), and its author
 // must be allowed to make it (ErrNotAllowed, ErrRevoked): only trusted and
-// owner devices may act, only owners grant owner or revoke owners, and
-// nothing brings back a revoked device. All refusals wrap
+// owner devices may act, only owners grant owner, and nothing brings back a
+// revoked device. Any trusted device may revoke any other, owners included,
+// so that a lost device can be revoked from whichever device the user still
+// holds, and a revocation wins over a concurrent owner grant. All refusals wrap
 // core.ErrUnauthorized or core.ErrInvalidArgument.
 //
 // Verify is the ingress check for an operation arriving now. State.Apply
@@ -290,10 +292,6 @@ func (v *view) permit(op *Op) error {
 		}
 		if op.Trust == TrustOwner && author.Trust != TrustOwner {
 			return fmt.Errorf("%w: only an owner grants owner", ErrNotAllowed)
-		}
-	case OpRevoke:
-		if known && target.Trust == TrustOwner && author.Trust != TrustOwner {
-			return fmt.Errorf("%w: only an owner revokes an owner", ErrNotAllowed)
 		}
 	case OpRename, OpSetPolicy:
 		if !known {
