@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"time"
+
+	// Registers the "libsql" driver for the baseline.
+	_ "github.com/tursodatabase/go-libsql"
+
+	"github.com/devicemesh/federation"
+)
+
+// writeParams are the flags of the write scenario.
+type writeParams struct {
+	rows, txn, valueLen, rounds int
+}
+
+// runWrite measures Node.Update throughput (txn puts per transaction)
+// against raw go-libsql inserts of the same rows into a plain table, one
+// transaction per txn rows, with the same WAL and synchronous settings.
+// The two are measured alternately, rounds times each, in fresh files; the
+// best round of each side counts, so a burst of load on a shared machine
+// does not bias the ratio.
+func runWrite(ctx context.Context, args []string) (result, error) {
+	fs := newFlags("write")
+	var p writeParams
+	fs.IntVar(&p.rows, "n", 200000, "rows to write per measurement")
+	fs.IntVar(&p.txn, "txn", 1000, "rows per transaction")
+	fs.IntVar(&p.valueLen, "value", 1024, "value size in bytes")
+	fs.IntVar(&p.rounds, "rounds", 3, "measurements of each side (best counts)")
+	if err := fs.Parse(args); err != nil {
+		return result{}, err
+	}
+	if p.rows <= 0 || p.txn <= 0 || p.valueLen < 0 || p.rounds <= 0 {
+		return result{}, errors.New("write: -n, -txn and -rounds must be positive, -value not negative")
+	}
+	keys, values := writeData(p)
+	var raws, ours []float64
+	for r := 0; r < p.rounds; r++ {
+		// Alternate which side goes first.
+		sides := []func() error{
+			func() error { v, err := measureRaw(ctx, p, keys, values); raws = append(raws, v); return err },
+			func() error { v, err := measureNode(ctx, p, keys, values); ours = append(ours, v); return err },
+		}
+		if r%2 == 1 {
+			sides[0], sides[1] = sides[1], sides[0]
+		}
+		for _, side := range sides {
+			if err := side(); err != nil {
+				return result{}, err
+			}
+		}
+		progress("write: round %d/%d: raw %.0f rows/s, node %.0f rows/s", r+1, p.rounds, raws[r], ours[r])
+	}
+	best := func(xs []float64) float64 { return maxOf(xs) }
+	res := result{Scenario: "write", Ours: best(ours), Baseline: best(raws), Unit: "rows/s", Target: "ratio >= 0.5"}
+	res.Ratio = res.Ours / res.Baseline
+	res.Pass = res.Ratio >= 0.5
+	res.Extra = map[string]any{"rows": p.rows, "txn": p.txn, "value_bytes": p.valueLen, "raw_rounds": raws, "node_rounds": ours}
+	return res, nil
+}
+
+func maxOf(xs []float64) float64 {
+	m := 0.0
+	for _, x := range xs {
+		m = max(m, x)
+	}
+	return m
+}
+
+// writeData returns the rows both sides write: distinct keys and
+// incompressible values (each a window of one random buffer).
+func writeData(p writeParams) ([]string, [][]byte) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pool := make([]byte, p.valueLen+4096)
+	for i := range pool {
+		pool[i] = byte(rng.Uint32())
+	}
+	keys := make([]string, p.rows)
+	values := make([][]byte, p.rows)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("key-%09d", i)
+		off := rng.IntN(4096)
+		values[i] = pool[off : off+p.valueLen]
+	}
+	return keys, values
+}
+
+// measureRaw inserts the rows with plain go-libsql and returns rows/s.
+func measureRaw(ctx context.Context, p writeParams, keys []string, values [][]byte) (float64, error) {
+	dir, err := os.MkdirTemp("", "fedbench-raw-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	db, err := sql.Open("libsql", "file:"+filepath.Join(dir, "raw.db"))
+	if err != nil {
+		return 0, fmt.Errorf("raw: %w", err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	var mode string
+	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
+		return 0, fmt.Errorf("raw: %w", err)
+	}
+	var timeout int64
+	if err := db.QueryRowContext(ctx, "PRAGMA busy_timeout = 5000").Scan(&timeout); err != nil {
+		return 0, fmt.Errorf("raw: %w", err)
+	}
+	for _, q := range []string{"PRAGMA synchronous = NORMAL", "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB)"} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return 0, fmt.Errorf("raw: %w", err)
+		}
+	}
+	start := time.Now()
+	for i := 0; i < p.rows; i += p.txn {
+		if err := rawTxn(ctx, db, keys[i:min(i+p.txn, p.rows)], values[i:]); err != nil {
+			return 0, fmt.Errorf("raw: %w", err)
+		}
+	}
+	return float64(p.rows) / time.Since(start).Seconds(), nil
+}
+
+func rawTxn(ctx context.Context, db *sql.DB, keys []string, values [][]byte) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	stmt, err := tx.PrepareContext(ctx, "INSERT INTO kv (key, value) VALUES (?, ?)")
+	if err != nil {
+		return err
+	}
+	for j, k := range keys {
+		if _, err := stmt.ExecContext(ctx, k, values[j]); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// measureNode writes the rows through a Node, p.txn puts per Update, and
+// returns rows/s.
+func measureNode(ctx context.Context, p writeParams, keys []string, values [][]byte) (float64, error) {
+	dir, err := os.MkdirTemp("", "fedbench-node-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	node, err := federation.New(federation.Config{Dir: dir})
+	if err != nil {
+		return 0, fmt.Errorf("node: %w", err)
+	}
+	defer node.Close()
+	start := time.Now()
+	for i := 0; i < p.rows; i += p.txn {
+		batch := keys[i:min(i+p.txn, p.rows)]
+		err := node.Update(ctx, func(tx *federation.Tx) error {
+			for j, k := range batch {
+				if err := tx.Put("bench", k, values[i+j]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("node: %w", err)
+		}
+	}
+	return float64(p.rows) / time.Since(start).Seconds(), nil
+}
