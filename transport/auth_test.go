@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/devicemesh/federation/core"
-	"github.com/devicemesh/federation/identity"
 	"github.com/devicemesh/federation/internal/wire"
 )
 
@@ -340,6 +339,3 @@ func frameRoundTrip(ctx context.Context, s *Session, msg string) (string, error)
 	f, err := s.ReadFrame(st, nil)
 	return string(f.Payload), err
 }
-
-// keep identity imported for helpers in other files.
-var _ = identity.Generate
