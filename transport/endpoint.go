@@ -149,7 +149,7 @@ func (e *endpoint) handshake(ctx context.Context, m mux, binding []byte, initiat
 		if c := m.cause(); errors.As(c, &rj) && !errors.As(err, &rj) {
 			err = fmt.Errorf("%w (%v)", c, err) // the peer said why it hung up
 		} else if c := context.Cause(hctx); c != nil && !errors.Is(err, c) {
-			err = fmt.Errorf("%w (%v)", c, err)
+			err = fmt.Errorf("%w: %w", c, err)
 		}
 		m.close(err)
 		return nil, err
