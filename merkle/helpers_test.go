@@ -3,6 +3,7 @@ package merkle
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 )
 
 // tb is what the helpers need from *testing.T, *testing.B and *rapid.T.
@@ -64,3 +65,5 @@ func exchange(t tb, local, remote *Tree, cfg Config) (Diff, Stats) {
 	}
 	return r.Diff(), r.Stats()
 }
+
+func sortStrings(s []string) { slices.Sort(s) }

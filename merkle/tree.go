@@ -98,18 +98,42 @@ func (t *Tree) descend(pos uint64, path *[MaxDepth + 1]*node) int {
 	return d
 }
 
+// search finds key in a leaf: its index and whether it is there, or the
+// index where it belongs.
 func (n *node) search(pos uint64, key string) (int, bool) {
-	return slices.BinarySearchFunc(n.ents, key, func(e entry, k string) int {
-		return cmpEntry(&e, pos, k)
-	})
+	lo, hi := 0, len(n.ents)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if e := &n.ents[m]; e.pos < pos || (e.pos == pos && e.key < key) {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo, lo < len(n.ents) && n.ents[lo].pos == pos && n.ents[lo].key == key
+}
+
+// insert puts e at index i of the leaf, growing its slice by a quarter
+// rather than doubling it: leaves are many and small, and slack in them is
+// most of the tree's overhead.
+func (n *node) insert(i int, e entry) {
+	if len(n.ents) == cap(n.ents) {
+		grown := make([]entry, len(n.ents), len(n.ents)+len(n.ents)/4+2)
+		copy(grown, n.ents)
+		n.ents = grown
+	}
+	n.ents = slices.Insert(n.ents, i, e)
 }
 
 // Set records that key's current version has the given record digest
 // (normally RecordDigest of it, tombstones included). Setting the digest a
 // key already has changes nothing.
 func (t *Tree) Set(key string, digest Digest) {
-	pos := position(key)
-	h := EntryHash(key, digest)
+	t.put(position(key), key, EntryHash(key, digest))
+}
+
+// put sets key, at position pos, to entry hash h.
+func (t *Tree) put(pos uint64, key string, h Digest) {
 	var path [MaxDepth + 1]*node
 	depth := t.descend(pos, &path)
 	leaf := path[depth]
@@ -129,7 +153,7 @@ func (t *Tree) Set(key string, digest Digest) {
 		return
 	}
 	// Clone so that a key sliced from a large buffer does not pin it.
-	leaf.ents = slices.Insert(leaf.ents, i, entry{pos: pos, key: strings.Clone(key), hash: h})
+	leaf.insert(i, entry{pos: pos, key: strings.Clone(key), hash: h})
 	t.keyBytes += len(key)
 	for _, n := range path[:depth+1] {
 		n.sum.add(&hv)
