@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"io"
 	"testing"
 	"time"
 
@@ -312,7 +313,7 @@ func serveFrames(ctx context.Context, tr core.Transport, errs chan<- error) {
 					for {
 						f, err := s.ReadFrame(st, nil)
 						if err != nil {
-							if !errors.Is(err, core.ErrClosed) && err.Error() != "EOF" {
+							if !errors.Is(err, core.ErrClosed) && !errors.Is(err, io.EOF) {
 								errs <- err
 							}
 							return

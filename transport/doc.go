@@ -21,6 +21,9 @@
 //     registered key, so a device that is not that peer cannot even read
 //     the first message. One round trip, then the initiator's verdict.
 //
+// (In XX the responder shows its key to whoever connects, as XX does; IK
+// shows nothing to a device that does not already hold it.)
+//
 // The Noise prologue holds a TLS exporter value of the QUIC connection
 // (label exporterLabel) and the initiator's version offer, so the
 // handshake is bound to this very TLS session: a relay or man in the

@@ -3,6 +3,8 @@ package transport
 import (
 	"io"
 	"sync"
+
+	"github.com/devicemesh/federation/core"
 )
 
 // memPipeSize bounds the bytes buffered in one direction of a Mem stream,
@@ -89,6 +91,8 @@ func (p *pipe) breakWith(err error) {
 type memStream struct {
 	r, w *pipe
 }
+
+var _ core.Stream = (*memStream)(nil)
 
 func (s *memStream) Read(b []byte) (int, error)  { return s.r.Read(b) }
 func (s *memStream) Write(b []byte) (int, error) { return s.w.Write(b) }

@@ -302,6 +302,8 @@ func mapQUICErr(err error) error {
 // quicStream adapts a QUIC stream to core.Stream.
 type quicStream struct{ s *quic.Stream }
 
+var _ core.Stream = (*quicStream)(nil)
+
 func (q *quicStream) Read(p []byte) (int, error) {
 	n, err := q.s.Read(p)
 	return n, mapStreamErr(err)

@@ -215,6 +215,7 @@ func (r Reject) Err() error {
 // RejectError is a refusal received from the peer.
 type RejectError struct{ Reject Reject }
 
+// Error describes the refusal.
 func (e *RejectError) Error() string {
 	if e.Reject.Reason == "" {
 		return "peer refused: " + e.Reject.Code.String()
