@@ -422,3 +422,47 @@ func TestKindNames(t *testing.T) {
 		t.Fatal("ParseKind accepted an invalid name")
 	}
 }
+
+func TestTwoWritersOnOneTableNeverFork(t *testing.T) {
+	ctx := context.Background()
+	db := openLibSQL(t)
+	l1, l2 := New(NewSQL(db), Options{}), New(NewSQL(db), Options{})
+	if _, err := l1.Append(ctx, Refusal(devA, "unknown")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l2.Append(ctx, Refusal(devA, "unknown")); err != nil {
+		t.Fatal(err)
+	}
+	// l1's idea of the head is stale: its append must fail, not fork.
+	if _, err := l1.Append(ctx, Refusal(devB, "revoked")); err == nil {
+		t.Fatal("a stale writer appended a second row 2")
+	}
+	if e, err := l1.Append(ctx, Refusal(devB, "revoked")); err != nil || e.Seq != 3 {
+		t.Fatalf("retry after reload: seq %d, %v", e.Seq, err)
+	}
+	if err := l2.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEventConstructorsAreValidEntries(t *testing.T) {
+	ctx := context.Background()
+	l := New(NewMemory(), Options{Clock: fixedClock{t0}})
+	for _, e := range []Entry{
+		SessionOpened(devA, "direct"), SessionClosed(devA, "done"),
+		BatchSent(devB, "conversations", 3, 120, 40960), BatchReceived(devB, "profile", 1, 2, 64),
+		ConflictDetected(devA, "profile"), ConflictResolved(devA, "profile", "lww"),
+		Refusal(devB, "revoked"), Pairing(devB, "approved"),
+	} {
+		if _, err := l.Append(ctx, e); err != nil {
+			t.Fatalf("%s: %v", e.Kind, err)
+		}
+	}
+	got, err := l.Query(ctx, Filter{Kinds: []Kind{KindBatchSent}})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("query: %v %v", got, err)
+	}
+	if c, _ := got[0].Detail.Get("changes"); c.Num != 120 {
+		t.Fatalf("batch count read back as %d", c.Num)
+	}
+}

@@ -14,7 +14,7 @@ import (
 func seedOps(t testing.TB) []Op {
 	m := newMesh(t)
 	a := ident(t, 1)
-	must(t, m.s)(m.s.NewAdd(m.owner, ts(1), Device{PublicKey: a.PublicKey(), Name: "a", Type: TypePhone, Trust: TrustTrusted, Policy: []byte(`{}`)}))
+	must(t, m.s)(m.s.NewAdd(m.owner, ts(1), Device{PublicKey: a.PublicKey(), Name: "Annas-phone", Type: TypePhone, Trust: TrustTrusted, Policy: []byte(`{}`)}))
 	must(t, m.s)(m.s.NewRename(a, ts(2), a.DeviceID(), "renamed"))
 	must(t, m.s)(m.s.NewSetPolicy(a, ts(3), a.DeviceID(), []byte(`{"m":1}`)))
 	must(t, m.s)(m.s.NewRotation(m.owner, ts(4), rand.NewChaCha8([32]byte{})))

@@ -68,8 +68,10 @@ type OpHash [32]byte
 
 // Sealed is one device's copy of a mesh secret generation.
 type Sealed struct {
+	// Device is the recipient.
 	Device core.DeviceID
-	Box    [SealedSize]byte
+	// Box is the secret sealed to the recipient's Noise (X25519) key.
+	Box [SealedSize]byte
 }
 
 // Op is a signed registry operation. Fields that do not apply to Kind are

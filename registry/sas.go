@@ -31,4 +31,5 @@ func SAS(transcriptHash []byte) string {
 // cryptoRand reads crypto/rand, as the default source of invitation codes.
 type cryptoRand struct{}
 
+// Read fills p from crypto/rand.
 func (cryptoRand) Read(p []byte) (int, error) { return rand.Read(p) }

@@ -17,8 +17,10 @@ const SecretSize = 32
 // Secret is one generation of the mesh secret: the key from which members
 // derive discovery tokens and relay mailbox keys. It never prints.
 type Secret struct {
+	// Generation numbers the secret; it rises with every rotation.
 	Generation uint64
-	Key        [SecretSize]byte
+	// Key is the secret itself.
+	Key [SecretSize]byte
 }
 
 // String shows the generation only.

@@ -2,11 +2,14 @@ package registry
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"strings"
 	"math/rand/v2"
 	"reflect"
 	"testing"
 
+	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 )
 
@@ -241,5 +244,26 @@ func TestMeshSecretRotationExcludesRevokedDevice(t *testing.T) {
 	leak.sign(a)
 	if err := Verify(leak, m.s); !errors.Is(err, ErrNotAllowed) {
 		t.Fatalf("rotation sealed to a revoked device: %v", err)
+	}
+}
+
+func TestOperationsAuditWithoutPersonalText(t *testing.T) {
+	l := audit.New(audit.NewMemory(), audit.Options{})
+	for _, op := range seedOps(t) {
+		e, err := l.Append(context.Background(), op.AuditEntry())
+		if err != nil {
+			t.Fatalf("%s: %v", op.Kind, err)
+		}
+		if e.Device != op.Author() || !e.At.Equal(op.At.Time()) {
+			t.Fatalf("%s recorded as %+v", op.Kind, e)
+		}
+		for _, f := range e.Detail {
+			if op.Name != "" && strings.EqualFold(f.Text, op.Name) {
+				t.Fatalf("%s: audit entry carries the device name", op.Kind)
+			}
+		}
+	}
+	if err := l.Verify(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
