@@ -31,8 +31,9 @@ type State struct {
 }
 
 type stored struct {
-	op   Op
-	hash OpHash
+	op     Op
+	hash   OpHash
+	author core.DeviceID // cached op.Author()
 }
 
 // Genesis returns the operation that founds a mesh: the founding device
@@ -58,7 +59,7 @@ func NewState(genesis Op) (*State, error) {
 		return nil, fmt.Errorf("registry genesis: %w: not a founder adding itself as owner", ErrInvalidOp)
 	}
 	h := genesis.Hash()
-	s := &State{genesis: h, ops: map[OpHash]*stored{h: {op: cloneOp(genesis), hash: h}}}
+	s := &State{genesis: h, ops: map[OpHash]*stored{h: {op: cloneOp(genesis), hash: h, author: genesis.Author()}}}
 	s.replay()
 	return s, nil
 }
@@ -87,7 +88,7 @@ func Verify(op Op, s *State) error {
 	if op.Hash() == s.genesis {
 		return nil
 	}
-	return s.view.permit(&op)
+	return s.view.permit(&op, op.Author())
 }
 
 // Apply adds a signed operation to the set and recomputes the registry. It
@@ -117,7 +118,7 @@ func (s *State) ApplyAll(ops []Op) (int, error) {
 			err = ErrTooManyOps
 			break
 		}
-		s.ops[h] = &stored{op: cloneOp(ops[i]), hash: h}
+		s.ops[h] = &stored{op: cloneOp(ops[i]), hash: h, author: ops[i].Author()}
 		added++
 	}
 	if added > 0 {
@@ -182,7 +183,7 @@ func (s *State) Device(id core.DeviceID) (Device, bool) {
 // it has none), the Prev of its next one.
 func (s *State) head(author core.DeviceID) OpHash {
 	for i := len(s.order) - 1; i >= 0; i-- {
-		if st := s.order[i]; st.op.Author() == author {
+		if st := s.order[i]; st.author == author {
 			return st.hash
 		}
 	}
@@ -205,7 +206,7 @@ func (s *State) replay() {
 		if c := cmp.Compare(a.op.At, b.op.At); c != 0 {
 			return c
 		}
-		if c := a.op.Author().Compare(b.op.Author()); c != 0 {
+		if c := a.author.Compare(b.author); c != 0 {
 			return c
 		}
 		return bytes.Compare(a.hash[:], b.hash[:])
@@ -224,10 +225,10 @@ func (s *State) replay() {
 		for _, st := range order {
 			op := &st.op
 			if st.hash != s.genesis {
-				if r, ok := final[op.Author()]; ok && !r.anchored[st.hash] {
+				if r, ok := final[st.author]; ok && !r.anchored[st.hash] {
 					continue
 				}
-				if v.permit(op) != nil {
+				if v.permit(op, st.author) != nil {
 					continue
 				}
 			}
@@ -257,7 +258,7 @@ func (s *State) chain(author core.DeviceID, h OpHash) map[OpHash]bool {
 	out := map[OpHash]bool{}
 	for h != (OpHash{}) && !out[h] {
 		st, ok := s.ops[h]
-		if !ok || st.op.Author() != author {
+		if !ok || st.author != author {
 			break
 		}
 		out[h] = true
@@ -272,17 +273,17 @@ type view struct {
 	secret  *Op // the current mesh secret generation
 }
 
-// permit decides whether op's author may make it, given the registry as v
-// describes it.
-func (v *view) permit(op *Op) error {
-	author, ok := v.devices[op.Author()]
+// permit decides whether op's author (authorID, op.Author()) may make it,
+// given the registry as v describes it.
+func (v *view) permit(op *Op, authorID core.DeviceID) error {
+	author, ok := v.devices[authorID]
 	switch {
 	case !ok:
-		return fmt.Errorf("%w: %s by unknown device %s", ErrNotAllowed, op.Kind, op.Author().Short())
+		return fmt.Errorf("%w: %s by unknown device %s", ErrNotAllowed, op.Kind, authorID.Short())
 	case author.Trust == TrustRevoked:
-		return fmt.Errorf("%w: %s by revoked device %s", ErrRevoked, op.Kind, op.Author().Short())
+		return fmt.Errorf("%w: %s by revoked device %s", ErrRevoked, op.Kind, authorID.Short())
 	case !author.Trust.CanSync():
-		return fmt.Errorf("%w: %s by %s device %s", ErrNotAllowed, op.Kind, author.Trust, op.Author().Short())
+		return fmt.Errorf("%w: %s by %s device %s", ErrNotAllowed, op.Kind, author.Trust, authorID.Short())
 	}
 	target, known := v.devices[op.Target]
 	switch op.Kind {
