@@ -30,6 +30,12 @@ type Config struct {
 	// MaxRounds bounds the session; a responder that drags it on longer is
 	// refused with ErrUnexpected. Zero means 65536.
 	MaxRounds int
+	// MaxPending bounds the differing nodes queued for later rounds, and so
+	// the session's memory (about 64 bytes a node): a peer whose tree
+	// differs in more places, or claims to, is refused with ErrLimit and
+	// needs a full resync instead. Zero means 1<<21, enough for two
+	// completely different million-key trees.
+	MaxPending int
 }
 
 // Diff is the outcome of a reconciliation: the keys whose entries differ,
@@ -105,6 +111,9 @@ func NewReconciler(t *Tree, cfg Config) *Reconciler {
 	if cfg.MaxRounds <= 0 {
 		cfg.MaxRounds = 1 << 16
 	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 1 << 21
+	}
 	return &Reconciler{t: t, cfg: cfg}
 }
 
@@ -163,6 +172,10 @@ func (r *Reconciler) Next(resp *Response) (*Request, error) {
 		r.finish()
 		return nil, nil
 	}
+	if len(cands) > r.cfg.MaxPending {
+		r.done = true
+		return nil, fmt.Errorf("reconcile: %w: %d differing nodes pending", ErrLimit, len(cands))
+	}
 	if r.stats.Rounds >= r.cfg.MaxRounds {
 		r.done = true
 		return nil, fmt.Errorf("reconcile: %w: no result after %d rounds", ErrUnexpected, r.stats.Rounds)
@@ -205,7 +218,7 @@ func (r *Reconciler) compareNodes(req *Request, resp *Response, cands []pending)
 				})
 				continue
 			}
-			cands = append(cands, pending{prefix: q, remote: int(min(rn.Count, 1<<40)), local: ln.count})
+			cands = append(cands, pending{prefix: q, remote: int(min(rn.Count, 1<<32)), local: ln.count})
 		}
 	}
 	return cands, nil

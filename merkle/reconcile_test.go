@@ -138,6 +138,20 @@ func TestReconcileRefusesHostileResponses(t *testing.T) {
 				}
 			}
 		}, ErrUnexpected},
+		{"too many differing nodes", func() error {
+			tr := New()
+			for i := 0; i < 200; i++ {
+				tr.Set(keyOf(i), digestOf(1))
+			}
+			r := NewReconciler(tr, Config{RoundBudget: -1, MaxPending: 5})
+			req := r.Start()
+			nodes := make([]NodeFP, 16)
+			for i := range nodes {
+				nodes[i] = NodeFP{Count: 1000, FP: 1}
+			}
+			_, err := r.Next(&Response{Nodes: [][]NodeFP{nodes}, Lists: make([]Listing, len(req.List))})
+			return err
+		}, ErrLimit},
 		{"next after done", func() error {
 			r, _ := listRoot()
 			if _, err := r.Next(&Response{Converged: true}); err != nil {

@@ -24,7 +24,7 @@ const (
 // update the path from the key's leaf to the root in O(depth) with no
 // rebuild.
 //
-// The zero Tree is not ready for use; call New. A Tree is not safe for
+// The zero Tree is an empty tree ready for use. A Tree is not safe for
 // concurrent use: the caller serialises writes and queries (normally under
 // the same lock as the store's write path).
 type Tree struct {
