@@ -78,8 +78,15 @@ func (e *endpoint) beginPending(host string) bool {
 	return true
 }
 
+// endPending gives back the pending slot and ends the serving goroutine's
+// wg count.
 func (e *endpoint) endPending(host string) {
-	defer e.wg.Done()
+	e.releasePending(host)
+	e.wg.Done()
+}
+
+// releasePending gives back the pending slot only.
+func (e *endpoint) releasePending(host string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.pending--
@@ -198,12 +205,15 @@ func (e *endpoint) forget(s *Session) {
 
 // serve authenticates an inbound connection and queues it for Accept. It
 // runs on its own goroutine and owns the pending slot (and its wg count)
-// that beginPending took.
+// that beginPending took. The slot is given back once the peer is
+// authenticated: sessions waiting for Accept are bounded by the per-peer
+// cap instead.
 func (e *endpoint) serve(m mux, binding []byte, host string) {
-	defer e.endPending(host)
+	defer e.wg.Done()
 	s, err := e.handshake(e.ctx, m, binding, false, nil, core.DeviceID{})
+	e.releasePending(host)
 	if err != nil {
-		e.log.Debug("inbound handshake refused", "reason", reasonFor(err))
+		e.log.Info("inbound handshake refused", "reason", reasonFor(err))
 		return
 	}
 	e.log.Debug("inbound session", "peer", s.peer.Short())

@@ -161,8 +161,8 @@ func (h handshaker) initiate(ctx context.Context, rw io.ReadWriter, binding []by
 	if err := wire.WriteFrame(rw, wire.TypeNoise, msg3); err != nil {
 		return peerInfo{}, fmt.Errorf("send handshake: %w", err)
 	}
-	if _, err := wire.Expect(rw, wire.TypeAccept, wire.MaxHandshakeFrame); err != nil {
-		return peerInfo{}, fmt.Errorf("await verdict: %w", err)
+	if err := awaitAccept(rw); err != nil {
+		return peerInfo{}, err
 	}
 	return peer, nil
 }
@@ -238,8 +238,8 @@ func (h handshaker) respondIK(ctx context.Context, rw io.ReadWriter, hs *noise.H
 	if err := wire.WriteFrame(rw, wire.TypeNoise, msg2); err != nil {
 		return peerInfo{}, fmt.Errorf("send handshake: %w", err)
 	}
-	if _, err := wire.Expect(rw, wire.TypeAccept, wire.MaxHandshakeFrame); err != nil {
-		return peerInfo{}, fmt.Errorf("await verdict: %w", err)
+	if err := awaitAccept(rw); err != nil {
+		return peerInfo{}, err
 	}
 	peer.version = version
 	return peer, nil
@@ -292,4 +292,16 @@ func (h handshaker) checkInitiator(ctx context.Context, plain, remoteStatic []by
 		return peerInfo{}, authorizeErr(peer.id, err)
 	}
 	return peer, nil
+}
+
+// awaitAccept reads the peer's verdict: an empty Accept frame, or a Reject.
+func awaitAccept(r io.Reader) error {
+	p, err := wire.Expect(r, wire.TypeAccept, wire.MaxHandshakeFrame)
+	if err != nil {
+		return fmt.Errorf("await verdict: %w", err)
+	}
+	if len(p) != 0 {
+		return fmt.Errorf("await verdict: %w: accept frame with %d payload bytes", core.ErrProtocol, len(p))
+	}
+	return nil
 }

@@ -9,8 +9,10 @@ import (
 // Limits bound what a peer, hostile or not, can make a transport spend. Every
 // zero field takes the default given in its comment.
 type Limits struct {
-	// HandshakeTimeout bounds the QUIC and Noise handshakes together, from the
-	// first packet to the verdict; a peer that stalls is cut off. 0: 5s.
+	// HandshakeTimeout bounds the handshakes: a dial, from the first packet
+	// to the verdict; on the accepting side, the QUIC handshake (quic-go
+	// allows it up to twice this) and then the Noise handshake, each. A peer
+	// that stalls is cut off. 0: 5s.
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes a session with no traffic at all for this long.
 	// 0: 30s.

@@ -207,7 +207,7 @@ func (t *QUIC) Dial(ctx context.Context, addr string, peer core.DeviceID) (core.
 		_ = conn.CloseWithError(quic.ApplicationErrorCode(wire.RejectHandshake), core.ErrHandshake.Error())
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	s, err := t.ep.dial(ctx, &quicMux{conn: conn}, binding, peer)
+	s, err := t.ep.dial(dctx, &quicMux{conn: conn}, binding, peer)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
