@@ -154,7 +154,7 @@ func (e *endpoint) handshake(ctx context.Context, m mux, binding []byte, initiat
 		adm.release()
 		var rj *wire.RejectError
 		if c := m.cause(); errors.As(c, &rj) && !errors.As(err, &rj) {
-			err = fmt.Errorf("%w (%v)", c, err) // the peer said why it hung up
+			err = fmt.Errorf("%w: %w", c, err) // the peer said why it hung up
 		} else if c := context.Cause(hctx); c != nil && !errors.Is(err, c) {
 			err = fmt.Errorf("%w: %w", c, err)
 		}

@@ -169,7 +169,7 @@ func (s *Session) WriteFrame(st core.Stream, t wire.Type, payload []byte) error 
 // ended prefers the session's end cause over the error a stream reported.
 func (s *Session) ended(err error) error {
 	if c := s.Err(); c != nil && !errors.Is(err, c) {
-		return fmt.Errorf("%w (%v)", c, err)
+		return fmt.Errorf("%w: %w", c, err)
 	}
 	return err
 }
