@@ -170,11 +170,13 @@ func ProfileMerge(a, b []byte) ([]byte, error) {
 // is ignored; hosts pass a fresh reading of the node's clock, which is
 // newer than every timestamp the device has seen.
 func ProfileSet(old []byte, field string, value any, ts core.Timestamp, dev core.DeviceID) ([]byte, error) {
-	v, err := json.Marshal(value)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // store text as written; escaping is the reader's business
+	if err := enc.Encode(value); err != nil {
 		return nil, fmt.Errorf("profile set %q: %w: %w", field, ErrInvalidArgument, err)
 	}
-	return profileWrite(old, field, &fieldEntry{V: v}, ts, dev)
+	return profileWrite(old, field, &fieldEntry{V: bytes.TrimSuffix(buf.Bytes(), []byte("\n"))}, ts, dev)
 }
 
 // ProfileDelete returns profile value old with field deleted as of ts by

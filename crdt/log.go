@@ -165,6 +165,23 @@ func (l *Log) Merge(o *Log) {
 	if len(o.msgs) == 0 {
 		return
 	}
+	// Bodies taken from o are copied into one arena, sized up front so that
+	// appending never moves it.
+	size := 0
+	for i := range o.msgs {
+		size += len(o.msgs[i].Body)
+	}
+	arena := make([]byte, 0, size)
+	own := func(m Message) Message {
+		if len(m.Body) == 0 {
+			m.Body = nil
+			return m
+		}
+		start := len(arena)
+		arena = append(arena, m.Body...)
+		m.Body = arena[start:len(arena):len(arena)]
+		return m
+	}
 	out := make([]Message, 0, len(l.msgs)+len(o.msgs))
 	i, j := 0, 0
 	for i < len(l.msgs) || j < len(o.msgs) {
@@ -182,12 +199,14 @@ func (l *Log) Merge(o *Log) {
 			out = append(out, l.msgs[i])
 			i++
 		case c > 0:
-			m := o.msgs[j]
-			m.Body = slices.Clone(m.Body)
-			out = append(out, m)
+			out = append(out, own(o.msgs[j]))
 			j++
 		default:
-			out = append(out, pickVersion(l.msgs[i], o.msgs[j]))
+			if compareMessageVersion(&o.msgs[j], &l.msgs[i]) > 0 {
+				out = append(out, own(o.msgs[j]))
+			} else {
+				out = append(out, l.msgs[i])
+			}
 			i++
 			j++
 		}
@@ -195,32 +214,33 @@ func (l *Log) Merge(o *Log) {
 	l.msgs = dedupeIDs(out)
 }
 
-func pickVersion(mine, theirs Message) Message {
-	if compareMessageVersion(&theirs, &mine) > 0 {
-		theirs.Body = slices.Clone(theirs.Body)
-		return theirs
+// hasDuplicateID reports whether two messages share an id.
+func hasDuplicateID(msgs []Message) bool {
+	ids := make([]string, len(msgs))
+	for i := range msgs {
+		ids[i] = msgs[i].ID
 	}
-	return mine
+	slices.Sort(ids)
+	for i := 1; i < len(ids); i++ {
+		if ids[i] == ids[i-1] {
+			return true
+		}
+	}
+	return false
 }
 
 // dedupeIDs removes duplicate ids that sit at different places in the log
 // (two versions of a message whose Time or Device differ, which only a
 // misbehaving device produces), keeping the last-writer-wins version.
 func dedupeIDs(msgs []Message) []Message {
-	seen := make(map[string]int, len(msgs))
-	dup := false
-	for i := range msgs {
-		if k, ok := seen[msgs[i].ID]; ok {
-			dup = true
-			if compareMessageVersion(&msgs[i], &msgs[k]) > 0 {
-				seen[msgs[i].ID] = i
-			}
-			continue
-		}
-		seen[msgs[i].ID] = i
-	}
-	if !dup {
+	if !hasDuplicateID(msgs) {
 		return msgs
+	}
+	seen := make(map[string]int, len(msgs))
+	for i := range msgs {
+		if k, ok := seen[msgs[i].ID]; !ok || compareMessageVersion(&msgs[i], &msgs[k]) > 0 {
+			seen[msgs[i].ID] = i
+		}
 	}
 	out := msgs[:0]
 	for i, m := range msgs {
@@ -247,25 +267,15 @@ const (
 
 // Encode returns the canonical encoding.
 func (l *Log) Encode() []byte {
-	ids := make([]core.DeviceID, 0, 2*len(l.msgs))
-	size := 8
-	for i := range l.msgs {
-		m := &l.msgs[i]
-		ids = append(ids, m.Device)
-		if m.Edited != 0 {
-			ids = append(ids, m.Editor)
-		}
-		size += len(m.ID) + len(m.Body) + 30
-	}
-	ds, idx := deviceTable(ids)
-	e := newEnc(tagLog, size+32*len(ds))
+	ds, size := l.devices()
+	e := newEnc(tagLog, size)
 	e.devices(ds)
 	e.uvarint(uint64(len(l.msgs)))
 	for i := range l.msgs {
 		m := &l.msgs[i]
 		e.str(m.ID)
 		e.timestamp(m.Time)
-		e.uvarint(uint64(idx[m.Device]))
+		e.uvarint(uint64(deviceIndex(ds, m.Device)))
 		var flags byte
 		if m.Edited != 0 {
 			flags |= flagEdited
@@ -276,11 +286,44 @@ func (l *Log) Encode() []byte {
 		e.byte1(flags)
 		if m.Edited != 0 {
 			e.timestamp(m.Edited)
-			e.uvarint(uint64(idx[m.Editor]))
+			e.uvarint(uint64(deviceIndex(ds, m.Editor)))
 		}
 		e.bytes(m.Body)
 	}
 	return e.b
+}
+
+// devices returns the log's device table and an upper bound of its
+// encoded size. A conversation involves few devices, so they are collected
+// by linear search while there are few, without a per-message allocation.
+func (l *Log) devices() ([]core.DeviceID, int) {
+	const few = 16
+	ds := make([]core.DeviceID, 0, 4)
+	add := func(d core.DeviceID) {
+		if len(ds) <= few && !slices.Contains(ds, d) {
+			ds = append(ds, d)
+		}
+	}
+	size := 8
+	for i := range l.msgs {
+		m := &l.msgs[i]
+		add(m.Device)
+		if m.Edited != 0 {
+			add(m.Editor)
+		}
+		size += len(m.ID) + len(m.Body) + 30
+	}
+	if len(ds) > few {
+		ds = ds[:0]
+		for i := range l.msgs {
+			ds = append(ds, l.msgs[i].Device)
+			if l.msgs[i].Edited != 0 {
+				ds = append(ds, l.msgs[i].Editor)
+			}
+		}
+	}
+	ds = sortedDevices(ds)
+	return ds, size + 32*len(ds)
 }
 
 // DecodeLog decodes a Log encoding. An empty input is the empty log.
@@ -290,27 +333,26 @@ func DecodeLog(b []byte) (*Log, error) {
 		return l, nil
 	}
 	d := newDec(b, tagLog)
+	// One copy of the input backs every id and one every body, instead of
+	// an allocation per message.
+	src := &logSource{text: string(b), buf: slices.Clone(b)}
 	ds := d.devices()
 	used := make([]bool, len(ds))
 	n := d.count(13)
 	l.msgs = make([]Message, 0, n)
-	ids := make(map[string]struct{}, n)
 	for i := 0; i < n && d.ok(); i++ {
-		m := decodeMessage(d, ds, used)
-		if !d.ok() {
-			break
-		}
-		if _, dup := ids[m.ID]; dup {
-			d.fail("duplicate message id")
-		}
-		if i > 0 && compareMessageOrder(&l.msgs[i-1], &m) >= 0 {
+		m := decodeMessage(d, src, ds, used)
+		if d.ok() && i > 0 && compareMessageOrder(&l.msgs[i-1], &m) >= 0 {
 			d.fail("messages not in log order")
 		}
-		ids[m.ID] = struct{}{}
 		l.msgs = append(l.msgs, m)
 	}
-	if d.ok() && slices.Contains(used, false) {
+	switch {
+	case !d.ok():
+	case slices.Contains(used, false):
 		d.fail("unused device in table")
+	case hasDuplicateID(l.msgs):
+		d.fail("duplicate message id")
 	}
 	if err := d.end(); err != nil {
 		return nil, wrapDecode("log", err)
@@ -318,9 +360,28 @@ func DecodeLog(b []byte) (*Log, error) {
 	return l, nil
 }
 
-func decodeMessage(d *dec, ds []core.DeviceID, used []bool) Message {
+// logSource holds the copies of a Log encoding that decoded ids and bodies
+// point into.
+type logSource struct {
+	text string
+	buf  []byte
+}
+
+// span reads a length-prefixed byte string and returns its position.
+func (s *logSource) span(d *dec) (start, end int) {
+	n := d.count(1)
+	start = d.pos()
+	d.take(n)
+	if !d.ok() {
+		return 0, 0
+	}
+	return start, start + n
+}
+
+func decodeMessage(d *dec, src *logSource, ds []core.DeviceID, used []bool) Message {
 	var m Message
-	m.ID = d.str()
+	start, end := src.span(d)
+	m.ID = src.text[start:end]
 	m.Time = d.timestamp()
 	di := d.index(len(ds))
 	flags := d.byte1()
@@ -343,7 +404,9 @@ func decodeMessage(d *dec, ds []core.DeviceID, used []bool) Message {
 			d.fail("edited flag with zero edit time")
 		}
 	}
-	m.Body = d.bytes()
+	if start, end := src.span(d); end > start {
+		m.Body = src.buf[start:end:end]
+	}
 	switch {
 	case !d.ok():
 	case m.ID == "" || len(m.ID) > MaxMessageID:

@@ -53,12 +53,13 @@ func (e *enc) devices(ds []core.DeviceID) {
 // input, and counts are bounded by the bytes left, so a hostile length can
 // neither panic nor allocate more than the input justifies.
 type dec struct {
-	b   []byte
-	err error
+	b     []byte
+	total int // length of the whole input, for pos
+	err   error
 }
 
 func newDec(b []byte, tag byte) *dec {
-	d := &dec{b: b}
+	d := &dec{b: b, total: len(b)}
 	if len(b) < 2 {
 		d.fail("truncated header")
 		return d
@@ -82,6 +83,9 @@ func (d *dec) fail(msg string) {
 }
 
 func (d *dec) ok() bool { return d.err == nil }
+
+// pos returns the offset of the next unread byte in the whole input.
+func (d *dec) pos() int { return d.total - len(d.b) }
 
 func (d *dec) take(n int) []byte {
 	if d.err != nil {
@@ -114,12 +118,22 @@ func (d *dec) uvarint() uint64 {
 		return 0
 	}
 	// Reject over-long (non-minimal) varints so every value has one encoding.
-	if n != len(binary.AppendUvarint(nil, v)) {
+	if n != uvarintLen(v) {
 		d.fail("non-minimal varint")
 		return 0
 	}
 	d.b = d.b[n:]
 	return v
+}
+
+// uvarintLen returns the length of the minimal varint encoding of v.
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
 }
 
 // count reads an element count and checks that at least minSize bytes per
@@ -173,8 +187,6 @@ func (d *dec) bytes() []byte {
 	return slices.Clone(d.take(n))
 }
 
-func (d *dec) str() string { return string(d.bytes()) }
-
 // devices reads a device table: a count and strictly ascending ids.
 func (d *dec) devices() []core.DeviceID {
 	n := d.count(len(core.DeviceID{}))
@@ -207,15 +219,15 @@ func (d *dec) end() error {
 	return d.err
 }
 
-// deviceTable returns the sorted distinct devices and a lookup from device
-// to table index.
-func deviceTable(ids []core.DeviceID) ([]core.DeviceID, map[core.DeviceID]int) {
-	ds := slices.Clone(ids)
-	slices.SortFunc(ds, core.DeviceID.Compare)
-	ds = slices.Compact(ds)
-	idx := make(map[core.DeviceID]int, len(ds))
-	for i, d := range ds {
-		idx[d] = i
-	}
-	return ds, idx
+// sortedDevices returns the distinct devices of ids, ascending. ids is
+// consumed (reordered in place).
+func sortedDevices(ids []core.DeviceID) []core.DeviceID {
+	slices.SortFunc(ids, core.DeviceID.Compare)
+	return slices.Compact(ids)
+}
+
+// deviceIndex returns the position of id in the sorted table ds.
+func deviceIndex(ds []core.DeviceID, id core.DeviceID) int {
+	i, _ := slices.BinarySearchFunc(ds, id, core.DeviceID.Compare)
+	return i
 }
