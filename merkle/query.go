@@ -43,7 +43,7 @@ func (t *Tree) Summaries(ps []Prefix) []Summary {
 // order.
 func (t *Tree) Keys(p Prefix) []Entry {
 	var out []Entry
-	t.scan(p, nil, func(e *entry) bool {
+	t.scan(p, nil, func(_ uint64, e *entry) bool {
 		out = append(out, Entry{Key: e.key, Hash: e.hash})
 		return true
 	})
@@ -53,7 +53,7 @@ func (t *Tree) Keys(p Prefix) []Entry {
 // Entries calls fn for every key in position order until fn returns false.
 // The tree must not be modified meanwhile.
 func (t *Tree) Entries(fn func(Entry) bool) {
-	t.scan(Prefix{}, nil, func(e *entry) bool { return fn(Entry{Key: e.key, Hash: e.hash}) })
+	t.scan(Prefix{}, nil, func(_ uint64, e *entry) bool { return fn(Entry{Key: e.key, Hash: e.hash}) })
 }
 
 // nodeSum is a node's count and sum while it is being computed.
@@ -71,21 +71,20 @@ func (t *Tree) expand(p Prefix, k int, out []nodeSum) {
 	shift := 64 - 4*uint(target) // target 0: shift 64, slot 0 (Go shifts saturate)
 	mask := uint64(len(out) - 1)
 	slot := func(pos uint64) int { return int((pos >> shift) & mask) }
-	addEntries := func(ents []entry, filter bool) {
-		for i := range ents {
-			e := &ents[i]
-			if filter && !p.contains(e.pos) {
+	addEntries := func(n *node, filter bool) {
+		for i, pos := range n.pos {
+			if filter && !p.contains(pos) {
 				continue
 			}
-			s := &out[slot(e.pos)]
-			hv := sumOf(&e.hash)
+			s := &out[slot(pos)]
+			hv := sumOf(&n.ents[i].hash)
 			s.sum.add(&hv)
 			s.count++
 		}
 	}
 	n, d := t.locate(p)
 	if d < p.Len() {
-		addEntries(n.ents, true)
+		addEntries(n, true)
 		return
 	}
 	var rec func(n *node, d int, bits uint64)
@@ -97,7 +96,7 @@ func (t *Tree) expand(p Prefix, k int, out []nodeSum) {
 			s.sum.add(&n.sum)
 			s.count += n.count
 		case n.kids == nil:
-			addEntries(n.ents, false)
+			addEntries(n, false)
 		default:
 			for i := range n.kids {
 				rec(&n.kids[i], d+1, bits|uint64(i)<<(60-4*uint(d)))
@@ -119,7 +118,7 @@ func cursorAfter(key string) *cursor { return &cursor{pos: position(key), key: k
 // when c is nil), in (position, key) order, until fn returns false. It skips
 // subtrees that lie wholly before c, so a paged listing costs the page, not
 // the range.
-func (t *Tree) scan(p Prefix, c *cursor, fn func(*entry) bool) {
+func (t *Tree) scan(p Prefix, c *cursor, fn func(uint64, *entry) bool) {
 	n, d := t.locate(p)
 	if d < p.Len() {
 		n.scanLeaf(p, true, c, fn)
@@ -128,7 +127,7 @@ func (t *Tree) scan(p Prefix, c *cursor, fn func(*entry) bool) {
 	n.scan(p, d, p.bits, c, fn)
 }
 
-func (n *node) scan(p Prefix, d int, bits uint64, c *cursor, fn func(*entry) bool) bool {
+func (n *node) scan(p Prefix, d int, bits uint64, c *cursor, fn func(uint64, *entry) bool) bool {
 	if n.kids == nil {
 		return n.scanLeaf(p, false, c, fn)
 	}
@@ -145,7 +144,7 @@ func (n *node) scan(p Prefix, d int, bits uint64, c *cursor, fn func(*entry) boo
 	return true
 }
 
-func (n *node) scanLeaf(p Prefix, filter bool, c *cursor, fn func(*entry) bool) bool {
+func (n *node) scanLeaf(p Prefix, filter bool, c *cursor, fn func(uint64, *entry) bool) bool {
 	i := 0
 	if c != nil {
 		var found bool
@@ -154,11 +153,10 @@ func (n *node) scanLeaf(p Prefix, filter bool, c *cursor, fn func(*entry) bool) 
 		}
 	}
 	for ; i < len(n.ents); i++ {
-		e := &n.ents[i]
-		if filter && !p.contains(e.pos) {
+		if filter && !p.contains(n.pos[i]) {
 			continue
 		}
-		if !fn(e) {
+		if !fn(n.pos[i], &n.ents[i]) {
 			return false
 		}
 	}
@@ -197,7 +195,7 @@ func (t *Tree) Respond(req *Request) (*Response, error) {
 			c = cursorAfter(l.After)
 		}
 		out := &resp.Lists[i]
-		t.scan(l.Prefix, c, func(e *entry) bool {
+		t.scan(l.Prefix, c, func(_ uint64, e *entry) bool {
 			if used >= ListBudget {
 				out.More = true
 				return false

@@ -212,7 +212,7 @@ func (r *Reconciler) compareNodes(req *Request, resp *Response, cands []pending)
 			}
 			q := e.Prefix.descendant(j, e.Depth)
 			if rn.Count == 0 {
-				r.t.scan(q, nil, func(e *entry) bool {
+				r.t.scan(q, nil, func(_ uint64, e *entry) bool {
 					r.diff.LocalOnly = append(r.diff.LocalOnly, e.key)
 					return true
 				})
@@ -252,8 +252,8 @@ func (r *Reconciler) compareLists(req *Request, resp *Response, cands []pending)
 		// Merge with the local entries up to the last remote one (or to the
 		// end of the range when the listing is complete).
 		j := 0
-		r.t.scan(li.Prefix, c, func(e *entry) bool {
-			ec := cursor{pos: e.pos, key: e.key}
+		r.t.scan(li.Prefix, c, func(pos uint64, e *entry) bool {
+			ec := cursor{pos: pos, key: e.key}
 			for j < len(remote) && cmpCursor(&remote[j], &ec) < 0 {
 				r.diff.RemoteOnly = append(r.diff.RemoteOnly, remote[j].key)
 				j++
@@ -290,8 +290,7 @@ func (r *Reconciler) compareLists(req *Request, resp *Response, cands []pending)
 }
 
 func cmpCursor(a, b *cursor) int {
-	e := entry{pos: a.pos, key: a.key}
-	return cmpEntry(&e, b.pos, b.key)
+	return cmpKey(a.pos, a.key, b.pos, b.key)
 }
 
 // plan turns the nodes known to differ into the next request: which to

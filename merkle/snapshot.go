@@ -18,7 +18,7 @@ func (t *Tree) SnapshotSize() int {
 
 func (t *Tree) varintBytes() int {
 	n := 0
-	t.root.walk(func(e *entry) { n += uvarintLen(uint64(len(e.key))) })
+	t.root.walk(func(_ uint64, e *entry) { n += uvarintLen(uint64(len(e.key))) })
 	return n
 }
 
@@ -30,7 +30,7 @@ func (t *Tree) varintBytes() int {
 func (t *Tree) AppendSnapshot(dst []byte) []byte {
 	dst = append(dst, snapshotMagic...)
 	dst = binary.AppendUvarint(dst, uint64(t.Len()))
-	t.root.walk(func(e *entry) {
+	t.root.walk(func(_ uint64, e *entry) {
 		dst = binary.AppendUvarint(dst, uint64(len(e.key)))
 		dst = append(dst, e.key...)
 		dst = append(dst, e.hash[:]...)
@@ -49,7 +49,7 @@ func Restore(b []byte) (*Tree, error) {
 		return nil, fmt.Errorf("%w: bad magic", ErrCorrupt)
 	}
 	n := d.count(len(b), 1+32)
-	ents := make([]entry, n)
+	ents, pos := make([]entry, n), make([]uint64, n)
 	for i := range ents {
 		k := d.uvarint()
 		if k > core.MaxKeyLen {
@@ -60,8 +60,8 @@ func Restore(b []byte) (*Tree, error) {
 		if d.err != nil {
 			break
 		}
-		ents[i].key, ents[i].pos = key, position(key)
-		if i > 0 && cmpEntry(&ents[i-1], ents[i].pos, key) >= 0 {
+		ents[i].key, pos[i] = key, position(key)
+		if i > 0 && cmpKey(pos[i-1], ents[i-1].key, pos[i], key) >= 0 {
 			return nil, fmt.Errorf("%w: entries out of order at %d", ErrCorrupt, i)
 		}
 	}
@@ -70,7 +70,7 @@ func Restore(b []byte) (*Tree, error) {
 	if err := d.finish(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	t := build(ents)
+	t := build(pos, ents)
 	if t.Root() != root {
 		return nil, fmt.Errorf("%w: root mismatch", ErrCorrupt)
 	}

@@ -32,19 +32,21 @@ type Tree struct {
 	keyBytes int // total length of all keys, for cost estimates
 }
 
-// node is a leaf (kids == nil: ents holds its keys sorted by position, then
-// key) or an inner node (kids holds its 16 children, ents is nil).
+// node is a leaf (kids == nil: pos and ents hold its keys sorted by
+// position, then key) or an inner node (kids holds its 16 children, pos and
+// ents are nil).
 type node struct {
 	sum   sum256
 	count int
 	kids  *[Fanout]node
-	ents  []entry
+	// pos holds the positions of ents, apart so that a leaf search reads
+	// two cache lines of positions instead of one line per probed entry.
+	pos  []uint64
+	ents []entry
 }
 
-// entry is one key in a leaf. The position is kept so that leaf searches,
-// splits and range queries need no hashing.
+// entry is one key in a leaf.
 type entry struct {
-	pos  uint64
 	key  string
 	hash Digest // EntryHash(key, record digest)
 }
@@ -78,11 +80,12 @@ func (t *Tree) Len() int { return t.root.count }
 // built them.
 func (t *Tree) Root() Digest { return rootOf(t.root.count, &t.root.sum) }
 
-func cmpEntry(e *entry, pos uint64, key string) int {
-	if c := cmp.Compare(e.pos, pos); c != 0 {
+// cmpKey orders keys by position, then by key.
+func cmpKey(apos uint64, akey string, bpos uint64, bkey string) int {
+	if c := cmp.Compare(apos, bpos); c != 0 {
 		return c
 	}
-	return strings.Compare(e.key, key)
+	return strings.Compare(akey, bkey)
 }
 
 // descend walks from the root to the leaf holding pos, recording the path,
@@ -101,28 +104,40 @@ func (t *Tree) descend(pos uint64, path *[MaxDepth + 1]*node) int {
 // search finds key in a leaf: its index and whether it is there, or the
 // index where it belongs.
 func (n *node) search(pos uint64, key string) (int, bool) {
-	lo, hi := 0, len(n.ents)
+	ps := n.pos
+	lo, hi := 0, len(ps)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		if e := &n.ents[m]; e.pos < pos || (e.pos == pos && e.key < key) {
+		if ps[m] < pos || (ps[m] == pos && n.ents[m].key < key) {
 			lo = m + 1
 		} else {
 			hi = m
 		}
 	}
-	return lo, lo < len(n.ents) && n.ents[lo].pos == pos && n.ents[lo].key == key
+	return lo, lo < len(ps) && ps[lo] == pos && n.ents[lo].key == key
 }
 
-// insert puts e at index i of the leaf, growing its slice by a quarter
-// rather than doubling it: leaves are many and small, and slack in them is
-// most of the tree's overhead.
-func (n *node) insert(i int, e entry) {
-	if len(n.ents) == cap(n.ents) {
-		grown := make([]entry, len(n.ents), len(n.ents)+len(n.ents)/4+2)
-		copy(grown, n.ents)
-		n.ents = grown
+// insert puts (pos, e) at index i of the leaf, growing its slices by a
+// quarter rather than doubling them: leaves are many and small, and slack in
+// them is most of the tree's overhead.
+func (n *node) insert(i int, pos uint64, e entry) {
+	if len(n.ents) == cap(n.ents) || len(n.pos) == cap(n.pos) {
+		c := len(n.ents) + len(n.ents)/4 + 2
+		n.ents = append(make([]entry, 0, c), n.ents...)
+		n.pos = append(make([]uint64, 0, c), n.pos...)
 	}
 	n.ents = slices.Insert(n.ents, i, e)
+	n.pos = slices.Insert(n.pos, i, pos)
+}
+
+// remove deletes index i of the leaf, shrinking slices left mostly empty.
+func (n *node) remove(i int) {
+	n.ents = slices.Delete(n.ents, i, i+1)
+	n.pos = slices.Delete(n.pos, i, i+1)
+	if cap(n.ents) > 16 && len(n.ents) < cap(n.ents)/4 {
+		n.ents = slices.Clip(slices.Clone(n.ents))
+		n.pos = slices.Clip(slices.Clone(n.pos))
+	}
 }
 
 // Set records that key's current version has the given record digest
@@ -153,7 +168,7 @@ func (t *Tree) put(pos uint64, key string, h Digest) {
 		return
 	}
 	// Clone so that a key sliced from a large buffer does not pin it.
-	leaf.insert(i, entry{pos: pos, key: strings.Clone(key), hash: h})
+	leaf.insert(i, pos, entry{key: strings.Clone(key), hash: h})
 	t.keyBytes += len(key)
 	for _, n := range path[:depth+1] {
 		n.sum.add(&hv)
@@ -178,10 +193,7 @@ func (t *Tree) Delete(key string) bool {
 		return false
 	}
 	hv := sumOf(&leaf.ents[i].hash)
-	leaf.ents = slices.Delete(leaf.ents, i, i+1)
-	if cap(leaf.ents) > 16 && len(leaf.ents) < cap(leaf.ents)/4 {
-		leaf.ents = slices.Clip(slices.Clone(leaf.ents))
-	}
+	leaf.remove(i)
 	t.keyBytes -= len(key)
 	for _, n := range path[:depth+1] {
 		n.sum.sub(&hv)
@@ -224,24 +236,27 @@ func (t *Tree) entryHash(key string) (Digest, bool) {
 // more nibbles).
 func (n *node) split(d int) {
 	var sizes [Fanout]int
-	for i := range n.ents {
-		sizes[nibble(n.ents[i].pos, d)]++
+	for _, p := range n.pos {
+		sizes[nibble(p, d)]++
 	}
 	kids := new([Fanout]node)
 	for i := range kids {
 		if sizes[i] > 0 {
-			kids[i].ents = make([]entry, 0, sizes[i]+sizes[i]/4+1)
+			c := sizes[i] + sizes[i]/4 + 1
+			kids[i].ents = make([]entry, 0, c)
+			kids[i].pos = make([]uint64, 0, c)
 		}
 	}
-	for i := range n.ents {
+	for i, p := range n.pos {
 		e := &n.ents[i]
-		k := &kids[nibble(e.pos, d)]
+		k := &kids[nibble(p, d)]
 		k.ents = append(k.ents, *e)
+		k.pos = append(k.pos, p)
 		hv := sumOf(&e.hash)
 		k.sum.add(&hv)
 		k.count++
 	}
-	n.ents, n.kids = nil, kids
+	n.ents, n.pos, n.kids = nil, nil, kids
 	if d+1 < MaxDepth {
 		for i := range kids {
 			if kids[i].count > splitAt {
@@ -254,16 +269,20 @@ func (n *node) split(d int) {
 // collapse turns an inner node back into a leaf holding all its keys, in
 // order. Its sum and count are unchanged.
 func (n *node) collapse() {
-	ents := make([]entry, 0, n.count+n.count/4+1)
-	n.walk(func(e *entry) { ents = append(ents, *e) })
-	n.kids, n.ents = nil, ents
+	c := n.count + n.count/4 + 1
+	ents, pos := make([]entry, 0, c), make([]uint64, 0, c)
+	n.walk(func(p uint64, e *entry) {
+		ents = append(ents, *e)
+		pos = append(pos, p)
+	})
+	n.kids, n.ents, n.pos = nil, ents, pos
 }
 
 // walk calls fn for every entry under n in (position, key) order.
-func (n *node) walk(fn func(*entry)) {
+func (n *node) walk(fn func(uint64, *entry)) {
 	if n.kids == nil {
 		for i := range n.ents {
-			fn(&n.ents[i])
+			fn(n.pos[i], &n.ents[i])
 		}
 		return
 	}
@@ -272,9 +291,9 @@ func (n *node) walk(fn func(*entry)) {
 	}
 }
 
-// build makes a tree from entries already sorted by (position, key) and
-// free of duplicate keys, in O(n * depth).
-func build(ents []entry) *Tree {
+// build makes a tree from entries already sorted by (position, key), with
+// their positions, and free of duplicate keys, in O(n * depth).
+func build(pos []uint64, ents []entry) *Tree {
 	t := New()
 	for i := range ents {
 		hv := sumOf(&ents[i].hash)
@@ -282,7 +301,7 @@ func build(ents []entry) *Tree {
 		t.keyBytes += len(ents[i].key)
 	}
 	t.root.count = len(ents)
-	t.root.ents = ents
+	t.root.ents, t.root.pos = ents, pos
 	if len(ents) > splitAt {
 		t.root.split(0)
 	}

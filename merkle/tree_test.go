@@ -1,7 +1,6 @@
 package merkle
 
 import (
-	"slices"
 	"strings"
 	"testing"
 )
@@ -63,18 +62,23 @@ func checkNode(t tb, n *node, d int, p Prefix, m model) {
 		t.Fatalf("node %s: count %d sum %s, model %d %s", p, n.count, n.sum.digest(), count, h)
 	}
 	if n.kids == nil {
-		if len(n.ents) != n.count {
+		if len(n.ents) != n.count || len(n.pos) != n.count {
 			t.Fatalf("leaf %s holds %d entries, count %d", p, len(n.ents), n.count)
 		}
 		if len(n.ents) > splitAt && d < MaxDepth {
 			t.Fatalf("leaf %s at depth %d holds %d > %d entries", p, d, len(n.ents), splitAt)
 		}
-		if !slices.IsSortedFunc(n.ents, func(a, b entry) int { return cmpEntry(&a, b.pos, b.key) }) {
-			t.Fatalf("leaf %s not sorted", p)
+		for i := range n.ents {
+			if n.pos[i] != position(n.ents[i].key) || !p.contains(n.pos[i]) {
+				t.Fatalf("leaf %s: wrong position for %q", p, n.ents[i].key)
+			}
+			if i > 0 && cmpKey(n.pos[i-1], n.ents[i-1].key, n.pos[i], n.ents[i].key) >= 0 {
+				t.Fatalf("leaf %s not sorted", p)
+			}
 		}
 		return
 	}
-	if n.ents != nil {
+	if n.ents != nil || n.pos != nil {
 		t.Fatalf("inner node %s has entries", p)
 	}
 	if d > 0 && n.count <= mergeAt {
