@@ -45,6 +45,7 @@ func memHarness(t *testing.T) harness {
 		delete: func(t *testing.T, seq uint64) {
 			i := find(t, seq)
 			m.entries = append(m.entries[:i], m.entries[i+1:]...)
+			delete(m.taken, seq)
 		},
 		swap: func(t *testing.T, a, b uint64) {
 			i, j := find(t, a), find(t, b)
@@ -57,7 +58,7 @@ func memHarness(t *testing.T) harness {
 	}
 }
 
-func openLibSQL(t *testing.T) *sql.DB {
+func openLibSQL(t testing.TB) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("libsql", "file:"+filepath.Join(t.TempDir(), "audit.db"))
 	if err != nil {

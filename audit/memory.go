@@ -11,13 +11,14 @@ import (
 // safe for concurrent use.
 type Memory struct {
 	mu      sync.RWMutex
-	entries []Entry // in insertion order, which Scan reports as stored
+	entries []Entry // in insertion order; Scan sorts by seq as a table would
+	taken   map[uint64]bool
 }
 
 var _ Backend = (*Memory)(nil)
 
 // NewMemory returns an empty in-memory backend.
-func NewMemory() *Memory { return &Memory{} }
+func NewMemory() *Memory { return &Memory{taken: map[uint64]bool{}} }
 
 func cloneEntry(e Entry) Entry {
 	e.Detail = slices.Clone(e.Detail)
@@ -45,11 +46,10 @@ func (m *Memory) Insert(ctx context.Context, e Entry) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, x := range m.entries {
-		if x.Seq == e.Seq {
-			return fmt.Errorf("%w: %d", errConflict, e.Seq)
-		}
+	if m.taken[e.Seq] {
+		return fmt.Errorf("%w: %d", errConflict, e.Seq)
 	}
+	m.taken[e.Seq] = true
 	m.entries = append(m.entries, cloneEntry(e))
 	return nil
 }
