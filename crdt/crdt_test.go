@@ -215,6 +215,12 @@ func TestDecodeRejects(t *testing.T) {
 	assert.ErrorIs(t, err, ErrMalformed)
 	_, err = DecodeGSet(enc)
 	assert.NoError(t, err)
+	huge := NewORSet()
+	huge.Add(dev(1), []byte("x"))
+	huge.k.ctx[dev(1)] = maxDotCounter + 1
+	huge.k.entries[0].dot.Counter = maxDotCounter + 1
+	_, err = DecodeORSet(huge.Encode())
+	assert.ErrorIs(t, err, ErrMalformed, "counter that could wrap")
 	_, err = DecodeGCounter([]byte{tagGCounter, formatVersion, 1})
 	assert.True(t, errors.Is(err, ErrMalformed))
 }

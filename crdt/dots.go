@@ -26,6 +26,11 @@ func compareDot(a, b Dot) int {
 	return 0
 }
 
+// maxDotCounter bounds decoded context counters. A device advances its
+// counter by one per update, so no real state comes near it, and the bound
+// keeps next from ever wrapping to the invalid counter zero.
+const maxDotCounter = 1 << 62
+
 type dotEntry struct {
 	dot     Dot
 	payload []byte
@@ -149,8 +154,8 @@ func decodeDotKernel(b []byte, tag byte) (dotKernel, error) {
 	ds := d.devices()
 	for _, dev := range ds {
 		c := d.uvarint()
-		if d.ok() && c == 0 {
-			d.fail("zero context counter")
+		if d.ok() && (c == 0 || c > maxDotCounter) {
+			d.fail("context counter out of range")
 		}
 		k.ctx[dev] = c
 	}
