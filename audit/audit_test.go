@@ -467,3 +467,15 @@ func TestEventConstructorsAreValidEntries(t *testing.T) {
 		t.Fatalf("batch count read back as %d", c.Num)
 	}
 }
+
+func TestConstructorsSanitizeOddNames(t *testing.T) {
+	l := New(NewMemory(), Options{})
+	long := string(make([]byte, 100))
+	e, err := l.Append(context.Background(), BatchSent(devA, "my notes ✓"+long, 1, 1, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := e.Detail.Get("collection"); len(c.Text) != MaxTextLen || c.Text[:8] != "my_notes" {
+		t.Fatalf("collection stored as %q", c.Text)
+	}
+}

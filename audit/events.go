@@ -4,17 +4,34 @@ import "github.com/devicemesh/federation/core"
 
 // Constructors for the common entries, so that every part of the SDK
 // records the same fields under the same names. Append stamps the time.
+// Their string arguments pass through Token, so an unusual collection name
+// never makes an append fail.
+
+// Token makes s fit a Field's Text: bytes outside printable ASCII (and
+// spaces) become '_', and it is cut to MaxTextLen bytes.
+func Token(s string) string {
+	if len(s) > MaxTextLen {
+		s = s[:MaxTextLen]
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if c <= ' ' || c > '~' {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
 
 // SessionOpened records an established sync session with dev; transport
 // names the path ("direct", "relay").
 func SessionOpened(dev core.DeviceID, transport string) Entry {
-	return Entry{Kind: KindSessionOpened, Device: dev, Detail: Detail{Text("transport", transport)}}
+	return Entry{Kind: KindSessionOpened, Device: dev, Detail: Detail{Text("transport", Token(transport))}}
 }
 
 // SessionClosed records the end of the session with dev and why
 // ("done", "revoked", "error", ...).
 func SessionClosed(dev core.DeviceID, reason string) Entry {
-	return Entry{Kind: KindSessionClosed, Device: dev, Detail: Detail{Text("reason", reason)}}
+	return Entry{Kind: KindSessionClosed, Device: dev, Detail: Detail{Text("reason", Token(reason))}}
 }
 
 // BatchSent records a batch of changes sent to dev.
@@ -29,30 +46,30 @@ func BatchReceived(dev core.DeviceID, collection string, txns, changes, bytes in
 
 func batch(k Kind, dev core.DeviceID, collection string, txns, changes, bytes int64) Entry {
 	return Entry{Kind: k, Device: dev, Detail: Detail{
-		Num("bytes", bytes), Num("changes", changes), Text("collection", collection), Num("txns", txns),
+		Num("bytes", bytes), Num("changes", changes), Text("collection", Token(collection)), Num("txns", txns),
 	}}
 }
 
 // ConflictDetected records concurrent versions of a record in collection,
 // caused by a change from dev. The key is not recorded: it may be personal.
 func ConflictDetected(dev core.DeviceID, collection string) Entry {
-	return Entry{Kind: KindConflictDetected, Device: dev, Detail: Detail{Text("collection", collection)}}
+	return Entry{Kind: KindConflictDetected, Device: dev, Detail: Detail{Text("collection", Token(collection))}}
 }
 
 // ConflictResolved records how a conflict in collection was settled
 // (resolver name, or "manual").
 func ConflictResolved(dev core.DeviceID, collection, resolver string) Entry {
-	return Entry{Kind: KindConflictResolved, Device: dev, Detail: Detail{Text("collection", collection), Text("resolver", resolver)}}
+	return Entry{Kind: KindConflictResolved, Device: dev, Detail: Detail{Text("collection", Token(collection)), Text("resolver", Token(resolver))}}
 }
 
 // Refusal records that dev (or a session, or a message from it) was
 // refused, with a short reason code ("revoked", "unknown", "clock-drift").
 func Refusal(dev core.DeviceID, reason string) Entry {
-	return Entry{Kind: KindRefusal, Device: dev, Detail: Detail{Text("reason", reason)}}
+	return Entry{Kind: KindRefusal, Device: dev, Detail: Detail{Text("reason", Token(reason))}}
 }
 
 // Pairing records a pairing step with dev ("invited", "sas-shown",
 // "approved", "rejected").
 func Pairing(dev core.DeviceID, step string) Entry {
-	return Entry{Kind: KindPairing, Device: dev, Detail: Detail{Text("step", step)}}
+	return Entry{Kind: KindPairing, Device: dev, Detail: Detail{Text("step", Token(step))}}
 }

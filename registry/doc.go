@@ -42,7 +42,10 @@
 //
 // Verify is the check for an operation arriving now: it refuses unsigned
 // and forged operations and operations whose author may not make them,
-// with errors wrapping core.ErrUnauthorized.
+// with errors wrapping core.ErrUnauthorized. State has no clock, so the
+// receiver first passes op.At to its core.HLC (Update), which refuses a
+// timestamp too far ahead (core.ErrClockDrift): otherwise a device could
+// win every last-writer-wins field by dating its operations in the future.
 //
 // # Convergence
 //
