@@ -64,11 +64,14 @@
 // X's own operations count only if they lie on X's chain of operations
 // (through Prev) ending at the revocation's Cutoff, the last operation of
 // X its revoker had seen; every other operation of X is void wherever its
-// timestamp places it, so a stolen key cannot backdate changes. Replay then
-// starts over; it ends after at most one pass per revoked device. A
-// consequence: a revocation made by a device that is itself revoked
-// without acknowledging it is void, so a thief cannot use a stolen device
-// to lock the user's other devices out.
+// timestamp places it, so a stolen key cannot backdate changes. Replay
+// settles revocations one at a time (an owner's before a trusted device's,
+// then the earliest) and starts over after each. A consequence: a
+// revocation made by a device that is itself revoked without acknowledging
+// it is void, so a thief racing an owner cannot use a stolen device to
+// lock the user's other devices out. (Two devices of the same level
+// revoking each other concurrently are settled by timestamp, which the
+// thief chooses: keep at least one owner device.)
 //
 // # Mesh secret
 //

@@ -192,12 +192,41 @@ func (s *State) head(author core.DeviceID) OpHash {
 
 // replay recomputes the registry from the set of operations. Operations run
 // in (At, Author, hash) order, each taking effect only if permitted by the
-// registry as it stands at that point. A revocation, once it takes effect,
-// is final: the revoked device's operations then count only when they lie
-// on the chain its revoker acknowledged (Cutoff), wherever they sit in the
-// order, and replay starts over. Each restart adds a revocation, so replay
-// ends after at most one pass per revoked device.
+// registry as it stands at that point.
+//
+// Revocations are settled one at a time, and each is final: once a
+// revocation of X is settled, X's operations count only when they lie on
+// the chain its revoker acknowledged (Cutoff), wherever they sit in the
+// order, and replay starts over. A pass applies only settled revocations;
+// among the permitted revocations of unsettled devices it settles an
+// owner's first, then the earliest. So when an owner and a stolen trusted
+// device revoke each other concurrently, the owner's revocation wins,
+// whatever the thief wrote as its timestamp. Replay ends after one pass
+// per revoked device, plus one.
 func (s *State) replay() {
+	s.order = s.sorted()
+	final := map[core.DeviceID]revocation{}
+	for {
+		v, eff, next := s.pass(final)
+		if next == nil {
+			for id, r := range final {
+				v.revoke(id, r.at)
+			}
+			s.view, s.effective = v, eff
+			return
+		}
+		final[next.op.Target] = revocation{at: next.op.At, anchored: s.chain(next.op.Target, next.op.Cutoff)}
+	}
+}
+
+// revocation is a settled revocation: when, and which of the revoked
+// device's operations still count.
+type revocation struct {
+	at       core.Timestamp
+	anchored map[OpHash]bool
+}
+
+func (s *State) sorted() []*stored {
 	order := make([]*stored, 0, len(s.ops))
 	for _, st := range s.ops {
 		order = append(order, st)
@@ -211,46 +240,38 @@ func (s *State) replay() {
 		}
 		return bytes.Compare(a.hash[:], b.hash[:])
 	})
-	s.order = order
+	return order
+}
 
-	type revocation struct {
-		at       core.Timestamp
-		anchored map[OpHash]bool
-	}
-	final := map[core.DeviceID]revocation{}
-	for {
-		v := &view{devices: map[core.DeviceID]*Device{}}
-		eff := map[OpHash]bool{}
-		restart := false
-		for _, st := range order {
-			op := &st.op
-			if st.hash != s.genesis {
-				if r, ok := final[st.author]; ok && !r.anchored[st.hash] {
-					continue
-				}
-				if v.permit(op, st.author) != nil {
-					continue
-				}
+// pass replays the order once under the settled revocations. It returns
+// the resulting view, the effective operations and the revocation to
+// settle next (nil when none is pending).
+func (s *State) pass(final map[core.DeviceID]revocation) (*view, map[OpHash]bool, *stored) {
+	v := &view{devices: map[core.DeviceID]*Device{}}
+	eff := map[OpHash]bool{}
+	var next *stored
+	nextByOwner := false
+	for _, st := range s.order {
+		op := &st.op
+		if st.hash != s.genesis {
+			if r, ok := final[st.author]; ok && !r.anchored[st.hash] {
+				continue
 			}
-			v.apply(op)
-			eff[st.hash] = true
-			if op.Kind == OpRevoke {
-				if _, ok := final[op.Target]; !ok {
-					final[op.Target] = revocation{at: op.At, anchored: s.chain(op.Target, op.Cutoff)}
-					restart = true
-					break
-				}
+			if v.permit(op, st.author) != nil {
+				continue
 			}
 		}
-		if restart {
+		eff[st.hash] = true
+		if _, settled := final[op.Target]; op.Kind == OpRevoke && !settled {
+			byOwner := v.devices[st.author].Trust == TrustOwner
+			if next == nil || (byOwner && !nextByOwner) {
+				next, nextByOwner = st, byOwner
+			}
 			continue
 		}
-		for id, r := range final {
-			v.revoke(id, r.at)
-		}
-		s.view, s.effective = v, eff
-		return
+		v.apply(op)
 	}
+	return v, eff, next
 }
 
 // chain returns the operations by author reachable from h through Prev.

@@ -267,3 +267,33 @@ func TestOperationsAuditWithoutPersonalText(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestOwnerWinsRevocationRaceAgainstStolenDevice(t *testing.T) {
+	m := newMesh(t)
+	x, a := ident(t, 1), ident(t, 2)
+	must(t, m.s)(m.s.NewAdd(m.owner, ts(10), deviceOf(x, "phone", TrustTrusted)))
+	must(t, m.s)(m.s.NewAdd(m.owner, ts(11), deviceOf(a, "tablet", TrustTrusted)))
+	thief := clone(t, m.s)
+	// The thief, with x's key, races to revoke the owner and the tablet,
+	// with timestamps earlier than the owner's revocation of x.
+	lockOut := must(t, thief)(thief.NewRevoke(x, ts(20), m.owner.DeviceID()))
+	lockOutA := must(t, thief)(thief.NewRevoke(x, ts(21), a.DeviceID()))
+	revokeX := must(t, m.s)(m.s.NewRevoke(m.owner, ts(30), x.DeviceID()))
+	for _, order := range [][]Op{{lockOut, lockOutA, revokeX}, {revokeX, lockOutA, lockOut}, {lockOutA, revokeX, lockOut}} {
+		s := newMesh(t).s
+		if _, err := s.ApplyAll(m.s.Ops()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ApplyAll(order); err != nil {
+			t.Fatal(err)
+		}
+		for id, want := range map[core.DeviceID]TrustLevel{m.owner.DeviceID(): TrustOwner, a.DeviceID(): TrustTrusted, x.DeviceID(): TrustRevoked} {
+			if d, _ := s.Device(id); d.Trust != want {
+				t.Fatalf("%s is %s, want %s", id.Short(), d.Trust, want)
+			}
+		}
+		if s.Effective(lockOut.Hash()) || s.Effective(lockOutA.Hash()) {
+			t.Fatal("the thief's revocations took effect")
+		}
+	}
+}
