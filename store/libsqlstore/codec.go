@@ -72,12 +72,16 @@ func (d *dictionary) device(idx int64) (core.DeviceID, error) {
 	return id, nil
 }
 
+// maxDevices bounds dictionary indices so that changelog ids (index << 40 |
+// seq) stay positive 63-bit integers.
+const maxDevices = 1<<22 - 1
+
 // add numbers the ids that have no number yet and returns them with their
 // new numbers, in order. The caller must insert them into the devices table
 // in the same transaction and call forget if that transaction fails. Rows
 // using the new numbers are invisible to readers until it commits, so
 // adding before the commit is safe.
-func (d *dictionary) add(ids []core.DeviceID) (added []core.DeviceID, first int64) {
+func (d *dictionary) add(ids []core.DeviceID) (added []core.DeviceID, first int64, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	first = d.next
@@ -85,18 +89,26 @@ func (d *dictionary) add(ids []core.DeviceID) (added []core.DeviceID, first int6
 		if _, ok := d.byID[id]; ok {
 			continue
 		}
+		if d.next > maxDevices {
+			d.forgetLocked(added, first)
+			return nil, first, fmt.Errorf("%w: more than %d devices", core.ErrInvalidArgument, maxDevices)
+		}
 		d.byID[id] = d.next
 		d.byIdx[d.next] = id
 		d.next++
 		added = append(added, id)
 	}
-	return added, first
+	return added, first, nil
 }
 
 // forget undoes add after a failed transaction.
 func (d *dictionary) forget(added []core.DeviceID, first int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.forgetLocked(added, first)
+}
+
+func (d *dictionary) forgetLocked(added []core.DeviceID, first int64) {
 	for _, id := range added {
 		delete(d.byIdx, d.byID[id])
 		delete(d.byID, id)

@@ -15,7 +15,9 @@ func testDict(n int) (*dictionary, []core.DeviceID) {
 	for i := 0; i < n; i++ {
 		ids = append(ids, core.DeviceID{byte(i + 1), 0xAB})
 	}
-	d.add(ids)
+	if _, _, err := d.add(ids); err != nil {
+		panic(err)
+	}
 	return d, ids
 }
 

@@ -59,7 +59,10 @@ func (s *Store) Commit(ctx context.Context, b core.Batch) error {
 		// was written since: replaying changes nothing.
 		return nil
 	}
-	added, first := s.dict.add(batchDevices(b))
+	added, first, err := s.dict.add(batchDevices(b))
+	if err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
 	err = s.inTx(ctx, func() error { return s.writeBatch(ctx, b, p, added, first) })
 	if err != nil {
 		s.dict.forget(added, first)
@@ -88,7 +91,7 @@ func validateBatch(b core.Batch) error {
 		if c.Origin.IsZero() || c.Seq == 0 {
 			return fmt.Errorf("%w: change without origin or sequence", core.ErrInvalidArgument)
 		}
-		if c.Seq > math.MaxInt64 || c.TxnFirst > math.MaxInt64 {
+		if c.Seq > maxSeq || c.TxnFirst > maxSeq {
 			return fmt.Errorf("%w: sequence number %d out of range", core.ErrInvalidArgument, c.Seq)
 		}
 		if err := c.Validate(); err != nil {
@@ -156,10 +159,11 @@ func (s *Store) writeBatch(ctx context.Context, b core.Batch, p plan, added []co
 			return fmt.Errorf("add device: %w", err)
 		}
 	}
-	if err := s.insertChanges(ctx, b.Changes, p.fresh); err != nil {
+	install, inline := splitRecords(b, p)
+	if err := s.insertChanges(ctx, b.Changes, p.fresh, install); err != nil {
 		return err
 	}
-	if err := s.upsertRecords(ctx, b, p); err != nil {
+	if err := s.insertInline(ctx, b.Records, inline); err != nil {
 		return err
 	}
 	for d, seq := range p.next {
@@ -172,9 +176,44 @@ func (s *Store) writeBatch(ctx context.Context, b core.Batch, p plan, added []co
 	return nil
 }
 
+// Changelog ids pack the origin's dictionary index above the sequence
+// number, so that one origin's changes are one contiguous id range and the
+// table needs no second index.
+const (
+	seqBits = 40
+	maxSeq  = 1<<seqBits - 1
+	seqMask = maxSeq
+)
+
+func changeID(origin int64, seq uint64) int64 { return origin<<seqBits | int64(seq) }
+
 const changeCols = 10
 
-func (s *Store) insertChanges(ctx context.Context, cs []core.Change, fresh []bool) error {
+// splitRecords decides how each record of b is stored. A record that is
+// exactly a fresh change of the batch is installed by that change's row
+// (install[j] for change j); the others are written inline (their indices
+// in inline). Only the last record of each key counts.
+func splitRecords(b core.Batch, p plan) (install []bool, inline []int) {
+	last := make(map[[2]string]int, len(b.Records))
+	for i := range b.Records {
+		last[[2]string{b.Records[i].Collection, b.Records[i].Key}] = i
+	}
+	install = make([]bool, len(b.Changes))
+	for i := range b.Records {
+		r := &b.Records[i]
+		if last[[2]string{r.Collection, r.Key}] != i {
+			continue
+		}
+		if j, ok := p.byDot[dot{r.Origin, r.Seq}]; ok && sameContent(r, &b.Changes[j].Record) {
+			install[j] = true
+			continue
+		}
+		inline = append(inline, i)
+	}
+	return install, inline
+}
+
+func (s *Store) insertChanges(ctx context.Context, cs []core.Change, fresh, install []bool) error {
 	s.buf.args = s.buf.args[:0]
 	s.buf.ctx = s.buf.ctx[:0]
 	rows := 0
@@ -186,48 +225,42 @@ func (s *Store) insertChanges(ctx context.Context, cs []core.Change, fresh []boo
 		origin, _ := s.dict.index(c.Origin)
 		start := len(s.buf.ctx)
 		s.buf.ctx = s.dict.encodeContext(s.buf.ctx, c.Context)
-		s.buf.args = append(s.buf.args, origin, int64(c.Seq), []byte(c.Collection), []byte(c.Key),
+		s.buf.args = append(s.buf.args, changeID(origin, c.Seq), []byte(c.Collection), []byte(c.Key),
 			c.Deleted, int64(c.Timestamp), s.buf.ctx[start:len(s.buf.ctx):len(s.buf.ctx)],
-			valueArg(&c.Record), int64(c.TxnFirst), int64(c.TxnLen))
-		rows++
-		if rows == rowsPerInsert {
-			if err := s.flush(ctx, "changelog", rows, changeCols); err != nil {
+			valueArg(&c.Record), int64(c.TxnFirst), int64(c.TxnLen), install[i])
+		if rows++; rows == rowsPerInsert {
+			if err := s.flush(ctx, stmtChanges, rows, changeCols); err != nil {
 				return err
 			}
 			rows = 0
 		}
 	}
-	return s.flush(ctx, "changelog", rows, changeCols)
+	return s.flush(ctx, stmtChanges, rows, changeCols)
 }
 
-const recordCols = 9
+const inlineCols = 8
 
-func (s *Store) upsertRecords(ctx context.Context, b core.Batch, p plan) error {
+// insertInline writes the records at the given indices with their version
+// inline.
+func (s *Store) insertInline(ctx context.Context, rs []core.Record, which []int) error {
 	s.buf.args = s.buf.args[:0]
 	s.buf.ctx = s.buf.ctx[:0]
 	rows := 0
-	for i := range b.Records {
-		r := &b.Records[i]
+	for _, i := range which {
+		r := &rs[i]
 		origin, _ := s.dict.index(r.Origin)
 		start := len(s.buf.ctx)
 		s.buf.ctx = s.dict.encodeContext(s.buf.ctx, r.Context)
-		value, vref := valueArg(r), false
-		if j, ok := p.byDot[dot{r.Origin, r.Seq}]; ok && sameContent(r, &b.Changes[j].Record) {
-			// The value is in the changelog row just written: keep one copy.
-			value, vref = nil, true
-		}
 		s.buf.args = append(s.buf.args, []byte(r.Collection), []byte(r.Key), r.Deleted,
-			int64(r.Timestamp), origin, int64(r.Seq), s.buf.ctx[start:len(s.buf.ctx):len(s.buf.ctx)],
-			value, vref)
-		rows++
-		if rows == rowsPerInsert {
-			if err := s.flush(ctx, "records", rows, recordCols); err != nil {
+			int64(r.Timestamp), origin, int64(r.Seq), s.buf.ctx[start:len(s.buf.ctx):len(s.buf.ctx)], valueArg(r))
+		if rows++; rows == rowsPerInsert {
+			if err := s.flush(ctx, stmtInline, rows, inlineCols); err != nil {
 				return err
 			}
 			rows = 0
 		}
 	}
-	return s.flush(ctx, "records", rows, recordCols)
+	return s.flush(ctx, stmtInline, rows, inlineCols)
 }
 
 // valueArg is the value column of a record: NULL for a tombstone, else
@@ -249,31 +282,32 @@ func sameContent(r, c *core.Record) bool {
 
 // flush executes the multi-row INSERT for the rows accumulated in
 // s.buf.args and empties it.
-func (s *Store) flush(ctx context.Context, table string, rows, cols int) error {
+func (s *Store) flush(ctx context.Context, head string, rows, cols int) error {
 	if rows == 0 {
 		return nil
 	}
-	q := s.insertSQL(table, rows, cols)
-	if _, err := s.w.ExecContext(ctx, q, s.buf.args...); err != nil {
-		return fmt.Errorf("insert %s: %w", table, err)
+	if _, err := s.w.ExecContext(ctx, s.insertSQL(head, rows, cols), s.buf.args...); err != nil {
+		return fmt.Errorf("insert: %w", err)
 	}
 	clear(s.buf.args) // drop references to the caller's values
 	s.buf.args = s.buf.args[:0]
 	return nil
 }
 
-func (s *Store) insertSQL(table string, rows, cols int) string {
-	key := fmt.Sprintf("%s/%d", table, rows)
+// Heads of the multi-row INSERT statements.
+const (
+	stmtChanges = "INSERT INTO changelog (id, coll, key, deleted, ts, ctx, value, txn_first, txn_len, installed) VALUES "
+	stmtInline  = "INSERT OR REPLACE INTO records (coll, key, deleted, ts, origin, seq, ctx, value) VALUES "
+)
+
+// insertSQL returns head followed by rows placeholders of cols values.
+func (s *Store) insertSQL(head string, rows, cols int) string {
+	key := fmt.Sprintf("%s/%d", head, rows)
 	if q, ok := s.buf.stmts[key]; ok {
 		return q
 	}
 	var sb strings.Builder
-	switch table {
-	case "changelog":
-		sb.WriteString("INSERT INTO changelog (origin, seq, coll, key, deleted, ts, ctx, value, txn_first, txn_len) VALUES ")
-	default:
-		sb.WriteString("INSERT OR REPLACE INTO records (coll, key, deleted, ts, origin, seq, ctx, value, vref) VALUES ")
-	}
+	sb.WriteString(head)
 	row := "(" + strings.TrimSuffix(strings.Repeat("?,", cols), ",") + ")"
 	for i := 0; i < rows; i++ {
 		if i > 0 {

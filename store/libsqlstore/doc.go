@@ -9,14 +9,19 @@
 //
 //   - devices: a local dictionary from DeviceID (32 bytes) to a small
 //     integer, so that origins and causal contexts take a few bytes a row.
-//   - changelog: one row per change, keyed by (origin, seq), holding the
-//     change's value.
+//   - changelog: one row per change, holding the change's value, keyed by
+//     an integer id that packs the origin's dictionary index above the
+//     sequence number (index << 40 | seq), so that one origin's log is one
+//     contiguous id range and the table needs no second index.
 //   - records: the current version of every (collection, key). When the
 //     current version is a change still in the changelog (the common case:
-//     every local write), the value is not stored twice: the record row
-//     keeps value NULL and vref = 1, and reads join the changelog row.
-//     Truncate moves such values into the record row before deleting the
-//     changelog rows, so nothing is lost.
+//     every local write), the record row holds only ref, that change's id,
+//     and a trigger on the changelog installs it as part of the change's own
+//     INSERT; reads join the changelog row. Otherwise (a resolved version,
+//     or a version whose changelog entry was truncated) the version is
+//     stored inline. Truncate moves referenced versions inline before
+//     deleting their changelog rows, so nothing is lost and no value is
+//     stored twice.
 //   - vv: the version vector, plus per origin the highest truncated
 //     sequence number (the changelog of an origin is exactly the sequence
 //     numbers in (floor, seq]).

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"math"
 
 	"github.com/devicemesh/federation/core"
 )
@@ -18,27 +17,31 @@ const (
 	pageBytes = 8 << 20
 )
 
-// recordSelect selects a record with its value, wherever the value lives.
-const recordSelect = `SELECT r.key, r.deleted, r.ts, r.origin, r.seq, r.ctx, r.vref,
-	CASE WHEN r.vref THEN c.value ELSE r.value END
-	FROM records r LEFT JOIN changelog c ON r.vref AND c.origin = r.origin AND c.seq = r.seq `
+// recordSelect selects a record's current version, from the record row or
+// from the changelog row it refers to. The third column flags a reference
+// to a missing changelog row.
+const recordSelect = `SELECT r.key, r.deleted, r.ref IS NOT NULL AND c.id IS NULL,
+	CASE WHEN r.ref IS NULL THEN r.ts ELSE c.ts END,
+	CASE WHEN r.ref IS NULL THEN r.origin ELSE c.id >> 40 END,
+	CASE WHEN r.ref IS NULL THEN r.seq ELSE c.id & 1099511627775 END,
+	CASE WHEN r.ref IS NULL THEN r.ctx ELSE c.ctx END,
+	CASE WHEN r.ref IS NULL THEN r.value ELSE c.value END
+	FROM records r LEFT JOIN changelog c ON c.id = r.ref `
 
 // rawRecord is a record row before its device indices are resolved.
 type rawRecord struct {
-	key      []byte
-	deleted  bool
-	ts, seq  int64
-	origin   int64
-	ctx      []byte
-	vref     bool
-	value    []byte
-	hasValue bool
+	key              []byte
+	deleted, missing bool
+	ts, origin, seq  sql.NullInt64
+	ctx              []byte
+	value            []byte
+	hasValue         bool
 }
 
 func scanRecord(rows *sql.Rows) (rawRecord, error) {
 	var r rawRecord
 	var value sql.RawBytes
-	if err := rows.Scan(&r.key, &r.deleted, &r.ts, &r.origin, &r.seq, &r.ctx, &r.vref, &value); err != nil {
+	if err := rows.Scan(&r.key, &r.deleted, &r.missing, &r.ts, &r.origin, &r.seq, &r.ctx, &value); err != nil {
 		return r, err
 	}
 	r.hasValue = value != nil
@@ -51,9 +54,12 @@ func scanRecord(rows *sql.Rows) (rawRecord, error) {
 // record resolves a raw row of collection coll into a core.Record.
 func (s *Store) record(coll string, raw rawRecord) (core.Record, error) {
 	r := core.Record{Collection: coll, Key: string(raw.key), Deleted: raw.deleted,
-		Timestamp: core.Timestamp(raw.ts), Seq: uint64(raw.seq)}
+		Timestamp: core.Timestamp(raw.ts.Int64), Seq: uint64(raw.seq.Int64)}
+	if raw.missing || !raw.ts.Valid || !raw.origin.Valid || !raw.seq.Valid {
+		return r, fmt.Errorf("%w: version of %s/%q missing", core.ErrCorrupt, coll, r.Key)
+	}
 	var err error
-	if r.Origin, err = s.dict.device(raw.origin); err != nil {
+	if r.Origin, err = s.dict.device(raw.origin.Int64); err != nil {
 		return r, err
 	}
 	if r.Context, err = s.dict.decodeContext(raw.ctx); err != nil {
@@ -218,7 +224,7 @@ func (s *Store) Changes(ctx context.Context, origin core.DeviceID, after uint64,
 		return err
 	}
 	idx, ok := s.dict.index(origin)
-	if !ok || after >= math.MaxInt64 {
+	if !ok || after >= maxSeq {
 		return nil
 	}
 	sent := 0
@@ -257,8 +263,8 @@ func (s *Store) changesPage(ctx context.Context, origin core.DeviceID, idx int64
 	if err := s.alive(ctx); err != nil {
 		return nil, false, err
 	}
-	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT seq, coll, key, deleted, ts, ctx, value, txn_first, txn_len
-		FROM changelog WHERE origin = ? AND seq > ? ORDER BY seq LIMIT %d`, n), idx, int64(after))
+	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT id, coll, key, deleted, ts, ctx, value, txn_first, txn_len
+		FROM changelog WHERE id > ? AND id <= ? ORDER BY id LIMIT %d`, n), changeID(idx, after), changeID(idx, maxSeq))
 	if err != nil {
 		return nil, false, s.wrapErr("changes", err)
 	}
@@ -267,11 +273,14 @@ func (s *Store) changesPage(ctx context.Context, origin core.DeviceID, idx int64
 	size := 0
 	for rows.Next() {
 		var c rawChange
+		var id int64
 		var value sql.RawBytes
-		if err := rows.Scan(&c.seq, &c.coll, &c.key, &c.deleted, &c.ts, &c.ctx, &value, &c.first, &c.length); err != nil {
+		if err := rows.Scan(&id, &c.coll, &c.key, &c.deleted, &c.ts, &c.ctx, &value, &c.first, &c.length); err != nil {
 			return nil, false, s.wrapErr("changes", err)
 		}
-		c.origin, c.hasValue = idx, value != nil
+		c.origin = sql.NullInt64{Int64: idx, Valid: true}
+		c.seq = sql.NullInt64{Int64: id & seqMask, Valid: true}
+		c.hasValue = value != nil
 		if c.hasValue {
 			c.value = append(make([]byte, 0, len(value)), value...)
 		}

@@ -234,7 +234,7 @@ func TestCorruptContextIsReported(t *testing.T) {
 		if _, err := st.DB().ExecContext(ctx, "UPDATE records SET ctx = ? WHERE key = ?", garbage, []byte("k")); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := st.DB().ExecContext(ctx, "UPDATE changelog SET ctx = ? WHERE seq = 1", garbage); err != nil {
+		if _, err := st.DB().ExecContext(ctx, "UPDATE changelog SET ctx = ? WHERE id & 1099511627775 = 1", garbage); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := st.Get(ctx, "a", "k"); !errors.Is(err, core.ErrCorrupt) {
@@ -250,6 +250,13 @@ func TestCorruptContextIsReported(t *testing.T) {
 	// The intact record is still readable.
 	if r, err := st.Get(ctx, "a", "l"); err != nil || string(r.Value) != "w" {
 		t.Fatalf("intact record: %q, %v", r.Value, err)
+	}
+	// A record whose changelog row vanished is reported, not invented.
+	if _, err := st.DB().ExecContext(ctx, "DELETE FROM changelog WHERE id & 1099511627775 = 2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Get(ctx, "a", "l"); !errors.Is(err, core.ErrCorrupt) {
+		t.Fatalf("get of a record without its changelog row: err = %v, want ErrCorrupt", err)
 	}
 }
 

@@ -61,16 +61,17 @@ func (s *Store) truncateStep(ctx context.Context, origin core.DeviceID, upTo uin
 	if target <= floor {
 		return 0, true, nil
 	}
+	lo, hi := changeID(idx, uint64(floor)), changeID(idx, uint64(target))
 	err = s.inTx(ctx, func() error {
-		_, err := s.w.ExecContext(ctx, `UPDATE records SET value = c.value, vref = 0
+		_, err := s.w.ExecContext(ctx, `UPDATE records SET ref = NULL, ts = c.ts, origin = ?,
+			seq = c.id & 1099511627775, ctx = c.ctx, value = c.value
 			FROM changelog c
-			WHERE c.origin = ? AND c.seq > ? AND c.seq <= ?
-			  AND records.coll = c.coll AND records.key = c.key
-			  AND records.vref AND records.origin = c.origin AND records.seq = c.seq`, idx, floor, target)
+			WHERE c.id > ? AND c.id <= ? AND records.coll = c.coll AND records.key = c.key AND records.ref = c.id`,
+			idx, lo, hi)
 		if err != nil {
 			return fmt.Errorf("keep current values: %w", err)
 		}
-		res, err := s.w.ExecContext(ctx, "DELETE FROM changelog WHERE origin = ? AND seq <= ?", idx, target)
+		res, err := s.w.ExecContext(ctx, "DELETE FROM changelog WHERE id > ? AND id <= ?", lo, hi)
 		if err != nil {
 			return fmt.Errorf("delete entries: %w", err)
 		}
