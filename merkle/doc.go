@@ -80,8 +80,9 @@
 // collision (probability 2^(-8*FPLen) per compared pair) can hide a
 // difference; after repair the roots are compared again, and a fresh salt
 // in the next session makes the same collision vanishingly unlikely.
-// Figures for a million keys with 100 differing records are in the package
-// benchmarks (BenchmarkReconcile1M).
+// With the default Config, a million keys of which 100 records differ
+// reconcile in 5 rounds and about 46 KB of requests and responses
+// (TestReconcileMillion logs the figures, and those of other settings).
 //
 // # Wire format
 //

@@ -210,10 +210,12 @@ func appendUvarintForTest(b []byte, v uint64) []byte {
 }
 
 // Decoders never panic, and whatever they accept re-encodes to the same
-// bytes (the encoding is canonical).
+// bytes (the encoding is canonical). A responder answers whatever decodes,
+// within the response bound.
 func FuzzDecodeRequest(f *testing.F) {
 	b, _ := sampleRequest().AppendBinary(nil)
 	f.Add(b)
+	tr := fuzzTree()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := DecodeRequest(b)
 		if err != nil {
@@ -222,6 +224,17 @@ func FuzzDecodeRequest(f *testing.F) {
 		again, err := r.AppendBinary(nil)
 		if err != nil || !bytes.Equal(again, b) || r.Size() != len(b) {
 			t.Fatalf("accepted %x but re-encodes to %x (%v)", b, again, err)
+		}
+		resp, err := tr.Respond(r)
+		if err != nil {
+			t.Fatalf("valid request refused: %v", err)
+		}
+		out, err := resp.AppendBinary(nil, r)
+		if err != nil || len(out) != resp.Size(r.FPLen) {
+			t.Fatalf("response does not encode: %v", err)
+		}
+		if len(out) > 2+MaxSummaries*(1+MaxFPLen)+ListBudget+core.MaxKeyLen+16+MaxListItems*3 {
+			t.Fatalf("response of %d bytes", len(out))
 		}
 	})
 }
