@@ -278,16 +278,16 @@ func (t *Tracker) Redeem(code string, now time.Time) (Invitation, error) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.pruneUsed(now)
+	t.prune(now)
 	if t.failures >= t.maxFailures {
 		return Invitation{}, ErrTooManyAttempts
 	}
 	if i := match(t.outstanding, c); i >= 0 {
 		inv := t.outstanding[i]
-		t.outstanding = append(t.outstanding[:i], t.outstanding[i+1:]...)
 		if !now.Before(inv.Expires) {
 			return Invitation{}, fmt.Errorf("%w at %s", ErrCodeExpired, inv.Expires.Format(time.RFC3339))
 		}
+		t.outstanding = append(t.outstanding[:i], t.outstanding[i+1:]...)
 		t.used = append(t.used, inv)
 		return inv, nil
 	}
@@ -301,15 +301,19 @@ func (t *Tracker) Redeem(code string, now time.Time) (Invitation, error) {
 	return Invitation{}, ErrWrongCode
 }
 
-// pruneUsed forgets redeemed invitations an hour past their expiry.
-func (t *Tracker) pruneUsed(now time.Time) {
-	kept := t.used[:0]
-	for _, inv := range t.used {
-		if now.Before(inv.Expires.Add(time.Hour)) {
-			kept = append(kept, inv)
+// prune forgets invitations an hour past their expiry; until then their
+// codes still get ErrCodeExpired or ErrCodeUsed rather than ErrWrongCode.
+func (t *Tracker) prune(now time.Time) {
+	keep := func(invs []Invitation) []Invitation {
+		kept := invs[:0]
+		for _, inv := range invs {
+			if now.Before(inv.Expires.Add(time.Hour)) {
+				kept = append(kept, inv)
+			}
 		}
+		return kept
 	}
-	t.used = kept
+	t.outstanding, t.used = keep(t.outstanding), keep(t.used)
 }
 
 // match finds code among invs, comparing every candidate in constant time.

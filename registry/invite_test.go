@@ -95,8 +95,10 @@ func TestTrackerOneTimeUseExpiryAndGuessing(t *testing.T) {
 	if _, err := tr.Redeem(inv.Code(), now.Add(2*time.Minute)); !errors.Is(err, ErrCodeUsed) || !errors.Is(err, core.ErrUnauthorized) {
 		t.Fatalf("second use: %v, want ErrCodeUsed", err)
 	}
-	if _, err := tr.Redeem(late.Code(), now.Add(11*time.Minute)); !errors.Is(err, ErrCodeExpired) {
-		t.Fatalf("expired: %v, want ErrCodeExpired", err)
+	for i := 0; i < 2; i++ {
+		if _, err := tr.Redeem(late.Code(), now.Add(11*time.Minute)); !errors.Is(err, ErrCodeExpired) {
+			t.Fatalf("expired, try %d: %v, want ErrCodeExpired", i, err)
+		}
 	}
 	if _, err := tr.Redeem("ABCDE-FGHIJ", now); !errors.Is(err, ErrMalformedCode) {
 		t.Fatalf("typo: %v, want ErrMalformedCode", err)

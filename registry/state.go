@@ -107,12 +107,14 @@ func (s *State) ApplyAll(ops []Op) (int, error) {
 	added := 0
 	var err error
 	for i := range ops {
-		if err = ops[i].check(); err != nil {
-			break
-		}
+		// A duplicate is skipped before the signature check: the copy kept
+		// already verified, and the hash covers everything but the signature.
 		h := ops[i].Hash()
 		if _, dup := s.ops[h]; dup {
 			continue
+		}
+		if err = ops[i].check(); err != nil {
+			break
 		}
 		if len(s.ops) >= MaxOps {
 			err = ErrTooManyOps
