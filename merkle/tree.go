@@ -75,9 +75,9 @@ func New() *Tree { return &Tree{} }
 func (t *Tree) Len() int { return t.root.count }
 
 // Root returns the tree's root digest, SHA-256(0x03 || u64le(count) || sum).
-// Two trees have equal roots exactly when they hold the same (key, digest)
-// pairs (up to SHA-256 collisions), whatever the order of the writes that
-// built them.
+// Two trees have equal roots when they hold the same (key, digest) pairs,
+// whatever the order of the writes that built them, and, barring a hash
+// collision (see the package doc on the strength of the sum), only then.
 func (t *Tree) Root() Digest { return rootOf(t.root.count, &t.root.sum) }
 
 // cmpKey orders keys by position, then by key.
