@@ -181,3 +181,88 @@ func (d *dictionary) decodeContext(b []byte) (core.VersionVector, error) {
 	}
 	return v, nil
 }
+
+// appendCK appends the row key of (coll, key): uvarint(len(coll)), coll,
+// key. Uvarints are prefix-free, so the keys of one collection are exactly
+// the row keys starting with appendCK(coll, ""), in the order of key.
+func appendCK(dst []byte, coll, key string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(coll)))
+	dst = append(dst, coll...)
+	return append(dst, key...)
+}
+
+// splitCK is the inverse of appendCK.
+func splitCK(ck []byte) (coll, key string, err error) {
+	n, k := binary.Uvarint(ck)
+	if k <= 0 || n > uint64(len(ck)-k) {
+		return "", "", fmt.Errorf("%w: bad row key", core.ErrCorrupt)
+	}
+	return string(ck[k : k+int(n)]), string(ck[k+int(n):]), nil
+}
+
+// changeMeta is what a changelog row packs in its meta column.
+type changeMeta struct {
+	ts            core.Timestamp
+	first, length uint64
+	ctx           []byte // encoded context
+}
+
+// appendChangeMeta appends uvarint(ts), uvarint(txn first),
+// uvarint(txn length), then the encoded context of c.
+func (d *dictionary) appendChangeMeta(dst []byte, c *core.Change) []byte {
+	dst = binary.AppendUvarint(dst, uint64(c.Timestamp))
+	dst = binary.AppendUvarint(dst, c.TxnFirst)
+	dst = binary.AppendUvarint(dst, uint64(c.TxnLen))
+	return d.encodeContext(dst, c.Context)
+}
+
+func parseChangeMeta(b []byte) (changeMeta, error) {
+	var m changeMeta
+	var vals [3]uint64
+	for i := range vals {
+		v, k := binary.Uvarint(b)
+		if k <= 0 {
+			return m, fmt.Errorf("%w: bad change metadata", core.ErrCorrupt)
+		}
+		vals[i], b = v, b[k:]
+	}
+	if vals[2] > 1<<32-1 {
+		return m, fmt.Errorf("%w: bad transaction length", core.ErrCorrupt)
+	}
+	m.ts, m.first, m.length, m.ctx = core.Timestamp(vals[0]), vals[1], vals[2], b
+	return m, nil
+}
+
+// recordMeta is what an inline record row packs in its meta column.
+type recordMeta struct {
+	ts     core.Timestamp
+	origin int64
+	seq    uint64
+	ctx    []byte // encoded context
+}
+
+// appendRecordMeta appends uvarint(ts), uvarint(origin index),
+// uvarint(seq), then the encoded context.
+func appendRecordMeta(dst []byte, ts core.Timestamp, origin int64, seq uint64, ctx []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(ts))
+	dst = binary.AppendUvarint(dst, uint64(origin))
+	dst = binary.AppendUvarint(dst, seq)
+	return append(dst, ctx...)
+}
+
+func parseRecordMeta(b []byte) (recordMeta, error) {
+	var m recordMeta
+	var vals [3]uint64
+	for i := range vals {
+		v, k := binary.Uvarint(b)
+		if k <= 0 {
+			return m, fmt.Errorf("%w: bad record metadata", core.ErrCorrupt)
+		}
+		vals[i], b = v, b[k:]
+	}
+	if vals[1] > maxDevices {
+		return m, fmt.Errorf("%w: bad origin index", core.ErrCorrupt)
+	}
+	m.ts, m.origin, m.seq, m.ctx = core.Timestamp(vals[0]), int64(vals[1]), vals[2], b
+	return m, nil
+}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math"
 	"strings"
 
 	"github.com/devicemesh/federation/core"
@@ -18,7 +17,7 @@ const rowsPerInsert = 64
 // commitBuffers are scratch space reused by Commit (guarded by wmu).
 type commitBuffers struct {
 	args  []any
-	ctx   []byte
+	enc   []byte // encodings of the rows being built
 	stmts map[string]string
 }
 
@@ -81,9 +80,6 @@ func validateBatch(b core.Batch) error {
 		r := &b.Records[i]
 		if err := r.Validate(); err != nil {
 			return err
-		}
-		if r.Seq > math.MaxInt64 {
-			return fmt.Errorf("%w: sequence number %d out of range", core.ErrInvalidArgument, r.Seq)
 		}
 	}
 	for i := range b.Changes {
@@ -187,8 +183,6 @@ const (
 
 func changeID(origin int64, seq uint64) int64 { return origin<<seqBits | int64(seq) }
 
-const changeCols = 10
-
 // splitRecords decides how each record of b is stored. A record that is
 // exactly a fresh change of the batch is installed by that change's row
 // (install[j] for change j); the others are written inline (their indices
@@ -213,9 +207,17 @@ func splitRecords(b core.Batch, p plan) (install []bool, inline []int) {
 	return install, inline
 }
 
+const changeCols = 5
+
+// Flags of a changelog row.
+const (
+	flagDeleted   = 1
+	flagInstalled = 2 // the change is its key's current version (trigger)
+)
+
 func (s *Store) insertChanges(ctx context.Context, cs []core.Change, fresh, install []bool) error {
 	s.buf.args = s.buf.args[:0]
-	s.buf.ctx = s.buf.ctx[:0]
+	s.buf.enc = s.buf.enc[:0]
 	rows := 0
 	for i := range cs {
 		if !fresh[i] {
@@ -223,11 +225,20 @@ func (s *Store) insertChanges(ctx context.Context, cs []core.Change, fresh, inst
 		}
 		c := &cs[i]
 		origin, _ := s.dict.index(c.Origin)
-		start := len(s.buf.ctx)
-		s.buf.ctx = s.dict.encodeContext(s.buf.ctx, c.Context)
-		s.buf.args = append(s.buf.args, changeID(origin, c.Seq), []byte(c.Collection), []byte(c.Key),
-			c.Deleted, int64(c.Timestamp), s.buf.ctx[start:len(s.buf.ctx):len(s.buf.ctx)],
-			valueArg(&c.Record), int64(c.TxnFirst), int64(c.TxnLen), install[i])
+		flags := 0
+		if c.Deleted {
+			flags |= flagDeleted
+		}
+		if install[i] {
+			flags |= flagInstalled
+		}
+		start := len(s.buf.enc)
+		s.buf.enc = appendCK(s.buf.enc, c.Collection, c.Key)
+		ck := s.cut(start)
+		start = len(s.buf.enc)
+		s.buf.enc = s.dict.appendChangeMeta(s.buf.enc, c)
+		meta := s.cut(start)
+		s.buf.args = append(s.buf.args, changeID(origin, c.Seq), ck, flags, meta, valueArg(&c.Record))
 		if rows++; rows == rowsPerInsert {
 			if err := s.flush(ctx, stmtChanges, rows, changeCols); err != nil {
 				return err
@@ -238,21 +249,30 @@ func (s *Store) insertChanges(ctx context.Context, cs []core.Change, fresh, inst
 	return s.flush(ctx, stmtChanges, rows, changeCols)
 }
 
-const inlineCols = 8
+// cut returns what was appended to the scratch buffer since start. Earlier
+// cuts stay valid when appending reallocates: they keep the old array.
+func (s *Store) cut(start int) []byte {
+	return s.buf.enc[start:len(s.buf.enc):len(s.buf.enc)]
+}
+
+const inlineCols = 4
 
 // insertInline writes the records at the given indices with their version
 // inline.
 func (s *Store) insertInline(ctx context.Context, rs []core.Record, which []int) error {
 	s.buf.args = s.buf.args[:0]
-	s.buf.ctx = s.buf.ctx[:0]
+	s.buf.enc = s.buf.enc[:0]
 	rows := 0
 	for _, i := range which {
 		r := &rs[i]
 		origin, _ := s.dict.index(r.Origin)
-		start := len(s.buf.ctx)
-		s.buf.ctx = s.dict.encodeContext(s.buf.ctx, r.Context)
-		s.buf.args = append(s.buf.args, []byte(r.Collection), []byte(r.Key), r.Deleted,
-			int64(r.Timestamp), origin, int64(r.Seq), s.buf.ctx[start:len(s.buf.ctx):len(s.buf.ctx)], valueArg(r))
+		start := len(s.buf.enc)
+		s.buf.enc = appendCK(s.buf.enc, r.Collection, r.Key)
+		ck := s.cut(start)
+		start = len(s.buf.enc)
+		s.buf.enc = appendRecordMeta(s.buf.enc, r.Timestamp, origin, r.Seq, s.dict.encodeContext(nil, r.Context))
+		meta := s.cut(start)
+		s.buf.args = append(s.buf.args, ck, r.Deleted, meta, valueArg(r))
 		if rows++; rows == rowsPerInsert {
 			if err := s.flush(ctx, stmtInline, rows, inlineCols); err != nil {
 				return err
@@ -296,8 +316,8 @@ func (s *Store) flush(ctx context.Context, head string, rows, cols int) error {
 
 // Heads of the multi-row INSERT statements.
 const (
-	stmtChanges = "INSERT INTO changelog (id, coll, key, deleted, ts, ctx, value, txn_first, txn_len, installed) VALUES "
-	stmtInline  = "INSERT OR REPLACE INTO records (coll, key, deleted, ts, origin, seq, ctx, value) VALUES "
+	stmtChanges = "INSERT INTO changelog (id, ck, flags, meta, value) VALUES "
+	stmtInline  = "INSERT OR REPLACE INTO records (ck, deleted, meta, value) VALUES "
 )
 
 // insertSQL returns head followed by rows placeholders of cols values.

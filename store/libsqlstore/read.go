@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/devicemesh/federation/core"
 )
@@ -17,31 +18,26 @@ const (
 	pageBytes = 8 << 20
 )
 
-// recordSelect selects a record's current version, from the record row or
-// from the changelog row it refers to. The third column flags a reference
-// to a missing changelog row.
-const recordSelect = `SELECT r.key, r.deleted, r.ref IS NOT NULL AND c.id IS NULL,
-	CASE WHEN r.ref IS NULL THEN r.ts ELSE c.ts END,
-	CASE WHEN r.ref IS NULL THEN r.origin ELSE c.id >> 40 END,
-	CASE WHEN r.ref IS NULL THEN r.seq ELSE c.id & 1099511627775 END,
-	CASE WHEN r.ref IS NULL THEN r.ctx ELSE c.ctx END,
+// recordSelect selects a record's current version: the record row and,
+// when it refers to one, the changelog row holding the version.
+const recordSelect = `SELECT r.ck, r.deleted, r.ref, r.meta, c.id, c.meta,
 	CASE WHEN r.ref IS NULL THEN r.value ELSE c.value END
 	FROM records r LEFT JOIN changelog c ON c.id = r.ref `
 
-// rawRecord is a record row before its device indices are resolved.
+// rawRecord is a record row before decoding.
 type rawRecord struct {
-	key              []byte
-	deleted, missing bool
-	ts, origin, seq  sql.NullInt64
-	ctx              []byte
-	value            []byte
-	hasValue         bool
+	ck          []byte
+	deleted     bool
+	ref, id     sql.NullInt64
+	meta, cmeta []byte
+	value       []byte
+	hasValue    bool
 }
 
 func scanRecord(rows *sql.Rows) (rawRecord, error) {
 	var r rawRecord
 	var value sql.RawBytes
-	if err := rows.Scan(&r.key, &r.deleted, &r.missing, &r.ts, &r.origin, &r.seq, &r.ctx, &value); err != nil {
+	if err := rows.Scan(&r.ck, &r.deleted, &r.ref, &r.meta, &r.id, &r.cmeta, &value); err != nil {
 		return r, err
 	}
 	r.hasValue = value != nil
@@ -51,24 +47,44 @@ func scanRecord(rows *sql.Rows) (rawRecord, error) {
 	return r, nil
 }
 
-// record resolves a raw row of collection coll into a core.Record.
-func (s *Store) record(coll string, raw rawRecord) (core.Record, error) {
-	r := core.Record{Collection: coll, Key: string(raw.key), Deleted: raw.deleted,
-		Timestamp: core.Timestamp(raw.ts.Int64), Seq: uint64(raw.seq.Int64)}
-	if raw.missing || !raw.ts.Valid || !raw.origin.Valid || !raw.seq.Valid {
-		return r, fmt.Errorf("%w: version of %s/%q missing", core.ErrCorrupt, coll, r.Key)
-	}
+// record decodes a raw row into a core.Record.
+func (s *Store) record(raw rawRecord) (core.Record, error) {
+	var r core.Record
 	var err error
-	if r.Origin, err = s.dict.device(raw.origin.Int64); err != nil {
+	if r.Collection, r.Key, err = splitCK(raw.ck); err != nil {
 		return r, err
 	}
-	if r.Context, err = s.dict.decodeContext(raw.ctx); err != nil {
+	r.Deleted = raw.deleted
+	var ctx []byte
+	switch {
+	case raw.ref.Valid && !raw.id.Valid:
+		return r, fmt.Errorf("%w: version of %s/%q missing from the changelog", core.ErrCorrupt, r.Collection, r.Key)
+	case raw.ref.Valid:
+		m, err := parseChangeMeta(raw.cmeta)
+		if err != nil {
+			return r, err
+		}
+		r.Timestamp, r.Seq, ctx = m.ts, uint64(raw.id.Int64&seqMask), m.ctx
+		if r.Origin, err = s.dict.device(raw.id.Int64 >> seqBits); err != nil {
+			return r, err
+		}
+	default:
+		m, err := parseRecordMeta(raw.meta)
+		if err != nil {
+			return r, err
+		}
+		r.Timestamp, r.Seq, ctx = m.ts, m.seq, m.ctx
+		if r.Origin, err = s.dict.device(m.origin); err != nil {
+			return r, err
+		}
+	}
+	if r.Context, err = s.dict.decodeContext(ctx); err != nil {
 		return r, err
 	}
 	switch {
 	case r.Deleted:
 	case !raw.hasValue:
-		return r, fmt.Errorf("%w: value of %s/%q missing", core.ErrCorrupt, coll, r.Key)
+		return r, fmt.Errorf("%w: value of %s/%q missing", core.ErrCorrupt, r.Collection, r.Key)
 	default:
 		r.Value = raw.value
 	}
@@ -80,7 +96,7 @@ func (s *Store) Get(ctx context.Context, coll, key string) (core.Record, error) 
 	if err := s.alive(ctx); err != nil {
 		return core.Record{}, err
 	}
-	rows, err := s.db.QueryContext(ctx, recordSelect+"WHERE r.coll = ? AND r.key = ?", []byte(coll), []byte(key))
+	rows, err := s.db.QueryContext(ctx, recordSelect+"WHERE r.ck = ?", appendCK(nil, coll, key))
 	if err != nil {
 		return core.Record{}, s.wrapErr("get", err)
 	}
@@ -95,7 +111,7 @@ func (s *Store) Get(ctx context.Context, coll, key string) (core.Record, error) 
 	if err != nil {
 		return core.Record{}, s.wrapErr("get", err)
 	}
-	r, err := s.record(coll, raw)
+	r, err := s.record(raw)
 	if err != nil {
 		return core.Record{}, fmt.Errorf("get %s/%q: %w", coll, key, err)
 	}
@@ -111,6 +127,13 @@ func (s *Store) Scan(ctx context.Context, coll string, kr core.KeyRange, fn func
 	lo, hi, ok := bounds(kr)
 	if !ok {
 		return nil
+	}
+	prefix := appendCK(nil, coll, "")
+	lo = append(slices.Clone(prefix), lo...)
+	if hi != nil {
+		hi = append(slices.Clone(prefix), hi...)
+	} else {
+		hi = prefixEnd(string(prefix))
 	}
 	sent, inclusive := 0, true
 	for {
@@ -134,7 +157,7 @@ func (s *Store) Scan(ctx context.Context, coll string, kr core.KeyRange, fn func
 		if !more || len(page) == 0 || (kr.Limit > 0 && sent >= kr.Limit) {
 			return nil
 		}
-		lo, inclusive = []byte(page[len(page)-1].Key), false
+		lo, inclusive = appendCK(nil, coll, page[len(page)-1].Key), false
 	}
 }
 
@@ -144,19 +167,19 @@ func (s *Store) scanPage(ctx context.Context, coll string, lo []byte, inclusive 
 	if err := s.alive(ctx); err != nil {
 		return nil, false, err
 	}
-	q := recordSelect + "WHERE r.coll = ? AND r.key > ?"
+	q := recordSelect + "WHERE r.ck > ?"
 	if inclusive {
-		q = recordSelect + "WHERE r.coll = ? AND r.key >= ?"
+		q = recordSelect + "WHERE r.ck >= ?"
 	}
-	args := []any{[]byte(coll), lo}
+	args := []any{lo}
 	if hi != nil {
-		q += " AND r.key < ?"
+		q += " AND r.ck < ?"
 		args = append(args, hi)
 	}
 	if !deleted {
 		q += " AND NOT r.deleted"
 	}
-	q += fmt.Sprintf(" ORDER BY r.key LIMIT %d", n)
+	q += fmt.Sprintf(" ORDER BY r.ck LIMIT %d", n)
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, false, s.wrapErr("scan", err)
@@ -170,7 +193,7 @@ func (s *Store) scanPage(ctx context.Context, coll string, lo []byte, inclusive 
 			return nil, false, s.wrapErr("scan", err)
 		}
 		raws = append(raws, raw)
-		if size += len(raw.value) + len(raw.key); size >= pageBytes {
+		if size += len(raw.value) + len(raw.ck); size >= pageBytes {
 			break
 		}
 	}
@@ -179,9 +202,12 @@ func (s *Store) scanPage(ctx context.Context, coll string, lo []byte, inclusive 
 	}
 	page = make([]core.Record, 0, len(raws))
 	for _, raw := range raws {
-		r, err := s.record(coll, raw)
+		r, err := s.record(raw)
 		if err != nil {
 			return nil, false, fmt.Errorf("scan %s: %w", coll, err)
+		}
+		if r.Collection != coll {
+			return nil, false, fmt.Errorf("scan %s: %w: row of collection %q", coll, core.ErrCorrupt, r.Collection)
 		}
 		page = append(page, r)
 	}
@@ -253,39 +279,34 @@ func (s *Store) Changes(ctx context.Context, origin core.DeviceID, after uint64,
 	}
 }
 
-type rawChange struct {
-	rawRecord
-	coll          []byte
-	first, length int64
-}
-
 func (s *Store) changesPage(ctx context.Context, origin core.DeviceID, idx int64, after uint64, n int) (page []core.Change, more bool, err error) {
 	if err := s.alive(ctx); err != nil {
 		return nil, false, err
 	}
-	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT id, coll, key, deleted, ts, ctx, value, txn_first, txn_len
+	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT id, ck, flags, meta, value
 		FROM changelog WHERE id > ? AND id <= ? ORDER BY id LIMIT %d`, n), changeID(idx, after), changeID(idx, maxSeq))
 	if err != nil {
 		return nil, false, s.wrapErr("changes", err)
 	}
 	defer rows.Close()
+	type rawChange struct {
+		id, flags int64
+		ck, meta  []byte
+		value     []byte
+	}
 	var raws []rawChange
 	size := 0
 	for rows.Next() {
 		var c rawChange
-		var id int64
 		var value sql.RawBytes
-		if err := rows.Scan(&id, &c.coll, &c.key, &c.deleted, &c.ts, &c.ctx, &value, &c.first, &c.length); err != nil {
+		if err := rows.Scan(&c.id, &c.ck, &c.flags, &c.meta, &value); err != nil {
 			return nil, false, s.wrapErr("changes", err)
 		}
-		c.origin = sql.NullInt64{Int64: idx, Valid: true}
-		c.seq = sql.NullInt64{Int64: id & seqMask, Valid: true}
-		c.hasValue = value != nil
-		if c.hasValue {
+		if value != nil {
 			c.value = append(make([]byte, 0, len(value)), value...)
 		}
 		raws = append(raws, c)
-		if size += len(c.value) + len(c.key); size >= pageBytes {
+		if size += len(c.value) + len(c.ck); size >= pageBytes {
 			break
 		}
 	}
@@ -294,13 +315,40 @@ func (s *Store) changesPage(ctx context.Context, origin core.DeviceID, idx int64
 	}
 	page = make([]core.Change, 0, len(raws))
 	for _, raw := range raws {
-		r, err := s.record(string(raw.coll), raw.rawRecord)
+		c, err := s.change(origin, raw.id, raw.flags, raw.ck, raw.meta, raw.value)
 		if err != nil {
 			return nil, false, fmt.Errorf("changes of %s: %w", origin.Short(), err)
 		}
-		page = append(page, core.Change{Record: r, TxnFirst: uint64(raw.first), TxnLen: uint32(raw.length)})
+		page = append(page, c)
 	}
 	return page, len(raws) == n || size >= pageBytes, nil
+}
+
+// change decodes a changelog row of origin.
+func (s *Store) change(origin core.DeviceID, id, flags int64, ck, meta, value []byte) (core.Change, error) {
+	var c core.Change
+	var err error
+	if c.Collection, c.Key, err = splitCK(ck); err != nil {
+		return c, err
+	}
+	m, err := parseChangeMeta(meta)
+	if err != nil {
+		return c, err
+	}
+	if c.Context, err = s.dict.decodeContext(m.ctx); err != nil {
+		return c, err
+	}
+	c.Origin, c.Seq, c.Timestamp = origin, uint64(id&seqMask), m.ts
+	c.TxnFirst, c.TxnLen = m.first, uint32(m.length)
+	c.Deleted = flags&flagDeleted != 0
+	switch {
+	case c.Deleted:
+	case value == nil:
+		return c, fmt.Errorf("%w: value of change %d missing", core.ErrCorrupt, c.Seq)
+	default:
+		c.Value = value
+	}
+	return c, nil
 }
 
 // VersionVector implements core.Changelog. It is served from memory.

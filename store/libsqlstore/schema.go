@@ -23,38 +23,27 @@ func migrations() []migration {
 			id  BLOB NOT NULL UNIQUE
 		)`,
 			`CREATE TABLE changelog (
-			id        INTEGER PRIMARY KEY, -- origin index << 40 | seq
-			coll      BLOB    NOT NULL,
-			key       BLOB    NOT NULL,
-			deleted   INTEGER NOT NULL,
-			ts        INTEGER NOT NULL,
-			ctx       BLOB    NOT NULL,
-			value     BLOB,
-			txn_first INTEGER NOT NULL,
-			txn_len   INTEGER NOT NULL,
-			installed INTEGER NOT NULL DEFAULT 0 -- became its key's current version
+			id    INTEGER PRIMARY KEY, -- origin index << 40 | seq
+			ck    BLOB    NOT NULL,    -- collection and key
+			flags INTEGER NOT NULL,    -- 1: tombstone; 2: installed as current
+			meta  BLOB    NOT NULL,    -- timestamp, transaction, causal context
+			value BLOB
 		)`,
-			// A record whose current version is a changelog row holds only
-			// ref (that row's id) and deleted; otherwise ref is NULL and the
-			// version is inline.
+			// ref is the changelog id of the current version, or NULL when the
+			// version is inline (meta: timestamp, origin, seq, context).
 			`CREATE TABLE records (
-			coll    BLOB    NOT NULL,
-			key     BLOB    NOT NULL,
+			ck      BLOB PRIMARY KEY,
 			ref     INTEGER,
 			deleted INTEGER NOT NULL,
-			ts      INTEGER,
-			origin  INTEGER,
-			seq     INTEGER,
-			ctx     BLOB,
-			value   BLOB,
-			PRIMARY KEY (coll, key)
+			meta    BLOB,
+			value   BLOB
 		) WITHOUT ROWID`,
 			// Installing a change as the current version as part of its own
-			// INSERT spares a second statement per row on the hot path.
-			`CREATE TRIGGER changelog_install AFTER INSERT ON changelog WHEN NEW.installed
+			// INSERT spares a second statement on the hot path.
+			`CREATE TRIGGER changelog_install AFTER INSERT ON changelog WHEN NEW.flags & 2
 		BEGIN
-			INSERT OR REPLACE INTO records (coll, key, ref, deleted)
-			VALUES (NEW.coll, NEW.key, NEW.id, NEW.deleted);
+			INSERT OR REPLACE INTO records (ck, ref, deleted)
+			VALUES (NEW.ck, NEW.id, NEW.flags & 1);
 		END`,
 			`CREATE TABLE vv (
 			origin INTEGER PRIMARY KEY,

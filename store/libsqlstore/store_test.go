@@ -230,11 +230,10 @@ func TestCorruptContextIsReported(t *testing.T) {
 	if err := st.Commit(ctx, localBatch(x, 1, core.VersionVector{}, [3]string{"a", "k", "v"}, [3]string{"a", "l", "w"})); err != nil {
 		t.Fatal(err)
 	}
-	for _, garbage := range [][]byte{{0x05, 0xff}, {1, 99, 1}, {}, {1, 1, 1, 0}} {
-		if _, err := st.DB().ExecContext(ctx, "UPDATE records SET ctx = ? WHERE key = ?", garbage, []byte("k")); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.DB().ExecContext(ctx, "UPDATE changelog SET ctx = ? WHERE id & 1099511627775 = 1", garbage); err != nil {
+	// Change metadata is uvarint timestamp, transaction first and length,
+	// then the context: uvarint count, (index delta, counter) pairs.
+	for _, garbage := range [][]byte{{0x05, 0xff}, {1, 1, 1, 1, 99, 1}, {}, {1, 1, 1, 1, 1, 1, 7}, {1, 1, 1, 3, 1}} {
+		if _, err := st.DB().ExecContext(ctx, "UPDATE changelog SET meta = ? WHERE id & 1099511627775 = 1", garbage); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := st.Get(ctx, "a", "k"); !errors.Is(err, core.ErrCorrupt) {

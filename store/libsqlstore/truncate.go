@@ -63,12 +63,7 @@ func (s *Store) truncateStep(ctx context.Context, origin core.DeviceID, upTo uin
 	}
 	lo, hi := changeID(idx, uint64(floor)), changeID(idx, uint64(target))
 	err = s.inTx(ctx, func() error {
-		_, err := s.w.ExecContext(ctx, `UPDATE records SET ref = NULL, ts = c.ts, origin = ?,
-			seq = c.id & 1099511627775, ctx = c.ctx, value = c.value
-			FROM changelog c
-			WHERE c.id > ? AND c.id <= ? AND records.coll = c.coll AND records.key = c.key AND records.ref = c.id`,
-			idx, lo, hi)
-		if err != nil {
+		if err := s.inlineReferenced(ctx, idx, lo, hi); err != nil {
 			return fmt.Errorf("keep current values: %w", err)
 		}
 		res, err := s.w.ExecContext(ctx, "DELETE FROM changelog WHERE id > ? AND id <= ?", lo, hi)
@@ -85,4 +80,55 @@ func (s *Store) truncateStep(ctx context.Context, origin core.DeviceID, upTo uin
 		return 0, true, err
 	}
 	return n, target >= int64(min(upTo, uint64(seq))), nil
+}
+
+// inlineReferenced copies into their record rows the versions that records
+// take from changelog rows with ids in (lo, hi], in batches of bounded size.
+// Called inside the writer's transaction.
+func (s *Store) inlineReferenced(ctx context.Context, origin, lo, hi int64) error {
+	for {
+		type moved struct {
+			ck, meta, value []byte
+			deleted         bool
+		}
+		var batch []moved
+		// Driven by the changelog's id range, each record found by its key.
+		rows, err := s.w.QueryContext(ctx, `SELECT c.id, c.ck, c.meta, c.value, r.deleted
+			FROM changelog c JOIN records r ON r.ck = c.ck AND r.ref = c.id
+			WHERE c.id > ? AND c.id <= ? ORDER BY c.id LIMIT 256`, lo, hi)
+		if err != nil {
+			return err
+		}
+		size := 0
+		for rows.Next() && size < pageBytes {
+			var id int64
+			var m moved
+			var cmeta []byte
+			if err := rows.Scan(&id, &m.ck, &cmeta, &m.value, &m.deleted); err != nil {
+				_ = rows.Close()
+				return err
+			}
+			cm, err := parseChangeMeta(cmeta)
+			if err != nil {
+				_ = rows.Close()
+				return err
+			}
+			m.meta = appendRecordMeta(nil, cm.ts, origin, uint64(id&seqMask), cm.ctx)
+			batch = append(batch, m)
+			size += len(m.value)
+			lo = id
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return err
+		}
+		if len(batch) == 0 {
+			return nil
+		}
+		for _, m := range batch {
+			_, err := s.w.ExecContext(ctx, "UPDATE records SET ref = NULL, meta = ?, value = ? WHERE ck = ?", m.meta, m.value, m.ck)
+			if err != nil {
+				return err
+			}
+		}
+	}
 }
