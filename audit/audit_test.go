@@ -283,7 +283,8 @@ func TestRawSQLTampering(t *testing.T) {
 		"garbage detail": `UPDATE audit SET detail = X'ff00' WHERE seq = 6`,
 		"bad kind":       `UPDATE audit SET kind = 'nonsense' WHERE seq = 6`,
 		"short hash":     `UPDATE audit SET hash = X'00' WHERE seq = 6`,
-		"null time":      `UPDATE audit SET at = NULL WHERE seq = 6`,
+		"short device":   `UPDATE audit SET device = X'01' WHERE seq = 6`,
+		"null detail":    `UPDATE audit SET detail = NULL WHERE seq = 6`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			db := openLibSQL(t)

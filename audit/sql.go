@@ -10,9 +10,17 @@ import (
 	"github.com/devicemesh/federation/core"
 )
 
-// Schema is the definition of the audit table. The libSQL store's
-// migrations create the same table; EnsureSchema creates it when missing.
-const Schema = `CREATE TABLE IF NOT EXISTS audit(seq INTEGER PRIMARY KEY, at INTEGER, kind TEXT, device BLOB, detail BLOB, prev_hash BLOB, hash BLOB)`
+// Schema is the definition of the audit table, identical to the one the
+// libSQL store's migrations create; EnsureSchema creates it when missing.
+const Schema = `CREATE TABLE IF NOT EXISTS audit (
+			seq       INTEGER PRIMARY KEY,
+			at        INTEGER NOT NULL,
+			kind      TEXT    NOT NULL,
+			device    BLOB,
+			detail    BLOB,
+			prev_hash BLOB    NOT NULL,
+			hash      BLOB    NOT NULL
+		)`
 
 // EnsureSchema creates the audit table in db unless it exists.
 func EnsureSchema(ctx context.Context, db *sql.DB) error {

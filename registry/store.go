@@ -44,6 +44,9 @@ func Save(ctx context.Context, st Store, s *State) error {
 // merge returns the record Put stores when d replaces old.
 func merge(old *Device, d Device) Device {
 	d.Policy = bytes.Clone(d.Policy)
+	if len(d.Policy) == 0 {
+		d.Policy = nil // as the SQL store reads back an empty policy
+	}
 	d.LastSeen = d.LastSeen.UTC().Truncate(time.Millisecond)
 	if old == nil {
 		return d

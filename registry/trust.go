@@ -11,7 +11,8 @@ import (
 type TrustLevel uint8
 
 // Trust levels, lowest first. TrustRevoked is terminal: no operation takes
-// a revoked device back.
+// a revoked device back. The numbers are stored (operations, the
+// trust_level column): never renumber them.
 const (
 	// TrustPending: known (pairing requested) but not approved; it may not
 	// sync or make registry operations.
