@@ -23,6 +23,10 @@ const Schema = `CREATE TABLE IF NOT EXISTS audit (
 		)`
 
 // EnsureSchema creates the audit table in db unless it exists.
+// On a node's store file the libSQL store's migrations create it; call
+// EnsureSchema only after the store has opened the file, or on a database
+// the store does not manage (its versioned migration would otherwise find
+// the table already there).
 func EnsureSchema(ctx context.Context, db *sql.DB) error {
 	if _, err := db.ExecContext(ctx, Schema); err != nil {
 		return fmt.Errorf("audit schema: %w", err)
