@@ -194,7 +194,8 @@ func appendCK(dst []byte, coll, key string) []byte {
 // splitCK is the inverse of appendCK.
 func splitCK(ck []byte) (coll, key string, err error) {
 	n, k := binary.Uvarint(ck)
-	if k <= 0 || n > uint64(len(ck)-k) {
+	var canonical [binary.MaxVarintLen64]byte
+	if k <= 0 || n > uint64(len(ck)-k) || binary.PutUvarint(canonical[:], n) != k {
 		return "", "", fmt.Errorf("%w: bad row key", core.ErrCorrupt)
 	}
 	return string(ck[k : k+int(n)]), string(ck[k+int(n):]), nil

@@ -134,3 +134,60 @@ func TestSchemaVersionMatchesMigrations(t *testing.T) {
 		t.Fatalf("SchemaVersion = %d but there are %d migrations", SchemaVersion, len(migrations()))
 	}
 }
+
+func TestRowKeyOrder(t *testing.T) {
+	// Keys of one collection sort by key, and no other collection's rows
+	// fall between them, whatever the bytes.
+	colls := []string{"", "a", "a\x00", "ab", "b", string(make([]byte, 200))}
+	keys := []string{"", "\x00", "a", "a\xff", "b", "\xff\xff"}
+	for _, c := range colls {
+		prefix := appendCK(nil, c, "")
+		for i, k := range keys {
+			ck := appendCK(nil, c, k)
+			if gotC, gotK, err := splitCK(ck); err != nil || gotC != c || gotK != k {
+				t.Fatalf("split(append(%q, %q)) = %q, %q, %v", c, k, gotC, gotK, err)
+			}
+			if i > 0 && string(appendCK(nil, c, keys[i-1])) >= string(ck) {
+				t.Fatalf("%q/%q does not sort after %q", c, k, keys[i-1])
+			}
+			for _, o := range colls {
+				if o != c && len(appendCK(nil, o, k)) >= len(prefix) && string(appendCK(nil, o, k)[:len(prefix)]) == string(prefix) {
+					t.Fatalf("row of collection %q/%q carries the prefix of %q", o, k, c)
+				}
+			}
+		}
+	}
+}
+
+func FuzzParseRow(f *testing.F) {
+	d, ids := testDict(3)
+	c := core.Change{Record: core.Record{Timestamp: 77, Context: core.VersionVector{ids[1]: 9}}, TxnFirst: 5, TxnLen: 2}
+	f.Add(d.appendChangeMeta(nil, &c))
+	f.Add(appendRecordMeta(nil, 5, 2, 9, d.encodeContext(nil, core.VersionVector{ids[2]: 1})))
+	f.Add(appendCK(nil, "coll", "key"))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		wrapsCorrupt := func(err error) {
+			if err != nil && !errors.Is(err, core.ErrCorrupt) {
+				t.Fatalf("error %v does not wrap ErrCorrupt", err)
+			}
+		}
+		if m, err := parseChangeMeta(b); err == nil {
+			_, err = d.decodeContext(m.ctx)
+			wrapsCorrupt(err)
+		} else {
+			wrapsCorrupt(err)
+		}
+		if m, err := parseRecordMeta(b); err == nil {
+			_, err = d.decodeContext(m.ctx)
+			wrapsCorrupt(err)
+		} else {
+			wrapsCorrupt(err)
+		}
+		coll, key, err := splitCK(b)
+		wrapsCorrupt(err)
+		if err == nil && string(appendCK(nil, coll, key)) != string(b) {
+			t.Fatalf("row key %x does not round-trip", b)
+		}
+	})
+}

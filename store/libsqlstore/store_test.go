@@ -391,3 +391,38 @@ func TestWriteTx(t *testing.T) {
 		t.Fatalf("IntegrityCheck after Close: %v", err)
 	}
 }
+
+// TestCorruptInlineRowsAreReported corrupts versions stored inline (after
+// truncation) and changelog row keys.
+func TestCorruptInlineRowsAreReported(t *testing.T) {
+	ctx := context.Background()
+	st := open(t, filepath.Join(t.TempDir(), "store.db"), libsqlstore.Options{})
+	x := core.DeviceID{8}
+	if err := st.Commit(ctx, localBatch(x, 1, core.VersionVector{}, [3]string{"a", "k", "v"}, [3]string{"a", "l", "w"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Commit(ctx, localBatch(x, 3, core.VersionVector{}, [3]string{"a", "m", "later"})); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := st.Truncate(ctx, core.VersionVector{x: 2}); err != nil || n != 2 {
+		t.Fatalf("truncate: %d, %v", n, err)
+	}
+	// Record metadata: uvarint timestamp, origin index, seq, then context.
+	for _, garbage := range [][]byte{{}, {1, 9, 1, 0}, {1, 1, 1}, {1, 1, 1, 1, 1, 1, 0}} {
+		if _, err := st.DB().ExecContext(ctx, "UPDATE records SET meta = ? WHERE ref IS NULL AND value = ?", garbage, []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Get(ctx, "a", "k"); !errors.Is(err, core.ErrCorrupt) {
+			t.Fatalf("get with record metadata %x: err = %v, want ErrCorrupt", garbage, err)
+		}
+	}
+	if r, err := st.Get(ctx, "a", "l"); err != nil || string(r.Value) != "w" {
+		t.Fatalf("intact inline record: %q, %v", r.Value, err)
+	}
+	if _, err := st.DB().ExecContext(ctx, "UPDATE changelog SET ck = x'09ff'"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Changes(ctx, x, 0, 0, func(core.Change) error { return nil }); !errors.Is(err, core.ErrCorrupt) {
+		t.Fatalf("changes with a corrupt row key: err = %v, want ErrCorrupt", err)
+	}
+}
