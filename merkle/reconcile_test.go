@@ -177,11 +177,12 @@ func TestReconcileRefusesHostileResponses(t *testing.T) {
 // A listing cut short by the responder's budget is continued, not lost.
 func TestReconcilePagedListing(t *testing.T) {
 	local, remote := New(), New()
-	for i := 0; i < 6000; i++ {
+	const n = 12000 // about 1.5 MB of keys: several responses' worth
+	for i := 0; i < n; i++ {
 		remote.Set(fmt.Sprintf("%s-%0100d", keyOf(i), i), digestOf(1))
 	}
 	d, s := exchange(t, local, remote, Config{})
-	if len(d.RemoteOnly) != 6000 || s.Rounds < 10 {
+	if len(d.RemoteOnly) != n || s.Rounds < s.ResponseBytes/ListBudget {
 		t.Fatalf("%d remote-only keys in %d rounds", len(d.RemoteOnly), s.Rounds)
 	}
 	// A response is bounded by the budget (plus one entry).

@@ -11,13 +11,20 @@ import (
 func uuidKey(i int) string { return fmt.Sprintf("%08x-0000-4000-8000-%012x", i*2654435761%(1<<32), i) }
 
 // scalePair builds a local tree of n keys and a remote one that differs in
-// d records: a third changed, a third only local, a third only remote. The
-// remote starts as a snapshot copy of the local tree.
+// d records (see diverge).
 func scalePair(t tb, n, d int, key func(int) string) (local, remote *Tree, want Diff) {
 	local = New()
 	for i := 0; i < n; i++ {
 		local.Set(key(i), digestOf(uint64(i)))
 	}
+	remote, want = diverge(t, local, d, key)
+	return local, remote, want
+}
+
+// diverge returns a copy of local (made through a snapshot) that differs in
+// d records: a third changed, a third only local, a third only remote.
+func diverge(t tb, local *Tree, d int, key func(int) string) (remote *Tree, want Diff) {
+	n := local.Len()
 	remote, err := Restore(local.AppendSnapshot(nil))
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +43,8 @@ func scalePair(t tb, n, d int, key func(int) string) (local, remote *Tree, want 
 			want.RemoteOnly = append(want.RemoteOnly, key(n+i))
 		}
 	}
-	return local, remote, want
+	sortDiff(&want)
+	return remote, want
 }
 
 // At a million keys with 100 differing records, reconciliation must find
@@ -85,6 +93,33 @@ func TestReconcileMillion(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// How the cost grows with the number of differences, at a million keys.
+func TestReconcileMillionByDifferences(t *testing.T) {
+	local := New()
+	n := scaleN(1_000_000)
+	for i := 0; i < n; i++ {
+		local.Set(uuidKey(i), digestOf(uint64(i)))
+	}
+	for _, d := range []int{1, 10, 1000, 10000} {
+		remote, want := diverge(t, local, d, uuidKey)
+		got, s := exchange(t, local, remote, Config{Salt: 9})
+		if !diffEqual(got, want) {
+			t.Fatalf("d=%d: wrong diff", d)
+		}
+		total := s.RequestBytes + s.ResponseBytes
+		t.Logf("n=%d d=%-5d: %d rounds, %d request + %d response = %d bytes (%.0f per difference)", n, d, s.Rounds,
+			s.RequestBytes, s.ResponseBytes, total, float64(total)/float64(d))
+		// Small differences may spend up to the round budget to save rounds.
+		maxRounds := 6
+		if d > 1000 {
+			maxRounds = 10 // responses are bounded, so a large repair takes more of them
+		}
+		if total > 16<<10+d*1024 || s.Rounds > maxRounds {
+			t.Fatalf("d=%d: %d bytes in %d rounds", d, total, s.Rounds)
+		}
 	}
 }
 

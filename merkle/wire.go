@@ -9,8 +9,10 @@ import (
 
 // Protocol limits, enforced by the decoders and by Validate. A peer that
 // exceeds them gets ErrLimit. They bound the work and memory one request
-// can cost the responder: at most MaxSummaries node answers, and listings cut
-// at ListBudget bytes.
+// can cost the responder, and the size of its response: at most
+// MaxSummaries node answers (9 bytes each at most, with 8-byte
+// fingerprints), listings cut at ListBudget bytes plus one key, and a few
+// bytes per list item — under 1 MiB in all.
 const (
 	// MaxExpandItems is the most nodes one request may ask to expand.
 	MaxExpandItems = 4096
@@ -20,10 +22,10 @@ const (
 	MaxExpandDepth = 3
 	// MaxSummaries is the most node answers one request may ask for, summed
 	// over its expand items (16^depth each).
-	MaxSummaries = 1 << 14
+	MaxSummaries = 1 << 16
 	// ListBudget is roughly how many bytes of listing entries a response
 	// carries before it cuts the remaining listings short (More set).
-	ListBudget = 64 << 10
+	ListBudget = 256 << 10
 	// MinFPLen and MaxFPLen bound the fingerprint length a request may ask
 	// for, in bytes.
 	MinFPLen = 4

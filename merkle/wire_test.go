@@ -98,8 +98,8 @@ func TestDecodeRequestRejects(t *testing.T) {
 		{"prefix of 17 nibbles", append(withCount(1), 1, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), ErrMalformed},
 		{"non-canonical prefix", append(withCount(1), 1, 1, 0x01, 0), ErrMalformed},
 		{"too many summaries", func() []byte {
-			b := withCount(5)
-			for i := 0; i < 5; i++ {
+			b := withCount(17)
+			for i := 0; i < 17; i++ {
 				b = append(b, 3, 0)
 			}
 			return append(b, 0)
