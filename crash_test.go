@@ -134,29 +134,7 @@ func TestCrashRecovery(t *testing.T) {
 // if none).
 func runAndKill(t *testing.T, rng *rand.Rand, dir string, start int) int {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashRecovery$", "-test.count=1")
-	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, crashStartEnv+"="+strconv.Itoa(start))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	acks := make(chan int, 1024)
-	go func() {
-		defer close(acks)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if n, ok := strings.CutPrefix(sc.Text(), "ACK "); ok {
-				if v, err := strconv.Atoi(n); err == nil {
-					acks <- v
-				}
-			}
-		}
-	}()
+	cmd, acks, stderr := startChild(t, dir, start)
 	last := start - 1
 	record := func(n int) {
 		if n != last+1 {
@@ -205,6 +183,36 @@ wait:
 		t.Fatalf("child did not die of SIGKILL: %v: %s", err, stderr.String())
 	}
 	return last
+}
+
+// startChild re-executes the test binary as a writer child and returns the
+// channel of the transaction numbers it acknowledges (closed at its EOF).
+func startChild(t *testing.T, dir string, start int) (*exec.Cmd, <-chan int, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashRecovery$", "-test.count=1")
+	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, crashStartEnv+"="+strconv.Itoa(start))
+	stderr := &bytes.Buffer{}
+	cmd.Stderr = stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	acks := make(chan int, 1024)
+	go func() {
+		defer close(acks)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if n, ok := strings.CutPrefix(sc.Text(), "ACK "); ok {
+				if v, err := strconv.Atoi(n); err == nil {
+					acks <- v
+				}
+			}
+		}
+	}()
+	return cmd, acks, stderr
 }
 
 // verifyAfterCrash reopens dir and checks the acknowledged state is there.

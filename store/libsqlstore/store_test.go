@@ -119,27 +119,10 @@ func TestReopenKeepsEverything(t *testing.T) {
 
 	st = open(t, path, libsqlstore.Options{})
 	after := takeSnapshot(t, st, []core.DeviceID{x, y})
-	if len(after.records) != len(before.records) || len(after.records) != 5 {
-		t.Fatalf("%d records after reopen, %d before", len(after.records), len(before.records))
+	if len(after.records) != 5 {
+		t.Fatalf("%d records after reopen, want 5", len(after.records))
 	}
-	for k, r := range before.records {
-		if !sameRecord(after.records[k], r) {
-			t.Fatalf("record %q changed across reopen: %+v -> %+v", k, r, after.records[k])
-		}
-	}
-	for o, cs := range before.changes {
-		if len(after.changes[o]) != len(cs) {
-			t.Fatalf("changes of %s: %d after reopen, %d before", o.Short(), len(after.changes[o]), len(cs))
-		}
-		for i := range cs {
-			if !sameRecord(after.changes[o][i].Record, cs[i].Record) || after.changes[o][i].TxnFirst != cs[i].TxnFirst || after.changes[o][i].TxnLen != cs[i].TxnLen {
-				t.Fatalf("change %d of %s changed across reopen", i, o.Short())
-			}
-		}
-	}
-	if after.vv.Compare(before.vv) != core.Equal || after.stats != before.stats || !bytes.Equal(after.meta, before.meta) {
-		t.Fatalf("reopen changed vv/stats/meta: %v %+v %q -> %v %+v %q", before.vv, before.stats, before.meta, after.vv, after.stats, after.meta)
-	}
+	compareSnapshots(t, before, after)
 	// The reopened store refuses replays and continues sequences.
 	if err := st.Commit(ctx, b1); err != nil {
 		t.Fatal(err)
@@ -424,5 +407,31 @@ func TestCorruptInlineRowsAreReported(t *testing.T) {
 	}
 	if err := st.Changes(ctx, x, 0, 0, func(core.Change) error { return nil }); !errors.Is(err, core.ErrCorrupt) {
 		t.Fatalf("changes with a corrupt row key: err = %v, want ErrCorrupt", err)
+	}
+}
+
+func compareSnapshots(t *testing.T, before, after snapshot) {
+	t.Helper()
+	if len(after.records) != len(before.records) {
+		t.Fatalf("%d records after reopen, %d before", len(after.records), len(before.records))
+	}
+	for k, r := range before.records {
+		if !sameRecord(after.records[k], r) {
+			t.Fatalf("record %q changed across reopen: %+v -> %+v", k, r, after.records[k])
+		}
+	}
+	for o, cs := range before.changes {
+		if len(after.changes[o]) != len(cs) {
+			t.Fatalf("changes of %s: %d after reopen, %d before", o.Short(), len(after.changes[o]), len(cs))
+		}
+		for i := range cs {
+			a := after.changes[o][i]
+			if !sameRecord(a.Record, cs[i].Record) || a.TxnFirst != cs[i].TxnFirst || a.TxnLen != cs[i].TxnLen {
+				t.Fatalf("change %d of %s changed across reopen", i, o.Short())
+			}
+		}
+	}
+	if after.vv.Compare(before.vv) != core.Equal || after.stats != before.stats || !bytes.Equal(after.meta, before.meta) {
+		t.Fatalf("reopen changed vv/stats/meta: %v %+v %q -> %v %+v %q", before.vv, before.stats, before.meta, after.vv, after.stats, after.meta)
 	}
 }

@@ -223,12 +223,18 @@ func testConcurrent(t *testing.T, st core.Store) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if s := stats(t, st); s.Records != writers*txns*perTxn || s.Changes != writers*txns*perTxn {
+	checkConcurrentOutcome(t, st, writers, txns*perTxn)
+}
+
+// checkConcurrentOutcome checks that every write of testConcurrent landed.
+func checkConcurrentOutcome(t *testing.T, st core.Store, writers, perWriter int) {
+	t.Helper()
+	if s := stats(t, st); s.Records != int64(writers*perWriter) || s.Changes != int64(writers*perWriter) {
 		t.Fatalf("after concurrent writes: %+v", s)
 	}
 	vv := versionVector(t, st)
 	for wi := 0; wi < writers; wi++ {
-		if vv[device(byte(wi+1))] != txns*perTxn {
+		if vv[device(byte(wi+1))] != uint64(perWriter) {
 			t.Fatalf("version vector %v misses writes", vv)
 		}
 	}
