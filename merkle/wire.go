@@ -10,9 +10,9 @@ import (
 // Protocol limits, enforced by the decoders and by Validate. A peer that
 // exceeds them gets ErrLimit. They bound the work and memory one request
 // can cost the responder, and the size of its response: at most
-// MaxSummaries node answers (9 bytes each at most, with 8-byte
-// fingerprints), listings cut at ListBudget bytes plus one key, and a few
-// bytes per list item — under 1 MiB in all.
+// MaxSummaries node answers (a count varint and a fingerprint each: about
+// 9 bytes with 8-byte fingerprints), listings cut at ListBudget bytes plus
+// one key, and a few bytes per list item: about 1 MiB at most.
 const (
 	// MaxExpandItems is the most nodes one request may ask to expand.
 	MaxExpandItems = 4096
