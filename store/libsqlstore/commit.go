@@ -10,8 +10,9 @@ import (
 )
 
 // rowsPerInsert is how many rows one multi-row INSERT carries: the driver
-// prepares every statement anew, so fewer, larger statements are much
-// faster than one per row.
+// prepares every statement anew, so one statement per row costs about a
+// third more CPU per row than 8 to 64 rows a statement (measured with
+// BenchmarkCommit).
 const rowsPerInsert = 64
 
 // commitBuffers are scratch space reused by Commit (guarded by wmu).
@@ -35,7 +36,10 @@ type plan struct {
 }
 
 // Commit implements core.Store. The whole batch is validated before
-// anything is written, and written in one transaction.
+// anything is written, and written in one transaction. Beyond core's
+// limits, changes need sequence numbers below 2^40 (ErrInvalidArgument).
+// A batch whose changes are all already logged is a replay and changes
+// nothing, not even its records.
 func (s *Store) Commit(ctx context.Context, b core.Batch) error {
 	if err := s.alive(ctx); err != nil {
 		return err

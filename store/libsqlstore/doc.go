@@ -55,6 +55,12 @@
 // anything malformed (truncated or trailing bytes, unknown device index,
 // unsorted indices) with core.ErrCorrupt and never panics.
 //
+// # Limits
+//
+// Changelog ids bound sequence numbers to 2^40-1 (a trillion changes per
+// device) and the dictionary to 2^22-1 devices; Commit refuses more with
+// core.ErrInvalidArgument.
+//
 // # Durability and concurrency
 //
 // The file is in WAL mode. With the default synchronous=NORMAL a commit is

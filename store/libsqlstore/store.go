@@ -138,13 +138,13 @@ func openDB(path string, opts Options) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	sync := "NORMAL"
+	syncMode := "NORMAL"
 	if opts.FullSync {
-		sync = "FULL"
+		syncMode = "FULL"
 	}
 	c := &connector{inner: inner, pragmas: []string{
 		fmt.Sprintf("PRAGMA busy_timeout = %d", opts.BusyTimeout.Milliseconds()),
-		"PRAGMA synchronous = " + sync,
+		"PRAGMA synchronous = " + syncMode,
 	}}
 	db := sql.OpenDB(c)
 	db.SetMaxOpenConns(opts.MaxReaders + 1) // +1: the writer
