@@ -435,3 +435,24 @@ func compareSnapshots(t *testing.T, before, after snapshot) {
 		t.Fatalf("reopen changed vv/stats/meta: %v %+v %q -> %v %+v %q", before.vv, before.stats, before.meta, after.vv, after.stats, after.meta)
 	}
 }
+
+// TestInlineRecordsKeepFullRange stores versions whose sequence numbers do
+// not fit the changelog's packed ids: inline records take any uint64.
+func TestInlineRecordsKeepFullRange(t *testing.T) {
+	ctx := context.Background()
+	st := open(t, filepath.Join(t.TempDir(), "store.db"), libsqlstore.Options{})
+	x := core.DeviceID{9}
+	r := core.Record{Collection: "a", Key: "k", Value: []byte("v"), Timestamp: core.Timestamp(^uint64(0)),
+		Origin: x, Seq: ^uint64(0) - 1, Context: core.VersionVector{x: ^uint64(0) - 1}}
+	if err := st.Commit(ctx, core.Batch{Records: []core.Record{r}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Get(ctx, "a", "k")
+	if err != nil || !sameRecord(got, r) {
+		t.Fatalf("get = %+v, %v; want %+v", got, err, r)
+	}
+	huge := localBatch(x, 1<<40, core.VersionVector{}, [3]string{"a", "k", "v"})
+	if err := st.Commit(ctx, huge); !errors.Is(err, core.ErrInvalidArgument) {
+		t.Fatalf("change with sequence 2^40: err = %v, want ErrInvalidArgument", err)
+	}
+}

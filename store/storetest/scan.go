@@ -1,6 +1,8 @@
 package storetest
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -112,6 +114,22 @@ func testScanPaging(t *testing.T, st core.Store) {
 		}
 	}
 	w.commit(t, st, dels...)
+	// The callback may read the store while a scan is in progress.
+	seen := 0
+	err := st.Scan(context.Background(), "c", core.KeyRange{IncludeDeleted: true}, func(r core.Record) error {
+		seen++
+		got, err := st.Get(context.Background(), "c", r.Key)
+		if err != nil {
+			return err
+		}
+		if d := sameRecord(got, r); d != "" {
+			return errors.New(d)
+		}
+		return nil
+	})
+	if err != nil || seen != n {
+		t.Fatalf("scan reading the store from its callback: %v after %d of %d records", err, seen, n)
+	}
 	for _, kr := range []core.KeyRange{{}, {IncludeDeleted: true}, {Limit: 300}, {Start: "k0123", Limit: 257}, {Prefix: "k03", IncludeDeleted: true}} {
 		if got, want := keys(scanAll(t, st, "c", kr)), expectScan(live, dead, kr); !slices.Equal(got, want) {
 			t.Errorf("scan %+v: got %d keys, want %d (first diff around %v)", kr, len(got), len(want), firstDiff(got, want))
