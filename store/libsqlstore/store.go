@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,8 +60,9 @@ type Store struct {
 	closeErr  error
 }
 
-// Open opens (creating if needed) the store in the libSQL file at path,
-// migrates its schema to the current version and loads its version vector.
+// Open opens the store in the libSQL file at path, creating the file (mode
+// 0600) and its directory (0700) when missing, migrates its schema to the
+// current version and loads its version vector.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if path == "" {
 		return nil, fmt.Errorf("open store: %w: empty path", core.ErrInvalidArgument)
@@ -72,6 +75,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	if opts.MaxReaders <= 0 {
 		opts.MaxReaders = 8
+	}
+	if err := createFile(path); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	db, err := openDB(path, opts)
 	if err != nil {
@@ -117,6 +123,21 @@ func (s *Store) init(ctx context.Context) error {
 	}
 	s.vv = vv
 	return nil
+}
+
+// createFile creates path's directory and the file itself when missing,
+// readable by the owner only: the store holds personal data and the
+// device's private key. SQLite gives its WAL and shared-memory files the
+// database file's permissions.
+func createFile(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // openDB opens a pool whose every connection carries the per-connection

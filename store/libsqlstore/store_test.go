@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -454,5 +455,22 @@ func TestInlineRecordsKeepFullRange(t *testing.T) {
 	huge := localBatch(x, 1<<40, core.VersionVector{}, [3]string{"a", "k", "v"})
 	if err := st.Commit(ctx, huge); !errors.Is(err, core.ErrInvalidArgument) {
 		t.Fatalf("change with sequence 2^40: err = %v, want ErrInvalidArgument", err)
+	}
+}
+
+func TestOpenCreatesPrivateFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a", "b", "store.db")
+	st := open(t, path, libsqlstore.Options{})
+	if err := st.SetMeta(context.Background(), "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Fatalf("%s has mode %v: readable by others", filepath.Base(p), fi.Mode().Perm())
+		}
 	}
 }
