@@ -12,6 +12,9 @@ import (
 // for their origin: the sender skipped part of the origin's changelog.
 var ErrGap = errors.New("changes leave a gap")
 
+// ErrCausality reports a change that arrived before a change it depends on.
+var ErrCausality = errors.New("change arrived before its causal dependencies")
+
 // remoteTxn is one complete transaction received from a peer.
 type remoteTxn []core.Change
 
@@ -85,6 +88,15 @@ func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, 
 			continue
 		case first != have+1:
 			return res, fmt.Errorf("apply %s: %w: transaction starts at %d, have up to %d", origin.Short(), ErrGap, first, have)
+		}
+		// Causal delivery: everything the transaction depends on must be
+		// here already, or a later local write could fail to supersede it.
+		for _, c := range t {
+			for d, seq := range c.Context {
+				if d != origin && seq > next[d] {
+					return res, fmt.Errorf("apply %s:%d: %w: depends on %s:%d, have %d", origin.Short(), c.Seq, ErrCausality, d.Short(), seq, next[d])
+				}
+			}
 		}
 		next[origin] = last
 		fresh = append(fresh, t)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/wire"
@@ -24,6 +25,8 @@ const (
 	// maxPendingBytes bounds the partial transactions buffered per session
 	// while waiting for their last change.
 	maxPendingBytes = 512 << 20
+	// heartbeat is how often an idle sender repeats its CaughtUp.
+	heartbeat = time.Second
 )
 
 // ErrPendingTooLarge reports a peer whose incomplete transactions exceed the

@@ -53,6 +53,11 @@ func (ps *peerSession) receive(ctx context.Context, in core.Stream) error {
 			if err != nil {
 				return err
 			}
+			if f.Type == wire.TypeCaughtUp {
+				if err := ps.checkCaughtUp(ctx, asm, vv); err != nil {
+					return err
+				}
+			}
 			ps.mu.Lock()
 			if f.Type == wire.TypeAck {
 				ps.peerAcked.Merge(vv)
@@ -98,6 +103,27 @@ func (ps *peerSession) receiveChanges(ctx context.Context, asm *txnAssembler, pa
 		return fmt.Errorf("sync ack: %w", err)
 	}
 	return ps.send(wire.TypeAck, wire.AppendVV(nil, vv))
+}
+
+// checkCaughtUp verifies a peer's claim to have sent everything up to vv.
+// The peer sends every change it holds except those it knows we hold (from
+// our own Hello, Acks and CaughtUp, or because we sent them), and every
+// frame before this one has been applied, so holding less than vv, or an
+// incomplete transaction, means frames were lost on the way.
+func (ps *peerSession) checkCaughtUp(ctx context.Context, asm *txnAssembler, vv core.VersionVector) error {
+	if asm.held > 0 || len(asm.pending) > 0 {
+		return fmt.Errorf("%w: peer caught up with a transaction incomplete", core.ErrProtocol)
+	}
+	have, err := ps.n.store.VersionVector(ctx)
+	if err != nil {
+		return fmt.Errorf("sync receive: %w", err)
+	}
+	for d, seq := range vv {
+		if have[d] < seq {
+			return fmt.Errorf("%w: peer sent changes of %s up to %d that never arrived (have %d)", core.ErrProtocol, d.Short(), seq, have[d])
+		}
+	}
+	return nil
 }
 
 func decodeWholeVV(b []byte) (core.VersionVector, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/wire"
@@ -43,6 +44,10 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 		case <-wake:
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-time.After(heartbeat):
+			// Repeat the announcement now and then: it lets the peer notice
+			// frames that never arrived and a session that went quiet.
+			announced = nil
 		}
 	}
 }
@@ -52,11 +57,10 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 func (ps *peerSession) sendMissing(ctx context.Context, vv core.VersionVector) (bool, error) {
 	sent := false
 	for _, origin := range vv.Devices() {
-		have := ps.peerHasGet(origin)
-		if vv[origin] <= have {
+		if vv[origin] <= ps.peerHasGet(origin) {
 			continue
 		}
-		n, err := ps.sendOrigin(ctx, origin, have)
+		n, err := ps.sendOrigin(ctx, origin, 0, 0)
 		if err != nil {
 			return sent, err
 		}
@@ -65,26 +69,89 @@ func (ps *peerSession) sendMissing(ctx context.Context, vv core.VersionVector) (
 	return sent, nil
 }
 
-// sendOrigin sends origin's changes after seq have, in frames of about
-// batchBytes, stopping after about batchChanges so that other origins and
-// new commits get their turn. The log is read before each frame is written,
+// sendOrigin sends origin's changes that the peer lacks, up to sequence
+// upTo (0: all), in frames of about batchBytes, stopping after about
+// batchChanges so that other origins and new commits get their turn.
+//
+// Delivery is causal: before a change goes out, every change in its causal
+// context that the peer lacks is sent first (recursively, origin by
+// origin). So a device never holds a change without what it depends on, and
+// a local write's context (the device's version vector) always covers the
+// versions it overwrote. The log is read before each frame is written,
 // never while a read is open, so a slow peer holds no store resources.
-func (ps *peerSession) sendOrigin(ctx context.Context, origin core.DeviceID, have uint64) (int, error) {
+func (ps *peerSession) sendOrigin(ctx context.Context, origin core.DeviceID, upTo uint64, depth int) (int, error) {
+	if depth > maxCausalDepth {
+		return 0, fmt.Errorf("sync send: causal dependencies nest deeper than %d", maxCausalDepth)
+	}
 	total := 0
 	for total < batchChanges {
+		have := ps.peerHasGet(origin)
+		if upTo > 0 && have >= upTo {
+			break
+		}
 		batch, err := ps.readBatch(ctx, origin, have)
 		if err != nil || len(batch) == 0 {
 			return total, err
 		}
-		if err := ps.send(wire.TypeChanges, wire.AppendChanges(nil, batch)); err != nil {
+		cut, dep, need := ps.causalCut(batch, upTo)
+		if err := ps.sendBatch(origin, batch[:cut]); err != nil {
 			return total, err
 		}
-		have = batch[len(batch)-1].Seq
-		ps.stats.changesSent.Add(uint64(len(batch)))
-		ps.peerHasRaise(origin, have)
-		total += len(batch)
+		total += cut
+		if dep.IsZero() {
+			if cut < len(batch) {
+				break // reached upTo
+			}
+			continue
+		}
+		n, err := ps.sendOrigin(ctx, dep, need, depth+1)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if ps.peerHasGet(dep) < need {
+			return total, fmt.Errorf("sync send %s: %w: dependency %s:%d is not in the log", origin.Short(), ErrGap, dep.Short(), need)
+		}
 	}
 	return total, nil
+}
+
+// maxCausalDepth bounds the recursion of sendOrigin: a chain of
+// dependencies visits each origin at most once per level, and a mesh has
+// few devices.
+const maxCausalDepth = 64
+
+// causalCut returns how many leading changes of batch may go out now: it
+// stops before the first change beyond upTo, or the first whose causal
+// context names a change of another origin the peer lacks (returned as dep,
+// need).
+func (ps *peerSession) causalCut(batch []core.Change, upTo uint64) (cut int, dep core.DeviceID, need uint64) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for i, c := range batch {
+		if upTo > 0 && c.Seq > upTo {
+			return i, core.DeviceID{}, 0
+		}
+		for d, n := range c.Context {
+			if d != c.Origin && n > ps.peerHas[d] {
+				return i, d, n
+			}
+		}
+	}
+	return len(batch), core.DeviceID{}, 0
+}
+
+// sendBatch writes one Changes frame and records that the peer now has it.
+func (ps *peerSession) sendBatch(origin core.DeviceID, batch []core.Change) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	if err := ps.send(wire.TypeChanges, wire.AppendChanges(nil, batch)); err != nil {
+		return err
+	}
+	ps.stats.changesSent.Add(uint64(len(batch)))
+	ps.peerHasRaise(origin, batch[len(batch)-1].Seq)
+	return nil
 }
 
 // errBatchFull stops a changelog read once a frame's worth is collected.

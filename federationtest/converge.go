@@ -1,0 +1,145 @@
+package federationtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/devicemesh/federation"
+	"github.com/devicemesh/federation/core"
+)
+
+// ErrNotConverged reports nodes that still differ when WaitConverged gives
+// up.
+var ErrNotConverged = errors.New("mesh did not converge")
+
+// WaitConverged waits until every node holds the same version vector and
+// identical records (values, tombstones and metadata) in every collection
+// that syncs, or until ctx ends; it then returns an error wrapping
+// ErrNotConverged that describes the first difference. The mesh should be
+// healed, with faults off, for it to succeed.
+func (m *Mesh) WaitConverged(ctx context.Context) error {
+	var last error
+	for {
+		if last = m.Converged(context.WithoutCancel(ctx)); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrNotConverged, last)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Converged checks once whether every node holds the same state, and
+// describes the first difference when not.
+func (m *Mesh) Converged(ctx context.Context) error {
+	ref, err := m.Snapshot(ctx, 0)
+	if err != nil {
+		return err
+	}
+	for i := 1; i < len(m.nodes); i++ {
+		s, err := m.Snapshot(ctx, i)
+		if err != nil {
+			return err
+		}
+		if d := ref.diff(s); d != "" {
+			return fmt.Errorf("node 0 and node %d differ: %s", i, d)
+		}
+	}
+	return nil
+}
+
+// Snapshot is one node's synced state: its version vector and every record
+// of the collections that sync, tombstones included.
+type Snapshot struct {
+	VV      core.VersionVector
+	Records map[string]core.Record // by collection + "\x00" + key
+}
+
+// Snapshot reads node i's synced state from its store.
+func (m *Mesh) Snapshot(ctx context.Context, i int) (Snapshot, error) {
+	n := m.Node(i)
+	st := m.Store(i)
+	vv, err := st.VersionVector(ctx)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	s := Snapshot{VV: vv, Records: map[string]core.Record{}}
+	colls, err := collections(ctx, st)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	for _, c := range colls {
+		if !n.Policy(c).Syncs() {
+			continue
+		}
+		err := st.Scan(ctx, c, core.KeyRange{IncludeDeleted: true}, func(r core.Record) error {
+			s.Records[c+"\x00"+r.Key] = r
+			return nil
+		})
+		if err != nil {
+			return Snapshot{}, err
+		}
+	}
+	return s, nil
+}
+
+// collections lists the collections of a store from its changelog origins'
+// records; the in-memory store is scanned through the changes it holds.
+func collections(ctx context.Context, st core.Store) ([]string, error) {
+	seen := map[string]bool{}
+	vv, err := st.VersionVector(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range vv.Devices() {
+		err := st.Changes(ctx, d, 0, 0, func(c core.Change) error {
+			seen[c.Collection] = true
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for c := range seen {
+		out = append(out, c)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func (s Snapshot) diff(o Snapshot) string {
+	if s.VV.Compare(o.VV) != core.Equal {
+		return fmt.Sprintf("version vectors %v vs %v", s.VV, o.VV)
+	}
+	if len(s.Records) != len(o.Records) {
+		return fmt.Sprintf("%d records vs %d", len(s.Records), len(o.Records))
+	}
+	for k, r := range s.Records {
+		q, ok := o.Records[k]
+		if !ok {
+			return fmt.Sprintf("record %q missing", strings.ReplaceAll(k, "\x00", "/"))
+		}
+		if !sameRecord(r, q) {
+			return fmt.Sprintf("record %q: %s vs %s", strings.ReplaceAll(k, "\x00", "/"), describe(r), describe(q))
+		}
+	}
+	return ""
+}
+
+func sameRecord(a, b core.Record) bool {
+	return string(a.Value) == string(b.Value) && a.Deleted == b.Deleted && a.Timestamp == b.Timestamp &&
+		a.Origin == b.Origin && a.Seq == b.Seq && a.Context.Compare(b.Context) == core.Equal
+}
+
+func describe(r core.Record) string {
+	return fmt.Sprintf("{%q deleted=%v ts=%v origin=%s seq=%d ctx=%v}", r.Value, r.Deleted, r.Timestamp, r.Origin.Short(), r.Seq, r.Context)
+}
+
+var _ = federation.KeyRange{}

@@ -1,0 +1,254 @@
+package federationtest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/devicemesh/federation"
+	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/store/memstore"
+	"github.com/devicemesh/federation/transport"
+)
+
+// Options configures a Mesh.
+type Options struct {
+	// Seed drives every random choice of the mesh (faults). 0 means 1.
+	Seed uint64
+	// Faults are injected on every sync stream while enabled.
+	Faults Faults
+	// Config, when set, adjusts node i's configuration before it is built.
+	Config func(i int, c *federation.Config)
+}
+
+// Faults are per-frame probabilities, each in [0, 1].
+type Faults struct {
+	Drop, Duplicate, Reorder float64
+}
+
+// Mesh is a set of nodes in one process that trust each other.
+type Mesh struct {
+	t      testing.TB
+	opts   Options
+	net    *transport.MemNetwork
+	nodes  []*federation.Node
+	stores []*keepOpen
+	addrs  map[string]int
+
+	mu       sync.Mutex
+	rng      *rand.Rand
+	faultsOn bool
+	injected FaultCounts
+	group    []int                  // partition group of each node; equal means connected
+	links    map[*link]struct{}     // live wrapped sessions
+	ctx      context.Context        // lives until Close
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// keepOpen is a store that survives its node: Close is a no-op, so a node
+// can be restarted on the same data, as with a file on disk.
+type keepOpen struct{ *memstore.Store }
+
+func (keepOpen) Close() error { return nil }
+
+// NewMesh builds n started nodes that trust each other; they are not yet
+// connected (see ConnectAll). The mesh is closed by t.Cleanup.
+func NewMesh(t testing.TB, n int, opts Options) *Mesh {
+	t.Helper()
+	if opts.Seed == 0 {
+		opts.Seed = 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Mesh{
+		t:      t,
+		opts:   opts,
+		net:    transport.NewMemNetwork(),
+		addrs:  map[string]int{},
+		rng:    rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
+		group:  make([]int, n),
+		links:  map[*link]struct{}{},
+		ctx:    ctx,
+		cancel: cancel,
+	}
+	m.nodes = make([]*federation.Node, n)
+	m.stores = make([]*keepOpen, n)
+	for i := range n {
+		m.stores[i] = &keepOpen{memstore.New()}
+		m.nodes[i] = m.build(i)
+	}
+	for i := range n {
+		m.trustAll(i)
+	}
+	t.Cleanup(m.Close)
+	return m
+}
+
+// build creates and starts node i on its store.
+func (m *Mesh) build(i int) *federation.Node {
+	cfg := federation.Config{Store: m.stores[i], Device: federation.DeviceConfig{Name: fmt.Sprintf("node-%d", i), Type: "test"}}
+	cfg.Network.Transport = m.factory(i)
+	if m.opts.Config != nil {
+		m.opts.Config(i, &cfg)
+	}
+	n, err := federation.New(cfg)
+	if err != nil {
+		m.t.Fatalf("federationtest: node %d: %v", i, err)
+	}
+	if err := n.Start(m.ctx); err != nil {
+		m.t.Fatalf("federationtest: start node %d: %v", i, err)
+	}
+	m.mu.Lock()
+	m.addrs[n.Addr()] = i
+	m.mu.Unlock()
+	return n
+}
+
+// trustAll makes node i trust every other node.
+func (m *Mesh) trustAll(i int) {
+	a := m.Node(i)
+	for j := range m.nodes {
+		if b := m.Node(j); j != i && b != nil {
+			a.TrustDevice(b.PublicKey())
+		}
+	}
+}
+
+// Len returns the number of nodes.
+func (m *Mesh) Len() int { return len(m.nodes) }
+
+// Node returns node i (a new value after Restart).
+func (m *Mesh) Node(i int) *federation.Node {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.nodes[i]
+}
+
+// Store returns node i's store, which survives restarts.
+func (m *Mesh) Store(i int) core.Store { return m.stores[i] }
+
+// FaultCounts counts the faults a mesh injected.
+type FaultCounts struct {
+	Dropped, Duplicated, Reordered int
+}
+
+// Injected returns how many faults the mesh has injected so far.
+func (m *Mesh) Injected() FaultCounts {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.injected
+}
+
+// SetFaults turns fault injection on or off.
+func (m *Mesh) SetFaults(on bool) {
+	m.mu.Lock()
+	m.faultsOn = on
+	m.mu.Unlock()
+}
+
+// Partition splits the mesh: nodes in the same group stay connected, every
+// session across groups is closed and no new one can be made until Heal.
+// Nodes named in no group form one more group together.
+func (m *Mesh) Partition(groups ...[]int) {
+	m.mu.Lock()
+	for i := range m.group {
+		m.group[i] = 0
+	}
+	for g, members := range groups {
+		for _, i := range members {
+			m.group[i] = g + 1
+		}
+	}
+	var cut []*link
+	for l := range m.links {
+		if m.group[l.a] != m.group[l.b] {
+			cut = append(cut, l)
+		}
+	}
+	m.mu.Unlock()
+	for _, l := range cut {
+		_ = l.Close(fmt.Errorf("federationtest: partitioned"))
+	}
+}
+
+// Heal removes every partition.
+func (m *Mesh) Heal() { m.Partition() }
+
+func (m *Mesh) reachable(a, b int) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.group[a] == m.group[b]
+}
+
+// Restart closes node i and builds it again on the same store, as after a
+// crash or an app restart. Its sessions end; call ConnectAll to reconnect.
+func (m *Mesh) Restart(i int) {
+	old := m.Node(i)
+	_ = old.Close()
+	n := m.build(i)
+	m.mu.Lock()
+	m.nodes[i] = n
+	m.mu.Unlock()
+	m.trustAll(i)
+}
+
+// ConnectAll dials every pair of reachable nodes that has no live session.
+// Dial failures (a partition, a node restarting) are ignored: the next call
+// tries again.
+func (m *Mesh) ConnectAll(ctx context.Context) {
+	for i := range m.nodes {
+		for j := i + 1; j < len(m.nodes); j++ {
+			if !m.reachable(i, j) || m.connected(i, j) {
+				continue
+			}
+			a, b := m.Node(i), m.Node(j)
+			dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_ = a.Connect(dctx, b.Addr(), b.DeviceID())
+			cancel()
+		}
+	}
+}
+
+// connected reports whether i has a live session with j.
+func (m *Mesh) connected(i, j int) bool {
+	peer := m.Node(j).DeviceID()
+	for _, p := range m.Node(i).Peers() {
+		if p.Device == peer {
+			return true
+		}
+	}
+	return false
+}
+
+// KeepConnected reconnects every reachable pair in the background every
+// interval until the mesh closes or the returned stop function is called.
+func (m *Mesh) KeepConnected(interval time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(m.ctx)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			m.ConnectAll(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return cancel
+}
+
+// Close closes every node. Idempotent.
+func (m *Mesh) Close() {
+	m.cancel()
+	m.wg.Wait()
+	for i := range m.nodes {
+		_ = m.Node(i).Close()
+	}
+}
