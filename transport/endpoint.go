@@ -161,7 +161,7 @@ func (e *endpoint) handshake(ctx context.Context, m mux, binding []byte, initiat
 		m.close(err)
 		return nil, err
 	}
-	s := &Session{m: m, peer: peer.id, key: peer.key, version: peer.version, limits: e.limits, log: e.log}
+	s := &Session{m: m, peer: peer.id, key: peer.key, version: peer.version, hash: peer.hash, limits: e.limits, log: e.log}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()

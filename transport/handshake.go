@@ -53,6 +53,7 @@ type peerInfo struct {
 	id      core.DeviceID
 	key     core.PublicKey
 	version uint16
+	hash    []byte // Noise handshake hash once complete (Session.HandshakeHash)
 }
 
 // prologue binds the handshake to the channel (binding: the TLS exporter)
@@ -152,6 +153,7 @@ func (h handshaker) initiate(ctx context.Context, rw io.ReadWriter, binding []by
 		if err := wire.WriteFrame(rw, wire.TypeAccept, nil); err != nil {
 			return peerInfo{}, fmt.Errorf("send verdict: %w", err)
 		}
+		peer.hash = channelBinding(hs)
 		return peer, nil
 	}
 	msg3, _, _, err := hs.WriteMessage(nil, wire.Payload{Key: h.claim}.Encode())
@@ -164,6 +166,7 @@ func (h handshaker) initiate(ctx context.Context, rw io.ReadWriter, binding []by
 	if err := awaitAccept(rw); err != nil {
 		return peerInfo{}, err
 	}
+	peer.hash = channelBinding(hs)
 	return peer, nil
 }
 
@@ -241,7 +244,7 @@ func (h handshaker) respondIK(ctx context.Context, rw io.ReadWriter, hs *noise.H
 	if err := awaitAccept(rw); err != nil {
 		return peerInfo{}, err
 	}
-	peer.version = version
+	peer.version, peer.hash = version, channelBinding(hs)
 	return peer, nil
 }
 
@@ -271,7 +274,7 @@ func (h handshaker) respondXX(ctx context.Context, rw io.ReadWriter, hs *noise.H
 	if err := wire.WriteFrame(rw, wire.TypeAccept, nil); err != nil {
 		return peerInfo{}, fmt.Errorf("send verdict: %w", err)
 	}
-	peer.version = version
+	peer.version, peer.hash = version, channelBinding(hs)
 	return peer, nil
 }
 

@@ -32,6 +32,7 @@ type Session struct {
 	peer    core.DeviceID
 	key     core.PublicKey
 	version uint16
+	hash    []byte // Noise handshake hash; see HandshakeHash
 	limits  Limits
 	log     *slog.Logger
 
