@@ -15,6 +15,9 @@ type RecordReader interface {
 	// included (Deleted set). It returns ErrNotFound when the key was never
 	// written (or its tombstone was purged).
 	Get(ctx context.Context, collection, key string) (Record, error)
+	// Collections lists, in ascending order, the collections that hold at
+	// least one record (tombstones count).
+	Collections(ctx context.Context) ([]string, error)
 	// Scan calls fn for the current versions in r, in ascending key order,
 	// until fn returns an error (which Scan returns) or the range ends.
 	// Tombstones are skipped unless r.IncludeDeleted. fn must not write to
@@ -50,8 +53,10 @@ type Store interface {
 	Changelog
 	// Commit atomically appends b.Changes to the changelog, raises the
 	// version vector accordingly and installs b.Records as current versions.
-	// A change whose (Origin, Seq) is already in the log is skipped, so
-	// replaying a batch changes nothing.
+	// A change whose (Origin, Seq) is already in the log is skipped, and a
+	// batch whose changes are all already logged changes nothing (not even
+	// its records), so replaying a batch is harmless. b.Advance raises the
+	// version vector as documented on Batch.
 	Commit(ctx context.Context, b Batch) error
 	// Meta returns the metadata value for key, or ErrNotFound.
 	Meta(ctx context.Context, key string) ([]byte, error)

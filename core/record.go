@@ -76,6 +76,12 @@ type Change struct {
 type Batch struct {
 	Changes []Change
 	Records []Record
+	// Advance, when set, raises the version vector to at least it without
+	// changelog entries: after a Merkle repair has installed the records
+	// that the missing changes produced. The changelog of every origin it
+	// raises is emptied (records keep their values), since it no longer
+	// holds a contiguous run of that origin's changes.
+	Advance VersionVector
 }
 
 // KeyRange selects keys in [Start, End) of one collection; an empty End means

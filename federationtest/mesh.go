@@ -42,9 +42,9 @@ type Mesh struct {
 	rng      *rand.Rand
 	faultsOn bool
 	injected FaultCounts
-	group    []int                  // partition group of each node; equal means connected
-	links    map[*link]struct{}     // live wrapped sessions
-	ctx      context.Context        // lives until Close
+	group    []int              // partition group of each node; equal means connected
+	links    map[*link]struct{} // live wrapped sessions
+	ctx      context.Context    // lives until Close
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 }

@@ -57,7 +57,8 @@ func (s *Store) Commit(ctx context.Context, b core.Batch) error {
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	if len(p.next) == 0 && (len(b.Changes) > 0 || len(b.Records) == 0) {
+	adv := advances(s.vv, b, p)
+	if len(p.next) == 0 && len(adv) == 0 && (len(b.Changes) > 0 || len(b.Records) == 0) {
 		// Nothing new, or a replay whose records may be older than what
 		// was written since: replaying changes nothing.
 		return nil
@@ -66,13 +67,26 @@ func (s *Store) Commit(ctx context.Context, b core.Batch) error {
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	err = s.inTx(ctx, func() error { return s.writeBatch(ctx, b, p, added, first) })
+	err = s.inTx(ctx, func() error {
+		if err := s.writeBatch(ctx, b, p, added, first); err != nil {
+			return err
+		}
+		for _, d := range adv.Devices() {
+			if err := s.advance(ctx, d, adv[d]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		s.dict.forget(added, first)
 		return fmt.Errorf("commit: %w", err)
 	}
 	s.mu.Lock()
 	for d, seq := range p.next {
+		s.vv[d] = seq
+	}
+	for d, seq := range adv {
 		s.vv[d] = seq
 	}
 	s.mu.Unlock()
@@ -84,6 +98,11 @@ func validateBatch(b core.Batch) error {
 		r := &b.Records[i]
 		if err := r.Validate(); err != nil {
 			return err
+		}
+	}
+	for d, seq := range b.Advance {
+		if d.IsZero() || seq > maxSeq {
+			return fmt.Errorf("%w: advance of %s to %d", core.ErrInvalidArgument, d.Short(), seq)
 		}
 	}
 	for i := range b.Changes {
@@ -148,6 +167,11 @@ func batchDevices(b core.Batch) []core.DeviceID {
 	}
 	for i := range b.Records {
 		note2(&b.Records[i])
+	}
+	for d, n := range b.Advance {
+		if n > 0 {
+			note(d)
+		}
 	}
 	return out
 }

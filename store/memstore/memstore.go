@@ -68,6 +68,23 @@ func (s *Store) Get(ctx context.Context, coll, key string) (core.Record, error) 
 	return cloneRecord(r), nil
 }
 
+// Collections implements core.RecordReader.
+func (s *Store) Collections(ctx context.Context) ([]string, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(s.colls))
+	for name, c := range s.colls {
+		if len(c.recs) > 0 {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
 // Scan implements core.RecordReader. It copies the matching records before
 // calling fn, so fn may take its time without holding the store.
 func (s *Store) Scan(ctx context.Context, coll string, r core.KeyRange, fn func(core.Record) error) error {
@@ -204,7 +221,7 @@ func (s *Store) Commit(ctx context.Context, b core.Batch) error {
 		next[c.Origin] = c.Seq
 		fresh[i] = true
 	}
-	if len(b.Changes) > 0 && len(next) == 0 {
+	if len(b.Changes) > 0 && len(next) == 0 && len(b.Advance) == 0 {
 		// A replay: its records may be older than what was written since.
 		return nil
 	}
@@ -218,6 +235,14 @@ func (s *Store) Commit(ctx context.Context, b core.Batch) error {
 	}
 	for d, seq := range next {
 		s.vv[d] = seq
+	}
+	for d, seq := range b.Advance {
+		if seq > s.vv[d] {
+			// The log no longer holds a contiguous run of d's changes.
+			s.nchange -= int64(len(s.log[d]))
+			delete(s.log, d)
+			s.vv[d] = seq
+		}
 	}
 	for _, r := range b.Records {
 		c := s.colls[r.Collection]

@@ -40,6 +40,8 @@ func Run(t *testing.T, open func(t *testing.T) core.Store) {
 		{"CanceledContext", testCanceled},
 		{"LargeValues", testLargeValues},
 		{"ConcurrentReadersAndWriters", testConcurrent},
+		{"Collections", testCollections},
+		{"AdvanceAfterRepair", testAdvance},
 		{"Close", testClose},
 	}
 	for _, tc := range tests {
