@@ -146,7 +146,10 @@ func TestWrongReusedExpiredCodes(t *testing.T) {
 		hp := f.hostParams(never)
 		hp.Now = func() time.Time { return now }
 		host, join := pair(t, connect(t, newcomer, inviter), hp, JoinParams{Identity: newcomer.id, Name: "phone", Code: code,
-			Confirm: func(context.Context, Request) (bool, error) { t.Error("Confirm called for a refused code"); return false, nil }})
+			Confirm: func(context.Context, Request) (bool, error) {
+				t.Error("Confirm called for a refused code")
+				return false, nil
+			}})
 		if !errors.Is(host.err, wantErr) {
 			t.Fatalf("host: %v, want %v", host.err, wantErr)
 		}
@@ -224,19 +227,19 @@ func TestWrongGuessesBurnTheInvitation(t *testing.T) {
 	wrong := newInvite(t, inviter).inv.Code()
 	for i := 0; i < 3; i++ {
 		newcomer := newDevice(t, net)
-		host, _ := pair(t, connect(t, newcomer, inviter), f.hostParams(nil2), JoinParams{Identity: newcomer.id, Code: wrong})
+		host, _ := pair(t, connect(t, newcomer, inviter), f.hostParams(approveAll), JoinParams{Identity: newcomer.id, Code: wrong})
 		if !errors.Is(host.err, registry.ErrWrongCode) {
 			t.Fatalf("guess %d: %v, want ErrWrongCode", i, host.err)
 		}
 	}
 	newcomer := newDevice(t, net)
-	host, join := pair(t, connect(t, newcomer, inviter), f.hostParams(nil2), JoinParams{Identity: newcomer.id, Code: f.inv.Code()})
+	host, join := pair(t, connect(t, newcomer, inviter), f.hostParams(approveAll), JoinParams{Identity: newcomer.id, Code: f.inv.Code()})
 	if !errors.Is(host.err, registry.ErrTooManyAttempts) || !errors.Is(join.err, registry.ErrTooManyAttempts) {
 		t.Fatalf("right code after the limit: host %v, join %v; want ErrTooManyAttempts", host.err, join.err)
 	}
 }
 
-func nil2(context.Context, Request) (bool, error) { return true, nil }
+func approveAll(context.Context, Request) (bool, error) { return true, nil }
 
 func TestMalformedHelloRefused(t *testing.T) {
 	net := transport.NewMemNetwork()
@@ -245,7 +248,7 @@ func TestMalformedHelloRefused(t *testing.T) {
 	l := connect(t, stranger, inviter)
 	done := make(chan error, 1)
 	go func() {
-		_, err := Host(ctxT(t), l.acceptSess, l.acceptSt, f.hostParams(nil2))
+		_, err := Host(ctxT(t), l.acceptSess, l.acceptSt, f.hostParams(approveAll))
 		done <- err
 	}()
 	if err := writeMsg(l.dialSt, typeHello, []byte{1, 200, 3, 'a'}); err != nil {
