@@ -54,8 +54,8 @@ func (p *HostParams) check(s Session) error {
 	case len(s.HandshakeHash()) == 0 || len(s.HandshakeHash()) > maxBinding:
 		return fmt.Errorf("%w: session handshake hash of %d bytes", core.ErrInvalidArgument, len(s.HandshakeHash()))
 	}
-	if err := checkName(p.Name); err != nil {
-		return fmt.Errorf("%w: %w", core.ErrInvalidArgument, err)
+	if err := checkDevice(p.Type, p.Name); err != nil {
+		return err
 	}
 	if _, err := p.Handover.encode(); err != nil {
 		return err

@@ -53,8 +53,8 @@ func (p *JoinParams) code(s Session) (string, error) {
 	if n := len(s.HandshakeHash()); n == 0 || n > maxBinding {
 		return "", fmt.Errorf("%w: session handshake hash of %d bytes", core.ErrInvalidArgument, n)
 	}
-	if err := checkName(p.Name); err != nil {
-		return "", fmt.Errorf("%w: %w", core.ErrInvalidArgument, err)
+	if err := checkDevice(p.Type, p.Name); err != nil {
+		return "", err
 	}
 	if p.MaxHandover <= 0 {
 		p.MaxHandover = 1 << 20

@@ -65,8 +65,11 @@ type challenge struct {
 // registry operations that add the device and the mesh secret sealed to
 // it). Both fields together must fit in one frame (MaxHandover).
 type Handover struct {
+	// Registry is the registry state the new device starts from (for
+	// example the signed operations, the add of the new device among them).
 	Registry []byte
-	Secret   []byte
+	// Secret is the mesh secret, sealed to the new device's key.
+	Secret []byte
 }
 
 // MaxHandover is the largest encoded Handover: 8 bytes of lengths plus the
@@ -97,6 +100,17 @@ func decodeDevice(b []byte) (registry.DeviceType, string, []byte, error) {
 		return 0, "", nil, fmt.Errorf("%w: %w", core.ErrProtocol, err)
 	}
 	return t, name, b[n:], nil
+}
+
+// checkDevice checks what a device says about itself before it is sent.
+func checkDevice(t registry.DeviceType, name string) error {
+	if _, err := registry.ParseDeviceType(t.String()); err != nil {
+		return fmt.Errorf("%w: %w", core.ErrInvalidArgument, err)
+	}
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("%w: %w", core.ErrInvalidArgument, err)
+	}
+	return nil
 }
 
 // checkName accepts at most registry.MaxNameLen bytes of UTF-8 made of

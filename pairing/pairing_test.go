@@ -294,3 +294,60 @@ func boolInt(b bool) int {
 	}
 	return 0
 }
+
+// TestRevealMustMatchCommitment: a joiner that changes its nonce after
+// seeing the inviter's (what a man in the middle steering the SAS would
+// need) is refused before anyone is asked to approve.
+func TestRevealMustMatchCommitment(t *testing.T) {
+	net := transport.NewMemNetwork()
+	inviter, newcomer := newDevice(t, net), newDevice(t, net)
+	f := newInvite(t, inviter)
+	l := connect(t, newcomer, inviter)
+	done := make(chan error, 1)
+	go func() {
+		_, err := Host(ctxT(t), l.acceptSess, l.acceptSt, f.hostParams(func(context.Context, Request) (bool, error) {
+			t.Error("Approve called after a reveal that breaks the commitment")
+			return true, nil
+		}))
+		done <- err
+	}()
+	code, err := registry.ParseCode(f.inv.Code())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := binding{hash: l.dialSess.HandshakeHash(), joiner: newcomer.id.DeviceID(), inviter: inviter.id.DeviceID()}
+	h := hello{typ: registry.TypePhone, name: "phone", commit: commitment([nonceSize]byte{1})}
+	h.proof = joinerProof(codeKey(code), b, h)
+	if err := writeMsg(l.dialSt, typeHello, h.encode()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readMsg(l.dialSt, typeChallenge, maxSmallFrame); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeMsg(l.dialSt, typeReveal, make([]byte, nonceSize)); err != nil { // not the committed nonce
+		t.Fatal(err)
+	}
+	if got := readAll(t, l.dialSt); !bytes.Equal(got, refusalFrame(refuseProtocol)) {
+		t.Fatalf("after a broken commitment the inviter sent %x, want only the protocol refusal", got)
+	}
+	if err := <-done; !errors.Is(err, core.ErrProtocol) {
+		t.Fatalf("host: %v, want ErrProtocol", err)
+	}
+}
+
+func TestInvalidParams(t *testing.T) {
+	net := transport.NewMemNetwork()
+	inviter, newcomer := newDevice(t, net), newDevice(t, net)
+	f := newInvite(t, inviter)
+	l := connect(t, newcomer, inviter)
+	hp := f.hostParams(approveAll)
+	hp.Identity = newcomer.id // not the issuer
+	if _, err := Host(ctxT(t), l.acceptSess, l.acceptSt, hp); !errors.Is(err, core.ErrInvalidArgument) {
+		t.Fatalf("host with another device's invitation: %v", err)
+	}
+	l = connect(t, newcomer, inviter)
+	_, err := Join(ctxT(t), l.dialSess, l.dialSt, JoinParams{Identity: newcomer.id, Code: f.inv.Code(), Name: "a\u202eb"})
+	if !errors.Is(err, core.ErrInvalidArgument) {
+		t.Fatalf("join with a bidi override in the name: %v", err)
+	}
+}
