@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -180,6 +181,11 @@ func (j *joiner) confirm(ctx context.Context, req Request) ([]byte, error) {
 		}
 	}
 	if err := writeMsg(j.st, typeVerdict, encodeVerdict(true)); err != nil {
+		// The inviter may have refused and closed the stream meanwhile:
+		// its refusal, already in, is the better answer.
+		if _, aerr := answer.wait(ctx); errors.Is(aerr, ErrRefused) {
+			return nil, aerr
+		}
 		return nil, err
 	}
 	return answer.wait(ctx)
