@@ -25,7 +25,7 @@ func (anyone) Authorize(context.Context, core.DeviceID, core.PublicKey) error { 
 // device is one in-process device on a Mem network.
 type device struct {
 	id *identity.Identity
-	tr *transport.Mem
+	tr core.Transport
 }
 
 func newDevice(t *testing.T, net *transport.MemNetwork) *device {
@@ -35,6 +35,21 @@ func newDevice(t *testing.T, net *transport.MemNetwork) *device {
 		t.Fatal(err)
 	}
 	tr, err := net.Listen(id, anyone{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tr.Close() })
+	return &device{id: id, tr: tr}
+}
+
+// newQUICDevice is a device on a real QUIC transport on loopback.
+func newQUICDevice(t *testing.T) *device {
+	t.Helper()
+	id, err := identity.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := transport.NewQUIC(context.Background(), transport.QUICConfig{Identity: id, Authorizer: anyone{}, ListenAddr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,13 +17,16 @@ import (
 var sasForm = regexp.MustCompile(`^[0-9]{3} [0-9]{3}$`)
 
 func TestPairingWithApproval(t *testing.T) {
-	for _, how := range []string{"qr", "typed code"} {
+	for _, how := range []string{"qr", "typed code", "qr over quic"} {
 		t.Run(how, func(t *testing.T) {
 			net := transport.NewMemNetwork()
 			inviter, newcomer := newDevice(t, net), newDevice(t, net)
+			if strings.HasSuffix(how, "quic") {
+				inviter, newcomer = newQUICDevice(t), newQUICDevice(t)
+			}
 			f := newInvite(t, inviter)
 			jp := JoinParams{Identity: newcomer.id, Name: "Anna's phone", Type: registry.TypePhone}
-			if how == "qr" {
+			if strings.HasPrefix(how, "qr") {
 				inv, err := registry.ParseInvitation(f.inv.String())
 				if err != nil {
 					t.Fatal(err)
@@ -191,8 +194,19 @@ func TestWrongReusedExpiredCodes(t *testing.T) {
 // with a wrong proof, the whole of what the inviter sends is one Refuse
 // frame.
 func TestWrongProofGetsOnlyARefusal(t *testing.T) {
-	net := transport.NewMemNetwork()
-	inviter, stranger := newDevice(t, net), newDevice(t, net)
+	for _, kind := range []string{"mem", "quic"} {
+		t.Run(kind, func(t *testing.T) {
+			net := transport.NewMemNetwork()
+			inviter, stranger := newDevice(t, net), newDevice(t, net)
+			if kind == "quic" {
+				inviter, stranger = newQUICDevice(t), newQUICDevice(t)
+			}
+			wrongProofGetsOnlyARefusal(t, inviter, stranger)
+		})
+	}
+}
+
+func wrongProofGetsOnlyARefusal(t *testing.T, inviter, stranger *device) {
 	f := newInvite(t, inviter)
 	l := connect(t, stranger, inviter)
 	done := make(chan error, 1)
