@@ -15,6 +15,9 @@ import (
 	"github.com/devicemesh/federation/transport"
 )
 
+// The transport's sessions are what Host and Join run on.
+var _ Session = (*transport.Session)(nil)
+
 // anyone admits every device that proves a key: the transport half of
 // "authenticated but not yet trusted" (the node restricts such sessions to
 // the pairing stream).
