@@ -189,6 +189,9 @@ type PeerStatus struct {
 	BytesSent, BytesRecv     uint64
 	FramesSent, FramesRecv   uint64
 	Conflicts                uint64
+	// Repairs counts Merkle repairs this side drove; RecordsSent and
+	// RecordsRecv count the record versions they exchanged.
+	Repairs, RecordsSent, RecordsRecv uint64
 }
 
 // Peers lists the live sync sessions.
@@ -216,6 +219,9 @@ func (ps *peerSession) status() PeerStatus {
 		FramesSent:  ps.stats.framesSent.Load(),
 		FramesRecv:  ps.stats.framesRecv.Load(),
 		Conflicts:   ps.stats.conflicts.Load(),
+		Repairs:     ps.stats.repairs.Load(),
+		RecordsSent: ps.stats.recordsSent.Load(),
+		RecordsRecv: ps.stats.recordsRecv.Load(),
 	}
 }
 

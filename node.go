@@ -32,6 +32,7 @@ type Node struct {
 	seq     uint64 // last sequence number this device used
 
 	events  *hub
+	trees   trees     // Merkle trees of the collections that sync
 	changed *notifier // woken after every commit
 
 	sessMu   sync.Mutex
@@ -113,6 +114,9 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 	}
 	if ts, err := loadClock(ctx, st); err == nil {
 		n.hlc.Observe(ts)
+	}
+	if err := n.loadTrees(ctx); err != nil {
+		return nil, err
 	}
 	n.log.Info("node ready", "name", cfg.Device.Name, "seq", n.seq)
 	return n, nil

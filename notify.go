@@ -32,5 +32,6 @@ func (nf *notifier) notify() {
 // with the write lock held: it keeps derived state in step and wakes the
 // peers' senders.
 func (n *Node) afterCommit(records []core.Record) {
+	n.updateTrees(records)
 	n.changed.notify()
 }

@@ -53,6 +53,15 @@ type peerSession struct {
 	caughtUp  core.VersionVector // the peer's last CaughtUp
 	hello     chan struct{}      // closed when the peer's SyncHello arrived
 	update    *notifier          // woken when caughtUp or peerAcked change
+	repairIn  chan wire.Frame    // replies to our repair, from receive to send
+	// repairRecv counts records received since the peer's last Repair
+	// frame (receive goroutine only).
+	repairRecv uint64
+	// repairReq asks the send goroutine for a Merkle repair.
+	repairReq chan struct{}
+	// lastRepaired fingerprints the roots last sent for repair (receive
+	// goroutine only).
+	lastRepaired [32]byte
 
 	cancel context.CancelFunc // stops the session's goroutines
 	stats  sessionStats
@@ -64,6 +73,8 @@ type sessionStats struct {
 	bytesSent, bytesRecv     atomic.Uint64
 	changesSent, changesRecv atomic.Uint64
 	conflicts                atomic.Uint64
+	recordsSent, recordsRecv atomic.Uint64
+	repairs                  atomic.Uint64
 }
 
 // runSession speaks the sync protocol on sess until it ends or ctx is done,
@@ -79,6 +90,8 @@ func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 		peerAcked: core.VersionVector{},
 		hello:     make(chan struct{}),
 		update:    newNotifier(),
+		repairIn:  make(chan wire.Frame, 1),
+		repairReq: make(chan struct{}, 1),
 		cancel:    cancel,
 	}
 	n.addSession(ps)

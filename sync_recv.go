@@ -2,6 +2,7 @@ package federation
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 
 	"github.com/devicemesh/federation/core"
@@ -49,14 +50,24 @@ func (ps *peerSession) receive(ctx context.Context, in core.Stream) error {
 				return err
 			}
 		case wire.TypeAck, wire.TypeCaughtUp:
-			vv, err := decodeWholeVV(f.Payload)
+			vv, rest, err := wire.DecodeVV(f.Payload)
 			if err != nil {
-				return err
+				return fmt.Errorf("sync receive: %w", err)
 			}
-			if f.Type == wire.TypeCaughtUp {
+			switch {
+			case f.Type == wire.TypeCaughtUp:
+				roots, err := wire.DecodeRoots(rest)
+				if err != nil {
+					return fmt.Errorf("sync receive: %w", err)
+				}
 				if err := ps.checkCaughtUp(ctx, asm, vv); err != nil {
 					return err
 				}
+				if err := ps.compareRoots(ctx, vv, roots); err != nil {
+					return err
+				}
+			case len(rest) != 0:
+				return fmt.Errorf("%w: trailing bytes after version vector", core.ErrProtocol)
 			}
 			ps.mu.Lock()
 			if f.Type == wire.TypeAck {
@@ -68,7 +79,13 @@ func (ps *peerSession) receive(ctx context.Context, in core.Stream) error {
 			ps.mu.Unlock()
 			ps.update.notify()
 		default:
-			return fmt.Errorf("%w: unexpected %v frame on sync stream", core.ErrProtocol, f.Type)
+			handled, err := ps.handleRepair(ctx, f)
+			if err != nil {
+				return fmt.Errorf("sync repair: %w", err)
+			}
+			if !handled {
+				return fmt.Errorf("%w: unexpected %v frame on sync stream", core.ErrProtocol, f.Type)
+			}
 		}
 	}
 }
@@ -124,6 +141,54 @@ func (ps *peerSession) checkCaughtUp(ctx context.Context, asm *txnAssembler, vv 
 		}
 	}
 	return nil
+}
+
+// compareRoots checks the peer's roots when it holds exactly the changes we
+// hold: then the records must be identical, and roots that differ (records
+// merged differently, a repair cut short, a restored backup) ask our sender
+// for a Merkle repair. The same pair of differing roots is repaired once,
+// so a difference that repair cannot settle (a conflict queued for the
+// host) does not loop.
+func (ps *peerSession) compareRoots(ctx context.Context, vv core.VersionVector, theirs map[string][32]byte) error {
+	ours, roots, err := ps.n.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	if ours.Compare(vv) != core.Equal {
+		return nil
+	}
+	key := rootsKey(roots, theirs)
+	if key == ([32]byte{}) || key == ps.lastRepaired {
+		return nil
+	}
+	ps.lastRepaired = key
+	select {
+	case ps.repairReq <- struct{}{}:
+	default: // one is pending already
+	}
+	return nil
+}
+
+// rootsKey fingerprints a pair of root sets; zero when they are equal.
+func rootsKey(ours, theirs map[string][32]byte) [32]byte {
+	if len(ours) == len(theirs) {
+		same := true
+		for c, r := range ours {
+			if theirs[c] != r {
+				same = false
+				break
+			}
+		}
+		if same {
+			return [32]byte{}
+		}
+	}
+	h := sha256.New()
+	h.Write(wire.AppendRoots(nil, ours))
+	h.Write(wire.AppendRoots(nil, theirs))
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
 }
 
 func decodeWholeVV(b []byte) (core.VersionVector, error) {

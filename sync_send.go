@@ -21,6 +21,7 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 		return ctx.Err()
 	}
 	var announced core.VersionVector
+	repairs := 0 // repairs since the last round that sent changes normally
 	for {
 		wake := ps.n.changed.wait() // before reading state, so no commit is missed
 		vv, err := ps.n.store.VersionVector(ctx)
@@ -28,14 +29,34 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 			return fmt.Errorf("sync send: %w", err)
 		}
 		sent, err := ps.sendMissing(ctx, vv)
+		if errors.Is(err, ErrGap) {
+			// Our log cannot bring the peer up to date: repair by Merkle
+			// descent, then resume deltas from what the repair covered.
+			ps.n.log.Info("changelog cannot serve peer; repairing", "peer", ps.peer.Short(), "err", err)
+			if repairs++; repairs > 2 {
+				return fmt.Errorf("sync send: repair did not close the gap: %w", err)
+			}
+			if err := ps.repair(ctx); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			return err
 		}
+		repairs = 0
 		if sent {
 			continue
 		}
 		if announced == nil || announced.Compare(vv) != core.Equal {
-			if err := ps.send(wire.TypeCaughtUp, wire.AppendVV(nil, vv)); err != nil {
+			snap, roots, err := ps.n.snapshot(ctx)
+			if err != nil {
+				return err
+			}
+			if snap.Compare(vv) != core.Equal {
+				continue // committed meanwhile: send that first
+			}
+			if err := ps.send(wire.TypeCaughtUp, wire.AppendRoots(wire.AppendVV(nil, vv), roots)); err != nil {
 				return err
 			}
 			announced = vv
@@ -44,6 +65,13 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 		case <-wake:
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-ps.repairReq:
+			// The peer holds the same changes but different records (its
+			// roots differ from ours): reconcile by Merkle descent.
+			if err := ps.repair(ctx); err != nil {
+				return err
+			}
+			announced = nil
 		case <-time.After(heartbeat):
 			// Repeat the announcement now and then: it lets the peer notice
 			// frames that never arrived and a session that went quiet.
@@ -60,7 +88,7 @@ func (ps *peerSession) sendMissing(ctx context.Context, vv core.VersionVector) (
 		if vv[origin] <= ps.peerHasGet(origin) {
 			continue
 		}
-		n, err := ps.sendOrigin(ctx, origin, 0, 0)
+		n, err := ps.sendOrigin(ctx, origin, vv[origin], 0)
 		if err != nil {
 			return sent, err
 		}
@@ -70,7 +98,7 @@ func (ps *peerSession) sendMissing(ctx context.Context, vv core.VersionVector) (
 }
 
 // sendOrigin sends origin's changes that the peer lacks, up to sequence
-// upTo (0: all), in frames of about batchBytes, stopping after about
+// upTo, in frames of about batchBytes, stopping after about
 // batchChanges so that other origins and new commits get their turn.
 //
 // Delivery is causal: before a change goes out, every change in its causal
@@ -86,12 +114,18 @@ func (ps *peerSession) sendOrigin(ctx context.Context, origin core.DeviceID, upT
 	total := 0
 	for total < batchChanges {
 		have := ps.peerHasGet(origin)
-		if upTo > 0 && have >= upTo {
+		if have >= upTo {
 			break
 		}
 		batch, err := ps.readBatch(ctx, origin, have)
-		if err != nil || len(batch) == 0 {
+		if err != nil {
 			return total, err
+		}
+		if len(batch) == 0 {
+			if have < upTo {
+				return total, fmt.Errorf("sync send %s: %w: log holds nothing after %d, peer needs up to %d", origin.Short(), ErrGap, have, upTo)
+			}
+			return total, nil
 		}
 		cut, dep, need := ps.causalCut(batch, upTo)
 		if err := ps.sendBatch(origin, batch[:cut]); err != nil {
@@ -129,7 +163,7 @@ func (ps *peerSession) causalCut(batch []core.Change, upTo uint64) (cut int, dep
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	for i, c := range batch {
-		if upTo > 0 && c.Seq > upTo {
+		if c.Seq > upTo {
 			return i, core.DeviceID{}, 0
 		}
 		for d, n := range c.Context {

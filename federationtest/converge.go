@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -54,11 +53,12 @@ func (m *Mesh) Converged(ctx context.Context) error {
 	return nil
 }
 
-// Snapshot is one node's synced state: its version vector and every record
-// of the collections that sync, tombstones included.
+// Snapshot is one node's synced state: its version vector, every record
+// of the collections that sync (tombstones included) and their Merkle roots.
 type Snapshot struct {
 	VV      core.VersionVector
 	Records map[string]core.Record // by collection + "\x00" + key
+	Roots   map[string]federation.Digest
 }
 
 // Snapshot reads node i's synced state from its store.
@@ -69,8 +69,8 @@ func (m *Mesh) Snapshot(ctx context.Context, i int) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, err
 	}
-	s := Snapshot{VV: vv, Records: map[string]core.Record{}}
-	colls, err := collections(ctx, st)
+	s := Snapshot{VV: vv, Records: map[string]core.Record{}, Roots: n.Roots()}
+	colls, err := st.Collections(ctx)
 	if err != nil {
 		return Snapshot{}, err
 	}
@@ -89,31 +89,6 @@ func (m *Mesh) Snapshot(ctx context.Context, i int) (Snapshot, error) {
 	return s, nil
 }
 
-// collections lists the collections of a store from its changelog origins'
-// records; the in-memory store is scanned through the changes it holds.
-func collections(ctx context.Context, st core.Store) ([]string, error) {
-	seen := map[string]bool{}
-	vv, err := st.VersionVector(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, d := range vv.Devices() {
-		err := st.Changes(ctx, d, 0, 0, func(c core.Change) error {
-			seen[c.Collection] = true
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	out := make([]string, 0, len(seen))
-	for c := range seen {
-		out = append(out, c)
-	}
-	slices.Sort(out)
-	return out, nil
-}
-
 func (s Snapshot) diff(o Snapshot) string {
 	if s.VV.Compare(o.VV) != core.Equal {
 		return fmt.Sprintf("version vectors %v vs %v", s.VV, o.VV)
@@ -130,6 +105,14 @@ func (s Snapshot) diff(o Snapshot) string {
 			return fmt.Sprintf("record %q: %s vs %s", strings.ReplaceAll(k, "\x00", "/"), describe(r), describe(q))
 		}
 	}
+	for c, root := range s.Roots {
+		if o.Roots[c] != root {
+			return fmt.Sprintf("merkle roots of %q differ", c)
+		}
+	}
+	if len(s.Roots) != len(o.Roots) {
+		return fmt.Sprintf("roots of %d collections vs %d", len(s.Roots), len(o.Roots))
+	}
 	return ""
 }
 
@@ -141,5 +124,3 @@ func sameRecord(a, b core.Record) bool {
 func describe(r core.Record) string {
 	return fmt.Sprintf("{%q deleted=%v ts=%v origin=%s seq=%d ctx=%v}", r.Value, r.Deleted, r.Timestamp, r.Origin.Short(), r.Seq, r.Context)
 }
-
-var _ = federation.KeyRange{}

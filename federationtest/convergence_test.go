@@ -23,7 +23,8 @@ func envInt(name string, def int) int {
 
 // TestRandomizedConvergence runs FED_SEEDS seeds (default 200) from FED_SEED
 // (default 1): 3 to 5 nodes, random writes, deletes and transactions,
-// random partitions, restarts, and dropped, duplicated and reordered frames;
+// random partitions, restarts, changelog compactions (forcing Merkle
+// repairs) and dropped, duplicated and reordered frames;
 // after healing, every node must hold identical records. Replay one seed
 // with FED_SEED=<n> FED_SEEDS=1.
 func TestRandomizedConvergence(t *testing.T) {
@@ -92,8 +93,16 @@ func runSeed(t *testing.T, seed uint64) (federationtest.FaultCounts, error) {
 			m.Partition(perm[:cut], perm[cut:])
 		case x < 90:
 			m.Heal()
-		case x < 94:
+		case x < 92:
 			m.Restart(rng.IntN(n))
+		case x < 95:
+			// Compact a node's whole changelog: peers that still lack some
+			// of it must be repaired through the Merkle path.
+			st := m.Store(rng.IntN(n))
+			vv, verr := st.VersionVector(ctx)
+			if verr == nil {
+				_, err = st.Truncate(ctx, vv)
+			}
 		default:
 			m.SetFaults(rng.IntN(2) == 0)
 		}

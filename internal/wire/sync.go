@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/devicemesh/federation/core"
 )
@@ -21,7 +22,18 @@ import (
 //	                    key (len+bytes), context (m, m x (index, counter)),
 //	                    value (len+bytes)
 //	Ack       (0x12)  VV: what the receiver holds after applying
-//	CaughtUp  (0x13)  VV: the sender has sent everything it holds up to VV
+//	CaughtUp  (0x13)  VV, then Roots (below): the sender has sent everything
+//	                  it holds up to VV, and these are its Merkle roots
+//	MerkleReq (0x14)  collection (len+bytes), then a merkle.Request
+//	MerkleResp(0x15)  collection (len+bytes), then a merkle.Response
+//	Records   (0x16)  as Changes, each record a one-change transaction
+//	                  (TxnFirst = Seq, TxnLen = 1): current versions, not
+//	                  changelog entries
+//	Repair    (0x17)  empty: the sender starts a Merkle repair
+//	Roots     (0x18)  n, n x (collection (len+bytes), 32-byte root)
+//	Fetch     (0x19)  collection (len+bytes), n, n x key (len+bytes)
+//	Repaired  (0x1A)  VV, count: the sender has pushed (count records) every
+//	                  record in which it differed from the receiver as of VV
 //
 // A VV is: count, then count x (32-byte device id, counter) in ascending
 // device order.
@@ -33,6 +45,10 @@ const (
 	TypeMerkleReq  Type = 0x14 // Merkle reconciliation request
 	TypeMerkleResp Type = 0x15 // Merkle reconciliation response
 	TypeRecords    Type = 0x16 // current record versions (Merkle repair, fetch)
+	TypeRepair     Type = 0x17 // start of a Merkle repair: "send me your roots"
+	TypeRoots      Type = 0x18 // Merkle roots of every collection that syncs
+	TypeFetch      Type = 0x19 // keys whose current versions the sender wants
+	TypeRepaired   Type = 0x1A // end of a repair: the receiver may raise its VV
 )
 
 // AppendVV appends a version vector: count (uvarint), then per entry the
@@ -179,6 +195,91 @@ func DecodeChanges(b []byte) ([]core.Change, error) {
 		return nil, d.err
 	}
 	return out, nil
+}
+
+// AppendNamed appends a collection name followed by rest (MerkleReq,
+// MerkleResp).
+func AppendNamed(dst []byte, collection string, rest []byte) []byte {
+	return append(appendBytes(dst, []byte(collection)), rest...)
+}
+
+// DecodeNamed splits a MerkleReq or MerkleResp payload; rest aliases b.
+func DecodeNamed(b []byte) (collection string, rest []byte, err error) {
+	d := decoder{b: b}
+	c := d.bytes(core.MaxCollectionLen)
+	if d.err != nil {
+		return "", nil, d.err
+	}
+	if len(c) == 0 {
+		return "", nil, fmt.Errorf("%w: empty collection name", core.ErrProtocol)
+	}
+	return string(c), d.b, nil
+}
+
+// AppendRoots appends a Roots payload, collections in ascending order.
+func AppendRoots(dst []byte, roots map[string][32]byte) []byte {
+	names := make([]string, 0, len(roots))
+	for c := range roots {
+		names = append(names, c)
+	}
+	slices.Sort(names)
+	dst = binary.AppendUvarint(dst, uint64(len(names)))
+	for _, c := range names {
+		r := roots[c]
+		dst = appendBytes(dst, []byte(c))
+		dst = append(dst, r[:]...)
+	}
+	return dst
+}
+
+// DecodeRoots decodes a Roots payload.
+func DecodeRoots(b []byte) (map[string][32]byte, error) {
+	d := decoder{b: b}
+	n := d.count(34)
+	out := make(map[string][32]byte, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		c := d.bytes(core.MaxCollectionLen)
+		root := d.device() // 32 bytes
+		if d.err == nil && len(c) == 0 {
+			d.fail("empty collection name")
+		}
+		out[string(c)] = root
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("trailing bytes")
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return out, nil
+}
+
+// AppendFetch appends a Fetch payload.
+func AppendFetch(dst []byte, collection string, keys []string) []byte {
+	dst = appendBytes(dst, []byte(collection))
+	dst = binary.AppendUvarint(dst, uint64(len(keys)))
+	for _, k := range keys {
+		dst = appendBytes(dst, []byte(k))
+	}
+	return dst
+}
+
+// DecodeFetch decodes a Fetch payload.
+func DecodeFetch(b []byte) (collection string, keys []string, err error) {
+	d := decoder{b: b}
+	c := d.bytes(core.MaxCollectionLen)
+	n := d.count(1)
+	keys = make([]string, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		keys = append(keys, string(d.bytes(core.MaxKeyLen)))
+	}
+	if d.err == nil && (len(c) == 0 || len(d.b) != 0) {
+		d.fail("bad fetch")
+	}
+	if d.err != nil {
+		return "", nil, d.err
+	}
+	return string(c), keys, nil
 }
 
 func appendBytes(dst, b []byte) []byte {

@@ -81,3 +81,38 @@ func FuzzDecodeVV(f *testing.F) {
 		}
 	})
 }
+
+func TestRepairPayloadsRoundTrip(t *testing.T) {
+	roots := map[string][32]byte{"b": {2}, "a": {1}}
+	got, err := DecodeRoots(AppendRoots(nil, roots))
+	require.NoError(t, err)
+	require.Equal(t, roots, got)
+
+	c, keys, err := DecodeFetch(AppendFetch(nil, "notes", []string{"x", "", "y\x00"}))
+	require.NoError(t, err)
+	require.Equal(t, "notes", c)
+	require.Equal(t, []string{"x", "", "y\x00"}, keys)
+
+	c, rest, err := DecodeNamed(AppendNamed(nil, "profile", []byte{1, 2}))
+	require.NoError(t, err)
+	require.Equal(t, "profile", c)
+	require.Equal(t, []byte{1, 2}, rest)
+
+	for _, bad := range [][]byte{{5}, {1, 0}, {1, 1, 'a'}} {
+		_, err := DecodeRoots(bad)
+		require.ErrorIs(t, err, core.ErrProtocol)
+		_, _, err = DecodeFetch(bad)
+		require.ErrorIs(t, err, core.ErrProtocol)
+	}
+}
+
+func FuzzDecodeRepair(f *testing.F) {
+	f.Add(AppendRoots(nil, map[string][32]byte{"a": {1}}))
+	f.Add(AppendFetch(nil, "c", []string{"k"}))
+	f.Add([]byte{0xff, 0xff, 0xff, 0x7f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = DecodeRoots(b)
+		_, _, _ = DecodeFetch(b)
+		_, _, _ = DecodeNamed(b)
+	})
+}

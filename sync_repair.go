@@ -1,0 +1,381 @@
+package federation
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/wire"
+	"github.com/devicemesh/federation/merkle"
+)
+
+// A Merkle repair brings a peer up to date when changelog deltas cannot:
+// the log no longer holds changes the peer lacks (compacted), or a device
+// came back from an old backup. The side that cannot serve deltas drives it:
+//
+//  1. Repair ->, <- Roots: the peer's Merkle roots per collection.
+//  2. For every collection whose roots differ, MerkleReq -> / <- MerkleResp
+//     rounds (package merkle) find the keys in which the two differ.
+//  3. Records -> pushes our versions of those keys; Fetch -> asks for the
+//     peer's, which come back as <- Records. Both sides merge what they
+//     receive by causal context, so both end with the same versions.
+//  4. Repaired -> with our version vector as of step 1 and the number of
+//     records pushed: once the peer has received them all it holds the
+//     effect of every change we held then, and raises its version vector
+//     to it, so that deltas resume from there.
+
+// repairFetchBatch bounds the keys in one Fetch frame.
+const repairFetchBatch = 512
+
+// repair runs a Merkle repair towards the peer (in the send goroutine).
+func (ps *peerSession) repair(ctx context.Context) error {
+	// Read the version vector under the write lock: commits update the
+	// Merkle trees after the store, under that lock, so the trees then
+	// reflect at least everything in start. (Read without it, start could
+	// name a change whose record the trees do not show yet; the peer would
+	// then raise its version vector past a record it never received.)
+	ps.n.writeMu.Lock()
+	start, err := ps.n.store.VersionVector(ctx)
+	ps.n.writeMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("repair: %w", err)
+	}
+	sentBefore := ps.stats.recordsSent.Load()
+	if err := ps.send(wire.TypeRepair, nil); err != nil {
+		return err
+	}
+	f, err := ps.awaitRepair(ctx, wire.TypeRoots)
+	if err != nil {
+		return err
+	}
+	raw, err := wire.DecodeRoots(f.Payload)
+	if err != nil {
+		return fmt.Errorf("repair: %w", err)
+	}
+	remote := make(map[string]Digest, len(raw))
+	for c, d := range raw {
+		remote[c] = d
+	}
+	local := ps.n.Roots()
+	for _, c := range unionKeys(local, remote) {
+		if local[c] == remote[c] || !ps.n.cfg.policy(c).Syncs() {
+			continue
+		}
+		if err := ps.repairCollection(ctx, c); err != nil {
+			return fmt.Errorf("repair %q: %w", c, err)
+		}
+	}
+	pushed := ps.stats.recordsSent.Load() - sentBefore
+	if err := ps.send(wire.TypeRepaired, binary.AppendUvarint(wire.AppendVV(nil, start), pushed)); err != nil {
+		return err
+	}
+	ps.mu.Lock()
+	ps.peerHas.Merge(start)
+	ps.mu.Unlock()
+	ps.stats.repairs.Add(1)
+	ps.n.log.Info("merkle repair done", "peer", ps.peer.Short())
+	return nil
+}
+
+// repairCollection finds the keys of one collection in which the two sides
+// differ and exchanges their versions.
+func (ps *peerSession) repairCollection(ctx context.Context, coll string) error {
+	var salt [8]byte
+	if _, err := io.ReadFull(ps.n.random(), salt[:]); err != nil {
+		return err
+	}
+	tree := ps.n.treeFor(coll)
+	var rec *merkle.Reconciler
+	var req *merkle.Request
+	ps.n.trees.mu.Lock()
+	rec = merkle.NewReconciler(tree, merkle.Config{Salt: binary.LittleEndian.Uint64(salt[:])})
+	req = rec.Start()
+	ps.n.trees.mu.Unlock()
+	for req != nil {
+		b, err := req.AppendBinary(nil)
+		if err != nil {
+			return err
+		}
+		if err := ps.send(wire.TypeMerkleReq, wire.AppendNamed(nil, coll, b)); err != nil {
+			return err
+		}
+		f, err := ps.awaitRepair(ctx, wire.TypeMerkleResp)
+		if err != nil {
+			return err
+		}
+		got, rest, err := wire.DecodeNamed(f.Payload)
+		if err != nil {
+			return err
+		}
+		if got != coll {
+			return fmt.Errorf("%w: merkle response for %q, want %q", core.ErrProtocol, got, coll)
+		}
+		resp, err := merkle.DecodeResponse(rest, req)
+		if err != nil {
+			return err
+		}
+		ps.n.trees.mu.Lock()
+		req, err = rec.Next(resp)
+		ps.n.trees.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	diff := rec.Diff()
+	push := append(append([]string{}, diff.LocalOnly...), diff.Changed...)
+	if err := ps.sendRecords(ctx, coll, push); err != nil {
+		return err
+	}
+	pull := append(append([]string{}, diff.RemoteOnly...), diff.Changed...)
+	for len(pull) > 0 {
+		n := min(len(pull), repairFetchBatch)
+		if err := ps.send(wire.TypeFetch, wire.AppendFetch(nil, coll, pull[:n])); err != nil {
+			return err
+		}
+		pull = pull[n:]
+	}
+	return nil
+}
+
+// sendRecords sends the current versions of keys, in frames of about
+// batchBytes. Keys no longer present are skipped.
+func (ps *peerSession) sendRecords(ctx context.Context, coll string, keys []string) error {
+	var batch []core.Change
+	size := 0
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := ps.send(wire.TypeRecords, wire.AppendChanges(nil, batch))
+		ps.stats.recordsSent.Add(uint64(len(batch)))
+		batch, size = batch[:0], 0
+		return err
+	}
+	for _, k := range keys {
+		r, err := ps.n.store.Get(ctx, coll, k)
+		if errors.Is(err, core.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		batch = append(batch, core.Change{Record: r, TxnFirst: r.Seq, TxnLen: 1})
+		size += changeSize(batch[len(batch)-1])
+		if size >= batchBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// awaitRepair waits for the receive goroutine to hand over a repair reply.
+func (ps *peerSession) awaitRepair(ctx context.Context, want wire.Type) (wire.Frame, error) {
+	select {
+	case f := <-ps.repairIn:
+		if f.Type != want {
+			return f, fmt.Errorf("%w: %v during repair, want %v", core.ErrProtocol, f.Type, want)
+		}
+		return f, nil
+	case <-ctx.Done():
+		return wire.Frame{}, ctx.Err()
+	}
+}
+
+// handleRepair serves the peer's side of a repair (in the receive
+// goroutine). It reports whether the frame was a repair frame.
+func (ps *peerSession) handleRepair(ctx context.Context, f wire.Frame) (bool, error) {
+	switch f.Type {
+	case wire.TypeRepair:
+		ps.repairRecv = 0
+		roots := map[string][32]byte{}
+		for c, d := range ps.n.Roots() {
+			roots[c] = d
+		}
+		return true, ps.send(wire.TypeRoots, wire.AppendRoots(nil, roots))
+	case wire.TypeMerkleReq:
+		return true, ps.answerMerkle(f.Payload)
+	case wire.TypeFetch:
+		coll, keys, err := wire.DecodeFetch(f.Payload)
+		if err != nil {
+			return true, err
+		}
+		return true, ps.sendRecords(ctx, coll, keys)
+	case wire.TypeRecords:
+		recs, err := wire.DecodeChanges(f.Payload)
+		if err != nil {
+			return true, err
+		}
+		ps.stats.recordsRecv.Add(uint64(len(recs)))
+		ps.repairRecv += uint64(len(recs))
+		return true, ps.n.applyRecords(ctx, recs)
+	case wire.TypeRepaired:
+		vv, rest, err := wire.DecodeVV(f.Payload)
+		if err != nil {
+			return true, err
+		}
+		pushed, n := binary.Uvarint(rest)
+		if n <= 0 || n != len(rest) {
+			return true, fmt.Errorf("%w: malformed repaired frame", core.ErrProtocol)
+		}
+		// Raising the version vector is only sound if every record the
+		// peer pushed arrived: count them.
+		if pushed != ps.repairRecv {
+			return true, fmt.Errorf("%w: repair pushed %d records, %d arrived", core.ErrProtocol, pushed, ps.repairRecv)
+		}
+		if err := ps.n.advance(ctx, vv); err != nil {
+			return true, err
+		}
+		have, err := ps.n.store.VersionVector(ctx)
+		if err != nil {
+			return true, err
+		}
+		return true, ps.send(wire.TypeAck, wire.AppendVV(nil, have))
+	case wire.TypeRoots, wire.TypeMerkleResp:
+		// A reply to our own repair: hand it to the send goroutine. A
+		// reply nobody asked for is a protocol violation, detected there.
+		select {
+		case ps.repairIn <- wire.Frame{Type: f.Type, Payload: slices.Clone(f.Payload)}:
+			return true, nil
+		case <-ctx.Done():
+			return true, ctx.Err()
+		}
+	}
+	return false, nil
+}
+
+// answerMerkle answers one reconciliation request from the current tree.
+func (ps *peerSession) answerMerkle(payload []byte) error {
+	coll, rest, err := wire.DecodeNamed(payload)
+	if err != nil {
+		return err
+	}
+	req, err := merkle.DecodeRequest(rest)
+	if err != nil {
+		return err
+	}
+	var b []byte
+	ps.n.withTree(coll, func(t *merkle.Tree) {
+		var resp *merkle.Response
+		if resp, err = t.Respond(req); err == nil {
+			b, err = resp.AppendBinary(nil, req)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return ps.send(wire.TypeMerkleResp, wire.AppendNamed(nil, coll, b))
+}
+
+// treeFor returns a collection's tree, creating an empty one if needed, so
+// that a reconciler can hold it across rounds.
+func (n *Node) treeFor(coll string) *merkle.Tree {
+	n.trees.mu.Lock()
+	defer n.trees.mu.Unlock()
+	t := n.trees.m[coll]
+	if t == nil {
+		t = merkle.New()
+		n.trees.m[coll] = t
+	}
+	return t
+}
+
+// random returns the node's source of randomness.
+func (n *Node) random() io.Reader {
+	if n.cfg.Rand != nil {
+		return n.cfg.Rand
+	}
+	return rand.Reader
+}
+
+func unionKeys(a, b map[string]Digest) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, m := range []map[string]Digest{a, b} {
+		for k := range m {
+			if !seen[k] {
+				seen[k] = true
+				out = append(out, k)
+			}
+		}
+	}
+	return out
+}
+
+// applyRecords merges record versions received in a repair, by causal
+// context like changes, in one atomic commit. They carry no changelog
+// entries: the sender's Repaired frame later raises the version vector.
+func (n *Node) applyRecords(ctx context.Context, recs []core.Change) error {
+	var maxTS core.Timestamp
+	for _, r := range recs {
+		if err := r.Validate(); err != nil {
+			return fmt.Errorf("%w: record: %w", core.ErrProtocol, err)
+		}
+		if r.Origin.IsZero() || r.Seq == 0 || r.Context[r.Origin] < r.Seq || (r.Deleted && len(r.Value) > 0) {
+			return fmt.Errorf("%w: malformed record %s/%q", core.ErrProtocol, r.Collection, r.Key)
+		}
+		maxTS = max(maxTS, r.Timestamp)
+	}
+	n.writeMu.Lock()
+	defer n.writeMu.Unlock()
+	if err := n.alive(); err != nil {
+		return err
+	}
+	if err := n.hlc.Update(maxTS); err != nil {
+		return fmt.Errorf("repair: %w", err)
+	}
+	var b core.Batch
+	var events []Event
+	for _, r := range recs {
+		if !n.cfg.policy(r.Collection).Syncs() {
+			continue
+		}
+		var cur *core.Record
+		got, err := n.store.Get(ctx, r.Collection, r.Key)
+		switch {
+		case err == nil:
+			cur = &got
+		case !errors.Is(err, core.ErrNotFound):
+			return fmt.Errorf("repair: %w", err)
+		}
+		out, changed, _, err := n.merge(ctx, cur, r.Record)
+		if err != nil {
+			return err
+		}
+		if changed {
+			b.Records = append(b.Records, out)
+			events = append(events, Event{Kind: EventChange, Collection: out.Collection, Key: out.Key, Deleted: out.Deleted, Origin: out.Origin, Timestamp: out.Timestamp})
+		}
+	}
+	if len(b.Records) == 0 {
+		return nil
+	}
+	if err := n.store.Commit(ctx, b); err != nil {
+		return fmt.Errorf("repair: %w", err)
+	}
+	n.afterCommit(b.Records)
+	for _, e := range events {
+		n.events.publish(e)
+	}
+	return nil
+}
+
+// advance raises the version vector after a peer's repair.
+func (n *Node) advance(ctx context.Context, vv core.VersionVector) error {
+	n.writeMu.Lock()
+	defer n.writeMu.Unlock()
+	if err := n.alive(); err != nil {
+		return err
+	}
+	if err := n.store.Commit(ctx, core.Batch{Advance: vv}); err != nil {
+		return fmt.Errorf("repair: %w", err)
+	}
+	n.changed.notify()
+	return nil
+}

@@ -1,0 +1,128 @@
+package federation
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/merkle"
+)
+
+// Digest is a Merkle root: equal roots of a collection on two devices prove
+// that they hold identical records in it.
+type Digest = merkle.Digest
+
+// trees holds one Merkle tree per collection that syncs, kept in step with
+// the store on every commit (never rebuilt per sync).
+type trees struct {
+	mu sync.Mutex
+	m  map[string]*merkle.Tree
+}
+
+// loadTrees builds the trees from the store once, at start.
+func (n *Node) loadTrees(ctx context.Context) error {
+	colls, err := n.store.Collections(ctx)
+	if err != nil {
+		return fmt.Errorf("load merkle trees: %w", err)
+	}
+	n.trees.m = map[string]*merkle.Tree{}
+	for _, c := range colls {
+		if !n.cfg.policy(c).Syncs() {
+			continue
+		}
+		t := merkle.New()
+		err := n.store.Scan(ctx, c, core.KeyRange{IncludeDeleted: true}, func(r core.Record) error {
+			t.Set(r.Key, merkle.RecordDigest(r))
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("load merkle tree %q: %w", c, err)
+		}
+		n.trees.m[c] = t
+	}
+	return nil
+}
+
+// updateTrees folds committed record versions into the trees.
+func (n *Node) updateTrees(records []core.Record) {
+	n.trees.mu.Lock()
+	defer n.trees.mu.Unlock()
+	for i := range records {
+		r := &records[i]
+		if !n.cfg.policy(r.Collection).Syncs() {
+			continue
+		}
+		t := n.trees.m[r.Collection]
+		if t == nil {
+			t = merkle.New()
+			n.trees.m[r.Collection] = t
+		}
+		t.Set(r.Key, merkle.RecordDigest(*r))
+	}
+}
+
+// withTree runs fn on a collection's tree (an empty one if the collection
+// has no records here) under the trees' lock.
+func (n *Node) withTree(collection string, fn func(t *merkle.Tree)) {
+	n.trees.mu.Lock()
+	defer n.trees.mu.Unlock()
+	t := n.trees.m[collection]
+	if t == nil {
+		t = merkle.New()
+	}
+	fn(t)
+}
+
+// Root returns the Merkle root of a collection's records (tombstones
+// included). Two devices with equal roots hold identical records in it.
+func (n *Node) Root(collection string) Digest {
+	var d Digest
+	n.withTree(collection, func(t *merkle.Tree) { d = t.Root() })
+	return d
+}
+
+// Roots returns the Merkle root of every collection that syncs and holds
+// records here.
+func (n *Node) Roots() map[string]Digest {
+	n.trees.mu.Lock()
+	defer n.trees.mu.Unlock()
+	out := make(map[string]Digest, len(n.trees.m))
+	for c, t := range n.trees.m {
+		if t.Len() > 0 {
+			out[c] = t.Root()
+		}
+	}
+	return out
+}
+
+// syncedCollections lists the collections with records here, sorted.
+func (n *Node) syncedCollections() []string {
+	n.trees.mu.Lock()
+	defer n.trees.mu.Unlock()
+	out := make([]string, 0, len(n.trees.m))
+	for c, t := range n.trees.m {
+		if t.Len() > 0 {
+			out = append(out, c)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// snapshot returns the version vector and the roots of the collections
+// that sync, consistent with each other (read under the write lock).
+func (n *Node) snapshot(ctx context.Context) (core.VersionVector, map[string][32]byte, error) {
+	n.writeMu.Lock()
+	defer n.writeMu.Unlock()
+	vv, err := n.store.VersionVector(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	roots := map[string][32]byte{}
+	for c, d := range n.Roots() {
+		roots[c] = d
+	}
+	return vv, roots, nil
+}
