@@ -43,9 +43,13 @@ type result struct {
 
 func scenarios() map[string]scenario {
 	return map[string]scenario{
-		"write":     {"Put throughput through Node vs raw go-libsql inserts", runWrite},
-		"transport": {"goodput of an authenticated stream vs raw quic-go", runTransport},
-		"connect":   {"dial to first authenticated byte vs bare quic-go handshake + RTT", runConnect},
+		"write":        {"Put throughput through Node vs raw go-libsql inserts", runWrite},
+		"transport":    {"goodput of an authenticated stream vs raw quic-go", runTransport},
+		"connect":      {"dial to first authenticated byte vs bare quic-go handshake + RTT", runConnect},
+		"initial-sync": {"records/s for a fresh device to receive n records vs raw go-libsql inserts; receiver peak RSS", runInitialSync},
+		"delta":        {"sync-stream bytes to catch up after d of n records changed, per changed byte", runDelta},
+		"insync":       {"time to establish two devices are in sync at n = 1M vs n = 1000", runInsync},
+		"repair":       {"bytes of a Merkle repair (changelog truncated) after d of n records changed, per changed byte", runRepair},
 	}
 }
 

@@ -1,0 +1,320 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/devicemesh/federation/core"
+)
+
+// receiverEnv, when set (to the receiver's directory), makes fedbench
+// initial-sync run as the receiving device in a child process, so that its
+// memory is measured apart from the sender's.
+const receiverEnv = "FEDBENCH_SYNC_RECEIVER"
+
+// receiverHello is what the child reports once its node listens.
+type receiverHello struct {
+	Key string `json:"key"`
+}
+
+// receiverGo is what the parent sends the child: whom to sync from and the
+// state that counts as complete.
+type receiverGo struct {
+	Key   string            `json:"key"`
+	Addr  string            `json:"addr"`
+	VV    map[string]uint64 `json:"vv"`
+	Roots string            `json:"roots"`
+}
+
+// receiverDone is the child's report.
+type receiverDone struct {
+	Seconds     float64 `json:"seconds"`
+	Records     uint64  `json:"records"`
+	VmHWMKiB    int64   `json:"vmhwm_kib"`
+	BytesRecv   uint64  `json:"bytes_recv"`
+	FramesRecv  uint64  `json:"frames_recv"`
+	ChangesRecv uint64  `json:"changes_recv"`
+}
+
+// runInitialSync measures how fast a fresh device B receives n records that
+// A holds (written before B existed, syncTxn per transaction), over QUIC on
+// loopback, until B's version vector and roots equal A's; against raw
+// go-libsql inserting the same rows (syncTxn per transaction, WAL,
+// synchronous=NORMAL) into a plain table. B runs in a child process whose
+// peak RSS (VmHWM) is reported.
+func runInitialSync(ctx context.Context, args []string) (result, error) {
+	if dir := os.Getenv(receiverEnv); dir != "" {
+		return result{}, runReceiver(ctx, dir)
+	}
+	fs := newFlags("initial-sync")
+	n := fs.Int("n", 1000000, "records A holds")
+	valueLen := fs.Int("value", 1024, "value size in bytes")
+	keep := fs.String("state", "", "keep the synced pair in DIR/pair-<n> for the delta, repair and insync scenarios (default: remove it)")
+	if err := fs.Parse(args); err != nil {
+		return result{}, err
+	}
+	if *n <= 0 || *valueLen < 0 {
+		return result{}, errors.New("initial-sync: -n must be positive, -value not negative")
+	}
+	// Baseline first, on its own, so the two never share the machine.
+	p := writeParams{rows: *n, txn: syncTxn, valueLen: *valueLen, rounds: 1}
+	keys, values := writeData(p)
+	progress("initial-sync: baseline: raw go-libsql insert of %d rows", *n)
+	baseRate, baseCPU, err := measureRaw(ctx, p, keys, values)
+	if err != nil {
+		return result{}, err
+	}
+	keys, values = nil, nil
+	progress("initial-sync: baseline %.0f rows/s (%.1f µs CPU/row)", baseRate, baseCPU)
+
+	root, err := os.MkdirTemp("", "fedbench-initial-")
+	if err != nil {
+		return result{}, err
+	}
+	kept := false
+	defer func() {
+		if !kept {
+			_ = os.RemoveAll(root)
+		}
+	}()
+	a, err := openBenchNode(ctx, filepath.Join(root, "a"))
+	if err != nil {
+		return result{}, err
+	}
+	aOpen := true
+	defer func() {
+		if aOpen {
+			_ = a.close()
+		}
+	}()
+	if err := fillNode(ctx, "initial-sync A", a.node, *n, *valueLen); err != nil {
+		return result{}, err
+	}
+	done, wall, maxrss, err := spawnReceiver(ctx, a, filepath.Join(root, "b"))
+	if err != nil {
+		return result{}, err
+	}
+	aOpen = false
+	if err := a.close(); err != nil {
+		return result{}, err
+	}
+	ours := float64(*n) / done.Seconds
+	peak := max(done.VmHWMKiB, maxrss)
+	res := result{
+		Scenario: "initial-sync", Ours: ours, Baseline: baseRate, Unit: "records/s",
+		Ratio: ours / baseRate, Target: "ratio >= 0.5 and receiver peak RSS <= 256 MiB",
+	}
+	res.Pass = res.Ratio >= 0.5 && peak <= 256<<10
+	res.Extra = map[string]any{
+		"n": *n, "value_bytes": *valueLen, "txn": syncTxn,
+		"seconds": done.Seconds, "child_wall_seconds": wall.Seconds(),
+		"baseline_cpu_us_per_row":    baseCPU,
+		"receiver_vmhwm_mib":         float64(done.VmHWMKiB) / 1024,
+		"receiver_rusage_maxrss_mib": float64(maxrss) / 1024,
+		"receiver_peak_rss_pass":     peak <= 256<<10,
+		"ratio_pass":                 res.Ratio >= 0.5,
+		"bytes_recv":                 done.BytesRecv, "frames_recv": done.FramesRecv,
+		"changes_recv": done.ChangesRecv,
+	}
+	if *keep != "" {
+		dst := filepath.Join(*keep, "pair-"+strconv.Itoa(*n))
+		if err := keepPair(root, dst, *n, *valueLen); err != nil {
+			return result{}, err
+		}
+		kept = true
+		progress("initial-sync: pair kept in %s", dst)
+	}
+	return res, nil
+}
+
+// keepPair moves a synced pair to dst, where preparePair finds it.
+func keepPair(root, dst string, n, valueLen int) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return err
+	}
+	_ = os.RemoveAll(dst)
+	if err := os.Rename(root, dst); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dst, pairMarker), []byte(fmt.Sprintf(`{"n":%d,"value":%d}`, n, valueLen)), 0o600)
+}
+
+// spawnReceiver runs B in a child process syncing from a, and returns its
+// report, the wall time of the child and its rusage peak RSS (KiB).
+func spawnReceiver(ctx context.Context, a *benchNode, dir string) (receiverDone, time.Duration, int64, error) {
+	var done receiverDone
+	cmd := exec.CommandContext(ctx, os.Args[0], "initial-sync")
+	cmd.Env = append(os.Environ(), receiverEnv+"="+dir)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return done, 0, 0, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return done, 0, 0, err
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return done, 0, 0, err
+	}
+	fail := func(err error) (receiverDone, time.Duration, int64, error) {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return done, 0, 0, err
+	}
+	lines := bufio.NewScanner(stdout)
+	lines.Buffer(nil, 1<<20)
+	var hello receiverHello
+	if err := readJSONLine(lines, &hello); err != nil {
+		return fail(fmt.Errorf("receiver hello: %w", err))
+	}
+	key, err := parseKey(hello.Key)
+	if err != nil {
+		return fail(err)
+	}
+	a.node.TrustDevice(key)
+	vv, err := a.store.VersionVector(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	pk := a.node.PublicKey()
+	g := receiverGo{Key: hex.EncodeToString(pk[:]), Addr: a.node.Addr(), VV: vvText(vv), Roots: rootsText(a.node.Roots())}
+	if err := json.NewEncoder(stdin).Encode(g); err != nil {
+		return fail(err)
+	}
+	if err := readJSONLine(lines, &done); err != nil {
+		return fail(fmt.Errorf("receiver report: %w", err))
+	}
+	_ = stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		return done, 0, 0, fmt.Errorf("receiver: %w", err)
+	}
+	var maxrss int64
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		maxrss = ru.Maxrss // KiB on Linux
+	}
+	return done, time.Since(start), maxrss, nil
+}
+
+func readJSONLine(s *bufio.Scanner, v any) error {
+	if !s.Scan() {
+		if err := s.Err(); err != nil {
+			return err
+		}
+		return errors.New("child ended early")
+	}
+	return json.Unmarshal(s.Bytes(), v)
+}
+
+func parseKey(s string) (core.PublicKey, error) {
+	var k core.PublicKey
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(k) {
+		return k, fmt.Errorf("bad public key %q", s)
+	}
+	copy(k[:], b)
+	return k, nil
+}
+
+// runReceiver is the child side: a fresh node in dir that syncs from the
+// parent's node until it holds the announced state, then reports on stdout.
+func runReceiver(ctx context.Context, dir string) error {
+	b, err := openBenchNode(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	pk := b.node.PublicKey()
+	out := json.NewEncoder(os.Stdout)
+	if err := out.Encode(receiverHello{Key: hex.EncodeToString(pk[:])}); err != nil {
+		return err
+	}
+	var g receiverGo
+	if err := json.NewDecoder(os.Stdin).Decode(&g); err != nil {
+		return fmt.Errorf("receiver: read go: %w", err)
+	}
+	key, err := parseKey(g.Key)
+	if err != nil {
+		return err
+	}
+	b.node.TrustDevice(key)
+	var want uint64
+	for _, s := range g.VV {
+		want += s
+	}
+	start := time.Now()
+	if err := b.node.Connect(ctx, g.Addr, core.DeviceIDFromKey(key)); err != nil {
+		return err
+	}
+	last := time.Now()
+	for {
+		vv, err := b.store.VersionVector(ctx)
+		if err != nil {
+			return err
+		}
+		if equalVV(vvText(vv), g.VV) && rootsText(b.node.Roots()) == g.Roots {
+			break
+		}
+		if time.Since(last) > 5*time.Second {
+			last = time.Now()
+			have, el := vvTotal(vv), time.Since(start).Seconds()
+			progress("initial-sync B: %d/%d records after %.1fs, %.0f records/s, VmHWM %d MiB", have, want, el, float64(have)/el, vmHWM()>>10)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	took := time.Since(start)
+	ps := sumPeers(b.node.Peers())
+	vv, _ := b.store.VersionVector(ctx)
+	progress("initial-sync B: all %d records after %.1fs, %.0f records/s", want, took.Seconds(), float64(want)/took.Seconds())
+	return out.Encode(receiverDone{
+		Seconds: took.Seconds(), Records: vvTotal(vv), VmHWMKiB: vmHWM(),
+		BytesRecv: ps.BytesRecv, FramesRecv: ps.FramesRecv, ChangesRecv: ps.ChangesRecv,
+	})
+}
+
+func equalVV(a, b map[string]uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// vmHWM returns this process's peak resident set size in KiB, from
+// /proc/self/status.
+func vmHWM() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				v, _ := strconv.ParseInt(f[0], 10, 64)
+				return v
+			}
+		}
+	}
+	return 0
+}
