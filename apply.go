@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
 )
 
@@ -133,6 +134,12 @@ func (n *Node) mergeRemote(ctx context.Context, txns []remoteTxn) (core.Batch, [
 	conflicts := 0
 	// Later changes in the same call see earlier ones, not the store.
 	pending := map[txKey]int{}
+	// The stored versions of the whole batch, read in bulk when the store
+	// can (one query per few hundred keys instead of one per change).
+	stored, err := n.fetchCurrent(ctx, txns)
+	if err != nil {
+		return b, nil, 0, err
+	}
 	for _, t := range txns {
 		for _, c := range t {
 			b.Changes = append(b.Changes, c)
@@ -140,20 +147,14 @@ func (n *Node) mergeRemote(ctx context.Context, txns []remoteTxn) (core.Batch, [
 			var cur *core.Record
 			if i, ok := pending[k]; ok {
 				cur = &b.Records[i]
-			} else {
-				r, err := n.store.Get(ctx, c.Collection, c.Key)
-				switch {
-				case err == nil:
-					cur = &r
-				case !errors.Is(err, core.ErrNotFound):
-					return b, nil, 0, fmt.Errorf("apply: %w", err)
-				}
+			} else if cur, err = n.current(ctx, stored, c.Collection, c.Key); err != nil {
+				return b, nil, 0, err
 			}
-			out, changed, conflict, err := n.merge(ctx, cur, c.Record)
+			out, changed, conflicted, err := n.merge(ctx, cur, c.Record)
 			if err != nil {
 				return b, nil, 0, err
 			}
-			if conflict {
+			if conflicted {
 				conflicts++
 			}
 			if !changed {
@@ -176,7 +177,7 @@ func (n *Node) mergeRemote(ctx context.Context, txns []remoteTxn) (core.Batch, [
 // concurrent ones reach the collection's Resolver. The outcome of a
 // resolution depends only on the two versions, never on which one is local,
 // so every device computes the same record.
-func (n *Node) merge(ctx context.Context, cur *core.Record, rem core.Record) (out core.Record, changed, conflict bool, err error) {
+func (n *Node) merge(ctx context.Context, cur *core.Record, rem core.Record) (out core.Record, changed, conflicted bool, err error) {
 	if cur == nil {
 		return rem, true, false, nil
 	}
@@ -186,16 +187,23 @@ func (n *Node) merge(ctx context.Context, cur *core.Record, rem core.Record) (ou
 	case core.Before, core.Equal:
 		return *cur, false, false, nil
 	}
-	res, err := n.resolver(rem.Collection).Resolve(ctx, core.Conflict{Collection: rem.Collection, Key: rem.Key, Local: *cur, Remote: rem})
+	c := core.Conflict{Collection: rem.Collection, Key: rem.Key, Local: *cur, Remote: rem}
+	res, err := n.resolver(rem.Collection).Resolve(ctx, c)
 	if err != nil {
-		return out, false, true, fmt.Errorf("resolve %s/%q: %w", rem.Collection, rem.Key, err)
+		// A value the collection's resolver cannot merge (say, a profile
+		// that is not JSON) must not stall sync forever: every device
+		// falls back to the same deterministic last-writer-wins outcome.
+		n.log.Warn("resolver failed; using last-writer-wins", "collection", rem.Collection, "err", err)
+		if res, err = (conflict.LWW{}).Resolve(ctx, c); err != nil {
+			return out, false, true, fmt.Errorf("resolve %s/%q: %w", rem.Collection, rem.Key, err)
+		}
 	}
 	if res.Manual {
 		// The host decides; until then this device keeps its version.
 		return *cur, false, true, nil
 	}
 	win := *cur
-	if newer(rem, *cur) {
+	if conflict.Compare(rem, *cur) > 0 {
 		win = rem
 	}
 	out = core.Record{
@@ -217,30 +225,10 @@ func (n *Node) merge(ctx context.Context, cur *core.Record, rem core.Record) (ou
 	return out, true, true, nil
 }
 
-// newer orders versions by timestamp, then origin: the deterministic
-// last-writer-wins order.
-func newer(a, b core.Record) bool {
-	if a.Timestamp != b.Timestamp {
-		return a.Timestamp > b.Timestamp
-	}
-	return a.Origin.Compare(b.Origin) > 0
-}
-
 // resolver returns the Resolver of a collection.
 func (n *Node) resolver(collection string) core.Resolver {
 	if r := n.cfg.policy(collection).Resolver; r != nil {
 		return r
 	}
-	return lww{}
-}
-
-// lww is last-writer-wins: the default Resolver.
-type lww struct{}
-
-func (lww) Resolve(_ context.Context, c core.Conflict) (core.Resolution, error) {
-	w := c.Local
-	if newer(c.Remote, c.Local) {
-		w = c.Remote
-	}
-	return core.Resolution{Value: w.Value, Deleted: w.Deleted}, nil
+	return conflict.LWW{}
 }

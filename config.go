@@ -41,6 +41,11 @@ type Config struct {
 	// Start is called. The zero value listens on QUIC on every interface.
 	Network NetworkConfig
 
+	// SyncTimeout is how long a sync exchange that expects an answer (a
+	// Merkle repair round) waits for the peer before the session is closed
+	// and retried. 0 means 30 seconds.
+	SyncTimeout time.Duration
+
 	// Events tunes Subscribe.
 	Events EventsConfig
 
@@ -82,6 +87,12 @@ func (c Config) validate() (Config, error) {
 	}
 	if c.Events.Buffer < 0 {
 		return c, fmt.Errorf("%w: negative Events.Buffer", core.ErrInvalidConfig)
+	}
+	if c.SyncTimeout < 0 {
+		return c, fmt.Errorf("%w: negative SyncTimeout", core.ErrInvalidConfig)
+	}
+	if c.SyncTimeout == 0 {
+		c.SyncTimeout = 30 * time.Second
 	}
 	if c.Events.Buffer == 0 {
 		c.Events.Buffer = 1024

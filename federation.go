@@ -1,6 +1,9 @@
 package federation
 
-import "github.com/devicemesh/federation/core"
+import (
+	"github.com/devicemesh/federation/conflict"
+	"github.com/devicemesh/federation/core"
+)
 
 // The domain types live in package core so that the plug-in implementations
 // can share them without an import cycle; they are re-exported here so a host
@@ -90,10 +93,14 @@ var (
 func ParseDeviceID(s string) (DeviceID, error) { return core.ParseDeviceID(s) }
 
 // DefaultPolicies returns the policy table of the design, one entry per
-// standard collection. Collections not in a node's table get
-// Policy{Priority: PriorityMedium, Mode: ModeImmediate}.
+// standard collection, each with its resolver from conflict.Default
+// (field merge for the profile, chronological merge for conversations,
+// weighted averaging for the personality model, vector merge for
+// embeddings, union for analytics, last-writer-wins for media). Collections
+// not in a node's table get Policy{Priority: PriorityMedium, Mode:
+// ModeImmediate} and last-writer-wins.
 func DefaultPolicies() map[string]Policy {
-	return map[string]Policy{
+	p := map[string]Policy{
 		CollectionProfile:      {Priority: PriorityHigh, Mode: ModeImmediate},
 		CollectionConversation: {Priority: PriorityMedium, Mode: ModeImmediate},
 		CollectionPersonality:  {Priority: PriorityHigh, Mode: ModeImmediate},
@@ -102,4 +109,9 @@ func DefaultPolicies() map[string]Policy {
 		CollectionMedia:        {Priority: PriorityLow, Mode: ModeOnDemand},
 		CollectionCache:        {Priority: PriorityNone, Mode: ModeLocalOnly},
 	}
+	for name, pol := range p {
+		pol.Resolver = conflict.Default(name)
+		p[name] = pol
+	}
+	return p
 }

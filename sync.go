@@ -19,9 +19,9 @@ const (
 	// value plus its metadata.
 	maxSyncFrame = core.MaxValueLen + 64<<10
 	// batchBytes is the size at which the sender closes a Changes frame.
-	batchBytes = 1 << 20
+	batchBytes = 8 << 20
 	// batchChanges bounds the changes read from the log per query.
-	batchChanges = 1024
+	batchChanges = 8192
 	// maxPendingBytes bounds the partial transactions buffered per session
 	// while waiting for their last change.
 	maxPendingBytes = 512 << 20

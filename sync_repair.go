@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/wire"
@@ -29,6 +30,9 @@ import (
 //     effect of every change we held then, and raises its version vector
 //     to it, so that deltas resume from there.
 
+// ErrTimeout reports a peer that did not answer a sync request in time.
+var ErrTimeout = errors.New("peer did not answer in time")
+
 // repairFetchBatch bounds the keys in one Fetch frame.
 const repairFetchBatch = 512
 
@@ -44,6 +48,10 @@ func (ps *peerSession) repair(ctx context.Context) error {
 	ps.n.writeMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("repair: %w", err)
+	}
+	select {
+	case <-ps.repairIn: // a stale reply from an earlier, abandoned round
+	default:
 	}
 	sentBefore := ps.stats.recordsSent.Load()
 	if err := ps.send(wire.TypeRepair, nil); err != nil {
@@ -175,9 +183,15 @@ func (ps *peerSession) sendRecords(ctx context.Context, coll string, keys []stri
 	return flush()
 }
 
-// awaitRepair waits for the receive goroutine to hand over a repair reply.
+// awaitRepair waits for the receive goroutine to hand over a repair reply,
+// at most Config.SyncTimeout: a peer that stops answering (or a frame that
+// never arrived) ends the session, and the next one starts afresh.
 func (ps *peerSession) awaitRepair(ctx context.Context, want wire.Type) (wire.Frame, error) {
+	timer := time.NewTimer(ps.n.cfg.SyncTimeout)
+	defer timer.Stop()
 	select {
+	case <-timer.C:
+		return wire.Frame{}, fmt.Errorf("%w: no %v from peer within %s", ErrTimeout, want, ps.n.cfg.SyncTimeout)
 	case f := <-ps.repairIn:
 		if f.Type != want {
 			return f, fmt.Errorf("%w: %v during repair, want %v", core.ErrProtocol, f.Type, want)
@@ -243,8 +257,8 @@ func (ps *peerSession) handleRepair(ctx context.Context, f wire.Frame) (bool, er
 		select {
 		case ps.repairIn <- wire.Frame{Type: f.Type, Payload: slices.Clone(f.Payload)}:
 			return true, nil
-		case <-ctx.Done():
-			return true, ctx.Err()
+		default:
+			return true, fmt.Errorf("%w: unsolicited %v", core.ErrProtocol, f.Type)
 		}
 	}
 	return false, nil

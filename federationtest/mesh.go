@@ -3,6 +3,8 @@ package federationtest
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"os"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -90,6 +92,12 @@ func NewMesh(t testing.TB, n int, opts Options) *Mesh {
 // build creates and starts node i on its store.
 func (m *Mesh) build(i int) *federation.Node {
 	cfg := federation.Config{Store: m.stores[i], Device: federation.DeviceConfig{Name: fmt.Sprintf("node-%d", i), Type: "test"}}
+	// Faults can drop a request; a short timeout lets the session retry
+	// well within WaitConverged's patience.
+	cfg.SyncTimeout = time.Second
+	if os.Getenv("FED_DEBUG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	cfg.Network.Transport = m.factory(i)
 	if m.opts.Config != nil {
 		m.opts.Config(i, &cfg)
