@@ -115,11 +115,13 @@ func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, 
 	if err != nil {
 		return res, err
 	}
+	qEvents, settle := n.settleQueue(&b, maxTS)
 	if err := n.store.Commit(ctx, b); err != nil {
 		return res, fmt.Errorf("apply: %w", err)
 	}
+	settle()
 	n.afterCommit(b.Records)
-	for _, e := range events {
+	for _, e := range append(events, qEvents...) {
 		n.events.publish(e)
 	}
 	res.txns, res.changes, res.conflicts = len(fresh), len(b.Changes), conflicts
@@ -200,6 +202,7 @@ func (n *Node) merge(ctx context.Context, cur *core.Record, rem core.Record) (ou
 	}
 	if res.Manual {
 		// The host decides; until then this device keeps its version.
+		n.raise(*cur, rem)
 		return *cur, false, true, nil
 	}
 	win := *cur

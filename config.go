@@ -128,6 +128,9 @@ func (c Config) validate() (Config, error) {
 
 // policy returns the policy of a collection.
 func (c *Config) policy(collection string) Policy {
+	if internal(collection) {
+		return Policy{Priority: core.PriorityNone, Mode: core.ModeLocalOnly}
+	}
 	if p, ok := c.Collections[collection]; ok {
 		return p
 	}

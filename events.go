@@ -13,6 +13,12 @@ const (
 	// EventChange reports that a record changed, by a local write or by
 	// applying a peer's change.
 	EventChange EventKind = iota + 1
+	// EventConflict reports a conflict queued for the host (see
+	// Node.Conflicts); ConflictID names it.
+	EventConflict
+	// EventResolved reports that a queued conflict was settled, here or by
+	// a write from another device.
+	EventResolved
 )
 
 // String names the kind.
@@ -20,6 +26,10 @@ func (k EventKind) String() string {
 	switch k {
 	case EventChange:
 		return "change"
+	case EventConflict:
+		return "conflict"
+	case EventResolved:
+		return "resolved"
 	}
 	return "event(?)"
 }
@@ -34,6 +44,8 @@ type Event struct {
 	Origin     DeviceID
 	Local      bool
 	Timestamp  Timestamp
+	// ConflictID names the conflict of an EventConflict or EventResolved.
+	ConflictID string
 }
 
 // SubscribeOptions filters a subscription.

@@ -33,6 +33,7 @@ type Node struct {
 
 	events  *hub
 	trees   trees     // Merkle trees of the collections that sync
+	queue   queue     // manual conflicts waiting for the host (under writeMu)
 	changed *notifier // woken after every commit
 
 	sessMu   sync.Mutex
@@ -116,6 +117,9 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		n.hlc.Observe(ts)
 	}
 	if err := n.loadTrees(ctx); err != nil {
+		return nil, err
+	}
+	if err := n.loadQueue(ctx); err != nil {
 		return nil, err
 	}
 	n.log.Info("node ready", "name", cfg.Device.Name, "seq", n.seq)
@@ -248,13 +252,20 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 		// no sequence number and no changelog entry.
 		b.Records[i] = rec
 	}
+	qEvents, settle := n.settleQueue(&b, ts)
 	if err := n.store.Commit(ctx, b); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	settle()
 	n.seq = seq
 	n.afterCommit(b.Records)
 	for _, r := range b.Records {
-		n.events.publish(Event{Kind: EventChange, Collection: r.Collection, Key: r.Key, Deleted: r.Deleted, Origin: self, Local: true, Timestamp: r.Timestamp})
+		if !internal(r.Collection) {
+			n.events.publish(Event{Kind: EventChange, Collection: r.Collection, Key: r.Key, Deleted: r.Deleted, Origin: self, Local: true, Timestamp: r.Timestamp})
+		}
+	}
+	for _, e := range qEvents {
+		n.events.publish(e)
 	}
 	return nil
 }

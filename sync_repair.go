@@ -367,14 +367,16 @@ func (n *Node) applyRecords(ctx context.Context, recs []core.Change) error {
 			events = append(events, Event{Kind: EventChange, Collection: out.Collection, Key: out.Key, Deleted: out.Deleted, Origin: out.Origin, Timestamp: out.Timestamp})
 		}
 	}
+	qEvents, settle := n.settleQueue(&b, maxTS)
 	if len(b.Records) == 0 {
 		return nil
 	}
 	if err := n.store.Commit(ctx, b); err != nil {
 		return fmt.Errorf("repair: %w", err)
 	}
+	settle()
 	n.afterCommit(b.Records)
-	for _, e := range events {
+	for _, e := range append(events, qEvents...) {
 		n.events.publish(e)
 	}
 	return nil

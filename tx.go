@@ -49,6 +49,9 @@ func (tx *Tx) set(collection, key string, value []byte, deleted bool) error {
 	if err := core.ValidateKey(collection, key, len(value)); err != nil {
 		return err
 	}
+	if internal(collection) {
+		return fmt.Errorf("%w: collection names starting with %q are reserved", core.ErrInvalidArgument, internalPrefix)
+	}
 	op := txOp{collection: collection, key: key, value: value, deleted: deleted}
 	k := txKey{collection, key}
 	// A key written twice in one transaction keeps only its last value: the

@@ -5,7 +5,8 @@ import "time"
 // Priority orders collections during sync: higher priorities are sent first.
 type Priority int
 
-// Sync priorities, lowest first. PriorityNone never syncs.
+// Sync priorities, lowest first. Whether a collection leaves the device at
+// all is its Mode's decision (ModeLocalOnly), not its priority's.
 const (
 	PriorityNone Priority = iota
 	PriorityLow
@@ -83,4 +84,4 @@ type Policy struct {
 
 // Syncs reports whether records of a collection with this policy ever leave
 // the device.
-func (p Policy) Syncs() bool { return p.Mode != ModeLocalOnly && p.Priority != PriorityNone }
+func (p Policy) Syncs() bool { return p.Mode != ModeLocalOnly }

@@ -1,0 +1,206 @@
+package federation
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/wire"
+)
+
+// The manual conflict queue. A collection whose Resolver answers
+// Resolution{Manual: true} keeps each device's own version and queues the
+// conflict for the host: Conflicts lists it, Subscribe reports it
+// (EventConflict), and Resolve settles it with a write whose causal context
+// covers both versions. That write travels like any other and settles the
+// same conflict on every other device (EventResolved there too). Any later
+// write of the key that covers both versions settles it as well.
+//
+// Queued conflicts live in a local-only internal collection, committed in
+// the same transaction as the changes that raised or settled them, so the
+// queue survives a crash exactly as the data does.
+
+// internalPrefix starts the names of the SDK's own collections; hosts
+// cannot write them.
+const internalPrefix = "_fed."
+
+// conflictsCollection holds the manual conflict queue (local only).
+const conflictsCollection = internalPrefix + "conflicts"
+
+// ErrNoConflict reports a conflict id that is not (or no longer) queued.
+var ErrNoConflict = errors.New("no such conflict")
+
+// ConflictInfo is one queued conflict: two concurrent versions of a record
+// that the collection's resolver left to the host.
+type ConflictInfo struct {
+	// ID identifies the conflict; it is the same on every device that
+	// holds it.
+	ID         string
+	Collection string
+	Key        string
+	// Ours is the version this device keeps until the conflict is settled;
+	// Theirs is the concurrent version from another device.
+	Ours, Theirs Record
+}
+
+// conflictID derives an id from the two versions, independent of which is
+// ours, so both devices of a conflict name it alike.
+func conflictID(collection, key string, a, b core.Record) string {
+	if a.Origin.Compare(b.Origin) > 0 || (a.Origin == b.Origin && a.Seq > b.Seq) {
+		a, b = b, a
+	}
+	h := sha256.New()
+	h.Write([]byte(collection))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	for _, r := range []core.Record{a, b} {
+		h.Write(r.Origin[:])
+		h.Write(binary.BigEndian.AppendUint64(nil, r.Seq))
+		h.Write(binary.BigEndian.AppendUint64(nil, uint64(r.Timestamp)))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// queue is the in-memory index of the conflict queue, guarded by the
+// node's write lock (every change to it happens inside a commit).
+type queue struct {
+	byKey map[txKey]ConflictInfo
+	// raised collects conflicts found while merging the batch being built.
+	raised []ConflictInfo
+}
+
+// loadQueue reads the queued conflicts at start.
+func (n *Node) loadQueue(ctx context.Context) error {
+	n.queue.byKey = map[txKey]ConflictInfo{}
+	return n.store.Scan(ctx, conflictsCollection, core.KeyRange{}, func(r core.Record) error {
+		ci, err := decodeConflict(r)
+		if err != nil {
+			return fmt.Errorf("load conflict queue: %w", err)
+		}
+		n.queue.byKey[txKey{ci.Collection, ci.Key}] = ci
+		return nil
+	})
+}
+
+// raise notes a manual conflict found while merging (write lock held).
+func (n *Node) raise(ours, theirs core.Record) {
+	id := conflictID(ours.Collection, ours.Key, ours, theirs)
+	n.queue.raised = append(n.queue.raised, ConflictInfo{ID: id, Collection: ours.Collection, Key: ours.Key, Ours: ours, Theirs: theirs})
+}
+
+// settleQueue adds to b the queue entries for the conflicts raised while
+// building it, and tombstones for queued conflicts that b's records settle
+// (a version covering both sides). It returns the events to publish after
+// the commit and applies the index changes through the returned function,
+// to be called once the commit succeeded. Called with the write lock.
+func (n *Node) settleQueue(b *core.Batch, ts core.Timestamp) (events []Event, apply func()) {
+	raised := n.queue.raised
+	n.queue.raised = nil
+	add := map[txKey]ConflictInfo{}
+	var drop []txKey
+	for _, r := range b.Records {
+		k := txKey{r.Collection, r.Key}
+		ci, ok := n.queue.byKey[k]
+		if !ok || !covers(r.Context, ci.Ours.Context) || !covers(r.Context, ci.Theirs.Context) {
+			continue
+		}
+		drop = append(drop, k)
+		b.Records = append(b.Records, core.Record{Collection: conflictsCollection, Key: ci.ID, Deleted: true, Timestamp: ts, Origin: n.DeviceID()})
+		events = append(events, Event{Kind: EventResolved, Collection: ci.Collection, Key: ci.Key, ConflictID: ci.ID, Timestamp: ts})
+	}
+	for _, ci := range raised {
+		k := txKey{ci.Collection, ci.Key}
+		if old, ok := n.queue.byKey[k]; ok && old.ID == ci.ID {
+			continue // already queued (a repeated delivery or repair)
+		}
+		add[k] = ci
+		b.Records = append(b.Records, core.Record{Collection: conflictsCollection, Key: ci.ID, Value: encodeConflict(ci), Timestamp: ts, Origin: n.DeviceID()})
+		events = append(events, Event{Kind: EventConflict, Collection: ci.Collection, Key: ci.Key, ConflictID: ci.ID, Timestamp: ts})
+	}
+	return events, func() {
+		for _, k := range drop {
+			delete(n.queue.byKey, k)
+		}
+		for k, ci := range add {
+			n.queue.byKey[k] = ci
+		}
+	}
+}
+
+// covers reports whether context a includes everything in b.
+func covers(a, b core.VersionVector) bool {
+	o := a.Compare(b)
+	return o == core.After || o == core.Equal
+}
+
+func encodeConflict(ci ConflictInfo) []byte {
+	return wire.AppendChanges(nil, []core.Change{
+		{Record: ci.Ours, TxnFirst: ci.Ours.Seq, TxnLen: 1},
+		{Record: ci.Theirs, TxnFirst: ci.Theirs.Seq, TxnLen: 1},
+	})
+}
+
+func decodeConflict(r core.Record) (ConflictInfo, error) {
+	cs, err := wire.DecodeChanges(r.Value)
+	if err != nil || len(cs) != 2 {
+		return ConflictInfo{}, fmt.Errorf("%w: queued conflict %s", core.ErrCorrupt, r.Key)
+	}
+	return ConflictInfo{ID: r.Key, Collection: cs[0].Collection, Key: cs[0].Key, Ours: cs[0].Record, Theirs: cs[1].Record}, nil
+}
+
+// Conflicts lists the conflicts waiting for the host, ordered by
+// collection, key.
+func (n *Node) Conflicts(ctx context.Context) ([]ConflictInfo, error) {
+	if err := n.alive(); err != nil {
+		return nil, err
+	}
+	n.writeMu.Lock()
+	defer n.writeMu.Unlock()
+	out := make([]ConflictInfo, 0, len(n.queue.byKey))
+	for _, ci := range n.queue.byKey {
+		out = append(out, ci)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Collection != out[j].Collection {
+			return out[i].Collection < out[j].Collection
+		}
+		return out[i].Key < out[j].Key
+	})
+	return out, nil
+}
+
+// Resolve settles a queued conflict with the host's decision: res.Value (one
+// side's value or a merge of both), or a deletion when res.Deleted. It is
+// written as a new version that covers both sides, so every other device
+// holding the conflict settles it when the write arrives.
+func (n *Node) Resolve(ctx context.Context, id string, res Resolution) error {
+	var target ConflictInfo
+	found := false
+	list, err := n.Conflicts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ci := range list {
+		if ci.ID == id {
+			target, found = ci, true
+		}
+	}
+	if !found {
+		return fmt.Errorf("resolve %s: %w", id, ErrNoConflict)
+	}
+	return n.Update(ctx, func(tx *Tx) error {
+		if res.Deleted {
+			return tx.Delete(target.Collection, target.Key)
+		}
+		return tx.Put(target.Collection, target.Key, res.Value)
+	})
+}
+
+// internal reports whether a collection name is reserved for the SDK.
+func internal(collection string) bool { return strings.HasPrefix(collection, internalPrefix) }

@@ -1,0 +1,100 @@
+package federation_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/devicemesh/federation"
+	"github.com/devicemesh/federation/conflict"
+	"github.com/devicemesh/federation/federationtest"
+)
+
+// TestManualConflictQueue: a conflict left to the host appears on both
+// devices, is resolved on one, and disappears on both.
+func TestManualConflictQueue(t *testing.T) {
+	ctx := context.Background()
+	m := federationtest.NewMesh(t, 2, federationtest.Options{Seed: 7, Config: func(i int, c *federation.Config) {
+		c.Collections = map[string]federation.Policy{"decisions": {Priority: federation.PriorityHigh, Resolver: conflict.Manual{}}}
+	}})
+	subs := []*federation.Subscription{
+		m.Node(0).Subscribe(federation.SubscribeOptions{}),
+		m.Node(1).Subscribe(federation.SubscribeOptions{}),
+	}
+	require.NoError(t, m.Node(0).Put(ctx, "decisions", "plan", []byte("move to Lisbon")))
+	require.NoError(t, m.Node(1).Put(ctx, "decisions", "plan", []byte("stay in Berlin")))
+	m.ConnectAll(ctx)
+
+	var ids [2]string
+	for i := range 2 {
+		require.Eventually(t, func() bool {
+			cs, err := m.Node(i).Conflicts(ctx)
+			require.NoError(t, err)
+			if len(cs) == 1 {
+				ids[i] = cs[0].ID
+			}
+			return len(cs) == 1
+		}, 5*time.Second, 5*time.Millisecond, "node %d never queued the conflict", i)
+		cs, _ := m.Node(i).Conflicts(ctx)
+		require.Equal(t, "plan", cs[0].Key)
+		require.NotEqual(t, string(cs[0].Ours.Value), string(cs[0].Theirs.Value))
+		// Until the host decides, each device keeps its own version.
+		v, err := m.Node(i).Get(ctx, "decisions", "plan")
+		require.NoError(t, err)
+		require.Equal(t, string(cs[0].Ours.Value), string(v))
+		requireEvent(t, subs[i], federation.EventConflict, ids[i])
+	}
+	require.Equal(t, ids[0], ids[1], "both devices name the conflict alike")
+
+	require.NoError(t, m.Node(1).Resolve(ctx, ids[1], federation.Resolution{Value: []byte("Lisbon, in spring")}))
+	require.ErrorIs(t, m.Node(1).Resolve(ctx, ids[1], federation.Resolution{}), federation.ErrNoConflict)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, m.WaitConverged(wctx))
+	for i := range 2 {
+		cs, err := m.Node(i).Conflicts(ctx)
+		require.NoError(t, err)
+		require.Empty(t, cs, "node %d still lists the conflict", i)
+		v, err := m.Node(i).Get(ctx, "decisions", "plan")
+		require.NoError(t, err)
+		require.Equal(t, "Lisbon, in spring", string(v))
+		requireEvent(t, subs[i], federation.EventResolved, ids[i])
+	}
+}
+
+// TestConflictQueueSurvivesRestart: the queue is committed with the data.
+func TestConflictQueueSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	m := federationtest.NewMesh(t, 2, federationtest.Options{Seed: 8, Config: func(i int, c *federation.Config) {
+		c.Collections = map[string]federation.Policy{"decisions": {Resolver: conflict.Manual{}}}
+	}})
+	require.NoError(t, m.Node(0).Put(ctx, "decisions", "k", []byte("a")))
+	require.NoError(t, m.Node(1).Put(ctx, "decisions", "k", []byte("b")))
+	m.ConnectAll(ctx)
+	require.Eventually(t, func() bool {
+		cs, _ := m.Node(0).Conflicts(ctx)
+		return len(cs) == 1
+	}, 5*time.Second, 5*time.Millisecond)
+	m.Restart(0)
+	cs, err := m.Node(0).Conflicts(ctx)
+	require.NoError(t, err)
+	require.Len(t, cs, 1)
+	require.ErrorIs(t, m.Node(0).Put(ctx, "_fed.conflicts", "x", nil), federation.ErrInvalidArgument, "internal collections are reserved")
+}
+
+func requireEvent(t *testing.T, s *federation.Subscription, kind federation.EventKind, id string) {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case e := <-s.C:
+			if e.Kind == kind && e.ConflictID == id {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no %v event for conflict %s", kind, id)
+		}
+	}
+}
