@@ -19,9 +19,9 @@ const (
 	// value plus its metadata.
 	maxSyncFrame = core.MaxValueLen + 64<<10
 	// batchBytes is the size at which the sender closes a Changes frame.
-	batchBytes = 8 << 20
+	batchBytes = 2 << 20
 	// batchChanges bounds the changes read from the log per query.
-	batchChanges = 8192
+	batchChanges = 2048
 	// maxPendingBytes bounds the partial transactions buffered per session
 	// while waiting for their last change.
 	maxPendingBytes = 512 << 20
@@ -82,6 +82,17 @@ type sessionStats struct {
 func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if !n.trust.trusted(ctx, sess.Peer(), sess.PeerKey()) {
+		// Admitted only because an invitation is open: the pairing
+		// ceremony, and nothing else.
+		err := n.hostPairing(ctx, sess)
+		if err != nil {
+			n.log.Warn("pairing failed", "peer", sess.Peer().Short(), "err", err)
+		}
+		_ = sess.Close(err)
+		return err
+	}
+	n.touch(ctx, sess.Peer())
 	ps := &peerSession{
 		n:         n,
 		sess:      sess,
