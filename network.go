@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
@@ -157,27 +156,6 @@ func (n *Node) Connect(ctx context.Context, addr string, peer DeviceID) error {
 	return nil
 }
 
-// TrustDevice admits the device owning key to sessions with this node,
-// without the pairing ceremony: for hosts that provision device keys
-// themselves, and for tests.
-func (n *Node) TrustDevice(key PublicKey) { n.trust.Add(key) }
-
-// RevokeDevice refuses the device from now on and closes its live sessions.
-func (n *Node) RevokeDevice(id DeviceID) {
-	n.trust.Revoke(id)
-	n.sessMu.Lock()
-	var victims []*peerSession
-	for ps := range n.sessions {
-		if ps.peer == id {
-			victims = append(victims, ps)
-		}
-	}
-	n.sessMu.Unlock()
-	for _, ps := range victims {
-		_ = ps.sess.Close(fmt.Errorf("%w: revoked", core.ErrUnauthorized))
-	}
-}
-
 // PeerStatus describes one live session.
 type PeerStatus struct {
 	Device DeviceID
@@ -224,6 +202,3 @@ func (ps *peerSession) status() PeerStatus {
 		RecordsRecv: ps.stats.recordsRecv.Load(),
 	}
 }
-
-// dialTimeout bounds one dial attempt made on the node's own initiative.
-const dialTimeout = 10 * time.Second

@@ -11,7 +11,6 @@ import (
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
 	"github.com/devicemesh/federation/store/libsqlstore"
-	"github.com/devicemesh/federation/transport"
 )
 
 // DBFile is the name of the default store's file inside Config.Dir.
@@ -39,7 +38,9 @@ type Node struct {
 	sessMu   sync.Mutex
 	sessions map[*peerSession]struct{}
 
-	trust   *transport.AllowList // who may hold a session
+	trust   *trust // who may hold a session (device registry)
+	pairMu  sync.Mutex
+	invites invitations // open pairing invitations
 	netMu   sync.Mutex
 	tr      Transport          // nil until Start
 	runCtx  context.Context    // lives until the network stops
@@ -99,7 +100,6 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		changed: newNotifier(),
 
 		sessions: map[*peerSession]struct{}{},
-		trust:    transport.NewAllowList(),
 		closed:   make(chan struct{}),
 	}
 	// Never reuse a timestamp this device already issued, even if the clock
@@ -120,6 +120,9 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		return nil, err
 	}
 	if err := n.loadQueue(ctx); err != nil {
+		return nil, err
+	}
+	if n.trust, err = newTrust(ctx, st); err != nil {
 		return nil, err
 	}
 	n.log.Info("node ready", "name", cfg.Device.Name, "seq", n.seq)
@@ -336,3 +339,8 @@ func (n *Node) alive() error {
 		return nil
 	}
 }
+
+// Now returns a fresh hybrid logical clock reading from this device's
+// clock: for hosts that stamp parts of a value themselves (profile fields,
+// conversation messages) so that they order with every other write.
+func (n *Node) Now() (Timestamp, error) { return n.hlc.Now() }

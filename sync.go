@@ -82,6 +82,17 @@ type sessionStats struct {
 func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if !n.trust.trusted(ctx, sess.Peer(), sess.PeerKey()) {
+		// Admitted only because an invitation is open: the pairing
+		// ceremony, and nothing else.
+		err := n.hostPairing(ctx, sess)
+		if err != nil {
+			n.log.Warn("pairing failed", "peer", sess.Peer().Short(), "err", err)
+		}
+		_ = sess.Close(err)
+		return err
+	}
+	n.touch(ctx, sess.Peer())
 	ps := &peerSession{
 		n:         n,
 		sess:      sess,

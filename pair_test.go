@@ -1,0 +1,109 @@
+package federation_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/devicemesh/federation"
+)
+
+func quicNode(t *testing.T, name string) *federation.Node {
+	t.Helper()
+	n, err := federation.New(federation.Config{
+		Dir:     t.TempDir(),
+		Device:  federation.DeviceConfig{Name: name, Type: name},
+		Network: federation.NetworkConfig{ListenAddr: "127.0.0.1:0"},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = n.Close() })
+	require.NoError(t, n.Start(context.Background()))
+	return n
+}
+
+func TestPairingWithApprovalThenSync(t *testing.T) {
+	ctx := context.Background()
+	phone, laptop := quicNode(t, "phone"), quicNode(t, "laptop")
+	require.NoError(t, phone.Put(ctx, "notes", "hello", []byte("from the phone")))
+
+	var shownOnPhone string
+	inv, err := phone.Invite(ctx, federation.InviteOptions{Approve: func(_ context.Context, r federation.PairRequest) (bool, error) {
+		shownOnPhone = r.SAS
+		return r.Peer.ID == laptop.DeviceID(), nil
+	}})
+	require.NoError(t, err)
+	require.NotEmpty(t, inv.Code)
+
+	var shownOnLaptop string
+	req, err := laptop.Join(ctx, inv.QR, federation.JoinOptions{Show: func(r federation.PairRequest) { shownOnLaptop = r.SAS }})
+	require.NoError(t, err)
+	require.Equal(t, phone.DeviceID(), req.Peer.ID)
+	require.NotEmpty(t, shownOnPhone)
+	require.Equal(t, shownOnPhone, shownOnLaptop, "both devices show the same short authentication string")
+
+	waitValue(t, laptop, "notes", "hello", "from the phone")
+	require.NoError(t, laptop.Put(ctx, "notes", "back", []byte("from the laptop")))
+	waitValue(t, phone, "notes", "back", "from the laptop")
+
+	devs, err := phone.Devices(ctx)
+	require.NoError(t, err)
+	require.Len(t, devs, 1)
+	require.Equal(t, laptop.DeviceID(), devs[0].ID)
+	require.Equal(t, "laptop", devs[0].Name)
+	require.False(t, devs[0].LastSeen.IsZero(), "last_seen is updated on every session")
+
+	// The invitation was single-use.
+	tablet := quicNode(t, "tablet")
+	_, err = tablet.Join(ctx, inv.QR, federation.JoinOptions{})
+	require.Error(t, err)
+}
+
+func TestPairingRefusedGetsNothing(t *testing.T) {
+	ctx := context.Background()
+	phone, stranger := quicNode(t, "phone"), quicNode(t, "stranger")
+	require.NoError(t, phone.Put(ctx, "notes", "secret", []byte("private")))
+	inv, err := phone.Invite(ctx, federation.InviteOptions{Approve: func(context.Context, federation.PairRequest) (bool, error) {
+		return false, nil // the user does not recognise the SAS
+	}})
+	require.NoError(t, err)
+	_, err = stranger.Join(ctx, inv.QR, federation.JoinOptions{})
+	require.Error(t, err)
+	time.Sleep(200 * time.Millisecond)
+	_, err = stranger.Get(ctx, "notes", "secret")
+	require.ErrorIs(t, err, federation.ErrNotFound, "an unapproved device receives no data")
+	st, err := stranger.Stats(ctx)
+	require.NoError(t, err)
+	require.Zero(t, st.Store.Records)
+	devs, err := phone.Devices(ctx)
+	require.NoError(t, err)
+	require.Empty(t, devs)
+	// Without an open invitation the stranger cannot even connect.
+	require.Error(t, stranger.Connect(ctx, phone.Addr(), phone.DeviceID()))
+}
+
+func TestRevokedDeviceCutOff(t *testing.T) {
+	ctx := context.Background()
+	a, b := quicNode(t, "a"), quicNode(t, "b")
+	a.TrustDevice(b.PublicKey())
+	b.TrustDevice(a.PublicKey())
+	require.NoError(t, a.Connect(ctx, b.Addr(), b.DeviceID()))
+	require.NoError(t, a.Put(ctx, "notes", "before", []byte("1")))
+	waitValue(t, b, "notes", "before", "1")
+
+	start := time.Now()
+	require.NoError(t, a.RevokeDevice(ctx, b.DeviceID()))
+	require.Eventually(t, func() bool { return len(a.Peers()) == 0 && len(b.Peers()) == 0 }, time.Second, 5*time.Millisecond,
+		"sessions with the revoked device close within a second")
+	t.Logf("revocation closed the sessions in %v", time.Since(start))
+	require.NoError(t, a.Put(ctx, "notes", "after", []byte("2")))
+	require.Error(t, b.Connect(ctx, a.Addr(), a.DeviceID()), "the revoked device is refused on reconnect")
+	time.Sleep(200 * time.Millisecond)
+	_, err := b.Get(ctx, "notes", "after")
+	require.ErrorIs(t, err, federation.ErrNotFound, "nothing written after revocation reaches the revoked device")
+	a.TrustDevice(b.PublicKey())
+	devs, err := a.Devices(ctx)
+	require.NoError(t, err)
+	require.Equal(t, federation.TrustRevoked, devs[0].Trust, "revocation is terminal")
+}

@@ -1,0 +1,159 @@
+package federation
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/registry"
+	"github.com/devicemesh/federation/transport"
+)
+
+// Device is one entry of the device registry: a device of the user's and
+// how far this device trusts it.
+type Device = registry.Device
+
+// TrustLevel says how far a device is trusted.
+type TrustLevel = registry.TrustLevel
+
+// Trust levels, re-exported from registry.
+const (
+	TrustPending = registry.TrustPending
+	TrustTrusted = registry.TrustTrusted
+	TrustOwner   = registry.TrustOwner
+	TrustRevoked = registry.TrustRevoked
+)
+
+// trust decides who may hold a session with this node, from the device
+// registry (the seed's device_registry table in the libSQL file, or memory
+// for other stores). While a pairing invitation is open it also admits
+// unknown devices, but only to the pairing ceremony: runSession never
+// syncs with a device the registry does not trust.
+type trust struct {
+	devices registry.Store
+
+	mu      sync.Mutex
+	open    int                              // open invitations
+	joining map[core.DeviceID]core.PublicKey // inviters we are joining
+}
+
+var (
+	_ core.Authorizer     = (*trust)(nil)
+	_ transport.KeyLookup = (*trust)(nil)
+)
+
+// newTrust opens the registry kept by st: its SQL table when st is backed by
+// a database (the libSQL store), else an in-memory registry.
+func newTrust(ctx context.Context, st Store) (*trust, error) {
+	t := &trust{joining: map[core.DeviceID]core.PublicKey{}}
+	if db, ok := st.(interface{ DB() *sql.DB }); ok {
+		if err := registry.EnsureSchema(ctx, db.DB()); err != nil {
+			return nil, fmt.Errorf("open device registry: %w", err)
+		}
+		t.devices = registry.NewSQL(db.DB())
+	} else {
+		t.devices = registry.NewMemory()
+	}
+	return t, nil
+}
+
+// trusted returns the device if the registry trusts it with this key.
+func (t *trust) trusted(ctx context.Context, id core.DeviceID, key core.PublicKey) bool {
+	d, err := t.devices.Get(ctx, id)
+	return err == nil && d.PublicKey == key && (d.Trust == registry.TrustTrusted || d.Trust == registry.TrustOwner)
+}
+
+// Authorize implements core.Authorizer.
+func (t *trust) Authorize(ctx context.Context, id core.DeviceID, key core.PublicKey) error {
+	if t.trusted(ctx, id, key) {
+		return nil
+	}
+	if d, err := t.devices.Get(ctx, id); err == nil && d.Trust == registry.TrustRevoked {
+		return fmt.Errorf("%w: device %s is revoked", core.ErrUnauthorized, id.Short())
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if k, ok := t.joining[id]; ok && k == key {
+		return nil // the inviter whose invitation we are using
+	}
+	if t.open > 0 {
+		return nil // admitted to the pairing ceremony only
+	}
+	return fmt.Errorf("%w: device %s is not paired", core.ErrUnauthorized, id.Short())
+}
+
+// LookupKey implements transport.KeyLookup.
+func (t *trust) LookupKey(ctx context.Context, id core.DeviceID) (core.PublicKey, error) {
+	d, err := t.devices.Get(ctx, id)
+	if err == nil && d.Trust != registry.TrustRevoked {
+		return d.PublicKey, nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if k, ok := t.joining[id]; ok {
+		return k, nil
+	}
+	return core.PublicKey{}, fmt.Errorf("key of %s: %w", id.Short(), core.ErrNotFound)
+}
+
+// TrustDevice admits the device owning key to sessions with this node,
+// without the pairing ceremony: for hosts that provision device keys
+// themselves, and for tests. Prefer Invite and Join. A revoked device stays
+// revoked.
+func (n *Node) TrustDevice(key PublicKey) {
+	_ = n.trust.devices.Put(context.Background(), registry.Device{
+		ID: core.DeviceIDFromKey(key), PublicKey: key, Trust: registry.TrustTrusted, Name: "device",
+	})
+}
+
+// RevokeDevice cuts a device off: it is marked revoked in the registry
+// (terminal: it can never be trusted again), its live sessions are closed
+// at once, and it is refused from then on.
+func (n *Node) RevokeDevice(ctx context.Context, id DeviceID) error {
+	d, err := n.trust.devices.Get(ctx, id)
+	if errors.Is(err, core.ErrNotFound) {
+		d = registry.Device{ID: id}
+	} else if err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	ts, err := n.hlc.Now()
+	if err != nil {
+		return err
+	}
+	d.Trust, d.RevokedAt, d.UpdatedAt = registry.TrustRevoked, ts, ts
+	if err := n.trust.devices.Put(ctx, d); err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	n.sessMu.Lock()
+	var victims []*peerSession
+	for ps := range n.sessions {
+		if ps.peer == id {
+			victims = append(victims, ps)
+		}
+	}
+	n.sessMu.Unlock()
+	for _, ps := range victims {
+		_ = ps.sess.Close(fmt.Errorf("%w: revoked", core.ErrUnauthorized))
+	}
+	n.log.Info("device revoked", "peer", id.Short(), "sessions_closed", len(victims))
+	return nil
+}
+
+// Devices lists the device registry, sorted by id.
+func (n *Node) Devices(ctx context.Context) ([]Device, error) {
+	return n.trust.devices.List(ctx)
+}
+
+// touch records that a trusted peer was seen now.
+func (n *Node) touch(ctx context.Context, id DeviceID) {
+	if err := n.trust.devices.Touch(ctx, id, n.cfg.Clock.Now()); err != nil && !errors.Is(err, core.ErrNotFound) {
+		n.log.Warn("update last_seen", "peer", id.Short(), "err", err)
+	}
+}
+
+// dialDeadline bounds a pairing dial.
+const dialDeadline = 10 * time.Second
