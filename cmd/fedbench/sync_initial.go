@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +23,14 @@ import (
 // initial-sync run as the receiving device in a child process, so that its
 // memory is measured apart from the sender's.
 const receiverEnv = "FEDBENCH_SYNC_RECEIVER"
+
+// receiverProfileEnv, when set, names a file where the receiver writes
+// its CPU profile.
+const receiverProfileEnv = "FEDBENCH_RECEIVER_CPUPROFILE"
+
+// senderProfileEnv, when set, names a file where the sender writes its CPU
+// profile of the sync (not of the fill).
+const senderProfileEnv = "FEDBENCH_SENDER_CPUPROFILE"
 
 // receiverHello is what the child reports once its node listens.
 type receiverHello struct {
@@ -101,7 +110,20 @@ func runInitialSync(ctx context.Context, args []string) (result, error) {
 	if err := fillNode(ctx, "initial-sync A", a.node, *n, *valueLen); err != nil {
 		return result{}, err
 	}
+	if path := os.Getenv(senderProfileEnv); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return result{}, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return result{}, err
+		}
+	}
 	done, wall, maxrss, err := spawnReceiver(ctx, a, filepath.Join(root, "b"))
+	if os.Getenv(senderProfileEnv) != "" {
+		pprof.StopCPUProfile()
+	}
 	if err != nil {
 		return result{}, err
 	}
@@ -231,6 +253,17 @@ func parseKey(s string) (core.PublicKey, error) {
 // runReceiver is the child side: a fresh node in dir that syncs from the
 // parent's node until it holds the announced state, then reports on stdout.
 func runReceiver(ctx context.Context, dir string) error {
+	if path := os.Getenv(receiverProfileEnv); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	b, err := openBenchNode(ctx, dir)
 	if err != nil {
 		return err
