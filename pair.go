@@ -222,7 +222,16 @@ func (n *Node) Join(ctx context.Context, qr string, opts JoinOptions) (PairReque
 		return PairRequest{}, fmt.Errorf("join: %w", err)
 	}
 	res, err := n.joinOn(ctx, sess, inv, opts)
-	_ = sess.Close(nil)
+	if err == nil {
+		// Let the inviter read our acknowledgement and record the new
+		// device before the session goes: it closes the session itself.
+		select {
+		case <-sess.Done():
+		case <-time.After(dialDeadline):
+		case <-ctx.Done():
+		}
+	}
+	_ = sess.Close(err)
 	if err != nil {
 		return PairRequest{}, err
 	}
