@@ -424,4 +424,3 @@ func meshRoot(ctx context.Context, d *device) (int, string, error) {
 	}
 	return records, hex.EncodeToString(h.Sum(nil)), nil
 }
-
