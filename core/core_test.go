@@ -66,7 +66,7 @@ func TestHLCMonotonicAndBoundedDrift(t *testing.T) {
 	}
 	next()
 	c.t = c.t.Add(-time.Hour) // the wall clock jumps back
-	for range 70000 {          // more than the 16-bit counter holds
+	for range 70000 {         // more than the 16-bit counter holds
 		next()
 	}
 	// A remote timestamp a little ahead is followed; one too far ahead is
