@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -25,6 +26,9 @@ import (
 
 // syncColl is the collection every sync scenario writes.
 const syncColl = "bench"
+
+// logEnv, when set, sends the nodes' logs to stderr.
+const logEnv = "FEDBENCH_LOG"
 
 // syncTxn is the number of records per transaction when a node is filled.
 const syncTxn = 1000
@@ -46,9 +50,14 @@ func openBenchNode(ctx context.Context, dir string) (*benchNode, error) {
 		return nil, err
 	}
 	bn := &benchNode{dir: dir, store: st}
+	var logger *slog.Logger
+	if os.Getenv(logEnv) != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	node, err := federation.New(federation.Config{
-		Dir:   dir,
-		Store: st,
+		Dir:    dir,
+		Store:  st,
+		Logger: logger,
 		Network: federation.NetworkConfig{
 			ListenAddr: "127.0.0.1:0",
 			Transport:  bn.quic,

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/devicemesh/federation"
@@ -62,6 +65,10 @@ type catchUp struct {
 	aEnd, bEnd   federation.PeerStatus // once both sides announced CaughtUp
 	truncated    int64
 	changedBytes int
+	// loBytes and loPackets are what crossed the loopback interface from
+	// the dial until both sides announced CaughtUp: QUIC, TLS, Noise and
+	// the sync stream (system-wide, so other traffic on lo adds to it).
+	loBytes, loPackets int64
 }
 
 func runCatchUp(ctx context.Context, name string, p catchUpParams, truncate bool, target float64) (result, error) {
@@ -81,6 +88,7 @@ func runCatchUp(ctx context.Context, name string, p catchUpParams, truncate bool
 			name, r+1, p.rounds, ms(c.took), c.a.BytesSent+c.b.BytesSent, c.a.BytesSent, c.a.FramesSent, c.b.BytesSent, c.b.FramesSent,
 			c.changedBytes, wireRatio(c.a, c.b, c.changedBytes), c.aEnd.BytesSent+c.bEnd.BytesSent, wireRatio(c.aEnd, c.bEnd, c.changedBytes),
 			c.aEnd.Repairs+c.bEnd.Repairs, c.aEnd.RecordsSent)
+		progress("%s: round %d/%d: loopback carried %d B in %d packets from dial to settled (all of QUIC, handshake included; system-wide)", name, r+1, p.rounds, c.loBytes, c.loPackets)
 	}
 	// The median round by settled bytes is the headline.
 	med := medianRun(runs)
@@ -136,6 +144,7 @@ func measureCatchUp(ctx context.Context, pair *syncPair, p catchUpParams, trunca
 			return c, fmt.Errorf("truncate: %w", err)
 		}
 	}
+	lo0, lp0 := loopbackCounters()
 	start := time.Now()
 	if err := b.node.Connect(ctx, a.node.Addr(), a.node.DeviceID()); err != nil {
 		return c, err
@@ -159,6 +168,8 @@ func measureCatchUp(ctx context.Context, pair *syncPair, p catchUpParams, trunca
 		time.Sleep(200 * time.Microsecond)
 	}
 	c.aEnd, c.bEnd = sumPeers(a.node.Peers()), sumPeers(b.node.Peers())
+	lo1, lp1 := loopbackCounters()
+	c.loBytes, c.loPackets = lo1-lo0, lp1-lp0
 	return c, disconnect(ctx, a, b)
 }
 
@@ -190,4 +201,27 @@ func medianRun(runs []catchUp) catchUp {
 		}
 	}
 	return sorted[len(sorted)/2]
+}
+
+// loopbackCounters returns the bytes and packets received on the loopback
+// interface so far (from /proc/net/dev; zeros when unavailable).
+func loopbackCounters() (bytes, packets int64) {
+	b, err := os.ReadFile("/proc/net/dev")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(name) != "lo" {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 2 {
+			return 0, 0
+		}
+		bytes, _ = strconv.ParseInt(f[0], 10, 64)
+		packets, _ = strconv.ParseInt(f[1], 10, 64)
+		return bytes, packets
+	}
+	return 0, 0
 }
