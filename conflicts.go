@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/wire"
 )
@@ -104,6 +105,7 @@ func (n *Node) settleQueue(b *core.Batch, ts core.Timestamp) (events []Event, ap
 	n.queue.raised = nil
 	add := map[txKey]ConflictInfo{}
 	var drop []txKey
+	var entries []audit.Entry
 	for _, r := range b.Records {
 		k := txKey{r.Collection, r.Key}
 		ci, ok := n.queue.byKey[k]
@@ -111,6 +113,7 @@ func (n *Node) settleQueue(b *core.Batch, ts core.Timestamp) (events []Event, ap
 			continue
 		}
 		drop = append(drop, k)
+		entries = append(entries, audit.ConflictResolved(r.Origin, ci.Collection, "manual"))
 		b.Records = append(b.Records, core.Record{Collection: conflictsCollection, Key: ci.ID, Deleted: true, Timestamp: ts, Origin: n.DeviceID()})
 		events = append(events, Event{Kind: EventResolved, Collection: ci.Collection, Key: ci.Key, ConflictID: ci.ID, Timestamp: ts})
 	}
@@ -120,10 +123,14 @@ func (n *Node) settleQueue(b *core.Batch, ts core.Timestamp) (events []Event, ap
 			continue // already queued (a repeated delivery or repair)
 		}
 		add[k] = ci
+		entries = append(entries, audit.ConflictDetected(ci.Theirs.Origin, ci.Collection))
 		b.Records = append(b.Records, core.Record{Collection: conflictsCollection, Key: ci.ID, Value: encodeConflict(ci), Timestamp: ts, Origin: n.DeviceID()})
 		events = append(events, Event{Kind: EventConflict, Collection: ci.Collection, Key: ci.Key, ConflictID: ci.ID, Timestamp: ts})
 	}
 	return events, func() {
+		for _, e := range entries {
+			n.record(context.Background(), e)
+		}
 		for _, k := range drop {
 			delete(n.queue.byKey, k)
 		}

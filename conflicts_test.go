@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/devicemesh/federation"
+	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/federationtest"
 )
@@ -95,6 +96,44 @@ func requireEvent(t *testing.T, s *federation.Subscription, kind federation.Even
 			}
 		case <-timeout:
 			t.Fatalf("no %v event for conflict %s", kind, id)
+		}
+	}
+}
+
+// TestAuditRecordsSync: sessions, batches and the manual conflict's steps
+// are in the audit log, and the chain verifies.
+func TestAuditRecordsSync(t *testing.T) {
+	ctx := context.Background()
+	m := federationtest.NewMesh(t, 2, federationtest.Options{Seed: 9, Config: func(i int, c *federation.Config) {
+		c.Collections = map[string]federation.Policy{"decisions": {Resolver: conflict.Manual{}}}
+	}})
+	require.NoError(t, m.Node(0).Put(ctx, "decisions", "k", []byte("a")))
+	require.NoError(t, m.Node(1).Put(ctx, "decisions", "k", []byte("b")))
+	m.ConnectAll(ctx)
+	var id string
+	require.Eventually(t, func() bool {
+		cs, _ := m.Node(0).Conflicts(ctx)
+		if len(cs) == 1 {
+			id = cs[0].ID
+		}
+		return len(cs) == 1
+	}, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, m.Node(0).Resolve(ctx, id, federation.Resolution{Value: []byte("c")}))
+	require.Eventually(t, func() bool {
+		cs, _ := m.Node(1).Conflicts(ctx)
+		return len(cs) == 0
+	}, 5*time.Second, 5*time.Millisecond)
+	for i := range 2 {
+		log := m.Node(i).Audit()
+		require.NoError(t, log.Verify(ctx))
+		entries, err := log.Query(ctx, audit.Filter{})
+		require.NoError(t, err)
+		kinds := map[audit.Kind]int{}
+		for _, e := range entries {
+			kinds[e.Kind]++
+		}
+		for _, k := range []audit.Kind{audit.KindSessionOpened, audit.KindBatchSent, audit.KindBatchReceived, audit.KindConflictDetected, audit.KindConflictResolved} {
+			require.Positive(t, kinds[k], "node %d audit lacks %v: %v", i, k, kinds)
 		}
 	}
 }

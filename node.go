@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
 	"github.com/devicemesh/federation/store/libsqlstore"
@@ -39,6 +40,7 @@ type Node struct {
 	sessions map[*peerSession]struct{}
 
 	trust   *trust // who may hold a session (device registry)
+	audit   *audit.Log // tamper-evident log of every sync operation
 	pairMu  sync.Mutex
 	invites invitations // open pairing invitations
 	netMu   sync.Mutex
@@ -123,6 +125,9 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		return nil, err
 	}
 	if n.trust, err = newTrust(ctx, st); err != nil {
+		return nil, err
+	}
+	if n.audit, err = openAudit(ctx, st, cfg.Clock); err != nil {
 		return nil, err
 	}
 	n.log.Info("node ready", "name", cfg.Device.Name, "seq", n.seq)

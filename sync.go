@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/wire"
 )
@@ -88,11 +89,15 @@ func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 		err := n.hostPairing(ctx, sess)
 		if err != nil {
 			n.log.Warn("pairing failed", "peer", sess.Peer().Short(), "err", err)
+			n.record(ctx, audit.Refusal(sess.Peer(), "pairing-failed"))
+		} else {
+			n.record(ctx, audit.Pairing(sess.Peer(), "approved"))
 		}
 		_ = sess.Close(err)
 		return err
 	}
 	n.touch(ctx, sess.Peer())
+	n.record(ctx, audit.SessionOpened(sess.Peer(), "direct"))
 	ps := &peerSession{
 		n:         n,
 		sess:      sess,
@@ -109,6 +114,7 @@ func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 	defer n.removeSession(ps)
 	err := ps.run(ctx)
 	_ = sess.Close(err)
+	n.record(ctx, audit.SessionClosed(ps.peer, closeReason(err)))
 	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
 		err = nil
 	}

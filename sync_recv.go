@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 
+	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/wire"
 )
@@ -110,6 +111,12 @@ func (ps *peerSession) receiveChanges(ctx context.Context, asm *txnAssembler, pa
 		return fmt.Errorf("sync apply from %s: %w", ps.peer.Short(), err)
 	}
 	ps.stats.conflicts.Add(uint64(res.conflicts))
+	ps.n.record(ctx, audit.BatchReceived(ps.peer, "*", int64(res.txns), int64(res.changes), int64(len(payload))))
+	if res.conflicts > 0 {
+		e := audit.ConflictResolved(ps.peer, "*", "policy")
+		e.Detail = append(e.Detail, audit.Num("count", int64(res.conflicts)))
+		ps.n.record(ctx, e)
+	}
 	// The peer holds what it sent us: never echo it back.
 	for _, t := range ready {
 		last := t[len(t)-1]

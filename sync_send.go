@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/wire"
 )
@@ -185,6 +186,7 @@ func (ps *peerSession) sendBatch(origin core.DeviceID, batch []core.Change) erro
 	}
 	ps.stats.changesSent.Add(uint64(len(batch)))
 	ps.peerHasRaise(origin, batch[len(batch)-1].Seq)
+	ps.n.record(context.Background(), audit.BatchSent(ps.peer, "*", 0, int64(len(batch)), 0))
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/registry"
 	"github.com/devicemesh/federation/transport"
@@ -140,6 +141,8 @@ func (n *Node) RevokeDevice(ctx context.Context, id DeviceID) error {
 		_ = ps.sess.Close(fmt.Errorf("%w: revoked", core.ErrUnauthorized))
 	}
 	n.log.Info("device revoked", "peer", id.Short(), "sessions_closed", len(victims))
+	e := audit.Entry{Kind: audit.KindRegistryOp, Device: id, Detail: audit.Detail{audit.Text("op", "revoke"), audit.Num("sessions-closed", int64(len(victims)))}}
+	n.record(ctx, e)
 	return nil
 }
 
