@@ -39,7 +39,7 @@ type Node struct {
 	sessMu   sync.Mutex
 	sessions map[*peerSession]struct{}
 
-	trust   *trust // who may hold a session (device registry)
+	trust   *trust     // who may hold a session (device registry)
 	audit   *audit.Log // tamper-evident log of every sync operation
 	pairMu  sync.Mutex
 	invites invitations // open pairing invitations
