@@ -118,6 +118,10 @@ func runCatchUp(ctx context.Context, name string, p catchUpParams, truncate bool
 		"ms_to_up_to_date":         ms(med.took),
 		"ratio_rounds":             ratios(runs),
 		"handshake_bytes_excluded": "QUIC/TLS + Noise handshake bytes are below the sync stream and not in PeerStatus (a fixed cost per connection, not per change)",
+		"loopback_bytes":           med.loBytes,
+		"loopback_packets":         med.loPackets,
+		"loopback_ratio":           float64(med.loBytes) / base,
+		"loopback_note":            "everything on lo from dial to settled (QUIC+TLS+Noise handshake, packet headers, AEAD tags, ACKs, sync stream); system-wide, so other traffic adds to it",
 	}
 	if truncate {
 		res.Extra["changelog_entries_truncated"] = med.truncated
