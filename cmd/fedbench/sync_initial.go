@@ -54,6 +54,8 @@ type receiverDone struct {
 	BytesRecv   uint64  `json:"bytes_recv"`
 	FramesRecv  uint64  `json:"frames_recv"`
 	ChangesRecv uint64  `json:"changes_recv"`
+	// CPU is the child's whole CPU time, filled in by the parent.
+	CPU time.Duration `json:"-"`
 }
 
 // runInitialSync measures how fast a fresh device B receives n records that
@@ -120,7 +122,9 @@ func runInitialSync(ctx context.Context, args []string) (result, error) {
 			return result{}, err
 		}
 	}
+	cpu0 := cpuTime()
 	done, wall, maxrss, err := spawnReceiver(ctx, a, filepath.Join(root, "b"))
+	senderCPU := cpuTime() - cpu0
 	if os.Getenv(senderProfileEnv) != "" {
 		pprof.StopCPUProfile()
 	}
@@ -145,6 +149,12 @@ func runInitialSync(ctx context.Context, args []string) (result, error) {
 		"receiver_vmhwm_mib":         float64(done.VmHWMKiB) / 1024,
 		"receiver_rusage_maxrss_mib": float64(maxrss) / 1024,
 		"receiver_peak_rss_pass":     peak <= 256<<10,
+		// CPU per record is far less sensitive to other load on the shared
+		// machine than wall time (the sync needs two busy processes where
+		// the baseline needs one).
+		"receiver_cpu_us_per_record": float64(done.CPU.Microseconds()) / float64(*n),
+		"sender_cpu_us_per_record":   float64(senderCPU.Microseconds()) / float64(*n),
+		"cpu_ratio_receiver":         baseCPU / (float64(done.CPU.Microseconds()) / float64(*n)),
 		"ratio_pass":                 res.Ratio >= 0.5,
 		"bytes_recv":                 done.BytesRecv, "frames_recv": done.FramesRecv,
 		"changes_recv": done.ChangesRecv,
@@ -227,6 +237,7 @@ func spawnReceiver(ctx context.Context, a *benchNode, dir string) (receiverDone,
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		maxrss = ru.Maxrss // KiB on Linux
 	}
+	done.CPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return done, time.Since(start), maxrss, nil
 }
 
