@@ -111,6 +111,15 @@ func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, 
 	if err := n.hlc.Update(maxTS); err != nil {
 		return res, fmt.Errorf("apply: %w", err)
 	}
+	for _, t := range fresh {
+		recs := make([]core.Record, len(t))
+		for i := range t {
+			recs[i] = t[i].Record
+		}
+		if err := n.checkOps(ctx, t[0].Origin, recs); err != nil {
+			return res, err
+		}
+	}
 	b, events, conflicts, err := n.mergeRemote(ctx, fresh)
 	if err != nil {
 		return res, err

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
 )
 
@@ -128,6 +129,9 @@ func (c Config) validate() (Config, error) {
 
 // policy returns the policy of a collection.
 func (c *Config) policy(collection string) Policy {
+	if collection == registryCollection {
+		return Policy{Priority: core.PriorityHigh, Mode: core.ModeImmediate, Resolver: conflict.LWW{}}
+	}
 	if internal(collection) {
 		return Policy{Priority: core.PriorityNone, Mode: core.ModeLocalOnly}
 	}

@@ -120,6 +120,9 @@ func (h *hub) remove(s *Subscription) {
 }
 
 func (h *hub) publish(e Event) {
+	if e.Kind == EventChange && internal(e.Collection) {
+		return // the SDK's own bookkeeping, not the host's data
+	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for s := range h.subs {

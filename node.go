@@ -11,6 +11,7 @@ import (
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/registry"
 	"github.com/devicemesh/federation/store/libsqlstore"
 )
 
@@ -39,14 +40,16 @@ type Node struct {
 	sessMu   sync.Mutex
 	sessions map[*peerSession]struct{}
 
-	trust   *trust     // who may hold a session (device registry)
-	audit   *audit.Log // tamper-evident log of every sync operation
-	pairMu  sync.Mutex
-	invites invitations // open pairing invitations
-	netMu   sync.Mutex
-	tr      Transport          // nil until Start
-	runCtx  context.Context    // lives until the network stops
-	stopNet context.CancelFunc // stops the network
+	trust      *trust          // who may hold a session (device registry)
+	audit      *audit.Log      // tamper-evident log of every sync operation
+	reg        *registry.State // replicated device registry (nil: no mesh yet); under writeMu
+	pendingOps []registry.Op   // operations held until the mesh's genesis arrives
+	pairMu     sync.Mutex
+	invites    invitations // open pairing invitations
+	netMu      sync.Mutex
+	tr         Transport          // nil until Start
+	runCtx     context.Context    // lives until the network stops
+	stopNet    context.CancelFunc // stops the network
 
 	closeOnce sync.Once
 	closeErr  error
@@ -128,6 +131,9 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		return nil, err
 	}
 	if n.audit, err = openAudit(ctx, st, cfg.Clock); err != nil {
+		return nil, err
+	}
+	if err := n.loadRegistry(ctx); err != nil {
 		return nil, err
 	}
 	n.log.Info("node ready", "name", cfg.Device.Name, "seq", n.seq)

@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"context"
 	"sync"
 
 	"github.com/devicemesh/federation/core"
@@ -33,5 +34,6 @@ func (nf *notifier) notify() {
 // peers' senders.
 func (n *Node) afterCommit(records []core.Record) {
 	n.updateTrees(records)
+	n.foldOps(context.Background(), registryOps(records))
 	n.changed.notify()
 }

@@ -77,6 +77,9 @@ func (n *Node) Invite(ctx context.Context, opts InviteOptions) (Invitation, erro
 	if addr == "" {
 		return Invitation{}, fmt.Errorf("invite: %w", ErrNotStarted)
 	}
+	if err := n.ensureMesh(ctx); err != nil {
+		return Invitation{}, fmt.Errorf("invite: %w", err)
+	}
 	inv, err := registry.NewInvitation(n.ident, []string{addr}, n.cfg.Clock.Now().Add(opts.TTL), n.random())
 	if err != nil {
 		return Invitation{}, fmt.Errorf("invite: %w", err)
@@ -138,6 +141,9 @@ func (n *Node) hostPairing(ctx context.Context, sess Session) error {
 	}
 	n.closeInvite(oi.inv)
 	n.addDevice(ctx, res.Peer.Key, res.Peer.Name)
+	if err := n.addToMesh(ctx, res.Peer.Key, res.Peer.Name); err != nil {
+		return fmt.Errorf("pairing: record the new device: %w", err)
+	}
 	n.log.Info("device paired", "peer", res.Peer.ID.Short())
 	return nil
 }

@@ -344,6 +344,15 @@ func (n *Node) applyRecords(ctx context.Context, recs []core.Change) error {
 	if err := n.hlc.Update(maxTS); err != nil {
 		return fmt.Errorf("repair: %w", err)
 	}
+	plain := make([]core.Record, len(recs))
+	for i := range recs {
+		plain[i] = recs[i].Record
+	}
+	if len(recs) > 0 {
+		if err := n.checkOps(ctx, recs[0].Origin, plain); err != nil {
+			return err
+		}
+	}
 	var b core.Batch
 	var events []Event
 	for _, r := range recs {

@@ -129,6 +129,19 @@ func (n *Node) RevokeDevice(ctx context.Context, id DeviceID) error {
 	if err := n.trust.devices.Put(ctx, d); err != nil {
 		return fmt.Errorf("revoke: %w", err)
 	}
+	closed := n.cutOff(id)
+	n.log.Info("device revoked", "peer", id.Short(), "sessions_closed", closed)
+	e := audit.Entry{Kind: audit.KindRegistryOp, Device: id, Detail: audit.Detail{audit.Text("op", "revoke"), audit.Num("sessions-closed", int64(closed))}}
+	n.record(ctx, e)
+	// Tell every other device of the mesh, as a signed operation.
+	if err := n.revokeInMesh(ctx, id); err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	return nil
+}
+
+// cutOff closes every live session with a device and returns how many.
+func (n *Node) cutOff(id DeviceID) int {
 	n.sessMu.Lock()
 	var victims []*peerSession
 	for ps := range n.sessions {
@@ -140,10 +153,7 @@ func (n *Node) RevokeDevice(ctx context.Context, id DeviceID) error {
 	for _, ps := range victims {
 		_ = ps.sess.Close(fmt.Errorf("%w: revoked", core.ErrUnauthorized))
 	}
-	n.log.Info("device revoked", "peer", id.Short(), "sessions_closed", len(victims))
-	e := audit.Entry{Kind: audit.KindRegistryOp, Device: id, Detail: audit.Detail{audit.Text("op", "revoke"), audit.Num("sessions-closed", int64(len(victims)))}}
-	n.record(ctx, e)
-	return nil
+	return len(victims)
 }
 
 // Devices lists the device registry, sorted by id.

@@ -1,0 +1,202 @@
+package federation
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/devicemesh/federation/audit"
+	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/registry"
+)
+
+// Registry replication. Changes to the set of the user's devices (a device
+// added by pairing, a device revoked) are operations signed by the device
+// that makes them (package registry). They travel like data: each is a
+// record of the internal collection _fed.registry, keyed by the hash of the
+// operation, synced immediately with high priority. Every device folds the
+// operations it holds into the same registry state (registry.State
+// converges whatever the order; a revocation wins over a concurrent add),
+// writes it to its device_registry table, which decides who may connect,
+// and closes its sessions with any device that state revokes. An operation
+// whose signature does not verify is refused with the transaction that
+// carried it, and the refusal is audited.
+//
+// The first device to invite another founds the mesh (its genesis
+// operation); devices that join receive the mesh's operations by sync.
+
+// registryCollection holds the signed registry operations (synced).
+const registryCollection = internalPrefix + "registry"
+
+// ErrForgedOperation reports a registry operation whose signature does not
+// verify, or whose record does not match it.
+var ErrForgedOperation = errors.New("forged registry operation")
+
+// loadRegistry rebuilds the registry state from the stored operations.
+func (n *Node) loadRegistry(ctx context.Context) error {
+	var ops []registry.Op
+	err := n.store.Scan(ctx, registryCollection, core.KeyRange{}, func(r core.Record) error {
+		op, err := registry.UnmarshalOp(r.Value)
+		if err != nil {
+			return fmt.Errorf("load registry: %w", err)
+		}
+		ops = append(ops, op)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	n.foldOps(ctx, ops)
+	return nil
+}
+
+// foldOps applies operations to the registry state (founding it from a
+// genesis among them if there is none yet), writes the resulting devices to
+// the registry table and cuts off revoked devices. Called with the write
+// lock held, or before the node runs.
+func (n *Node) foldOps(ctx context.Context, ops []registry.Op) {
+	if len(ops) == 0 {
+		return
+	}
+	if n.reg == nil {
+		for _, op := range ops {
+			if s, err := registry.NewState(op); err == nil {
+				n.reg = s
+				break
+			}
+		}
+		if n.reg == nil {
+			n.pendingOps = append(n.pendingOps, ops...)
+			return
+		}
+		ops = append(n.pendingOps, ops...)
+		n.pendingOps = nil
+	}
+	added, err := n.reg.ApplyAll(ops)
+	if err != nil {
+		n.log.Warn("registry operation refused", "err", err)
+	}
+	if added == 0 {
+		return
+	}
+	if err := registry.Save(ctx, n.trust.devices, n.reg); err != nil {
+		n.log.Warn("save registry", "err", err)
+	}
+	for _, d := range n.reg.Devices() {
+		if d.Trust == registry.TrustRevoked && d.ID != n.DeviceID() {
+			n.cutOff(d.ID)
+		}
+	}
+}
+
+// checkOps is the ingress check for registry operations arriving from a
+// peer: each record must hold a well-formed operation, keyed by its hash,
+// whose signature verifies. Operations whose author is not (yet) allowed
+// are kept: registry.State decides their effect.
+func (n *Node) checkOps(ctx context.Context, from core.DeviceID, recs []core.Record) error {
+	for _, r := range recs {
+		if r.Collection != registryCollection || r.Deleted {
+			continue
+		}
+		op, err := registry.UnmarshalOp(r.Value)
+		if h := op.Hash(); err == nil && hex.EncodeToString(h[:]) != r.Key {
+			err = fmt.Errorf("record key does not match the operation")
+		}
+		if err == nil && n.reg != nil {
+			if verr := registry.Verify(op, n.reg); errors.Is(verr, registry.ErrForged) || errors.Is(verr, registry.ErrUnsigned) || errors.Is(verr, registry.ErrMalformed) {
+				err = verr
+			}
+		}
+		if err != nil {
+			n.record(ctx, audit.Refusal(from, "forged-registry-op"))
+			return fmt.Errorf("%w: %w: %v", core.ErrProtocol, ErrForgedOperation, err)
+		}
+	}
+	return nil
+}
+
+// registryOps extracts the operations among committed records.
+func registryOps(recs []core.Record) []registry.Op {
+	var ops []registry.Op
+	for _, r := range recs {
+		if r.Collection != registryCollection || r.Deleted {
+			continue
+		}
+		if op, err := registry.UnmarshalOp(r.Value); err == nil {
+			ops = append(ops, op)
+		}
+	}
+	return ops
+}
+
+// writeOp commits a registry operation made by this device (write lock
+// held by the caller's Update).
+func (tx *Tx) writeOp(op registry.Op) {
+	h := op.Hash()
+	k := txKey{registryCollection, hex.EncodeToString(h[:])}
+	tx.index[k] = len(tx.ops)
+	tx.ops = append(tx.ops, txOp{collection: k.collection, key: k.key, value: op.Marshal()})
+}
+
+// ensureMesh founds the mesh with this device as owner if it belongs to
+// none yet.
+func (n *Node) ensureMesh(ctx context.Context) error {
+	return n.Update(ctx, func(tx *Tx) error {
+		if n.reg != nil {
+			return nil
+		}
+		ts, err := n.hlc.Now()
+		if err != nil {
+			return err
+		}
+		op, err := registry.Genesis(n.ident, ts, n.cfg.Device.Name, registry.TypeUnknown, nil)
+		if err != nil {
+			return err
+		}
+		tx.writeOp(op)
+		return nil
+	})
+}
+
+// addToMesh records, as a signed operation, that a paired device joined.
+func (n *Node) addToMesh(ctx context.Context, key core.PublicKey, name string) error {
+	return n.Update(ctx, func(tx *Tx) error {
+		if n.reg == nil {
+			return nil
+		}
+		ts, err := n.hlc.Now()
+		if err != nil {
+			return err
+		}
+		op, err := n.reg.NewAdd(n.ident, ts, registry.Device{PublicKey: key, Name: name, Trust: registry.TrustTrusted})
+		if err != nil {
+			return err
+		}
+		tx.writeOp(op)
+		return nil
+	})
+}
+
+// revokeInMesh records a revocation as a signed operation, so that every
+// device of the mesh cuts the device off.
+func (n *Node) revokeInMesh(ctx context.Context, id core.DeviceID) error {
+	return n.Update(ctx, func(tx *Tx) error {
+		if n.reg == nil {
+			return nil
+		}
+		if _, known := n.reg.Device(id); !known {
+			return nil
+		}
+		ts, err := n.hlc.Now()
+		if err != nil {
+			return err
+		}
+		op, err := n.reg.NewRevoke(n.ident, ts, id)
+		if err != nil {
+			return err
+		}
+		tx.writeOp(op)
+		return nil
+	})
+}

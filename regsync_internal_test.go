@@ -1,0 +1,51 @@
+package federation
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"testing"
+
+	"github.com/devicemesh/federation/audit"
+	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/registry"
+	"github.com/devicemesh/federation/store/memstore"
+)
+
+// TestForgedRegistryOperationRefused: an operation whose signature does not
+// verify is refused with the transaction carrying it, and audited.
+func TestForgedRegistryOperationRefused(t *testing.T) {
+	ctx := context.Background()
+	n, err := New(Config{Store: memstore.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if err := n.ensureMesh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mallory, _ := identity.Generate(nil)
+	ts, _ := n.Now()
+	op, err := n.reg.NewAdd(n.ident, ts, registry.Device{PublicKey: mallory.PublicKey(), Name: "mallory", Trust: registry.TrustOwner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := op.Marshal()
+	raw[len(raw)-1] ^= 1 // break the signature
+	h := op.Hash()
+	rec := core.Record{Collection: registryCollection, Key: hex.EncodeToString(h[:]), Value: raw}
+	err = n.checkOps(ctx, mallory.DeviceID(), []core.Record{rec})
+	if !errors.Is(err, ErrForgedOperation) || !errors.Is(err, core.ErrProtocol) {
+		t.Fatalf("forged op: %v", err)
+	}
+	entries, err := n.Audit().Query(ctx, audit.Filter{Kinds: []audit.Kind{audit.KindRefusal}})
+	if err != nil || len(entries) != 1 || entries[0].Device != mallory.DeviceID() {
+		t.Fatalf("refusal not audited: %v %v", entries, err)
+	}
+	// The genuine operation passes the same check.
+	good := core.Record{Collection: registryCollection, Key: rec.Key, Value: op.Marshal()}
+	if err := n.checkOps(ctx, n.DeviceID(), []core.Record{good}); err != nil {
+		t.Fatalf("genuine op refused: %v", err)
+	}
+}

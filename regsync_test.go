@@ -1,0 +1,79 @@
+package federation_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/devicemesh/federation"
+)
+
+// pairInto pairs joiner with host through the ceremony (approving when the
+// SAS strings match).
+func pairInto(t *testing.T, host, joiner *federation.Node) {
+	t.Helper()
+	ctx := context.Background()
+	shown := make(chan string, 1)
+	inv, err := host.Invite(ctx, federation.InviteOptions{Approve: func(ctx context.Context, r federation.PairRequest) (bool, error) {
+		return r.SAS == <-shown, nil
+	}})
+	require.NoError(t, err)
+	_, err = joiner.Join(ctx, inv.QR, federation.JoinOptions{Show: func(r federation.PairRequest) { shown <- r.SAS }})
+	require.NoError(t, err)
+}
+
+func trusts(ctx context.Context, n *federation.Node, id federation.DeviceID, level federation.TrustLevel) bool {
+	devs, err := n.Devices(ctx)
+	if err != nil {
+		return false
+	}
+	for _, d := range devs {
+		if d.ID == id {
+			return d.Trust == level
+		}
+	}
+	return false
+}
+
+// TestRegistryReplicatesAndRevocationReachesEveryDevice: devices paired
+// with the phone learn of each other through the replicated registry; a
+// revocation made on one device closes the revoked device's sessions on
+// every other device within a second, and it gets nothing written after.
+func TestRegistryReplicatesAndRevocationReachesEveryDevice(t *testing.T) {
+	ctx := context.Background()
+	phone, laptop, tablet := quicNode(t, "phone"), quicNode(t, "laptop"), quicNode(t, "tablet")
+	pairInto(t, phone, laptop)
+	pairInto(t, phone, tablet)
+	// The laptop never met the tablet: it learns of it from the phone's
+	// signed "add" operation, synced like data.
+	require.Eventually(t, func() bool { return trusts(ctx, laptop, tablet.DeviceID(), federation.TrustTrusted) }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return trusts(ctx, tablet, laptop.DeviceID(), federation.TrustTrusted) }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, laptop.Connect(ctx, tablet.Addr(), tablet.DeviceID()))
+	require.NoError(t, laptop.Put(ctx, "notes", "before", []byte("1")))
+	waitValue(t, tablet, "notes", "before", "1")
+	connected := func(n *federation.Node, id federation.DeviceID) bool {
+		for _, p := range n.Peers() {
+			if p.Device == id {
+				return true
+			}
+		}
+		return false
+	}
+	require.True(t, connected(laptop, tablet.DeviceID()))
+
+	start := time.Now()
+	require.NoError(t, phone.RevokeDevice(ctx, tablet.DeviceID()))
+	require.Eventually(t, func() bool { return !connected(laptop, tablet.DeviceID()) && !connected(phone, tablet.DeviceID()) },
+		time.Second, 2*time.Millisecond, "every device closes its sessions with the revoked device within a second")
+	elapsed := time.Since(start)
+	t.Logf("revocation on the phone closed the laptop's session with the tablet in %v", elapsed)
+	require.True(t, trusts(ctx, laptop, tablet.DeviceID(), federation.TrustRevoked))
+
+	require.NoError(t, laptop.Put(ctx, "notes", "after", []byte("2")))
+	require.Error(t, tablet.Connect(ctx, laptop.Addr(), laptop.DeviceID()), "the laptop refuses the revoked tablet")
+	time.Sleep(200 * time.Millisecond)
+	_, err := tablet.Get(ctx, "notes", "after")
+	require.ErrorIs(t, err, federation.ErrNotFound)
+}
