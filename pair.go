@@ -144,6 +144,10 @@ func (n *Node) hostPairing(ctx context.Context, sess Session) error {
 	if err := n.addToMesh(ctx, res.Peer.Key, res.Peer.Name); err != nil {
 		return fmt.Errorf("pairing: record the new device: %w", err)
 	}
+	// The newcomer gets the mesh secret in a new generation sealed to it.
+	if err := n.rotateSecret(ctx); err != nil {
+		return fmt.Errorf("pairing: rotate mesh secret: %w", err)
+	}
 	n.log.Info("device paired", "peer", res.Peer.ID.Short())
 	return nil
 }

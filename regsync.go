@@ -142,7 +142,7 @@ func (tx *Tx) writeOp(op registry.Op) {
 // ensureMesh founds the mesh with this device as owner if it belongs to
 // none yet.
 func (n *Node) ensureMesh(ctx context.Context) error {
-	return n.Update(ctx, func(tx *Tx) error {
+	if err := n.Update(ctx, func(tx *Tx) error {
 		if n.reg != nil {
 			return nil
 		}
@@ -156,7 +156,50 @@ func (n *Node) ensureMesh(ctx context.Context) error {
 		}
 		tx.writeOp(op)
 		return nil
+	}); err != nil {
+		return err
+	}
+	n.writeMu.Lock()
+	need := n.reg != nil && n.reg.Generation() == 0
+	n.writeMu.Unlock()
+	if !need {
+		return nil
+	}
+	return n.rotateSecret(ctx)
+}
+
+// rotateSecret installs a new generation of the mesh secret, sealed to the
+// devices the registry trusts now (and so to no revoked one).
+func (n *Node) rotateSecret(ctx context.Context) error {
+	return n.Update(ctx, func(tx *Tx) error {
+		if n.reg == nil {
+			return nil
+		}
+		ts, err := n.hlc.Now()
+		if err != nil {
+			return err
+		}
+		op, err := n.reg.NewRotation(n.ident, ts, n.random())
+		if err != nil {
+			return err
+		}
+		tx.writeOp(op)
+		return nil
 	})
+}
+
+// MeshSecret returns the current generation of the mesh secret, the key
+// from which the user's devices derive private discovery tokens and relay
+// mailbox keys. A revoked device never receives a generation issued after
+// its revocation. It fails with core.ErrUnauthorized-wrapped errors when
+// this device holds no generation.
+func (n *Node) MeshSecret() (registry.Secret, error) {
+	n.writeMu.Lock()
+	defer n.writeMu.Unlock()
+	if n.reg == nil {
+		return registry.Secret{}, fmt.Errorf("mesh secret: %w", registry.ErrNoSecret)
+	}
+	return n.reg.OpenSecret(n.ident)
 }
 
 // addToMesh records, as a signed operation, that a paired device joined.
@@ -181,7 +224,7 @@ func (n *Node) addToMesh(ctx context.Context, key core.PublicKey, name string) e
 // revokeInMesh records a revocation as a signed operation, so that every
 // device of the mesh cuts the device off.
 func (n *Node) revokeInMesh(ctx context.Context, id core.DeviceID) error {
-	return n.Update(ctx, func(tx *Tx) error {
+	if err := n.Update(ctx, func(tx *Tx) error {
 		if n.reg == nil {
 			return nil
 		}
@@ -198,5 +241,9 @@ func (n *Node) revokeInMesh(ctx context.Context, id core.DeviceID) error {
 		}
 		tx.writeOp(op)
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	// A new secret generation, sealed only to the devices that remain.
+	return n.rotateSecret(ctx)
 }

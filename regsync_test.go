@@ -62,6 +62,15 @@ func TestRegistryReplicatesAndRevocationReachesEveryDevice(t *testing.T) {
 		return false
 	}
 	require.True(t, connected(laptop, tablet.DeviceID()))
+	var gen uint64
+	require.Eventually(t, func() bool {
+		a, errA := phone.MeshSecret()
+		b, errB := laptop.MeshSecret()
+		c, errC := tablet.MeshSecret()
+		gen = a.Generation
+		return errA == nil && errB == nil && errC == nil && a == b && b == c
+	}, 5*time.Second, 5*time.Millisecond, "every device holds the same mesh secret")
+	oldSecret, _ := tablet.MeshSecret()
 
 	start := time.Now()
 	require.NoError(t, phone.RevokeDevice(ctx, tablet.DeviceID()))
@@ -70,6 +79,15 @@ func TestRegistryReplicatesAndRevocationReachesEveryDevice(t *testing.T) {
 	elapsed := time.Since(start)
 	t.Logf("revocation on the phone closed the laptop's session with the tablet in %v", elapsed)
 	require.True(t, trusts(ctx, laptop, tablet.DeviceID(), federation.TrustRevoked))
+	require.Eventually(t, func() bool {
+		a, errA := phone.MeshSecret()
+		b, errB := laptop.MeshSecret()
+		return errA == nil && errB == nil && a == b && a.Generation > gen
+	}, 5*time.Second, 5*time.Millisecond, "the remaining devices rotate to a new secret generation")
+	newSecret, _ := laptop.MeshSecret()
+	got, _ := tablet.MeshSecret()
+	require.Equal(t, oldSecret, got, "the revoked device never gets the new generation")
+	require.NotEqual(t, newSecret.Key, got.Key)
 
 	require.NoError(t, laptop.Put(ctx, "notes", "after", []byte("2")))
 	require.Error(t, tablet.Connect(ctx, laptop.Addr(), laptop.DeviceID()), "the laptop refuses the revoked tablet")
