@@ -247,3 +247,35 @@ func (n *Node) revokeInMesh(ctx context.Context, id core.DeviceID) error {
 	// A new secret generation, sealed only to the devices that remain.
 	return n.rotateSecret(ctx)
 }
+
+// RenameDevice renames a device of the mesh ("Anna's old phone"), as a
+// signed operation replicated to every device (last writer wins).
+func (n *Node) RenameDevice(ctx context.Context, id DeviceID, name string) error {
+	return n.meshOp(ctx, func(ts core.Timestamp) (registry.Op, error) { return n.reg.NewRename(n.ident, ts, id, name) })
+}
+
+// SetDevicePolicy sets a device's sync policy (opaque bytes, normally
+// JSON, interpreted by the host and the policy layer), as a signed
+// operation replicated to every device (last writer wins).
+func (n *Node) SetDevicePolicy(ctx context.Context, id DeviceID, policy []byte) error {
+	return n.meshOp(ctx, func(ts core.Timestamp) (registry.Op, error) { return n.reg.NewSetPolicy(n.ident, ts, id, policy) })
+}
+
+// meshOp commits one operation built by mk against the current registry.
+func (n *Node) meshOp(ctx context.Context, mk func(core.Timestamp) (registry.Op, error)) error {
+	return n.Update(ctx, func(tx *Tx) error {
+		if n.reg == nil {
+			return fmt.Errorf("%w: this device belongs to no mesh yet (Invite or Join first)", core.ErrInvalidArgument)
+		}
+		ts, err := n.hlc.Now()
+		if err != nil {
+			return err
+		}
+		op, err := mk(ts)
+		if err != nil {
+			return err
+		}
+		tx.writeOp(op)
+		return nil
+	})
+}

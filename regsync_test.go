@@ -51,6 +51,17 @@ func TestRegistryReplicatesAndRevocationReachesEveryDevice(t *testing.T) {
 	require.Eventually(t, func() bool { return trusts(ctx, laptop, tablet.DeviceID(), federation.TrustTrusted) }, 5*time.Second, 5*time.Millisecond)
 	require.Eventually(t, func() bool { return trusts(ctx, tablet, laptop.DeviceID(), federation.TrustTrusted) }, 5*time.Second, 5*time.Millisecond)
 	require.NoError(t, laptop.Connect(ctx, tablet.Addr(), tablet.DeviceID()))
+	// A rename made on the laptop reaches the phone.
+	require.NoError(t, laptop.RenameDevice(ctx, tablet.DeviceID(), "kitchen tablet"))
+	require.Eventually(t, func() bool {
+		devs, _ := phone.Devices(ctx)
+		for _, d := range devs {
+			if d.ID == tablet.DeviceID() {
+				return d.Name == "kitchen tablet"
+			}
+		}
+		return false
+	}, 5*time.Second, 5*time.Millisecond)
 	require.NoError(t, laptop.Put(ctx, "notes", "before", []byte("1")))
 	waitValue(t, tablet, "notes", "before", "1")
 	connected := func(n *federation.Node, id federation.DeviceID) bool {
