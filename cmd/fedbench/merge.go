@@ -74,25 +74,22 @@ func runMerge(ctx context.Context, args []string) (result, error) {
 	n := fs.Int("n", 100000, "records each node writes while disconnected (conflicting pairs)")
 	valueLen := fs.Int("value", 64, "payload bytes per record")
 	limit := fs.Duration("limit", 10*time.Minute, "give up on one convergence after this long")
+	rounds := fs.Int("rounds", 2, "timed runs of each kind; the fastest counts (the order alternates)")
 	if err := fs.Parse(args); err != nil {
 		return result{}, err
 	}
-	if *n <= 0 || *valueLen < 16 {
-		return result{}, errors.New("need -n > 0 and -value >= 16")
+	if *n <= 0 || *valueLen < 16 || *rounds < 1 {
+		return result{}, errors.New("need -n > 0, -value >= 16 and -rounds >= 1")
 	}
-	res := result{Scenario: "merge", Unit: "changes/s", Target: "ratio >= 0.3", Extra: map[string]any{"n": *n, "value_bytes": *valueLen}}
+	res := result{Scenario: "merge", Unit: "changes/s", Target: "ratio >= 0.3", Extra: map[string]any{
+		"n": *n, "value_bytes": *valueLen, "rounds": *rounds,
+		"rate": "changes one node applies per second, both nodes in parallel: n / time from Connect to equal version vectors and Merkle roots",
+	}}
 	worst := math.Inf(1)
 	for _, s := range mergeStrategies(*valueLen) {
-		plain, err := mergeOnce(ctx, s, *n, false, *limit)
+		plain, conf, err := mergeBest(ctx, s, *n, *rounds, *limit)
 		if err != nil {
 			return result{}, err
-		}
-		conf, err := mergeOnce(ctx, s, *n, true, *limit)
-		if err != nil {
-			return result{}, err
-		}
-		if conf.conflicts < uint64(*n) {
-			return result{}, fmt.Errorf("%s: only %d conflicts resolved for %d concurrent pairs", s.name, conf.conflicts, *n)
 		}
 		plainRate := float64(*n) / plain.elapsed.Seconds()
 		confRate := float64(*n) / conf.elapsed.Seconds()
@@ -112,6 +109,30 @@ func runMerge(ctx context.Context, args []string) (result, error) {
 	}
 	res.Pass = res.Ratio >= 0.3
 	return res, nil
+}
+
+// mergeBest runs the plain and the conflicting case rounds times each,
+// alternating which goes first, and returns the fastest run of each.
+func mergeBest(ctx context.Context, s mergeStrategy, n, rounds int, limit time.Duration) (plain, conf mergeRun, err error) {
+	for r := range rounds {
+		for _, conflicting := range []bool{r%2 == 1, r%2 == 0} {
+			run, err := mergeOnce(ctx, s, n, conflicting, limit)
+			if err != nil {
+				return plain, conf, err
+			}
+			best := &plain
+			if conflicting {
+				best = &conf
+				if run.conflicts < uint64(2*n) {
+					return plain, conf, fmt.Errorf("%s: %d conflicts resolved for %d concurrent pairs on two nodes", s.name, run.conflicts, n)
+				}
+			}
+			if best.elapsed == 0 || run.elapsed < best.elapsed {
+				*best = run
+			}
+		}
+	}
+	return plain, conf, nil
 }
 
 // mergeOnce builds two fresh nodes, fills them while disconnected (the
@@ -153,9 +174,17 @@ func mergeOnce(ctx context.Context, s mergeStrategy, n int, conflicting bool, li
 		return mergeRun{}, err
 	}
 	run := mergeRun{elapsed: time.Since(start)}
-	for _, node := range nodes {
-		for _, p := range node.Peers() {
-			run.conflicts += p.Conflicts
+	// The session counters are bumped just after a batch commits, so
+	// they may trail convergence a little (untimed).
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(5 * time.Millisecond) {
+		run.conflicts = 0
+		for _, node := range nodes {
+			for _, p := range node.Peers() {
+				run.conflicts += p.Conflicts
+			}
+		}
+		if !conflicting || run.conflicts >= uint64(2*n) || time.Now().After(deadline) {
+			break
 		}
 	}
 	progress("%s: converged in %.3fs, %d conflicts resolved", label, run.elapsed.Seconds(), run.conflicts)
@@ -182,6 +211,9 @@ func mergeNode(ctx context.Context, net *transport.MemNetwork, i int) (*federati
 			tr, err := net.ListenConfig(transport.MemConfig{Identity: p.Identity, Authorizer: p.Authorizer, Keys: p.Keys, Logger: p.Logger})
 			if err != nil {
 				return nil, err
+			}
+			if os.Getenv("FEDBENCH_NO_READAHEAD") != "" {
+				return tr, nil // reproduces the deadlock described above
 			}
 			return readAheadTransport{tr}, nil
 		}},
