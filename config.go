@@ -42,6 +42,11 @@ type Config struct {
 	// Start is called. The zero value listens on QUIC on every interface.
 	Network NetworkConfig
 
+	// Reembed, when set, is called for every embedding that a merge
+	// marked stale (see ReembedFunc). nil leaves stale vectors flagged for
+	// the host to find with conflict.NeedsReembed.
+	Reembed ReembedFunc
+
 	// SyncTimeout is how long a sync exchange that expects an answer (a
 	// Merkle repair round) waits for the peer before the session is closed
 	// and retried. 0 means 30 seconds.

@@ -2,6 +2,7 @@ package federation_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,4 +137,46 @@ func TestAuditRecordsSync(t *testing.T) {
 			require.Positive(t, kinds[k], "node %d audit lacks %v: %v", i, k, kinds)
 		}
 	}
+}
+
+// TestReembedHook: divergent content under one embedding id is merged,
+// marked stale, handed to the host's re-embed hook, and the refreshed
+// vector clears the flag on every device.
+func TestReembedHook(t *testing.T) {
+	ctx := context.Background()
+	var calls atomic.Int64
+	m := federationtest.NewMesh(t, 2, federationtest.Options{Seed: 11, Config: func(i int, c *federation.Config) {
+		c.Reembed = func(ctx context.Context, coll, key string, value []byte) ([]float32, error) {
+			calls.Add(1)
+			return []float32{0.25, 0.5, 0.75}, nil
+		}
+	}})
+	for i := range 2 {
+		e := conflict.Embedding{Vector: []float32{float32(i), 1, 0}, ContentHash: [32]byte{byte(i + 1)}, Model: "m"}
+		b, err := e.Encode()
+		require.NoError(t, err)
+		require.NoError(t, m.Node(i).Put(ctx, federation.CollectionEmbeddings, "memory", b))
+	}
+	m.ConnectAll(ctx)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.Eventually(t, func() bool {
+		for i := range 2 {
+			v, err := m.Node(i).Get(ctx, federation.CollectionEmbeddings, "memory")
+			if err != nil {
+				return false
+			}
+			if stale, err := conflict.NeedsReembed(v); err != nil || stale {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 5*time.Millisecond, "the stale flag was never cleared")
+	require.NoError(t, m.WaitConverged(wctx))
+	v, err := m.Node(0).Get(ctx, federation.CollectionEmbeddings, "memory")
+	require.NoError(t, err)
+	e, err := conflict.DecodeEmbedding(v)
+	require.NoError(t, err)
+	require.Equal(t, []float32{0.25, 0.5, 0.75}, e.Vector)
+	require.Positive(t, calls.Load())
 }

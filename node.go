@@ -40,16 +40,18 @@ type Node struct {
 	sessMu   sync.Mutex
 	sessions map[*peerSession]struct{}
 
-	trust      *trust          // who may hold a session (device registry)
-	audit      *audit.Log      // tamper-evident log of every sync operation
-	reg        *registry.State // replicated device registry (nil: no mesh yet); under writeMu
-	pendingOps []registry.Op   // operations held until the mesh's genesis arrives
-	pairMu     sync.Mutex
-	invites    invitations // open pairing invitations
-	netMu      sync.Mutex
-	tr         Transport          // nil until Start
-	runCtx     context.Context    // lives until the network stops
-	stopNet    context.CancelFunc // stops the network
+	trust       *trust             // who may hold a session (device registry)
+	audit       *audit.Log         // tamper-evident log of every sync operation
+	reembed     chan reembedJob    // stale vectors waiting for Config.Reembed
+	stopReembed context.CancelFunc // stops the re-embed loop
+	reg         *registry.State    // replicated device registry (nil: no mesh yet); under writeMu
+	pendingOps  []registry.Op      // operations held until the mesh's genesis arrives
+	pairMu      sync.Mutex
+	invites     invitations // open pairing invitations
+	netMu       sync.Mutex
+	tr          Transport          // nil until Start
+	runCtx      context.Context    // lives until the network stops
+	stopNet     context.CancelFunc // stops the network
 
 	closeOnce sync.Once
 	closeErr  error
@@ -135,6 +137,16 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 	}
 	if err := n.loadRegistry(ctx); err != nil {
 		return nil, err
+	}
+	if cfg.Reembed != nil {
+		n.reembed = make(chan reembedJob, reembedQueue)
+		loopCtx, stop := context.WithCancel(context.Background())
+		n.stopReembed = stop
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.reembedLoop(loopCtx)
+		}()
 	}
 	n.log.Info("node ready", "name", cfg.Device.Name, "seq", n.seq)
 	return n, nil
@@ -316,6 +328,9 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		close(n.closed)
+		if n.stopReembed != nil {
+			n.stopReembed()
+		}
 		n.netMu.Lock()
 		if n.stopNet != nil {
 			n.stopNet()

@@ -35,5 +35,6 @@ func (nf *notifier) notify() {
 func (n *Node) afterCommit(records []core.Record) {
 	n.updateTrees(records)
 	n.foldOps(context.Background(), registryOps(records))
+	n.noteStale(records)
 	n.changed.notify()
 }
