@@ -67,6 +67,11 @@ func run(ctx context.Context) error {
 			Collections: map[string]federation.Policy{
 				decisions: {Priority: federation.PriorityHigh, Resolver: conflict.Manual{}},
 			},
+			// Stale embeddings (divergent content merged) are re-embedded
+			// by the host's model; here, a stand-in that returns a vector.
+			Reembed: func(ctx context.Context, coll, key string, value []byte) ([]float32, error) {
+				return []float32{0.1, 0.2, 0.3}, nil
+			},
 		})
 		if err != nil {
 			return err
@@ -279,8 +284,8 @@ func connect(ctx context.Context, a, b *device) error {
 }
 
 // waitConverged waits until all devices hold the same changes (equal
-// version vectors) and, when settled is set, no queued conflict and equal
-// Merkle roots: identical records.
+// version vectors) and, when settled is set, no queued conflict, no stale
+// embedding and equal Merkle roots: identical records.
 func waitConverged(ctx context.Context, devs []*device, settled bool) error {
 	for {
 		if ok, err := converged(ctx, devs, settled); err != nil || ok {
@@ -321,6 +326,9 @@ func converged(ctx context.Context, devs []*device, settled bool) (bool, error) 
 		if settled {
 			cs, err := d.node.Conflicts(ctx)
 			if err != nil || len(cs) > 0 {
+				return false, err
+			}
+			if stale, err := conflict.NeedsReembed(get(ctx, d, federation.CollectionEmbeddings, "memory-1")); err != nil || stale {
 				return false, err
 			}
 		}
