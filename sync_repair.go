@@ -172,13 +172,15 @@ func (ps *peerSession) sendRecords(ctx context.Context, coll string, keys []stri
 		if err != nil {
 			return err
 		}
-		batch = append(batch, core.Change{Record: r, TxnFirst: r.Seq, TxnLen: 1})
-		size += changeSize(batch[len(batch)-1])
-		if size >= batchBytes {
+		c := core.Change{Record: r, TxnFirst: r.Seq, TxnLen: 1}
+		csize := changeSize(c) + 40*len(c.Context)
+		if len(batch) > 0 && size+csize > batchBytes {
 			if err := flush(); err != nil {
 				return err
 			}
 		}
+		batch = append(batch, c)
+		size += csize
 	}
 	return flush()
 }

@@ -204,12 +204,15 @@ func (ps *peerSession) readBatch(ctx context.Context, origin core.DeviceID, have
 			// deltas cannot bring it up to date; Merkle repair must.
 			return fmt.Errorf("sync send %s: %w: log resumes at %d, peer needs %d", origin.Short(), ErrGap, c.Seq, next)
 		}
-		next++
-		batch = append(batch, c)
-		size += len(c.Value) + len(c.Key) + len(c.Collection) + 64 + 40*len(c.Context)
-		if size >= batchBytes {
+		// A frame holds about batchBytes, or one change alone when that
+		// change is larger: never more than the receiver's frame limit.
+		csize := changeSize(c) + 40*len(c.Context)
+		if len(batch) > 0 && size+csize > batchBytes {
 			return errBatchFull
 		}
+		next++
+		batch = append(batch, c)
+		size += csize
 		return nil
 	})
 	if err != nil && !errors.Is(err, errBatchFull) {

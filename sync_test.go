@@ -96,3 +96,31 @@ func TestConcurrentWritesConvergeLWW(t *testing.T) {
 	ra, _ := a.GetRecord(ctx, "profile", "name")
 	require.Len(t, ra.Context, 2, "the merged version covers both writes")
 }
+
+// TestLargeValuesNeverExceedFrameLimit: values near the 4 MiB maximum,
+// mixed with small ones, travel in frames the receiver accepts.
+func TestLargeValuesNeverExceedFrameLimit(t *testing.T) {
+	ctx := context.Background()
+	a, b := startPair(t)
+	big := make([]byte, 4<<20)
+	for i := range big {
+		big[i] = byte(i)
+	}
+	require.NoError(t, a.Update(ctx, func(tx *federation.Tx) error {
+		// Just under a frame's worth of small values, then a 4 MiB one:
+		// packed together they would exceed the receiver's frame limit.
+		for i := range 294 {
+			if err := tx.Put("mixed", fmt.Sprintf("small-%03d", i), make([]byte, 7000)); err != nil {
+				return err
+			}
+		}
+		return tx.Put("mixed", "zz-big", big)
+	}))
+	require.NoError(t, a.Put(ctx, "mixed", "zz-big-2", big))
+	require.NoError(t, a.Connect(ctx, b.Addr(), b.DeviceID()))
+	require.Eventually(t, func() bool {
+		v, err := b.Get(ctx, "mixed", "zz-big-2")
+		return err == nil && len(v) == len(big)
+	}, 20*time.Second, 10*time.Millisecond)
+	require.Equal(t, a.Root("mixed"), b.Root("mixed"))
+}
