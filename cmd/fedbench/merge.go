@@ -30,7 +30,7 @@ import (
 // nodes work in parallel and symmetrically.
 
 const (
-	mergeLWWColl   = "bench-lww" // no policy entry: last-writer-wins
+	mergeLWWColl   = "bench-lww" // given conflict.LWW{} in mergeNode
 	mergeChronColl = federation.CollectionConversation
 	mergeTxn       = 1000
 )
