@@ -171,20 +171,8 @@ func (n *Node) ensureMesh(ctx context.Context) error {
 // rotateSecret installs a new generation of the mesh secret, sealed to the
 // devices the registry trusts now (and so to no revoked one).
 func (n *Node) rotateSecret(ctx context.Context) error {
-	return n.Update(ctx, func(tx *Tx) error {
-		if n.reg == nil {
-			return nil
-		}
-		ts, err := n.hlc.Now()
-		if err != nil {
-			return err
-		}
-		op, err := n.reg.NewRotation(n.ident, ts, n.random())
-		if err != nil {
-			return err
-		}
-		tx.writeOp(op)
-		return nil
+	return n.meshOp(ctx, false, func(ts core.Timestamp) (registry.Op, error) {
+		return n.reg.NewRotation(n.ident, ts, n.random())
 	})
 }
 
@@ -204,74 +192,61 @@ func (n *Node) MeshSecret() (registry.Secret, error) {
 
 // addToMesh records, as a signed operation, that a paired device joined.
 func (n *Node) addToMesh(ctx context.Context, key core.PublicKey, name string) error {
-	return n.Update(ctx, func(tx *Tx) error {
-		if n.reg == nil {
-			return nil
-		}
-		ts, err := n.hlc.Now()
-		if err != nil {
-			return err
-		}
-		op, err := n.reg.NewAdd(n.ident, ts, registry.Device{PublicKey: key, Name: name, Trust: registry.TrustTrusted})
-		if err != nil {
-			return err
-		}
-		tx.writeOp(op)
-		return nil
+	return n.meshOp(ctx, false, func(ts core.Timestamp) (registry.Op, error) {
+		return n.reg.NewAdd(n.ident, ts, registry.Device{PublicKey: key, Name: name, Trust: registry.TrustTrusted})
 	})
 }
 
 // revokeInMesh records a revocation as a signed operation, so that every
-// device of the mesh cuts the device off.
+// device of the mesh cuts the device off, then rotates the mesh secret so
+// that only the remaining devices hold the new generation.
 func (n *Node) revokeInMesh(ctx context.Context, id core.DeviceID) error {
-	if err := n.Update(ctx, func(tx *Tx) error {
-		if n.reg == nil {
-			return nil
-		}
+	err := n.meshOp(ctx, false, func(ts core.Timestamp) (registry.Op, error) {
 		if _, known := n.reg.Device(id); !known {
-			return nil
+			return registry.Op{}, errSkip
 		}
-		ts, err := n.hlc.Now()
-		if err != nil {
-			return err
-		}
-		op, err := n.reg.NewRevoke(n.ident, ts, id)
-		if err != nil {
-			return err
-		}
-		tx.writeOp(op)
-		return nil
-	}); err != nil {
+		return n.reg.NewRevoke(n.ident, ts, id)
+	})
+	if err != nil {
 		return err
 	}
-	// A new secret generation, sealed only to the devices that remain.
 	return n.rotateSecret(ctx)
 }
+
+// errSkip lets a meshOp builder decline to make an operation.
+var errSkip = errors.New("no operation")
 
 // RenameDevice renames a device of the mesh ("Anna's old phone"), as a
 // signed operation replicated to every device (last writer wins).
 func (n *Node) RenameDevice(ctx context.Context, id DeviceID, name string) error {
-	return n.meshOp(ctx, func(ts core.Timestamp) (registry.Op, error) { return n.reg.NewRename(n.ident, ts, id, name) })
+	return n.meshOp(ctx, true, func(ts core.Timestamp) (registry.Op, error) { return n.reg.NewRename(n.ident, ts, id, name) })
 }
 
 // SetDevicePolicy sets a device's sync policy (opaque bytes, normally
 // JSON, interpreted by the host and the policy layer), as a signed
 // operation replicated to every device (last writer wins).
 func (n *Node) SetDevicePolicy(ctx context.Context, id DeviceID, policy []byte) error {
-	return n.meshOp(ctx, func(ts core.Timestamp) (registry.Op, error) { return n.reg.NewSetPolicy(n.ident, ts, id, policy) })
+	return n.meshOp(ctx, true, func(ts core.Timestamp) (registry.Op, error) { return n.reg.NewSetPolicy(n.ident, ts, id, policy) })
 }
 
 // meshOp commits one operation built by mk against the current registry.
-func (n *Node) meshOp(ctx context.Context, mk func(core.Timestamp) (registry.Op, error)) error {
+// With no mesh yet it fails when required, and does nothing otherwise.
+func (n *Node) meshOp(ctx context.Context, required bool, mk func(core.Timestamp) (registry.Op, error)) error {
 	return n.Update(ctx, func(tx *Tx) error {
 		if n.reg == nil {
-			return fmt.Errorf("%w: this device belongs to no mesh yet (Invite or Join first)", core.ErrInvalidArgument)
+			if required {
+				return fmt.Errorf("%w: this device belongs to no mesh yet (Invite or Join first)", core.ErrInvalidArgument)
+			}
+			return nil
 		}
 		ts, err := n.hlc.Now()
 		if err != nil {
 			return err
 		}
 		op, err := mk(ts)
+		if errors.Is(err, errSkip) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
