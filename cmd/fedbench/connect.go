@@ -177,21 +177,7 @@ func newRawEcho(ctx context.Context) (*rawEcho, error) {
 
 func (r *rawEcho) serve(ctx context.Context) {
 	defer close(r.done)
-	for {
-		conn, err := r.ln.Accept(ctx)
-		if err != nil {
-			return
-		}
-		go func() {
-			for {
-				st, err := conn.AcceptStream(ctx)
-				if err != nil {
-					return
-				}
-				go echoByte(rawStream{st})
-			}
-		}()
-	}
+	serveRaw(ctx, r.ln, echoByte)
 }
 
 // sample dials, opens a stream, sends one byte and waits for its echo.

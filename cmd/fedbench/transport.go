@@ -224,8 +224,14 @@ func newRawPair(ctx context.Context) (*rawPair, error) {
 
 func (p *rawPair) serve(ctx context.Context) {
 	defer close(p.done)
+	serveRaw(ctx, p.ln, sink)
+}
+
+// serveRaw accepts raw quic-go connections on ln and hands every stream
+// they open to handle, until ctx ends: the baselines' server side.
+func serveRaw(ctx context.Context, ln *quic.Listener, handle func(io.ReadWriteCloser)) {
 	for {
-		conn, err := p.ln.Accept(ctx)
+		conn, err := ln.Accept(ctx)
 		if err != nil {
 			return
 		}
@@ -235,7 +241,7 @@ func (p *rawPair) serve(ctx context.Context) {
 				if err != nil {
 					return
 				}
-				go sink(rawStream{st})
+				go handle(rawStream{st})
 			}
 		}()
 	}
