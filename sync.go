@@ -58,6 +58,12 @@ type peerSession struct {
 	// repairRecv counts records received since the peer's last Repair
 	// frame (receive goroutine only).
 	repairRecv uint64
+	// Acks and requests from the receive goroutine to the send goroutine
+	// (sync_control.go).
+	ctlMu   sync.Mutex
+	ctlAck  core.VersionVector
+	ctlReqs []wire.Frame
+	kick    chan struct{}
 	// repairReq asks the send goroutine for a Merkle repair.
 	repairReq chan struct{}
 	// lastRepaired fingerprints the roots last sent for repair (receive
@@ -108,6 +114,7 @@ func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 		update:    newNotifier(),
 		repairIn:  make(chan wire.Frame, 1),
 		repairReq: make(chan struct{}, 1),
+		kick:      make(chan struct{}, 1),
 		cancel:    cancel,
 	}
 	n.addSession(ps)

@@ -126,7 +126,8 @@ func (ps *peerSession) receiveChanges(ctx context.Context, asm *txnAssembler, pa
 	if err != nil {
 		return fmt.Errorf("sync ack: %w", err)
 	}
-	return ps.send(wire.TypeAck, wire.AppendVV(nil, vv))
+	ps.queueAck(vv)
+	return nil
 }
 
 // checkCaughtUp verifies a peer's claim to have sent everything up to vv.

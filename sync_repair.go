@@ -191,16 +191,24 @@ func (ps *peerSession) sendRecords(ctx context.Context, coll string, keys []stri
 func (ps *peerSession) awaitRepair(ctx context.Context, want wire.Type) (wire.Frame, error) {
 	timer := time.NewTimer(ps.n.cfg.SyncTimeout)
 	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return wire.Frame{}, fmt.Errorf("%w: no %v from peer within %s", ErrTimeout, want, ps.n.cfg.SyncTimeout)
-	case f := <-ps.repairIn:
-		if f.Type != want {
-			return f, fmt.Errorf("%w: %v during repair, want %v", core.ErrProtocol, f.Type, want)
+	for {
+		select {
+		case <-timer.C:
+			return wire.Frame{}, fmt.Errorf("%w: no %v from peer within %s", ErrTimeout, want, ps.n.cfg.SyncTimeout)
+		case f := <-ps.repairIn:
+			if f.Type != want {
+				return f, fmt.Errorf("%w: %v during repair, want %v", core.ErrProtocol, f.Type, want)
+			}
+			return f, nil
+		case <-ps.kick:
+			// The peer may be repairing towards us at the same time:
+			// keep answering it while we wait.
+			if err := ps.serveControl(ctx); err != nil {
+				return wire.Frame{}, err
+			}
+		case <-ctx.Done():
+			return wire.Frame{}, ctx.Err()
 		}
-		return f, nil
-	case <-ctx.Done():
-		return wire.Frame{}, ctx.Err()
 	}
 }
 
@@ -210,19 +218,15 @@ func (ps *peerSession) handleRepair(ctx context.Context, f wire.Frame) (bool, er
 	switch f.Type {
 	case wire.TypeRepair:
 		ps.repairRecv = 0
-		roots := map[string][32]byte{}
-		for c, d := range ps.n.Roots() {
-			roots[c] = d
+		return true, ps.queueRequest(f)
+	case wire.TypeMerkleReq, wire.TypeFetch:
+		// Validate now, answer from the send goroutine.
+		if f.Type == wire.TypeFetch {
+			if _, _, err := wire.DecodeFetch(f.Payload); err != nil {
+				return true, err
+			}
 		}
-		return true, ps.send(wire.TypeRoots, wire.AppendRoots(nil, roots))
-	case wire.TypeMerkleReq:
-		return true, ps.answerMerkle(f.Payload)
-	case wire.TypeFetch:
-		coll, keys, err := wire.DecodeFetch(f.Payload)
-		if err != nil {
-			return true, err
-		}
-		return true, ps.sendRecords(ctx, coll, keys)
+		return true, ps.queueRequest(f)
 	case wire.TypeRecords:
 		recs, err := wire.DecodeChanges(f.Payload)
 		if err != nil {
@@ -252,7 +256,8 @@ func (ps *peerSession) handleRepair(ctx context.Context, f wire.Frame) (bool, er
 		if err != nil {
 			return true, err
 		}
-		return true, ps.send(wire.TypeAck, wire.AppendVV(nil, have))
+		ps.queueAck(have)
+		return true, nil
 	case wire.TypeRoots, wire.TypeMerkleResp:
 		// A reply to our own repair: hand it to the send goroutine. A
 		// reply nobody asked for is a protocol violation, detected there.

@@ -25,6 +25,9 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 	repairs := 0 // repairs since the last round that sent changes normally
 	for {
 		wake := ps.n.changed.wait() // before reading state, so no commit is missed
+		if err := ps.serveControl(ctx); err != nil {
+			return err
+		}
 		vv, err := ps.n.store.VersionVector(ctx)
 		if err != nil {
 			return fmt.Errorf("sync send: %w", err)
@@ -64,6 +67,7 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 		}
 		select {
 		case <-wake:
+		case <-ps.kick:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-ps.repairReq:
@@ -130,6 +134,9 @@ func (ps *peerSession) sendOrigin(ctx context.Context, origin core.DeviceID, upT
 		}
 		cut, dep, need := ps.causalCut(batch, upTo)
 		if err := ps.sendBatch(origin, batch[:cut]); err != nil {
+			return total, err
+		}
+		if err := ps.serveControl(ctx); err != nil {
 			return total, err
 		}
 		total += cut

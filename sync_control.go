@@ -1,0 +1,92 @@
+package federation
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/wire"
+)
+
+// The receive goroutine never writes to the stream: it hands Acks and the
+// peer's requests (a repair's Repair, MerkleReq and Fetch) to the send
+// goroutine, which writes them between its own frames. Were the receiver
+// to write, two peers each sending more than a stream's flow-control
+// window could both block writing, with neither reading: a deadlock.
+
+// maxQueuedRequests bounds the peer's requests waiting for an answer.
+const maxQueuedRequests = 4096
+
+// queueAck asks the send goroutine to acknowledge vv (Acks coalesce: only
+// the latest matters).
+func (ps *peerSession) queueAck(vv core.VersionVector) {
+	ps.ctlMu.Lock()
+	ps.ctlAck = vv
+	ps.ctlMu.Unlock()
+	ps.poke()
+}
+
+// queueRequest hands a request from the peer to the send goroutine.
+func (ps *peerSession) queueRequest(f wire.Frame) error {
+	ps.ctlMu.Lock()
+	defer ps.ctlMu.Unlock()
+	if len(ps.ctlReqs) >= maxQueuedRequests {
+		return fmt.Errorf("%w: more than %d requests unanswered", core.ErrProtocol, maxQueuedRequests)
+	}
+	ps.ctlReqs = append(ps.ctlReqs, wire.Frame{Type: f.Type, Payload: slices.Clone(f.Payload)})
+	ps.poke()
+	return nil
+}
+
+func (ps *peerSession) poke() {
+	select {
+	case ps.kick <- struct{}{}:
+	default:
+	}
+}
+
+// serveControl writes the pending Ack and answers the queued requests (send
+// goroutine only).
+func (ps *peerSession) serveControl(ctx context.Context) error {
+	for {
+		ps.ctlMu.Lock()
+		ack, reqs := ps.ctlAck, ps.ctlReqs
+		ps.ctlAck, ps.ctlReqs = nil, nil
+		ps.ctlMu.Unlock()
+		if ack == nil && len(reqs) == 0 {
+			return nil
+		}
+		if ack != nil {
+			if err := ps.send(wire.TypeAck, wire.AppendVV(nil, ack)); err != nil {
+				return err
+			}
+		}
+		for _, f := range reqs {
+			if err := ps.answer(ctx, f); err != nil {
+				return fmt.Errorf("sync repair: %w", err)
+			}
+		}
+	}
+}
+
+// answer serves one request of the peer's repair.
+func (ps *peerSession) answer(ctx context.Context, f wire.Frame) error {
+	switch f.Type {
+	case wire.TypeRepair:
+		roots := map[string][32]byte{}
+		for c, d := range ps.n.Roots() {
+			roots[c] = d
+		}
+		return ps.send(wire.TypeRoots, wire.AppendRoots(nil, roots))
+	case wire.TypeMerkleReq:
+		return ps.answerMerkle(f.Payload)
+	case wire.TypeFetch:
+		coll, keys, err := wire.DecodeFetch(f.Payload)
+		if err != nil {
+			return err
+		}
+		return ps.sendRecords(ctx, coll, keys)
+	}
+	return fmt.Errorf("%w: %v is not a request", core.ErrProtocol, f.Type)
+}
