@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/devicemesh/federation"
@@ -217,14 +216,7 @@ func mergeNode(ctx context.Context, net *transport.MemNetwork, st *memstore.Stor
 		Collections: pols,
 		Logger:      mergeLogger(),
 		Network: federation.NetworkConfig{Transport: func(_ context.Context, p federation.TransportParams) (federation.Transport, error) {
-			tr, err := net.ListenConfig(transport.MemConfig{Identity: p.Identity, Authorizer: p.Authorizer, Keys: p.Keys, Logger: p.Logger})
-			if err != nil {
-				return nil, err
-			}
-			if os.Getenv("FEDBENCH_NO_READAHEAD") != "" {
-				return tr, nil // reproduces the deadlock described above
-			}
-			return readAheadTransport{tr}, nil
+			return net.ListenConfig(transport.MemConfig{Identity: p.Identity, Authorizer: p.Authorizer, Keys: p.Keys, Logger: p.Logger})
 		}},
 	})
 	if err != nil {
@@ -328,93 +320,4 @@ func mergeCheck(ctx context.Context, s mergeStrategy, a, b *federation.Node) err
 		return fmt.Errorf("%s: merged log holds %d messages, want 2", key, l.Len())
 	}
 	return nil
-}
-
-// readAheadTransport wraps a Transport so that every stream is drained into
-// an unbounded buffer as fast as it arrives; see the note at the top.
-type readAheadTransport struct{ core.Transport }
-
-func (t readAheadTransport) Dial(ctx context.Context, addr string, peer core.DeviceID) (core.Session, error) {
-	s, err := t.Transport.Dial(ctx, addr, peer)
-	if err != nil {
-		return nil, err
-	}
-	return readAheadSession{s}, nil
-}
-
-func (t readAheadTransport) Accept(ctx context.Context) (core.Session, error) {
-	s, err := t.Transport.Accept(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return readAheadSession{s}, nil
-}
-
-type readAheadSession struct{ core.Session }
-
-func (s readAheadSession) OpenStream(ctx context.Context) (core.Stream, error) {
-	st, err := s.Session.OpenStream(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return newReadAhead(st), nil
-}
-
-func (s readAheadSession) AcceptStream(ctx context.Context) (core.Stream, error) {
-	st, err := s.Session.AcceptStream(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return newReadAhead(st), nil
-}
-
-// readAhead is a stream whose reads are served from a buffer that a
-// goroutine fills from the underlying stream until it fails or ends.
-type readAhead struct {
-	core.Stream
-	mu   sync.Mutex
-	cond sync.Cond
-	buf  []byte
-	err  error
-}
-
-func newReadAhead(st core.Stream) *readAhead {
-	r := &readAhead{Stream: st}
-	r.cond.L = &r.mu
-	go r.fill()
-	return r
-}
-
-func (r *readAhead) fill() {
-	tmp := make([]byte, 64<<10)
-	for {
-		n, err := r.Stream.Read(tmp)
-		r.mu.Lock()
-		r.buf = append(r.buf, tmp[:n]...)
-		if err != nil {
-			r.err = err
-		}
-		r.cond.Broadcast()
-		r.mu.Unlock()
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (r *readAhead) Read(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for len(r.buf) == 0 && r.err == nil {
-		r.cond.Wait()
-	}
-	if len(r.buf) == 0 {
-		return 0, r.err
-	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
-	if len(r.buf) == 0 {
-		r.buf = nil
-	}
-	return n, nil
 }
