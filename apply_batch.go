@@ -35,6 +35,7 @@ func (n *Node) fetchCurrent(ctx context.Context, txns []remoteTxn) (currentVersi
 	}
 	byColl := map[string][]string{}
 	seen := map[txKey]struct{}{}
+	n.trees.mu.Lock()
 	for _, t := range txns {
 		for _, c := range t {
 			k := txKey{c.Collection, c.Key}
@@ -42,9 +43,18 @@ func (n *Node) fetchCurrent(ctx context.Context, txns []remoteTxn) (currentVersi
 				continue
 			}
 			seen[k] = struct{}{}
+			// The Merkle tree of a synced collection names every key the
+			// store holds (tombstones included), so a key it lacks needs
+			// no query: a first sync reads nothing back.
+			if n.cfg.policy(c.Collection).Syncs() {
+				if t := n.trees.m[c.Collection]; t == nil || !t.Contains(c.Key) {
+					continue
+				}
+			}
 			byColl[c.Collection] = append(byColl[c.Collection], c.Key)
 		}
 	}
+	n.trees.mu.Unlock()
 	cv := currentVersions{recs: make(map[txKey]core.Record, len(seen)), fetched: true}
 	for coll, keys := range byColl {
 		m, err := bg.GetMany(ctx, coll, keys)
