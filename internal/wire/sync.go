@@ -151,6 +151,7 @@ func DecodeChanges(b []byte) ([]core.Change, error) {
 	}
 	n := d.count(17) // the smallest encoded change
 	out := make([]core.Change, 0, n)
+	var lastColl string // a batch is mostly one collection: share its name
 	for i := 0; i < n && d.err == nil; i++ {
 		var c core.Change
 		c.Origin = dev()
@@ -171,7 +172,12 @@ func DecodeChanges(b []byte) ([]core.Change, error) {
 			d.fail("unknown change flags")
 		}
 		c.Deleted = flags&1 != 0
-		c.Collection = string(d.bytes(core.MaxCollectionLen))
+		if cb := d.bytes(core.MaxCollectionLen); string(cb) == lastColl {
+			c.Collection = lastColl
+		} else {
+			c.Collection = string(cb)
+			lastColl = c.Collection
+		}
 		c.Key = string(d.bytes(core.MaxKeyLen))
 		nctx := d.count(2)
 		c.Context = make(core.VersionVector, nctx)
