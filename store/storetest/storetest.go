@@ -41,6 +41,7 @@ func Run(t *testing.T, open func(t *testing.T) core.Store) {
 		{"LargeValues", testLargeValues},
 		{"ConcurrentReadersAndWriters", testConcurrent},
 		{"Collections", testCollections},
+		{"GetMany", testGetMany},
 		{"AdvanceAfterRepair", testAdvance},
 		{"Close", testClose},
 	}
