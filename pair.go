@@ -190,6 +190,10 @@ func (n *Node) addDevice(ctx context.Context, key core.PublicKey, name string) {
 	_ = n.trust.devices.Put(ctx, registry.Device{ID: core.DeviceIDFromKey(key), PublicKey: key, Name: name, Trust: registry.TrustTrusted})
 }
 
+// dialDeadline bounds a pairing dial, and how long the joiner waits for
+// the inviter to record it.
+const dialDeadline = 10 * time.Second
+
 // JoinOptions configures Join.
 type JoinOptions struct {
 	// Show, when set, is called with the SAS as soon as it is known, to

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
@@ -167,6 +166,3 @@ func (n *Node) touch(ctx context.Context, id DeviceID) {
 		n.log.Warn("update last_seen", "peer", id.Short(), "err", err)
 	}
 }
-
-// dialDeadline bounds a pairing dial.
-const dialDeadline = 10 * time.Second

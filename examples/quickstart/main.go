@@ -84,7 +84,6 @@ func run(ctx context.Context) error {
 		fmt.Printf("   %-7s id %s  listening on %s\n", name, n.DeviceID().Short(), n.Addr())
 	}
 	phone, laptop, tablet := devs[0], devs[1], devs[2]
-	_ = tablet
 
 	step("2. before they know each other, every device writes data of every type")
 	fmt.Println("   (profile, conversation, personality, embeddings, analytics, media, cache, a decision)")
@@ -276,11 +275,6 @@ func contribute(ctx context.Context, d *device, traits []float64, weight float64
 		}
 		return tx.Put(federation.CollectionPersonality, "traits", avg.Encode())
 	})
-}
-
-func connect(ctx context.Context, a, b *device) error {
-	fmt.Printf("   %s <-> %s\n", a.name, b.name)
-	return a.node.Connect(ctx, b.node.Addr(), b.node.DeviceID())
 }
 
 // waitConverged waits until all devices hold the same changes (equal
