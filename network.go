@@ -128,6 +128,15 @@ func (n *Node) acceptLoop(ctx context.Context, tr Transport) {
 
 // goSession runs the sync protocol on sess in a goroutine owned by the node.
 func (n *Node) goSession(ctx context.Context, sess Session) {
+	// Close marks the node closed before it waits for the group, and takes
+	// netMu in between: a session started after that is refused here
+	// rather than added to a group already being waited for.
+	n.netMu.Lock()
+	defer n.netMu.Unlock()
+	if n.alive() != nil {
+		_ = sess.Close(fmt.Errorf("node: %w", ErrClosed))
+		return
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
