@@ -70,7 +70,7 @@ func RecordDigest(r core.Record) Digest {
 // position places a key in the tree: the first 8 bytes of
 // SHA-256(0x01 || key), big-endian. Its leading nibbles name the nodes on the
 // key's path, so keys spread uniformly whatever their text.
-func position(key string) uint64 {
+func position[K string | []byte](key K) uint64 {
 	var stack [128]byte
 	b := append(stack[:0], tagPlace)
 	b = append(b, key...)

@@ -43,8 +43,8 @@ func (t *Tree) Summaries(ps []Prefix) []Summary {
 // order.
 func (t *Tree) Keys(p Prefix) []Entry {
 	var out []Entry
-	t.scan(p, nil, func(_ uint64, e *entry) bool {
-		out = append(out, Entry{Key: e.key, Hash: e.hash})
+	t.scan(p, nil, func(_ uint64, key []byte, h *Digest) bool {
+		out = append(out, Entry{Key: string(key), Hash: *h})
 		return true
 	})
 	return out
@@ -53,7 +53,7 @@ func (t *Tree) Keys(p Prefix) []Entry {
 // Entries calls fn for every key in position order until fn returns false.
 // The tree must not be modified meanwhile.
 func (t *Tree) Entries(fn func(Entry) bool) {
-	t.scan(Prefix{}, nil, func(_ uint64, e *entry) bool { return fn(Entry{Key: e.key, Hash: e.hash}) })
+	t.scan(Prefix{}, nil, func(_ uint64, key []byte, h *Digest) bool { return fn(Entry{Key: string(key), Hash: *h}) })
 }
 
 // nodeSum is a node's count and sum while it is being computed.
@@ -118,7 +118,7 @@ func cursorAfter(key string) *cursor { return &cursor{pos: position(key), key: k
 // when c is nil), in (position, key) order, until fn returns false. It skips
 // subtrees that lie wholly before c, so a paged listing costs the page, not
 // the range.
-func (t *Tree) scan(p Prefix, c *cursor, fn func(uint64, *entry) bool) {
+func (t *Tree) scan(p Prefix, c *cursor, fn func(pos uint64, key []byte, h *Digest) bool) {
 	n, d := t.locate(p)
 	if d < p.Len() {
 		n.scanLeaf(p, true, c, fn)
@@ -127,7 +127,7 @@ func (t *Tree) scan(p Prefix, c *cursor, fn func(uint64, *entry) bool) {
 	n.scan(p, d, p.bits, c, fn)
 }
 
-func (n *node) scan(p Prefix, d int, bits uint64, c *cursor, fn func(uint64, *entry) bool) bool {
+func (n *node) scan(p Prefix, d int, bits uint64, c *cursor, fn func(pos uint64, key []byte, h *Digest) bool) bool {
 	if n.kids == nil {
 		return n.scanLeaf(p, false, c, fn)
 	}
@@ -144,7 +144,7 @@ func (n *node) scan(p Prefix, d int, bits uint64, c *cursor, fn func(uint64, *en
 	return true
 }
 
-func (n *node) scanLeaf(p Prefix, filter bool, c *cursor, fn func(uint64, *entry) bool) bool {
+func (n *node) scanLeaf(p Prefix, filter bool, c *cursor, fn func(pos uint64, key []byte, h *Digest) bool) bool {
 	i := 0
 	if c != nil {
 		var found bool
@@ -156,7 +156,7 @@ func (n *node) scanLeaf(p Prefix, filter bool, c *cursor, fn func(uint64, *entry
 		if filter && !p.contains(n.pos[i]) {
 			continue
 		}
-		if !fn(n.pos[i], &n.ents[i]) {
+		if !fn(n.pos[i], n.key(i), &n.ents[i].hash) {
 			return false
 		}
 	}
@@ -195,13 +195,13 @@ func (t *Tree) Respond(req *Request) (*Response, error) {
 			c = cursorAfter(l.After)
 		}
 		out := &resp.Lists[i]
-		t.scan(l.Prefix, c, func(_ uint64, e *entry) bool {
+		t.scan(l.Prefix, c, func(_ uint64, key []byte, h *Digest) bool {
 			if used >= ListBudget {
 				out.More = true
 				return false
 			}
-			out.Entries = append(out.Entries, KeyFP{Key: e.key, FP: fingerprint(req.Salt, req.FPLen, &e.hash)})
-			used += uvarintLen(uint64(len(e.key))) + len(e.key) + req.FPLen
+			out.Entries = append(out.Entries, KeyFP{Key: string(key), FP: fingerprint(req.Salt, req.FPLen, h)})
+			used += uvarintLen(uint64(len(key))) + len(key) + req.FPLen
 			return true
 		})
 	}

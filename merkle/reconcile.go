@@ -212,8 +212,8 @@ func (r *Reconciler) compareNodes(req *Request, resp *Response, cands []pending)
 			}
 			q := e.Prefix.descendant(j, e.Depth)
 			if rn.Count == 0 {
-				r.t.scan(q, nil, func(_ uint64, e *entry) bool {
-					r.diff.LocalOnly = append(r.diff.LocalOnly, e.key)
+				r.t.scan(q, nil, func(_ uint64, key []byte, _ *Digest) bool {
+					r.diff.LocalOnly = append(r.diff.LocalOnly, string(key))
 					return true
 				})
 				continue
@@ -252,15 +252,15 @@ func (r *Reconciler) compareLists(req *Request, resp *Response, cands []pending)
 		// Merge with the local entries up to the last remote one (or to the
 		// end of the range when the listing is complete).
 		j := 0
-		r.t.scan(li.Prefix, c, func(pos uint64, e *entry) bool {
-			ec := cursor{pos: pos, key: e.key}
+		r.t.scan(li.Prefix, c, func(pos uint64, key []byte, h *Digest) bool {
+			ec := cursor{pos: pos, key: string(key)}
 			for j < len(remote) && cmpCursor(&remote[j], &ec) < 0 {
 				r.diff.RemoteOnly = append(r.diff.RemoteOnly, remote[j].key)
 				j++
 			}
 			if j < len(remote) && cmpCursor(&remote[j], &ec) == 0 {
-				if l.Entries[j].FP != fingerprint(req.Salt, req.FPLen, &e.hash) {
-					r.diff.Changed = append(r.diff.Changed, e.key)
+				if l.Entries[j].FP != fingerprint(req.Salt, req.FPLen, h) {
+					r.diff.Changed = append(r.diff.Changed, ec.key)
 				}
 				j++
 				return true
@@ -268,7 +268,7 @@ func (r *Reconciler) compareLists(req *Request, resp *Response, cands []pending)
 			if l.More && j == len(remote) {
 				return false // beyond what this page covers
 			}
-			r.diff.LocalOnly = append(r.diff.LocalOnly, e.key)
+			r.diff.LocalOnly = append(r.diff.LocalOnly, ec.key)
 			return true
 		})
 		for ; j < len(remote); j++ {

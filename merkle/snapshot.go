@@ -18,7 +18,7 @@ func (t *Tree) SnapshotSize() int {
 
 func (t *Tree) varintBytes() int {
 	n := 0
-	t.root.walk(func(_ uint64, e *entry) { n += uvarintLen(uint64(len(e.key))) })
+	t.root.walk(func(_ uint64, key []byte, _ *Digest) { n += uvarintLen(uint64(len(key))) })
 	return n
 }
 
@@ -30,10 +30,10 @@ func (t *Tree) varintBytes() int {
 func (t *Tree) AppendSnapshot(dst []byte) []byte {
 	dst = append(dst, snapshotMagic...)
 	dst = binary.AppendUvarint(dst, uint64(t.Len()))
-	t.root.walk(func(_ uint64, e *entry) {
-		dst = binary.AppendUvarint(dst, uint64(len(e.key)))
-		dst = append(dst, e.key...)
-		dst = append(dst, e.hash[:]...)
+	t.root.walk(func(_ uint64, key []byte, h *Digest) {
+		dst = binary.AppendUvarint(dst, uint64(len(key)))
+		dst = append(dst, key...)
+		dst = append(dst, h[:]...)
 	})
 	root := t.Root()
 	return append(dst, root[:]...)
@@ -49,28 +49,40 @@ func Restore(b []byte) (*Tree, error) {
 		return nil, fmt.Errorf("%w: bad magic", ErrCorrupt)
 	}
 	n := d.count(len(b), 1+32)
-	ents, pos := make([]entry, n), make([]uint64, n)
-	for i := range ents {
+	// One leaf with every entry, split once read: building costs
+	// O(n * depth) and no search.
+	t := New()
+	leaf := &t.root
+	leaf.ents, leaf.pos = make([]entry, 0, n), make([]uint64, 0, n)
+	var prevPos uint64
+	var prevKey []byte
+	for i := 0; i < n; i++ {
 		k := d.uvarint()
 		if k > core.MaxKeyLen {
 			d.limit("key of %d bytes", k)
 		}
-		key := string(d.bytes(int(k)))
-		copy(ents[i].hash[:], d.bytes(32))
+		key := d.bytes(int(k))
+		var h Digest
+		copy(h[:], d.bytes(32))
 		if d.err != nil {
 			break
 		}
-		ents[i].key, pos[i] = key, position(key)
-		if i > 0 && cmpKey(pos[i-1], ents[i-1].key, pos[i], key) >= 0 {
+		pos := position(key)
+		if i > 0 && (pos < prevPos || pos == prevPos && string(key) <= string(prevKey)) {
 			return nil, fmt.Errorf("%w: entries out of order at %d", ErrCorrupt, i)
 		}
+		prevPos, prevKey = pos, key
+		leaf.appendEntry(pos, key, &h)
+		t.keyBytes += len(key)
 	}
 	var root Digest
 	copy(root[:], d.bytes(32))
 	if err := d.finish(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	t := build(pos, ents)
+	if leaf.count > splitAt {
+		leaf.split(0)
+	}
 	if t.Root() != root {
 		return nil, fmt.Errorf("%w: root mismatch", ErrCorrupt)
 	}

@@ -33,8 +33,14 @@ type Tree struct {
 }
 
 // node is a leaf (kids == nil: pos and ents hold its keys sorted by
-// position, then key) or an inner node (kids holds its 16 children, pos and
-// ents are nil).
+// position, then key) or an inner node (kids holds its 16 children; pos,
+// ents and keys are nil).
+//
+// A leaf holds no pointer per key: the key bytes live in one arena per leaf
+// and each entry refers to them by offset. A million-key tree is then a few
+// tens of thousands of small objects the garbage collector scans in
+// microseconds, instead of a million strings it would trace on every cycle
+// of the host's process.
 type node struct {
 	sum   sum256
 	count int
@@ -43,12 +49,23 @@ type node struct {
 	// two cache lines of positions instead of one line per probed entry.
 	pos  []uint64
 	ents []entry
+	// keys is the arena the entries' keys are cut from. Bytes of keys that
+	// left the leaf stay until the arena is compacted.
+	keys []byte
 }
 
-// entry is one key in a leaf.
+// entry is one key in a leaf: where its bytes sit in the leaf's arena, and
+// its entry hash.
 type entry struct {
-	key  string
-	hash Digest // EntryHash(key, record digest)
+	off, n uint32
+	hash   Digest // EntryHash(key, record digest)
+}
+
+// key returns the bytes of entry i, a view into the arena that the caller
+// must not modify or keep past the next change to the leaf.
+func (n *node) key(i int) []byte {
+	e := &n.ents[i]
+	return n.keys[e.off : e.off+e.n : e.off+e.n]
 }
 
 // Entry is one key of the tree with its entry hash.
@@ -108,36 +125,59 @@ func (n *node) search(pos uint64, key string) (int, bool) {
 	lo, hi := 0, len(ps)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		if ps[m] < pos || (ps[m] == pos && n.ents[m].key < key) {
+		if ps[m] < pos || (ps[m] == pos && string(n.key(m)) < key) {
 			lo = m + 1
 		} else {
 			hi = m
 		}
 	}
-	return lo, lo < len(ps) && ps[lo] == pos && n.ents[lo].key == key
+	return lo, lo < len(ps) && ps[lo] == pos && string(n.key(lo)) == key
 }
 
-// insert puts (pos, e) at index i of the leaf, growing its slices by a
-// quarter rather than doubling them: leaves are many and small, and slack in
-// them is most of the tree's overhead.
-func (n *node) insert(i int, pos uint64, e entry) {
+// insert puts key, at position pos with entry hash h, at index i of the
+// leaf, growing its slices by a quarter rather than doubling them: leaves
+// are many and small, and slack in them is most of the tree's overhead.
+func (n *node) insert(i int, pos uint64, key string, h Digest) {
 	if len(n.ents) == cap(n.ents) || len(n.pos) == cap(n.pos) {
 		c := len(n.ents) + len(n.ents)/4 + 2
 		n.ents = append(make([]entry, 0, c), n.ents...)
 		n.pos = append(make([]uint64, 0, c), n.pos...)
 	}
-	n.ents = slices.Insert(n.ents, i, e)
+	if len(n.keys)+len(key) > cap(n.keys) {
+		n.compact(len(key))
+	}
+	off := len(n.keys)
+	n.keys = append(n.keys, key...)
+	n.ents = slices.Insert(n.ents, i, entry{off: uint32(off), n: uint32(len(key)), hash: h})
 	n.pos = slices.Insert(n.pos, i, pos)
 }
 
 // remove deletes index i of the leaf, shrinking slices left mostly empty.
+// The key's bytes stay in the arena until the next compaction.
 func (n *node) remove(i int) {
 	n.ents = slices.Delete(n.ents, i, i+1)
 	n.pos = slices.Delete(n.pos, i, i+1)
 	if cap(n.ents) > 16 && len(n.ents) < cap(n.ents)/4 {
 		n.ents = slices.Clip(slices.Clone(n.ents))
 		n.pos = slices.Clip(slices.Clone(n.pos))
+		n.compact(0)
 	}
+}
+
+// compact copies the live keys into a new arena with room for extra more
+// bytes (and a quarter of slack), dropping the bytes of removed keys.
+func (n *node) compact(extra int) {
+	live := extra
+	for i := range n.ents {
+		live += int(n.ents[i].n)
+	}
+	keys := make([]byte, 0, live+live/4)
+	for i := range n.ents {
+		k := n.key(i)
+		n.ents[i].off = uint32(len(keys))
+		keys = append(keys, k...)
+	}
+	n.keys = keys
 }
 
 // Set records that key's current version has the given record digest
@@ -167,8 +207,7 @@ func (t *Tree) put(pos uint64, key string, h Digest) {
 		}
 		return
 	}
-	// Clone so that a key sliced from a large buffer does not pin it.
-	leaf.insert(i, pos, entry{key: strings.Clone(key), hash: h})
+	leaf.insert(i, pos, key, h)
 	t.keyBytes += len(key)
 	for _, n := range path[:depth+1] {
 		n.sum.add(&hv)
@@ -235,9 +274,10 @@ func (t *Tree) entryHash(key string) (Digest, bool) {
 // splitting further any child that is still over the bound (keys sharing
 // more nibbles).
 func (n *node) split(d int) {
-	var sizes [Fanout]int
-	for _, p := range n.pos {
+	var sizes, bytes [Fanout]int
+	for i, p := range n.pos {
 		sizes[nibble(p, d)]++
+		bytes[nibble(p, d)] += int(n.ents[i].n)
 	}
 	kids := new([Fanout]node)
 	for i := range kids {
@@ -245,18 +285,13 @@ func (n *node) split(d int) {
 			c := sizes[i] + sizes[i]/4 + 1
 			kids[i].ents = make([]entry, 0, c)
 			kids[i].pos = make([]uint64, 0, c)
+			kids[i].keys = make([]byte, 0, bytes[i]+bytes[i]/4)
 		}
 	}
 	for i, p := range n.pos {
-		e := &n.ents[i]
-		k := &kids[nibble(p, d)]
-		k.ents = append(k.ents, *e)
-		k.pos = append(k.pos, p)
-		hv := sumOf(&e.hash)
-		k.sum.add(&hv)
-		k.count++
+		kids[nibble(p, d)].appendEntry(p, n.key(i), &n.ents[i].hash)
 	}
-	n.ents, n.pos, n.kids = nil, nil, kids
+	n.ents, n.pos, n.keys, n.kids = nil, nil, nil, kids
 	if d+1 < MaxDepth {
 		for i := range kids {
 			if kids[i].count > splitAt {
@@ -266,44 +301,39 @@ func (n *node) split(d int) {
 	}
 }
 
+// appendEntry adds a key after every key of the leaf, adding its hash to
+// the leaf's sum and count.
+func (n *node) appendEntry(pos uint64, key []byte, h *Digest) {
+	n.ents = append(n.ents, entry{off: uint32(len(n.keys)), n: uint32(len(key)), hash: *h})
+	n.keys = append(n.keys, key...)
+	n.pos = append(n.pos, pos)
+	hv := sumOf(h)
+	n.sum.add(&hv)
+	n.count++
+}
+
 // collapse turns an inner node back into a leaf holding all its keys, in
 // order. Its sum and count are unchanged.
 func (n *node) collapse() {
+	var leaf node
 	c := n.count + n.count/4 + 1
-	ents, pos := make([]entry, 0, c), make([]uint64, 0, c)
-	n.walk(func(p uint64, e *entry) {
-		ents = append(ents, *e)
-		pos = append(pos, p)
+	leaf.ents, leaf.pos = make([]entry, 0, c), make([]uint64, 0, c)
+	n.walk(func(p uint64, key []byte, h *Digest) {
+		leaf.appendEntry(p, key, h)
 	})
-	n.kids, n.ents, n.pos = nil, ents, pos
+	n.kids, n.ents, n.pos, n.keys = nil, leaf.ents, leaf.pos, leaf.keys
 }
 
-// walk calls fn for every entry under n in (position, key) order.
-func (n *node) walk(fn func(uint64, *entry)) {
+// walk calls fn for every entry under n in (position, key) order. The key
+// is a view into the leaf, valid while the tree is not modified.
+func (n *node) walk(fn func(pos uint64, key []byte, h *Digest)) {
 	if n.kids == nil {
 		for i := range n.ents {
-			fn(n.pos[i], &n.ents[i])
+			fn(n.pos[i], n.key(i), &n.ents[i].hash)
 		}
 		return
 	}
 	for i := range n.kids {
 		n.kids[i].walk(fn)
 	}
-}
-
-// build makes a tree from entries already sorted by (position, key), with
-// their positions, and free of duplicate keys, in O(n * depth).
-func build(pos []uint64, ents []entry) *Tree {
-	t := New()
-	for i := range ents {
-		hv := sumOf(&ents[i].hash)
-		t.root.sum.add(&hv)
-		t.keyBytes += len(ents[i].key)
-	}
-	t.root.count = len(ents)
-	t.root.ents, t.root.pos = ents, pos
-	if len(ents) > splitAt {
-		t.root.split(0)
-	}
-	return t
 }

@@ -69,16 +69,16 @@ func checkNode(t tb, n *node, d int, p Prefix, m model) {
 			t.Fatalf("leaf %s at depth %d holds %d > %d entries", p, d, len(n.ents), splitAt)
 		}
 		for i := range n.ents {
-			if n.pos[i] != position(n.ents[i].key) || !p.contains(n.pos[i]) {
-				t.Fatalf("leaf %s: wrong position for %q", p, n.ents[i].key)
+			if n.pos[i] != position(string(n.key(i))) || !p.contains(n.pos[i]) {
+				t.Fatalf("leaf %s: wrong position for %q", p, n.key(i))
 			}
-			if i > 0 && cmpKey(n.pos[i-1], n.ents[i-1].key, n.pos[i], n.ents[i].key) >= 0 {
+			if i > 0 && cmpKey(n.pos[i-1], string(n.key(i-1)), n.pos[i], string(n.key(i))) >= 0 {
 				t.Fatalf("leaf %s not sorted", p)
 			}
 		}
 		return
 	}
-	if n.ents != nil || n.pos != nil {
+	if n.ents != nil || n.pos != nil || n.keys != nil {
 		t.Fatalf("inner node %s has entries", p)
 	}
 	if d > 0 && n.count <= mergeAt {
