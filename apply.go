@@ -125,11 +125,12 @@ func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, 
 		return res, err
 	}
 	qEvents, settle := n.settleQueue(&b, maxTS)
-	if err := n.store.Commit(ctx, b); err != nil {
+	prepared, err := n.commitStore(ctx, b)
+	if err != nil {
 		return res, fmt.Errorf("apply: %w", err)
 	}
 	settle()
-	n.afterCommit(b.Records)
+	n.afterCommit(b.Records, prepared)
 	for _, e := range append(events, qEvents...) {
 		n.events.publish(e)
 	}

@@ -47,6 +47,9 @@ type peerSession struct {
 
 	outMu sync.Mutex
 	out   core.Stream
+	// frameBuf is the send goroutine's scratch space for Changes and
+	// Records frames, reused from one frame to the next.
+	frameBuf []byte
 
 	mu        sync.Mutex
 	peerHas   core.VersionVector // what the peer holds, as far as we know
@@ -185,6 +188,28 @@ func (ps *peerSession) send(t wire.Type, payload []byte) error {
 	}
 	ps.stats.framesSent.Add(1)
 	ps.stats.bytesSent.Add(uint64(wire.HeaderSize + len(payload)))
+	return nil
+}
+
+// sendChanges encodes changes as one frame of type t (Changes or Records)
+// in place in the session's scratch buffer and writes it. Only the send
+// goroutine calls it.
+func (ps *peerSession) sendChanges(t wire.Type, changes []core.Change) error {
+	f := wire.AppendChanges(wire.StartFrame(ps.frameBuf[:0], t), changes)
+	if err := wire.FinishFrame(f); err != nil {
+		return err
+	}
+	ps.outMu.Lock()
+	_, err := ps.out.Write(f)
+	ps.outMu.Unlock()
+	if cap(f) <= 2*batchBytes {
+		ps.frameBuf = f[:0] // keep ordinary-sized buffers, drop huge ones
+	}
+	if err != nil {
+		return fmt.Errorf("write %v frame: %w", t, err)
+	}
+	ps.stats.framesSent.Add(1)
+	ps.stats.bytesSent.Add(uint64(len(f)))
 	return nil
 }
 

@@ -159,7 +159,7 @@ func (ps *peerSession) sendRecords(ctx context.Context, coll string, keys []stri
 		if len(batch) == 0 {
 			return nil
 		}
-		err := ps.send(wire.TypeRecords, wire.AppendChanges(nil, batch))
+		err := ps.sendChanges(wire.TypeRecords, batch)
 		ps.stats.recordsSent.Add(uint64(len(batch)))
 		batch, size = batch[:0], 0
 		return err
@@ -387,11 +387,12 @@ func (n *Node) applyRecords(ctx context.Context, recs []core.Change) error {
 	if len(b.Records) == 0 {
 		return nil
 	}
-	if err := n.store.Commit(ctx, b); err != nil {
+	prepared, err := n.commitStore(ctx, b)
+	if err != nil {
 		return fmt.Errorf("repair: %w", err)
 	}
 	settle()
-	n.afterCommit(b.Records)
+	n.afterCommit(b.Records, prepared)
 	for _, e := range append(events, qEvents...) {
 		n.events.publish(e)
 	}

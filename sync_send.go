@@ -188,7 +188,7 @@ func (ps *peerSession) sendBatch(origin core.DeviceID, batch []core.Change) erro
 	if len(batch) == 0 {
 		return nil
 	}
-	if err := ps.send(wire.TypeChanges, wire.AppendChanges(nil, batch)); err != nil {
+	if err := ps.sendChanges(wire.TypeChanges, batch); err != nil {
 		return err
 	}
 	ps.stats.changesSent.Add(uint64(len(batch)))

@@ -45,21 +45,41 @@ func (n *Node) loadTrees(ctx context.Context) error {
 	return nil
 }
 
-// updateTrees folds committed record versions into the trees.
-func (n *Node) updateTrees(records []core.Record) {
-	n.trees.mu.Lock()
-	defer n.trees.mu.Unlock()
+// treeUpdate is one record's Merkle update, hashed ahead of time.
+type treeUpdate struct {
+	coll string
+	up   merkle.Update
+}
+
+// prepareTrees hashes the Merkle updates of records (those of collections
+// that sync). It touches no shared state, so it may run while the store
+// commits the records.
+func (n *Node) prepareTrees(records []core.Record) []treeUpdate {
+	out := make([]treeUpdate, 0, len(records))
 	for i := range records {
 		r := &records[i]
-		if !n.cfg.policy(r.Collection).Syncs() {
-			continue
+		if n.cfg.policy(r.Collection).Syncs() {
+			out = append(out, treeUpdate{r.Collection, merkle.PrepareRecord(*r)})
 		}
-		t := n.trees.m[r.Collection]
+	}
+	return out
+}
+
+// updateTrees folds committed record versions into the trees, from their
+// prepared updates when the caller hashed them already (prepared non-nil).
+func (n *Node) updateTrees(records []core.Record, prepared []treeUpdate) {
+	if prepared == nil {
+		prepared = n.prepareTrees(records)
+	}
+	n.trees.mu.Lock()
+	defer n.trees.mu.Unlock()
+	for _, u := range prepared {
+		t := n.trees.m[u.coll]
 		if t == nil {
 			t = merkle.New()
-			n.trees.m[r.Collection] = t
+			n.trees.m[u.coll] = t
 		}
-		t.Set(r.Key, merkle.RecordDigest(*r))
+		t.Apply(u.up)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"slices"
 	"strings"
+
+	"github.com/devicemesh/federation/core"
 )
 
 // Leaf bucket bounds. A leaf holding more than splitAt entries becomes an
@@ -186,6 +188,27 @@ func (n *node) compact(extra int) {
 func (t *Tree) Set(key string, digest Digest) {
 	t.put(position(key), key, EntryHash(key, digest))
 }
+
+// Update is a Set prepared in advance: the hashing that is most of Set's
+// cost, done by Prepare without the tree, so that a caller can hash while
+// the tree is busy (or while the records are being stored) and hold the
+// tree's lock only for Apply.
+type Update struct {
+	key  string
+	pos  uint64
+	hash Digest
+}
+
+// Prepare hashes a Set of key to digest for Apply.
+func Prepare(key string, digest Digest) Update {
+	return Update{key: key, pos: position(key), hash: EntryHash(key, digest)}
+}
+
+// PrepareRecord is Prepare(r.Key, RecordDigest(r)).
+func PrepareRecord(r core.Record) Update { return Prepare(r.Key, RecordDigest(r)) }
+
+// Apply performs a prepared Set: t.Apply(Prepare(k, d)) is t.Set(k, d).
+func (t *Tree) Apply(u Update) { t.put(u.pos, u.key, u.hash) }
 
 // put sets key, at position pos, to entry hash h.
 func (t *Tree) put(pos uint64, key string, h Digest) {

@@ -121,20 +121,24 @@ func TestTreeOperations(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tr, m := New(), model{}
+			// prepared takes every Set as Prepare then Apply.
+			tr, prepared, m := New(), New(), model{}
 			for _, o := range tc.ops {
 				if o.del {
 					_, had := m[o.key]
 					if got := tr.Delete(o.key); got != had {
 						t.Fatalf("Delete(%q) = %v, want %v", o.key, got, had)
 					}
+					prepared.Delete(o.key)
 					delete(m, o.key)
 				} else {
 					tr.Set(o.key, digestOf(o.d))
+					prepared.Apply(Prepare(o.key, digestOf(o.d)))
 					m[o.key] = digestOf(o.d)
 				}
 			}
 			checkTree(t, tr, m)
+			checkTree(t, prepared, m)
 			if len(m) == 0 && tr.Root() != New().Root() {
 				t.Fatal("emptied tree has a different root from a new one")
 			}

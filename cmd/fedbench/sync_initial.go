@@ -32,6 +32,20 @@ const receiverProfileEnv = "FEDBENCH_RECEIVER_CPUPROFILE"
 // profile of the sync (not of the fill).
 const senderProfileEnv = "FEDBENCH_SENDER_CPUPROFILE"
 
+// senderHeapEnv, when set, names a file where the sender writes its heap
+// profile once the receiver is in sync.
+const senderHeapEnv = "FEDBENCH_SENDER_HEAPPROFILE"
+
+// writeHeapProfile writes this process's heap profile to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.Lookup("heap").WriteTo(f, 0)
+}
+
 // receiverHello is what the child reports once its node listens.
 type receiverHello struct {
 	Key string `json:"key"`
@@ -127,6 +141,11 @@ func runInitialSync(ctx context.Context, args []string) (result, error) {
 	senderCPU := cpuTime() - cpu0
 	if os.Getenv(senderProfileEnv) != "" {
 		pprof.StopCPUProfile()
+	}
+	if path := os.Getenv(senderHeapEnv); path != "" {
+		if err := writeHeapProfile(path); err != nil {
+			return result{}, err
+		}
 	}
 	if err != nil {
 		return result{}, err

@@ -77,6 +77,32 @@ func AppendFrame(dst []byte, t Type, payload []byte) ([]byte, error) {
 	return append(dst, payload...), nil
 }
 
+// StartFrame appends the header of a frame of type t to dst, with its
+// length left open: the caller appends the payload straight after it and
+// seals the frame with FinishFrame. A large payload is then encoded once,
+// in place, instead of being copied into a frame.
+func StartFrame(dst []byte, t Type) []byte {
+	return append(dst, byte(t), 0, 0, 0, 0)
+}
+
+// FinishFrame sets the length in the header that starts frame (as
+// StartFrame wrote it) to the bytes that follow it. It fails like
+// AppendFrame for an invalid type or a payload over MaxFrameSize.
+func FinishFrame(frame []byte) error {
+	if len(frame) < HeaderSize {
+		return fmt.Errorf("%w: frame shorter than its header", core.ErrProtocol)
+	}
+	if t := Type(frame[0]); !t.valid() {
+		return fmt.Errorf("%w: frame type %v", core.ErrProtocol, t)
+	}
+	n := len(frame) - HeaderSize
+	if n > MaxFrameSize {
+		return fmt.Errorf("%w: payload of %d bytes", core.ErrFrameTooLarge, n)
+	}
+	binary.BigEndian.PutUint32(frame[1:HeaderSize], uint32(n))
+	return nil
+}
+
 // WriteFrame writes one frame to w in a single Write call.
 func WriteFrame(w io.Writer, t Type, payload []byte) error {
 	b, err := AppendFrame(make([]byte, 0, HeaderSize+len(payload)), t, payload)

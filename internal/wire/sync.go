@@ -89,6 +89,10 @@ func DecodeVV(b []byte) (core.VersionVector, []byte, error) {
 // (origins and causal contexts) are listed once in a dictionary and referred
 // to by index.
 func AppendChanges(dst []byte, changes []core.Change) []byte {
+	// First pass: the device table, and the size of the whole encoding, so
+	// that the batch is written straight into dst with one allocation at
+	// most (a frame is megabytes; growing it by doubling would copy it
+	// twice more).
 	dict := map[core.DeviceID]uint64{}
 	var devs []core.DeviceID
 	idx := func(d core.DeviceID) uint64 {
@@ -99,35 +103,49 @@ func AppendChanges(dst []byte, changes []core.Change) []byte {
 		devs = append(devs, d)
 		return dict[d]
 	}
-	var body []byte
-	body = binary.AppendUvarint(body, uint64(len(changes)))
+	var ctxBuf [8]core.DeviceID
+	size := 2 * binary.MaxVarintLen64
 	for i := range changes {
 		c := &changes[i]
-		body = binary.AppendUvarint(body, idx(c.Origin))
-		body = binary.AppendUvarint(body, c.Seq)
-		body = binary.AppendUvarint(body, c.Seq-c.TxnFirst)
-		body = binary.AppendUvarint(body, uint64(c.TxnLen))
-		body = binary.BigEndian.AppendUint64(body, uint64(c.Timestamp))
-		var flags byte
-		if c.Deleted {
-			flags |= 1
+		idx(c.Origin)
+		for _, d := range contextDevices(&ctxBuf, c.Context) {
+			idx(d)
 		}
-		body = append(body, flags)
-		body = appendBytes(body, []byte(c.Collection))
-		body = appendBytes(body, []byte(c.Key))
-		ds := c.Context.Devices()
-		body = binary.AppendUvarint(body, uint64(len(ds)))
-		for _, d := range ds {
-			body = binary.AppendUvarint(body, idx(d))
-			body = binary.AppendUvarint(body, c.Context[d])
-		}
-		body = appendBytes(body, c.Value)
+		// Fixed fields, three length prefixes, and up to 20 bytes per
+		// context entry.
+		size += 4*binary.MaxVarintLen64 + 9 + 3*binary.MaxVarintLen32 +
+			len(c.Collection) + len(c.Key) + len(c.Value) + 20*len(c.Context)
 	}
+	size += len(devs) * len(core.DeviceID{})
+	dst = slices.Grow(dst, size)
 	dst = binary.AppendUvarint(dst, uint64(len(devs)))
 	for _, d := range devs {
 		dst = append(dst, d[:]...)
 	}
-	return append(dst, body...)
+	dst = binary.AppendUvarint(dst, uint64(len(changes)))
+	for i := range changes {
+		c := &changes[i]
+		dst = binary.AppendUvarint(dst, dict[c.Origin])
+		dst = binary.AppendUvarint(dst, c.Seq)
+		dst = binary.AppendUvarint(dst, c.Seq-c.TxnFirst)
+		dst = binary.AppendUvarint(dst, uint64(c.TxnLen))
+		dst = binary.BigEndian.AppendUint64(dst, uint64(c.Timestamp))
+		var flags byte
+		if c.Deleted {
+			flags |= 1
+		}
+		dst = append(dst, flags)
+		dst = appendString(dst, c.Collection)
+		dst = appendString(dst, c.Key)
+		ds := contextDevices(&ctxBuf, c.Context)
+		dst = binary.AppendUvarint(dst, uint64(len(ds)))
+		for _, d := range ds {
+			dst = binary.AppendUvarint(dst, dict[d])
+			dst = binary.AppendUvarint(dst, c.Context[d])
+		}
+		dst = appendBytes(dst, c.Value)
+	}
+	return dst
 }
 
 // DecodeChanges decodes a Changes payload. Values are copied out of b.
@@ -286,6 +304,28 @@ func DecodeFetch(b []byte) (collection string, keys []string, err error) {
 		return "", nil, d.err
 	}
 	return string(c), keys, nil
+}
+
+// contextDevices returns the devices v names (with a count above zero) in
+// ascending order, as VersionVector.Devices does, but in buf when they fit:
+// a frame encodes one context per change.
+func contextDevices(buf *[8]core.DeviceID, v core.VersionVector) []core.DeviceID {
+	if len(v) > len(buf) {
+		return v.Devices()
+	}
+	ds := buf[:0]
+	for d, n := range v {
+		if n > 0 {
+			ds = append(ds, d)
+		}
+	}
+	slices.SortFunc(ds, core.DeviceID.Compare)
+	return ds
+}
+
+func appendString(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
 }
 
 func appendBytes(dst, b []byte) []byte {

@@ -63,6 +63,33 @@ func TestAppendFrameRefuses(t *testing.T) {
 	}
 }
 
+// A frame built in place with StartFrame and FinishFrame reads back like
+// one written by WriteFrame, and the same refusals apply.
+func TestStartFinishFrame(t *testing.T) {
+	b := StartFrame([]byte("x"), TypeAppMin+1)
+	b = append(b, "payload"...)
+	if err := FinishFrame(b[1:]); err != nil {
+		t.Fatal(err)
+	}
+	var want bytes.Buffer
+	if err := WriteFrame(&want, TypeAppMin+1, []byte("payload")); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b[1:], want.Bytes()) {
+		t.Fatalf("in place % x, WriteFrame % x", b[1:], want.Bytes())
+	}
+	if err := FinishFrame(StartFrame(nil, 0)); !errors.Is(err, core.ErrProtocol) {
+		t.Fatalf("type 0: %v", err)
+	}
+	if err := FinishFrame([]byte{byte(TypeAppMin)}); !errors.Is(err, core.ErrProtocol) {
+		t.Fatalf("short: %v", err)
+	}
+	big := append(StartFrame(nil, TypeAppMin), make([]byte, MaxFrameSize+1)...)
+	if err := FinishFrame(big); !errors.Is(err, core.ErrFrameTooLarge) {
+		t.Fatalf("oversize: %v", err)
+	}
+}
+
 func TestHello(t *testing.T) {
 	h := Hello{Min: 1, Max: 3, Pattern: PatternIK}
 	got, err := DecodeHello(h.Encode())
