@@ -90,7 +90,29 @@ func (s *Store) Commit(ctx context.Context, b core.Batch) error {
 		s.vv[d] = seq
 	}
 	s.mu.Unlock()
+	s.ckpt.committed(ctx, batchBytes(b, p))
 	return nil
+}
+
+// batchBytes estimates what committing b writes: its new changes and its
+// records, with a row's overhead each.
+func batchBytes(b core.Batch, p plan) int {
+	const row = 64
+	n := 0
+	for i := range b.Changes {
+		if p.fresh[i] {
+			c := &b.Changes[i]
+			n += row + len(c.Collection) + len(c.Key) + len(c.Value) + 16*len(c.Context)
+		}
+	}
+	for i := range b.Records {
+		r := &b.Records[i]
+		n += row + len(r.Collection) + len(r.Key)
+		if len(b.Changes) == 0 {
+			n += len(r.Value) // a repair's records are all written inline
+		}
+	}
+	return n
 }
 
 func validateBatch(b core.Batch) error {

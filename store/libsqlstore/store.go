@@ -36,6 +36,14 @@ type Options struct {
 	BusyTimeout time.Duration
 	// MaxReaders caps the pool of reading connections. 0 means 8.
 	MaxReaders int
+	// CheckpointBytes is how much the store commits before a background
+	// goroutine copies the WAL back into the database file (see
+	// checkpoint.go: commits never checkpoint inline). 0 means 4 MiB.
+	CheckpointBytes int
+	// MaxWALBytes bounds the WAL file: once it grows past this size, the
+	// writer completes a checkpoint itself so that the next write restarts
+	// the WAL, which truncates the file to half this size. 0 means 64 MiB.
+	MaxWALBytes int
 }
 
 // Store is the libSQL-backed core.Store. It is safe for concurrent use.
@@ -54,6 +62,8 @@ type Store struct {
 	vv core.VersionVector
 
 	dict *dictionary
+
+	ckpt *checkpointer
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -76,6 +86,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if opts.MaxReaders <= 0 {
 		opts.MaxReaders = 8
 	}
+	if opts.MaxWALBytes <= 0 {
+		opts.MaxWALBytes = defaultMaxWALBytes
+	}
 	if err := createFile(path); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
@@ -84,6 +97,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	s := &Store{db: db, log: opts.Logger, dict: newDictionary()}
+	s.ckpt = newCheckpointer(s, path, opts.CheckpointBytes, opts.MaxWALBytes)
 	if err := s.init(ctx); err != nil {
 		if s.w != nil {
 			_ = s.w.Close()
@@ -122,7 +136,7 @@ func (s *Store) init(ctx context.Context) error {
 		return err
 	}
 	s.vv = vv
-	return nil
+	return s.ckpt.start(ctx)
 }
 
 // createFile creates path's directory and the file itself when missing,
@@ -166,6 +180,7 @@ func openDB(path string, opts Options) (*sql.DB, error) {
 	c := &connector{inner: inner, pragmas: []string{
 		fmt.Sprintf("PRAGMA busy_timeout = %d", opts.BusyTimeout.Milliseconds()),
 		"PRAGMA synchronous = " + syncMode,
+		fmt.Sprintf("PRAGMA journal_size_limit = %d", opts.MaxWALBytes/2), // see checkpoint.go
 	}}
 	db := sql.OpenDB(c)
 	db.SetMaxOpenConns(opts.MaxReaders + 1) // +1: the writer
@@ -246,8 +261,16 @@ func (s *Store) WriteTx(ctx context.Context, fn func(ctx context.Context, conn *
 	if err := s.alive(ctx); err != nil {
 		return err
 	}
-	return s.inTx(ctx, func() error { return fn(ctx, s.w) })
+	if err := s.inTx(ctx, func() error { return fn(ctx, s.w) }); err != nil {
+		return err
+	}
+	s.ckpt.committed(ctx, writeTxBytes)
+	return nil
 }
+
+// writeTxBytes is what a WriteTx is assumed to commit, for checkpoints: a
+// few pages.
+const writeTxBytes = 16 << 10
 
 // inTx runs fn between BEGIN IMMEDIATE and COMMIT on the writer. Called
 // with wmu held.
@@ -307,6 +330,7 @@ func (s *Store) IntegrityCheck(ctx context.Context) error {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
+		s.ckpt.close()
 		s.wmu.Lock()
 		werr := s.w.Close()
 		s.wmu.Unlock()

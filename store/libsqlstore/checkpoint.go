@@ -1,0 +1,153 @@
+package libsqlstore
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Checkpoints. SQLite's default is for the connection that commits to
+// copy the WAL back into the database file (and fsync it) itself, inside
+// the commit, once the WAL passes 1000 pages: a long sync stalls on every
+// few megabytes it writes. The store's writer does not: a background
+// goroutine checkpoints (PASSIVE, so it never blocks the writer or
+// readers) once about CheckpointBytes have been committed, on another
+// connection and another core. The WAL still stays bounded: a WAL restarts
+// from its beginning only when a write begins with every frame copied back,
+// which a checkpointer running beside a busy writer rarely sees, so once the
+// WAL file grows past MaxWALBytes, the writer finishes the checkpoint
+// itself (the background one has copied most of it already) and its next
+// write restarts the WAL, truncating the file to half that (the WAL file
+// only grows when its content does, so its size tells the writer when to
+// step in). Other connections (the registry, the audit log) keep SQLite's
+// automatic checkpoints.
+
+const (
+	defaultCheckpointBytes = 4 << 20
+	defaultMaxWALBytes     = 64 << 20
+	// checkpointEvery bounds how long committed bytes below
+	// CheckpointBytes wait in the WAL before being copied back.
+	checkpointEvery = 2 * time.Second
+)
+
+// checkpointer runs the store's background checkpoints.
+type checkpointer struct {
+	s         *Store
+	softBytes int64
+	hardBytes int64
+	walPath   string
+	// mu lets one checkpoint run at a time: SQLite refuses a second
+	// (busy), and the writer's must not be refused.
+	mu       sync.Mutex
+	pending  atomic.Int64 // bytes committed since the last background checkpoint
+	forcedAt int64        // WAL file size at the writer's last checkpoint (under wmu)
+	wake     chan struct{}
+	stop     chan struct{}
+	done     sync.WaitGroup
+	runs     atomic.Int64 // background checkpoints run, for tests
+	forced   atomic.Int64 // writer checkpoints run, for tests
+}
+
+func newCheckpointer(s *Store, path string, soft, hard int) *checkpointer {
+	if soft <= 0 {
+		soft = defaultCheckpointBytes
+	}
+	if hard <= 0 {
+		hard = defaultMaxWALBytes
+	}
+	hard = max(hard, soft)
+	return &checkpointer{s: s, walPath: path + "-wal", softBytes: int64(soft), hardBytes: int64(hard), wake: make(chan struct{}, 1), stop: make(chan struct{})}
+}
+
+// start turns automatic checkpoints off on the writer and starts the
+// background goroutine.
+func (c *checkpointer) start(ctx context.Context) error {
+	var pages int64
+	if err := c.s.w.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint = 0").Scan(&pages); err != nil {
+		return fmt.Errorf("writer checkpoints: %w", err)
+	}
+	c.done.Add(1)
+	go c.run()
+	return nil
+}
+
+// close stops the background goroutine and waits for it.
+func (c *checkpointer) close() {
+	close(c.stop)
+	c.done.Wait()
+}
+
+// committed notes that the writer committed about n bytes. Called with wmu
+// held, after the commit.
+func (c *checkpointer) committed(ctx context.Context, n int) {
+	if c.pending.Add(int64(n)) >= c.softBytes {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	fi, err := os.Stat(c.walPath)
+	if err != nil {
+		return // no WAL file: nothing to bound
+	}
+	size := fi.Size()
+	if size <= c.hardBytes {
+		c.forcedAt = 0
+		return
+	}
+	// While a reader keeps the WAL from restarting, the file stays large:
+	// step in again only once it has grown by another CheckpointBytes.
+	if c.forcedAt > 0 && size < c.forcedAt+c.softBytes {
+		return
+	}
+	c.forcedAt = size
+	c.forced.Add(1)
+	if err := c.checkpoint(ctx, true); err != nil {
+		c.s.log.Warn("writer checkpoint", "err", err)
+	}
+}
+
+func (c *checkpointer) run() {
+	defer c.done.Done()
+	tick := time.NewTicker(checkpointEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-c.wake:
+		case <-tick.C:
+			if c.pending.Load() == 0 {
+				continue
+			}
+		}
+		c.pending.Store(0)
+		c.runs.Add(1)
+		if err := c.checkpoint(context.Background(), false); err != nil && !c.s.closed.Load() {
+			c.s.log.Warn("background checkpoint", "err", err)
+		}
+	}
+}
+
+// checkpoint copies committed WAL frames back into the database file
+// (PASSIVE: without waiting for, or blocking, anyone), on the writer's
+// connection when writer is set (wmu held), else on a pooled one.
+func (c *checkpointer) checkpoint(ctx context.Context, writer bool) error {
+	const q = "PRAGMA wal_checkpoint(PASSIVE)"
+	var busy, log, done int64
+	var err error
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if writer {
+		err = c.s.w.QueryRowContext(ctx, q).Scan(&busy, &log, &done)
+	} else {
+		err = c.s.db.QueryRowContext(ctx, q).Scan(&busy, &log, &done)
+	}
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,73 @@
+package libsqlstore
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/devicemesh/federation/core"
+)
+
+// A long run of commits never checkpoints inline, yet the WAL stays
+// bounded: the background checkpointer copies it back, and the writer
+// restarts it once MaxWALBytes have gone by. Every value stays readable and
+// the file passes an integrity check.
+func TestCheckpointsKeepWALBounded(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ckpt.db")
+	const soft, hard = 256 << 10, 1 << 20
+	st, err := Open(ctx, path, Options{CheckpointBytes: soft, MaxWALBytes: hard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	origin := core.DeviceIDFromKey(core.PublicKey{1})
+	value := bytes.Repeat([]byte{0xab}, 1024)
+	const txns, perTxn = 128, 128 // 16 MiB of values, about 30 MiB of WAL pages
+	seq := uint64(0)
+	maxWAL := int64(0)
+	for i := 0; i < txns; i++ {
+		var b core.Batch
+		first := seq + 1
+		for j := 0; j < perTxn; j++ {
+			seq++
+			r := core.Record{Collection: "c", Key: fmt.Sprintf("k%06d", seq), Value: value,
+				Timestamp: core.Timestamp(seq), Origin: origin, Seq: seq, Context: core.VersionVector{origin: seq}}
+			b.Records = append(b.Records, r)
+			b.Changes = append(b.Changes, core.Change{Record: r, TxnFirst: first, TxnLen: perTxn})
+		}
+		if err := st.Commit(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := os.Stat(path + "-wal"); err == nil {
+			maxWAL = max(maxWAL, fi.Size())
+		}
+	}
+	// One batch writes about 300 KiB of WAL: the WAL file passes
+	// MaxWALBytes by one batch at most, never by the run's 30 MiB.
+	if limit := int64(hard + 512<<10); maxWAL > limit {
+		t.Fatalf("WAL reached %d bytes, bound %d", maxWAL, limit)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for st.ckpt.runs.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st.ckpt.runs.Load() == 0 || st.ckpt.forced.Load() == 0 {
+		t.Fatalf("background checkpoints %d, writer checkpoints %d: want both", st.ckpt.runs.Load(), st.ckpt.forced.Load())
+	}
+	t.Logf("%d MiB committed: WAL peaked at %d KiB; %d background and %d writer checkpoints",
+		txns*perTxn*len(value)>>20, maxWAL>>10, st.ckpt.runs.Load(), st.ckpt.forced.Load())
+	for _, k := range []string{"k000001", fmt.Sprintf("k%06d", seq/2), fmt.Sprintf("k%06d", seq)} {
+		r, err := st.Get(ctx, "c", k)
+		if err != nil || !bytes.Equal(r.Value, value) {
+			t.Fatalf("get %s: %v", k, err)
+		}
+	}
+	if err := st.IntegrityCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
