@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,6 +28,10 @@ const receiverEnv = "FEDBENCH_SYNC_RECEIVER"
 // receiverProfileEnv, when set, names a file where the receiver writes
 // its CPU profile.
 const receiverProfileEnv = "FEDBENCH_RECEIVER_CPUPROFILE"
+
+// receiverTraceEnv, when set, names a file where the receiver writes an
+// execution trace (go tool trace): where the apply path waits.
+const receiverTraceEnv = "FEDBENCH_RECEIVER_TRACE"
 
 // senderProfileEnv, when set, names a file where the sender writes its CPU
 // profile of the sync (not of the fill).
@@ -293,6 +298,17 @@ func runReceiver(ctx context.Context, dir string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if path := os.Getenv(receiverTraceEnv); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	b, err := openBenchNode(ctx, dir)
 	if err != nil {
