@@ -39,6 +39,11 @@ func (s *Store) Truncate(ctx context.Context, acked core.VersionVector) (int64, 
 
 // truncateStep removes up to truncateStep entries of origin at or below
 // upTo; done reports that none are left.
+//
+// A step is bounded by the rows it finds, not by a range of sequence
+// numbers: an origin's log may skip sequence numbers (see advance), and a
+// hole costs no step. floor rises by the rows removed, keeping seq - floor
+// the number of rows held.
 func (s *Store) truncateStep(ctx context.Context, origin core.DeviceID, upTo uint64) (n int64, done bool, err error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -49,19 +54,29 @@ func (s *Store) truncateStep(ctx context.Context, origin core.DeviceID, upTo uin
 	if !ok {
 		return 0, true, nil
 	}
-	var floor, seq int64
-	err = s.w.QueryRowContext(ctx, "SELECT floor, seq FROM vv WHERE origin = ?", idx).Scan(&floor, &seq)
+	var seq int64
+	err = s.w.QueryRowContext(ctx, "SELECT seq FROM vv WHERE origin = ?", idx).Scan(&seq)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, true, nil // nothing ever logged from this origin
 	}
 	if err != nil {
-		return 0, true, s.wrapErr("read floor", err)
+		return 0, true, s.wrapErr("read version vector", err)
 	}
-	target := min(int64(min(upTo, uint64(seq))), floor+truncateStep)
-	if target <= floor {
+	lo, end := changeID(idx, 0), changeID(idx, min(upTo, uint64(seq)))
+	var found int64
+	var last sql.NullInt64
+	err = s.w.QueryRowContext(ctx, `SELECT count(*), max(id) FROM
+		(SELECT id FROM changelog WHERE id > ? AND id <= ? ORDER BY id LIMIT ?)`, lo, end, truncateStep).Scan(&found, &last)
+	if err != nil {
+		return 0, true, s.wrapErr("find entries", err)
+	}
+	if found == 0 {
 		return 0, true, nil
 	}
-	lo, hi := changeID(idx, uint64(floor)), changeID(idx, uint64(target))
+	hi := end
+	if found == truncateStep {
+		hi = last.Int64 // more may follow
+	}
 	err = s.inTx(ctx, func() error {
 		if err := s.inlineReferenced(ctx, idx, lo, hi); err != nil {
 			return fmt.Errorf("keep current values: %w", err)
@@ -73,13 +88,13 @@ func (s *Store) truncateStep(ctx context.Context, origin core.DeviceID, upTo uin
 		if n, err = res.RowsAffected(); err != nil {
 			return err
 		}
-		_, err = s.w.ExecContext(ctx, "UPDATE vv SET floor = ? WHERE origin = ?", target, idx)
+		_, err = s.w.ExecContext(ctx, "UPDATE vv SET floor = floor + ? WHERE origin = ?", n, idx)
 		return err
 	})
 	if err != nil {
 		return 0, true, err
 	}
-	return n, target >= int64(min(upTo, uint64(seq))), nil
+	return n, hi == end, nil
 }
 
 // inlineReferenced copies into their record rows the versions that records
