@@ -24,31 +24,27 @@ func advances(vv core.VersionVector, b core.Batch, p plan) core.VersionVector {
 }
 
 // advance raises origin's version vector entry to seq inside the writer's
-// transaction. Its changelog no longer holds a contiguous run of the
-// origin's changes, so it is emptied (floor = seq): current versions still
-// in it move inline first, so no value is lost.
+// transaction, in constant time whatever the size of the origin's log.
+//
+// The changelog keeps the rows it holds: they are real changes of the
+// origin, and records may take their current version from them. It simply
+// has no row for the sequence numbers skipped, so Changes shows a jump in
+// Seq there, exactly as it does below a truncated prefix, and a reader that
+// needs a contiguous run sees where it breaks. Since the log of an origin
+// need no longer be one contiguous range, the vv row keeps seq - floor equal
+// to the number of rows held (which Stats sums): floor rises with seq. For
+// a contiguous log that is the old meaning of floor, the highest truncated
+// sequence number.
 func (s *Store) advance(ctx context.Context, origin core.DeviceID, seq uint64) error {
 	idx, ok := s.dict.index(origin)
 	if !ok {
 		return fmt.Errorf("advance: %w: device %s not in dictionary", core.ErrCorrupt, origin.Short())
 	}
-	var floor, have int64
-	err := s.w.QueryRowContext(ctx, "SELECT floor, seq FROM vv WHERE origin = ?", idx).Scan(&floor, &have)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return s.wrapErr("advance", err)
-	case have > floor:
-		lo, hi := changeID(idx, uint64(floor)), changeID(idx, uint64(have))
-		if err := s.inlineReferenced(ctx, idx, lo, hi); err != nil {
-			return fmt.Errorf("advance: keep current values: %w", err)
-		}
-		if _, err := s.w.ExecContext(ctx, "DELETE FROM changelog WHERE id > ? AND id <= ?", lo, hi); err != nil {
-			return fmt.Errorf("advance: %w", err)
-		}
-	}
-	_, err = s.w.ExecContext(ctx, `INSERT INTO vv (origin, seq, floor) VALUES (?, ?, ?)
-		ON CONFLICT (origin) DO UPDATE SET seq = excluded.seq, floor = excluded.floor`, idx, int64(seq), int64(seq))
+	// A new origin holds no rows: floor = seq. A known one skips
+	// seq - old seq numbers, which floor absorbs.
+	_, err := s.w.ExecContext(ctx, `INSERT INTO vv (origin, seq, floor) VALUES (?, ?, ?)
+		ON CONFLICT (origin) DO UPDATE SET floor = floor + (excluded.seq - seq), seq = excluded.seq
+		WHERE excluded.seq > seq`, idx, int64(seq), int64(seq))
 	if err != nil {
 		return fmt.Errorf("advance: %w", err)
 	}

@@ -421,7 +421,9 @@ func (s *Store) SetMeta(ctx context.Context, key string, value []byte) error {
 	return nil
 }
 
-// Stats implements core.Store.
+// Stats implements core.Store. Changes is summed over the vv table, where
+// seq - floor is the number of changelog rows an origin holds (advance and
+// truncateStep keep it so), not counted row by row.
 func (s *Store) Stats(ctx context.Context) (core.StoreStats, error) {
 	if err := s.alive(ctx); err != nil {
 		return core.StoreStats{}, err

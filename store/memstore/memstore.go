@@ -201,6 +201,11 @@ func (s *Store) Commit(ctx context.Context, b core.Batch) error {
 			return fmt.Errorf("commit: %w", err)
 		}
 	}
+	for d := range b.Advance {
+		if d.IsZero() {
+			return fmt.Errorf("commit: %w: advance of the zero device", core.ErrInvalidArgument)
+		}
+	}
 	// Validate the whole batch before touching anything: Commit is atomic.
 	next := map[core.DeviceID]uint64{}
 	fresh := make([]bool, len(b.Changes))
@@ -221,8 +226,16 @@ func (s *Store) Commit(ctx context.Context, b core.Batch) error {
 		next[c.Origin] = c.Seq
 		fresh[i] = true
 	}
-	if len(b.Changes) > 0 && len(next) == 0 && len(b.Advance) == 0 {
-		// A replay: its records may be older than what was written since.
+	// Advance raises only what neither the store nor the batch holds.
+	raise := core.VersionVector{}
+	for d, seq := range b.Advance {
+		if seq > max(s.vv[d], next[d]) {
+			raise[d] = seq
+		}
+	}
+	if len(next) == 0 && len(raise) == 0 && (len(b.Changes) > 0 || len(b.Records) == 0) {
+		// Nothing new, or a replay whose records may be older than what
+		// was written since: replaying changes nothing.
 		return nil
 	}
 	for i, c := range b.Changes {
@@ -236,13 +249,10 @@ func (s *Store) Commit(ctx context.Context, b core.Batch) error {
 	for d, seq := range next {
 		s.vv[d] = seq
 	}
-	for d, seq := range b.Advance {
-		if seq > s.vv[d] {
-			// The log no longer holds a contiguous run of d's changes.
-			s.nchange -= int64(len(s.log[d]))
-			delete(s.log, d)
-			s.vv[d] = seq
-		}
+	// The log keeps what it holds: it just has no entry for the sequence
+	// numbers skipped, so Changes shows the jump (as the libSQL store does).
+	for d, seq := range raise {
+		s.vv[d] = seq
 	}
 	for _, r := range b.Records {
 		c := s.colls[r.Collection]
