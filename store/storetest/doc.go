@@ -9,6 +9,8 @@
 // prefixes, limits and tombstones in Scan; atomic and idempotent Commit
 // (replays are no-ops, a gap refuses the whole batch and leaves nothing
 // behind); Changes order and limits; the version vector; Truncate; Meta;
-// Stats; Close; concurrent readers and writers (run it with -race); and
-// values of the maximum size.
+// Stats; Close; concurrent readers and writers (run it with -race); values
+// of the maximum size; and Batch.Advance: the log keeps what it holds,
+// Changes shows the skipped sequence numbers as a jump from wherever a
+// reader resumes, and Commit, Truncate and Stats stay exact around it.
 package storetest

@@ -43,6 +43,10 @@ func Run(t *testing.T, open func(t *testing.T) core.Store) {
 		{"Collections", testCollections},
 		{"GetMany", testGetMany},
 		{"AdvanceAfterRepair", testAdvance},
+		{"AdvanceLeavesVisibleGap", testAdvanceGap},
+		{"CommitAfterAdvance", testCommitAfterAdvance},
+		{"TruncateAfterAdvance", testTruncateAfterAdvance},
+		{"AdvanceReplayIsNoOp", testAdvanceReplay},
 		{"Close", testClose},
 	}
 	for _, tc := range tests {
