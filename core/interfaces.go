@@ -34,7 +34,9 @@ type Changelog interface {
 	VersionVector(ctx context.Context) (VersionVector, error)
 	// Changes calls fn for origin's changes with sequence numbers above
 	// after, in ascending order, at most limit of them (0: all), until fn
-	// returns an error (which Changes returns).
+	// returns an error (which Changes returns). The log may lack changes
+	// (truncated, or skipped by a Batch.Advance): a caller that needs a
+	// contiguous run checks that each Seq follows the previous one.
 	Changes(ctx context.Context, origin DeviceID, after uint64, limit int, fn func(Change) error) error
 	// Truncate removes changelog entries covered by acked (acknowledged by
 	// every device that needs them) and returns how many it removed. The

@@ -78,9 +78,9 @@ type Batch struct {
 	Records []Record
 	// Advance, when set, raises the version vector to at least it without
 	// changelog entries: after a Merkle repair has installed the records
-	// that the missing changes produced. The changelog of every origin it
-	// raises is emptied (records keep their values), since it no longer
-	// holds a contiguous run of that origin's changes.
+	// that the missing changes produced. The changelog keeps the changes it
+	// holds and has none for the sequence numbers skipped, so Changes shows
+	// the jump; advancing costs the same whatever the log's size.
 	Advance VersionVector
 }
 

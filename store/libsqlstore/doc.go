@@ -24,9 +24,10 @@
 //     truncated) ref is NULL and meta and value hold the version. Truncate
 //     moves referenced versions inline before deleting their changelog
 //     rows: nothing is lost and no value is stored twice.
-//   - vv: the version vector, plus per origin the highest truncated
-//     sequence number (the changelog of an origin is exactly the sequence
-//     numbers in (floor, seq], which makes Stats cheap).
+//   - vv: the version vector, plus per origin a floor such that seq -
+//     floor is the number of changelog rows the origin holds (which makes
+//     Stats cheap); truncation and Advance raise it. Advance can leave
+//     gaps in an origin's sequence numbers, which Changes shows.
 //   - meta: small metadata values.
 //   - device_registry, conflicts, audit: owned by the packages that keep the
 //     device registry, the manual conflict queue and the audit log, which
