@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"runtime/trace"
 	"strconv"
@@ -36,6 +38,10 @@ const receiverTraceEnv = "FEDBENCH_RECEIVER_TRACE"
 // senderProfileEnv, when set, names a file where the sender writes its CPU
 // profile of the sync (not of the fill).
 const senderProfileEnv = "FEDBENCH_SENDER_CPUPROFILE"
+
+// receiverHeapEnv, when set, names a file where the receiver writes its
+// heap profile once in sync.
+const receiverHeapEnv = "FEDBENCH_RECEIVER_HEAPPROFILE"
 
 // senderHeapEnv, when set, names a file where the sender writes its heap
 // profile once the receiver is in sync.
@@ -82,7 +88,11 @@ type receiverDone struct {
 // loopback, until B's version vector and roots equal A's; against raw
 // go-libsql inserting the same rows (syncTxn per transaction, WAL,
 // synchronous=NORMAL) into a plain table. B runs in a child process whose
-// peak RSS (VmHWM) is reported.
+// peak RSS (VmHWM) is reported. The baseline and the sync (each time to a
+// new B) alternate for -rounds rounds and the best of each counts, as in
+// the write scenario: the machines are shared, and a burst of other load
+// during one measurement must not decide the ratio. The peak RSS reported
+// is the highest of all rounds.
 func runInitialSync(ctx context.Context, args []string) (result, error) {
 	if dir := os.Getenv(receiverEnv); dir != "" {
 		return result{}, runReceiver(ctx, dir)
@@ -90,24 +100,14 @@ func runInitialSync(ctx context.Context, args []string) (result, error) {
 	fs := newFlags("initial-sync")
 	n := fs.Int("n", 1000000, "records A holds")
 	valueLen := fs.Int("value", 1024, "value size in bytes")
+	rounds := fs.Int("rounds", 2, "alternating measurements of each side (best counts)")
 	keep := fs.String("state", "", "keep the synced pair in DIR/pair-<n> for the delta, repair and insync scenarios (default: remove it)")
 	if err := fs.Parse(args); err != nil {
 		return result{}, err
 	}
-	if *n <= 0 || *valueLen < 0 {
-		return result{}, errors.New("initial-sync: -n must be positive, -value not negative")
+	if *n <= 0 || *valueLen < 0 || *rounds <= 0 {
+		return result{}, errors.New("initial-sync: -n and -rounds must be positive, -value not negative")
 	}
-	// Baseline first, on its own, so the two never share the machine.
-	p := writeParams{rows: *n, txn: syncTxn, valueLen: *valueLen, rounds: 1}
-	keys, values := writeData(p)
-	progress("initial-sync: baseline: raw go-libsql insert of %d rows", *n)
-	baseRate, baseCPU, err := measureRaw(ctx, p, keys, values)
-	if err != nil {
-		return result{}, err
-	}
-	keys, values = nil, nil
-	progress("initial-sync: baseline %.0f rows/s (%.1f µs CPU/row)", baseRate, baseCPU)
-
 	root, err := os.MkdirTemp("", "fedbench-initial-")
 	if err != nil {
 		return result{}, err
@@ -141,9 +141,48 @@ func runInitialSync(ctx context.Context, args []string) (result, error) {
 			return result{}, err
 		}
 	}
-	cpu0 := cpuTime()
-	done, wall, maxrss, err := spawnReceiver(ctx, a, filepath.Join(root, "b"))
-	senderCPU := cpuTime() - cpu0
+	p := writeParams{rows: *n, txn: syncTxn, valueLen: *valueLen, rounds: 1}
+	var (
+		baseRate, baseCPU float64
+		best              receiverDone
+		bestWall          time.Duration
+		senderCPU         time.Duration
+		peak              int64
+		bDir              string
+		perRound          []map[string]float64
+	)
+	for r := 0; r < *rounds; r++ {
+		keys, values := writeData(p)
+		progress("initial-sync: round %d/%d: baseline: raw go-libsql insert of %d rows", r+1, *rounds, *n)
+		rate, cpu, err := measureRaw(ctx, p, keys, values)
+		if err != nil {
+			return result{}, err
+		}
+		keys, values = nil, nil
+		runtime.GC() // the baseline's rows are garbage: not the sender's to carry
+		progress("initial-sync: round %d/%d: baseline %.0f rows/s (%.1f µs CPU/row)", r+1, *rounds, rate, cpu)
+		if rate > baseRate {
+			baseRate, baseCPU = rate, cpu
+		}
+		if bDir != "" {
+			_ = os.RemoveAll(bDir)
+		}
+		bDir = filepath.Join(root, fmt.Sprintf("b%d", r))
+		cpu0 := cpuTime()
+		done, wall, maxrss, err := spawnReceiver(ctx, a, bDir)
+		sent := cpuTime() - cpu0
+		if err != nil {
+			return result{}, err
+		}
+		peak = max(peak, done.VmHWMKiB, maxrss)
+		perRound = append(perRound, map[string]float64{
+			"baseline_rows_per_s": rate, "sync_records_per_s": float64(*n) / done.Seconds,
+			"receiver_vmhwm_mib": float64(done.VmHWMKiB) / 1024, "receiver_rusage_maxrss_mib": float64(maxrss) / 1024,
+		})
+		if best.Seconds == 0 || done.Seconds < best.Seconds {
+			best, bestWall, senderCPU = done, wall, sent
+		}
+	}
 	if os.Getenv(senderProfileEnv) != "" {
 		pprof.StopCPUProfile()
 	}
@@ -152,27 +191,23 @@ func runInitialSync(ctx context.Context, args []string) (result, error) {
 			return result{}, err
 		}
 	}
-	if err != nil {
-		return result{}, err
-	}
 	aOpen = false
 	if err := a.close(); err != nil {
 		return result{}, err
 	}
+	done := best
 	ours := float64(*n) / done.Seconds
-	peak := max(done.VmHWMKiB, maxrss)
 	res := result{
 		Scenario: "initial-sync", Ours: ours, Baseline: baseRate, Unit: "records/s",
 		Ratio: ours / baseRate, Target: "ratio >= 0.5 and receiver peak RSS <= 256 MiB",
 	}
 	res.Pass = res.Ratio >= 0.5 && peak <= 256<<10
 	res.Extra = map[string]any{
-		"n": *n, "value_bytes": *valueLen, "txn": syncTxn,
-		"seconds": done.Seconds, "child_wall_seconds": wall.Seconds(),
-		"baseline_cpu_us_per_row":    baseCPU,
-		"receiver_vmhwm_mib":         float64(done.VmHWMKiB) / 1024,
-		"receiver_rusage_maxrss_mib": float64(maxrss) / 1024,
-		"receiver_peak_rss_pass":     peak <= 256<<10,
+		"n": *n, "value_bytes": *valueLen, "txn": syncTxn, "rounds": perRound,
+		"seconds": done.Seconds, "child_wall_seconds": bestWall.Seconds(),
+		"baseline_cpu_us_per_row": baseCPU,
+		"receiver_peak_rss_mib":   float64(peak) / 1024,
+		"receiver_peak_rss_pass":  peak <= 256<<10,
 		// CPU per record is far less sensitive to other load on the shared
 		// machine than wall time (the sync needs two busy processes where
 		// the baseline needs one).
@@ -184,6 +219,10 @@ func runInitialSync(ctx context.Context, args []string) (result, error) {
 		"changes_recv": done.ChangesRecv,
 	}
 	if *keep != "" {
+		// The pair is A and the last B.
+		if err := os.Rename(bDir, filepath.Join(root, "b")); err != nil {
+			return result{}, err
+		}
 		dst := filepath.Join(*keep, "pair-"+strconv.Itoa(*n))
 		if err := keepPair(root, dst, *n, *valueLen); err != nil {
 			return result{}, err
@@ -349,7 +388,7 @@ func runReceiver(ctx context.Context, dir string) error {
 		if time.Since(last) > 5*time.Second {
 			last = time.Now()
 			have, el := vvTotal(vv), time.Since(start).Seconds()
-			progress("initial-sync B: %d/%d records after %.1fs, %.0f records/s, VmHWM %d MiB", have, want, el, float64(have)/el, vmHWM()>>10)
+			progress("initial-sync B: %d/%d records after %.1fs, %.0f records/s, VmHWM %d MiB (%s)", have, want, el, float64(have)/el, vmHWM()>>10, memBreakdown())
 		}
 		select {
 		case <-ctx.Done():
@@ -358,9 +397,14 @@ func runReceiver(ctx context.Context, dir string) error {
 		}
 	}
 	took := time.Since(start)
+	if path := os.Getenv(receiverHeapEnv); path != "" {
+		if err := writeHeapProfile(path); err != nil {
+			return err
+		}
+	}
 	ps := sumPeers(b.node.Peers())
 	vv, _ := b.store.VersionVector(ctx)
-	progress("initial-sync B: all %d records after %.1fs, %.0f records/s", want, took.Seconds(), float64(want)/took.Seconds())
+	progress("initial-sync B: all %d records after %.1fs, %.0f records/s (%s)", want, took.Seconds(), float64(want)/took.Seconds(), memBreakdown())
 	return out.Encode(receiverDone{
 		Seconds: took.Seconds(), Records: vvTotal(vv), VmHWMKiB: vmHWM(),
 		BytesRecv: ps.BytesRecv, FramesRecv: ps.FramesRecv, ChangesRecv: ps.ChangesRecv,
@@ -377,6 +421,24 @@ func equalVV(a, b map[string]uint64) bool {
 		}
 	}
 	return true
+}
+
+// memBreakdown says where this process's memory is: Go's heap (live
+// objects, and all the runtime holds) against resident anonymous memory,
+// which also counts libSQL's native allocations.
+func memBreakdown() string {
+	ms := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/total:bytes"}}
+	metrics.Read(ms)
+	anon := "?"
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+				anon = strings.TrimSpace(rest)
+			}
+		}
+	}
+	return fmt.Sprintf("Go heap objects %d MiB, Go total %d MiB, RssAnon %s",
+		ms[0].Value.Uint64()>>20, ms[1].Value.Uint64()>>20, anon)
 }
 
 // vmHWM returns this process's peak resident set size in KiB, from
