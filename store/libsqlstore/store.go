@@ -40,11 +40,22 @@ type Options struct {
 	// goroutine copies the WAL back into the database file (see
 	// checkpoint.go: commits never checkpoint inline). 0 means 4 MiB.
 	CheckpointBytes int
+	// PageSize is the page size of a database file this store creates (a
+	// power of two from 512 to 65536); an existing file keeps its own.
+	// 0 means 16 KiB: the records a companion keeps (messages, embeddings
+	// of a few KiB, profile documents) fit several to a page instead of
+	// spilling into overflow pages, and a first sync of a million 1 KiB
+	// records runs about a fifth faster than with SQLite's 4 KiB (fedbench
+	// initial-sync). A small commit writes larger WAL frames in exchange.
+	PageSize int
 	// MaxWALBytes bounds the WAL file: once it grows past this size, the
 	// writer completes a checkpoint itself so that the next write restarts
 	// the WAL, which truncates the file to half this size. 0 means 64 MiB.
 	MaxWALBytes int
 }
+
+// defaultPageSize is Options.PageSize's default.
+const defaultPageSize = 16 << 10
 
 // Store is the libSQL-backed core.Store. It is safe for concurrent use.
 type Store struct {
@@ -88,6 +99,12 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	if opts.MaxWALBytes <= 0 {
 		opts.MaxWALBytes = defaultMaxWALBytes
+	}
+	if opts.PageSize == 0 {
+		opts.PageSize = defaultPageSize
+	}
+	if opts.PageSize < 512 || opts.PageSize > 65536 || opts.PageSize&(opts.PageSize-1) != 0 {
+		return nil, fmt.Errorf("open store: %w: page size %d is not a power of two from 512 to 65536", core.ErrInvalidArgument, opts.PageSize)
 	}
 	if err := createFile(path); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -178,6 +195,9 @@ func openDB(path string, opts Options) (*sql.DB, error) {
 		syncMode = "FULL"
 	}
 	c := &connector{inner: inner, pragmas: []string{
+		// First, so that whichever connection creates the file uses it;
+		// a no-op on an existing file.
+		fmt.Sprintf("PRAGMA page_size = %d", opts.PageSize),
 		fmt.Sprintf("PRAGMA busy_timeout = %d", opts.BusyTimeout.Milliseconds()),
 		"PRAGMA synchronous = " + syncMode,
 		fmt.Sprintf("PRAGMA journal_size_limit = %d", opts.MaxWALBytes/2), // see checkpoint.go

@@ -474,3 +474,47 @@ func TestOpenCreatesPrivateFile(t *testing.T) {
 		}
 	}
 }
+
+// A new file takes Options.PageSize (16 KiB by default); an existing file
+// keeps the page size it was created with; a size SQLite cannot use is
+// refused before anything is created.
+func TestPageSize(t *testing.T) {
+	ctx := context.Background()
+	pageSize := func(st *libsqlstore.Store) int {
+		t.Helper()
+		var n int
+		if err := st.DB().QueryRowContext(ctx, "PRAGMA page_size").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	dir := t.TempDir()
+	if got := pageSize(open(t, filepath.Join(dir, "default.db"), libsqlstore.Options{})); got != 16384 {
+		t.Fatalf("default page size %d, want 16384", got)
+	}
+	small := filepath.Join(dir, "small.db")
+	st := open(t, small, libsqlstore.Options{PageSize: 4096})
+	origin := core.DeviceIDFromKey(core.PublicKey{7})
+	if err := st.Commit(ctx, localBatch(origin, 1, nil, [3]string{"c", "k", "v"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st = open(t, small, libsqlstore.Options{})
+	if got := pageSize(st); got != 4096 {
+		t.Fatalf("reopened file has page size %d, want its own 4096", got)
+	}
+	if r, err := st.Get(ctx, "c", "k"); err != nil || string(r.Value) != "v" {
+		t.Fatalf("after reopen: %v %v", r, err)
+	}
+	for _, bad := range []int{-1, 100, 3000, 1 << 17} {
+		path := filepath.Join(dir, fmt.Sprintf("bad%d.db", bad))
+		if _, err := libsqlstore.Open(ctx, path, libsqlstore.Options{PageSize: bad}); !errors.Is(err, core.ErrInvalidArgument) {
+			t.Fatalf("page size %d: %v, want ErrInvalidArgument", bad, err)
+		}
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("page size %d: file created anyway (%v)", bad, err)
+		}
+	}
+}
