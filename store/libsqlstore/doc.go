@@ -72,6 +72,13 @@
 // every commit and survives power loss, at a large cost in write
 // throughput.
 //
+// Commits never checkpoint inline: a background goroutine copies the WAL
+// back into the database file once a few megabytes have been committed
+// (PASSIVE, beside the writer and readers), and the writer itself completes
+// a checkpoint only when the WAL file passes Options.MaxWALBytes, so that
+// it restarts; see checkpoint.go. New files use 16 KiB pages
+// (Options.PageSize).
+//
 // All writes go through one dedicated connection serialised by a mutex and
 // start with BEGIN IMMEDIATE, so store writers never fail with "database is
 // locked"; reads use a pool of connections and see committed data only.
