@@ -6,7 +6,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // Checkpoints. SQLite's default is for the connection that commits to
@@ -28,9 +27,6 @@ import (
 const (
 	defaultCheckpointBytes = 4 << 20
 	defaultMaxWALBytes     = 64 << 20
-	// checkpointEvery bounds how long committed bytes below
-	// CheckpointBytes wait in the WAL before being copied back.
-	checkpointEvery = 2 * time.Second
 )
 
 // checkpointer runs the store's background checkpoints.
@@ -110,19 +106,16 @@ func (c *checkpointer) committed(ctx context.Context, n int) {
 	}
 }
 
+// run checkpoints each time committed asks, until close. Fewer than
+// CheckpointBytes committed stay in the WAL (durable there) until more
+// follow or the store closes, which checkpoints: an idle store never wakes.
 func (c *checkpointer) run() {
 	defer c.done.Done()
-	tick := time.NewTicker(checkpointEvery)
-	defer tick.Stop()
 	for {
 		select {
 		case <-c.stop:
 			return
 		case <-c.wake:
-		case <-tick.C:
-			if c.pending.Load() == 0 {
-				continue
-			}
 		}
 		c.pending.Store(0)
 		c.runs.Add(1)
