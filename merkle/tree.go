@@ -137,11 +137,11 @@ func (n *node) search(pos uint64, key string) (int, bool) {
 }
 
 // insert puts key, at position pos with entry hash h, at index i of the
-// leaf, growing its slices by a quarter rather than doubling them: leaves
+// leaf, growing its slices by an eighth rather than doubling them: leaves
 // are many and small, and slack in them is most of the tree's overhead.
 func (n *node) insert(i int, pos uint64, key string, h Digest) {
 	if len(n.ents) == cap(n.ents) || len(n.pos) == cap(n.pos) {
-		c := len(n.ents) + len(n.ents)/4 + 2
+		c := len(n.ents) + len(n.ents)/8 + 2
 		n.ents = append(make([]entry, 0, c), n.ents...)
 		n.pos = append(make([]uint64, 0, c), n.pos...)
 	}
@@ -167,13 +167,13 @@ func (n *node) remove(i int) {
 }
 
 // compact copies the live keys into a new arena with room for extra more
-// bytes (and a quarter of slack), dropping the bytes of removed keys.
+// bytes (and an eighth of slack), dropping the bytes of removed keys.
 func (n *node) compact(extra int) {
 	live := extra
 	for i := range n.ents {
 		live += int(n.ents[i].n)
 	}
-	keys := make([]byte, 0, live+live/4)
+	keys := make([]byte, 0, live+live/8+16)
 	for i := range n.ents {
 		k := n.key(i)
 		n.ents[i].off = uint32(len(keys))
@@ -305,10 +305,10 @@ func (n *node) split(d int) {
 	kids := new([Fanout]node)
 	for i := range kids {
 		if sizes[i] > 0 {
-			c := sizes[i] + sizes[i]/4 + 1
+			c := sizes[i] + sizes[i]/8 + 2
 			kids[i].ents = make([]entry, 0, c)
 			kids[i].pos = make([]uint64, 0, c)
-			kids[i].keys = make([]byte, 0, bytes[i]+bytes[i]/4)
+			kids[i].keys = make([]byte, 0, bytes[i]+bytes[i]/8+16)
 		}
 	}
 	for i, p := range n.pos {
