@@ -1,7 +1,10 @@
 package transport
 
 import (
+	"errors"
+	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,5 +76,54 @@ func waitGoroutines(t *testing.T, n int) {
 			t.Fatalf("%d goroutines left, %d before:\n%s", runtime.NumGoroutine(), n, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A session closed after its handshake for an application reason reaches
+// the peer as such (core.ErrClosed, "session failed"), not as a failed
+// handshake; a reason with a code of its own keeps it.
+func TestCloseReasonReachesPeer(t *testing.T) {
+	cases := []struct {
+		name   string
+		reason error
+		want   error
+		text   string
+	}{
+		{"application error", errors.New("apply failed"), core.ErrClosed, "session failed"},
+		{"revoked", fmt.Errorf("revoked: %w", core.ErrUnauthorized), core.ErrUnauthorized, "unauthorized"},
+		{"protocol", fmt.Errorf("bad frame: %w", core.ErrProtocol), core.ErrProtocol, "protocol violation"},
+		{"handshake", fmt.Errorf("%w: timed out", core.ErrHandshake), core.ErrHandshake, "handshake failed"},
+	}
+	for _, k := range kinds() {
+		for _, tc := range cases {
+			t.Run(k.name+"/"+tc.name, func(t *testing.T) {
+				a, b := newIdentity(t), newIdentity(t)
+				server := k.listen(t, b, NewAllowList(a.PublicKey()), versionRange{}, Limits{})
+				client := k.listen(t, a, NewAllowList(b.PublicKey()), versionRange{}, Limits{})
+				ctx := ctxT(t, 5*time.Second)
+				cs, err := client.Dial(ctx, server.Addr(), b.DeviceID())
+				if err != nil {
+					t.Fatal(err)
+				}
+				ss, err := server.Accept(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = ss.Close(tc.reason)
+				select {
+				case <-cs.Done():
+				case <-ctx.Done():
+					t.Fatal("peer's session still open")
+				}
+				err = cs.(*Session).Err()
+				mustErr(t, err, tc.want, "peer's view of the close")
+				if !strings.Contains(err.Error(), tc.text) {
+					t.Fatalf("peer's error %q does not say %q", err, tc.text)
+				}
+				if tc.want != core.ErrHandshake && errors.Is(err, core.ErrHandshake) {
+					t.Fatalf("peer's error %q claims a failed handshake", err)
+				}
+			})
+		}
 	}
 }

@@ -57,8 +57,12 @@
 // application frames with Session.ReadFrame and WriteFrame: a malformed or
 // oversized frame closes the session it came on, with an error wrapping
 // core.ErrProtocol or core.ErrFrameTooLarge, and the peer's Session.Err
-// reports the reject code it was sent. The byte layout of every frame is in
-// package internal/wire.
+// reports the reject code it was sent. Session.Close(reason) closes the QUIC
+// connection with the reject code of reason's sentinel (0 for nil or
+// core.ErrClosed); a reason without one after the handshake is sent as
+// RejectSession (6, "session failed", core.ErrClosed at the peer), never
+// as a failed handshake. The byte layout of every frame is in package
+// internal/wire.
 //
 // # Limits
 //

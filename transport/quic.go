@@ -267,7 +267,13 @@ func closeCode(reason error) (quic.ApplicationErrorCode, string) {
 	if reason == nil || errors.Is(reason, core.ErrClosed) {
 		return 0, core.ErrClosed.Error()
 	}
-	return quic.ApplicationErrorCode(wire.CodeFor(reason)), reasonFor(reason)
+	code := wire.CodeFor(reason)
+	if code == wire.RejectHandshake && !errors.Is(reason, core.ErrHandshake) {
+		// A session that failed after its handshake, for a reason with no
+		// code of its own: say so rather than "handshake failed".
+		return quic.ApplicationErrorCode(wire.RejectSession), wire.RejectSession.String()
+	}
+	return quic.ApplicationErrorCode(code), reasonFor(reason)
 }
 
 // noALPN is the TLS no_application_protocol alert as a QUIC crypto error.

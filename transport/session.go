@@ -82,7 +82,7 @@ func (s *Session) Close(reason error) error {
 			s.mu.Lock()
 			s.local = fmt.Errorf("session closed: %w", reason)
 			s.mu.Unlock()
-			s.log.Info("closing session", "peer", s.peer.Short(), "reason", reasonFor(reason))
+			s.log.Info("closing session", "peer", s.peer.Short(), "reason", reason)
 		}
 		s.m.close(reason)
 	})

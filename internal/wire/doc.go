@@ -42,6 +42,7 @@
 //	Reject (type 0x04), payload 1..1+MaxReasonLen bytes:
 //	0  1    code    RejectCode: 1 version mismatch, 2 unauthorized,
 //	                3 handshake failed, 4 busy, 5 protocol violation
+//	                (6, session failed, is a QUIC close code only)
 //	1  0-n  reason  human-readable text, at most MaxReasonLen bytes
 //
 // Inside the Noise messages that carry a static key, the encrypted Noise

@@ -131,6 +131,10 @@ const (
 	RejectHandshake    RejectCode = 3
 	RejectBusy         RejectCode = 4
 	RejectProtocol     RejectCode = 5
+	// RejectSession closes a session that failed after its handshake for
+	// a reason with no code of its own. It is a QUIC close code only,
+	// never sent in a Reject frame.
+	RejectSession RejectCode = 6
 )
 
 // String names the code.
@@ -146,6 +150,8 @@ func (c RejectCode) String() string {
 		return "busy"
 	case RejectProtocol:
 		return "protocol violation"
+	case RejectSession:
+		return "session failed"
 	}
 	return fmt.Sprintf("reject(%d)", uint8(c))
 }
@@ -188,6 +194,8 @@ func (c RejectCode) Sentinel() error {
 		return ErrBusy
 	case RejectProtocol:
 		return core.ErrProtocol
+	case RejectSession:
+		return core.ErrClosed
 	}
 	return core.ErrHandshake
 }
@@ -217,6 +225,9 @@ type RejectError struct{ Reject Reject }
 
 // Error describes the refusal.
 func (e *RejectError) Error() string {
+	if e.Reject.Code == RejectSession {
+		return "peer closed the session: " + e.Reject.Code.String()
+	}
 	if e.Reject.Reason == "" {
 		return "peer refused: " + e.Reject.Code.String()
 	}
