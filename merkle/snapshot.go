@@ -43,14 +43,22 @@ func (t *Tree) AppendSnapshot(dst []byte) []byte {
 // its size. It verifies the entries' order and that they hash to the
 // recorded root, returning an error wrapping ErrCorrupt (and core.ErrCorrupt)
 // otherwise. It never panics on bad input.
-func Restore(b []byte) (*Tree, error) {
+func Restore(b []byte) (*Tree, error) { return restore(b, restoreArena) }
+
+// restoreArena bounds the key bytes Restore gathers in its first leaf
+// (entries address their keys with 32-bit offsets); keys beyond it are
+// inserted one by one.
+const restoreArena = 1 << 30
+
+func restore(b []byte, arenaLimit int) (*Tree, error) {
 	d := decoder{b: b}
 	if string(d.bytes(len(snapshotMagic))) != snapshotMagic {
 		return nil, fmt.Errorf("%w: bad magic", ErrCorrupt)
 	}
 	n := d.count(len(b), 1+32)
 	// One leaf with every entry, split once read: building costs
-	// O(n * depth) and no search.
+	// O(n * depth) and no search. Past arenaLimit bytes of keys the leaf
+	// is split and the rest inserted as Set would.
 	t := New()
 	leaf := &t.root
 	leaf.ents, leaf.pos = make([]entry, 0, n), make([]uint64, 0, n)
@@ -72,15 +80,25 @@ func Restore(b []byte) (*Tree, error) {
 			return nil, fmt.Errorf("%w: entries out of order at %d", ErrCorrupt, i)
 		}
 		prevPos, prevKey = pos, key
-		leaf.appendEntry(pos, key, &h)
-		t.keyBytes += len(key)
+		if leaf != nil && len(leaf.keys)+len(key) <= arenaLimit {
+			leaf.appendEntry(pos, key, &h)
+			t.keyBytes += len(key)
+			continue
+		}
+		if leaf != nil {
+			if leaf.count > splitAt {
+				leaf.split(0)
+			}
+			leaf = nil
+		}
+		t.put(pos, string(key), h)
 	}
 	var root Digest
 	copy(root[:], d.bytes(32))
 	if err := d.finish(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	if leaf.count > splitAt {
+	if leaf != nil && leaf.count > splitAt {
 		leaf.split(0)
 	}
 	if t.Root() != root {
