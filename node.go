@@ -306,11 +306,15 @@ type Stats struct {
 	EventsDropped uint64
 }
 
-// Stats returns a snapshot of the node's counters.
+// Stats returns a snapshot of the node's counters. It is taken between
+// commits (it waits for one in progress), so whatever its version vector
+// covers is already reflected in Root, Roots and the node's events.
 func (n *Node) Stats(ctx context.Context) (Stats, error) {
 	if err := n.alive(); err != nil {
 		return Stats{}, err
 	}
+	n.writeMu.Lock()
+	defer n.writeMu.Unlock()
 	ss, err := n.store.Stats(ctx)
 	if err != nil {
 		return Stats{}, fmt.Errorf("stats: %w", err)
