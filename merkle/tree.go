@@ -185,9 +185,7 @@ func (n *node) compact(extra int) {
 // Set records that key's current version has the given record digest
 // (normally RecordDigest of it, tombstones included). Setting the digest a
 // key already has changes nothing.
-func (t *Tree) Set(key string, digest Digest) {
-	t.put(position(key), key, EntryHash(key, digest))
-}
+func (t *Tree) Set(key string, digest Digest) { t.Apply(Prepare(key, digest)) }
 
 // Update is a Set prepared in advance: the hashing that is most of Set's
 // cost, done by Prepare without the tree, so that a caller can hash while

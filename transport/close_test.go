@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -17,18 +18,9 @@ func TestCloseReleasesEverything(t *testing.T) {
 	for _, k := range kinds() {
 		t.Run(k.name, func(t *testing.T) {
 			before := runtime.NumGoroutine()
-			a, b := newIdentity(t), newIdentity(t)
-			server := k.listen(t, b, NewAllowList(a.PublicKey()), versionRange{}, Limits{})
-			client := k.listen(t, a, NewAllowList(b.PublicKey()), versionRange{}, Limits{})
 			ctx := ctxT(t, 5*time.Second)
-			cs, err := client.Dial(ctx, server.Addr(), b.DeviceID())
-			if err != nil {
-				t.Fatal(err)
-			}
-			ss, err := server.Accept(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := connectPair(ctx, t, k)
+			server, client, cs, ss := p.server, p.client, p.cs, p.ss
 			st, err := cs.OpenStream(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -59,11 +51,38 @@ func TestCloseReleasesEverything(t *testing.T) {
 			if _, err := server.Accept(ctx); err == nil {
 				t.Fatal("Accept after Close succeeded")
 			}
-			_, err = client.Dial(ctx, server.Addr(), b.DeviceID())
+			_, err = client.Dial(ctx, server.Addr(), p.serverID)
 			mustErr(t, err, core.ErrClosed, "Dial after Close")
 			waitGoroutines(t, before)
 		})
 	}
+}
+
+// pair is two transports of one kind that trust each other, with a session
+// between them.
+type pair struct {
+	server, client core.Transport
+	serverID       core.DeviceID
+	cs, ss         core.Session // the client's and the server's ends
+}
+
+// connectPair listens on two transports of kind k and connects them.
+func connectPair(ctx context.Context, t *testing.T, k kind) pair {
+	t.Helper()
+	a, b := newIdentity(t), newIdentity(t)
+	p := pair{
+		server:   k.listen(t, b, NewAllowList(a.PublicKey()), versionRange{}, Limits{}),
+		client:   k.listen(t, a, NewAllowList(b.PublicKey()), versionRange{}, Limits{}),
+		serverID: b.DeviceID(),
+	}
+	var err error
+	if p.cs, err = p.client.Dial(ctx, p.server.Addr(), p.serverID); err != nil {
+		t.Fatal(err)
+	}
+	if p.ss, err = p.server.Accept(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // waitGoroutines waits for the goroutine count to fall back to n.
@@ -97,25 +116,16 @@ func TestCloseReasonReachesPeer(t *testing.T) {
 	for _, k := range kinds() {
 		for _, tc := range cases {
 			t.Run(k.name+"/"+tc.name, func(t *testing.T) {
-				a, b := newIdentity(t), newIdentity(t)
-				server := k.listen(t, b, NewAllowList(a.PublicKey()), versionRange{}, Limits{})
-				client := k.listen(t, a, NewAllowList(b.PublicKey()), versionRange{}, Limits{})
 				ctx := ctxT(t, 5*time.Second)
-				cs, err := client.Dial(ctx, server.Addr(), b.DeviceID())
-				if err != nil {
-					t.Fatal(err)
-				}
-				ss, err := server.Accept(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				_ = ss.Close(tc.reason)
+				p := connectPair(ctx, t, k)
+				cs := p.cs
+				_ = p.ss.Close(tc.reason)
 				select {
 				case <-cs.Done():
 				case <-ctx.Done():
 					t.Fatal("peer's session still open")
 				}
-				err = cs.(*Session).Err()
+				err := cs.(*Session).Err()
 				mustErr(t, err, tc.want, "peer's view of the close")
 				if !strings.Contains(err.Error(), tc.text) {
 					t.Fatalf("peer's error %q does not say %q", err, tc.text)

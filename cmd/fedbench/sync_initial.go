@@ -434,29 +434,23 @@ func equalVV(a, b map[string]uint64) bool {
 func memBreakdown() string {
 	ms := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/total:bytes"}}
 	metrics.Read(ms)
-	anon := "?"
-	if b, err := os.ReadFile("/proc/self/status"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if rest, ok := strings.CutPrefix(line, "RssAnon:"); ok {
-				anon = strings.TrimSpace(rest)
-			}
-		}
-	}
-	return fmt.Sprintf("Go heap objects %d MiB, Go total %d MiB, RssAnon %s",
-		ms[0].Value.Uint64()>>20, ms[1].Value.Uint64()>>20, anon)
+	return fmt.Sprintf("Go heap objects %d MiB, Go total %d MiB, RssAnon %d kB",
+		ms[0].Value.Uint64()>>20, ms[1].Value.Uint64()>>20, procStatusKiB("RssAnon"))
 }
 
-// vmHWM returns this process's peak resident set size in KiB, from
-// /proc/self/status.
-func vmHWM() int64 {
+// vmHWM returns this process's peak resident set size in KiB.
+func vmHWM() int64 { return procStatusKiB("VmHWM") }
+
+// procStatusKiB returns a "<field>: <n> kB" line of /proc/self/status, 0
+// when it cannot be read.
+func procStatusKiB(field string) int64 {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
 				v, _ := strconv.ParseInt(f[0], 10, 64)
 				return v
 			}
