@@ -178,7 +178,7 @@ func (n *Node) mergeRemote(ctx context.Context, txns []remoteTxn) (core.Batch, [
 				pending[k] = len(b.Records)
 				b.Records = append(b.Records, out)
 			}
-			events = append(events, Event{Kind: EventChange, Collection: out.Collection, Key: out.Key, Deleted: out.Deleted, Origin: c.Origin, Timestamp: out.Timestamp})
+			events = append(events, Event{Kind: EventChange, Collection: out.Collection, Key: out.Key, Deleted: out.Deleted, Origin: n.OriginDevice(c.Origin), Timestamp: out.Timestamp})
 		}
 	}
 	return b, events, conflicts, nil

@@ -134,7 +134,7 @@ func (c Config) validate() (Config, error) {
 
 // policy returns the policy of a collection.
 func (c *Config) policy(collection string) Policy {
-	if collection == registryCollection {
+	if collection == registryCollection || collection == replicasCollection {
 		return Policy{Priority: core.PriorityHigh, Mode: core.ModeImmediate, Resolver: conflict.LWW{}}
 	}
 	if internal(collection) {

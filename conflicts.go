@@ -113,7 +113,7 @@ func (n *Node) settleQueue(b *core.Batch, ts core.Timestamp) (events []Event, ap
 			continue
 		}
 		drop = append(drop, k)
-		entries = append(entries, audit.ConflictResolved(r.Origin, ci.Collection, "manual"))
+		entries = append(entries, audit.ConflictResolved(n.OriginDevice(r.Origin), ci.Collection, "manual"))
 		b.Records = append(b.Records, core.Record{Collection: conflictsCollection, Key: ci.ID, Deleted: true, Timestamp: ts, Origin: n.DeviceID()})
 		events = append(events, Event{Kind: EventResolved, Collection: ci.Collection, Key: ci.Key, ConflictID: ci.ID, Timestamp: ts})
 	}
@@ -123,7 +123,7 @@ func (n *Node) settleQueue(b *core.Batch, ts core.Timestamp) (events []Event, ap
 			continue // already queued (a repeated delivery or repair)
 		}
 		add[k] = ci
-		entries = append(entries, audit.ConflictDetected(ci.Theirs.Origin, ci.Collection))
+		entries = append(entries, audit.ConflictDetected(n.OriginDevice(ci.Theirs.Origin), ci.Collection))
 		b.Records = append(b.Records, core.Record{Collection: conflictsCollection, Key: ci.ID, Value: encodeConflict(ci), Timestamp: ts, Origin: n.DeviceID()})
 		events = append(events, Event{Kind: EventConflict, Collection: ci.Collection, Key: ci.Key, ConflictID: ci.ID, Timestamp: ts})
 	}

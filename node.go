@@ -27,10 +27,20 @@ type Node struct {
 	ident *identity.Identity
 	hlc   *core.HLC
 
+	// backup is the store when it can copy itself (nil: it cannot).
+	backup core.BackupStore
+
 	// writeMu serialises local writes: sequence numbers and causal contexts
 	// are assigned under it, and Update holds it for the whole transaction.
 	writeMu sync.Mutex
-	seq     uint64 // last sequence number this device used
+	// replica is the incarnation this open writes under (replica.go): zero
+	// until the first write that syncs mints one, or the device id for the
+	// open that created the identity. seq is the last sequence number used
+	// under it; announce is the pending announcement of a minted replica.
+	replica  core.DeviceID
+	seq      uint64
+	announce []byte
+	replicas replicaMap // replica id -> device, for events and audit
 
 	events  *hub
 	trees   trees     // Merkle trees of the collections that sync
@@ -85,6 +95,8 @@ func New(cfg Config) (*Node, error) {
 }
 
 func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
+	_, err := st.Meta(ctx, identity.MetaKey)
+	created := errors.Is(err, core.ErrNotFound)
 	ident, err := identity.LoadOrCreate(ctx, st, cfg.Rand)
 	if err != nil {
 		return nil, err
@@ -102,17 +114,31 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		store:   st,
 		ident:   ident,
 		hlc:     core.NewHLC(cfg.Clock, cfg.MaxClockDrift),
-		seq:     vv[ident.DeviceID()],
 		events:  newHub(cfg.Events.Buffer),
 		changed: newNotifier(),
 
 		sessions: map[*peerSession]struct{}{},
 		closed:   make(chan struct{}),
 	}
+	n.backup, _ = st.(core.BackupStore)
+	if created && vv[ident.DeviceID()] == 0 {
+		// The identity was born in this open, so no other copy of this
+		// store can exist yet: the first incarnation is the device itself.
+		// Every later open mints a replica at its first write (replica.go).
+		n.replica = ident.DeviceID()
+	}
 	// Never reuse a timestamp this device already issued, even if the clock
-	// went backwards while the node was down.
-	if n.seq > 0 {
-		err := st.Changes(ctx, ident.DeviceID(), n.seq-1, 1, func(c core.Change) error {
+	// went backwards while the node was down: observe the last write of the
+	// first incarnation and of the latest one minted.
+	own := []core.DeviceID{ident.DeviceID()}
+	if r, ok := lastReplica(ctx, st); ok {
+		own = append(own, r)
+	}
+	for _, r := range own {
+		if vv[r] == 0 {
+			continue
+		}
+		err := st.Changes(ctx, r, vv[r]-1, 1, func(c core.Change) error {
 			n.hlc.Observe(c.Timestamp)
 			return nil
 		})
@@ -127,6 +153,9 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		return nil, err
 	}
 	if err := n.loadQueue(ctx); err != nil {
+		return nil, err
+	}
+	if err := n.loadReplicas(ctx); err != nil {
 		return nil, err
 	}
 	if n.trust, err = newTrust(ctx, st); err != nil {
@@ -148,7 +177,7 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 			n.reembedLoop(loopCtx)
 		}()
 	}
-	n.log.Info("node ready", "name", cfg.Device.Name, "seq", n.seq)
+	n.log.Info("node ready", "name", cfg.Device.Name)
 	return n, nil
 }
 
@@ -246,14 +275,25 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	self := n.DeviceID()
-	first := n.seq + 1
 	synced := 0
 	for _, op := range ops {
 		if n.cfg.policy(op.collection).Syncs() {
 			synced++
 		}
 	}
+	if synced > 0 && n.replica.IsZero() {
+		if err := n.mintReplica(ctx); err != nil {
+			return err
+		}
+	}
+	if a := n.announceOp(); a != nil && synced > 0 {
+		// A new incarnation announces itself in its first transaction, so
+		// that every device that gets its writes can name their device.
+		ops = append(ops[:len(ops):len(ops)], *a)
+		synced++
+	}
+	self, dev := n.replica, n.DeviceID()
+	first := n.seq + 1
 	b := core.Batch{Records: make([]core.Record, len(ops))}
 	seq := n.seq
 	for i, op := range ops {
@@ -263,9 +303,10 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 			Value:      op.value,
 			Deleted:    op.deleted,
 			Timestamp:  ts,
-			Origin:     self,
+			Origin:     dev,
 		}
 		if n.cfg.policy(op.collection).Syncs() {
+			rec.Origin = self
 			// A local write causally follows everything this device holds,
 			// so its context is the node's version vector plus its own dot.
 			seq++
@@ -285,10 +326,13 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 	}
 	settle()
 	n.seq = seq
+	if seq > 0 {
+		n.announce = nil // announced (or the first incarnation: nothing to)
+	}
 	n.afterCommit(b.Records, prepared)
 	for _, r := range b.Records {
 		if !internal(r.Collection) {
-			n.events.publish(Event{Kind: EventChange, Collection: r.Collection, Key: r.Key, Deleted: r.Deleted, Origin: self, Local: true, Timestamp: r.Timestamp})
+			n.events.publish(Event{Kind: EventChange, Collection: r.Collection, Key: r.Key, Deleted: r.Deleted, Origin: dev, Local: true, Timestamp: r.Timestamp})
 		}
 	}
 	for _, e := range qEvents {

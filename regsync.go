@@ -90,11 +90,17 @@ func (n *Node) foldOps(ctx context.Context, ops []registry.Op) {
 	}
 }
 
-// checkOps is the ingress check for registry operations arriving from a
-// peer: each record must hold a well-formed operation, keyed by its hash,
-// whose signature verifies. Operations whose author is not (yet) allowed
-// are kept: registry.State decides their effect.
+// checkOps is the ingress check for internal records arriving from a peer
+// (from is their origin). Replica announcements must prove their ids
+// (replica.go), and are learned. Each registry record must hold a
+// well-formed operation, keyed by its hash, whose signature verifies.
+// Operations whose author is not (yet) allowed are kept: registry.State
+// decides their effect.
 func (n *Node) checkOps(ctx context.Context, from core.DeviceID, recs []core.Record) error {
+	if err := n.learnReplicas(recs); err != nil {
+		n.record(ctx, audit.Refusal(n.OriginDevice(from), "forged-replica"))
+		return err
+	}
 	for _, r := range recs {
 		if r.Collection != registryCollection || r.Deleted {
 			continue
@@ -109,7 +115,7 @@ func (n *Node) checkOps(ctx context.Context, from core.DeviceID, recs []core.Rec
 			}
 		}
 		if err != nil {
-			n.record(ctx, audit.Refusal(from, "forged-registry-op"))
+			n.record(ctx, audit.Refusal(n.OriginDevice(from), "forged-registry-op"))
 			return fmt.Errorf("%w: %w: %v", core.ErrProtocol, ErrForgedOperation, err)
 		}
 	}

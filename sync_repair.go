@@ -380,7 +380,7 @@ func (n *Node) applyRecords(ctx context.Context, recs []core.Change) error {
 		}
 		if changed {
 			b.Records = append(b.Records, out)
-			events = append(events, Event{Kind: EventChange, Collection: out.Collection, Key: out.Key, Deleted: out.Deleted, Origin: out.Origin, Timestamp: out.Timestamp})
+			events = append(events, Event{Kind: EventChange, Collection: out.Collection, Key: out.Key, Deleted: out.Deleted, Origin: n.OriginDevice(out.Origin), Timestamp: out.Timestamp})
 		}
 	}
 	qEvents, settle := n.settleQueue(&b, maxTS)
