@@ -17,5 +17,25 @@
 //	Discoverer  finding the user's devices (mDNS, DHT; static)
 //	Resolver    per-collection conflict resolution (LWW and richer merges)
 //
+// Sequence numbers belong to a replica incarnation, not to the device. The
+// open of a store that creates the device's identity writes under the
+// device id; every later open mints, at its first write that syncs, a new
+// replica id (SHA-256 of a domain string, the device id and a random nonce,
+// announced to peers in the internal collection _fed.replicas, where anyone
+// can check the hash) and counts from 1 under it. No store can prove it is
+// the latest copy of itself: a backup, a VM snapshot or a copied folder is
+// bit for bit what the store once was, and the newer copies may be
+// offline. With a fresh replica per open, a store started from an older
+// copy never gives a new write a (replica, sequence) pair that a peer holds
+// with other content, so peers never skip its writes and it never skips
+// theirs; the earlier incarnations' writes it lacks come back from its
+// peers through the ordinary delta path, since its version vector is lower
+// for them. Record.Origin and version-vector keys are replica ids; events
+// and audit entries name the device (Node.OriginDevice). Each incarnation
+// that writes costs one version-vector entry on every device (figures and
+// what folding retired incarnations needs: README, "Backups and
+// restores"). Node.Backup and Restore copy and put back a running node's
+// store.
+//
 // The domain types are defined in package core and re-exported here.
 package federation

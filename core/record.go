@@ -27,7 +27,9 @@ type Record struct {
 	Deleted bool
 	// Timestamp is the hybrid logical clock time of the write.
 	Timestamp Timestamp
-	// Origin is the device that made the write.
+	// Origin is the replica that made the write: one incarnation of a
+	// device, the device id itself for its first (see the federation
+	// package documentation and Node.OriginDevice).
 	Origin DeviceID
 	// Seq is the write's sequence number in Origin's changelog.
 	Seq uint64

@@ -6,8 +6,9 @@ import (
 	"strings"
 )
 
-// VersionVector maps each device to a counter: the highest sequence number
-// of that device's changes that are included. It is used both as a node's
+// VersionVector maps each replica (a device's incarnation; see
+// Record.Origin) to a counter: the highest sequence number of that
+// replica's changes that are included. It is used both as a node's
 // summary of everything it holds and as a record's causal context. The zero
 // value (nil) is the empty vector; methods that modify it need a non-nil map.
 type VersionVector map[DeviceID]uint64
