@@ -43,12 +43,14 @@ func TestIncarnationPerOpenThatWrites(t *testing.T) {
 		return len(st.VersionVector)
 	}
 	require.Equal(t, 1, vvLen())
+	require.Equal(t, dev, n.Replica(), "the open that created the device writes under its id")
 	for i := 1; i <= 3; i++ {
 		n = reopen(t, n)
 		_, err := n.Get(ctx, "notes", "k")
 		require.NoError(t, err)
 		n = reopen(t, n) // an open that only reads adds nothing
 		require.Equal(t, i, vvLen())
+		require.True(t, n.Replica().IsZero(), "no replica before the first write")
 		events := n.Subscribe(federation.SubscribeOptions{})
 		require.NoError(t, n.Put(ctx, "notes", "k", []byte(fmt.Sprint(i))))
 		require.NoError(t, n.Put(ctx, "notes", "k2", []byte(fmt.Sprint(i))))
@@ -58,6 +60,7 @@ func TestIncarnationPerOpenThatWrites(t *testing.T) {
 		require.NotEqual(t, dev, r.Origin)
 		require.Equal(t, dev, n.OriginDevice(r.Origin))
 		require.EqualValues(t, 1, r.Seq, "a new incarnation counts from 1")
+		require.Equal(t, r.Origin, n.Replica())
 		e := <-events.C
 		require.Equal(t, dev, e.Origin, "events name the device")
 		events.Close()

@@ -126,6 +126,7 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		// store can exist yet: the first incarnation is the device itself.
 		// Every later open mints a replica at its first write (replica.go).
 		n.replica = ident.DeviceID()
+		n.replicas.setCurrent(n.replica)
 	}
 	// Never reuse a timestamp this device already issued, even if the clock
 	// went backwards while the node was down: observe the last write of the

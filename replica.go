@@ -54,7 +54,7 @@ import (
 // bytes per record and changelog entry in the libSQL store (devices are
 // numbered there), plus a devices-table row and a _fed.replicas record.
 // Folding retired incarnations away is not implemented; see the README
-// ("Restore and backups") for what it needs.
+// ("Backups and restores") for what it needs.
 const (
 	replicasCollection = internalPrefix + "replicas"
 	metaReplica        = "node.replica" // the latest replica id minted here
@@ -79,8 +79,9 @@ func replicaID(device core.DeviceID, nonce []byte) core.DeviceID {
 // replicaMap maps replica ids to the devices that minted them. Entries are
 // only added, and only once proven, so readers never see a wrong device.
 type replicaMap struct {
-	mu sync.RWMutex
-	m  map[core.DeviceID]core.DeviceID
+	mu      sync.RWMutex
+	m       map[core.DeviceID]core.DeviceID
+	current core.DeviceID // the node's own current replica (Node.Replica)
 }
 
 func (rm *replicaMap) add(replica, device core.DeviceID) {
@@ -97,6 +98,22 @@ func (rm *replicaMap) get(replica core.DeviceID) (core.DeviceID, bool) {
 	defer rm.mu.RUnlock()
 	d, ok := rm.m[replica]
 	return d, ok
+}
+
+// Replica returns the incarnation this node writes under: the device id in
+// the open that created the device, else a replica minted at the first
+// write since the node opened (zero until then). Version vectors, as in
+// Stats, count this node's writes under it.
+func (n *Node) Replica() DeviceID {
+	n.replicas.mu.RLock()
+	defer n.replicas.mu.RUnlock()
+	return n.replicas.current
+}
+
+func (rm *replicaMap) setCurrent(id core.DeviceID) {
+	rm.mu.Lock()
+	rm.current = id
+	rm.mu.Unlock()
 }
 
 // OriginDevice returns the device that made writes under origin (a
@@ -177,6 +194,7 @@ func (n *Node) mintReplica(ctx context.Context) error {
 		return fmt.Errorf("mint replica: %w", err)
 	}
 	n.replicas.add(id, dev)
+	n.replicas.setCurrent(id)
 	n.replica, n.seq = id, 0
 	n.announce = append(append([]byte{replicaVersion}, dev[:]...), nonce...)
 	n.log.Info("new replica incarnation", "replica", id.Short())
