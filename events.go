@@ -41,9 +41,15 @@ type Event struct {
 	Collection string
 	Key        string
 	Deleted    bool
-	Origin     DeviceID
-	Local      bool
-	Timestamp  Timestamp
+	// Origin is the device that made the change (not its replica
+	// incarnation: see Node.OriginDevice). A change this device made before
+	// its store was restored from an older copy comes back from peers with
+	// Origin equal to this device and Local false: test Local, not Origin,
+	// to tell this node's own writes.
+	Origin DeviceID
+	// Local is set for writes made through this node since it opened.
+	Local     bool
+	Timestamp Timestamp
 	// ConflictID names the conflict of an EventConflict or EventResolved.
 	ConflictID string
 }

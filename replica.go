@@ -190,6 +190,12 @@ func (n *Node) mintReplica(ctx context.Context) error {
 	}
 	dev := n.DeviceID()
 	id := replicaID(dev, nonce)
+	// The clock first: the next open observes only the latest replica's
+	// last write, so the writes of the previous one must be covered by
+	// the saved clock even if this process dies before it closes.
+	if err := saveClock(ctx, n.store, n.hlc.Last()); err != nil {
+		return fmt.Errorf("mint replica: %w", err)
+	}
 	if err := n.store.SetMeta(ctx, metaReplica, id[:]); err != nil {
 		return fmt.Errorf("mint replica: %w", err)
 	}
