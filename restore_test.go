@@ -21,10 +21,15 @@ import (
 )
 
 // fileNode opens (or reopens) a node on the libSQL files in dir, reachable
-// over the in-memory network, trusting every key in trust.
+// over the in-memory network (real QUIC on loopback when net is nil),
+// trusting every key in trust.
 func fileNode(t *testing.T, net *transport.MemNetwork, dir string, trust ...federation.PublicKey) *federation.Node {
 	t.Helper()
-	n, err := federation.New(federation.Config{Dir: dir, Network: federation.NetworkConfig{Transport: memFactory(net)}})
+	nc := federation.NetworkConfig{ListenAddr: "127.0.0.1:0"}
+	if net != nil {
+		nc = federation.NetworkConfig{Transport: memFactory(net)}
+	}
+	n, err := federation.New(federation.Config{Dir: dir, Network: nc})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = n.Close() })
 	for _, k := range trust {
@@ -176,8 +181,12 @@ func repairs(nodes ...*federation.Node) uint64 {
 // device moved to a new folder is the same device: its identity is in the
 // file), so the test does not depend on a closed store releasing its path.
 func TestRestoredDeviceNeverLosesWrites(t *testing.T) {
+	t.Run("mem", func(t *testing.T) { testRestoredDevice(t, transport.NewMemNetwork()) })
+	t.Run("quic", func(t *testing.T) { testRestoredDevice(t, nil) })
+}
+
+func testRestoredDevice(t *testing.T, net *transport.MemNetwork) {
 	ctx := context.Background()
-	net := transport.NewMemNetwork()
 	dirB, backup := t.TempDir(), t.TempDir()
 	want := map[string]string{}
 	move := func(a *federation.Node, from string) string {
