@@ -17,7 +17,9 @@ var _ core.BackupStore = (*Store)(nil)
 // mode 0600), on a reading connection: SQLite copies one read snapshot,
 // so concurrent commits go on and are simply not in the copy. The result is
 // a compact, self-contained database file with no WAL, which Open accepts
-// as is; it is streamed to w and removed.
+// as is; it is streamed to w and removed. While the copy runs its read
+// snapshot keeps the WAL from restarting, so under heavy writes the WAL
+// grows for the copy's duration (MaxWALBytes is exceeded, not enforced).
 func (s *Store) Backup(ctx context.Context, w io.Writer) error {
 	if err := s.alive(ctx); err != nil {
 		return err
