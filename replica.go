@@ -44,9 +44,11 @@ import (
 // announced by a record in the internal collection _fed.replicas (key: the
 // replica id in hex; value: version byte 1, device id, nonce), written in
 // the replica's first transaction. The mapping is self-certifying: any
-// device recomputes the hash, so no one can claim another device's
-// replica, and events and audit entries report the device, not the
-// replica (Node.OriginDevice).
+// device recomputes the hash, so no announcement can attach an existing
+// replica to another device. (Announcements are not signed, like every
+// record: a trusted device could already forge writes under any origin.)
+// Events and audit entries report the device, not the replica
+// (Node.OriginDevice).
 //
 // Cost: every incarnation that writes adds one entry to every version
 // vector: 33-35 bytes in SyncHello and CaughtUp (id and uvarint counter),
