@@ -79,6 +79,13 @@
 // it restarts; see checkpoint.go. New files use 16 KiB pages
 // (Options.PageSize).
 //
+// Close copies the whole WAL back and truncates it, so that after a clean
+// Close the database file alone holds everything (copying it is a complete
+// backup), and returns only once the driver, which closes native
+// connections on a thread of its own, has closed every descriptor on the
+// files (on Linux, where /proc/self/fd shows them; see release.go): the
+// same path can be opened again, or replaced, as soon as Close returns.
+//
 // All writes go through one dedicated connection serialised by a mutex and
 // start with BEGIN IMMEDIATE, so store writers never fail with "database is
 // locked"; reads use a pool of connections and see committed data only.

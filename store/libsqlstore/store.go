@@ -59,8 +59,9 @@ const defaultPageSize = 16 << 10
 
 // Store is the libSQL-backed core.Store. It is safe for concurrent use.
 type Store struct {
-	db  *sql.DB
-	log *slog.Logger
+	db   *sql.DB
+	log  *slog.Logger
+	path string
 
 	// wmu serialises writes on w, the one writing connection, and guards
 	// the scratch buffers used to build statements.
@@ -113,7 +114,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &Store{db: db, log: opts.Logger, dict: newDictionary()}
+	s := &Store{db: db, log: opts.Logger, path: path, dict: newDictionary()}
 	s.ckpt = newCheckpointer(s, path, opts.CheckpointBytes, opts.MaxWALBytes)
 	if err := s.init(ctx); err != nil {
 		if s.w != nil {
@@ -344,17 +345,24 @@ func (s *Store) IntegrityCheck(ctx context.Context) error {
 	return fmt.Errorf("integrity check: %w: %s", core.ErrCorrupt, strings.Join(msgs, "; "))
 }
 
-// Close waits for an in-flight write, then closes the connections and the
-// file. Later calls to any method return core.ErrClosed; Close itself is
-// idempotent and returns the first call's result.
+// Close waits for an in-flight write, copies the whole WAL back into the
+// database file (so that the file alone holds everything: a copy of it is
+// a complete backup), closes the connections and waits until the driver
+// has closed every descriptor on the store's files (release.go), so that
+// the same path can be opened again at once. Later calls to any method
+// return core.ErrClosed; Close itself is idempotent and returns the first
+// call's result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.ckpt.close()
 		s.wmu.Lock()
+		files := storeFiles(s.path)
+		cerr := s.ckpt.truncate()
 		werr := s.w.Close()
 		s.wmu.Unlock()
-		s.closeErr = errors.Join(werr, s.db.Close())
+		derr := s.db.Close()
+		s.closeErr = errors.Join(cerr, werr, derr, waitReleased(files, releaseTimeout))
 		if s.closeErr != nil {
 			s.closeErr = fmt.Errorf("close store: %w", s.closeErr)
 		}
