@@ -89,7 +89,11 @@ func (s *Store) Commit(ctx context.Context, b core.Batch) error {
 	for d, seq := range adv {
 		s.vv[d] = seq
 	}
+	hw := vvSum(s.vv)
 	s.mu.Unlock()
+	if err := s.guard.raise(hw); err != nil {
+		s.log.Warn("commit high-water", "err", err)
+	}
 	s.ckpt.committed(ctx, batchBytes(b, p))
 	return nil
 }

@@ -77,6 +77,9 @@ type Store struct {
 
 	ckpt *checkpointer
 
+	guard    *guard // lock and commit high-water (guard.go); under wmu
+	fullSync bool
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -107,29 +110,54 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if opts.PageSize < 512 || opts.PageSize > 65536 || opts.PageSize&(opts.PageSize-1) != 0 {
 		return nil, fmt.Errorf("open store: %w: page size %d is not a power of two from 512 to 65536", core.ErrInvalidArgument, opts.PageSize)
 	}
+	existed := hasData(path)
 	if err := createFile(path); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	db, err := openDB(path, opts)
+	g, err := acquireGuard(path)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &Store{db: db, log: opts.Logger, path: path, dict: newDictionary()}
+	files := storeFiles(path)
+	db, err := openDB(path, opts)
+	if err != nil {
+		_ = g.release()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	s := &Store{db: db, log: opts.Logger, path: path, dict: newDictionary(), guard: g, fullSync: opts.FullSync}
 	s.ckpt = newCheckpointer(s, path, opts.CheckpointBytes, opts.MaxWALBytes)
-	if err := s.init(ctx); err != nil {
+	if err := s.init(ctx, existed); err != nil {
 		if s.w != nil {
 			_ = s.w.Close()
 		}
 		_ = db.Close()
+		_ = waitReleased(append(files, storeFiles(path)...), releaseTimeout)
+		_ = g.release()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return s, nil
 }
 
-func (s *Store) init(ctx context.Context) error {
+// hasData reports whether path is a file with something in it: a store
+// that existed, whose failures to open are damage rather than setup.
+func hasData(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Size() > 0
+}
+
+// damaged marks err as damage of the file (core.ErrDamaged) when it comes
+// from a file that existed, or reports corrupt content.
+func damaged(existed bool, err error) error {
+	if err == nil || errors.Is(err, core.ErrDamaged) || !(existed || errors.Is(err, core.ErrCorrupt)) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", core.ErrDamaged, err)
+}
+
+func (s *Store) init(ctx context.Context, existed bool) error {
 	var mode string
 	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
-		return fmt.Errorf("enable WAL: %w", err)
+		return damaged(existed, fmt.Errorf("enable WAL: %w", err))
 	}
 	if !strings.EqualFold(mode, "wal") {
 		return fmt.Errorf("enable WAL: journal mode is %q", mode)
@@ -139,22 +167,65 @@ func (s *Store) init(ctx context.Context) error {
 		return fmt.Errorf("writer connection: %w", err)
 	}
 	s.w = w
+	if existed {
+		if err := s.quickCheck(ctx); err != nil {
+			return err
+		}
+	}
 	from, to, err := migrate(ctx, w, migrations())
 	if err != nil {
-		return err
+		return damaged(false, err)
 	}
 	if from != to {
 		s.log.Info("store schema migrated", "from", from, "to", to)
 	}
 	if err := s.dict.load(ctx, s.db); err != nil {
-		return err
+		return damaged(false, err)
 	}
 	vv, err := s.loadVersionVector(ctx)
 	if err != nil {
-		return err
+		return damaged(false, err)
 	}
 	s.vv = vv
+	hw := vvSum(vv)
+	loss, err := s.guard.check(hw, s.fullSync)
+	if err != nil {
+		return err
+	}
+	if loss != "" {
+		s.log.Warn("store lost commits", "detail", loss)
+	}
+	if err := s.guard.open(hw); err != nil {
+		return err
+	}
 	return s.ckpt.start(ctx)
+}
+
+// quickCheck runs PRAGMA quick_check on the writer and returns an error
+// wrapping core.ErrDamaged unless SQLite finds the file sound.
+func (s *Store) quickCheck(ctx context.Context) error {
+	rows, err := s.w.QueryContext(ctx, "PRAGMA quick_check")
+	if err != nil {
+		return damaged(true, fmt.Errorf("quick check: %w", err))
+	}
+	defer rows.Close()
+	var msgs []string
+	for rows.Next() {
+		var v any
+		if err := rows.Scan(&v); err != nil {
+			return damaged(true, fmt.Errorf("quick check: %w", err))
+		}
+		if len(msgs) < 10 {
+			msgs = append(msgs, fmt.Sprint(v))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return damaged(true, fmt.Errorf("quick check: %w", err))
+	}
+	if len(msgs) == 1 && msgs[0] == "ok" {
+		return nil
+	}
+	return fmt.Errorf("quick check: %w: %s", core.ErrDamaged, strings.Join(msgs, "; "))
 }
 
 // createFile creates path's directory and the file itself when missing,
@@ -362,7 +433,15 @@ func (s *Store) Close() error {
 		werr := s.w.Close()
 		s.wmu.Unlock()
 		derr := s.db.Close()
-		s.closeErr = errors.Join(cerr, werr, derr, waitReleased(files, releaseTimeout))
+		rerr := waitReleased(files, releaseTimeout)
+		// Clean only if the database file alone now holds every commit.
+		var gerr error
+		if cerr == nil && werr == nil && derr == nil && rerr == nil {
+			gerr = s.guard.closeClean()
+		} else {
+			gerr = s.guard.release()
+		}
+		s.closeErr = errors.Join(cerr, werr, derr, rerr, gerr)
 		if s.closeErr != nil {
 			s.closeErr = fmt.Errorf("close store: %w", s.closeErr)
 		}
