@@ -91,6 +91,18 @@
 // locked"; reads use a pool of connections and see committed data only.
 // Every pooled connection gets busy_timeout and the synchronous setting
 // when it is opened (a driver.Connector wrapper), so other packages writing
-// their own tables through DB wait instead of failing. The store assumes it
-// is the only process using the file.
+// their own tables through DB wait instead of failing.
+//
+// # Exclusive use and damage
+//
+// An open store locks a guard file beside the database (its path plus
+// "-lock"): a second Open of the same file, in this process or another,
+// fails with core.ErrLocked. The guard also records the store's commit
+// high-water (see guard.go); Open refuses with core.ErrDamaged a store
+// that has rolled back behind commits it acknowledged in a way a power
+// failure cannot explain (a WAL deleted, cut short or corrupted, an older
+// database file put in place of this one), a file that PRAGMA quick_check
+// finds damaged, and one SQLite cannot read at all. A database file copied
+// alone, without its guard, opens as it is: that is how a host restores an
+// older copy on purpose.
 package libsqlstore
