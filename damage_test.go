@@ -1,10 +1,14 @@
 package federation_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -18,27 +22,65 @@ const damageRecords = 200
 // returns the node, still open.
 func fillDir(t *testing.T, dir string) *federation.Node {
 	t.Helper()
-	ctx := context.Background()
-	n, err := federation.New(federation.Config{Dir: dir})
+	n, err := openFilled(dir)
 	require.NoError(t, err)
-	for i := range damageRecords {
-		v := fmt.Sprintf("%04d", i) + string(make([]byte, 1020))
-		require.NoError(t, n.Put(ctx, "notes", fmt.Sprintf("k%04d", i), []byte(v)))
-	}
 	return n
 }
 
-// copyRunningDir copies the files of a running node's directory (no
-// shared-memory index): what a crash at this point leaves on disk.
-func copyRunningDir(t *testing.T, from string) string {
-	t.Helper()
-	to := t.TempDir()
-	for _, name := range []string{federation.DBFile, federation.DBFile + "-wal", federation.DBFile + "-lock", federation.LockFile} {
-		if _, err := os.Stat(filepath.Join(from, name)); err == nil {
-			copyFile(t, filepath.Join(from, name), filepath.Join(to, name))
+func openFilled(dir string) (*federation.Node, error) {
+	ctx := context.Background()
+	n, err := federation.New(federation.Config{Dir: dir})
+	if err != nil {
+		return nil, err
+	}
+	for i := range damageRecords {
+		v := fmt.Sprintf("%04d", i) + string(make([]byte, 1020))
+		if err := n.Put(ctx, "notes", fmt.Sprintf("k%04d", i), []byte(v)); err != nil {
+			_ = n.Close()
+			return nil, err
 		}
 	}
-	return to
+	return n, nil
+}
+
+// damageChildEnv, set in a child process, names the Dir the child fills
+// before it waits to be killed.
+const damageChildEnv = "FEDERATION_DAMAGE_CHILD"
+
+// crashDir fills a new Dir in a child process and kills it with SIGKILL:
+// the files a crash leaves, the writes still in the WAL. It returns the
+// Dir and the device's id.
+func crashDir(t *testing.T) (string, federation.DeviceID) {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDamagedStoreRefused$", "-test.count=1")
+	cmd.Env = append(os.Environ(), damageChildEnv+"="+dir)
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	sc := bufio.NewScanner(out)
+	var id federation.DeviceID
+	for sc.Scan() {
+		if text, ok := strings.CutPrefix(sc.Text(), "READY "); ok {
+			id, err = federation.ParseDeviceID(text)
+			require.NoError(t, err)
+			break
+		}
+	}
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	_ = cmd.Wait()
+	require.False(t, id.IsZero(), "the child never got ready")
+	return dir, id
+}
+
+func damageChild(dir string) {
+	n, err := openFilled(dir)
+	if err != nil {
+		fmt.Println("child:", err)
+		os.Exit(3)
+	}
+	fmt.Println("READY", n.DeviceID().String())
+	select {} // until killed
 }
 
 // requireAllThere opens dir and checks every record and the identity.
@@ -97,6 +139,10 @@ func overwrite(t *testing.T, path string, off int64, n int) {
 // older state as if it were the latest), while an undamaged file,
 // including the image a crash leaves, opens with everything in it.
 func TestDamagedStoreRefused(t *testing.T) {
+	if dir := os.Getenv(damageChildEnv); dir != "" {
+		damageChild(dir)
+		return
+	}
 	closed := func(t *testing.T) (string, federation.DeviceID) {
 		dir := t.TempDir()
 		n := fillDir(t, dir)
@@ -104,13 +150,7 @@ func TestDamagedStoreRefused(t *testing.T) {
 		require.NoError(t, n.Close())
 		return dir, id
 	}
-	// crashed returns a copy of a running node's directory.
-	crashed := func(t *testing.T) (string, federation.DeviceID) {
-		running := t.TempDir()
-		n := fillDir(t, running)
-		defer n.Close()
-		return copyRunningDir(t, running), n.DeviceID()
-	}
+	crashed := crashDir
 	db := func(dir string) string { return filepath.Join(dir, federation.DBFile) }
 
 	t.Run("clean file opens", func(t *testing.T) {

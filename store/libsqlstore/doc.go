@@ -99,10 +99,10 @@
 // "-lock"): a second Open of the same file, in this process or another,
 // fails with core.ErrLocked. The guard also records the store's commit
 // high-water (see guard.go); Open refuses with core.ErrDamaged a store
-// that has rolled back behind commits it acknowledged in a way a power
-// failure cannot explain (a WAL deleted, cut short or corrupted, an older
-// database file put in place of this one), a file that PRAGMA quick_check
-// finds damaged, and one SQLite cannot read at all. A database file copied
-// alone, without its guard, opens as it is: that is how a host restores an
-// older copy on purpose.
+// that has rolled back behind commits it acknowledged in a way neither a
+// power failure nor a restore explains (a WAL deleted, cut short or
+// corrupted; an older copy written over the same file in place), a file
+// that PRAGMA quick_check finds damaged, and one SQLite cannot read at all.
+// An older copy restored as a file of its own (moved into place, or copied
+// alone or with its guard into a new directory) opens as it is.
 package libsqlstore

@@ -34,14 +34,23 @@ import (
 //
 // A guard file copied together with its database (a folder backup, a VM
 // snapshot) matches it; a database copied alone has no guard and opens as
-// it is. Layout, 33 bytes: magic "FEDGUARD" | boot id (16) | high-water
-// (uint64, little endian) | flags (1: closed cleanly).
+// it is. The guard also records the database file's device and inode
+// numbers: a store behind its high-water whose file is another file than
+// the one the guard saw (an older copy moved or copied in place of the
+// deleted one: a restore) opens, since restoring an older copy is safe
+// (the node gives it a new replica incarnation); an older copy written
+// over the same file in place cannot be told from damage and is refused,
+// with the guard file named in the error (removing it accepts the file).
+// Layout, 49 bytes: magic "FEDGUARD" | boot id (16) | high-water (uint64,
+// little endian) | flags (1: closed cleanly) | device (uint64) | inode
+// (uint64).
 
 const (
 	guardMagic   = "FEDGUARD"
-	guardSize    = 33
+	guardSize    = 49
 	guardHWAt    = 24
 	guardFlagsAt = 32
+	guardFileAt  = 33
 	flagClean    = 1
 )
 
@@ -62,6 +71,8 @@ type guardState struct {
 	boot  [16]byte
 	hw    uint64
 	clean bool
+	dev   uint64 // the database file's numbers (zero: unknown)
+	ino   uint64
 }
 
 // acquireGuard locks the guard file of the database at path and reads
@@ -87,24 +98,30 @@ func acquireGuard(path string) (*guard, error) {
 		copy(g.prior.boot[:], b[8:24])
 		g.prior.hw = binary.LittleEndian.Uint64(b[guardHWAt:])
 		g.prior.clean = b[guardFlagsAt]&flagClean != 0
+		g.prior.dev = binary.LittleEndian.Uint64(b[guardFileAt:])
+		g.prior.ino = binary.LittleEndian.Uint64(b[guardFileAt+8:])
 	}
 	return g, nil
 }
 
 // check compares the store's high-water at open, hw, with what the guard
-// recorded: it returns an error wrapping core.ErrDamaged when commits
-// were lost in a way a power failure cannot explain, and a description
-// of a loss that one may explain ("" when nothing was lost).
-func (g *guard) check(hw uint64, fullSync bool) (loss string, err error) {
+// recorded (dev and ino: the database file's numbers now): it returns an
+// error wrapping core.ErrDamaged when commits were lost in a way neither a
+// power failure nor a restore explains, and a description of a loss that
+// one of them may explain ("" when nothing was lost).
+func (g *guard) check(hw uint64, fullSync bool, dev, ino uint64) (loss string, err error) {
 	p := g.prior
 	if !p.found || hw >= p.hw {
 		return "", nil
 	}
 	what := fmt.Sprintf("the store holds %d commits but had acknowledged %d", hw, p.hw)
 	var zero [16]byte
+	name := g.lock.File().Name()
 	switch {
+	case p.ino != 0 && ino != 0 && (p.dev != dev || p.ino != ino):
+		return what + " in another database file (restored from an older copy)", nil
 	case p.clean:
-		return "", fmt.Errorf("%w: %s before its last clean close (older database file, or damaged)", core.ErrDamaged, what)
+		return "", fmt.Errorf("%w: %s before its last clean close (damaged, or an older copy written over it: remove %s to accept it)", core.ErrDamaged, what, name)
 	case g.boot != zero && g.boot == p.boot:
 		return "", fmt.Errorf("%w: %s, and the machine did not restart since (WAL lost, cut short or corrupted)", core.ErrDamaged, what)
 	case fullSync:
@@ -113,12 +130,15 @@ func (g *guard) check(hw uint64, fullSync bool) (loss string, err error) {
 	return what + " before the machine restarted (commits not yet synced to disk are lost on a power failure)", nil
 }
 
-// open records the store as open (not clean) at high-water hw.
-func (g *guard) open(hw uint64) error {
+// open records the store as open (not clean) at high-water hw, in the
+// database file with numbers dev and ino.
+func (g *guard) open(hw, dev, ino uint64) error {
 	var b [guardSize]byte
 	copy(b[:8], guardMagic)
 	copy(b[8:24], g.boot[:])
 	binary.LittleEndian.PutUint64(b[guardHWAt:], hw)
+	binary.LittleEndian.PutUint64(b[guardFileAt:], dev)
+	binary.LittleEndian.PutUint64(b[guardFileAt+8:], ino)
 	f := g.lock.File()
 	if _, err := f.WriteAt(b[:], 0); err != nil {
 		return fmt.Errorf("write guard: %w", err)

@@ -37,9 +37,11 @@ func TestSecondOpenLocked(t *testing.T) {
 	}
 }
 
-// TestRolledBackStoreRefused: a database file older than what its store
-// acknowledged before a clean close is refused with ErrDamaged, while the
-// same older file copied alone (no guard beside it) opens as it is.
+// TestRolledBackStoreRefused: a database file rolled back in place behind
+// what its store acknowledged before a clean close is refused with
+// ErrDamaged, while the same older file put in place as another file (a
+// restore: renamed over the path) or copied alone (no guard beside it)
+// opens as it is.
 func TestRolledBackStoreRefused(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -74,6 +76,17 @@ func TestRolledBackStoreRefused(t *testing.T) {
 	}
 	if _, err := libsqlstore.Open(ctx, path, libsqlstore.Options{}); !errors.Is(err, core.ErrDamaged) {
 		t.Fatalf("open of a rolled-back file: %v, want ErrDamaged", err)
+	}
+	restored := filepath.Join(dir, "restored.db")
+	if err := os.WriteFile(restored, older, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(restored, path); err != nil {
+		t.Fatal(err)
+	}
+	r := open(t, path, libsqlstore.Options{})
+	if vv, err := r.VersionVector(ctx); err != nil || vv[origin] != 1 {
+		t.Fatalf("restored copy: version vector %v, %v", vv, err)
 	}
 	alone := filepath.Join(t.TempDir(), "s.db")
 	if err := os.WriteFile(alone, older, 0o600); err != nil {

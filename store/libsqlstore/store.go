@@ -188,14 +188,15 @@ func (s *Store) init(ctx context.Context, existed bool) error {
 	}
 	s.vv = vv
 	hw := vvSum(vv)
-	loss, err := s.guard.check(hw, s.fullSync)
+	dev, ino := fileID(s.path)
+	loss, err := s.guard.check(hw, s.fullSync, dev, ino)
 	if err != nil {
 		return err
 	}
 	if loss != "" {
-		s.log.Warn("store lost commits", "detail", loss)
+		s.log.Warn("store behind its last high-water", "detail", loss)
 	}
-	if err := s.guard.open(hw); err != nil {
+	if err := s.guard.open(hw, dev, ino); err != nil {
 		return err
 	}
 	return s.ckpt.start(ctx)
