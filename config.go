@@ -14,7 +14,11 @@ import (
 // meaning; only Dir (or Store) is required.
 type Config struct {
 	// Dir is the directory where the default store keeps its libSQL file
-	// (federation.db). Required unless Store is set.
+	// (federation.db). Required unless Store is set. The node locks it
+	// (LockFile) while it runs, also when Store is set: a second node on
+	// the same Dir, in any process, gets ErrLocked. Once the device has an
+	// identity the lock file names it, and New refuses (ErrDamaged) a store
+	// that holds no identity or another one, instead of minting a new one.
 	Dir string
 
 	// Device describes this device to the user's other devices.

@@ -87,6 +87,8 @@ var (
 	ErrClockDrift      = core.ErrClockDrift
 	ErrTxnDone         = core.ErrTxnDone
 	ErrUnauthorized    = core.ErrUnauthorized
+	ErrLocked          = core.ErrLocked
+	ErrDamaged         = core.ErrDamaged
 )
 
 // ParseDeviceID parses a device id's checkable text form.

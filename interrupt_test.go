@@ -50,7 +50,9 @@ func TestInterruptedSyncResumes(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return held(b) >= total*3/5 }, 30*time.Second, time.Millisecond)
 	require.NoError(t, b.Close()) // the receiver goes away mid-stream
-	before := held(reopenStats(t, dir))
+	stopped := reopenStats(t, dir)
+	before := held(stopped)
+	require.NoError(t, stopped.Close()) // one node at a time on a Dir
 	require.Less(t, before, uint64(total), "the interruption must come before the end")
 	t.Logf("receiver held %d of %d changes when it stopped", before, total)
 

@@ -63,6 +63,8 @@ type Node struct {
 	runCtx      context.Context    // lives until the network stops
 	stopNet     context.CancelFunc // stops the network
 
+	dir *dirGuard // lock on Config.Dir (nil without one)
+
 	closeOnce sync.Once
 	closeErr  error
 	closed    chan struct{}
@@ -79,16 +81,22 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	ctx := context.Background()
+	dir, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
 	st := cfg.Store
 	if st == nil {
 		st, err = libsqlstore.Open(ctx, filepath.Join(cfg.Dir, DBFile), libsqlstore.Options{Logger: cfg.Logger})
 		if err != nil {
+			_ = dir.release()
 			return nil, fmt.Errorf("open store: %w", err)
 		}
 	}
-	n, err := newNode(ctx, cfg, st)
+	n, err := newNodeIn(ctx, cfg, st, dir)
 	if err != nil {
 		_ = st.Close()
+		_ = dir.release()
 		return nil, err
 	}
 	return n, nil
@@ -401,6 +409,9 @@ func (n *Node) Close() error {
 		n.events.close()
 		if err := n.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close store: %w", err))
+		}
+		if err := n.dir.release(); err != nil {
+			errs = append(errs, err)
 		}
 		n.closeErr = errors.Join(errs...)
 	})

@@ -35,4 +35,12 @@ var (
 	ErrHandshake = errors.New("handshake failed")
 	// ErrCorrupt reports stored or received data that fails verification.
 	ErrCorrupt = errors.New("data corrupt")
+	// ErrLocked reports a node directory or store file already in use by
+	// another node, in this process or another one.
+	ErrLocked = errors.New("already in use by another node")
+	// ErrDamaged reports a store that must not be used as it is: its file
+	// fails SQLite's checks, holds no identity or another device's identity
+	// where one was created, or has rolled back behind commits it had
+	// acknowledged (a lost or cut WAL, or an older file put in its place).
+	ErrDamaged = errors.New("store damaged")
 )

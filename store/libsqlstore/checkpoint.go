@@ -144,3 +144,20 @@ func (c *checkpointer) checkpoint(ctx context.Context, writer bool) error {
 	}
 	return nil
 }
+
+// truncate copies the whole WAL back into the database file and truncates
+// the WAL to nothing, on the writer's connection (wmu held): Close's last
+// step, so that the database file alone holds every commit.
+func (c *checkpointer) truncate() error {
+	var busy, log, done int64
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := c.s.w.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &log, &done)
+	switch {
+	case err != nil:
+		return fmt.Errorf("checkpoint: %w", err)
+	case busy != 0:
+		return fmt.Errorf("checkpoint: %w (%d of %d frames copied)", errCheckpointBusy, done, log)
+	}
+	return nil
+}

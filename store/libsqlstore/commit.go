@@ -89,7 +89,11 @@ func (s *Store) Commit(ctx context.Context, b core.Batch) error {
 	for d, seq := range adv {
 		s.vv[d] = seq
 	}
+	hw := vvSum(s.vv)
 	s.mu.Unlock()
+	if err := s.guard.raise(hw); err != nil {
+		s.log.Warn("commit high-water", "err", err)
+	}
 	s.ckpt.committed(ctx, batchBytes(b, p))
 	return nil
 }
@@ -236,7 +240,8 @@ func changeID(origin int64, seq uint64) int64 { return origin<<seqBits | int64(s
 // splitRecords decides how each record of b is stored. A record that is
 // exactly a fresh change of the batch is installed by that change's row
 // (install[j] for change j); the others are written inline (their indices
-// in inline). Only the last record of each key counts.
+// in inline), among them a record with a change's dot whose timestamp or
+// causal context differs from it. Only the last record of each key counts.
 func splitRecords(b core.Batch, p plan) (install []bool, inline []int) {
 	last := make(map[[2]string]int, len(b.Records))
 	for i := range b.Records {
@@ -345,8 +350,13 @@ func valueArg(r *core.Record) any {
 	return r.Value
 }
 
+// sameContent reports whether record r is exactly change c's version, so
+// that c's changelog row can stand for it: a resolution that keeps the
+// change's value but merges causal contexts is a different version, and
+// the store must hold what the node's Merkle tree hashed.
 func sameContent(r, c *core.Record) bool {
 	return r.Collection == c.Collection && r.Key == c.Key && r.Deleted == c.Deleted &&
+		r.Timestamp == c.Timestamp && r.Context.Compare(c.Context) == core.Equal &&
 		(r.Deleted || bytes.Equal(r.Value, c.Value))
 }
 

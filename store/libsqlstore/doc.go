@@ -79,11 +79,30 @@
 // it restarts; see checkpoint.go. New files use 16 KiB pages
 // (Options.PageSize).
 //
+// Close copies the whole WAL back and truncates it, so that after a clean
+// Close the database file alone holds everything (copying it is a complete
+// backup), and returns only once the driver, which closes native
+// connections on a thread of its own, has closed every descriptor on the
+// files (on Linux, where /proc/self/fd shows them; see release.go): the
+// same path can be opened again, or replaced, as soon as Close returns.
+//
 // All writes go through one dedicated connection serialised by a mutex and
 // start with BEGIN IMMEDIATE, so store writers never fail with "database is
 // locked"; reads use a pool of connections and see committed data only.
 // Every pooled connection gets busy_timeout and the synchronous setting
 // when it is opened (a driver.Connector wrapper), so other packages writing
-// their own tables through DB wait instead of failing. The store assumes it
-// is the only process using the file.
+// their own tables through DB wait instead of failing.
+//
+// # Exclusive use and damage
+//
+// An open store locks a guard file beside the database (its path plus
+// "-lock"): a second Open of the same file, in this process or another,
+// fails with core.ErrLocked. The guard also records the store's commit
+// high-water (see guard.go); Open refuses with core.ErrDamaged a store
+// that has rolled back behind commits it acknowledged in a way neither a
+// power failure nor a restore explains (a WAL deleted, cut short or
+// corrupted; an older copy written over the same file in place), a file
+// that PRAGMA quick_check finds damaged, and one SQLite cannot read at all.
+// An older copy restored as a file of its own (moved into place, or copied
+// alone or with its guard into a new directory) opens as it is.
 package libsqlstore

@@ -59,8 +59,9 @@ const defaultPageSize = 16 << 10
 
 // Store is the libSQL-backed core.Store. It is safe for concurrent use.
 type Store struct {
-	db  *sql.DB
-	log *slog.Logger
+	db   *sql.DB
+	log  *slog.Logger
+	path string
 
 	// wmu serialises writes on w, the one writing connection, and guards
 	// the scratch buffers used to build statements.
@@ -75,6 +76,9 @@ type Store struct {
 	dict *dictionary
 
 	ckpt *checkpointer
+
+	guard    *guard // lock and commit high-water (guard.go); under wmu
+	fullSync bool
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -106,29 +110,54 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if opts.PageSize < 512 || opts.PageSize > 65536 || opts.PageSize&(opts.PageSize-1) != 0 {
 		return nil, fmt.Errorf("open store: %w: page size %d is not a power of two from 512 to 65536", core.ErrInvalidArgument, opts.PageSize)
 	}
+	existed := hasData(path)
 	if err := createFile(path); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	db, err := openDB(path, opts)
+	g, err := acquireGuard(path)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &Store{db: db, log: opts.Logger, dict: newDictionary()}
+	files := storeFiles(path)
+	db, err := openDB(path, opts)
+	if err != nil {
+		_ = g.release()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	s := &Store{db: db, log: opts.Logger, path: path, dict: newDictionary(), guard: g, fullSync: opts.FullSync}
 	s.ckpt = newCheckpointer(s, path, opts.CheckpointBytes, opts.MaxWALBytes)
-	if err := s.init(ctx); err != nil {
+	if err := s.init(ctx, existed); err != nil {
 		if s.w != nil {
 			_ = s.w.Close()
 		}
 		_ = db.Close()
+		_ = waitReleased(append(files, storeFiles(path)...), releaseTimeout)
+		_ = g.release()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return s, nil
 }
 
-func (s *Store) init(ctx context.Context) error {
+// hasData reports whether path is a file with something in it: a store
+// that existed, whose failures to open are damage rather than setup.
+func hasData(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Size() > 0
+}
+
+// damaged marks err as damage of the file (core.ErrDamaged) when it comes
+// from a file that existed, or reports corrupt content.
+func damaged(existed bool, err error) error {
+	if err == nil || errors.Is(err, core.ErrDamaged) || !(existed || errors.Is(err, core.ErrCorrupt)) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", core.ErrDamaged, err)
+}
+
+func (s *Store) init(ctx context.Context, existed bool) error {
 	var mode string
 	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
-		return fmt.Errorf("enable WAL: %w", err)
+		return damaged(existed, fmt.Errorf("enable WAL: %w", err))
 	}
 	if !strings.EqualFold(mode, "wal") {
 		return fmt.Errorf("enable WAL: journal mode is %q", mode)
@@ -138,22 +167,66 @@ func (s *Store) init(ctx context.Context) error {
 		return fmt.Errorf("writer connection: %w", err)
 	}
 	s.w = w
+	if existed {
+		if err := s.quickCheck(ctx); err != nil {
+			return err
+		}
+	}
 	from, to, err := migrate(ctx, w, migrations())
 	if err != nil {
-		return err
+		return damaged(false, err)
 	}
 	if from != to {
 		s.log.Info("store schema migrated", "from", from, "to", to)
 	}
 	if err := s.dict.load(ctx, s.db); err != nil {
-		return err
+		return damaged(false, err)
 	}
 	vv, err := s.loadVersionVector(ctx)
 	if err != nil {
-		return err
+		return damaged(false, err)
 	}
 	s.vv = vv
+	hw := vvSum(vv)
+	dev, ino := fileID(s.path)
+	loss, err := s.guard.check(hw, s.fullSync, dev, ino)
+	if err != nil {
+		return err
+	}
+	if loss != "" {
+		s.log.Warn("store behind its last high-water", "detail", loss)
+	}
+	if err := s.guard.open(hw, dev, ino); err != nil {
+		return err
+	}
 	return s.ckpt.start(ctx)
+}
+
+// quickCheck runs PRAGMA quick_check on the writer and returns an error
+// wrapping core.ErrDamaged unless SQLite finds the file sound.
+func (s *Store) quickCheck(ctx context.Context) error {
+	rows, err := s.w.QueryContext(ctx, "PRAGMA quick_check")
+	if err != nil {
+		return damaged(true, fmt.Errorf("quick check: %w", err))
+	}
+	defer rows.Close()
+	var msgs []string
+	for rows.Next() {
+		var v any
+		if err := rows.Scan(&v); err != nil {
+			return damaged(true, fmt.Errorf("quick check: %w", err))
+		}
+		if len(msgs) < 10 {
+			msgs = append(msgs, fmt.Sprint(v))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return damaged(true, fmt.Errorf("quick check: %w", err))
+	}
+	if len(msgs) == 1 && msgs[0] == "ok" {
+		return nil
+	}
+	return fmt.Errorf("quick check: %w: %s", core.ErrDamaged, strings.Join(msgs, "; "))
 }
 
 // createFile creates path's directory and the file itself when missing,
@@ -344,17 +417,32 @@ func (s *Store) IntegrityCheck(ctx context.Context) error {
 	return fmt.Errorf("integrity check: %w: %s", core.ErrCorrupt, strings.Join(msgs, "; "))
 }
 
-// Close waits for an in-flight write, then closes the connections and the
-// file. Later calls to any method return core.ErrClosed; Close itself is
-// idempotent and returns the first call's result.
+// Close waits for an in-flight write, copies the whole WAL back into the
+// database file (so that the file alone holds everything: a copy of it is
+// a complete backup), closes the connections and waits until the driver
+// has closed every descriptor on the store's files (release.go), so that
+// the same path can be opened again at once. Later calls to any method
+// return core.ErrClosed; Close itself is idempotent and returns the first
+// call's result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.ckpt.close()
 		s.wmu.Lock()
+		files := storeFiles(s.path)
+		cerr := s.ckpt.truncate()
 		werr := s.w.Close()
 		s.wmu.Unlock()
-		s.closeErr = errors.Join(werr, s.db.Close())
+		derr := s.db.Close()
+		rerr := waitReleased(files, releaseTimeout)
+		// Clean only if the database file alone now holds every commit.
+		var gerr error
+		if cerr == nil && werr == nil && derr == nil && rerr == nil {
+			gerr = s.guard.closeClean()
+		} else {
+			gerr = s.guard.release()
+		}
+		s.closeErr = errors.Join(cerr, werr, derr, rerr, gerr)
 		if s.closeErr != nil {
 			s.closeErr = fmt.Errorf("close store: %w", s.closeErr)
 		}

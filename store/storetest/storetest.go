@@ -30,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) core.Store) {
 		{"GapRefusesWholeBatch", testGapRefused},
 		{"InvalidBatchRefused", testInvalidBatch},
 		{"RecordsDifferFromChanges", testResolvedRecords},
+		{"MergedContextWiderThanChange", testMergedContext},
 		{"ChangesOrderAndLimit", testChangesOrderLimit},
 		{"ChangesKeepOverwrittenValues", testChangesOverwritten},
 		{"VersionVector", testVersionVector},
@@ -178,6 +179,40 @@ func testScanStopsOnError(t *testing.T, st core.Store) {
 	calls = 0
 	if err := st.Scan(context.Background(), "missing", core.KeyRange{}, func(core.Record) error { calls++; return nil }); err != nil || calls != 0 {
 		t.Fatalf("scan of an unknown collection: err=%v calls=%d", err, calls)
+	}
+}
+
+// testMergedContext commits a remote change whose resolution keeps the
+// change's own value, timestamp and dot but merges the causal contexts: the
+// store must hold the merged record (the one a node's Merkle tree hashes),
+// not the change as it arrived.
+func testMergedContext(t *testing.T, st core.Store) {
+	a, b := newWriter(1), newWriter(2)
+	a.commit(t, st, put("c", "k", "same"), put("c", "gone", "x"))
+	remote := b.batch(put("c", "k", "same"), del("c", "gone"))
+	var recs []core.Record
+	for _, r := range remote.Records {
+		r.Context = r.Context.Clone()
+		r.Context.Merge(core.VersionVector{a.origin: 2})
+		recs = append(recs, r)
+	}
+	if err := st.Commit(context.Background(), core.Batch{Changes: remote.Changes, Records: recs}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range recs {
+		requireRecord(t, mustGet(t, st, want.Collection, want.Key), want)
+	}
+	if got := scanAll(t, st, "c", core.KeyRange{IncludeDeleted: true}); len(got) != 2 {
+		t.Fatalf("scan: %d records, want 2", len(got))
+	} else {
+		requireRecord(t, got[0], recs[1])
+		requireRecord(t, got[1], recs[0])
+	}
+	// The changelog keeps each change as it was written.
+	for i, c := range changes(t, st, b.origin, 0, 0) {
+		if c.Context.Compare(remote.Changes[i].Context) != core.Equal {
+			t.Fatalf("change %d context %v, want %v", c.Seq, c.Context, remote.Changes[i].Context)
+		}
 	}
 }
 
