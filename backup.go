@@ -41,11 +41,21 @@ func (n *Node) Backup(ctx context.Context, w io.Writer) error {
 // Restore replaces the default store in dir with a copy written by Backup:
 // it writes r to a temporary file in dir, syncs it, removes the store's WAL
 // and shared-memory files and renames the copy to DBFile. The node using
-// dir must be closed (and no other process may open dir meanwhile); New(dir)
-// then starts from the copy, and the node re-syncs with its peers. On error
+// dir must be closed: Restore holds dir's lock while it works, so it fails
+// with an error wrapping ErrLocked while a node (in any process) has dir
+// open, and no node can open dir meanwhile. New(dir) then starts from the
+// copy, and the node re-syncs with its peers. On error
 // the store in dir is left as it was, unless the error comes from the final
 // rename.
 func Restore(dir string, r io.Reader) error {
+	if dir == "" {
+		return fmt.Errorf("restore: %w: empty dir", ErrInvalidArgument)
+	}
+	g, err := lockDir(dir)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer func() { _ = g.release() }()
 	tmp, err := os.CreateTemp(dir, "."+DBFile+".restore-*")
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)

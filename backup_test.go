@@ -227,3 +227,35 @@ func TestRestoreReplacesStoreFiles(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "in the backup", string(v))
 }
+
+// TestRestoreRefusedWhileOpen: Restore takes the directory's lock, so it
+// cannot swap the file under a running node; once the node is closed the
+// same restore goes through in place, and the device keeps its identity.
+func TestRestoreRefusedWhileOpen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	n, err := federation.New(federation.Config{Dir: dir})
+	require.NoError(t, err)
+	require.NoError(t, n.Put(ctx, "notes", "k", []byte("in the backup")))
+	var backup bytes.Buffer
+	require.NoError(t, n.Backup(ctx, &backup))
+	require.NoError(t, n.Put(ctx, "notes", "k", []byte("after the backup")))
+	id := n.DeviceID()
+
+	err = federation.Restore(dir, bytes.NewReader(backup.Bytes()))
+	require.ErrorIs(t, err, federation.ErrLocked)
+	v, err := n.Get(ctx, "notes", "k")
+	require.NoError(t, err)
+	require.Equal(t, "after the backup", string(v), "a refused restore must leave the running node's data alone")
+	require.NoError(t, n.Close())
+
+	require.NoError(t, federation.Restore(dir, &backup))
+	n, err = federation.New(federation.Config{Dir: dir})
+	require.NoError(t, err)
+	defer n.Close()
+	require.Equal(t, id, n.DeviceID())
+	v, err = n.Get(ctx, "notes", "k")
+	require.NoError(t, err)
+	require.Equal(t, "in the backup", string(v))
+	require.ErrorIs(t, federation.Restore("", &backup), federation.ErrInvalidArgument)
+}
