@@ -59,9 +59,10 @@ type applyResult struct {
 // applyRemote applies complete remote transactions in order, atomically as a
 // whole (one store commit): every transaction is either entirely visible or
 // not at all. Transactions already held are skipped, so duplicated or
-// replayed deliveries change nothing. A transaction whose timestamps are too
-// far ahead of the local clock is refused with ErrClockDrift, and nothing of
-// the call is applied.
+// replayed deliveries change nothing. Timestamps far ahead of the local
+// clock do not refuse a transaction from a trusted peer: the clock follows
+// them only up to Config.MaxClockDrift, and the host is told (see
+// observeRemote).
 func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, error) {
 	var res applyResult
 	for _, t := range txns {
@@ -81,6 +82,7 @@ func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, 
 	next := vv.Clone()
 	var fresh []remoteTxn
 	var maxTS core.Timestamp
+	var maxOrigin core.DeviceID
 	for _, t := range txns {
 		origin, first, last := t[0].Origin, t[0].TxnFirst, t[len(t)-1].Seq
 		switch have := next[origin]; {
@@ -102,15 +104,15 @@ func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, 
 		next[origin] = last
 		fresh = append(fresh, t)
 		for _, c := range t {
-			maxTS = max(maxTS, c.Timestamp)
+			if c.Timestamp > maxTS {
+				maxTS, maxOrigin = c.Timestamp, origin
+			}
 		}
 	}
 	if len(fresh) == 0 {
 		return res, nil
 	}
-	if err := n.hlc.Update(maxTS); err != nil {
-		return res, fmt.Errorf("apply: %w", err)
-	}
+	n.observeRemote(maxOrigin, maxTS)
 	for _, t := range fresh {
 		recs := make([]core.Record, len(t))
 		for i := range t {
