@@ -54,6 +54,7 @@ type Node struct {
 	stopNet     context.CancelFunc // stops the network
 
 	health health // counters of conditions the host should hear of
+	links  links  // peers' addresses and sessions, for redialling (peers.go)
 
 	closeOnce sync.Once
 	closeErr  error

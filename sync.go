@@ -75,6 +75,12 @@ type peerSession struct {
 
 	cancel context.CancelFunc // stops the session's goroutines
 	stats  sessionStats
+
+	// Set once: whether this node dialled the session; then, under the
+	// node's sessMu, the peer's instance from its hello (peers.go).
+	outbound bool
+	instance uint64
+	greeted  bool
 }
 
 // sessionStats counts one session's traffic.
@@ -119,6 +125,7 @@ func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 		repairReq: make(chan struct{}, 1),
 		kick:      make(chan struct{}, 1),
 		cancel:    cancel,
+		outbound:  n.links.takeOutbound(sess),
 	}
 	n.addSession(ps)
 	defer n.removeSession(ps)
@@ -147,7 +154,7 @@ func (ps *peerSession) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sync hello: %w", err)
 	}
-	if err := ps.send(wire.TypeSyncHello, wire.AppendVV(nil, vv)); err != nil {
+	if err := ps.send(wire.TypeSyncHello, ps.n.hello(vv)); err != nil {
 		return err
 	}
 	in, err := ps.sess.AcceptStream(ctx)

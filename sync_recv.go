@@ -37,15 +37,17 @@ func (ps *peerSession) receive(ctx context.Context, in core.Stream) error {
 				return fmt.Errorf("%w: second hello", core.ErrProtocol)
 			}
 			gotHello = true
-			vv, err := decodeWholeVV(f.Payload)
+			h, err := wire.DecodeSyncHello(f.Payload)
 			if err != nil {
-				return err
+				return fmt.Errorf("sync receive: %w", err)
 			}
+			vv := h.VV
 			ps.mu.Lock()
 			ps.peerHas.Merge(vv)
 			ps.peerAcked.Merge(vv)
 			ps.mu.Unlock()
 			close(ps.hello)
+			ps.n.onHello(ctx, ps, h)
 		case wire.TypeChanges:
 			if err := ps.receiveChanges(ctx, asm, f.Payload); err != nil {
 				return err
