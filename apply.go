@@ -7,6 +7,7 @@ import (
 
 	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/merkle"
 )
 
 // ErrGap reports changes that do not follow on from what this device holds
@@ -198,8 +199,17 @@ func (n *Node) merge(ctx context.Context, cur *core.Record, rem core.Record) (ou
 	switch rem.Context.Compare(cur.Context) {
 	case core.After:
 		return rem, true, false, nil
-	case core.Before, core.Equal:
+	case core.Before:
 		return *cur, false, false, nil
+	case core.Equal:
+		if merkle.RecordDigest(rem) == merkle.RecordDigest(*cur) {
+			return *cur, false, false, nil
+		}
+		// The same causal context with different records: two devices
+		// settled the same versions differently (or a store altered one).
+		// Keeping the local one would leave them diverged for good, with
+		// equal version vectors; settle the pair as concurrent versions
+		// instead, which gives the same record on both devices.
 	}
 	c := core.Conflict{Collection: rem.Collection, Key: rem.Key, Local: *cur, Remote: rem}
 	res, err := n.resolver(rem.Collection).Resolve(ctx, c)

@@ -69,9 +69,8 @@ type peerSession struct {
 	kick    chan struct{}
 	// repairReq asks the send goroutine for a Merkle repair.
 	repairReq chan struct{}
-	// lastRepaired fingerprints the roots last sent for repair (receive
-	// goroutine only).
-	lastRepaired [32]byte
+	// gate paces the repairs this side asks for (receive goroutine only).
+	gate repairGate
 
 	cancel context.CancelFunc // stops the session's goroutines
 	stats  sessionStats
