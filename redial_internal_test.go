@@ -164,6 +164,14 @@ func TestRedialAcrossRestarts(t *testing.T) {
 	if got := b.peerAddrs(a.DeviceID()); len(got) == 0 || got[0] != a.Addr() {
 		t.Fatalf("b knows a at %v, want %s first", got, a.Addr())
 	}
+	// b redials a's new address by itself: a may not dial this time.
+	a.forget(b.DeviceID())
+	old := liveSession(b, a.DeviceID())
+	_ = old.sess.Close(fmt.Errorf("%w: killed by the test", core.ErrClosed))
+	if s := waitSession(t, b, a, 5*time.Second, old); !s.outbound {
+		t.Fatal("the new session was not dialled by b")
+	}
+	waitSynced(t, a, b, "after-b-redial")
 
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
