@@ -354,6 +354,11 @@ func (n *Node) redialRound(ctx context.Context, tr Transport, states map[core.De
 				st.failures++
 			}
 			st.next = now.Add(redialDelay(st.failures))
+			if len(n.peerAddrs(d.ID)) > 0 {
+				n.log.Info("session ended; redialling", "peer", d.ID.Short(), "in", st.next.Sub(now).Round(time.Millisecond))
+			} else {
+				n.log.Info("session ended; no address to redial, waiting for the peer", "peer", d.ID.Short())
+			}
 		}
 		if st.dialing || now.Before(st.next) {
 			continue
