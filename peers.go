@@ -340,6 +340,9 @@ func (n *Node) redialRound(ctx context.Context, tr Transport, states map[core.De
 			st = &redialState{}
 			states[d.ID] = st
 		}
+		if st.dialing {
+			continue // its result comes back on results
+		}
 		if n.links.isActive(d.ID) {
 			if !st.up {
 				st.up, st.upSince = true, now
@@ -360,7 +363,7 @@ func (n *Node) redialRound(ctx context.Context, tr Transport, states map[core.De
 				n.log.Info("session ended; no address to redial, waiting for the peer", "peer", d.ID.Short())
 			}
 		}
-		if st.dialing || now.Before(st.next) {
+		if now.Before(st.next) {
 			continue
 		}
 		addrs := n.peerAddrs(d.ID)

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/store/memstore"
+	"github.com/devicemesh/federation/transport"
 )
 
 // quicNode opens a node on dir (a libSQL file) listening on QUIC on
@@ -244,5 +248,47 @@ func TestSimultaneousDialsKeepOneSession(t *testing.T) {
 			t.Fatalf("round %d: kept sessions differ or are not the lower id's (a outbound %v, b outbound %v)", round, sa.outbound, sb.outbound)
 		}
 		waitSynced(t, a, b, fmt.Sprintf("round-%d", round))
+	}
+}
+
+// countingTransport counts dials.
+type countingTransport struct {
+	Transport
+	dials atomic.Int64
+}
+
+func (c *countingTransport) Dial(ctx context.Context, addr string, peer core.DeviceID) (Session, error) {
+	c.dials.Add(1)
+	return c.Transport.Dial(ctx, addr, peer)
+}
+
+// TestRedialBacksOff: a trusted peer that cannot be reached is redialled
+// with exponential backoff, not in a loop.
+func TestRedialBacksOff(t *testing.T) {
+	net := transport.NewMemNetwork()
+	var ct *countingTransport
+	n, err := New(Config{Store: memstore.New(), Network: NetworkConfig{Transport: func(ctx context.Context, p TransportParams) (Transport, error) {
+		tr, err := net.ListenConfig(transport.MemConfig{Identity: p.Identity, Authorizer: p.Authorizer, Keys: p.Keys})
+		ct = &countingTransport{Transport: tr}
+		return ct, err
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	peer, err := identity.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.TrustDevice(peer.PublicKey())
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	n.learnAddrs(context.Background(), peer.DeviceID(), []string{"mem:nowhere"})
+	time.Sleep(4 * time.Second)
+	// Delays of 50-100, 100-200, ... ms: about 5 to 7 dials in 4 s.
+	t.Logf("%d dials in 4 s", ct.dials.Load())
+	if d := ct.dials.Load(); d < 3 || d > 10 {
+		t.Fatalf("%d dials in 4 s, want about 6 (exponential backoff from %s)", d, redialMin)
 	}
 }
