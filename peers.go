@@ -241,9 +241,16 @@ func (n *Node) onHello(ctx context.Context, ps *peerSession, h wire.SyncHello) {
 	}
 }
 
+// remoteAddresser is the optional capability of a Session that knows the
+// peer's network address (transport.Session does).
+type remoteAddresser interface {
+	// RemoteAddr returns the peer's address as host:port, or "".
+	RemoteAddr() string
+}
+
 // dialable turns announced addresses into ones this node can dial: an
 // unspecified host (a node listening on every interface) is replaced by the
-// host the session comes from, when the transport knows it.
+// host the session comes from, when the session is a remoteAddresser.
 func dialable(addrs []string, sess core.Session) []string {
 	out := make([]string, 0, len(addrs))
 	for _, a := range addrs {
@@ -253,7 +260,7 @@ func dialable(addrs []string, sess core.Session) []string {
 			continue
 		}
 		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-			ra, ok := sess.(interface{ RemoteAddr() string })
+			ra, ok := sess.(remoteAddresser)
 			if !ok {
 				continue
 			}

@@ -292,3 +292,24 @@ func TestRedialBacksOff(t *testing.T) {
 		t.Fatalf("%d dials in 4 s, want about 6 (exponential backoff from %s)", d, redialMin)
 	}
 }
+
+type addrSession struct {
+	core.Session
+	addr string
+}
+
+func (s addrSession) RemoteAddr() string { return s.addr }
+
+// TestDialableReplacesUnspecifiedHost: a node listening on every interface
+// announces "[::]:port"; its peer dials the host the session came from.
+func TestDialableReplacesUnspecifiedHost(t *testing.T) {
+	got := dialable([]string{"[::]:4000", "0.0.0.0:4001", ":4002", "10.0.0.1:4003", "mem:3"}, addrSession{addr: "192.0.2.7:5555"})
+	want := []string{"192.0.2.7:4000", "192.0.2.7:4001", "192.0.2.7:4002", "10.0.0.1:4003", "mem:3"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("dialable = %v, want %v", got, want)
+	}
+	// Without the peer's address, unspecified hosts are left out.
+	if got := dialable([]string{"[::]:4000", "10.0.0.1:4003"}, addrSession{}); fmt.Sprint(got) != "[10.0.0.1:4003]" {
+		t.Fatalf("dialable without a remote address = %v", got)
+	}
+}
