@@ -7,6 +7,7 @@ import (
 
 	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/merkle"
 )
 
 // ErrGap reports changes that do not follow on from what this device holds
@@ -59,9 +60,10 @@ type applyResult struct {
 // applyRemote applies complete remote transactions in order, atomically as a
 // whole (one store commit): every transaction is either entirely visible or
 // not at all. Transactions already held are skipped, so duplicated or
-// replayed deliveries change nothing. A transaction whose timestamps are too
-// far ahead of the local clock is refused with ErrClockDrift, and nothing of
-// the call is applied.
+// replayed deliveries change nothing. Timestamps far ahead of the local
+// clock do not refuse a transaction from a trusted peer: the clock follows
+// them only up to Config.MaxClockDrift, and the host is told (see
+// observeRemote).
 func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, error) {
 	var res applyResult
 	for _, t := range txns {
@@ -81,6 +83,7 @@ func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, 
 	next := vv.Clone()
 	var fresh []remoteTxn
 	var maxTS core.Timestamp
+	var maxOrigin core.DeviceID
 	for _, t := range txns {
 		origin, first, last := t[0].Origin, t[0].TxnFirst, t[len(t)-1].Seq
 		switch have := next[origin]; {
@@ -102,15 +105,15 @@ func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, 
 		next[origin] = last
 		fresh = append(fresh, t)
 		for _, c := range t {
-			maxTS = max(maxTS, c.Timestamp)
+			if c.Timestamp > maxTS {
+				maxTS, maxOrigin = c.Timestamp, origin
+			}
 		}
 	}
 	if len(fresh) == 0 {
 		return res, nil
 	}
-	if err := n.hlc.Update(maxTS); err != nil {
-		return res, fmt.Errorf("apply: %w", err)
-	}
+	n.observeRemote(maxOrigin, maxTS)
 	for _, t := range fresh {
 		recs := make([]core.Record, len(t))
 		for i := range t {
@@ -196,8 +199,17 @@ func (n *Node) merge(ctx context.Context, cur *core.Record, rem core.Record) (ou
 	switch rem.Context.Compare(cur.Context) {
 	case core.After:
 		return rem, true, false, nil
-	case core.Before, core.Equal:
+	case core.Before:
 		return *cur, false, false, nil
+	case core.Equal:
+		if merkle.RecordDigest(rem) == merkle.RecordDigest(*cur) {
+			return *cur, false, false, nil
+		}
+		// The same causal context with different records: two devices
+		// settled the same versions differently (or a store altered one).
+		// Keeping the local one would leave them diverged for good, with
+		// equal version vectors; settle the pair as concurrent versions
+		// instead, which gives the same record on both devices.
 	}
 	c := core.Conflict{Collection: rem.Collection, Key: rem.Key, Local: *cur, Remote: rem}
 	res, err := n.resolver(rem.Collection).Resolve(ctx, c)

@@ -38,8 +38,15 @@ type Config struct {
 	// the system clock.
 	Clock Clock
 
-	// MaxClockDrift is how far ahead of the local clock a remote timestamp
-	// may be before it is refused with ErrClockDrift. 0 means one minute.
+	// MaxClockDrift bounds how far ahead of the local clock (Clock) a
+	// peer's timestamps may pull this device's hybrid logical clock. Changes
+	// from trusted devices are accepted and merged whatever their
+	// timestamps, so a device whose clock is wrong still converges and none
+	// of its writes are lost; but this device's clock follows a remote
+	// timestamp only up to its own clock plus MaxClockDrift, and every
+	// batch beyond that raises EventClockDrift and counts in
+	// Stats.ClockDrift (see core.HLC for the exact rule). 0 means one
+	// minute.
 	MaxClockDrift time.Duration
 
 	// Network says how the node reaches the user's other devices once

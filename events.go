@@ -19,6 +19,19 @@ const (
 	// EventResolved reports that a queued conflict was settled, here or by
 	// a write from another device.
 	EventResolved
+	// EventClockDrift reports changes from Origin whose timestamps lie more
+	// than Config.MaxClockDrift ahead of this device's clock (Timestamp is
+	// the furthest). They were accepted and merged; this device's clock
+	// followed them only up to the bound (see Config.MaxClockDrift). One
+	// device's clock, here or there, is wrong: tell the user. Counted in
+	// Stats.ClockDrift.
+	EventClockDrift
+	// EventRepairUnsettled reports a peer (Origin) holding the same changes
+	// as this device whose records still differ after repeated Merkle
+	// repairs; Reason says why as far as the node can tell, Collection
+	// names a collection that differs. Repair keeps retrying with backoff.
+	// Counted in Stats.RepairsUnsettled.
+	EventRepairUnsettled
 )
 
 // String names the kind.
@@ -30,6 +43,10 @@ func (k EventKind) String() string {
 		return "conflict"
 	case EventResolved:
 		return "resolved"
+	case EventClockDrift:
+		return "clock-drift"
+	case EventRepairUnsettled:
+		return "repair-unsettled"
 	}
 	return "event(?)"
 }
@@ -52,6 +69,9 @@ type Event struct {
 	Timestamp Timestamp
 	// ConflictID names the conflict of an EventConflict or EventResolved.
 	ConflictID string
+	// Reason explains an EventClockDrift or EventRepairUnsettled in a few
+	// words (never personal data).
+	Reason string
 }
 
 // SubscribeOptions filters a subscription.

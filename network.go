@@ -66,9 +66,11 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("start transport: %w", err)
 	}
 	n.tr = tr
+	n.loadAddrs(ctx)
+	n.links.instance = n.newInstance()
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.stopNet = cancel
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go func() {
 		defer n.wg.Done()
 		select {
@@ -81,6 +83,10 @@ func (n *Node) Start(ctx context.Context) error {
 	go func() {
 		defer n.wg.Done()
 		n.acceptLoop(runCtx, tr)
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.redialLoop(runCtx, tr)
 	}()
 	n.runCtx = runCtx
 	n.log.Info("node online", "addr", tr.Addr())
@@ -138,15 +144,19 @@ func (n *Node) goSession(ctx context.Context, sess Session) {
 		return
 	}
 	n.wg.Add(1)
+	n.links.hold(sess.Peer())
 	go func() {
 		defer n.wg.Done()
+		defer n.links.release(sess.Peer())
+		defer n.links.takeOutbound(sess) // a session refused before sync
 		_ = n.runSession(ctx, sess)
 	}()
 }
 
 // Connect dials a trusted device at addr and keeps the session in sync in
-// the background until either side closes it. peer may be zero when the
-// device at addr is not known in advance; it must then still be trusted.
+// the background. peer may be zero when the device at addr is not known in
+// advance; it must then still be trusted. The node remembers addr (in its
+// store) and redials the device there whenever the session ends.
 func (n *Node) Connect(ctx context.Context, addr string, peer DeviceID) error {
 	if err := n.alive(); err != nil {
 		return err
@@ -157,10 +167,16 @@ func (n *Node) Connect(ctx context.Context, addr string, peer DeviceID) error {
 	if tr == nil {
 		return fmt.Errorf("connect: %w", ErrNotStarted)
 	}
+	if !peer.IsZero() {
+		n.links.hold(peer) // no redial while this dial is in flight
+		defer n.links.release(peer)
+	}
 	sess, err := tr.Dial(ctx, addr, peer)
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", addr, err)
 	}
+	n.learnAddrs(ctx, sess.Peer(), []string{addr})
+	n.links.markOutbound(sess)
 	n.goSession(runCtx, sess)
 	return nil
 }

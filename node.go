@@ -63,7 +63,9 @@ type Node struct {
 	runCtx      context.Context    // lives until the network stops
 	stopNet     context.CancelFunc // stops the network
 
-	dir *dirGuard // lock on Config.Dir (nil without one)
+	dir    *dirGuard // lock on Config.Dir (nil without one)
+	health health    // counters of conditions the host should hear of
+	links  links     // peers' addresses and sessions, for redialling (peers.go)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -357,6 +359,13 @@ type Stats struct {
 	VersionVector VersionVector
 	Subscribers   int
 	EventsDropped uint64
+	// ClockDrift counts received batches whose timestamps lay beyond
+	// Config.MaxClockDrift (each also raised EventClockDrift).
+	ClockDrift uint64
+	// RepairsUnsettled counts peers and states for which Merkle repair did
+	// not settle after repeated tries (each also raised
+	// EventRepairUnsettled).
+	RepairsUnsettled uint64
 }
 
 // Stats returns a snapshot of the node's counters. It is taken between
@@ -377,7 +386,8 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 		return Stats{}, fmt.Errorf("stats: %w", err)
 	}
 	subs, dropped := n.events.counts()
-	return Stats{Device: n.DeviceID(), Store: ss, VersionVector: vv, Subscribers: subs, EventsDropped: dropped}, nil
+	return Stats{Device: n.DeviceID(), Store: ss, VersionVector: vv, Subscribers: subs, EventsDropped: dropped,
+		ClockDrift: n.health.clockDrift.Load(), RepairsUnsettled: n.health.repairsUnsettled.Load()}, nil
 }
 
 // Close stops everything the node started, waits for it, ends every

@@ -69,12 +69,17 @@ type peerSession struct {
 	kick    chan struct{}
 	// repairReq asks the send goroutine for a Merkle repair.
 	repairReq chan struct{}
-	// lastRepaired fingerprints the roots last sent for repair (receive
-	// goroutine only).
-	lastRepaired [32]byte
+	// gate paces the repairs this side asks for (receive goroutine only).
+	gate repairGate
 
 	cancel context.CancelFunc // stops the session's goroutines
 	stats  sessionStats
+
+	// Set once: whether this node dialled the session; then, under the
+	// node's sessMu, the peer's instance from its hello (peers.go).
+	outbound bool
+	instance uint64
+	greeted  bool
 }
 
 // sessionStats counts one session's traffic.
@@ -119,6 +124,7 @@ func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 		repairReq: make(chan struct{}, 1),
 		kick:      make(chan struct{}, 1),
 		cancel:    cancel,
+		outbound:  n.links.takeOutbound(sess),
 	}
 	n.addSession(ps)
 	defer n.removeSession(ps)
@@ -147,7 +153,7 @@ func (ps *peerSession) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sync hello: %w", err)
 	}
-	if err := ps.send(wire.TypeSyncHello, wire.AppendVV(nil, vv)); err != nil {
+	if err := ps.send(wire.TypeSyncHello, ps.n.hello(vv)); err != nil {
 		return err
 	}
 	in, err := ps.sess.AcceptStream(ctx)

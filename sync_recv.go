@@ -37,15 +37,17 @@ func (ps *peerSession) receive(ctx context.Context, in core.Stream) error {
 				return fmt.Errorf("%w: second hello", core.ErrProtocol)
 			}
 			gotHello = true
-			vv, err := decodeWholeVV(f.Payload)
+			h, err := wire.DecodeSyncHello(f.Payload)
 			if err != nil {
-				return err
+				return fmt.Errorf("sync receive: %w", err)
 			}
+			vv := h.VV
 			ps.mu.Lock()
 			ps.peerHas.Merge(vv)
 			ps.peerAcked.Merge(vv)
 			ps.mu.Unlock()
 			close(ps.hello)
+			ps.n.onHello(ctx, ps, h)
 		case wire.TypeChanges:
 			if err := ps.receiveChanges(ctx, asm, f.Payload); err != nil {
 				return err
@@ -154,9 +156,8 @@ func (ps *peerSession) checkCaughtUp(ctx context.Context, asm *txnAssembler, vv 
 // compareRoots checks the peer's roots when it holds exactly the changes we
 // hold: then the records must be identical, and roots that differ (records
 // merged differently, a repair cut short, a restored backup) ask our sender
-// for a Merkle repair. The same pair of differing roots is repaired once,
-// so a difference that repair cannot settle (a conflict queued for the
-// host) does not loop.
+// for a Merkle repair, again and again with backoff until the roots are
+// equal; a difference that does not settle is reported (repair_gate.go).
 func (ps *peerSession) compareRoots(ctx context.Context, vv core.VersionVector, theirs map[string][32]byte) error {
 	ours, roots, err := ps.n.snapshot(ctx)
 	if err != nil {
@@ -165,11 +166,13 @@ func (ps *peerSession) compareRoots(ctx context.Context, vv core.VersionVector, 
 	if ours.Compare(vv) != core.Equal {
 		return nil
 	}
-	key := rootsKey(roots, theirs)
-	if key == ([32]byte{}) || key == ps.lastRepaired {
+	if rootsKey(roots, theirs) == ([32]byte{}) {
+		ps.settled()
 		return nil
 	}
-	ps.lastRepaired = key
+	if !ps.askRepair(vv, roots, theirs) {
+		return nil
+	}
 	select {
 	case ps.repairReq <- struct{}{}:
 	default: // one is pending already

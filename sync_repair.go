@@ -334,6 +334,7 @@ func unionKeys(a, b map[string]Digest) []string {
 // entries: the sender's Repaired frame later raises the version vector.
 func (n *Node) applyRecords(ctx context.Context, recs []core.Change) error {
 	var maxTS core.Timestamp
+	var maxOrigin core.DeviceID
 	for _, r := range recs {
 		if err := r.Validate(); err != nil {
 			return fmt.Errorf("%w: record: %w", core.ErrProtocol, err)
@@ -341,16 +342,16 @@ func (n *Node) applyRecords(ctx context.Context, recs []core.Change) error {
 		if r.Origin.IsZero() || r.Seq == 0 || r.Context[r.Origin] < r.Seq || (r.Deleted && len(r.Value) > 0) {
 			return fmt.Errorf("%w: malformed record %s/%q", core.ErrProtocol, r.Collection, r.Key)
 		}
-		maxTS = max(maxTS, r.Timestamp)
+		if r.Timestamp > maxTS {
+			maxTS, maxOrigin = r.Timestamp, r.Origin
+		}
 	}
 	n.writeMu.Lock()
 	defer n.writeMu.Unlock()
 	if err := n.alive(); err != nil {
 		return err
 	}
-	if err := n.hlc.Update(maxTS); err != nil {
-		return fmt.Errorf("repair: %w", err)
-	}
+	n.observeRemote(maxOrigin, maxTS)
 	plain := make([]core.Record, len(recs))
 	for i := range recs {
 		plain[i] = recs[i].Record

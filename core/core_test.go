@@ -91,6 +91,33 @@ func TestHLCMonotonicAndBoundedDrift(t *testing.T) {
 	}
 }
 
+// TestHLCReceiveBoundsTheClock: a trusted peer's timestamp is always
+// accepted; the clock follows it exactly within MaxDrift of the physical
+// clock, and only up to that bound beyond it, reporting by how much.
+func TestHLCReceiveBoundsTheClock(t *testing.T) {
+	now := time.UnixMilli(1_700_000_000_000)
+	h := core.NewHLC(clockAt(now), time.Minute)
+	near := core.MakeTimestamp(now.Add(30*time.Second).UnixMilli(), 7)
+	if beyond := h.Receive(near); beyond != 0 || h.Last() != near {
+		t.Fatalf("within the bound: beyond %s, clock %v, want %v", beyond, h.Last(), near)
+	}
+	far := core.MakeTimestamp(now.Add(24*time.Hour).UnixMilli(), 0)
+	beyond := h.Receive(far)
+	if want := 24*time.Hour - time.Minute; beyond != want {
+		t.Fatalf("beyond = %s, want %s", beyond, want)
+	}
+	if bound := core.MakeTimestamp(now.Add(time.Minute).UnixMilli(), 0); h.Last() != bound {
+		t.Fatalf("clock %v, want the bound %v", h.Last(), bound)
+	}
+	// Repeated far-future timestamps never creep the clock further.
+	for range 100 {
+		h.Receive(far)
+	}
+	if ts, _ := h.Now(); ts.Millis() > now.Add(time.Minute).UnixMilli()+1 {
+		t.Fatalf("clock crept to %v", ts)
+	}
+}
+
 func TestVersionVectorCompare(t *testing.T) {
 	a, b := core.DeviceID{1}, core.DeviceID{2}
 	cases := []struct {
@@ -115,3 +142,7 @@ func TestVersionVectorCompare(t *testing.T) {
 		t.Fatalf("merge: %v", m)
 	}
 }
+
+type clockAt time.Time
+
+func (c clockAt) Now() time.Time { return time.Time(c) }

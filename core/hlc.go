@@ -47,6 +47,20 @@ func (SystemClock) Now() time.Time { return time.Now() }
 // HLC is a hybrid logical clock with bounded drift. Its readings are strictly
 // increasing even when the physical clock jumps backwards, and stay close to
 // physical time. It is safe for concurrent use.
+//
+// The drift rule. Let phys be the local physical clock and maxDrift the
+// bound given to NewHLC. A remote timestamp r is within bounds when
+// r.Millis() <= phys + maxDrift. Timestamps of changes from trusted,
+// authenticated devices are always accepted for storage and merge
+// (Receive): refusing them would stop a device whose own clock is wrong
+// from ever converging, and would strand its writes. What the bound
+// protects is this device's clock: it follows a remote timestamp within
+// bounds exactly (as a hybrid logical clock does), and one beyond only up to
+// phys + maxDrift, so a peer whose clock runs far ahead can never drag this
+// device's future timestamps (and its last-writer-wins standing) with it.
+// Receive reports every timestamp beyond the bound so that the host can be
+// told. Update is the strict variant that refuses such a timestamp with
+// ErrClockDrift, for callers that must not accept it at all.
 type HLC struct {
 	mu       sync.Mutex
 	clock    Clock
@@ -89,6 +103,26 @@ func (h *HLC) Update(remote Timestamp) error {
 		h.last = remote
 	}
 	return nil
+}
+
+// Receive folds the timestamp of a change received from a trusted device
+// into the clock, under the drift rule above: the clock follows remote up
+// to the physical clock plus the maximum drift, never beyond. It returns how
+// far remote lies beyond that bound (0 when within it); the caller still
+// accepts the change.
+func (h *HLC) Receive(remote Timestamp) (beyond time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	bound := h.clock.Now().UnixMilli() + h.maxDrift.Milliseconds()
+	follow := remote
+	if remote.Millis() > bound {
+		beyond = time.Duration(remote.Millis()-bound) * time.Millisecond
+		follow = MakeTimestamp(bound, 0)
+	}
+	if follow > h.last {
+		h.last = follow
+	}
+	return beyond
 }
 
 // Last returns the most recent reading or observation.

@@ -35,6 +35,7 @@ type endpoint struct {
 	perPeer     map[core.DeviceID]int
 	pending     int
 	pendingHost map[string]int
+	born        uint64 // sessions registered so far
 }
 
 func newEndpoint(ident *identity.Identity, auth core.Authorizer, keys KeyLookup, limits Limits, log *slog.Logger, v versionRange) (*endpoint, error) {
@@ -102,21 +103,47 @@ type admission struct {
 	ok bool
 }
 
-// authorize asks the Authorizer, then takes a per-peer slot.
+// errReplaced closes a session that a newer one of the same device took
+// the place of.
+var errReplaced = fmt.Errorf("%w: replaced by a newer session of the same device", core.ErrClosed)
+
+// authorize asks the Authorizer, then takes a per-peer slot. When the
+// device holds every slot already, its oldest established session gives
+// its slot up and is closed: the device just proved its key, and a device
+// that restarted after a crash leaves sessions behind that only an idle
+// timeout would otherwise end, locking it out until then. Only slots held
+// by handshakes still in progress make the device busy.
 func (a *admission) authorize(ctx context.Context, id core.DeviceID, key core.PublicKey) error {
 	if err := a.e.auth.Authorize(ctx, id, key); err != nil {
 		return err
 	}
 	a.e.mu.Lock()
-	defer a.e.mu.Unlock()
 	if a.e.closed {
+		a.e.mu.Unlock()
 		return fmt.Errorf("%w: transport", core.ErrClosed)
 	}
+	var victim *Session
 	if a.e.perPeer[id] >= a.e.limits.MaxSessionsPerPeer {
-		return fmt.Errorf("%w: %d sessions with %s already", wire.ErrBusy, a.e.perPeer[id], id.Short())
+		for s := range a.e.sessions {
+			if s.peer == id && (victim == nil || s.born < victim.born) {
+				victim = s
+			}
+		}
+		if victim == nil {
+			n := a.e.perPeer[id]
+			a.e.mu.Unlock()
+			return fmt.Errorf("%w: %d sessions with %s already", wire.ErrBusy, n, id.Short())
+		}
+		delete(a.e.sessions, victim)
+		a.e.dropPeerLocked(id)
 	}
 	a.e.perPeer[id]++
 	a.id, a.ok = id, true
+	a.e.mu.Unlock()
+	if victim != nil {
+		a.e.log.Info("replacing the oldest session of a device at its session cap", "peer", id.Short())
+		_ = victim.Close(errReplaced)
+	}
 	return nil
 }
 
@@ -169,6 +196,8 @@ func (e *endpoint) handshake(ctx context.Context, m mux, binding []byte, initiat
 		m.close(nil)
 		return nil, fmt.Errorf("handshake: %w", core.ErrClosed)
 	}
+	e.born++
+	s.born = e.born
 	e.sessions[s] = struct{}{}
 	e.mu.Unlock()
 	context.AfterFunc(m.context(), func() { e.forget(s) })

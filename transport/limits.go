@@ -28,7 +28,11 @@ type Limits struct {
 	MaxFrameSize int
 	// MaxSessionsPerPeer caps the live sessions with one device. One is the
 	// steady state; the default of 2 lets two devices that dial each other at
-	// the same moment both succeed so the node can keep one. 0: 2.
+	// the same moment both succeed so the node can keep one. A device that
+	// authenticates once more at the cap replaces its oldest session (which
+	// is closed), so a device restarted after a crash is never locked out
+	// by the sessions it left behind; it is refused as busy only while
+	// handshakes of its own hold every slot. 0: 2.
 	MaxSessionsPerPeer int
 	// MaxPendingHandshakes caps inbound connections not yet authenticated;
 	// more are refused at once. 0: 64.

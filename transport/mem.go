@@ -152,6 +152,8 @@ type memEnd struct {
 	side int
 }
 
+func (e *memEnd) remoteAddr() string { return "" }
+
 func (e *memEnd) open(ctx context.Context) (core.Stream, error) {
 	there, back := newPipe(), newPipe()
 	e.l.mu.Lock()

@@ -257,6 +257,7 @@ func (m *quicMux) close(reason error) {
 	_ = m.conn.CloseWithError(code, msg)
 }
 
+func (m *quicMux) remoteAddr() string       { return m.conn.RemoteAddr().String() }
 func (m *quicMux) done() <-chan struct{}    { return m.conn.Context().Done() }
 func (m *quicMux) context() context.Context { return m.conn.Context() }
 func (m *quicMux) cause() error             { return mapQUICErr(context.Cause(m.conn.Context())) }

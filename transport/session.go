@@ -23,6 +23,8 @@ type mux interface {
 	context() context.Context
 	// cause says why the connection ended, once done is closed.
 	cause() error
+	// remoteAddr is the peer's network address, "" when there is none.
+	remoteAddr() string
 }
 
 // Session is an authenticated, authorized connection to one peer device. It
@@ -35,6 +37,8 @@ type Session struct {
 	hash    []byte // Noise handshake hash; see HandshakeHash
 	limits  Limits
 	log     *slog.Logger
+
+	born uint64 // registration order in the endpoint: lower is older
 
 	closeOnce sync.Once
 	mu        sync.Mutex
@@ -51,6 +55,11 @@ func (s *Session) PeerKey() core.PublicKey { return s.key }
 
 // Version returns the protocol version negotiated for the session.
 func (s *Session) Version() uint16 { return s.version }
+
+// RemoteAddr returns the peer's network address as seen from here (for
+// QUIC, the UDP address its packets come from), or "" when the transport
+// has none.
+func (s *Session) RemoteAddr() string { return s.m.remoteAddr() }
 
 // Done is closed once the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.m.done() }

@@ -13,7 +13,12 @@ import (
 // session opens one stream and sends on it; all integers are unsigned
 // varints (uvarint) unless stated.
 //
-//	SyncHello (0x10)  VV: what the sender already holds
+//	SyncHello (0x10)  VV: what the sender already holds; then, optionally
+//	                  (a hello that ends after the VV is valid too):
+//	                  instance (8 bytes big-endian, random per run of the
+//	                  sender's node: a new one means it restarted),
+//	                  n (<= MaxHelloAddrs), n x address (len 1..MaxAddrLen
+//	                  + bytes): where the sender listens for sessions
 //	Changes   (0x11)  ndev, ndev x 32-byte device id (the dictionary),
 //	                  n, n x change; a change is:
 //	                    origin (dictionary index), seq, seq-TxnFirst, TxnLen,
@@ -417,4 +422,79 @@ func (d *decoder) bytes(limit int) []byte {
 	v := d.b[:n:n]
 	d.b = d.b[n:]
 	return v
+}
+
+// Bounds of the SyncHello's announcement.
+const (
+	// MaxHelloAddrs is the most addresses a SyncHello announces.
+	MaxHelloAddrs = 8
+	// MaxAddrLen is the longest announced address in bytes.
+	MaxAddrLen = 255
+)
+
+// SyncHello is the first frame on a sync stream: what the sender holds,
+// which run of its node this is, and where it can be dialled.
+type SyncHello struct {
+	VV core.VersionVector
+	// Instance is random per start of the sender's node; 0 when the hello
+	// carried none.
+	Instance uint64
+	// Addrs are the sender's listen addresses (at most MaxHelloAddrs, each
+	// 1..MaxAddrLen bytes).
+	Addrs []string
+}
+
+// AppendSyncHello appends h's encoding. Addresses beyond the bounds are
+// left out.
+func AppendSyncHello(dst []byte, h SyncHello) []byte {
+	dst = AppendVV(dst, h.VV)
+	if h.Instance == 0 && len(h.Addrs) == 0 {
+		return dst
+	}
+	dst = binary.BigEndian.AppendUint64(dst, h.Instance)
+	var addrs []string
+	for _, a := range h.Addrs {
+		if a != "" && len(a) <= MaxAddrLen && len(addrs) < MaxHelloAddrs {
+			addrs = append(addrs, a)
+		}
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(addrs)))
+	for _, a := range addrs {
+		dst = appendString(dst, a)
+	}
+	return dst
+}
+
+// DecodeSyncHello decodes a SyncHello payload, with or without its
+// optional part. Malformed input, trailing bytes and out-of-bounds
+// addresses yield an error wrapping core.ErrProtocol.
+func DecodeSyncHello(b []byte) (SyncHello, error) {
+	vv, rest, err := DecodeVV(b)
+	if err != nil {
+		return SyncHello{}, err
+	}
+	h := SyncHello{VV: vv}
+	if len(rest) == 0 {
+		return h, nil
+	}
+	d := decoder{b: rest}
+	h.Instance = d.uint64()
+	n := d.count(2)
+	if n > MaxHelloAddrs {
+		d.fail("too many addresses")
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		a := d.bytes(MaxAddrLen)
+		if d.err == nil && len(a) == 0 {
+			d.fail("empty address")
+		}
+		h.Addrs = append(h.Addrs, string(a))
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("trailing bytes after sync hello")
+	}
+	if d.err != nil {
+		return SyncHello{}, d.err
+	}
+	return h, nil
 }

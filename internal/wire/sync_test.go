@@ -1,6 +1,9 @@
 package wire
 
 import (
+	"encoding/binary"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -114,5 +117,74 @@ func FuzzDecodeRepair(f *testing.F) {
 		_, _ = DecodeRoots(b)
 		_, _, _ = DecodeFetch(b)
 		_, _, _ = DecodeNamed(b)
+	})
+}
+
+func TestSyncHelloRoundTrip(t *testing.T) {
+	vv := core.VersionVector{core.DeviceID{1}: 5, core.DeviceID{2}: 9}
+	for _, h := range []SyncHello{
+		{VV: vv},
+		{VV: vv, Instance: 42},
+		{VV: core.VersionVector{}, Instance: 7, Addrs: []string{"127.0.0.1:4000", "[::1]:4000"}},
+	} {
+		got, err := DecodeSyncHello(AppendSyncHello(nil, h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Instance != h.Instance || got.VV.Compare(h.VV) != core.Equal || len(got.Addrs) != len(h.Addrs) {
+			t.Fatalf("round trip: got %+v, want %+v", got, h)
+		}
+		for i := range h.Addrs {
+			if got.Addrs[i] != h.Addrs[i] {
+				t.Fatalf("address %d: %q, want %q", i, got.Addrs[i], h.Addrs[i])
+			}
+		}
+	}
+	// A plain VV (an older peer's hello) decodes with no announcement.
+	if h, err := DecodeSyncHello(AppendVV(nil, vv)); err != nil || h.Instance != 0 || h.Addrs != nil {
+		t.Fatalf("plain hello: %+v, %v", h, err)
+	}
+	// Out-of-bounds announcements are refused.
+	many := SyncHello{VV: vv, Instance: 1}
+	bad := binary.AppendUvarint(binary.BigEndian.AppendUint64(AppendVV(nil, vv), 1), MaxHelloAddrs+1)
+	for range MaxHelloAddrs + 1 {
+		bad = appendString(bad, "h:1")
+	}
+	for name, b := range map[string][]byte{
+		"too many":  bad,
+		"empty":     append(binary.BigEndian.AppendUint64(AppendVV(nil, vv), 1), 1, 0),
+		"too long":  appendString(append(binary.BigEndian.AppendUint64(AppendVV(nil, vv), 1), 1), strings.Repeat("x", MaxAddrLen+1)),
+		"trailing":  append(AppendSyncHello(nil, many), 0),
+		"truncated": binary.BigEndian.AppendUint64(AppendVV(nil, vv), 1)[:len(AppendVV(nil, vv))+3],
+	} {
+		if _, err := DecodeSyncHello(b); !errors.Is(err, core.ErrProtocol) {
+			t.Errorf("%s: %v, want ErrProtocol", name, err)
+		}
+	}
+}
+
+func FuzzDecodeSyncHello(f *testing.F) {
+	f.Add(AppendSyncHello(nil, SyncHello{VV: core.VersionVector{core.DeviceID{1}: 3}, Instance: 9, Addrs: []string{"127.0.0.1:1"}}))
+	f.Add(AppendVV(nil, core.VersionVector{}))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		h, err := DecodeSyncHello(in)
+		if err != nil {
+			if !errors.Is(err, core.ErrProtocol) {
+				t.Fatalf("error %v does not wrap ErrProtocol", err)
+			}
+			return
+		}
+		if len(h.Addrs) > MaxHelloAddrs {
+			t.Fatalf("%d addresses accepted", len(h.Addrs))
+		}
+		for _, a := range h.Addrs {
+			if a == "" || len(a) > MaxAddrLen {
+				t.Fatalf("address of %d bytes accepted", len(a))
+			}
+		}
+		again, err := DecodeSyncHello(AppendSyncHello(nil, h))
+		if err != nil || again.Instance != h.Instance || len(again.Addrs) != len(h.Addrs) || again.VV.Compare(h.VV) != core.Equal {
+			t.Fatalf("hello %+v does not survive re-encoding: %+v, %v", h, again, err)
+		}
 	})
 }
