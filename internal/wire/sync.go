@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/varint"
 )
 
 // Sync frame types (application range), spoken on the sync streams that
@@ -149,12 +150,22 @@ func AppendChanges(dst []byte, changes []core.Change) []byte {
 }
 
 // DecodeChanges decodes a Changes payload. Values are copied out of b.
+// A device listed twice in the dictionary, or named twice in one causal
+// context, is refused; a context names at most every device of the
+// dictionary, so a forged count cannot reserve more than the payload
+// carries.
 func DecodeChanges(b []byte) ([]core.Change, error) {
 	d := decoder{b: b}
 	ndev := d.count(32)
 	devs := make([]core.DeviceID, 0, ndev)
+	seen := make(map[core.DeviceID]struct{}, ndev)
 	for i := 0; i < ndev && d.err == nil; i++ {
-		devs = append(devs, d.device())
+		id := d.device()
+		if _, dup := seen[id]; dup && d.err == nil {
+			d.fail("device listed twice in the dictionary")
+		}
+		seen[id] = struct{}{}
+		devs = append(devs, id)
 	}
 	dev := func() core.DeviceID {
 		i := d.uvarint()
@@ -197,10 +208,17 @@ func DecodeChanges(b []byte) ([]core.Change, error) {
 			lastColl = c.Collection
 		}
 		c.Key = string(d.bytes(core.MaxKeyLen))
-		nctx := d.count(2)
+		nctx := d.count(2) // an index and a counter: two bytes at least
+		if nctx > len(devs) && d.err == nil {
+			d.fail("causal context longer than the device dictionary")
+			nctx = 0
+		}
 		c.Context = make(core.VersionVector, nctx)
 		for j := 0; j < nctx && d.err == nil; j++ {
 			id := dev()
+			if _, dup := c.Context[id]; dup && d.err == nil {
+				d.fail("device named twice in a causal context")
+			}
 			c.Context[id] = d.uvarint()
 		}
 		v := d.bytes(core.MaxValueLen)
@@ -266,6 +284,9 @@ func DecodeRoots(b []byte) (map[string][32]byte, error) {
 		root := d.device() // 32 bytes
 		if d.err == nil && len(c) == 0 {
 			d.fail("empty collection name")
+		}
+		if _, dup := out[string(c)]; dup && d.err == nil {
+			d.fail("collection listed twice")
 		}
 		out[string(c)] = root
 	}
@@ -352,9 +373,9 @@ func (d *decoder) uvarint() uint64 {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Uvarint(d.b)
+	v, n := varint.Uvarint(d.b)
 	if n <= 0 {
-		d.fail("bad varint")
+		d.fail("bad varint (truncated, overflowing or not minimal)")
 		return 0
 	}
 	d.b = d.b[n:]

@@ -6,6 +6,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/allocbound"
 )
 
 func sampleChanges() []core.Change {
@@ -52,8 +53,11 @@ func FuzzDecodeChanges(f *testing.F) {
 	f.Add(AppendChanges(nil, sampleChanges()))
 	f.Add(AppendChanges(nil, nil))
 	f.Add([]byte{0, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add(hostileContext(4 << 10))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		cs, err := DecodeChanges(b)
+		var cs []core.Change
+		var err error
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { cs, err = DecodeChanges(b) })
 		if err != nil {
 			return
 		}
@@ -72,7 +76,9 @@ func FuzzDecodeVV(f *testing.F) {
 	f.Add(AppendVV(nil, core.VersionVector{{1}: 5, {2}: 7}))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		vv, _, err := DecodeVV(b)
+		var vv core.VersionVector
+		var err error
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { vv, _, err = DecodeVV(b) })
 		if err != nil {
 			return
 		}
@@ -110,9 +116,10 @@ func FuzzDecodeRepair(f *testing.F) {
 	f.Add(AppendRoots(nil, map[string][32]byte{"a": {1}}))
 	f.Add(AppendFetch(nil, "c", []string{"k"}))
 	f.Add([]byte{0xff, 0xff, 0xff, 0x7f})
+	f.Add(AppendFetch(nil, "c", make([]string, 1000)))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = DecodeRoots(b)
-		_, _, _ = DecodeFetch(b)
-		_, _, _ = DecodeNamed(b)
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { _, _ = DecodeRoots(b) })
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { _, _, _ = DecodeFetch(b) })
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { _, _, _ = DecodeNamed(b) })
 	})
 }
