@@ -86,6 +86,24 @@ func DecodeVV(b []byte) (core.VersionVector, []byte, error) {
 	return vv, d.b, nil
 }
 
+// DecodeRepaired decodes a Repaired payload: a version vector, then the
+// count of records pushed (uvarint), and nothing after.
+func DecodeRepaired(b []byte) (core.VersionVector, uint64, error) {
+	vv, rest, err := DecodeVV(b)
+	if err != nil {
+		return nil, 0, err
+	}
+	d := decoder{b: rest}
+	pushed := d.uvarint()
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("trailing bytes")
+	}
+	if d.err != nil {
+		return nil, 0, d.err
+	}
+	return vv, pushed, nil
+}
+
 // AppendChanges appends the encoding of changes. Devices named in the batch
 // (origins and causal contexts) are listed once in a dictionary and referred
 // to by index.

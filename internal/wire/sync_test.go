@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/binary"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -104,6 +105,16 @@ func TestRepairPayloadsRoundTrip(t *testing.T) {
 	require.Equal(t, "profile", c)
 	require.Equal(t, []byte{1, 2}, rest)
 
+	vv := core.VersionVector{{1}: 3}
+	gotVV, pushed, err := DecodeRepaired(binary.AppendUvarint(AppendVV(nil, vv), 300))
+	require.NoError(t, err)
+	require.Equal(t, vv, gotVV)
+	require.Equal(t, uint64(300), pushed)
+	for _, bad := range [][]byte{AppendVV(nil, vv), append(AppendVV(nil, vv), 0x80, 0x00), append(AppendVV(nil, vv), 1, 1)} {
+		_, _, err := DecodeRepaired(bad)
+		require.ErrorIs(t, err, core.ErrProtocol)
+	}
+
 	for _, bad := range [][]byte{{5}, {1, 0}, {1, 1, 'a'}} {
 		_, err := DecodeRoots(bad)
 		require.ErrorIs(t, err, core.ErrProtocol)
@@ -121,5 +132,6 @@ func FuzzDecodeRepair(f *testing.F) {
 		allocbound.Check(t, b, perByte, allocbound.Slack, func() { _, _ = DecodeRoots(b) })
 		allocbound.Check(t, b, perByte, allocbound.Slack, func() { _, _, _ = DecodeFetch(b) })
 		allocbound.Check(t, b, perByte, allocbound.Slack, func() { _, _, _ = DecodeNamed(b) })
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { _, _, _ = DecodeRepaired(b) })
 	})
 }
