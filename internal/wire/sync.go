@@ -12,7 +12,9 @@ import (
 // Sync frame types (application range), spoken on the sync streams that
 // package federation opens inside an authenticated session. Each side of a
 // session opens one stream and sends on it; all integers are unsigned
-// varints (uvarint) unless stated.
+// varints (uvarint, minimal: an over-long encoding is refused) unless
+// stated. A device appears once in a dictionary and once in a version
+// vector or causal context; a collection once in Roots.
 //
 //	SyncHello (0x10)  VV: what the sender already holds
 //	Changes   (0x11)  ndev, ndev x 32-byte device id (the dictionary),
@@ -327,7 +329,7 @@ func AppendFetch(dst []byte, collection string, keys []string) []byte {
 	return dst
 }
 
-// DecodeFetch decodes a Fetch payload.
+// DecodeFetch decodes a Fetch payload. A key listed twice is refused.
 func DecodeFetch(b []byte) (collection string, keys []string, err error) {
 	d := decoder{b: b}
 	c := d.bytes(core.MaxCollectionLen)
@@ -338,6 +340,14 @@ func DecodeFetch(b []byte) (collection string, keys []string, err error) {
 	}
 	if d.err == nil && (len(c) == 0 || len(d.b) != 0) {
 		d.fail("bad fetch")
+	}
+	if d.err == nil && len(keys) > 1 {
+		// A key asked twice would be answered twice: refused.
+		sorted := slices.Clone(keys)
+		slices.Sort(sorted)
+		if len(slices.Compact(sorted)) != len(keys) {
+			d.fail("key asked twice")
+		}
 	}
 	if d.err != nil {
 		return "", nil, d.err

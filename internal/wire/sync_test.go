@@ -100,6 +100,9 @@ func TestRepairPayloadsRoundTrip(t *testing.T) {
 	require.Equal(t, "notes", c)
 	require.Equal(t, []string{"x", "", "y\x00"}, keys)
 
+	_, _, err = DecodeFetch(AppendFetch(nil, "notes", []string{"x", "y", "x"}))
+	require.ErrorIs(t, err, core.ErrProtocol, "a key asked twice")
+
 	c, rest, err := DecodeNamed(AppendNamed(nil, "profile", []byte{1, 2}))
 	require.NoError(t, err)
 	require.Equal(t, "profile", c)
@@ -127,7 +130,11 @@ func FuzzDecodeRepair(f *testing.F) {
 	f.Add(AppendRoots(nil, map[string][32]byte{"a": {1}}))
 	f.Add(AppendFetch(nil, "c", []string{"k"}))
 	f.Add([]byte{0xff, 0xff, 0xff, 0x7f})
-	f.Add(AppendFetch(nil, "c", make([]string, 1000)))
+	keys := make([]string, 1000)
+	for i := range keys {
+		keys[i] = string(rune('a' + i%26)) + string(rune('a' + i/26))
+	}
+	f.Add(AppendFetch(nil, "c", keys))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		allocbound.Check(t, b, perByte, allocbound.Slack, func() { _, _ = DecodeRoots(b) })
 		allocbound.Check(t, b, perByte, allocbound.Slack, func() { _, _, _ = DecodeFetch(b) })
