@@ -132,7 +132,7 @@ func FuzzDecodeRepair(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0x7f})
 	keys := make([]string, 1000)
 	for i := range keys {
-		keys[i] = string(rune('a' + i%26)) + string(rune('a' + i/26))
+		keys[i] = string(rune('a'+i%26)) + string(rune('a'+i/26))
 	}
 	f.Add(AppendFetch(nil, "c", keys))
 	f.Fuzz(func(t *testing.T, b []byte) {
