@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/devicemesh/federation/core"
@@ -89,12 +90,13 @@ func (n *Node) Invite(ctx context.Context, opts InviteOptions) (Invitation, erro
 	if n.invites.tracker == nil {
 		n.invites.tracker = registry.NewTracker(0)
 	}
+	n.pruneInvites()
 	if err := n.invites.tracker.Add(inv); err != nil {
 		return Invitation{}, fmt.Errorf("invite: %w", err)
 	}
 	n.invites.open = append(n.invites.open, openInvite{inv: inv, opts: opts})
 	n.trust.mu.Lock()
-	n.trust.open++
+	n.trust.invites, n.trust.now = n.invites.tracker, n.cfg.Clock.Now
 	n.trust.mu.Unlock()
 	return Invitation{Code: inv.Code(), QR: inv.String(), Expires: inv.Expires}, nil
 }
@@ -118,11 +120,18 @@ func (n *Node) hostPairing(ctx context.Context, sess Session) error {
 		return ErrPairingUnsupported
 	}
 	n.pairMu.Lock()
+	n.pruneInvites()
 	if len(n.invites.open) == 0 {
 		n.pairMu.Unlock()
 		return fmt.Errorf("%w: device %s is not paired", core.ErrUnauthorized, sess.Peer().Short())
 	}
+	// The newest invitation, and every other one still open: the joiner
+	// may hold any of them.
 	oi := n.invites.open[len(n.invites.open)-1]
+	others := make([]pairing.Offer, 0, len(n.invites.open)-1)
+	for _, o := range n.invites.open[:len(n.invites.open)-1] {
+		others = append(others, pairing.Offer{Invitation: o.inv, Approve: o.opts.Approve})
+	}
 	n.pairMu.Unlock()
 	st, err := sess.AcceptStream(ctx)
 	if err != nil {
@@ -134,12 +143,12 @@ func (n *Node) hostPairing(ctx context.Context, sess Session) error {
 	}
 	res, err := pairing.Host(ctx, ps, st, pairing.HostParams{
 		Identity: n.ident, Name: n.cfg.Device.Name, Invitation: oi.inv, Tracker: n.invites.tracker,
-		Approve: oi.opts.Approve, Handover: pairing.Handover{Registry: ho}, Now: n.cfg.Clock.Now, Rand: n.random(),
+		Approve: oi.opts.Approve, Others: others, Handover: pairing.Handover{Registry: ho}, Now: n.cfg.Clock.Now, Rand: n.random(),
 	})
 	if err != nil {
 		return fmt.Errorf("pairing: %w", err)
 	}
-	n.closeInvite(oi.inv)
+	n.closeInvite(res.Invitation)
 	n.addDevice(ctx, res.Peer.Key, res.Peer.Name)
 	if err := n.addToMesh(ctx, res.Peer.Key, res.Peer.Name); err != nil {
 		return fmt.Errorf("pairing: record the new device: %w", err)
@@ -172,12 +181,26 @@ func (n *Node) closeInvite(inv registry.Invitation) {
 	for i, oi := range n.invites.open {
 		if oi.inv.Code() == inv.Code() {
 			n.invites.open = append(n.invites.open[:i], n.invites.open[i+1:]...)
-			n.trust.mu.Lock()
-			n.trust.open--
-			n.trust.mu.Unlock()
 			return
 		}
 	}
+}
+
+// pruneInvites drops the invitations the tracker no longer holds open
+// (redeemed, expired or burned by wrong codes). pairMu is held.
+func (n *Node) pruneInvites() {
+	if n.invites.tracker == nil {
+		return
+	}
+	open := n.invites.tracker.Open(n.cfg.Clock.Now())
+	kept := n.invites.open[:0]
+	for _, oi := range n.invites.open {
+		if slices.Contains(open, oi.inv.Code()) {
+			kept = append(kept, oi)
+		}
+	}
+	clear(n.invites.open[len(kept):])
+	n.invites.open = kept
 }
 
 func (n *Node) addDevice(ctx context.Context, key core.PublicKey, name string) {

@@ -19,7 +19,7 @@ func (ps *peerSession) receive(ctx context.Context, in core.Stream) error {
 	var buf []byte
 	gotHello := false
 	for {
-		f, err := wire.ReadFrame(in, buf, maxSyncFrame)
+		f, err := wire.ReadFrame(in, buf, ps.n.syncFrameLimit())
 		if err != nil {
 			return fmt.Errorf("sync receive: %w", err)
 		}

@@ -236,13 +236,9 @@ func (ps *peerSession) handleRepair(ctx context.Context, f wire.Frame) (bool, er
 		ps.repairRecv += uint64(len(recs))
 		return true, ps.n.applyRecords(ctx, recs)
 	case wire.TypeRepaired:
-		vv, rest, err := wire.DecodeVV(f.Payload)
+		vv, pushed, err := wire.DecodeRepaired(f.Payload)
 		if err != nil {
-			return true, err
-		}
-		pushed, n := binary.Uvarint(rest)
-		if n <= 0 || n != len(rest) {
-			return true, fmt.Errorf("%w: malformed repaired frame", core.ErrProtocol)
+			return true, fmt.Errorf("repaired frame: %w", err)
 		}
 		// Raising the version vector is only sound if every record the
 		// peer pushed arrived: count them.

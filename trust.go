@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
@@ -30,14 +31,16 @@ const (
 
 // trust decides who may hold a session with this node, from the device
 // registry (the seed's device_registry table in the libSQL file, or memory
-// for other stores). While a pairing invitation is open it also admits
+// for other stores). While a pairing invitation is open (registered,
+// neither redeemed, expired nor burned by wrong codes) it also admits
 // unknown devices, but only to the pairing ceremony: runSession never
 // syncs with a device the registry does not trust.
 type trust struct {
 	devices registry.Store
 
 	mu      sync.Mutex
-	open    int                              // open invitations
+	invites *registry.Tracker                // this device's invitations (nil: none yet)
+	now     func() time.Time                 // the clock their expiry is read on
 	joining map[core.DeviceID]core.PublicKey // inviters we are joining
 }
 
@@ -80,7 +83,7 @@ func (t *trust) Authorize(ctx context.Context, id core.DeviceID, key core.Public
 	if k, ok := t.joining[id]; ok && k == key {
 		return nil // the inviter whose invitation we are using
 	}
-	if t.open > 0 {
+	if t.invites != nil && len(t.invites.Open(t.now())) > 0 {
 		return nil // admitted to the pairing ceremony only
 	}
 	return fmt.Errorf("%w: device %s is not paired", core.ErrUnauthorized, id.Short())

@@ -7,13 +7,17 @@ import (
 
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/crdt"
+	"github.com/devicemesh/federation/internal/allocbound"
 )
 
 func FuzzDecodeEmbedding(f *testing.F) {
 	f.Add(mustEncode(Embedding{Vector: []float32{1, -2}, ContentHash: hash("x"), Model: "m", Meta: []byte("{}"), Time: 3, Device: dev(1), Stale: true}))
 	f.Add(mustEncode(Embedding{}))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		e, err := DecodeEmbedding(in)
+		var e Embedding
+		var err error
+		// The vector is copied once, the rest aliased or small.
+		allocbound.Check(t, in, 4, allocbound.Slack, func() { e, err = DecodeEmbedding(in) })
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error %v does not wrap ErrMalformed", err)

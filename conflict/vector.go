@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/varint"
 )
 
 // Limits on embedding values.
@@ -109,8 +110,8 @@ func DecodeEmbedding(b []byte) (Embedding, error) {
 	copy(e.ContentHash[:], b[43:75])
 	rest := b[embeddingFixed:]
 	field := func(limit int) ([]byte, bool) {
-		n, k := binary.Uvarint(rest)
-		if k <= 0 || k != uvarintLen(n) || n > uint64(limit) || n > uint64(len(rest)-k) {
+		n, k := varint.Uvarint(rest)
+		if k <= 0 || n > uint64(limit) || n > uint64(len(rest)-k) {
 			return nil, false
 		}
 		p := rest[k : k+int(n)]
@@ -129,8 +130,8 @@ func DecodeEmbedding(b []byte) (Embedding, error) {
 	if len(meta) > 0 {
 		e.Meta = slices.Clone(meta)
 	}
-	n, k := binary.Uvarint(rest)
-	if k <= 0 || k != uvarintLen(n) || n > MaxEmbeddingDim || n*4 != uint64(len(rest)-k) {
+	n, k := varint.Uvarint(rest)
+	if k <= 0 || n > MaxEmbeddingDim || n*4 != uint64(len(rest)-k) {
 		return fail("bad dimension or trailing bytes")
 	}
 	rest = rest[k:]
@@ -231,16 +232,6 @@ func compareEmbeddings(a, b *Embedding, ea, eb []byte) int {
 		return c
 	}
 	return bytes.Compare(ea, eb)
-}
-
-// uvarintLen returns the length of the minimal varint encoding of v.
-func uvarintLen(v uint64) int {
-	n := 1
-	for v >= 0x80 {
-		v >>= 7
-		n++
-	}
-	return n
 }
 
 // Similarity returns the cosine similarity of a and b, in [-1, 1]. It

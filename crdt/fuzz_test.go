@@ -4,9 +4,18 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+
+	"github.com/devicemesh/federation/internal/allocbound"
 )
 
+// perByte bounds what every decoder of this package may allocate per input
+// byte, plus allocbound.Slack. The costliest shape is a dot kernel's entry
+// (ORSet, MVRegister): three bytes on the wire, a 64-byte dotEntry in
+// memory.
+const perByte = 32
+
 // fuzzDecoder checks a decoder against arbitrary bytes: it must not panic,
+// nor allocate more than perByte per input byte (plus allocbound.Slack),
 // every error must wrap ErrMalformed, and accepted input must be canonical
 // (re-encoding gives the same bytes) and merge lawfully with itself and
 // with a sample state.
@@ -15,7 +24,9 @@ func fuzzDecoder[T any](f *testing.F, m model[T], sample T) {
 	f.Add(m.encode(m.empty()))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, in []byte) {
-		v, err := m.decode(in)
+		var v T
+		var err error
+		allocbound.Check(t, in, perByte, allocbound.Slack, func() { v, err = m.decode(in) })
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error %v does not wrap ErrMalformed", err)

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/varint"
 )
 
 // Type tags: the first byte of every encoding. The second byte is the format
@@ -112,28 +113,15 @@ func (d *dec) uvarint() uint64 {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Uvarint(d.b)
+	// Over-long (non-minimal) varints are refused too, so every value has
+	// one encoding.
+	v, n := varint.Uvarint(d.b)
 	if n <= 0 {
-		d.fail("bad varint")
-		return 0
-	}
-	// Reject over-long (non-minimal) varints so every value has one encoding.
-	if n != uvarintLen(v) {
-		d.fail("non-minimal varint")
+		d.fail("bad varint (truncated, overflowing or not minimal)")
 		return 0
 	}
 	d.b = d.b[n:]
 	return v
-}
-
-// uvarintLen returns the length of the minimal varint encoding of v.
-func uvarintLen(v uint64) int {
-	n := 1
-	for v >= 0x80 {
-		v >>= 7
-		n++
-	}
-	return n
 }
 
 // count reads an element count and checks that at least minSize bytes per

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/varint"
 )
 
 // Protocol limits, enforced by the decoders and by Validate. A peer that
@@ -345,8 +346,18 @@ func DecodeResponse(b []byte, req *Request) (*Response, error) {
 		d.fail("response flags %#x", flags)
 	}
 	fp := req.FPLen
+	// Every expansion and every listing takes a byte at least.
+	if len(req.Expand)+len(req.List) > len(d.b) {
+		d.fail("truncated: %d answers in %d bytes", len(req.Expand)+len(req.List), len(d.b))
+		return nil, fmt.Errorf("decode response: %w", d.err)
+	}
 	r.Nodes = make([][]NodeFP, len(req.Expand))
 	for i, e := range req.Expand {
+		// Each node takes a byte at least: no more nodes than bytes left.
+		if 1<<(4*e.Depth) > len(d.b) {
+			d.fail("truncated: %d nodes in %d bytes", 1<<(4*e.Depth), len(d.b))
+			break
+		}
 		nodes := make([]NodeFP, 1<<(4*e.Depth))
 		for j := range nodes {
 			if nodes[j].Count = d.uvarint(); nodes[j].Count > 0 {
@@ -402,14 +413,7 @@ func appendPrefix(dst []byte, p Prefix) []byte {
 	return dst
 }
 
-func uvarintLen(x uint64) int {
-	n := 1
-	for x >= 0x80 {
-		x >>= 7
-		n++
-	}
-	return n
-}
+func uvarintLen(x uint64) int { return varint.Len(x) }
 
 // decoder reads a message, remembering the first error; reads after an
 // error return zero values, so parsing code can check once at the end.
@@ -461,13 +465,9 @@ func (d *decoder) uvarint() uint64 {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Uvarint(d.b)
+	v, n := varint.Uvarint(d.b)
 	if n <= 0 {
-		d.fail("bad varint")
-		return 0
-	}
-	if n != uvarintLen(v) {
-		d.fail("non-minimal varint")
+		d.fail("bad varint (truncated, overflowing or not minimal)")
 		return 0
 	}
 	d.b = d.b[n:]

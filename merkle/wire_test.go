@@ -3,6 +3,7 @@ package merkle
 import (
 	"bytes"
 	"errors"
+	"github.com/devicemesh/federation/internal/allocbound"
 	"strings"
 	"testing"
 
@@ -217,7 +218,9 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add(b)
 	tr := fuzzTree()
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := DecodeRequest(b)
+		var r *Request
+		var err error
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { r, err = DecodeRequest(b) })
 		if err != nil {
 			return
 		}
@@ -251,7 +254,8 @@ func FuzzDecodeResponse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		resp, err := DecodeResponse(b, req)
+		var resp *Response
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { resp, err = DecodeResponse(b, req) })
 		if err != nil {
 			return
 		}
@@ -292,7 +296,9 @@ func FuzzRestore(f *testing.F) {
 	f.Add(fuzzTree().AppendSnapshot(nil))
 	f.Add(New().AppendSnapshot(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		tr, err := Restore(b)
+		var tr *Tree
+		var err error
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { tr, err = Restore(b) })
 		if err != nil {
 			return
 		}
@@ -300,6 +306,31 @@ func FuzzRestore(f *testing.F) {
 			t.Fatal("accepted snapshot re-encodes differently")
 		}
 	})
+}
+
+// perByte bounds what the decoders of this package (DecodeRequest,
+// DecodeResponse, Restore) may allocate per input byte, plus
+// allocbound.Slack.
+const perByte = 16
+
+// TestDecodersBoundedByInput: a hostile count, or a short answer to a
+// deep request, costs no more than the bytes that carry it.
+func TestDecodersBoundedByInput(t *testing.T) {
+	req := &Request{FPLen: 4, Expand: []ExpandItem{{Depth: 3}, {Depth: 3}}}
+	for _, b := range [][]byte{
+		{tagResponse, 0},       // no answers at all to 2 x 4096 nodes
+		{tagResponse, 0, 0, 0}, // two bytes for 8192 nodes
+	} {
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() {
+			if _, err := DecodeResponse(b, req); err == nil {
+				t.Fatalf("%x decoded", b)
+			}
+		})
+	}
+	tr := fuzzTree()
+	for _, b := range [][]byte{tr.AppendSnapshot(nil), append([]byte(snapshotMagic), 0xff, 0xff, 0xff, 0x7f)} {
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { _, _ = Restore(b) })
+	}
 }
 
 func fuzzTree() *Tree {

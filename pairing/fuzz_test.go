@@ -9,17 +9,23 @@ import (
 	"time"
 
 	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/internal/allocbound"
 	"github.com/devicemesh/federation/internal/wire"
 	"github.com/devicemesh/federation/registry"
 )
 
-// Decoders never panic, and whatever they accept re-encodes to the same
+// Decoders never panic, allocate at most perByte bytes per input byte
+// (plus allocbound.Slack), and whatever they accept re-encodes to the same
 // bytes (one encoding per message).
+
+const perByte = 8
 
 func FuzzDecodeHello(f *testing.F) {
 	f.Add(hello{typ: registry.TypePhone, name: "Anna's phone"}.encode())
 	f.Fuzz(func(t *testing.T, b []byte) {
-		h, err := decodeHello(b)
+		var h hello
+		var err error
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { h, err = decodeHello(b) })
 		if err == nil && !bytes.Equal(h.encode(), b) {
 			t.Fatalf("hello %x re-encodes as %x", b, h.encode())
 		}
@@ -29,7 +35,9 @@ func FuzzDecodeHello(f *testing.F) {
 func FuzzDecodeChallenge(f *testing.F) {
 	f.Add(challenge{typ: registry.TypeLaptop, name: "laptop"}.encode())
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := decodeChallenge(b)
+		var c challenge
+		var err error
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { c, err = decodeChallenge(b) })
 		if err == nil && !bytes.Equal(c.encode(), b) {
 			t.Fatalf("challenge %x re-encodes as %x", b, c.encode())
 		}
@@ -40,7 +48,9 @@ func FuzzDecodeHandover(f *testing.F) {
 	seed, _ := Handover{Registry: []byte("ops"), Secret: []byte("secret")}.encode()
 	f.Add(seed)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		h, err := decodeHandover(b)
+		var h Handover
+		var err error
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { h, err = decodeHandover(b) })
 		if err != nil {
 			return
 		}
@@ -55,6 +65,7 @@ func FuzzDecodeSmall(f *testing.F) {
 	f.Add([]byte{1})
 	f.Add([]byte{8})
 	f.Fuzz(func(t *testing.T, b []byte) {
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { _, _ = decodeRefuse(b); _, _ = decodeVerdict(b) })
 		if c, err := decodeRefuse(b); err == nil && (c.err() == nil || !bytes.Equal(encodeRefuse(c), b)) {
 			t.Fatalf("refusal %x accepted as %v", b, c)
 		}

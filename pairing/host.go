@@ -34,6 +34,12 @@ type HostParams struct {
 	// showing its SAS. It may block until the user answers; its context
 	// ends when the joiner declines or gives up meanwhile. Required.
 	Approve func(ctx context.Context, r Request) (bool, error)
+	// Others are further open invitations of the same issuer, registered
+	// with the same Tracker, each with its own Approve (required). The
+	// joiner may prove any of them or Invitation: the one it proves is
+	// redeemed, its Approve asks the user, and Result.Invitation reports
+	// it. A proof matching none of them counts as one wrong code.
+	Others []Offer
 	// Handover is sent to the joiner once both users approved.
 	Handover Handover
 	// Now is the clock the invitation's expiry is checked against (nil:
@@ -43,7 +49,28 @@ type HostParams struct {
 	Rand io.Reader
 }
 
+// Offer is an open invitation and the question its user is asked.
+type Offer struct {
+	Invitation registry.Invitation
+	Approve    func(ctx context.Context, r Request) (bool, error)
+}
+
+// offers returns Invitation with Approve first, then Others.
+func (p *HostParams) offers() []Offer {
+	return append([]Offer{{Invitation: p.Invitation, Approve: p.Approve}}, p.Others...)
+}
+
 func (p *HostParams) check(s Session) error {
+	for _, o := range p.Others {
+		switch {
+		case o.Approve == nil:
+			return fmt.Errorf("%w: an offered invitation without Approve", core.ErrInvalidArgument)
+		case o.Invitation.Issuer != p.Invitation.Issuer:
+			return fmt.Errorf("%w: invitation issued by another device", core.ErrInvalidArgument)
+		case o.Invitation.Code() == "":
+			return fmt.Errorf("%w: invitation without a code", core.ErrInvalidArgument)
+		}
+	}
 	switch {
 	case p.Identity == nil || p.Tracker == nil || p.Approve == nil || s == nil:
 		return fmt.Errorf("%w: pairing host needs a session, Identity, Tracker and Approve", core.ErrInvalidArgument)
@@ -106,15 +133,20 @@ type host struct {
 
 func (h *host) run(ctx context.Context) (Result, error) {
 	b := binding{hash: h.s.HandshakeHash(), joiner: h.s.Peer(), inviter: h.p.Identity.DeviceID()}
-	code, err := registry.ParseCode(h.p.Invitation.Code())
+	offers := h.p.offers()
+	keys := make([][]byte, len(offers))
+	for i, o := range offers {
+		code, err := registry.ParseCode(o.Invitation.Code())
+		if err != nil {
+			return Result{}, err
+		}
+		keys[i] = codeKey(code)
+	}
+	hl, chosen, err := h.readHello(offers, keys, b)
 	if err != nil {
 		return Result{}, err
 	}
-	key := codeKey(code)
-	hl, err := h.readHello(key, b)
-	if err != nil {
-		return Result{}, err
-	}
+	key, offer := keys[chosen], offers[chosen]
 	// The joiner proved the code: only now does anything but a refusal go out.
 	c := challenge{typ: h.p.Type, name: h.p.Name}
 	if c.nonce, err = nonce(h.p.Rand); err != nil {
@@ -139,72 +171,91 @@ func (h *host) run(ctx context.Context) (Result, error) {
 		Peer: Device{ID: h.s.Peer(), Key: h.s.PeerKey(), Name: hl.name, Type: hl.typ},
 		SAS:  sas(b, joinerNonce, c.nonce),
 	}
-	if err := h.approve(ctx, req); err != nil {
+	if err := h.approve(ctx, offer.Approve, req); err != nil {
 		return Result{}, err
 	}
-	return h.handOver(req)
+	res, err := h.handOver(req)
+	res.Invitation = offer.Invitation
+	return res, err
 }
 
-// readHello reads the joiner's hello and checks its proof, then redeems
-// the invitation. Every failure here is answered by a refusal alone.
-func (h *host) readHello(key []byte, b binding) (hello, error) {
+// readHello reads the joiner's hello and checks its proof against every
+// offer (keys[i] is offers[i]'s), then redeems the invitation it proves
+// and returns its index. Every failure here is answered by a refusal
+// alone.
+func (h *host) readHello(offers []Offer, keys [][]byte, b binding) (hello, int, error) {
 	payload, err := readMsg(h.st, typeHello, maxSmallFrame)
 	if err != nil {
-		return hello{}, err
+		return hello{}, 0, err
 	}
 	hl, err := decodeHello(payload)
 	if err != nil {
-		return hello{}, err
+		return hello{}, 0, err
 	}
-	want := joinerProof(key, b, hl)
+	chosen := -1
+	for i, key := range keys { // every key is tried: no early exit
+		want := joinerProof(key, b, hl)
+		if hmac.Equal(want[:], hl.proof[:]) {
+			chosen = i
+		}
+	}
 	now := h.p.Now()
-	if !hmac.Equal(want[:], hl.proof[:]) {
-		return hello{}, h.wrongProof(now)
+	if chosen < 0 {
+		return hello{}, 0, h.wrongProof(offers, now)
 	}
-	if _, err := h.p.Tracker.Redeem(h.p.Invitation.Code(), now); err != nil {
-		return hello{}, err
+	if _, err := h.p.Tracker.Redeem(offers[chosen].Invitation.Code(), now); err != nil {
+		return hello{}, 0, err
 	}
-	return hl, nil
+	return hl, chosen, nil
 }
 
 // wrongProof counts a wrong code in the Tracker, so that its limit on
 // guesses covers pairing too. The Tracker counts codes, not proofs, so it
-// is handed a decoy: a well-formed code that differs from the
+// is handed a decoy: a well-formed code that differs from every offered
 // invitation's. Its answer (ErrWrongCode, or ErrTooManyAttempts once the
 // invitations are burnt) is the error.
-func (h *host) wrongProof(now time.Time) error {
-	_, err := h.p.Tracker.Redeem(decoy(h.p.Invitation.Code()), now)
+func (h *host) wrongProof(offers []Offer, now time.Time) error {
+	codes := make([]string, len(offers))
+	for i, o := range offers {
+		codes[i] = o.Invitation.Code()
+	}
+	_, err := h.p.Tracker.Redeem(decoy(codes), now)
 	if err == nil || !errors.Is(err, registry.ErrTooManyAttempts) {
 		return registry.ErrWrongCode
 	}
 	return err
 }
 
-// decoy returns a well-formed code that differs from code in its first
+// decoy returns a well-formed code that differs from every one of codes
+// (at most registry.MaxOutstanding): the first one's with another first
 // character (the check character is found by trying all of them).
-func decoy(code string) string {
+func decoy(codes []string) string {
 	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-	c, _ := registry.ParseCode(code)
+	c, _ := registry.ParseCode(codes[0])
 	if len(c) != registry.CodeLen {
 		c = "AAAAAAAAAA"
 	}
-	first := alphabet[0]
-	if c[0] == first {
-		first = alphabet[1]
-	}
-	body := string(first) + c[1:registry.CodeLen-1]
-	for i := 0; i < len(alphabet); i++ {
-		if d, err := registry.ParseCode(body + alphabet[i:i+1]); err == nil {
-			return d
+	canon := make(map[string]bool, len(codes))
+	for _, code := range codes {
+		if k, err := registry.ParseCode(code); err == nil {
+			canon[k] = true
 		}
 	}
-	return body + "A" // unreachable: one check character always fits
+	for f := 0; f < len(alphabet); f++ {
+		body := alphabet[f:f+1] + c[1:registry.CodeLen-1]
+		for i := 0; i < len(alphabet); i++ {
+			if d, err := registry.ParseCode(body + alphabet[i:i+1]); err == nil && !canon[d] {
+				return d
+			}
+		}
+	}
+	return "AAAAAAAAAA" // unreachable: 32 first characters, at most 16 codes
 }
 
 // approve asks the user while watching for the joiner's own verdict. A
 // joiner that declines or leaves meanwhile withdraws the question (the
 // context passed to Approve ends) and its answer is the outcome.
-func (h *host) approve(ctx context.Context, req Request) error {
+func (h *host) approve(ctx context.Context, ask func(context.Context, Request) (bool, error), req Request) error {
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	verdict := readAsync(h.st, typeVerdict, maxSmallFrame, &h.wg, func(p *pending) {
@@ -212,7 +263,7 @@ func (h *host) approve(ctx context.Context, req Request) error {
 			cancel(errJoinerAnswered)
 		}
 	})
-	ok, err := h.p.Approve(actx, req)
+	ok, err := ask(actx, req)
 	if verdict.ready() {
 		if jerr := joinerVerdict(verdict); jerr != nil {
 			return jerr

@@ -365,3 +365,80 @@ func TestInvalidParams(t *testing.T) {
 		t.Fatalf("join with a bidi override in the name: %v", err)
 	}
 }
+
+// TestHostOffersEveryOpenInvitation: with two invitations open, a joiner
+// proving the older one pairs (its own Approve is asked, and it is the one
+// redeemed), and that is no wrong guess: the newer one stays open.
+func TestHostOffersEveryOpenInvitation(t *testing.T) {
+	net := transport.NewMemNetwork()
+	inviter, newcomer := newDevice(t, net), newDevice(t, net)
+	f := newInvite(t, inviter)
+	older := f.inv
+	newer, err := registry.NewInvitation(inviter.id, []string{inviter.tr.Addr()}, f.now.Add(10*time.Minute), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.tracker.Add(newer); err != nil {
+		t.Fatal(err)
+	}
+	var askedOlder, askedNewer bool
+	hp := f.hostParams(func(context.Context, Request) (bool, error) { askedNewer = true; return true, nil })
+	hp.Invitation = newer
+	hp.Others = []Offer{{Invitation: older, Approve: func(context.Context, Request) (bool, error) { askedOlder = true; return true, nil }}}
+	jp := JoinParams{Identity: newcomer.id, Name: "phone", Type: registry.TypePhone, Invitation: &older}
+	host, join := pair(t, connect(t, newcomer, inviter), hp, jp)
+	if host.err != nil || join.err != nil {
+		t.Fatalf("host: %v; join: %v", host.err, join.err)
+	}
+	if !askedOlder || askedNewer {
+		t.Fatalf("asked the older invitation's user: %v, the newer's: %v", askedOlder, askedNewer)
+	}
+	if host.res.Invitation.Code() != older.Code() {
+		t.Fatal("the result does not name the redeemed invitation")
+	}
+	if open := f.tracker.Open(f.now); len(open) != 1 || open[0] != newer.Code() {
+		t.Fatalf("open after pairing: %v, want only the newer invitation", open)
+	}
+	// Four wrong codes later the newer one still works: the older code
+	// was never counted as a guess.
+	for i := 0; i < 4; i++ {
+		if _, err := f.tracker.Redeem(decoy([]string{older.Code(), newer.Code()}), f.now); !errors.Is(err, registry.ErrWrongCode) {
+			t.Fatalf("guess %d: %v", i, err)
+		}
+	}
+	if _, err := f.tracker.Redeem(newer.Code(), f.now); err != nil {
+		t.Fatalf("newer invitation after 4 wrong codes: %v", err)
+	}
+}
+
+// TestTrackerOpen: an invitation is open until redeemed, expired or burned.
+func TestTrackerOpen(t *testing.T) {
+	now := time.Date(2026, 11, 28, 21, 0, 0, 0, time.UTC)
+	net := transport.NewMemNetwork()
+	dev := newDevice(t, net)
+	mk := func(tr *registry.Tracker) registry.Invitation {
+		inv, err := registry.NewInvitation(dev.id, nil, now.Add(time.Minute), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.Add(inv); err != nil {
+			t.Fatal(err)
+		}
+		return inv
+	}
+	tr := registry.NewTracker(0)
+	inv := mk(tr)
+	if len(tr.Open(now)) != 1 || len(tr.Open(now.Add(time.Minute))) != 0 {
+		t.Fatal("open before expiry, closed at it")
+	}
+	if _, err := tr.Redeem(inv.Code(), now); err != nil || len(tr.Open(now)) != 0 {
+		t.Fatalf("redeemed invitation still open (%v)", err)
+	}
+	inv = mk(tr)
+	for i := 0; i < 5; i++ {
+		_, _ = tr.Redeem(decoy([]string{inv.Code()}), now)
+	}
+	if len(tr.Open(now)) != 0 {
+		t.Fatal("burned invitation still open")
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/wire"
+	"github.com/devicemesh/federation/registry"
 )
 
 // Session is what pairing needs from the session its stream belongs to:
@@ -43,6 +44,9 @@ type Result struct {
 	// Handover is what the inviter sent: on the joiner, what it received;
 	// on the inviter, what the joiner acknowledged.
 	Handover Handover
+	// Invitation is, on the inviter, the invitation the joiner proved and
+	// that was redeemed (one of HostParams' offers); zero on the joiner.
+	Invitation registry.Invitation
 }
 
 // quiet marks an error that must not be answered with a Refuse message:

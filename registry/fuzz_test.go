@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/allocbound"
 )
 
 // seedOps returns one signed operation of every kind.
@@ -22,6 +23,10 @@ func seedOps(t testing.TB) []Op {
 	return m.s.Ops()
 }
 
+// perByte bounds what the decoders of this package (UnmarshalOp,
+// ParseInvitation) may allocate per input byte, plus allocbound.Slack.
+const perByte = 8
+
 // FuzzUnmarshalOp feeds hostile bytes from the network to the operation
 // decoder: it must never panic; what it accepts must re-encode to the same
 // bytes, and must pass State.Apply only if correctly signed.
@@ -31,7 +36,9 @@ func FuzzUnmarshalOp(f *testing.F) {
 	}
 	f.Add([]byte{1, 2})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		op, err := UnmarshalOp(b)
+		var op Op
+		var err error
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { op, err = UnmarshalOp(b) })
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error %v does not wrap ErrMalformed", err)
@@ -58,7 +65,11 @@ func FuzzParseInvitation(f *testing.F) {
 	f.Add("devicemesh:pair?v=1")
 	f.Add("devicemesh:pair?c=%zz")
 	f.Fuzz(func(t *testing.T, s string) {
-		inv, err := ParseInvitation(s)
+		var inv Invitation
+		var err error
+		// Parsing has a fixed cost (the query, the key's curve point),
+		// hence the larger slack.
+		allocbound.Check(t, []byte(s), perByte, 4*allocbound.Slack, func() { inv, err = ParseInvitation(s) })
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrMalformedCode) {
 				t.Fatalf("error %v is not a malformed-input error", err)

@@ -301,6 +301,25 @@ func (t *Tracker) Redeem(code string, now time.Time) (Invitation, error) {
 	return Invitation{}, ErrWrongCode
 }
 
+// Open returns the codes (as Invitation.Code spells them) of the
+// invitations that can still be redeemed at now: registered, neither
+// redeemed nor expired, and not burned by too many wrong codes. A device
+// admits unknown keys to the pairing ceremony only while one is open.
+func (t *Tracker) Open(now time.Time) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.failures >= t.maxFailures {
+		return nil
+	}
+	var codes []string
+	for _, inv := range t.outstanding {
+		if now.Before(inv.Expires) {
+			codes = append(codes, inv.Code())
+		}
+	}
+	return codes
+}
+
 // prune forgets invitations an hour past their expiry; until then their
 // codes still get ErrCodeExpired or ErrCodeUsed rather than ErrWrongCode.
 func (t *Tracker) prune(now time.Time) {

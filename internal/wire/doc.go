@@ -4,9 +4,13 @@
 // I/O policy: package transport decides when each message is sent.
 //
 // Decoders never panic on any input and never allocate more than the limit
-// the caller passes (at most MaxFrameSize); malformed input yields an error
-// wrapping core.ErrProtocol, an oversized length core.ErrFrameTooLarge, and an
-// unsupported version core.ErrVersionMismatch.
+// the caller passes (at most MaxFrameSize), nor more than a small constant
+// times the bytes they were given: every count is capped by what the bytes
+// left can hold, duplicates are refused, and ReadFrame grows its buffer as
+// the payload arrives rather than on the header's word. Varints (unsigned
+// LEB128, read by package internal/varint) must be minimal. Malformed input
+// yields an error wrapping core.ErrProtocol, an oversized length
+// core.ErrFrameTooLarge, and an unsupported version core.ErrVersionMismatch.
 //
 // # Frames
 //

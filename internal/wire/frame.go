@@ -139,12 +139,18 @@ func effectiveLimit(limit int) int {
 	return min(limit, MaxFrameSize)
 }
 
+// readChunk is the most ReadFrame allocates ahead of the bytes it has
+// received: a header claiming a large payload buys no memory until the
+// payload arrives.
+const readChunk = 64 << 10
+
 // ReadFrame reads one frame from r. The payload is read into buf when it is
-// large enough, otherwise into a new slice of exactly the payload length, so
-// at most limit bytes are ever allocated (limit as for DecodeHeader). A
-// stream that ends inside a frame yields an error wrapping
-// io.ErrUnexpectedEOF and core.ErrProtocol; one that ends before a frame
-// yields io.EOF.
+// large enough, otherwise into a new slice that grows (by doubling, from
+// 64 KiB) as the payload arrives, so at most limit bytes (limit as for
+// DecodeHeader), and at most twice the bytes received plus 64 KiB, are
+// ever allocated. A stream that ends inside a frame yields an error
+// wrapping io.ErrUnexpectedEOF and core.ErrProtocol; one that ends before
+// a frame yields io.EOF.
 func ReadFrame(r io.Reader, buf []byte, limit int) (Frame, error) {
 	var h [HeaderSize]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
@@ -157,17 +163,34 @@ func ReadFrame(r io.Reader, buf []byte, limit int) (Frame, error) {
 	if err != nil {
 		return Frame{}, err
 	}
-	if cap(buf) < n {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return Frame{}, fmt.Errorf("%w: %v frame cut short: %w", core.ErrProtocol, t, io.ErrUnexpectedEOF)
+	if cap(buf) >= n {
+		buf = buf[:n]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return Frame{}, cutShort(t, err)
 		}
-		return Frame{}, err
+		return Frame{Type: t, Payload: buf}, nil
+	}
+	buf = make([]byte, 0, min(n, readChunk))
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			grown := make([]byte, len(buf), min(n, 2*cap(buf)))
+			copy(grown, buf)
+			buf = grown
+		}
+		m, err := io.ReadFull(r, buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			return Frame{}, cutShort(t, err)
+		}
 	}
 	return Frame{Type: t, Payload: buf}, nil
+}
+
+func cutShort(t Type, err error) error {
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return fmt.Errorf("%w: %v frame cut short: %w", core.ErrProtocol, t, io.ErrUnexpectedEOF)
+	}
+	return err
 }
 
 // Expect reads one frame of type want. A Reject frame instead is decoded and

@@ -6,12 +6,15 @@ import (
 	"slices"
 
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/varint"
 )
 
 // Sync frame types (application range), spoken on the sync streams that
 // package federation opens inside an authenticated session. Each side of a
 // session opens one stream and sends on it; all integers are unsigned
-// varints (uvarint) unless stated.
+// varints (uvarint, minimal: an over-long encoding is refused) unless
+// stated. A device appears once in a dictionary and once in a version
+// vector or causal context; a collection once in Roots.
 //
 //	SyncHello (0x10)  VV: what the sender already holds; then, optionally
 //	                  (a hello that ends after the VV is valid too):
@@ -90,6 +93,24 @@ func DecodeVV(b []byte) (core.VersionVector, []byte, error) {
 	return vv, d.b, nil
 }
 
+// DecodeRepaired decodes a Repaired payload: a version vector, then the
+// count of records pushed (uvarint), and nothing after.
+func DecodeRepaired(b []byte) (core.VersionVector, uint64, error) {
+	vv, rest, err := DecodeVV(b)
+	if err != nil {
+		return nil, 0, err
+	}
+	d := decoder{b: rest}
+	pushed := d.uvarint()
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("trailing bytes")
+	}
+	if d.err != nil {
+		return nil, 0, d.err
+	}
+	return vv, pushed, nil
+}
+
 // AppendChanges appends the encoding of changes. Devices named in the batch
 // (origins and causal contexts) are listed once in a dictionary and referred
 // to by index.
@@ -154,12 +175,22 @@ func AppendChanges(dst []byte, changes []core.Change) []byte {
 }
 
 // DecodeChanges decodes a Changes payload. Values are copied out of b.
+// A device listed twice in the dictionary, or named twice in one causal
+// context, is refused; a context names at most every device of the
+// dictionary, so a forged count cannot reserve more than the payload
+// carries.
 func DecodeChanges(b []byte) ([]core.Change, error) {
 	d := decoder{b: b}
 	ndev := d.count(32)
 	devs := make([]core.DeviceID, 0, ndev)
+	seen := make(map[core.DeviceID]struct{}, ndev)
 	for i := 0; i < ndev && d.err == nil; i++ {
-		devs = append(devs, d.device())
+		id := d.device()
+		if _, dup := seen[id]; dup && d.err == nil {
+			d.fail("device listed twice in the dictionary")
+		}
+		seen[id] = struct{}{}
+		devs = append(devs, id)
 	}
 	dev := func() core.DeviceID {
 		i := d.uvarint()
@@ -202,10 +233,17 @@ func DecodeChanges(b []byte) ([]core.Change, error) {
 			lastColl = c.Collection
 		}
 		c.Key = string(d.bytes(core.MaxKeyLen))
-		nctx := d.count(2)
+		nctx := d.count(2) // an index and a counter: two bytes at least
+		if nctx > len(devs) && d.err == nil {
+			d.fail("causal context longer than the device dictionary")
+			nctx = 0
+		}
 		c.Context = make(core.VersionVector, nctx)
 		for j := 0; j < nctx && d.err == nil; j++ {
 			id := dev()
+			if _, dup := c.Context[id]; dup && d.err == nil {
+				d.fail("device named twice in a causal context")
+			}
 			c.Context[id] = d.uvarint()
 		}
 		v := d.bytes(core.MaxValueLen)
@@ -272,6 +310,9 @@ func DecodeRoots(b []byte) (map[string][32]byte, error) {
 		if d.err == nil && len(c) == 0 {
 			d.fail("empty collection name")
 		}
+		if _, dup := out[string(c)]; dup && d.err == nil {
+			d.fail("collection listed twice")
+		}
 		out[string(c)] = root
 	}
 	if d.err == nil && len(d.b) != 0 {
@@ -293,7 +334,7 @@ func AppendFetch(dst []byte, collection string, keys []string) []byte {
 	return dst
 }
 
-// DecodeFetch decodes a Fetch payload.
+// DecodeFetch decodes a Fetch payload. A key listed twice is refused.
 func DecodeFetch(b []byte) (collection string, keys []string, err error) {
 	d := decoder{b: b}
 	c := d.bytes(core.MaxCollectionLen)
@@ -304,6 +345,14 @@ func DecodeFetch(b []byte) (collection string, keys []string, err error) {
 	}
 	if d.err == nil && (len(c) == 0 || len(d.b) != 0) {
 		d.fail("bad fetch")
+	}
+	if d.err == nil && len(keys) > 1 {
+		// A key asked twice would be answered twice: refused.
+		sorted := slices.Clone(keys)
+		slices.Sort(sorted)
+		if len(slices.Compact(sorted)) != len(keys) {
+			d.fail("key asked twice")
+		}
 	}
 	if d.err != nil {
 		return "", nil, d.err
@@ -357,9 +406,9 @@ func (d *decoder) uvarint() uint64 {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Uvarint(d.b)
+	v, n := varint.Uvarint(d.b)
 	if n <= 0 {
-		d.fail("bad varint")
+		d.fail("bad varint (truncated, overflowing or not minimal)")
 		return 0
 	}
 	d.b = d.b[n:]

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/allocbound"
 )
 
 func sampleChanges() []core.Change {
@@ -55,8 +56,11 @@ func FuzzDecodeChanges(f *testing.F) {
 	f.Add(AppendChanges(nil, sampleChanges()))
 	f.Add(AppendChanges(nil, nil))
 	f.Add([]byte{0, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add(hostileContext(4 << 10))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		cs, err := DecodeChanges(b)
+		var cs []core.Change
+		var err error
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { cs, err = DecodeChanges(b) })
 		if err != nil {
 			return
 		}
@@ -75,7 +79,9 @@ func FuzzDecodeVV(f *testing.F) {
 	f.Add(AppendVV(nil, core.VersionVector{{1}: 5, {2}: 7}))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		vv, _, err := DecodeVV(b)
+		var vv core.VersionVector
+		var err error
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { vv, _, err = DecodeVV(b) })
 		if err != nil {
 			return
 		}
@@ -96,10 +102,23 @@ func TestRepairPayloadsRoundTrip(t *testing.T) {
 	require.Equal(t, "notes", c)
 	require.Equal(t, []string{"x", "", "y\x00"}, keys)
 
+	_, _, err = DecodeFetch(AppendFetch(nil, "notes", []string{"x", "y", "x"}))
+	require.ErrorIs(t, err, core.ErrProtocol, "a key asked twice")
+
 	c, rest, err := DecodeNamed(AppendNamed(nil, "profile", []byte{1, 2}))
 	require.NoError(t, err)
 	require.Equal(t, "profile", c)
 	require.Equal(t, []byte{1, 2}, rest)
+
+	vv := core.VersionVector{{1}: 3}
+	gotVV, pushed, err := DecodeRepaired(binary.AppendUvarint(AppendVV(nil, vv), 300))
+	require.NoError(t, err)
+	require.Equal(t, vv, gotVV)
+	require.Equal(t, uint64(300), pushed)
+	for _, bad := range [][]byte{AppendVV(nil, vv), append(AppendVV(nil, vv), 0x80, 0x00), append(AppendVV(nil, vv), 1, 1)} {
+		_, _, err := DecodeRepaired(bad)
+		require.ErrorIs(t, err, core.ErrProtocol)
+	}
 
 	for _, bad := range [][]byte{{5}, {1, 0}, {1, 1, 'a'}} {
 		_, err := DecodeRoots(bad)
@@ -113,10 +132,16 @@ func FuzzDecodeRepair(f *testing.F) {
 	f.Add(AppendRoots(nil, map[string][32]byte{"a": {1}}))
 	f.Add(AppendFetch(nil, "c", []string{"k"}))
 	f.Add([]byte{0xff, 0xff, 0xff, 0x7f})
+	keys := make([]string, 1000)
+	for i := range keys {
+		keys[i] = string(rune('a'+i%26)) + string(rune('a'+i/26))
+	}
+	f.Add(AppendFetch(nil, "c", keys))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = DecodeRoots(b)
-		_, _, _ = DecodeFetch(b)
-		_, _, _ = DecodeNamed(b)
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { _, _ = DecodeRoots(b) })
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { _, _, _ = DecodeFetch(b) })
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { _, _, _ = DecodeNamed(b) })
+		allocbound.Check(t, b, perByte, allocbound.Slack, func() { _, _, _ = DecodeRepaired(b) })
 	})
 }
 
@@ -167,6 +192,7 @@ func FuzzDecodeSyncHello(f *testing.F) {
 	f.Add(AppendSyncHello(nil, SyncHello{VV: core.VersionVector{core.DeviceID{1}: 3}, Instance: 9, Addrs: []string{"127.0.0.1:1"}}))
 	f.Add(AppendVV(nil, core.VersionVector{}))
 	f.Fuzz(func(t *testing.T, in []byte) {
+		allocbound.Check(t, in, perByte, allocbound.Slack, func() { _, _ = DecodeSyncHello(in) })
 		h, err := DecodeSyncHello(in)
 		if err != nil {
 			if !errors.Is(err, core.ErrProtocol) {
