@@ -17,7 +17,7 @@ import (
 func (ps *peerSession) receive(ctx context.Context, in core.Stream) error {
 	asm := newTxnAssembler(maxPendingBytes)
 	var buf []byte
-	gotHello := false
+	gotHello, gotDirect := false, false
 	for {
 		f, err := wire.ReadFrame(in, buf, maxSyncFrame)
 		if err != nil {
@@ -42,10 +42,28 @@ func (ps *peerSession) receive(ctx context.Context, in core.Stream) error {
 				return err
 			}
 			ps.mu.Lock()
+			ps.helloVV = vv
 			ps.peerHas.Merge(vv)
 			ps.peerAcked.Merge(vv)
 			ps.mu.Unlock()
 			close(ps.hello)
+		case wire.TypeDirect:
+			vv, err := decodeWholeVV(f.Payload)
+			if err != nil {
+				return err
+			}
+			ps.mu.Lock()
+			ps.direct = make(map[core.DeviceID]bool, len(vv))
+			for d := range vv {
+				ps.direct[d] = true
+			}
+			first := !gotDirect
+			gotDirect = true
+			ps.mu.Unlock()
+			if first {
+				close(ps.routed)
+			}
+			ps.poke()
 		case wire.TypeChanges:
 			if err := ps.receiveChanges(ctx, asm, f.Payload); err != nil {
 				return err
@@ -79,6 +97,7 @@ func (ps *peerSession) receive(ctx context.Context, in core.Stream) error {
 			ps.peerHas.Merge(vv)
 			ps.mu.Unlock()
 			ps.update.notify()
+			ps.poke() // a sender waiting for the peer to hold more may go on
 		default:
 			handled, err := ps.handleRepair(ctx, f)
 			if err != nil {
@@ -99,7 +118,24 @@ func (ps *peerSession) receiveChanges(ctx context.Context, asm *txnAssembler, pa
 		return fmt.Errorf("sync receive: %w", err)
 	}
 	ps.stats.changesRecv.Add(uint64(len(changes)))
-	ready, err := asm.add(changes)
+	// The peer holds every transaction it sends a change of, whole: record
+	// it before anything is applied (an apply wakes this session's sender,
+	// which must not send those changes back).
+	for _, c := range changes {
+		if c.TxnLen > 0 && c.TxnFirst > 0 {
+			ps.peerHasRaise(c.Origin, c.TxnFirst+uint64(c.TxnLen)-1)
+		}
+	}
+	held, err := ps.n.store.VersionVector(ctx)
+	if err != nil {
+		return fmt.Errorf("sync receive: %w", err)
+	}
+	for _, c := range changes {
+		if c.Seq <= held[c.Origin] {
+			ps.stats.redundant.Add(1)
+		}
+	}
+	ready, err := asm.add(changes, held)
 	if err != nil {
 		return err
 	}
@@ -117,11 +153,6 @@ func (ps *peerSession) receiveChanges(ctx context.Context, asm *txnAssembler, pa
 		e.Detail = append(e.Detail, audit.Num("count", int64(res.conflicts)))
 		ps.n.record(ctx, e)
 	}
-	// The peer holds what it sent us: never echo it back.
-	for _, t := range ready {
-		last := t[len(t)-1]
-		ps.peerHasRaise(last.Origin, last.Seq)
-	}
 	vv, err := ps.n.store.VersionVector(ctx)
 	if err != nil {
 		return fmt.Errorf("sync ack: %w", err)
@@ -136,12 +167,15 @@ func (ps *peerSession) receiveChanges(ctx context.Context, asm *txnAssembler, pa
 // frame before this one has been applied, so holding less than vv, or an
 // incomplete transaction, means frames were lost on the way.
 func (ps *peerSession) checkCaughtUp(ctx context.Context, asm *txnAssembler, vv core.VersionVector) error {
-	if asm.held > 0 || len(asm.pending) > 0 {
-		return fmt.Errorf("%w: peer caught up with a transaction incomplete", core.ErrProtocol)
-	}
 	have, err := ps.n.store.VersionVector(ctx)
 	if err != nil {
 		return fmt.Errorf("sync receive: %w", err)
+	}
+	// A part of a transaction this device holds by now (received whole
+	// from another peer, or through a repair) is dropped, not an error.
+	asm.dropHeld(have)
+	if asm.held > 0 || len(asm.pending) > 0 {
+		return fmt.Errorf("%w: peer caught up with a transaction incomplete", core.ErrProtocol)
 	}
 	for d, seq := range vv {
 		if have[d] < seq {
@@ -224,13 +258,30 @@ func newTxnAssembler(limit int) *txnAssembler {
 }
 
 // add takes changes in arrival order and returns the transactions they
-// complete, in order.
-func (a *txnAssembler) add(changes []core.Change) ([]remoteTxn, error) {
+// complete, in order. held is what the store holds: a change held already
+// (sent again after a partial send, or a tail of a transaction that came
+// whole from elsewhere) is dropped, and so is a partial transaction the
+// store now holds whole. Anything else out of order is a protocol error.
+func (a *txnAssembler) add(changes []core.Change, held core.VersionVector) ([]remoteTxn, error) {
 	var ready []remoteTxn
 	for _, c := range changes {
 		p := a.pending[c.Origin]
+		if len(p) > 0 && c.TxnFirst == p[0].TxnFirst && c.Seq <= p[len(p)-1].Seq {
+			if c.Seq != c.TxnFirst {
+				continue // a change of the partial transaction, sent again
+			}
+			a.drop(c.Origin) // the transaction sent again from its start
+			p = nil
+		}
+		if len(p) > 0 && c.TxnFirst != p[0].TxnFirst && p[0].TxnFirst+uint64(p[0].TxnLen)-1 <= held[c.Origin] {
+			a.drop(c.Origin) // the rest of a transaction held already
+			p = nil
+		}
 		switch {
 		case len(p) == 0 && c.Seq != c.TxnFirst:
+			if c.Seq <= held[c.Origin] {
+				continue // the tail of a transaction held already
+			}
 			return nil, fmt.Errorf("%w: change %d of %s arrives without the start of its transaction", core.ErrProtocol, c.Seq, c.Origin.Short())
 		case len(p) > 0 && (c.Seq != p[len(p)-1].Seq+1 || c.TxnFirst != p[0].TxnFirst):
 			return nil, fmt.Errorf("%w: change %d of %s out of order", core.ErrProtocol, c.Seq, c.Origin.Short())
@@ -251,6 +302,23 @@ func (a *txnAssembler) add(changes []core.Change) ([]remoteTxn, error) {
 		a.pending[c.Origin] = p
 	}
 	return ready, nil
+}
+
+// drop forgets origin's partial transaction.
+func (a *txnAssembler) drop(origin core.DeviceID) {
+	for _, c := range a.pending[origin] {
+		a.held -= changeSize(c)
+	}
+	delete(a.pending, origin)
+}
+
+// dropHeld forgets the partial transactions that held covers whole.
+func (a *txnAssembler) dropHeld(held core.VersionVector) {
+	for origin, p := range a.pending {
+		if p[0].TxnFirst+uint64(p[0].TxnLen)-1 <= held[origin] {
+			a.drop(origin)
+		}
+	}
 }
 
 func changeSize(c core.Change) int { return len(c.Value) + len(c.Key) + len(c.Collection) + 64 }

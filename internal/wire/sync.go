@@ -34,6 +34,10 @@ import (
 //	Fetch     (0x19)  collection (len+bytes), n, n x key (len+bytes)
 //	Repaired  (0x1A)  VV, count: the sender has pushed (count records) every
 //	                  record in which it differed from the receiver as of VV
+//	Direct    (0x1B)  VV whose devices (counters unused, 1) are the origins
+//	                  the sender receives from the origin devices themselves:
+//	                  the receiver forwards it none of their changes. Sent
+//	                  right after SyncHello and again whenever the set changes
 //
 // A VV is: count, then count x (32-byte device id, counter) in ascending
 // device order.
@@ -49,6 +53,7 @@ const (
 	TypeRoots      Type = 0x18 // Merkle roots of every collection that syncs
 	TypeFetch      Type = 0x19 // keys whose current versions the sender wants
 	TypeRepaired   Type = 0x1A // end of a repair: the receiver may raise its VV
+	TypeDirect     Type = 0x1B // origins the sender gets from their own devices
 )
 
 // AppendVV appends a version vector: count (uvarint), then per entry the

@@ -347,7 +347,8 @@ func valueArg(r *core.Record) any {
 
 func sameContent(r, c *core.Record) bool {
 	return r.Collection == c.Collection && r.Key == c.Key && r.Deleted == c.Deleted &&
-		(r.Deleted || bytes.Equal(r.Value, c.Value))
+		(r.Deleted || bytes.Equal(r.Value, c.Value)) &&
+		r.Timestamp == c.Timestamp && r.Context.Compare(c.Context) == core.Equal
 }
 
 // flush executes the multi-row INSERT for the rows accumulated in
