@@ -23,6 +23,32 @@ const meshWrites = 10000
 // change that peer already holds (its own changes above all), and the mesh
 // converges through deltas alone: no Merkle repair.
 func TestMeshConcurrentWritesNoWaste(t *testing.T) {
+	runMesh(t, func(n *federation.Node) string { return n.Addr() })
+}
+
+// TestMeshConcurrentWritesNoWasteLossy: the same through UDP proxies that
+// drop 5% of the packets, duplicate 1% and delay 2% behind later ones.
+// QUIC recovers the packets; what changes is timing: sessions see their
+// frames late and in bursts. Nothing may change in the outcome.
+func TestMeshConcurrentWritesNoWasteLossy(t *testing.T) {
+	var proxies []*udpProxy
+	t.Cleanup(func() {
+		var c proxyCounts
+		for _, p := range proxies {
+			c.add(p.counts())
+		}
+		t.Logf("proxies: %d packets, %d dropped, %d duplicated, %d delayed", c.packets, c.dropped, c.duplicated, c.delayed)
+	})
+	runMesh(t, func(n *federation.Node) string {
+		p := startUDPProxy(t, n.Addr(), uint64(len(proxies)+1), proxyFaults{drop: 0.05, duplicate: 0.01, delay: 0.02})
+		proxies = append(proxies, p)
+		return p.addr()
+	})
+}
+
+// runMesh runs the three-device test; dial returns the address at which a
+// device is dialed.
+func runMesh(t *testing.T, dial func(*federation.Node) string) {
 	ctx := context.Background()
 	nodes := []*federation.Node{quicNode(t, "phone"), quicNode(t, "laptop"), quicNode(t, "tablet")}
 	for _, a := range nodes {
@@ -34,7 +60,7 @@ func TestMeshConcurrentWritesNoWaste(t *testing.T) {
 	}
 	for i := range nodes {
 		for j := i + 1; j < len(nodes); j++ {
-			require.NoError(t, nodes[i].Connect(ctx, nodes[j].Addr(), nodes[j].DeviceID()))
+			require.NoError(t, nodes[i].Connect(ctx, dial(nodes[j]), nodes[j].DeviceID()))
 		}
 	}
 	require.Eventually(t, func() bool {
