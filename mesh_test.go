@@ -11,6 +11,8 @@ import (
 
 	"github.com/devicemesh/federation"
 	"github.com/devicemesh/federation/audit"
+	"github.com/devicemesh/federation/store/memstore"
+	"github.com/devicemesh/federation/transport"
 )
 
 // meshWrites is what each device of TestMeshConcurrentWritesNoWaste writes.
@@ -179,4 +181,55 @@ func meshWrite(ctx context.Context, n *federation.Node, d int) error {
 		i += size
 	}
 	return nil
+}
+
+// TestMeshRelaysWhereNoDirectLink: in a chain a - b - c, the middle device
+// forwards each end's changes to the other (neither receives them
+// directly); once a and c connect, each sends its own changes itself.
+func TestMeshRelaysWhereNoDirectLink(t *testing.T) {
+	ctx := context.Background()
+	net := transport.NewMemNetwork()
+	mk := func() *federation.Node {
+		return newNode(t, memstore.New(), func(c *federation.Config) { c.Network.Transport = memFactory(net) })
+	}
+	a, b, c := mk(), mk(), mk()
+	nodes := []*federation.Node{a, b, c}
+	for _, x := range nodes {
+		for _, y := range nodes {
+			if x != y {
+				x.TrustDevice(y.PublicKey())
+			}
+		}
+		require.NoError(t, x.Start(ctx))
+	}
+	require.NoError(t, a.Connect(ctx, b.Addr(), b.DeviceID()))
+	require.NoError(t, c.Connect(ctx, b.Addr(), b.DeviceID()))
+	require.NoError(t, a.Put(ctx, "notes", "from-a", []byte("a")))
+	require.NoError(t, c.Put(ctx, "notes", "from-c", []byte("c")))
+	waitValue(t, c, "notes", "from-a", "a")
+	waitValue(t, a, "notes", "from-c", "c")
+
+	require.NoError(t, a.Connect(ctx, c.Addr(), c.DeviceID()))
+	require.Eventually(t, func() bool { return len(a.Peers()) == 2 && len(c.Peers()) == 2 }, 5*time.Second, time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // the new Direct sets reach b
+	relayed := func() uint64 {
+		var n uint64
+		for _, p := range b.Peers() {
+			n += p.ChangesSent
+		}
+		return n
+	}
+	before := relayed()
+	require.NoError(t, a.Put(ctx, "notes", "direct-a", []byte("a2")))
+	require.NoError(t, c.Put(ctx, "notes", "direct-c", []byte("c2")))
+	waitValue(t, c, "notes", "direct-a", "a2")
+	waitValue(t, a, "notes", "direct-c", "c2")
+	waitValue(t, b, "notes", "direct-c", "c2")
+	waitValue(t, b, "notes", "direct-a", "a2")
+	require.Equal(t, before, relayed(), "b forwards nothing once a and c are linked")
+	for _, n := range nodes {
+		for _, p := range n.Peers() {
+			require.Zero(t, p.Echoes+p.Redundant, "%s from %s", n.DeviceID().Short(), p.Device.Short())
+		}
+	}
 }

@@ -77,6 +77,9 @@ type peerSession struct {
 	// the peer has announced meanwhile, so the peer's assembler always
 	// sees whole transactions in order.
 	open map[core.DeviceID]openTxn
+	// stalls tracks the peer's progress on the origins it receives
+	// directly (send goroutine only; see mayForward).
+	stalls map[core.DeviceID]stall
 	// repairRecv counts records received since the peer's last Repair
 	// frame (receive goroutine only).
 	repairRecv uint64
@@ -140,6 +143,7 @@ func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 		direct:    map[core.DeviceID]bool{},
 		routed:    make(chan struct{}),
 		open:      map[core.DeviceID]openTxn{},
+		stalls:    map[core.DeviceID]stall{},
 		update:    newNotifier(),
 		repairIn:  make(chan wire.Frame, 1),
 		repairReq: make(chan struct{}, 1),

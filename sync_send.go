@@ -94,8 +94,10 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 			announced = nil
 		case <-time.After(heartbeat):
 			// Repeat the announcement now and then: it lets the peer notice
-			// frames that never arrived and a session that went quiet.
+			// frames that never arrived and a session that went quiet. The
+			// Direct set too: a peer that missed it would wait forever.
 			announced = nil
+			ps.routesDirty.Store(true)
 		}
 	}
 }
@@ -108,6 +110,7 @@ func (ps *peerSession) sendMissing(ctx context.Context, vv core.VersionVector) (
 	for _, origin := range vv.Devices() {
 		upTo := ps.sendable(origin, vv[origin])
 		if upTo <= ps.peerHasGet(origin) && !ps.isOpen(origin) {
+			delete(ps.stalls, origin) // the peer is up to date on origin
 			continue
 		}
 		if !ps.mayForward(origin) && !ps.isOpen(origin) {
@@ -148,16 +151,39 @@ func (ps *peerSession) sendable(origin core.DeviceID, upTo uint64) uint64 {
 	return min(upTo, ps.startVV[origin])
 }
 
+// directPatience is how long a sender leaves an origin to the peer's
+// direct link while the peer makes no progress on it at all: then it
+// forwards the changes itself (the origin device may have lost them, say
+// restored from an older copy, or its link may be stuck).
+const directPatience = 10 * time.Second
+
 // mayForward reports whether this device sends origin's changes to the
 // peer: its own always, others unless the peer receives them from the
-// origin device itself.
+// origin device itself and has been making progress on them (send
+// goroutine only).
 func (ps *peerSession) mayForward(origin core.DeviceID) bool {
 	if origin == ps.n.DeviceID() {
 		return true
 	}
 	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	return !ps.direct[origin]
+	direct, has := ps.direct[origin], ps.peerHas[origin]
+	ps.mu.Unlock()
+	if !direct {
+		return true
+	}
+	st, ok := ps.stalls[origin]
+	if !ok || st.has != has {
+		ps.stalls[origin] = stall{has: has, since: time.Now()}
+		return false
+	}
+	return time.Since(st.since) > directPatience
+}
+
+// stall is the peer's progress on an origin left to its direct link: what
+// it held, since when.
+type stall struct {
+	has   uint64
+	since time.Time
 }
 
 // isOpen reports whether a transaction of origin is sent in part.
