@@ -295,6 +295,6 @@ func (ps *peerSession) sendDirect() error {
 	return ps.send(wire.TypeDirect, wire.AppendVV(nil, ps.n.directSet(ps.peer)))
 }
 
-// openTxn is a transaction sent in part: sent is the last sequence sent,
-// end the transaction's last.
-type openTxn struct{ sent, end uint64 }
+// openTxn is a transaction sent in part: first and end are its first and
+// last sequence numbers, sent the last one sent.
+type openTxn struct{ first, sent, end uint64 }

@@ -122,8 +122,8 @@ func (ps *peerSession) receiveChanges(ctx context.Context, asm *txnAssembler, pa
 	// it before anything is applied (an apply wakes this session's sender,
 	// which must not send those changes back).
 	for _, c := range changes {
-		if c.TxnLen > 0 && c.TxnFirst > 0 {
-			ps.peerHasRaise(c.Origin, c.TxnFirst+uint64(c.TxnLen)-1)
+		if end := c.TxnFirst + uint64(c.TxnLen) - 1; c.TxnLen > 0 && c.TxnFirst > 0 && end >= c.TxnFirst {
+			ps.peerHasRaise(c.Origin, end)
 		}
 	}
 	held, err := ps.n.store.VersionVector(ctx)
@@ -172,10 +172,13 @@ func (ps *peerSession) checkCaughtUp(ctx context.Context, asm *txnAssembler, vv 
 		return fmt.Errorf("sync receive: %w", err)
 	}
 	// A part of a transaction this device holds by now (received whole
-	// from another peer, or through a repair) is dropped, not an error.
+	// from another peer, or through a repair) is dropped, not an error;
+	// one the claim does not cover is still on its way.
 	asm.dropHeld(have)
-	if asm.held > 0 || len(asm.pending) > 0 {
-		return fmt.Errorf("%w: peer caught up with a transaction incomplete", core.ErrProtocol)
+	for origin, p := range asm.pending {
+		if vv[origin] >= p[0].TxnFirst {
+			return fmt.Errorf("%w: peer caught up with a transaction of %s incomplete", core.ErrProtocol, origin.Short())
+		}
 	}
 	for d, seq := range vv {
 		if have[d] < seq {
@@ -186,12 +189,16 @@ func (ps *peerSession) checkCaughtUp(ctx context.Context, asm *txnAssembler, vv 
 }
 
 // compareRoots checks the peer's roots when it holds exactly the changes we
-// hold: then the records must be identical, and roots that differ (records
+// hold (a CaughtUp without roots, from a sender that leaves some origins
+// to other devices, claims only what it sent: nothing to compare): then the records must be identical, and roots that differ (records
 // merged differently, a repair cut short, a restored backup) ask our sender
 // for a Merkle repair. The same pair of differing roots is repaired once,
 // so a difference that repair cannot settle (a conflict queued for the
 // host) does not loop.
 func (ps *peerSession) compareRoots(ctx context.Context, vv core.VersionVector, theirs map[string][32]byte) error {
+	if len(theirs) == 0 {
+		return nil
+	}
 	ours, roots, err := ps.n.snapshot(ctx)
 	if err != nil {
 		return err

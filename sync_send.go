@@ -67,7 +67,16 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 		if sent {
 			continue
 		}
-		if !waiting && (announced == nil || announced.Compare(vv) != core.Equal) {
+		if waiting {
+			// Claim what we did send, without roots (our records hold more
+			// than the claim): the peer checks that it all arrived.
+			if claim := ps.sentClaim(vv); announced == nil || announced.Compare(claim) != core.Equal {
+				if err := ps.send(wire.TypeCaughtUp, wire.AppendRoots(wire.AppendVV(nil, claim), nil)); err != nil {
+					return err
+				}
+				announced = claim
+			}
+		} else if announced == nil || announced.Compare(vv) != core.Equal {
 			snap, roots, err := ps.n.snapshot(ctx)
 			if err != nil {
 				return err
@@ -95,8 +104,12 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 		case <-time.After(heartbeat):
 			// Repeat the announcement now and then: it lets the peer notice
 			// frames that never arrived and a session that went quiet. The
-			// Direct set too: a peer that missed it would wait forever.
+			// Direct set and our Ack too: a peer that missed them could
+			// wait for them forever.
 			announced = nil
+			if waiting {
+				said = core.VersionVector{}
+			}
 			ps.routesDirty.Store(true)
 		}
 	}
@@ -125,6 +138,22 @@ func (ps *peerSession) sendMissing(ctx context.Context, vv core.VersionVector) (
 		}
 	}
 	return sent, waiting, nil
+}
+
+// sentClaim is what a waiting sender can claim to have sent: per origin,
+// what the peer holds as far as we know (what we sent, what it announced),
+// short of a transaction sent in part.
+func (ps *peerSession) sentClaim(vv core.VersionVector) core.VersionVector {
+	claim := make(core.VersionVector, len(vv))
+	ps.mu.Lock()
+	for d, n := range vv {
+		claim[d] = min(n, ps.peerHas[d])
+	}
+	ps.mu.Unlock()
+	for d, o := range ps.open {
+		claim[d] = min(claim[d], o.first-1)
+	}
+	return claim
 }
 
 // relayedNews reports whether vv holds changes, beyond said, of the
@@ -295,7 +324,7 @@ func (ps *peerSession) sendBatch(origin core.DeviceID, batch []core.Change) erro
 	}
 	last := batch[len(batch)-1]
 	if end := last.TxnFirst + uint64(last.TxnLen) - 1; last.Seq < end {
-		ps.open[origin] = openTxn{sent: last.Seq, end: end}
+		ps.open[origin] = openTxn{first: last.TxnFirst, sent: last.Seq, end: end}
 	} else {
 		delete(ps.open, origin)
 	}
