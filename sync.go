@@ -40,6 +40,14 @@ var ErrPendingTooLarge = errors.New("incomplete transactions exceed the session 
 // nothing more to send, and Ack after applying the peer's changes. Both
 // directions run at once, so a session is a full-duplex, continuous sync
 // that lasts as long as the connection.
+//
+// No change is sent to a device that holds it. Each side tells the other,
+// in a Direct frame after its hello and whenever its sessions change,
+// which devices it is connected to: their changes come from them, and the
+// other side forwards only what no direct link brings (in a full mesh,
+// each device sends only its own changes, each over each link once). A
+// change that depends on such an origin waits until the peer announces
+// that it holds the dependency.
 type peerSession struct {
 	n    *Node
 	sess core.Session

@@ -23,7 +23,9 @@ import (
 //	                    value (len+bytes)
 //	Ack       (0x12)  VV: what the receiver holds after applying
 //	CaughtUp  (0x13)  VV, then Roots (below): the sender has sent everything
-//	                  it holds up to VV, and these are its Merkle roots
+//	                  it holds up to VV, and these are its Merkle roots; with
+//	                  no roots, VV claims only what it sent (it holds more,
+//	                  of origins the receiver gets from other devices)
 //	MerkleReq (0x14)  collection (len+bytes), then a merkle.Request
 //	MerkleResp(0x15)  collection (len+bytes), then a merkle.Response
 //	Records   (0x16)  as Changes, each record a one-change transaction
