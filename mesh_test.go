@@ -358,3 +358,76 @@ func TestMeshConcurrentMergesConverge(t *testing.T) {
 	require.Zero(t, redundant, "changes sent to a peer that held them")
 	require.Zero(t, repairs, "Merkle repairs")
 }
+
+// dialRecorder wraps a transport and keeps the sessions it dials, so that a
+// test can end one.
+type dialRecorder struct {
+	federation.Transport
+	mu    sync.Mutex
+	dials map[federation.DeviceID]core.Session
+}
+
+func (d *dialRecorder) Dial(ctx context.Context, addr string, peer federation.DeviceID) (core.Session, error) {
+	s, err := d.Transport.Dial(ctx, addr, peer)
+	if err == nil {
+		d.mu.Lock()
+		d.dials[peer] = s
+		d.mu.Unlock()
+	}
+	return s, err
+}
+
+// TestMeshForwardsOnceADirectLinkEnds: in a full mesh a, b, c, the link
+// a - c ends. c tells b, which from then on forwards a's changes to c (and
+// c's to a): nothing is left to a link that no longer exists.
+func TestMeshForwardsOnceADirectLinkEnds(t *testing.T) {
+	ctx := context.Background()
+	net := transport.NewMemNetwork()
+	rec := &dialRecorder{dials: map[federation.DeviceID]core.Session{}}
+	mk := func(wrap bool) *federation.Node {
+		return newNode(t, memstore.New(), func(c *federation.Config) {
+			c.Network.Transport = func(ctx context.Context, p federation.TransportParams) (federation.Transport, error) {
+				tr, err := memFactory(net)(ctx, p)
+				if err != nil || !wrap {
+					return tr, err
+				}
+				rec.Transport = tr
+				return rec, nil
+			}
+		})
+	}
+	a, b, c := mk(true), mk(false), mk(false)
+	nodes := []*federation.Node{a, b, c}
+	for _, x := range nodes {
+		for _, y := range nodes {
+			if x != y {
+				x.TrustDevice(y.PublicKey())
+			}
+		}
+		require.NoError(t, x.Start(ctx))
+	}
+	require.NoError(t, a.Connect(ctx, b.Addr(), b.DeviceID()))
+	require.NoError(t, a.Connect(ctx, c.Addr(), c.DeviceID()))
+	require.NoError(t, b.Connect(ctx, c.Addr(), c.DeviceID()))
+	require.Eventually(t, func() bool { return len(a.Peers()) == 2 && len(b.Peers()) == 2 && len(c.Peers()) == 2 }, 5*time.Second, time.Millisecond)
+	require.NoError(t, a.Put(ctx, "notes", "linked", []byte("1")))
+	waitValue(t, c, "notes", "linked", "1")
+
+	rec.mu.Lock()
+	ac := rec.dials[c.DeviceID()]
+	rec.mu.Unlock()
+	require.NoError(t, ac.Close(nil))
+	require.Eventually(t, func() bool { return len(c.Peers()) == 1 && len(a.Peers()) == 1 }, 5*time.Second, time.Millisecond)
+	require.NoError(t, a.Update(ctx, func(tx *federation.Tx) error {
+		for i := range 100 {
+			if err := tx.Put("notes", fmt.Sprintf("after-%03d", i), []byte("a")); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	require.NoError(t, c.Put(ctx, "notes", "from-c", []byte("c")))
+	waitValue(t, c, "notes", "after-099", "a")
+	waitValue(t, a, "notes", "from-c", "c")
+	require.Eventually(t, func() bool { return a.Root("notes") == c.Root("notes") }, 5*time.Second, time.Millisecond)
+}
