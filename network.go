@@ -195,6 +195,10 @@ type PeerStatus struct {
 	// Repairs counts Merkle repairs this side drove; RecordsSent and
 	// RecordsRecv count the record versions they exchanged.
 	Repairs, RecordsSent, RecordsRecv uint64
+	// Echoes counts changes sent to the peer that originated at the peer;
+	// Redundant counts changes received from it that this device already
+	// held on arrival. A correct mesh keeps both at zero.
+	Echoes, Redundant uint64
 }
 
 // Peers lists the live sync sessions.
@@ -225,5 +229,7 @@ func (ps *peerSession) status() PeerStatus {
 		Repairs:     ps.stats.repairs.Load(),
 		RecordsSent: ps.stats.recordsSent.Load(),
 		RecordsRecv: ps.stats.recordsRecv.Load(),
+		Echoes:      ps.stats.echoes.Load(),
+		Redundant:   ps.stats.redundant.Load(),
 	}
 }

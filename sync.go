@@ -40,6 +40,14 @@ var ErrPendingTooLarge = errors.New("incomplete transactions exceed the session 
 // nothing more to send, and Ack after applying the peer's changes. Both
 // directions run at once, so a session is a full-duplex, continuous sync
 // that lasts as long as the connection.
+//
+// No change is sent to a device that holds it. Each side tells the other,
+// in a Direct frame after its hello and whenever its sessions change,
+// which devices it is connected to: their changes come from them, and the
+// other side forwards only what no direct link brings (in a full mesh,
+// each device sends only its own changes, each over each link once). A
+// change that depends on such an origin waits until the peer announces
+// that it holds the dependency.
 type peerSession struct {
 	n    *Node
 	sess core.Session
@@ -58,6 +66,28 @@ type peerSession struct {
 	hello     chan struct{}      // closed when the peer's SyncHello arrived
 	update    *notifier          // woken when caughtUp or peerAcked change
 	repairIn  chan wire.Frame    // replies to our repair, from receive to send
+	helloVV   core.VersionVector // what the peer held when the session began
+	// startVV is what this device held when the session began: of the
+	// peer's own changes, only those up to here (and beyond helloVV) can
+	// be missing at the peer; it wrote every later one itself.
+	startVV core.VersionVector
+	// direct holds the origins the peer receives from their own devices
+	// (its last Direct frame): this side forwards it none of their
+	// changes, so no change reaches a device twice. routed is closed when
+	// the first Direct frame arrived.
+	direct map[core.DeviceID]bool
+	routed chan struct{}
+	// routesDirty asks the send goroutine to send this device's Direct set
+	// again: a session began or ended.
+	routesDirty atomic.Bool
+	// open tracks, per origin, a transaction sent in part (send goroutine
+	// only): it is finished before anything else of that origin, whatever
+	// the peer has announced meanwhile, so the peer's assembler always
+	// sees whole transactions in order.
+	open map[core.DeviceID]openTxn
+	// stalls tracks the peer's progress on the origins it receives
+	// directly (send goroutine only; see mayForward).
+	stalls map[core.DeviceID]stall
 	// repairRecv counts records received since the peer's last Repair
 	// frame (receive goroutine only).
 	repairRecv uint64
@@ -90,6 +120,12 @@ type sessionStats struct {
 	conflicts                atomic.Uint64
 	recordsSent, recordsRecv atomic.Uint64
 	repairs                  atomic.Uint64
+	// echoes counts changes sent to the peer that originated at the peer
+	// (under any of its incarnations): only a peer restored from an older
+	// copy lacks any of its own changes, and then only those written before
+	// the session began. redundant counts changes received that this
+	// device already held. Both are waste a correct sender avoids.
+	echoes, redundant atomic.Uint64
 }
 
 // runSession speaks the sync protocol on sess until it ends or ctx is done,
@@ -119,6 +155,10 @@ func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 		peerHas:   core.VersionVector{},
 		peerAcked: core.VersionVector{},
 		hello:     make(chan struct{}),
+		direct:    map[core.DeviceID]bool{},
+		routed:    make(chan struct{}),
+		open:      map[core.DeviceID]openTxn{},
+		stalls:    map[core.DeviceID]stall{},
 		update:    newNotifier(),
 		repairIn:  make(chan wire.Frame, 1),
 		repairReq: make(chan struct{}, 1),
@@ -128,6 +168,7 @@ func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 	}
 	n.addSession(ps)
 	defer n.removeSession(ps)
+	ps.routesDirty.Store(false) // run sends the first Direct frame
 	err := ps.run(ctx)
 	_ = sess.Close(err)
 	n.record(ctx, audit.SessionClosed(ps.peer, closeReason(err)))
@@ -153,7 +194,13 @@ func (ps *peerSession) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sync hello: %w", err)
 	}
+	ps.mu.Lock()
+	ps.startVV = vv
+	ps.mu.Unlock()
 	if err := ps.send(wire.TypeSyncHello, ps.n.hello(vv)); err != nil {
+		return err
+	}
+	if err := ps.sendDirect(); err != nil {
 		return err
 	}
 	in, err := ps.sess.AcceptStream(ctx)
@@ -223,6 +270,7 @@ func (ps *peerSession) sendChanges(t wire.Type, changes []core.Change) error {
 func (n *Node) addSession(ps *peerSession) {
 	n.sessMu.Lock()
 	n.sessions[ps] = struct{}{}
+	n.rerouteLocked()
 	n.sessMu.Unlock()
 }
 
@@ -230,5 +278,39 @@ func (n *Node) addSession(ps *peerSession) {
 func (n *Node) removeSession(ps *peerSession) {
 	n.sessMu.Lock()
 	delete(n.sessions, ps)
+	n.rerouteLocked()
 	n.sessMu.Unlock()
 }
+
+// rerouteLocked asks every session to send the Direct set again, since the
+// set of connected devices changed (sessMu held).
+func (n *Node) rerouteLocked() {
+	for s := range n.sessions {
+		s.routesDirty.Store(true)
+		s.poke()
+	}
+}
+
+// directSet returns the devices this node has a live session with: it
+// receives their changes from them, and its other peers need not forward
+// them. The peer the set is for is left out.
+func (n *Node) directSet(peer core.DeviceID) core.VersionVector {
+	n.sessMu.Lock()
+	defer n.sessMu.Unlock()
+	vv := make(core.VersionVector, len(n.sessions))
+	for s := range n.sessions {
+		if s.peer != peer {
+			vv[s.peer] = 1 // the counter is unused; a VV omits zeros
+		}
+	}
+	return vv
+}
+
+// sendDirect tells the peer which origins this device receives directly.
+func (ps *peerSession) sendDirect() error {
+	return ps.send(wire.TypeDirect, wire.AppendVV(nil, ps.n.directSet(ps.peer)))
+}
+
+// openTxn is a transaction sent in part: first and end are its first and
+// last sequence numbers, sent the last one sent.
+type openTxn struct{ first, sent, end uint64 }

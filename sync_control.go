@@ -49,6 +49,11 @@ func (ps *peerSession) poke() {
 // serveControl writes the pending Ack and answers the queued requests (send
 // goroutine only).
 func (ps *peerSession) serveControl(ctx context.Context) error {
+	if ps.routesDirty.Swap(false) {
+		if err := ps.sendDirect(); err != nil {
+			return err
+		}
+	}
 	for {
 		ps.ctlMu.Lock()
 		ack, reqs := ps.ctlAck, ps.ctlReqs

@@ -17,7 +17,7 @@ import (
 func (ps *peerSession) receive(ctx context.Context, in core.Stream) error {
 	asm := newTxnAssembler(maxPendingBytes)
 	var buf []byte
-	gotHello := false
+	gotHello, gotDirect := false, false
 	for {
 		f, err := wire.ReadFrame(in, buf, ps.n.syncFrameLimit())
 		if err != nil {
@@ -43,11 +43,29 @@ func (ps *peerSession) receive(ctx context.Context, in core.Stream) error {
 			}
 			vv := h.VV
 			ps.mu.Lock()
+			ps.helloVV = vv
 			ps.peerHas.Merge(vv)
 			ps.peerAcked.Merge(vv)
 			ps.mu.Unlock()
 			close(ps.hello)
 			ps.n.onHello(ctx, ps, h)
+		case wire.TypeDirect:
+			vv, err := decodeWholeVV(f.Payload)
+			if err != nil {
+				return err
+			}
+			ps.mu.Lock()
+			ps.direct = make(map[core.DeviceID]bool, len(vv))
+			for d := range vv {
+				ps.direct[d] = true
+			}
+			first := !gotDirect
+			gotDirect = true
+			ps.mu.Unlock()
+			if first {
+				close(ps.routed)
+			}
+			ps.poke()
 		case wire.TypeChanges:
 			if err := ps.receiveChanges(ctx, asm, f.Payload); err != nil {
 				return err
@@ -81,6 +99,7 @@ func (ps *peerSession) receive(ctx context.Context, in core.Stream) error {
 			ps.peerHas.Merge(vv)
 			ps.mu.Unlock()
 			ps.update.notify()
+			ps.poke() // a sender waiting for the peer to hold more may go on
 		default:
 			handled, err := ps.handleRepair(ctx, f)
 			if err != nil {
@@ -101,7 +120,24 @@ func (ps *peerSession) receiveChanges(ctx context.Context, asm *txnAssembler, pa
 		return fmt.Errorf("sync receive: %w", err)
 	}
 	ps.stats.changesRecv.Add(uint64(len(changes)))
-	ready, err := asm.add(changes)
+	// The peer holds every transaction it sends a change of, whole: record
+	// it before anything is applied (an apply wakes this session's sender,
+	// which must not send those changes back).
+	for _, c := range changes {
+		if end := c.TxnFirst + uint64(c.TxnLen) - 1; c.TxnLen > 0 && c.TxnFirst > 0 && end >= c.TxnFirst {
+			ps.peerHasRaise(c.Origin, end)
+		}
+	}
+	held, err := ps.n.store.VersionVector(ctx)
+	if err != nil {
+		return fmt.Errorf("sync receive: %w", err)
+	}
+	for _, c := range changes {
+		if c.Seq <= held[c.Origin] {
+			ps.stats.redundant.Add(1)
+		}
+	}
+	ready, err := asm.add(changes, held)
 	if err != nil {
 		return err
 	}
@@ -119,11 +155,6 @@ func (ps *peerSession) receiveChanges(ctx context.Context, asm *txnAssembler, pa
 		e.Detail = append(e.Detail, audit.Num("count", int64(res.conflicts)))
 		ps.n.record(ctx, e)
 	}
-	// The peer holds what it sent us: never echo it back.
-	for _, t := range ready {
-		last := t[len(t)-1]
-		ps.peerHasRaise(last.Origin, last.Seq)
-	}
 	vv, err := ps.n.store.VersionVector(ctx)
 	if err != nil {
 		return fmt.Errorf("sync ack: %w", err)
@@ -138,12 +169,18 @@ func (ps *peerSession) receiveChanges(ctx context.Context, asm *txnAssembler, pa
 // frame before this one has been applied, so holding less than vv, or an
 // incomplete transaction, means frames were lost on the way.
 func (ps *peerSession) checkCaughtUp(ctx context.Context, asm *txnAssembler, vv core.VersionVector) error {
-	if asm.held > 0 || len(asm.pending) > 0 {
-		return fmt.Errorf("%w: peer caught up with a transaction incomplete", core.ErrProtocol)
-	}
 	have, err := ps.n.store.VersionVector(ctx)
 	if err != nil {
 		return fmt.Errorf("sync receive: %w", err)
+	}
+	// A part of a transaction this device holds by now (received whole
+	// from another peer, or through a repair) is dropped, not an error;
+	// one the claim does not cover is still on its way.
+	asm.dropHeld(have)
+	for origin, p := range asm.pending {
+		if vv[origin] >= p[0].TxnFirst {
+			return fmt.Errorf("%w: peer caught up with a transaction of %s incomplete", core.ErrProtocol, origin.Short())
+		}
 	}
 	for d, seq := range vv {
 		if have[d] < seq {
@@ -154,11 +191,16 @@ func (ps *peerSession) checkCaughtUp(ctx context.Context, asm *txnAssembler, vv 
 }
 
 // compareRoots checks the peer's roots when it holds exactly the changes we
-// hold: then the records must be identical, and roots that differ (records
+// hold (a CaughtUp without roots, from a sender that leaves some origins
+// to other devices, claims only what it sent: nothing to compare): then
+// the records must be identical, and roots that differ (records
 // merged differently, a repair cut short, a restored backup) ask our sender
 // for a Merkle repair, again and again with backoff until the roots are
 // equal; a difference that does not settle is reported (repair_gate.go).
 func (ps *peerSession) compareRoots(ctx context.Context, vv core.VersionVector, theirs map[string][32]byte) error {
+	if len(theirs) == 0 {
+		return nil
+	}
 	ours, roots, err := ps.n.snapshot(ctx)
 	if err != nil {
 		return err
@@ -227,13 +269,30 @@ func newTxnAssembler(limit int) *txnAssembler {
 }
 
 // add takes changes in arrival order and returns the transactions they
-// complete, in order.
-func (a *txnAssembler) add(changes []core.Change) ([]remoteTxn, error) {
+// complete, in order. held is what the store holds: a change held already
+// (sent again after a partial send, or a tail of a transaction that came
+// whole from elsewhere) is dropped, and so is a partial transaction the
+// store now holds whole. Anything else out of order is a protocol error.
+func (a *txnAssembler) add(changes []core.Change, held core.VersionVector) ([]remoteTxn, error) {
 	var ready []remoteTxn
 	for _, c := range changes {
 		p := a.pending[c.Origin]
+		if len(p) > 0 && c.TxnFirst == p[0].TxnFirst && c.Seq <= p[len(p)-1].Seq {
+			if c.Seq != c.TxnFirst {
+				continue // a change of the partial transaction, sent again
+			}
+			a.drop(c.Origin) // the transaction sent again from its start
+			p = nil
+		}
+		if len(p) > 0 && c.TxnFirst != p[0].TxnFirst && p[0].TxnFirst+uint64(p[0].TxnLen)-1 <= held[c.Origin] {
+			a.drop(c.Origin) // the rest of a transaction held already
+			p = nil
+		}
 		switch {
 		case len(p) == 0 && c.Seq != c.TxnFirst:
+			if c.Seq <= held[c.Origin] {
+				continue // the tail of a transaction held already
+			}
 			return nil, fmt.Errorf("%w: change %d of %s arrives without the start of its transaction", core.ErrProtocol, c.Seq, c.Origin.Short())
 		case len(p) > 0 && (c.Seq != p[len(p)-1].Seq+1 || c.TxnFirst != p[0].TxnFirst):
 			return nil, fmt.Errorf("%w: change %d of %s out of order", core.ErrProtocol, c.Seq, c.Origin.Short())
@@ -254,6 +313,23 @@ func (a *txnAssembler) add(changes []core.Change) ([]remoteTxn, error) {
 		a.pending[c.Origin] = p
 	}
 	return ready, nil
+}
+
+// drop forgets origin's partial transaction.
+func (a *txnAssembler) drop(origin core.DeviceID) {
+	for _, c := range a.pending[origin] {
+		a.held -= changeSize(c)
+	}
+	delete(a.pending, origin)
+}
+
+// dropHeld forgets the partial transactions that held covers whole.
+func (a *txnAssembler) dropHeld(held core.VersionVector) {
+	for origin, p := range a.pending {
+		if p[0].TxnFirst+uint64(p[0].TxnLen)-1 <= held[origin] {
+			a.drop(origin)
+		}
+	}
 }
 
 func changeSize(c core.Change) int { return len(c.Value) + len(c.Key) + len(c.Collection) + 64 }

@@ -16,12 +16,17 @@ import (
 // are read from the log in batches and written as they are read, and the
 // stream's flow control holds the loop back when the peer is slow.
 func (ps *peerSession) sendLoop(ctx context.Context) error {
-	select {
-	case <-ps.hello:
-	case <-ctx.Done():
-		return ctx.Err()
+	for _, ready := range []chan struct{}{ps.hello, ps.routed} {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	var announced core.VersionVector
+	ps.mu.Lock()
+	said := ps.startVV // the last version vector told the peer (Hello, Ack)
+	ps.mu.Unlock()
 	repairs := 0 // repairs since the last round that sent changes normally
 	for {
 		wake := ps.n.changed.wait() // before reading state, so no commit is missed
@@ -32,7 +37,7 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("sync send: %w", err)
 		}
-		sent, err := ps.sendMissing(ctx, vv)
+		sent, waiting, err := ps.sendMissing(ctx, vv)
 		if errors.Is(err, ErrGap) {
 			// Our log cannot bring the peer up to date: repair by Merkle
 			// descent, then resume deltas from what the repair covered.
@@ -49,10 +54,29 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 			return err
 		}
 		repairs = 0
+		// Say what we hold when the peer cannot know it otherwise: changes
+		// of origins it leaves to other devices, which may hold up its
+		// own sending to us (a change of its that depends on them), or,
+		// while we cannot claim CaughtUp, anything new.
+		if (waiting && said.Compare(vv) != core.Equal) || ps.relayedNews(vv, said) {
+			if err := ps.send(wire.TypeAck, wire.AppendVV(nil, vv)); err != nil {
+				return err
+			}
+			said = vv
+		}
 		if sent {
 			continue
 		}
-		if announced == nil || announced.Compare(vv) != core.Equal {
+		if waiting {
+			// Claim what we did send, without roots (our records hold more
+			// than the claim): the peer checks that it all arrived.
+			if claim := ps.sentClaim(vv); announced == nil || announced.Compare(claim) != core.Equal {
+				if err := ps.send(wire.TypeCaughtUp, wire.AppendRoots(wire.AppendVV(nil, claim), nil)); err != nil {
+					return err
+				}
+				announced = claim
+			}
+		} else if announced == nil || announced.Compare(vv) != core.Equal {
 			snap, roots, err := ps.n.snapshot(ctx)
 			if err != nil {
 				return err
@@ -63,7 +87,7 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 			if err := ps.send(wire.TypeCaughtUp, wire.AppendRoots(wire.AppendVV(nil, vv), roots)); err != nil {
 				return err
 			}
-			announced = vv
+			announced, said = vv, vv
 		}
 		select {
 		case <-wake:
@@ -79,83 +103,188 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 			announced = nil
 		case <-time.After(heartbeat):
 			// Repeat the announcement now and then: it lets the peer notice
-			// frames that never arrived and a session that went quiet.
+			// frames that never arrived and a session that went quiet. The
+			// Direct set and our Ack too: a peer that missed them could
+			// wait for them forever.
 			announced = nil
+			if waiting {
+				said = core.VersionVector{}
+			}
+			ps.routesDirty.Store(true)
 		}
 	}
 }
 
 // sendMissing sends one round of changes the peer lacks, origin by origin,
-// and reports whether it sent anything.
-func (ps *peerSession) sendMissing(ctx context.Context, vv core.VersionVector) (bool, error) {
-	sent := false
+// and reports whether it sent anything, and whether it holds changes the
+// peer lacks that it leaves to another device (waiting: the peer receives
+// those origins from their own devices, or a change depends on them).
+func (ps *peerSession) sendMissing(ctx context.Context, vv core.VersionVector) (sent, waiting bool, err error) {
 	for _, origin := range vv.Devices() {
-		if vv[origin] <= ps.peerHasGet(origin) {
+		upTo := ps.sendable(origin, vv[origin])
+		if upTo <= ps.peerHasGet(origin) && !ps.isOpen(origin) {
+			delete(ps.stalls, origin) // the peer is up to date on origin
 			continue
 		}
-		n, err := ps.sendOrigin(ctx, origin, vv[origin], 0)
-		if err != nil {
-			return sent, err
+		if !ps.mayForward(origin) && !ps.isOpen(origin) {
+			waiting = true
+			continue
 		}
+		n, blocked, err := ps.sendOrigin(ctx, origin, upTo, 0)
 		sent = sent || n > 0
+		waiting = waiting || blocked
+		if err != nil {
+			return sent, waiting, err
+		}
 	}
-	return sent, nil
+	return sent, waiting, nil
+}
+
+// sentClaim is what a waiting sender can claim to have sent: per origin,
+// what the peer holds as far as we know (what we sent, what it announced),
+// short of a transaction sent in part.
+func (ps *peerSession) sentClaim(vv core.VersionVector) core.VersionVector {
+	claim := make(core.VersionVector, len(vv))
+	ps.mu.Lock()
+	for d, n := range vv {
+		claim[d] = min(n, ps.peerHas[d])
+	}
+	ps.mu.Unlock()
+	for d, o := range ps.open {
+		claim[d] = min(claim[d], o.first-1)
+	}
+	return claim
+}
+
+// relayedNews reports whether vv holds changes, beyond said, of the
+// origins this device receives directly and the peer therefore expects
+// from them, not from us.
+func (ps *peerSession) relayedNews(vv, said core.VersionVector) bool {
+	direct := ps.n.directSet(ps.peer)
+	for origin, n := range vv {
+		if n > said[origin] && direct[ps.n.OriginDevice(origin)] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// sendable caps what may be sent of origin: of the peer's own changes
+// (under any of its replica incarnations), only those this device held at
+// the start of the session (the peer lacks them only when restored from an
+// older copy); it holds every later one.
+func (ps *peerSession) sendable(origin core.DeviceID, upTo uint64) uint64 {
+	if ps.n.OriginDevice(origin) != ps.peer {
+		return upTo
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return min(upTo, ps.startVV[origin])
+}
+
+// directPatience is how long a sender leaves an origin to the peer's
+// direct link while the peer makes no progress on it at all: then it
+// forwards the changes itself (the origin device may have lost them, say
+// restored from an older copy, or its link may be stuck).
+const directPatience = 10 * time.Second
+
+// mayForward reports whether this device sends origin's changes to the
+// peer: its own always, others unless the peer receives them from the
+// origin device itself and has been making progress on them (send
+// goroutine only).
+func (ps *peerSession) mayForward(origin core.DeviceID) bool {
+	device := ps.n.OriginDevice(origin) // origins are replica incarnations
+	if device == ps.n.DeviceID() {
+		return true
+	}
+	ps.mu.Lock()
+	direct, has := ps.direct[device], ps.peerHas[origin]
+	ps.mu.Unlock()
+	if !direct {
+		return true
+	}
+	st, ok := ps.stalls[origin]
+	if !ok || st.has != has {
+		ps.stalls[origin] = stall{has: has, since: time.Now()}
+		return false
+	}
+	return time.Since(st.since) > directPatience
+}
+
+// stall is the peer's progress on an origin left to its direct link: what
+// it held, since when.
+type stall struct {
+	has   uint64
+	since time.Time
+}
+
+// isOpen reports whether a transaction of origin is sent in part.
+func (ps *peerSession) isOpen(origin core.DeviceID) bool {
+	_, ok := ps.open[origin]
+	return ok
 }
 
 // sendOrigin sends origin's changes that the peer lacks, up to sequence
 // upTo, in frames of about batchBytes, stopping after about
-// batchChanges so that other origins and new commits get their turn.
+// batchChanges so that other origins and new commits get their turn. A
+// transaction sent in part is finished first.
 //
 // Delivery is causal: before a change goes out, every change in its causal
 // context that the peer lacks is sent first (recursively, origin by
 // origin). So a device never holds a change without what it depends on, and
 // a local write's context (the device's version vector) always covers the
-// versions it overwrote. The log is read before each frame is written,
-// never while a read is open, so a slow peer holds no store resources.
-func (ps *peerSession) sendOrigin(ctx context.Context, origin core.DeviceID, upTo uint64, depth int) (int, error) {
+// versions it overwrote. A dependency the peer receives from another
+// device is waited for (blocked: nothing more of origin goes out now). The
+// log is read before each frame is written, never while a read is open, so
+// a slow peer holds no store resources.
+func (ps *peerSession) sendOrigin(ctx context.Context, origin core.DeviceID, upTo uint64, depth int) (total int, blocked bool, err error) {
 	if depth > maxCausalDepth {
-		return 0, fmt.Errorf("sync send: causal dependencies nest deeper than %d", maxCausalDepth)
+		return 0, false, fmt.Errorf("sync send: causal dependencies nest deeper than %d", maxCausalDepth)
 	}
-	total := 0
-	for total < batchChanges {
-		have := ps.peerHasGet(origin)
-		if have >= upTo {
+	for total < batchChanges || ps.isOpen(origin) {
+		from, limit := ps.peerHasGet(origin), upTo
+		if o, ok := ps.open[origin]; ok {
+			from, limit = o.sent, o.end
+		}
+		if from >= limit {
 			break
 		}
-		batch, err := ps.readBatch(ctx, origin, have)
+		batch, err := ps.readBatch(ctx, origin, from)
 		if err != nil {
-			return total, err
+			return total, false, err
 		}
 		if len(batch) == 0 {
-			if have < upTo {
-				return total, fmt.Errorf("sync send %s: %w: log holds nothing after %d, peer needs up to %d", origin.Short(), ErrGap, have, upTo)
-			}
-			return total, nil
+			return total, false, fmt.Errorf("sync send %s: %w: log holds nothing after %d, peer needs up to %d", origin.Short(), ErrGap, from, limit)
 		}
-		cut, dep, need := ps.causalCut(batch, upTo)
+		cut, dep, need := ps.causalCut(batch, limit)
 		if err := ps.sendBatch(origin, batch[:cut]); err != nil {
-			return total, err
+			return total, false, err
 		}
 		if err := ps.serveControl(ctx); err != nil {
-			return total, err
+			return total, false, err
 		}
 		total += cut
 		if dep.IsZero() {
 			if cut < len(batch) {
-				break // reached upTo
+				break // reached limit
 			}
 			continue
 		}
-		n, err := ps.sendOrigin(ctx, dep, need, depth+1)
-		total += n
-		if err != nil {
-			return total, err
+		if !ps.mayForward(dep) {
+			return total, true, nil
 		}
-		if ps.peerHasGet(dep) < need {
-			return total, fmt.Errorf("sync send %s: %w: dependency %s:%d is not in the log", origin.Short(), ErrGap, dep.Short(), need)
+		for ps.peerHasGet(dep) < need {
+			n, blocked, err := ps.sendOrigin(ctx, dep, need, depth+1)
+			total += n
+			if err != nil || blocked {
+				return total, blocked, err
+			}
+			if n == 0 {
+				return total, false, fmt.Errorf("sync send %s: %w: dependency %s:%d is not in the log", origin.Short(), ErrGap, dep.Short(), need)
+			}
 		}
 	}
-	return total, nil
+	return total, false, nil
 }
 
 // maxCausalDepth bounds the recursion of sendOrigin: a chain of
@@ -166,7 +295,8 @@ const maxCausalDepth = 64
 // causalCut returns how many leading changes of batch may go out now: it
 // stops before the first change beyond upTo, or the first whose causal
 // context names a change of another origin the peer lacks (returned as dep,
-// need).
+// need). The peer holds every change of its own written during the
+// session.
 func (ps *peerSession) causalCut(batch []core.Change, upTo uint64) (cut int, dep core.DeviceID, need uint64) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
@@ -175,7 +305,7 @@ func (ps *peerSession) causalCut(batch []core.Change, upTo uint64) (cut int, dep
 			return i, core.DeviceID{}, 0
 		}
 		for d, n := range c.Context {
-			if d != c.Origin && n > ps.peerHas[d] {
+			if d != c.Origin && n > ps.peerHas[d] && (n <= ps.startVV[d] || ps.n.OriginDevice(d) != ps.peer) {
 				return i, d, n
 			}
 		}
@@ -192,7 +322,16 @@ func (ps *peerSession) sendBatch(origin core.DeviceID, batch []core.Change) erro
 		return err
 	}
 	ps.stats.changesSent.Add(uint64(len(batch)))
-	ps.peerHasRaise(origin, batch[len(batch)-1].Seq)
+	if ps.n.OriginDevice(origin) == ps.peer {
+		ps.stats.echoes.Add(uint64(len(batch)))
+	}
+	last := batch[len(batch)-1]
+	if end := last.TxnFirst + uint64(last.TxnLen) - 1; last.Seq < end {
+		ps.open[origin] = openTxn{first: last.TxnFirst, sent: last.Seq, end: end}
+	} else {
+		delete(ps.open, origin)
+	}
+	ps.peerHasRaise(origin, last.Seq)
 	ps.n.record(context.Background(), audit.BatchSent(ps.peer, "*", 0, int64(len(batch)), 0))
 	return nil
 }

@@ -31,7 +31,9 @@ import (
 //	                    value (len+bytes)
 //	Ack       (0x12)  VV: what the receiver holds after applying
 //	CaughtUp  (0x13)  VV, then Roots (below): the sender has sent everything
-//	                  it holds up to VV, and these are its Merkle roots
+//	                  it holds up to VV, and these are its Merkle roots; with
+//	                  no roots, VV claims only what it sent (it holds more,
+//	                  of origins the receiver gets from other devices)
 //	MerkleReq (0x14)  collection (len+bytes), then a merkle.Request
 //	MerkleResp(0x15)  collection (len+bytes), then a merkle.Response
 //	Records   (0x16)  as Changes, each record a one-change transaction
@@ -42,6 +44,10 @@ import (
 //	Fetch     (0x19)  collection (len+bytes), n, n x key (len+bytes)
 //	Repaired  (0x1A)  VV, count: the sender has pushed (count records) every
 //	                  record in which it differed from the receiver as of VV
+//	Direct    (0x1B)  VV whose devices (counters unused, 1) are the origins
+//	                  the sender receives from the origin devices themselves:
+//	                  the receiver forwards it none of their changes. Sent
+//	                  right after SyncHello and again whenever the set changes
 //
 // A VV is: count, then count x (32-byte device id, counter) in ascending
 // device order.
@@ -57,6 +63,7 @@ const (
 	TypeRoots      Type = 0x18 // Merkle roots of every collection that syncs
 	TypeFetch      Type = 0x19 // keys whose current versions the sender wants
 	TypeRepaired   Type = 0x1A // end of a repair: the receiver may raise its VV
+	TypeDirect     Type = 0x1B // origins the sender gets from their own devices
 )
 
 // AppendVV appends a version vector: count (uvarint), then per entry the
