@@ -41,13 +41,14 @@ func TestBackup(t *testing.T) {
 		}
 		return st
 	})
-	// Nothing is left behind in the store's directory but the store.
+	// Nothing is left behind in the store's directory but the store (its
+	// file, WAL, shared memory and the lock/guard file it keeps open).
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		if e.Name() != "store.db" && e.Name() != "store.db-wal" && e.Name() != "store.db-shm" {
+		if e.Name() != "store.db" && e.Name() != "store.db-wal" && e.Name() != "store.db-shm" && e.Name() != "store.db-lock" {
 			t.Errorf("backup left %s behind", e.Name())
 		}
 	}
