@@ -47,7 +47,7 @@ func TestBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		if e.Name() != "store.db" && e.Name() != "store.db-wal" && e.Name() != "store.db-shm" {
+		if e.Name() != "store.db" && e.Name() != "store.db-wal" && e.Name() != "store.db-shm" && e.Name() != "store.db-lock" {
 			t.Errorf("backup left %s behind", e.Name())
 		}
 	}
