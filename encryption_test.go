@@ -198,6 +198,23 @@ func TestWrongKeyRefused(t *testing.T) {
 		dir, _ := make1(t, nil)
 		refused(t, dir, federation.EncryptionConfig{Key: key})
 	})
+	t.Run("a damaged page of an encrypted store is damage", func(t *testing.T) {
+		dir := t.TempDir()
+		n, err := federation.New(federation.Config{Dir: dir, Encryption: federation.EncryptionConfig{Key: key}})
+		require.NoError(t, err)
+		for i := range 200 {
+			require.NoError(t, n.Put(ctx, "notes", fmt.Sprint(i), bytes.Repeat([]byte{'x'}, 1024)))
+		}
+		require.NoError(t, n.Close())
+		path := filepath.Join(dir, federation.DBFile)
+		fi, err := os.Stat(path)
+		require.NoError(t, err)
+		require.Greater(t, fi.Size(), int64(8*16<<10))
+		overwrite(t, path, 5*16<<10, 4096)
+		_, err = federation.New(federation.Config{Dir: dir, Encryption: federation.EncryptionConfig{Key: key}})
+		require.ErrorIs(t, err, federation.ErrDamaged)
+		require.NotErrorIs(t, err, federation.ErrWrongKey)
+	})
 	t.Run("the right key, from a provider", func(t *testing.T) {
 		dir, id := make1(t, key)
 		n, err := federation.New(federation.Config{Dir: dir, Encryption: federation.EncryptionConfig{
