@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/devicemesh/federation/core"
 )
@@ -141,7 +142,7 @@ func Rekey(ctx context.Context, path string, oldKey, newKey []byte) error {
 		return fmt.Errorf("rekey %s: %w", path, err)
 	}
 	files := storeFiles(path)
-	db, err := openDB(path, Options{Key: oldKey, BusyTimeout: 5e9, MaxReaders: 1, PageSize: defaultPageSize, MaxWALBytes: defaultMaxWALBytes})
+	db, err := openDB(path, Options{Key: oldKey, BusyTimeout: 5 * time.Second, MaxReaders: 1, PageSize: defaultPageSize, MaxWALBytes: defaultMaxWALBytes})
 	if err != nil {
 		return fmt.Errorf("rekey %s: %w", path, err)
 	}

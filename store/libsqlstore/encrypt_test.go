@@ -97,3 +97,16 @@ func TestKeySize(t *testing.T) {
 	_, err := libsqlstore.Open(context.Background(), filepath.Join(t.TempDir(), "s.db"), libsqlstore.Options{Key: []byte("short")})
 	require.ErrorIs(t, err, core.ErrInvalidArgument)
 }
+
+// TestEncryptedPageSize: the key's statements run before page_size, and
+// the check of the key before it does not fix the page size of a new
+// file: an encrypted store gets the 16 KiB pages of a plain one.
+func TestEncryptedPageSize(t *testing.T) {
+	ctx := context.Background()
+	st, err := libsqlstore.Open(ctx, filepath.Join(t.TempDir(), "s.db"), libsqlstore.Options{Key: randomKey(t)})
+	require.NoError(t, err)
+	defer st.Close()
+	var size int
+	require.NoError(t, st.DB().QueryRowContext(ctx, "PRAGMA page_size").Scan(&size))
+	require.Equal(t, 16<<10, size)
+}
