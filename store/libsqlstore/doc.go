@@ -144,6 +144,14 @@
 // header bytes 16 to 23 (page size and fixed values) stay plain, as
 // SQLite3MC keeps them for opening the file.
 //
+// Cost: the bundled build encrypts in software (its Rijndael, not the
+// CPU's AES instructions), and every page is encrypted when the WAL gets
+// it and again when a checkpoint copies it into the database file. Raw
+// libSQL inserts of 1 KiB rows, 1000 a transaction, went from about 4.4
+// to 7.2 µs of CPU a row with a key on a 2-core machine (about 1.2 µs
+// with no checkpoint); fedbench write and initial-sync take -encrypt to
+// measure the store's own cost.
+//
 // Rekey changes the key of a closed store (or encrypts a plain one, or
 // decrypts one), rewriting every page under the new key: SQLite3MC cannot
 // rekey in WAL mode, so it switches to a rollback journal for the
