@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -114,8 +115,16 @@ func TestMarkerNeverOnDisk(t *testing.T) {
 	}
 	requireNotInDir(t, dir, "running, after checkpoints", secrets)
 
+	// The backup's temporary copy is in Dir while it is streamed out.
 	var backup bytes.Buffer
-	require.NoError(t, n.Backup(ctx, &backup))
+	w := &scanOnWrite{w: &backup, scan: func() {
+		tmp, err := filepath.Glob(filepath.Join(dir, "."+federation.DBFile+".backup-*"))
+		require.NoError(t, err)
+		require.NotEmpty(t, tmp, "no temporary copy in Dir during the backup")
+		requireNotInDir(t, dir, "during a backup", secrets)
+	}}
+	require.NoError(t, n.Backup(ctx, w))
+	require.True(t, w.scanned)
 	for name, s := range secrets {
 		require.False(t, bytes.Contains(backup.Bytes(), s), "the %s is in plain text in a backup", name)
 	}
@@ -143,6 +152,21 @@ func TestMarkerNeverOnDisk(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, big, got)
 	require.NoError(t, n.Close())
+}
+
+// scanOnWrite calls scan before the first Write to w.
+type scanOnWrite struct {
+	w       io.Writer
+	scan    func()
+	scanned bool
+}
+
+func (s *scanOnWrite) Write(p []byte) (int, error) {
+	if !s.scanned {
+		s.scanned = true
+		s.scan()
+	}
+	return s.w.Write(p)
 }
 
 func newKey(t *testing.T) []byte {
