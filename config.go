@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/store/libsqlstore"
 )
 
 // Config assembles a Node. The zero value of every field has a documented
@@ -23,6 +25,11 @@ type Config struct {
 
 	// Device describes this device to the user's other devices.
 	Device DeviceConfig
+
+	// Encryption encrypts the default store's file at rest. The zero value
+	// (no key) leaves it plain: a host that wants encryption must supply
+	// a key, since a key kept beside the data would protect nothing.
+	Encryption EncryptionConfig
 
 	// Store replaces the default libSQL store. The node takes ownership and
 	// closes it on Close.
@@ -85,6 +92,40 @@ type DeviceConfig struct {
 	Type string
 }
 
+// EncryptionConfig supplies the key that encrypts the default store at
+// rest: its libSQL file, WAL and backups (AES-256-CBC per page through
+// SQLite3 Multiple Ciphers; see the store/libsqlstore documentation). The
+// key is 32 random bytes (crypto/rand) that the host keeps outside Dir,
+// ideally in the operating system's keychain; the same key must be given
+// at every start, and a wrong one makes New fail with ErrWrongKey, as
+// does a key for a store created plain or no key for an encrypted one.
+// RotateKey changes the key, or encrypts a plain store. Set at most one
+// of Key and KeyProvider; with neither, the store is not encrypted. Only
+// the default store is encrypted: setting a key with Config.Store is
+// ErrInvalidConfig.
+type EncryptionConfig struct {
+	// Key is the encryption key (32 bytes). nil: see KeyProvider.
+	Key []byte
+	// KeyProvider, when set, is called once by New to get the key (from
+	// the OS keychain, say); an error from it fails New. nil: see Key.
+	KeyProvider func(ctx context.Context) ([]byte, error)
+}
+
+// key returns the configured key: nil when there is none.
+func (e EncryptionConfig) key(ctx context.Context) ([]byte, error) {
+	if e.KeyProvider == nil {
+		return e.Key, nil
+	}
+	k, err := e.KeyProvider(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("encryption key provider: %w", err)
+	}
+	if len(k) != libsqlstore.KeySize {
+		return nil, fmt.Errorf("%w: encryption key provider returned %d bytes, want %d", core.ErrInvalidConfig, len(k), libsqlstore.KeySize)
+	}
+	return k, nil
+}
+
 // EventsConfig tunes event delivery to subscribers.
 type EventsConfig struct {
 	// Buffer is each subscription's channel capacity. When a subscriber
@@ -98,6 +139,15 @@ type EventsConfig struct {
 func (c Config) validate() (Config, error) {
 	if c.Store == nil && c.Dir == "" {
 		return c, fmt.Errorf("%w: Dir or Store must be set", core.ErrInvalidConfig)
+	}
+	if c.Encryption.Key != nil && c.Encryption.KeyProvider != nil {
+		return c, fmt.Errorf("%w: set Encryption.Key or Encryption.KeyProvider, not both", core.ErrInvalidConfig)
+	}
+	if c.Encryption.Key != nil && len(c.Encryption.Key) != libsqlstore.KeySize {
+		return c, fmt.Errorf("%w: Encryption.Key has %d bytes, want %d", core.ErrInvalidConfig, len(c.Encryption.Key), libsqlstore.KeySize)
+	}
+	if c.Store != nil && (c.Encryption.Key != nil || c.Encryption.KeyProvider != nil) {
+		return c, fmt.Errorf("%w: Encryption applies to the default store, not to Config.Store", core.ErrInvalidConfig)
 	}
 	if c.MaxClockDrift < 0 {
 		return c, fmt.Errorf("%w: negative MaxClockDrift", core.ErrInvalidConfig)

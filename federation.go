@@ -89,6 +89,7 @@ var (
 	ErrUnauthorized    = core.ErrUnauthorized
 	ErrLocked          = core.ErrLocked
 	ErrDamaged         = core.ErrDamaged
+	ErrWrongKey        = core.ErrWrongKey
 )
 
 // ParseDeviceID parses a device id's checkable text form.

@@ -13,10 +13,10 @@ require (
 	github.com/flynn/noise v1.1.0
 	github.com/libsql/sqlite-antlr4-parser v0.0.0-20240327125255-dbf53b6cbf06 // indirect
 	github.com/quic-go/quic-go v0.65.0
-	github.com/tursodatabase/go-libsql v0.0.0-20251219133454-43644db490ff // indirect
+	github.com/tursodatabase/go-libsql v0.0.0-20251219133454-43644db490ff
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/exp v0.0.0-20230515195305-f3d0a9c9a5cc // indirect
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
-	pgregory.net/rapid v1.3.0 // indirect
+	pgregory.net/rapid v1.3.0
 )

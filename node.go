@@ -89,7 +89,12 @@ func New(cfg Config) (*Node, error) {
 	}
 	st := cfg.Store
 	if st == nil {
-		st, err = libsqlstore.Open(ctx, filepath.Join(cfg.Dir, DBFile), libsqlstore.Options{Logger: cfg.Logger})
+		key, err := cfg.Encryption.key(ctx)
+		if err != nil {
+			_ = dir.release()
+			return nil, err
+		}
+		st, err = libsqlstore.Open(ctx, filepath.Join(cfg.Dir, DBFile), libsqlstore.Options{Logger: cfg.Logger, Key: key})
 		if err != nil {
 			_ = dir.release()
 			return nil, fmt.Errorf("open store: %w", err)

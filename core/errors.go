@@ -43,4 +43,8 @@ var (
 	// where one was created, or has rolled back behind commits it had
 	// acknowledged (a lost or cut WAL, or an older file put in its place).
 	ErrDamaged = errors.New("store damaged")
+	// ErrWrongKey reports a store file that its encryption key does not
+	// open: a wrong key, a key given for a file that is not encrypted, or
+	// no key for a file that is.
+	ErrWrongKey = errors.New("wrong encryption key")
 )

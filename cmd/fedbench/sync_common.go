@@ -43,9 +43,9 @@ type benchNode struct {
 }
 
 // openBenchNode opens (creating when missing) a node in dir and starts it
-// on QUIC on loopback.
-func openBenchNode(ctx context.Context, dir string) (*benchNode, error) {
-	st, err := libsqlstore.Open(ctx, filepath.Join(dir, federation.DBFile), libsqlstore.Options{})
+// on QUIC on loopback; key, when set, encrypts its store.
+func openBenchNode(ctx context.Context, dir string, key []byte) (*benchNode, error) {
+	st, err := libsqlstore.Open(ctx, filepath.Join(dir, federation.DBFile), libsqlstore.Options{Key: key})
 	if err != nil {
 		return nil, err
 	}
@@ -352,7 +352,7 @@ func preparePair(ctx context.Context, label, state string, n, valueLen int) (*sy
 		}
 	}
 	var err error
-	if p.a, err = openBenchNode(ctx, filepath.Join(p.root, "a")); err != nil {
+	if p.a, err = openBenchNode(ctx, filepath.Join(p.root, "a"), nil); err != nil {
 		p.close()
 		return nil, err
 	}
@@ -362,7 +362,7 @@ func preparePair(ctx context.Context, label, state string, n, valueLen int) (*sy
 			return nil, err
 		}
 	}
-	if p.b, err = openBenchNode(ctx, filepath.Join(p.root, "b")); err != nil {
+	if p.b, err = openBenchNode(ctx, filepath.Join(p.root, "b"), nil); err != nil {
 		p.close()
 		return nil, err
 	}

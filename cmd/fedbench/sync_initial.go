@@ -27,6 +27,10 @@ import (
 // memory is measured apart from the sender's.
 const receiverEnv = "FEDBENCH_SYNC_RECEIVER"
 
+// receiverKeyEnv, when set (hex), is the key that encrypts the receiver's
+// store (-encrypt): the child gets it from the parent's environment for it.
+const receiverKeyEnv = "FEDBENCH_SYNC_RECEIVER_KEY"
+
 // receiverProfileEnv, when set, names a file where the receiver writes
 // its CPU profile.
 const receiverProfileEnv = "FEDBENCH_RECEIVER_CPUPROFILE"
@@ -101,12 +105,20 @@ func runInitialSync(ctx context.Context, args []string) (result, error) {
 	n := fs.Int("n", 1000000, "records A holds")
 	valueLen := fs.Int("value", 1024, "value size in bytes")
 	rounds := fs.Int("rounds", 2, "alternating measurements of each side (best counts)")
+	encrypt := fs.Bool("encrypt", false, "encrypt both devices' stores (Config.Encryption); the ratio stays against plain raw go-libsql, and an encrypted raw baseline is reported beside it")
 	keep := fs.String("state", "", "keep the synced pair in DIR/pair-<n> for the delta, repair and insync scenarios (default: remove it)")
 	if err := fs.Parse(args); err != nil {
 		return result{}, err
 	}
 	if *n <= 0 || *valueLen < 0 || *rounds <= 0 {
 		return result{}, errors.New("initial-sync: -n and -rounds must be positive, -value not negative")
+	}
+	if *encrypt && *keep != "" {
+		return result{}, errors.New("initial-sync: -state keeps plain pairs only; drop -encrypt")
+	}
+	key, err := benchKey(*encrypt)
+	if err != nil {
+		return result{}, err
 	}
 	root, err := os.MkdirTemp("", "fedbench-initial-")
 	if err != nil {
@@ -118,7 +130,7 @@ func runInitialSync(ctx context.Context, args []string) (result, error) {
 			_ = os.RemoveAll(root)
 		}
 	}()
-	a, err := openBenchNode(ctx, filepath.Join(root, "a"))
+	a, err := openBenchNode(ctx, filepath.Join(root, "a"), key)
 	if err != nil {
 		return result{}, err
 	}
@@ -150,13 +162,22 @@ func runInitialSync(ctx context.Context, args []string) (result, error) {
 		peak              int64
 		bDir              string
 		perRound          []map[string]float64
+		encBase           float64
 	)
 	for r := 0; r < *rounds; r++ {
 		keys, values := writeData(p)
 		progress("initial-sync: round %d/%d: baseline: raw go-libsql insert of %d rows", r+1, *rounds, *n)
-		rate, cpu, err := measureRaw(ctx, p, keys, values)
+		rate, cpu, err := measureRaw(ctx, p, nil, keys, values)
 		if err != nil {
 			return result{}, err
+		}
+		encRate := 0.0
+		if key != nil {
+			if encRate, _, err = measureRaw(ctx, p, key, keys, values); err != nil {
+				return result{}, err
+			}
+			progress("initial-sync: round %d/%d: encrypted baseline %.0f rows/s", r+1, *rounds, encRate)
+			encBase = max(encBase, encRate)
 		}
 		keys, values = nil, nil
 		runtime.GC() // the baseline's rows are garbage: not the sender's to carry
@@ -169,7 +190,7 @@ func runInitialSync(ctx context.Context, args []string) (result, error) {
 		}
 		bDir = filepath.Join(root, fmt.Sprintf("b%d", r))
 		cpu0 := cpuTime()
-		done, wall, maxrss, err := spawnReceiver(ctx, a, bDir)
+		done, wall, maxrss, err := spawnReceiver(ctx, a, bDir, key)
 		sent := cpuTime() - cpu0
 		if err != nil {
 			return result{}, err
@@ -183,6 +204,7 @@ func runInitialSync(ctx context.Context, args []string) (result, error) {
 		perRound = append(perRound, map[string]float64{
 			"baseline_rows_per_s": rate, "sync_records_per_s": float64(*n) / done.Seconds,
 			"receiver_vmhwm_mib": float64(done.VmHWMKiB) / 1024, "receiver_rusage_maxrss_mib": float64(maxrss) / 1024,
+			"encrypted_baseline_rows_per_s": encRate,
 		})
 		if best.Seconds == 0 || done.Seconds < best.Seconds {
 			best, bestWall, senderCPU = done, wall, sent
@@ -222,6 +244,10 @@ func runInitialSync(ctx context.Context, args []string) (result, error) {
 		"ratio_pass":                 res.Ratio >= 0.5,
 		"bytes_recv":                 done.BytesRecv, "frames_recv": done.FramesRecv,
 		"changes_recv": done.ChangesRecv,
+		"encrypted":    key != nil,
+	}
+	if key != nil {
+		res.Extra["ratio_vs_encrypted_baseline"] = ours / encBase
 	}
 	if *keep != "" {
 		// The pair is A and the last B.
@@ -252,10 +278,13 @@ func keepPair(root, dst string, n, valueLen int) error {
 
 // spawnReceiver runs B in a child process syncing from a, and returns its
 // report, the wall time of the child and its rusage peak RSS (KiB).
-func spawnReceiver(ctx context.Context, a *benchNode, dir string) (receiverDone, time.Duration, int64, error) {
+func spawnReceiver(ctx context.Context, a *benchNode, dir string, key []byte) (receiverDone, time.Duration, int64, error) {
 	var done receiverDone
 	cmd := exec.CommandContext(ctx, os.Args[0], "initial-sync")
 	cmd.Env = append(os.Environ(), receiverEnv+"="+dir)
+	if key != nil {
+		cmd.Env = append(cmd.Env, receiverKeyEnv+"="+hex.EncodeToString(key))
+	}
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -280,11 +309,11 @@ func spawnReceiver(ctx context.Context, a *benchNode, dir string) (receiverDone,
 	if err := readJSONLine(lines, &hello); err != nil {
 		return fail(fmt.Errorf("receiver hello: %w", err))
 	}
-	key, err := parseKey(hello.Key)
+	peerKey, err := parseKey(hello.Key)
 	if err != nil {
 		return fail(err)
 	}
-	a.node.TrustDevice(key)
+	a.node.TrustDevice(peerKey)
 	vv, err := a.store.VersionVector(ctx)
 	if err != nil {
 		return fail(err)
@@ -354,7 +383,14 @@ func runReceiver(ctx context.Context, dir string) error {
 		}
 		defer trace.Stop()
 	}
-	b, err := openBenchNode(ctx, dir)
+	var key []byte
+	if k := os.Getenv(receiverKeyEnv); k != "" {
+		var err error
+		if key, err = hex.DecodeString(k); err != nil {
+			return fmt.Errorf("receiver: bad %s", receiverKeyEnv)
+		}
+	}
+	b, err := openBenchNode(ctx, dir, key)
 	if err != nil {
 		return err
 	}
@@ -368,17 +404,17 @@ func runReceiver(ctx context.Context, dir string) error {
 	if err := json.NewDecoder(os.Stdin).Decode(&g); err != nil {
 		return fmt.Errorf("receiver: read go: %w", err)
 	}
-	key, err := parseKey(g.Key)
+	peerKey, err := parseKey(g.Key)
 	if err != nil {
 		return err
 	}
-	b.node.TrustDevice(key)
+	b.node.TrustDevice(peerKey)
 	var want uint64
 	for _, s := range g.VV {
 		want += s
 	}
 	start := time.Now()
-	if err := b.node.Connect(ctx, g.Addr, core.DeviceIDFromKey(key)); err != nil {
+	if err := b.node.Connect(ctx, g.Addr, core.DeviceIDFromKey(peerKey)); err != nil {
 		return err
 	}
 	last := time.Now()

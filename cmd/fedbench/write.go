@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	crand "crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -16,11 +18,26 @@ import (
 	_ "github.com/tursodatabase/go-libsql"
 
 	"github.com/devicemesh/federation"
+	"github.com/devicemesh/federation/store/libsqlstore"
 )
 
 // writeParams are the flags of the write scenario.
 type writeParams struct {
 	rows, txn, valueLen, rounds int
+	// key, when set, encrypts the node's store (-encrypt).
+	key []byte
+}
+
+// benchKey returns a random encryption key when encrypt is set, else nil.
+func benchKey(encrypt bool) ([]byte, error) {
+	if !encrypt {
+		return nil, nil
+	}
+	key := make([]byte, libsqlstore.KeySize)
+	if _, err := crand.Read(key); err != nil {
+		return nil, err
+	}
+	return key, nil
 }
 
 // runWrite measures Node.Update throughput (txn puts per transaction)
@@ -36,19 +53,24 @@ func runWrite(ctx context.Context, args []string) (result, error) {
 	fs.IntVar(&p.txn, "txn", 1000, "rows per transaction")
 	fs.IntVar(&p.valueLen, "value", 1024, "value size in bytes")
 	fs.IntVar(&p.rounds, "rounds", 3, "measurements of each side (best counts)")
+	encrypt := fs.Bool("encrypt", false, "encrypt the node's store (Config.Encryption); the ratio stays against plain raw go-libsql, and an encrypted raw baseline is reported beside it")
 	if err := fs.Parse(args); err != nil {
+		return result{}, err
+	}
+	var err error
+	if p.key, err = benchKey(*encrypt); err != nil {
 		return result{}, err
 	}
 	if p.rows <= 0 || p.txn <= 0 || p.valueLen < 0 || p.rounds <= 0 {
 		return result{}, errors.New("write: -n, -txn and -rounds must be positive, -value not negative")
 	}
 	keys, values := writeData(p)
-	var raws, ours, rawCPU, ourCPU []float64
+	var raws, ours, rawCPU, ourCPU, encRaws []float64
 	for r := 0; r < p.rounds; r++ {
 		// Alternate which side goes first.
 		sides := []func() error{
 			func() error {
-				v, cpu, err := measureRaw(ctx, p, keys, values)
+				v, cpu, err := measureRaw(ctx, p, nil, keys, values)
 				raws, rawCPU = append(raws, v), append(rawCPU, cpu)
 				return err
 			},
@@ -61,6 +83,13 @@ func runWrite(ctx context.Context, args []string) (result, error) {
 		if r%2 == 1 {
 			sides[0], sides[1] = sides[1], sides[0]
 		}
+		if p.key != nil {
+			sides = append(sides, func() error {
+				v, _, err := measureRaw(ctx, p, p.key, keys, values)
+				encRaws = append(encRaws, v)
+				return err
+			})
+		}
 		for _, side := range sides {
 			if err := side(); err != nil {
 				return result{}, err
@@ -68,6 +97,9 @@ func runWrite(ctx context.Context, args []string) (result, error) {
 		}
 		progress("write: round %d/%d: raw %.0f rows/s (%.1f µs CPU/row), node %.0f rows/s (%.1f µs CPU/row)",
 			r+1, p.rounds, raws[r], rawCPU[r], ours[r], ourCPU[r])
+		if p.key != nil {
+			progress("write: round %d/%d: encrypted raw %.0f rows/s", r+1, p.rounds, encRaws[r])
+		}
 	}
 	res := result{Scenario: "write", Ours: slices.Max(ours), Baseline: slices.Max(raws), Unit: "rows/s", Target: "ratio >= 0.5"}
 	res.Ratio = res.Ours / res.Baseline
@@ -79,6 +111,11 @@ func runWrite(ctx context.Context, args []string) (result, error) {
 		"raw_rounds": raws, "node_rounds": ours,
 		"raw_cpu_us_per_row": rawCPU, "node_cpu_us_per_row": ourCPU,
 		"cpu_ratio": slices.Min(rawCPU) / slices.Min(ourCPU),
+		"encrypted": p.key != nil,
+	}
+	if p.key != nil {
+		res.Extra["encrypted_raw_rounds"] = encRaws
+		res.Extra["ratio_vs_encrypted_raw"] = res.Ours / slices.Max(encRaws)
 	}
 	return res, nil
 }
@@ -118,8 +155,9 @@ func writeData(p writeParams) ([]string, [][]byte) {
 }
 
 // measureRaw inserts the rows with plain go-libsql and returns rows/s and
-// CPU µs per row.
-func measureRaw(ctx context.Context, p writeParams, keys []string, values [][]byte) (float64, float64, error) {
+// CPU µs per row; with key, into a file encrypted as the store encrypts
+// its own (aes256cbc through PRAGMA hexkey).
+func measureRaw(ctx context.Context, p writeParams, key []byte, keys []string, values [][]byte) (float64, float64, error) {
 	dir, err := os.MkdirTemp("", "fedbench-raw-")
 	if err != nil {
 		return 0, 0, err
@@ -131,6 +169,14 @@ func measureRaw(ctx context.Context, p writeParams, keys []string, values [][]by
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
+	if key != nil {
+		for _, q := range []string{"PRAGMA cipher = 'aes256cbc'", "PRAGMA hexkey = '" + hex.EncodeToString(key) + "'"} {
+			var ok string
+			if err := db.QueryRowContext(ctx, q).Scan(&ok); err != nil {
+				return 0, 0, errors.New("raw: set encryption key")
+			}
+		}
+	}
 	var mode string
 	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
 		return 0, 0, fmt.Errorf("raw: %w", err)
@@ -180,7 +226,7 @@ func measureNode(ctx context.Context, p writeParams, keys []string, values [][]b
 		return 0, 0, err
 	}
 	defer os.RemoveAll(dir)
-	node, err := federation.New(federation.Config{Dir: dir})
+	node, err := federation.New(federation.Config{Dir: dir, Encryption: federation.EncryptionConfig{Key: p.key}})
 	if err != nil {
 		return 0, 0, fmt.Errorf("node: %w", err)
 	}

@@ -9,10 +9,18 @@
 //	go run ./examples/quickstart
 //
 // It ends with the line "converged: 3 devices, <records> records, root <hex>".
+//
+// Every device's libSQL file is encrypted at rest (Config.Encryption). The
+// example keeps each device's key, 32 random bytes made at its first start,
+// in a file of its own beside the device's data directory (mode 0600), and
+// hands it to the SDK through a KeyProvider; a real host would keep the key
+// in the operating system's keychain instead, since a key stored next to
+// the data protects it only from whoever copies the data alone.
 package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -52,7 +60,7 @@ func run(ctx context.Context) error {
 	}
 	defer os.RemoveAll(dir)
 
-	step("1. three devices start, each with its own libSQL file under %s", dir)
+	step("1. three devices start, each with its own encrypted libSQL file under %s", dir)
 	var devs []*device
 	for _, name := range []string{"phone", "laptop", "tablet"} {
 		var logger *slog.Logger
@@ -60,8 +68,13 @@ func run(ctx context.Context) error {
 			logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		}
 		n, err := federation.New(federation.Config{
-			Logger:  logger,
-			Dir:     dir + "/" + name,
+			Logger: logger,
+			Dir:    dir + "/" + name,
+			Encryption: federation.EncryptionConfig{
+				KeyProvider: func(context.Context) ([]byte, error) {
+					return deviceKey(dir + "/" + name + ".key")
+				},
+			},
 			Device:  federation.DeviceConfig{Name: name, Type: name},
 			Network: federation.NetworkConfig{ListenAddr: "127.0.0.1:0"},
 			Collections: map[string]federation.Policy{
@@ -111,6 +124,26 @@ func run(ctx context.Context) error {
 		return err
 	}
 	return summary(ctx, devs)
+}
+
+// deviceKey returns the encryption key kept in the file at path, creating
+// it (32 random bytes, readable by the owner only) on first use.
+func deviceKey(path string) ([]byte, error) {
+	key, err := os.ReadFile(path)
+	if err == nil {
+		return key, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	key = make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, key, 0o600); err != nil {
+		return nil, err
+	}
+	return key, nil
 }
 
 func step(format string, args ...any) { fmt.Printf("\n== "+format+"\n", args...) }

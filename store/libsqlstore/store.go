@@ -52,6 +52,12 @@ type Options struct {
 	// writer completes a checkpoint itself so that the next write restarts
 	// the WAL, which truncates the file to half this size. 0 means 64 MiB.
 	MaxWALBytes int
+	// Key, when set, encrypts the file and its WAL (see Encryption in the
+	// package documentation): KeySize random bytes, which every later Open
+	// of the file must be given. A wrong key, a key for a file that is not
+	// encrypted or none for one that is fails with an error wrapping
+	// core.ErrWrongKey; Rekey changes the key. nil leaves the file plain.
+	Key []byte
 }
 
 // defaultPageSize is Options.PageSize's default.
@@ -110,12 +116,19 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if opts.PageSize < 512 || opts.PageSize > 65536 || opts.PageSize&(opts.PageSize-1) != 0 {
 		return nil, fmt.Errorf("open store: %w: page size %d is not a power of two from 512 to 65536", core.ErrInvalidArgument, opts.PageSize)
 	}
+	if err := checkKey(opts.Key); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
 	existed := hasData(path)
 	if err := createFile(path); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	g, err := acquireGuard(path)
 	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := matchKey(path, opts.Key); err != nil {
+		_ = g.release()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	files := storeFiles(path)
@@ -146,9 +159,10 @@ func hasData(path string) bool {
 }
 
 // damaged marks err as damage of the file (core.ErrDamaged) when it comes
-// from a file that existed, or reports corrupt content.
+// from a file that existed, or reports corrupt content; a wrong key stays
+// a wrong key.
 func damaged(existed bool, err error) error {
-	if err == nil || errors.Is(err, core.ErrDamaged) || !(existed || errors.Is(err, core.ErrCorrupt)) {
+	if err == nil || errors.Is(err, core.ErrDamaged) || errors.Is(err, core.ErrWrongKey) || !(existed || errors.Is(err, core.ErrCorrupt)) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", core.ErrDamaged, err)
@@ -267,7 +281,8 @@ func openDB(path string, opts Options) (*sql.DB, error) {
 	if opts.FullSync {
 		syncMode = "FULL"
 	}
-	c := &connector{inner: inner, pragmas: []string{
+	// The key before anything reads or creates the file.
+	c := &connector{inner: inner, keyed: keyPragmas(opts.Key), pragmas: []string{
 		// First, so that whichever connection creates the file uses it;
 		// a no-op on an existing file.
 		fmt.Sprintf("PRAGMA page_size = %d", opts.PageSize),
@@ -281,9 +296,12 @@ func openDB(path string, opts Options) (*sql.DB, error) {
 	return db, nil
 }
 
-// connector applies pragmas to every new connection of the pool.
+// connector applies pragmas to every new connection of the pool: first
+// the encryption key's (keyed, then a read that checks the key), then the
+// others.
 type connector struct {
 	inner   driver.Connector
+	keyed   []string
 	pragmas []string
 }
 
@@ -296,6 +314,19 @@ func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 	if !ok {
 		_ = conn.Close()
 		return nil, errors.New("libsql connection cannot run queries")
+	}
+	for _, p := range c.keyed {
+		if err := runPragma(ctx, q, p); err != nil {
+			_ = conn.Close()
+			// The driver's error quotes the statement: the key.
+			return nil, errors.New("set encryption key: refused by SQLite3MC")
+		}
+	}
+	if len(c.keyed) > 0 {
+		if err := runPragma(ctx, q, verifyKeyQuery); err != nil {
+			_ = conn.Close()
+			return nil, wrongKey(err)
+		}
 	}
 	for _, p := range c.pragmas {
 		if err := runPragma(ctx, q, p); err != nil {
