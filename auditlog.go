@@ -43,14 +43,16 @@ func (n *Node) Audit() *audit.Log { return n.audit }
 // Only a failing audit store loses an entry, and that is logged as an error.
 func (n *Node) record(ctx context.Context, e audit.Entry) {
 	ctx = context.WithoutCancel(ctx)
-	_, err := n.audit.Append(ctx, e)
+	got, err := n.audit.Append(ctx, e)
 	if errors.Is(err, audit.ErrInvalidEntry) {
 		n.log.Error("audit entry refused, recording a substitute", "kind", e.Kind, "err", err)
-		_, err = n.audit.Append(ctx, audit.Salvage(e))
+		got, err = n.audit.Append(ctx, audit.Salvage(e))
 	}
 	if err != nil {
 		n.log.Error("audit append failed", "kind", e.Kind, "err", err)
+		return
 	}
+	n.noteAudited(got.Seq)
 }
 
 // closeReason turns a session's end into a short reason code.

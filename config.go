@@ -198,6 +198,9 @@ func (c *Config) policy(collection string) Policy {
 	if collection == registryCollection || collection == replicasCollection {
 		return Policy{Priority: core.PriorityHigh, Mode: core.ModeImmediate, Resolver: conflict.LWW{}}
 	}
+	if collection == auditHeadsCollection {
+		return Policy{Priority: core.PriorityHigh, Mode: core.ModeImmediate, Resolver: headResolver{}}
+	}
 	if internal(collection) {
 		return Policy{Priority: core.PriorityNone, Mode: core.ModeLocalOnly}
 	}

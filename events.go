@@ -32,6 +32,12 @@ const (
 	// names a collection that differs. Repair keeps retrying with backoff.
 	// Counted in Stats.RepairsUnsettled.
 	EventRepairUnsettled
+	// EventAuditTampered reports an audit history that was rewritten or
+	// truncated: this device's own chain lacks a head it signed earlier
+	// (Origin is this device; see Node.VerifyAudit), or a peer's signed
+	// head forks from the one held here (Origin is that peer). Counted in
+	// Stats.AuditTampered.
+	EventAuditTampered
 )
 
 // String names the kind.
@@ -47,6 +53,8 @@ func (k EventKind) String() string {
 		return "clock-drift"
 	case EventRepairUnsettled:
 		return "repair-unsettled"
+	case EventAuditTampered:
+		return "audit-tampered"
 	}
 	return "event(?)"
 }
@@ -69,7 +77,8 @@ type Event struct {
 	Timestamp Timestamp
 	// ConflictID names the conflict of an EventConflict or EventResolved.
 	ConflictID string
-	// Reason explains an EventClockDrift or EventRepairUnsettled in a few
+	// Reason explains an EventClockDrift, EventRepairUnsettled or
+	// EventAuditTampered in a few
 	// words (never personal data).
 	Reason string
 }

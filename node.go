@@ -66,6 +66,7 @@ type Node struct {
 	dir    *dirGuard // lock on Config.Dir (nil without one)
 	health health    // counters of conditions the host should hear of
 	links  links     // peers' addresses and sessions, for redialling (peers.go)
+	anchor anchor    // signed audit heads and tamper detection (auditheads.go)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -183,6 +184,7 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 	if err := n.loadRegistry(ctx); err != nil {
 		return nil, err
 	}
+	n.startAnchor(ctx)
 	if cfg.Reembed != nil {
 		n.reembed = make(chan reembedJob, reembedQueue)
 		loopCtx, stop := context.WithCancel(context.Background())
@@ -371,6 +373,10 @@ type Stats struct {
 	// not settle after repeated tries (each also raised
 	// EventRepairUnsettled).
 	RepairsUnsettled uint64
+	// AuditTampered counts detections of a rewritten or truncated audit
+	// history, this device's or a peer's (each also raised
+	// EventAuditTampered; see Node.VerifyAudit).
+	AuditTampered uint64
 }
 
 // Stats returns a snapshot of the node's counters. It is taken between
@@ -392,7 +398,8 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 	}
 	subs, dropped := n.events.counts()
 	return Stats{Device: n.DeviceID(), Store: ss, VersionVector: vv, Subscribers: subs, EventsDropped: dropped,
-		ClockDrift: n.health.clockDrift.Load(), RepairsUnsettled: n.health.repairsUnsettled.Load()}, nil
+		ClockDrift: n.health.clockDrift.Load(), RepairsUnsettled: n.health.repairsUnsettled.Load(),
+		AuditTampered: n.anchor.detected.Load()}, nil
 }
 
 // Close stops everything the node started, waits for it, ends every
@@ -418,6 +425,7 @@ func (n *Node) Close() error {
 		n.wg.Wait()
 		n.writeMu.Lock() // let an in-flight Update finish
 		defer n.writeMu.Unlock()
+		n.anchorLocked(context.Background(), true) // sign the audit head
 		if err := saveClock(context.Background(), n.store, n.hlc.Last()); err != nil {
 			errs = append(errs, err)
 		}

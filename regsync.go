@@ -116,7 +116,8 @@ func (n *Node) foldOps(ctx context.Context, ops []registry.Op, audited bool) {
 // (replica.go), and are learned. Each registry record must hold a
 // well-formed operation, keyed by its hash, whose signature verifies.
 // Operations whose author is not (yet) allowed are kept: registry.State
-// decides their effect.
+// decides their effect. Audit heads are checked by checkHeads
+// (auditheads.go).
 func (n *Node) checkOps(ctx context.Context, from core.DeviceID, recs []core.Record) error {
 	if err := n.learnReplicas(recs); err != nil {
 		n.record(ctx, audit.Refusal(n.OriginDevice(from), "forged-replica"))
@@ -140,7 +141,7 @@ func (n *Node) checkOps(ctx context.Context, from core.DeviceID, recs []core.Rec
 			return fmt.Errorf("%w: %w: %v", core.ErrProtocol, ErrForgedOperation, err)
 		}
 	}
-	return nil
+	return n.checkHeads(ctx, from, recs)
 }
 
 // registryOps extracts the operations among committed records.

@@ -19,6 +19,12 @@ var (
 	// ErrMalformedDetail reports a stored detail encoding that does not
 	// parse. It wraps core.ErrCorrupt.
 	ErrMalformedDetail = fmt.Errorf("malformed audit detail: %w", core.ErrCorrupt)
+	// ErrForgedHead reports a signed audit head whose signature does not
+	// verify against its key. It wraps core.ErrUnauthorized.
+	ErrForgedHead = fmt.Errorf("forged audit head: %w", core.ErrUnauthorized)
+	// ErrMalformedHead reports a signed audit head encoding that does not
+	// parse. It wraps core.ErrCorrupt.
+	ErrMalformedHead = fmt.Errorf("malformed audit head: %w", core.ErrCorrupt)
 	// errConflict reports a backend insert that lost a race with another
 	// writer of the same table (a sequence number already taken).
 	errConflict = errors.New("audit sequence number already taken")
