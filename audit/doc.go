@@ -48,4 +48,40 @@
 //
 // (EnsureSchema creates it). A Log serializes its appends so that
 // concurrent callers always extend one valid chain.
+//
+// # Anchoring
+//
+// Whoever can write the table can also rewrite a row, recompute every later
+// hash and drop the newest rows: the chain then verifies. A SignedHead
+// anchors the chain outside the file: the device signs (Ed25519, its
+// device key) its entry count, newest Hash, the head it supersedes (Prev)
+// and a time, encoded as
+//
+//	version uint8 (1) | public key 32 | seq uint64 | hash 32 |
+//	prev seq uint64 | prev hash 32 | at int64 Unix ms | signature 64
+//
+// with the signature over "devicemesh/audit-head/v1" and the bytes before
+// it. The federation node replicates each device's latest head to its
+// peers, who keep the highest (CompareHeads) and never let a lower one
+// replace it. Log.CheckHead and Log.VerifyHead tell whether the chain still
+// contains a head; Extends tells a holder whether a newer head continues
+// the one it held.
+//
+// What remains possible:
+//   - Entries after the newest head the peers (or the device's own store)
+//     hold can be dropped or rewritten undetected; heads are signed every
+//     few hundred entries, after some minutes, and at Close.
+//   - The device key is in the same store. An attacker who can write the
+//     file can sign heads over a rewritten history. The peers never lower
+//     the count they hold, so a shorter or rewritten chain is still caught
+//     when the device next gets the peers' head; but if the attacker also
+//     removes the heads the device stores and the rewritten chain grows
+//     past the peers' head before the device reconnects, the device's next
+//     head replaces the peers' one. The peers see that it does not extend
+//     the head they held and report a fork for that device; the device
+//     itself learns nothing.
+//   - A device that never reconnects cannot be checked against its peers,
+//     only against its own stored head.
+//   - A device restored from an older copy of its store lacks the entries
+//     written since the copy and is reported as tampered: they are gone.
 package audit
