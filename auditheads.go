@@ -79,8 +79,15 @@ type anchor struct {
 	pubSeq    uint64    // the entry count of the last head published (or held at open)
 	lastPub   time.Time // when the last head was published (Config.Clock)
 	checked   bool      // the chain was verified since open
+	memory    bool      // the audit log lives in memory: no own heads, no own checks
 	tampered  error     // the first detection (nil: none); latches publishing off
 	republish map[core.DeviceID]audit.SignedHead
+}
+
+func (a *anchor) inMemory() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.memory
 }
 
 func (a *anchor) wake() {
@@ -104,8 +111,15 @@ func (n *Node) noteAudited(seq uint64) {
 }
 
 // startAnchor starts the head loop. Called by newNode, before the node
-// runs.
+// runs. A node whose audit log lives in memory (a store without a
+// database) signs no heads of its own, since its log restarts empty at
+// every open; it still verifies and keeps its peers' heads.
 func (n *Node) startAnchor(ctx context.Context) {
+	if _, ok := auditDB(n.store); !ok {
+		n.anchor.mu.Lock()
+		n.anchor.memory = true
+		n.anchor.mu.Unlock()
+	}
 	n.anchor.every = headEvery
 	n.anchor.kick = make(chan struct{}, 1)
 	n.anchor.lastPub = n.cfg.Clock.Now()
@@ -133,6 +147,9 @@ func (n *Node) headLoop(held audit.SignedHead) {
 		case <-ctx.Done():
 		}
 	}()
+	if n.anchor.inMemory() {
+		held = audit.SignedHead{} // the log restarted empty: check the chain only
+	}
 	err := n.audit.VerifyHead(ctx, held.Head)
 	if ctx.Err() != nil {
 		return
@@ -201,7 +218,7 @@ func (n *Node) anchorLocked(ctx context.Context, closing bool) {
 func (n *Node) publishHeadLocked(ctx context.Context) error {
 	a := &n.anchor
 	a.mu.Lock()
-	stop := a.tampered != nil || !a.checked
+	stop := a.tampered != nil || !a.checked || a.memory
 	a.mu.Unlock()
 	if stop {
 		return nil
@@ -283,7 +300,7 @@ func (n *Node) checkHeads(ctx context.Context, from core.DeviceID, recs []core.R
 			return fmt.Errorf("%w: %w", core.ErrProtocol, err)
 		}
 		dev := h.Device()
-		if dev == n.DeviceID() {
+		if dev == n.DeviceID() && !n.anchor.inMemory() {
 			if err := n.audit.CheckHead(ctx, h.Head); err != nil {
 				n.auditTampered(err, "head held by "+n.OriginDevice(from).Short())
 			}
@@ -348,6 +365,9 @@ func (n *Node) VerifyAudit(ctx context.Context) error {
 		return latched
 	}
 	held, _ := n.heldHead(ctx, n.DeviceID())
+	if n.anchor.inMemory() {
+		held = audit.SignedHead{}
+	}
 	if err := n.audit.VerifyHead(ctx, held.Head); err != nil {
 		if !errors.Is(err, audit.ErrTampered) {
 			return fmt.Errorf("verify audit: %w", err)

@@ -175,7 +175,7 @@ func TestAuditRewriteDetectedAfterRestart(t *testing.T) {
 					if !errors.Is(err, ErrAuditTampered) {
 						t.Fatalf("VerifyAudit after detection = %v", err)
 					}
-					t.Logf("detected once connected: %v", err)
+					t.Logf("detected once connected (device %s, peer %s): %v", a.DeviceID().Short(), b.DeviceID().Short(), err)
 					// The peer still holds the highest head: the rewritten
 					// device did not lower it.
 					if got := waitHeld(t, b, a.DeviceID(), held.Head.Seq); audit.CompareHeads(got.Head, held.Head) < 0 {

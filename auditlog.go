@@ -19,13 +19,23 @@ import (
 // file), in memory otherwise. Entries carry counts, collection names and
 // reason codes, never keys or values.
 
+// auditDB returns the database that keeps the audit log of st, if st has
+// one; without it the log lives in memory and restarts empty at each open.
+func auditDB(st Store) (*sql.DB, bool) {
+	db, ok := st.(interface{ DB() *sql.DB })
+	if !ok {
+		return nil, false
+	}
+	return db.DB(), true
+}
+
 // openAudit opens the audit log kept by st.
 func openAudit(ctx context.Context, st Store, clock core.Clock) (*audit.Log, error) {
-	if db, ok := st.(interface{ DB() *sql.DB }); ok {
-		if err := audit.EnsureSchema(ctx, db.DB()); err != nil {
+	if db, ok := auditDB(st); ok {
+		if err := audit.EnsureSchema(ctx, db); err != nil {
 			return nil, fmt.Errorf("open audit log: %w", err)
 		}
-		return audit.New(audit.NewSQL(db.DB()), audit.Options{Clock: clock}), nil
+		return audit.New(audit.NewSQL(db), audit.Options{Clock: clock}), nil
 	}
 	return audit.New(audit.NewMemory(), audit.Options{Clock: clock}), nil
 }
