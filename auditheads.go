@@ -302,7 +302,7 @@ func (n *Node) checkHeads(ctx context.Context, from core.DeviceID, recs []core.R
 		dev := h.Device()
 		if dev == n.DeviceID() && !n.anchor.inMemory() {
 			if err := n.audit.CheckHead(ctx, h.Head); err != nil {
-				n.auditTampered(err, "head held by "+n.OriginDevice(from).Short())
+				n.auditTampered(err, "a head of this device received from a peer")
 			}
 		}
 		held, ok := n.heldHead(ctx, dev)

@@ -373,3 +373,68 @@ func TestIntactAuditNotFlaggedAcrossRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPeerReportsForkedHead: a peer holding a device's head that receives
+// a higher head not extending it (the device's store lost the head it had
+// signed, and its chain was rewritten) reports a fork for that device and
+// still keeps the highest head.
+func TestPeerReportsForkedHead(t *testing.T) {
+	ctx := context.Background()
+	a, b := pairNode(t, "a", nil), pairNode(t, "b", nil)
+	sub := b.Subscribe(SubscribeOptions{})
+	self := a.DeviceID()
+	key := hex.EncodeToString(self[:])
+	held := audit.SignedHead{Key: a.PublicKey(), Head: audit.Head{Seq: 10, Hash: audit.Hash{1}}, At: time.Now()}
+	held.Sign(a.ident.Sign)
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
+	if err := b.commitLocal(ctx, []txOp{{collection: auditHeadsCollection, key: key, value: held.Marshal()}}); err != nil {
+		t.Fatal(err)
+	}
+	fork := audit.SignedHead{Key: a.PublicKey(), Head: audit.Head{Seq: 20, Hash: audit.Hash{3}}, Prev: audit.Head{Seq: 10, Hash: audit.Hash{2}}, At: time.Now()}
+	fork.Sign(a.ident.Sign)
+	rec := core.Record{Collection: auditHeadsCollection, Key: key, Value: fork.Marshal(), Origin: self}
+	if err := b.checkOps(ctx, self, []core.Record{rec}); err != nil {
+		t.Fatalf("a validly signed head refused: %v", err)
+	}
+	if got := b.anchor.detected.Load(); got != 1 {
+		t.Fatalf("detections = %d, want 1", got)
+	}
+	select {
+	case e := <-sub.C:
+		if e.Kind != EventAuditTampered || e.Origin != self {
+			t.Fatalf("event %v from %s, want audit-tampered for the device", e.Kind, e.Origin.Short())
+		}
+	case <-time.After(time.Second):
+		t.Fatal("no EventAuditTampered")
+	}
+	es, err := b.Audit().Query(ctx, audit.Filter{Kinds: []audit.Kind{audit.KindRefusal}, Device: self})
+	if err != nil || len(es) == 0 {
+		t.Fatalf("fork not audited: %v", err)
+	}
+	if r, _ := es[len(es)-1].Detail.Get("reason"); r.Text != "audit-head-fork" {
+		t.Fatalf("audited %q, want audit-head-fork", r.Text)
+	}
+}
+
+// TestAuditHeadPublishedAfterInterval: a few entries (fewer than
+// headEvery) get a signed head once headInterval has passed on
+// Config.Clock.
+func TestAuditHeadPublishedAfterInterval(t *testing.T) {
+	ctx := context.Background()
+	clock := &shiftClock{}
+	n, err := New(Config{Dir: t.TempDir(), Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	appendEntries(t, n, core.DeviceID{1}, 5)
+	n.anchor.wake()
+	time.Sleep(100 * time.Millisecond)
+	if h, ok := n.heldHead(ctx, n.DeviceID()); ok {
+		t.Fatalf("head %d published before the interval", h.Head.Seq)
+	}
+	clock.advance(headInterval)
+	n.anchor.wake() // as the loop's ticker would
+	waitHeld(t, n, n.DeviceID(), 5)
+}
