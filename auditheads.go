@@ -103,7 +103,7 @@ func (n *Node) noteAudited(seq uint64) {
 	a := &n.anchor
 	a.mu.Lock()
 	a.last = max(a.last, seq)
-	due := a.every > 0 && a.last >= a.pubSeq+uint64(a.every)
+	due := a.every > 0 && a.last >= a.pubSeq+uint64(a.every) && a.checked && a.tampered == nil && !a.memory
 	a.mu.Unlock()
 	if due {
 		a.wake()
