@@ -44,7 +44,7 @@ func waitHeld(t *testing.T, holder *Node, dev core.DeviceID, seq uint64) audit.S
 // rewriteAudit is the attacker with write access to a closed node's file:
 // it edits row edit of the audit table, recomputes every later hash with
 // the audit package's own hashing (so the rewritten chain verifies), keeps
-// only the first keep rows and, with dropHead, also deletes the device's
+// only the first keep rows (all with keep < 0) and, with dropHead, also deletes the device's
 // stored signed head.
 func rewriteAudit(t *testing.T, dir string, edit uint64, keep int, dropHead bool) {
 	t.Helper()
@@ -58,6 +58,9 @@ func rewriteAudit(t *testing.T, dir string, edit uint64, keep int, dropHead bool
 	var es []audit.Entry
 	if err := audit.NewSQL(db).Scan(ctx, func(e audit.Entry) error { es = append(es, e); return nil }); err != nil {
 		t.Fatal(err)
+	}
+	if keep < 0 {
+		keep = len(es)
 	}
 	if len(es) < keep {
 		t.Fatalf("only %d audit rows, want to keep %d", len(es), keep)
@@ -114,12 +117,13 @@ func reopenQUIC(t *testing.T, dir string) *Node {
 // deleted that, against the head its peer holds once they connect. Before,
 // nothing anchored the chain: Verify passed and nothing was reported.
 func TestAuditRewriteDetectedAfterRestart(t *testing.T) {
-	for _, dropHead := range []bool{false, true} {
-		name := "own-head"
-		if dropHead {
-			name = "peer-head"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		truncate bool
+		dropHead bool
+	}{{"own-head", true, false}, {"own-head-no-truncation", false, false}, {"peer-head", true, true}} {
+		dropHead := c.dropHead
+		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
 			dirA := t.TempDir()
 			a, b := quicNode(t, dirA), quicNode(t, t.TempDir())
@@ -137,7 +141,11 @@ func TestAuditRewriteDetectedAfterRestart(t *testing.T) {
 			if err := a.Close(); err != nil {
 				t.Fatal(err)
 			}
-			rewriteAudit(t, dirA, 5, int(held.Head.Seq)-40, dropHead)
+			keep := int(held.Head.Seq) - 40
+			if !c.truncate {
+				keep = -1
+			}
+			rewriteAudit(t, dirA, 5, keep, dropHead)
 
 			a = reopenQUIC(t, dirA)
 			sub := a.Subscribe(SubscribeOptions{})
