@@ -38,9 +38,9 @@ import (
 //
 // A device checks its own chain against the highest signed head of its own
 // that it holds: fully (Log.VerifyHead) when the node opens (in the
-// background, before it signs any head; Node.VerifyAudit does it at once),
-// and
-// (Log.CheckHead) whenever a head of its own arrives from a peer. A chain
+// background; Node.VerifyAudit does it at once), and (Log.CheckHead)
+// before signing a new head and whenever a head of its own arrives from a
+// peer. A chain
 // that lacks the head or differs at its position is reported as
 // ErrAuditTampered: logged as an error, raised as EventAuditTampered,
 // counted in Stats.AuditTampered, returned by Node.VerifyAudit; the device
@@ -78,7 +78,6 @@ type anchor struct {
 	last      uint64    // the newest entry appended in this open
 	pubSeq    uint64    // the entry count of the last head published (or held at open)
 	lastPub   time.Time // when the last head was published (Config.Clock)
-	checked   bool      // the chain was verified since open
 	memory    bool      // the audit log lives in memory: no own heads, no own checks
 	tampered  error     // the first detection (nil: none); latches publishing off
 	republish map[core.DeviceID]audit.SignedHead
@@ -103,7 +102,7 @@ func (n *Node) noteAudited(seq uint64) {
 	a := &n.anchor
 	a.mu.Lock()
 	a.last = max(a.last, seq)
-	due := a.every > 0 && a.last >= a.pubSeq+uint64(a.every) && a.checked && a.tampered == nil && !a.memory
+	due := a.every > 0 && a.last >= a.pubSeq+uint64(a.every) && a.tampered == nil && !a.memory
 	a.mu.Unlock()
 	if due {
 		a.wake()
@@ -136,7 +135,11 @@ func (n *Node) startAnchor(ctx context.Context) {
 // store held at open (in the background: it reads every row, about 8 ms
 // per 1,000 entries), then publishes this device's head when due and
 // writes back the higher heads of devices whose lower heads arrived, until
-// the node closes. No head is signed before the check has passed.
+// the node closes. Heads may be signed before that check ends: each is
+// signed only if the chain holds the head it supersedes (Log.CheckHead),
+// and since that head pins the hash at its position, which commits to
+// every row before it, a rewrite before it is caught there; a row left
+// inconsistent stays visible to Verify whatever is signed after it.
 func (n *Node) headLoop(held audit.SignedHead) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -157,10 +160,6 @@ func (n *Node) headLoop(held audit.SignedHead) {
 	if err != nil {
 		n.auditTampered(err, "own stored head")
 	}
-	n.anchor.mu.Lock()
-	n.anchor.checked = true
-	n.anchor.mu.Unlock()
-	n.anchor.wake() // entries may have come in meanwhile
 	t := time.NewTicker(headTick)
 	defer t.Stop()
 	for {
@@ -218,7 +217,7 @@ func (n *Node) anchorLocked(ctx context.Context, closing bool) {
 func (n *Node) publishHeadLocked(ctx context.Context) error {
 	a := &n.anchor
 	a.mu.Lock()
-	stop := a.tampered != nil || !a.checked || a.memory
+	stop := a.tampered != nil || a.memory
 	a.mu.Unlock()
 	if stop {
 		return nil
