@@ -34,11 +34,15 @@ type Limits struct {
 	// by the sessions it left behind; it is refused as busy only while
 	// handshakes of its own hold every slot. 0: 2.
 	MaxSessionsPerPeer int
-	// MaxPendingHandshakes caps inbound connections not yet authenticated;
-	// more are refused at once. 0: 64.
+	// MaxPendingHandshakes caps inbound connections whose peer has not yet
+	// proven a key the Authorizer admits. A newcomer over the cap is not
+	// refused: the oldest pending connection of the address holding the
+	// most is closed (ErrBusy at its peer) to make room, so silent
+	// connections cannot lock other devices out. 0: 64.
 	MaxPendingHandshakes int
 	// MaxPendingPerHost caps the unauthenticated inbound connections from
-	// one IP address. 0: 8.
+	// one IP address; a newcomer over it takes the place of that address's
+	// oldest. 0: 8.
 	MaxPendingPerHost int
 }
 

@@ -94,10 +94,11 @@ func (m *Mem) Dial(ctx context.Context, addr string, peer core.DeviceID) (core.S
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	l := newMemLink(m.ep.limits.MaxIncomingStreams, target.ep.limits.MaxIncomingStreams)
-	if !target.ep.beginPending(m.addr) {
-		return nil, fmt.Errorf("dial %s: %w", addr, wire.ErrBusy)
+	p, ok := target.ep.beginPending(m.addr, &memEnd{l: l, side: 1})
+	if !ok {
+		return nil, fmt.Errorf("dial %s: %w", addr, ErrUnknownAddr)
 	}
-	go target.ep.serve(&memEnd{l: l, side: 1}, binding, m.addr)
+	go target.ep.serve(binding, p)
 	s, err := m.ep.dial(ctx, &memEnd{l: l, side: 0}, binding, peer)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)

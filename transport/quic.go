@@ -150,18 +150,19 @@ func (t *QUIC) acceptLoop() {
 		if err != nil {
 			return
 		}
-		host := hostOf(conn.RemoteAddr())
-		if !t.ep.beginPending(host) {
-			_ = conn.CloseWithError(quic.ApplicationErrorCode(wire.RejectBusy), wire.ErrBusy.Error())
+		m := &quicMux{conn: conn}
+		p, ok := t.ep.beginPending(hostOf(conn.RemoteAddr()), m)
+		if !ok {
+			_ = conn.CloseWithError(0, core.ErrClosed.Error())
 			continue
 		}
 		binding, err := exporter(conn)
 		if err != nil {
-			t.ep.endPending(host)
+			t.ep.endPending(p)
 			_ = conn.CloseWithError(quic.ApplicationErrorCode(wire.RejectHandshake), core.ErrHandshake.Error())
 			continue
 		}
-		go t.ep.serve(&quicMux{conn: conn}, binding, host)
+		go t.ep.serve(binding, p)
 	}
 }
 
