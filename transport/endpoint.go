@@ -57,7 +57,7 @@ func newEndpoint(ident *identity.Identity, auth core.Authorizer, keys KeyLookup,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &endpoint{
-		ident: ident, auth: auth, keys: keys, limits: limits.withDefaults(), log: log, versions: v,
+		ident: ident, auth: auth, keys: keys, limits: limits.WithDefaults(), log: log, versions: v,
 		ctx: ctx, cancel: cancel,
 		accepted:    make(chan *Session),
 		sessions:    make(map[*Session]struct{}),

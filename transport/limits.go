@@ -44,9 +44,20 @@ type Limits struct {
 	// one IP address; a newcomer over it takes the place of that address's
 	// oldest. 0: 8.
 	MaxPendingPerHost int
+	// HelloTimeout bounds, for the sync protocol a node runs over each
+	// session (package federation, on any transport), the time from the
+	// session's start to the peer's whole SyncHello: a peer that opens no
+	// stream, or never finishes its hello, is cut off. 0: 10s.
+	HelloTimeout time.Duration
+	// FrameTimeout bounds, for the sync protocol, the time the rest of a
+	// frame may take once its first byte has arrived: a peer that stops
+	// mid-frame is cut off. It must leave room for the largest frame
+	// (about 4 MiB) on the slowest path. 0: 60s.
+	FrameTimeout time.Duration
 }
 
-func (l Limits) withDefaults() Limits {
+// WithDefaults returns l with every zero field set to its default.
+func (l Limits) WithDefaults() Limits {
 	def := func(v *time.Duration, d time.Duration) {
 		if *v == 0 {
 			*v = d
@@ -55,6 +66,8 @@ func (l Limits) withDefaults() Limits {
 	def(&l.HandshakeTimeout, 5*time.Second)
 	def(&l.IdleTimeout, 30*time.Second)
 	def(&l.KeepAlive, 10*time.Second)
+	def(&l.HelloTimeout, 10*time.Second)
+	def(&l.FrameTimeout, 60*time.Second)
 	defInt := func(v *int, d int) {
 		if *v <= 0 {
 			*v = d
