@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
@@ -17,6 +18,7 @@ import (
 // of live sessions and the queue of sessions waiting for Accept.
 type endpoint struct {
 	ident    *identity.Identity
+	noise    *noiseKeys // ident's, derived once
 	auth     core.Authorizer
 	keys     KeyLookup
 	limits   Limits
@@ -57,7 +59,7 @@ func newEndpoint(ident *identity.Identity, auth core.Authorizer, keys KeyLookup,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &endpoint{
-		ident: ident, auth: auth, keys: keys, limits: limits.WithDefaults(), log: log, versions: v,
+		ident: ident, noise: newNoiseKeys(ident), auth: auth, keys: keys, limits: limits.WithDefaults(), log: log, versions: v,
 		ctx: ctx, cancel: cancel,
 		accepted:    make(chan *Session),
 		sessions:    make(map[*Session]struct{}),
@@ -264,8 +266,8 @@ func (e *endpoint) handshake(ctx context.Context, m mux, binding []byte, pending
 	defer cancel()
 	stop := context.AfterFunc(hctx, func() { m.close(fmt.Errorf("%w: %w", core.ErrHandshake, context.Cause(hctx))) })
 	adm := &admission{e: e, pending: pending}
-	h := newHandshaker(e.ident, e.versions, adm.authorize)
-	peer, err := e.runHandshake(hctx, m, h, binding, initiator, expect, expectID)
+	h := newHandshakerKeys(e.ident, e.noise, e.versions, adm.authorize)
+	peer, verdict, err := e.runHandshake(hctx, m, h, binding, initiator, expect, expectID)
 	if !stop() && err == nil {
 		err = fmt.Errorf("%w: %w", core.ErrHandshake, context.Cause(hctx))
 	}
@@ -285,18 +287,25 @@ func (e *endpoint) handshake(ctx context.Context, m mux, binding []byte, pending
 	if e.closed {
 		e.mu.Unlock()
 		adm.release()
+		if verdict != nil {
+			_ = verdict.Close()
+		}
 		m.close(nil)
 		return nil, fmt.Errorf("handshake: %w", core.ErrClosed)
 	}
 	e.born++
 	s.born = e.born
 	e.sessions[s] = struct{}{}
+	if verdict != nil {
+		e.wg.Add(1) // under mu, so close cannot be waiting yet
+		go e.awaitVerdict(s, verdict)
+	}
 	e.mu.Unlock()
 	context.AfterFunc(m.context(), func() { e.forget(s) })
 	return s, nil
 }
 
-func (e *endpoint) runHandshake(ctx context.Context, m mux, h handshaker, binding []byte, initiator bool, expect *core.PublicKey, expectID core.DeviceID) (peerInfo, error) {
+func (e *endpoint) runHandshake(ctx context.Context, m mux, h handshaker, binding []byte, initiator bool, expect *core.PublicKey, expectID core.DeviceID) (peerInfo, core.Stream, error) {
 	var st core.Stream
 	var err error
 	if initiator {
@@ -305,13 +314,40 @@ func (e *endpoint) runHandshake(ctx context.Context, m mux, h handshaker, bindin
 		st, err = m.accept(ctx)
 	}
 	if err != nil {
-		return peerInfo{}, fmt.Errorf("handshake stream: %w", err)
+		return peerInfo{}, nil, fmt.Errorf("handshake stream: %w", err)
 	}
-	defer st.Close()
+	var peer peerInfo
 	if initiator {
-		return h.initiate(ctx, st, binding, expect, expectID)
+		peer, err = h.initiate(ctx, st, binding, expect, expectID)
+	} else {
+		peer, err = h.respond(ctx, st, binding)
 	}
-	return h.respond(ctx, st, binding)
+	if err == nil && peer.verdictPending {
+		return peer, st, nil // the caller reads the verdict
+	}
+	_ = st.Close()
+	return peer, nil, err
+}
+
+// awaitVerdict reads the verdict of an IK initiator on the handshake
+// stream st after the session s has started (see handshaker.respondIK): an
+// Accept ends it; a Reject, anything else or nothing within
+// Limits.HandshakeTimeout closes the session. It owns a wg count.
+func (e *endpoint) awaitVerdict(s *Session, st core.Stream) {
+	defer e.wg.Done()
+	defer st.Close()
+	late := time.AfterFunc(e.limits.HandshakeTimeout, func() { _ = st.Close() })
+	err := awaitAccept(st)
+	if !late.Stop() && err != nil {
+		err = fmt.Errorf("%w: no verdict in time: %w", core.ErrHandshake, err)
+	}
+	if err == nil || s.Err() != nil {
+		return
+	}
+	if !errors.Is(err, core.ErrHandshake) {
+		err = fmt.Errorf("%w: %w", core.ErrHandshake, err)
+	}
+	_ = s.Close(err)
 }
 
 // forget drops an ended session from the registry.
