@@ -260,13 +260,14 @@ func (e *endpoint) dropPeerLocked(id core.DeviceID) {
 // handshake runs one side of the handshake on m's first stream, bounded by
 // Limits.HandshakeTimeout, and returns the registered session. On failure m
 // is closed with the reason.
-func (e *endpoint) handshake(ctx context.Context, m mux, binding []byte, pending *pendingConn, expect *core.PublicKey, expectID core.DeviceID) (*Session, error) {
+func (e *endpoint) handshake(ctx context.Context, m mux, binding []byte, pending *pendingConn, pre *precomputed, expect *core.PublicKey, expectID core.DeviceID) (*Session, error) {
 	initiator := pending == nil
 	hctx, cancel := context.WithTimeoutCause(ctx, e.limits.HandshakeTimeout, fmt.Errorf("%w: timed out", core.ErrHandshake))
 	defer cancel()
 	stop := context.AfterFunc(hctx, func() { m.close(fmt.Errorf("%w: %w", core.ErrHandshake, context.Cause(hctx))) })
 	adm := &admission{e: e, pending: pending}
 	h := newHandshakerKeys(e.ident, e.noise, e.versions, adm.authorize)
+	h.pre = pre
 	peer, verdict, err := e.runHandshake(hctx, m, h, binding, initiator, expect, expectID)
 	if !stop() && err == nil {
 		err = fmt.Errorf("%w: %w", core.ErrHandshake, context.Cause(hctx))
@@ -367,8 +368,9 @@ func (e *endpoint) forget(s *Session) {
 // are bounded by the per-peer cap instead.
 func (e *endpoint) serve(binding []byte, p *pendingConn) {
 	defer e.wg.Done()
-	s, err := e.handshake(e.ctx, p.m, binding, p, nil, core.DeviceID{})
+	s, err := e.handshake(e.ctx, p.m, binding, p, nil, nil, core.DeviceID{})
 	e.releasePending(p)
+	e.noise.refill() // for the next handshake, now that nobody waits
 	if err != nil {
 		e.log.Info("inbound handshake refused", "reason", reasonFor(err))
 		return
@@ -382,24 +384,58 @@ func (e *endpoint) serve(binding []byte, p *pendingConn) {
 	}
 }
 
-// dial authenticates an outbound connection.
-func (e *endpoint) dial(ctx context.Context, m mux, binding []byte, peer core.DeviceID) (*Session, error) {
-	var expect *core.PublicKey
-	if !peer.IsZero() && e.keys != nil {
-		k, err := e.keys.LookupKey(ctx, peer)
-		switch {
-		case err == nil:
-			if core.DeviceIDFromKey(k) != peer {
-				m.close(nil)
-				return nil, fmt.Errorf("%w: key lookup for %s returned another device's key", core.ErrInvalidArgument, peer.Short())
-			}
-			expect = &k
-		case !errors.Is(err, core.ErrNotFound):
-			m.close(nil)
-			return nil, fmt.Errorf("look up key of %s: %w", peer.Short(), err)
-		}
+// dialPlan is what a dial settles before its connection exists: the
+// peer's registered key, if any (IK), and the initiator's first Noise
+// computations, running on their own goroutine meanwhile so that they
+// overlap the QUIC handshake.
+type dialPlan struct {
+	peer   core.DeviceID
+	expect *core.PublicKey
+	pre    chan *precomputed // nil without a key
+	got    *precomputed
+	taken  bool
+}
+
+// plan looks up peer's key and starts the IK precomputation.
+func (e *endpoint) plan(ctx context.Context, peer core.DeviceID) (*dialPlan, error) {
+	p := &dialPlan{peer: peer}
+	if peer.IsZero() || e.keys == nil {
+		return p, nil
 	}
-	return e.handshake(ctx, m, binding, nil, expect, peer)
+	k, err := e.keys.LookupKey(ctx, peer)
+	switch {
+	case err == nil:
+		if core.DeviceIDFromKey(k) != peer {
+			return nil, fmt.Errorf("%w: key lookup for %s returned another device's key", core.ErrInvalidArgument, peer.Short())
+		}
+		p.expect = &k
+	case errors.Is(err, core.ErrNotFound):
+		return p, nil
+	default:
+		return nil, fmt.Errorf("look up key of %s: %w", peer.Short(), err)
+	}
+	rs, err := e.noise.peerStatic(k)
+	if err != nil {
+		return p, nil // the handshake reports the bad key
+	}
+	p.pre = make(chan *precomputed, 1)
+	go func() { p.pre <- e.noise.precomputeIK(rs) }()
+	return p, nil
+}
+
+// take waits for the precomputation, once; every dial calls it (through
+// dial, or directly on failure) so that its goroutine has ended.
+func (p *dialPlan) take() *precomputed {
+	if !p.taken && p.pre != nil {
+		p.got = <-p.pre
+	}
+	p.taken = true
+	return p.got
+}
+
+// dial authenticates an outbound connection.
+func (e *endpoint) dial(ctx context.Context, m mux, binding []byte, p *dialPlan) (*Session, error) {
+	return e.handshake(ctx, m, binding, nil, p.take(), p.expect, p.peer)
 }
 
 // accept returns the next inbound session.

@@ -30,6 +30,7 @@ var defaultVersions = versionRange{wire.VersionMin, wire.VersionMax}
 // handshaker holds what one side brings to a handshake.
 type handshaker struct {
 	keys     *noiseKeys
+	pre      *precomputed // an IK initiator's work done ahead, or nil
 	static   noise.DHKey
 	claim    core.PublicKey // the key we present in our payload
 	versions versionRange
@@ -123,7 +124,7 @@ func authorizeErr(id core.DeviceID, err error) error {
 // the responder must prove to be.
 func (h handshaker) initiate(ctx context.Context, rw io.ReadWriter, binding []byte, expect *core.PublicKey, expectID core.DeviceID) (peerInfo, error) {
 	hello := wire.Hello{Min: h.versions.min, Max: h.versions.max, Pattern: wire.PatternXX}
-	cfg := noise.Config{CipherSuite: h.keys.suite(), Pattern: noise.HandshakeXX, Initiator: true, StaticKeypair: h.static}
+	cfg := noise.Config{CipherSuite: h.keys.suite(h.pre), Pattern: noise.HandshakeXX, Initiator: true, StaticKeypair: h.static}
 	var first []byte // payload of message 1: only IK carries our identity there
 	if expect != nil {
 		rs, err := h.keys.peerStatic(*expect)
@@ -214,7 +215,7 @@ func (h handshaker) respond(ctx context.Context, rw io.ReadWriter, binding []byt
 		return peerInfo{}, refuse(rw, err)
 	}
 	cfg := noise.Config{
-		CipherSuite: h.keys.suite(), Pattern: noise.HandshakeXX, StaticKeypair: h.static,
+		CipherSuite: h.keys.suite(nil), Pattern: noise.HandshakeXX, StaticKeypair: h.static,
 		Prologue: prologue(binding, helloBytes),
 	}
 	if hello.Pattern == wire.PatternIK {

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"crypto/ecdh"
+	"crypto/rand"
 	"crypto/subtle"
 	"fmt"
 	"io"
@@ -23,13 +24,21 @@ type noiseKeys struct {
 
 	mu    sync.Mutex
 	peers map[core.PublicKey][]byte
+
+	// pool holds ephemeral keys made ahead, off the handshakes' critical
+	// path (refill); each is taken once.
+	pool chan *ecdh.PrivateKey
 }
 
 // maxCachedPeers bounds noiseKeys.peers; past it the cache starts over.
 const maxCachedPeers = 64
 
 func newNoiseKeys(id *identity.Identity) *noiseKeys {
-	k := &noiseKeys{static: noise.DHKey{Private: id.NoisePrivate(), Public: id.NoisePublic()}, peers: make(map[core.PublicKey][]byte)}
+	k := &noiseKeys{
+		static: noise.DHKey{Private: id.NoisePrivate(), Public: id.NoisePublic()},
+		peers:  make(map[core.PublicKey][]byte),
+		pool:   make(chan *ecdh.PrivateKey, 2),
+	}
 	// A valid identity always yields a valid X25519 scalar; on the
 	// impossible failure DH falls back to parsing per use.
 	k.priv, _ = ecdh.X25519().NewPrivateKey(k.static.Private)
@@ -57,35 +66,105 @@ func (k *noiseKeys) peerStatic(pub core.PublicKey) ([]byte, error) {
 	return s, nil
 }
 
+// refill makes one ephemeral key for the pool unless it is full. Callers
+// run it where nobody waits for them (after a handshake).
+func (k *noiseKeys) refill() {
+	if len(k.pool) == cap(k.pool) {
+		return
+	}
+	e, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return
+	}
+	select {
+	case k.pool <- e:
+	default:
+	}
+}
+
+// ephemeral takes a key from the pool, or makes one.
+func (k *noiseKeys) ephemeral() (*ecdh.PrivateKey, error) {
+	select {
+	case e := <-k.pool:
+		return e, nil
+	default:
+	}
+	return ecdh.X25519().GenerateKey(rand.Reader)
+}
+
+// precomputed is an IK initiator's work done before the connection
+// exists: its ephemeral key, and the two DH values of its first message,
+// es = DH(e, rs) and ss = DH(s, rs), which depend on keys only (the TLS
+// binding enters through the prologue, into the hash, not the DHs).
+type precomputed struct {
+	eph  *ecdh.PrivateKey
+	memo []dhResult
+}
+
+type dhResult struct{ priv, pub, out []byte }
+
+// precomputeIK does an IK initiator's first computations towards the
+// responder whose X25519 static key is rs; nil if they fail (the handshake
+// then does them itself).
+func (k *noiseKeys) precomputeIK(rs []byte) *precomputed {
+	e, err := k.ephemeral()
+	if err != nil {
+		return nil
+	}
+	p := &precomputed{eph: e}
+	d := &handshakeDH{keys: k}
+	for _, priv := range [][]byte{e.Bytes(), k.static.Private} {
+		if out, err := d.DH(priv, rs); err == nil {
+			p.memo = append(p.memo, dhResult{priv: priv, pub: rs, out: out})
+		}
+	}
+	return p
+}
+
 // suite returns the Noise cipher suite for one handshake: 25519,
 // ChaChaPoly, SHA-256, as noise.DH25519 but with a DH that reuses the
 // parsed static key and the ephemeral key it generated. (x/crypto's X25519,
 // behind noise.DH25519, recomputes the public key of the private scalar on
 // every DH: a second scalar multiplication each time.)
-func (k *noiseKeys) suite() noise.CipherSuite {
-	return noise.NewCipherSuite(&handshakeDH{keys: k}, noise.CipherChaChaPoly, noise.HashSHA256)
+func (k *noiseKeys) suite(pre *precomputed) noise.CipherSuite {
+	return noise.NewCipherSuite(&handshakeDH{keys: k, pre: pre}, noise.CipherChaChaPoly, noise.HashSHA256)
 }
 
 // handshakeDH is the X25519 DH function of one handshake (not safe for
 // concurrent use, as a handshake is not).
 type handshakeDH struct {
 	keys *noiseKeys
+	pre  *precomputed // nil, or taken by the first GenerateKeypair
 	eph  *ecdh.PrivateKey
 	ephB []byte
+	memo []dhResult
 }
 
 var _ noise.DHFunc = (*handshakeDH)(nil)
 
-func (d *handshakeDH) GenerateKeypair(rng io.Reader) (noise.DHKey, error) {
-	k, err := ecdh.X25519().GenerateKey(rng)
-	if err != nil {
-		return noise.DHKey{}, fmt.Errorf("x25519 key: %w", err)
+// GenerateKeypair returns the precomputed ephemeral key, or one from the
+// pool, or a new one (noise always passes crypto/rand as rng).
+func (d *handshakeDH) GenerateKeypair(_ io.Reader) (noise.DHKey, error) {
+	var k *ecdh.PrivateKey
+	if d.pre != nil && d.pre.eph != nil {
+		k, d.memo = d.pre.eph, d.pre.memo
+		d.pre = nil
+	} else {
+		var err error
+		if k, err = d.keys.ephemeral(); err != nil {
+			return noise.DHKey{}, fmt.Errorf("x25519 key: %w", err)
+		}
 	}
 	d.eph, d.ephB = k, k.Bytes()
 	return noise.DHKey{Private: d.ephB, Public: k.PublicKey().Bytes()}, nil
 }
 
 func (d *handshakeDH) DH(privkey, pubkey []byte) ([]byte, error) {
+	for _, m := range d.memo {
+		if subtle.ConstantTimeCompare(privkey, m.priv) == 1 && string(pubkey) == string(m.pub) {
+			return append([]byte(nil), m.out...), nil
+		}
+	}
 	var k *ecdh.PrivateKey
 	switch {
 	case d.eph != nil && subtle.ConstantTimeCompare(privkey, d.ephB) == 1:

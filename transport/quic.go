@@ -199,6 +199,11 @@ func (t *QUIC) Dial(ctx context.Context, addr string, peer core.DeviceID) (core.
 	}
 	dctx, cancel := context.WithTimeout(ctx, t.ep.limits.HandshakeTimeout)
 	defer cancel()
+	plan, err := t.ep.plan(dctx, peer)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	defer plan.take()
 	conn, err := t.tr.Dial(dctx, ua, t.client, t.qconf)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, mapQUICErr(err))
@@ -208,7 +213,7 @@ func (t *QUIC) Dial(ctx context.Context, addr string, peer core.DeviceID) (core.
 		_ = conn.CloseWithError(quic.ApplicationErrorCode(wire.RejectHandshake), core.ErrHandshake.Error())
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	s, err := t.ep.dial(dctx, &quicMux{conn: conn}, binding, peer)
+	s, err := t.ep.dial(dctx, &quicMux{conn: conn}, binding, plan)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
