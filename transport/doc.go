@@ -80,7 +80,14 @@
 // handshake timeout (QUIC and Noise together), the number of concurrent
 // streams a peer may open (QUIC flow control), the frame size, the live
 // sessions per device, the unauthenticated connections in total and per
-// IP address, and the idle timeout with keep-alives.
+// IP address, and the idle timeout with keep-alives. A connection over the
+// unauthenticated caps is not refused: it takes the place of the oldest
+// pending connection of its own address, or of the address holding the
+// most, so silent connections from a few addresses cannot lock other
+// devices out; a handshake leaves that pool as soon as its peer has proven
+// a key the Authorizer admits (for IK, at the first message). HelloTimeout
+// and FrameTimeout are enforced by the sync protocol above (a session with
+// no stream or no hello, or stalled mid-frame, is cut off).
 //
 // # Concurrency
 //
