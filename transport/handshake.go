@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/ecdh"
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
@@ -21,6 +22,10 @@ const exporterLabel = "EXPORTER-devicemesh-fed-noise-binding"
 
 // prologueLabel starts every Noise prologue.
 const prologueLabel = "devicemesh-fed noise prologue v1"
+
+// dhLen is the size of an X25519 public key, which opens the Noise
+// messages that carry an ephemeral key.
+const dhLen = 32
 
 // versionRange is the span of protocol versions an endpoint speaks.
 type versionRange struct{ min, max uint16 }
@@ -124,7 +129,9 @@ func authorizeErr(id core.DeviceID, err error) error {
 // the responder must prove to be.
 func (h handshaker) initiate(ctx context.Context, rw io.ReadWriter, binding []byte, expect *core.PublicKey, expectID core.DeviceID) (peerInfo, error) {
 	hello := wire.Hello{Min: h.versions.min, Max: h.versions.max, Pattern: wire.PatternXX}
-	cfg := noise.Config{CipherSuite: h.keys.suite(h.pre), Pattern: noise.HandshakeXX, Initiator: true, StaticKeypair: h.static}
+	dh := h.keys.newDH(h.pre)
+	defer dh.wait()
+	cfg := noise.Config{CipherSuite: dh.suite(), Pattern: noise.HandshakeXX, Initiator: true, StaticKeypair: h.static}
 	var first []byte // payload of message 1: only IK carries our identity there
 	if expect != nil {
 		rs, err := h.keys.peerStatic(*expect)
@@ -149,7 +156,11 @@ func (h handshaker) initiate(ctx context.Context, rw io.ReadWriter, binding []by
 	if _, err := rw.Write(out); err != nil {
 		return peerInfo{}, fmt.Errorf("send hello: %w", err)
 	}
-	peer, err := h.readResponder(rw, hs, hello)
+	var early *ecdh.PrivateKey // IK: se = DH(s, re) can start once re is read
+	if expect != nil {
+		early = h.keys.priv
+	}
+	peer, err := h.readResponder(rw, hs, hello, dh, early)
 	if err != nil {
 		return peerInfo{}, refuse(rw, err)
 	}
@@ -181,10 +192,15 @@ func (h handshaker) initiate(ctx context.Context, rw io.ReadWriter, binding []by
 }
 
 // readResponder reads and checks the responder's Noise message.
-func (h handshaker) readResponder(r io.Reader, hs *noise.HandshakeState, hello wire.Hello) (peerInfo, error) {
+// With early non-nil, DH(early, re) starts on its own goroutine as soon as
+// the message (which opens with the responder's ephemeral key re) is read.
+func (h handshaker) readResponder(r io.Reader, hs *noise.HandshakeState, hello wire.Hello, dh *handshakeDH, early *ecdh.PrivateKey) (peerInfo, error) {
 	msg, err := wire.Expect(r, wire.TypeNoise, wire.MaxHandshakeFrame)
 	if err != nil {
 		return peerInfo{}, fmt.Errorf("read handshake: %w", err)
+	}
+	if early != nil && len(msg) >= dhLen {
+		dh.ahead(early, msg[:dhLen])
 	}
 	plain, _, _, err := hs.ReadMessage(nil, msg)
 	if err != nil {
@@ -214,8 +230,10 @@ func (h handshaker) respond(ctx context.Context, rw io.ReadWriter, binding []byt
 	if err != nil {
 		return peerInfo{}, refuse(rw, err)
 	}
+	dh := h.keys.newDH(nil)
+	defer dh.wait()
 	cfg := noise.Config{
-		CipherSuite: h.keys.suite(nil), Pattern: noise.HandshakeXX, StaticKeypair: h.static,
+		CipherSuite: dh.suite(), Pattern: noise.HandshakeXX, StaticKeypair: h.static,
 		Prologue: prologue(binding, helloBytes),
 	}
 	if hello.Pattern == wire.PatternIK {
@@ -228,6 +246,14 @@ func (h handshaker) respond(ctx context.Context, rw io.ReadWriter, binding []byt
 	msg1, err := wire.Expect(rw, wire.TypeNoise, wire.MaxHandshakeFrame)
 	if err != nil {
 		return peerInfo{}, fmt.Errorf("read handshake: %w", err)
+	}
+	if hello.Pattern == wire.PatternIK && len(msg1) >= dhLen {
+		// The message opens with the initiator's ephemeral key ie: our
+		// reply's ee = DH(e, ie) runs while noise reads the message.
+		if e, err := h.keys.ephemeral(); err == nil {
+			dh.useEphemeral(e)
+			dh.ahead(e, msg1[:dhLen])
+		}
 	}
 	plain, _, _, err := hs.ReadMessage(nil, msg1)
 	if err != nil {

@@ -98,10 +98,17 @@ func (k *noiseKeys) ephemeral() (*ecdh.PrivateKey, error) {
 // binding enters through the prologue, into the hash, not the DHs).
 type precomputed struct {
 	eph  *ecdh.PrivateKey
-	memo []dhResult
+	memo []*dhResult
 }
 
-type dhResult struct{ priv, pub, out []byte }
+// dhResult is one DH value computed ahead, possibly still running on its
+// own goroutine until done is closed.
+type dhResult struct {
+	priv, pub []byte
+	done      chan struct{}
+	out       []byte
+	err       error
+}
 
 // precomputeIK does an IK initiator's first computations towards the
 // responder whose X25519 static key is rs; nil if they fail (the handshake
@@ -114,20 +121,30 @@ func (k *noiseKeys) precomputeIK(rs []byte) *precomputed {
 	p := &precomputed{eph: e}
 	d := &handshakeDH{keys: k}
 	for _, priv := range [][]byte{e.Bytes(), k.static.Private} {
-		if out, err := d.DH(priv, rs); err == nil {
-			p.memo = append(p.memo, dhResult{priv: priv, pub: rs, out: out})
-		}
+		r := &dhResult{priv: priv, pub: rs, done: make(chan struct{})}
+		r.out, r.err = d.DH(priv, rs)
+		close(r.done)
+		p.memo = append(p.memo, r)
 	}
 	return p
 }
 
-// suite returns the Noise cipher suite for one handshake: 25519,
-// ChaChaPoly, SHA-256, as noise.DH25519 but with a DH that reuses the
-// parsed static key and the ephemeral key it generated. (x/crypto's X25519,
-// behind noise.DH25519, recomputes the public key of the private scalar on
-// every DH: a second scalar multiplication each time.)
-func (k *noiseKeys) suite(pre *precomputed) noise.CipherSuite {
-	return noise.NewCipherSuite(&handshakeDH{keys: k, pre: pre}, noise.CipherChaChaPoly, noise.HashSHA256)
+// newDH returns the X25519 DH function for one handshake, to be used in
+// its noise.CipherSuite (see suite): it works as noise.DH25519 but reuses
+// the parsed static key and the ephemeral key it generated (x/crypto's
+// X25519, behind noise.DH25519, recomputes the public key of the private
+// scalar on every DH: a second scalar multiplication each time), takes
+// work done ahead (pre, ahead), and computes some values on a second core
+// while the handshake computes others. The caller must call wait before
+// the handshake returns.
+func (k *noiseKeys) newDH(pre *precomputed) *handshakeDH {
+	return &handshakeDH{keys: k, pre: pre}
+}
+
+// suite is the Noise cipher suite of a handshake using d: 25519,
+// ChaChaPoly, SHA-256.
+func (d *handshakeDH) suite() noise.CipherSuite {
+	return noise.NewCipherSuite(d, noise.CipherChaChaPoly, noise.HashSHA256)
 }
 
 // handshakeDH is the X25519 DH function of one handshake (not safe for
@@ -137,7 +154,42 @@ type handshakeDH struct {
 	pre  *precomputed // nil, or taken by the first GenerateKeypair
 	eph  *ecdh.PrivateKey
 	ephB []byte
-	memo []dhResult
+	memo []*dhResult
+}
+
+// ahead starts computing DH(priv, pub) on its own goroutine, for a DH the
+// handshake will ask for later: with the peer's ephemeral key read from
+// its message before noise processes it, that DH runs alongside the ones
+// noise computes first.
+func (d *handshakeDH) ahead(priv *ecdh.PrivateKey, pub []byte) {
+	r := &dhResult{priv: priv.Bytes(), pub: append([]byte(nil), pub...), done: make(chan struct{})}
+	d.memo = append(d.memo, r)
+	go func() {
+		defer close(r.done)
+		p, err := ecdh.X25519().NewPublicKey(r.pub)
+		if err != nil {
+			r.err = err
+			return
+		}
+		r.out, r.err = priv.ECDH(p)
+	}()
+}
+
+// wait returns once every DH started ahead has ended.
+func (d *handshakeDH) wait() {
+	for _, r := range d.memo {
+		<-r.done
+	}
+	if d.pre != nil {
+		for _, r := range d.pre.memo {
+			<-r.done
+		}
+	}
+}
+
+// useEphemeral makes e the key the next GenerateKeypair returns.
+func (d *handshakeDH) useEphemeral(e *ecdh.PrivateKey) {
+	d.pre = &precomputed{eph: e}
 }
 
 var _ noise.DHFunc = (*handshakeDH)(nil)
@@ -147,7 +199,8 @@ var _ noise.DHFunc = (*handshakeDH)(nil)
 func (d *handshakeDH) GenerateKeypair(_ io.Reader) (noise.DHKey, error) {
 	var k *ecdh.PrivateKey
 	if d.pre != nil && d.pre.eph != nil {
-		k, d.memo = d.pre.eph, d.pre.memo
+		k = d.pre.eph
+		d.memo = append(d.memo, d.pre.memo...)
 		d.pre = nil
 	} else {
 		var err error
@@ -162,6 +215,10 @@ func (d *handshakeDH) GenerateKeypair(_ io.Reader) (noise.DHKey, error) {
 func (d *handshakeDH) DH(privkey, pubkey []byte) ([]byte, error) {
 	for _, m := range d.memo {
 		if subtle.ConstantTimeCompare(privkey, m.priv) == 1 && string(pubkey) == string(m.pub) {
+			<-m.done
+			if m.err != nil {
+				return nil, m.err
+			}
 			return append([]byte(nil), m.out...), nil
 		}
 	}
