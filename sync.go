@@ -184,9 +184,29 @@ func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 }
 
 func (ps *peerSession) run(ctx context.Context) error {
+	// A peer that opens no stream, never finishes its hello or stops
+	// mid-frame is cut off (sync_watch.go); the cause is ErrStalled.
+	lim := ps.n.cfg.Network.Limits.WithDefaults()
+	ctx, stall := context.WithCancelCause(ctx)
+	defer stall(nil)
+	cutOff := func(err error) { stall(err); _ = ps.sess.Close(err) }
+	stalled := func(err error) error {
+		if c := context.Cause(ctx); errors.Is(c, ErrStalled) {
+			return c
+		}
+		return err
+	}
+	helloTimer := time.AfterFunc(lim.HelloTimeout, func() {
+		select {
+		case <-ps.hello:
+		default:
+			cutOff(fmt.Errorf("%w: no sync hello within %v", ErrStalled, lim.HelloTimeout))
+		}
+	})
+	defer helloTimer.Stop()
 	out, err := ps.sess.OpenStream(ctx)
 	if err != nil {
-		return fmt.Errorf("open sync stream: %w", err)
+		return stalled(fmt.Errorf("open sync stream: %w", err))
 	}
 	ps.out = out
 	defer out.Close()
@@ -198,18 +218,22 @@ func (ps *peerSession) run(ctx context.Context) error {
 	ps.startVV = vv
 	ps.mu.Unlock()
 	if err := ps.send(wire.TypeSyncHello, ps.n.hello(vv)); err != nil {
-		return err
+		return stalled(err)
 	}
 	if err := ps.sendDirect(); err != nil {
 		return err
 	}
 	in, err := ps.sess.AcceptStream(ctx)
 	if err != nil {
-		return fmt.Errorf("accept sync stream: %w", err)
+		return stalled(fmt.Errorf("accept sync stream: %w", err))
 	}
 	defer in.Close()
+	fw := watchFrames(in, lim.FrameTimeout, func() {
+		cutOff(fmt.Errorf("%w: no whole frame within %v of its first byte", ErrStalled, lim.FrameTimeout))
+	})
+	defer fw.stop()
 	errc := make(chan error, 2)
-	go func() { errc <- ps.receive(ctx, in) }()
+	go func() { errc <- ps.receive(ctx, fw) }()
 	go func() { errc <- ps.sendLoop(ctx) }()
 	pending := 2
 	select {
@@ -229,7 +253,7 @@ func (ps *peerSession) run(ctx context.Context) error {
 	for ; pending > 0; pending-- {
 		<-errc
 	}
-	return err
+	return stalled(err)
 }
 
 // send writes one frame on the outbound stream.

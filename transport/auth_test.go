@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -340,4 +341,59 @@ func frameRoundTrip(ctx context.Context, s *Session, msg string) (string, error)
 	}
 	f, err := s.ReadFrame(st, nil)
 	return string(f.Payload), err
+}
+
+// The IK responder starts its session as soon as it has sent its reply (its
+// first application bytes follow it without waiting a round trip), then
+// reads the initiator's verdict: a refusal, or no verdict within the
+// handshake timeout, ends that session.
+func TestIKResponderEndsSessionWithoutVerdict(t *testing.T) {
+	for _, k := range kinds() {
+		t.Run(k.name, func(t *testing.T) {
+			a, b := newIdentity(t), newIdentity(t)
+			server := k.listen(t, b, NewAllowList(a.PublicKey()), versionRange{}, Limits{HandshakeTimeout: 500 * time.Millisecond})
+			bk := b.PublicKey()
+
+			// The initiator refuses the server after its reply.
+			m, binding := k.raw(t, server, server.Addr())
+			refuser := newHandshaker(a, defaultVersions, func(context.Context, core.DeviceID, core.PublicKey) error {
+				return fmt.Errorf("%w: not today", core.ErrUnauthorized)
+			})
+			_, err := initiateOn(t, m, refuser, binding, &bk)
+			mustErr(t, err, core.ErrUnauthorized, "refusing initiator")
+			// The session may end before Accept takes it (then Accept
+			// never sees it); one handed over must end.
+			if s, err := server.Accept(ctxT(t, time.Second)); err == nil {
+				select {
+				case <-s.Done():
+				case <-time.After(3 * time.Second):
+					t.Fatal("responder session still open after the initiator refused it")
+				}
+				mustErr(t, s.(*Session).Err(), core.ErrUnauthorized, "responder session refused by the initiator")
+			}
+
+			// The initiator reads the reply and then sends nothing.
+			m, binding = k.raw(t, server, server.Addr())
+			ctx := ctxT(t, 5*time.Second)
+			st, err := m.open(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			silent := newHandshaker(a, defaultVersions, func(context.Context, core.DeviceID, core.PublicKey) error {
+				<-ctx.Done() // never decides
+				return ctx.Err()
+			})
+			go func() { _, _ = silent.initiate(ctx, st, binding, &bk, core.DeviceID{}) }()
+			s, err := server.Accept(ctx)
+			if err != nil {
+				t.Fatalf("IK responder session: %v", err)
+			}
+			select {
+			case <-s.Done():
+			case <-time.After(3 * time.Second):
+				t.Fatal("responder session still open with no verdict after the handshake timeout")
+			}
+			mustErr(t, s.(*Session).Err(), core.ErrHandshake, "responder session with no verdict")
+		})
+	}
 }

@@ -20,6 +20,13 @@
 //   - IK for a known peer: the initiator encrypts to the responder's
 //     registered key, so a device that is not that peer cannot even read
 //     the first message. One round trip, then the initiator's verdict.
+//     The first message already proves the initiator's key (bound to the
+//     TLS session, so it cannot be replayed), so the responder admits it
+//     there and starts its session as soon as its reply is sent: its first
+//     application bytes follow the reply in the same flight, and the
+//     verdict is read afterwards (a refusal, or none within the handshake
+//     timeout, ends that session). The initiator sends no application
+//     byte before it has checked the reply and authorized the responder.
 //
 // (In XX the responder shows its key to whoever connects, as XX does; IK
 // shows nothing to a device that does not already hold it.)
@@ -37,7 +44,10 @@
 // (so the peer learns our DeviceID and cannot borrow another), then calls
 // the core.Authorizer. Whichever side learned the other's identity last sends
 // the verdict (an Accept or a Reject frame). A refused device never gets a
-// session: the acceptor never hands it to Accept, the dialer's Dial fails
+// session from the device that refused it: the acceptor never hands a
+// refused initiator to Accept (an IK responder refused by the initiator
+// holds a session only until the verdict arrives, and receives nothing on
+// it), the dialer's Dial fails
 // with an error wrapping core.ErrUnauthorized, and the connection is closed
 // with the reject code before any application stream is read or written.
 // The Authorizer also enforces revocation: a revoked device is refused like
@@ -70,7 +80,14 @@
 // handshake timeout (QUIC and Noise together), the number of concurrent
 // streams a peer may open (QUIC flow control), the frame size, the live
 // sessions per device, the unauthenticated connections in total and per
-// IP address, and the idle timeout with keep-alives.
+// IP address, and the idle timeout with keep-alives. A connection over the
+// unauthenticated caps is not refused: it takes the place of the oldest
+// pending connection of its own address, or of the address holding the
+// most, so silent connections from a few addresses cannot lock other
+// devices out; a handshake leaves that pool as soon as its peer has proven
+// a key the Authorizer admits (for IK, at the first message). HelloTimeout
+// and FrameTimeout are enforced by the sync protocol above (a session with
+// no stream or no hello, or stalled mid-frame, is cut off).
 //
 // # Concurrency
 //

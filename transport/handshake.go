@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/ecdh"
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
@@ -22,7 +23,9 @@ const exporterLabel = "EXPORTER-devicemesh-fed-noise-binding"
 // prologueLabel starts every Noise prologue.
 const prologueLabel = "devicemesh-fed noise prologue v1"
 
-var cipherSuite = noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashSHA256)
+// dhLen is the size of an X25519 public key, which opens the Noise
+// messages that carry an ephemeral key.
+const dhLen = 32
 
 // versionRange is the span of protocol versions an endpoint speaks.
 type versionRange struct{ min, max uint16 }
@@ -31,6 +34,8 @@ var defaultVersions = versionRange{wire.VersionMin, wire.VersionMax}
 
 // handshaker holds what one side brings to a handshake.
 type handshaker struct {
+	keys     *noiseKeys
+	pre      *precomputed // an IK initiator's work done ahead, or nil
 	static   noise.DHKey
 	claim    core.PublicKey // the key we present in our payload
 	versions versionRange
@@ -40,8 +45,15 @@ type handshaker struct {
 }
 
 func newHandshaker(id *identity.Identity, v versionRange, auth func(context.Context, core.DeviceID, core.PublicKey) error) handshaker {
+	return newHandshakerKeys(id, newNoiseKeys(id), v, auth)
+}
+
+// newHandshakerKeys is newHandshaker with id's key material derived
+// already (keys must be id's).
+func newHandshakerKeys(id *identity.Identity, keys *noiseKeys, v versionRange, auth func(context.Context, core.DeviceID, core.PublicKey) error) handshaker {
 	return handshaker{
-		static:    noise.DHKey{Private: id.NoisePrivate(), Public: id.NoisePublic()},
+		keys:      keys,
+		static:    keys.static,
 		claim:     id.PublicKey(),
 		versions:  v,
 		authorize: auth,
@@ -54,6 +66,9 @@ type peerInfo struct {
 	key     core.PublicKey
 	version uint16
 	hash    []byte // Noise handshake hash once complete (Session.HandshakeHash)
+	// verdictPending: the session may start, and the caller reads the
+	// initiator's verdict afterwards (IK responder).
+	verdictPending bool
 }
 
 // prologue binds the handshake to the channel (binding: the TLS exporter)
@@ -68,8 +83,8 @@ func prologue(binding, hello []byte) []byte {
 
 // verifyPeer checks that the Noise static key the peer proved is the one
 // derived from the Ed25519 key it claims.
-func verifyPeer(p wire.Payload, remoteStatic []byte) (peerInfo, error) {
-	want, err := identity.NoisePublicFor(p.Key)
+func (h handshaker) verifyPeer(p wire.Payload, remoteStatic []byte) (peerInfo, error) {
+	want, err := h.keys.peerStatic(p.Key)
 	if err != nil {
 		return peerInfo{}, fmt.Errorf("%w: claimed key: %w", core.ErrHandshake, err)
 	}
@@ -114,10 +129,12 @@ func authorizeErr(id core.DeviceID, err error) error {
 // the responder must prove to be.
 func (h handshaker) initiate(ctx context.Context, rw io.ReadWriter, binding []byte, expect *core.PublicKey, expectID core.DeviceID) (peerInfo, error) {
 	hello := wire.Hello{Min: h.versions.min, Max: h.versions.max, Pattern: wire.PatternXX}
-	cfg := noise.Config{CipherSuite: cipherSuite, Pattern: noise.HandshakeXX, Initiator: true, StaticKeypair: h.static}
+	dh := h.keys.newDH(h.pre)
+	defer dh.wait()
+	cfg := noise.Config{CipherSuite: dh.suite(), Pattern: noise.HandshakeXX, Initiator: true, StaticKeypair: h.static}
 	var first []byte // payload of message 1: only IK carries our identity there
 	if expect != nil {
-		rs, err := identity.NoisePublicFor(*expect)
+		rs, err := h.keys.peerStatic(*expect)
 		if err != nil {
 			return peerInfo{}, fmt.Errorf("%w: registered key: %w", core.ErrHandshake, err)
 		}
@@ -139,7 +156,11 @@ func (h handshaker) initiate(ctx context.Context, rw io.ReadWriter, binding []by
 	if _, err := rw.Write(out); err != nil {
 		return peerInfo{}, fmt.Errorf("send hello: %w", err)
 	}
-	peer, err := h.readResponder(rw, hs, hello)
+	var early *ecdh.PrivateKey // IK: se = DH(s, re) can start once re is read
+	if expect != nil {
+		early = h.keys.priv
+	}
+	peer, err := h.readResponder(rw, hs, hello, dh, early)
 	if err != nil {
 		return peerInfo{}, refuse(rw, err)
 	}
@@ -171,10 +192,15 @@ func (h handshaker) initiate(ctx context.Context, rw io.ReadWriter, binding []by
 }
 
 // readResponder reads and checks the responder's Noise message.
-func (h handshaker) readResponder(r io.Reader, hs *noise.HandshakeState, hello wire.Hello) (peerInfo, error) {
+// With early non-nil, DH(early, re) starts on its own goroutine as soon as
+// the message (which opens with the responder's ephemeral key re) is read.
+func (h handshaker) readResponder(r io.Reader, hs *noise.HandshakeState, hello wire.Hello, dh *handshakeDH, early *ecdh.PrivateKey) (peerInfo, error) {
 	msg, err := wire.Expect(r, wire.TypeNoise, wire.MaxHandshakeFrame)
 	if err != nil {
 		return peerInfo{}, fmt.Errorf("read handshake: %w", err)
+	}
+	if early != nil && len(msg) >= dhLen {
+		dh.ahead(early, msg[:dhLen])
 	}
 	plain, _, _, err := hs.ReadMessage(nil, msg)
 	if err != nil {
@@ -187,7 +213,7 @@ func (h handshaker) readResponder(r io.Reader, hs *noise.HandshakeState, hello w
 	if p.Version < hello.Min || p.Version > hello.Max {
 		return peerInfo{}, fmt.Errorf("%w: responder chose version %d outside %d-%d", core.ErrProtocol, p.Version, hello.Min, hello.Max)
 	}
-	return verifyPeer(p, hs.PeerStatic())
+	return h.verifyPeer(p, hs.PeerStatic())
 }
 
 // respond runs the accepting side.
@@ -204,8 +230,10 @@ func (h handshaker) respond(ctx context.Context, rw io.ReadWriter, binding []byt
 	if err != nil {
 		return peerInfo{}, refuse(rw, err)
 	}
+	dh := h.keys.newDH(nil)
+	defer dh.wait()
 	cfg := noise.Config{
-		CipherSuite: cipherSuite, Pattern: noise.HandshakeXX, StaticKeypair: h.static,
+		CipherSuite: dh.suite(), Pattern: noise.HandshakeXX, StaticKeypair: h.static,
 		Prologue: prologue(binding, helloBytes),
 	}
 	if hello.Pattern == wire.PatternIK {
@@ -218,6 +246,14 @@ func (h handshaker) respond(ctx context.Context, rw io.ReadWriter, binding []byt
 	msg1, err := wire.Expect(rw, wire.TypeNoise, wire.MaxHandshakeFrame)
 	if err != nil {
 		return peerInfo{}, fmt.Errorf("read handshake: %w", err)
+	}
+	if hello.Pattern == wire.PatternIK && len(msg1) >= dhLen {
+		// The message opens with the initiator's ephemeral key ie: our
+		// reply's ee = DH(e, ie) runs while noise reads the message.
+		if e, err := h.keys.ephemeral(); err == nil {
+			dh.useEphemeral(e)
+			dh.ahead(e, msg1[:dhLen])
+		}
 	}
 	plain, _, _, err := hs.ReadMessage(nil, msg1)
 	if err != nil {
@@ -241,10 +277,14 @@ func (h handshaker) respondIK(ctx context.Context, rw io.ReadWriter, hs *noise.H
 	if err := wire.WriteFrame(rw, wire.TypeNoise, msg2); err != nil {
 		return peerInfo{}, fmt.Errorf("send handshake: %w", err)
 	}
-	if err := awaitAccept(rw); err != nil {
-		return peerInfo{}, err
-	}
-	peer.version, peer.hash = version, channelBinding(hs)
+	// The initiator proved its key in its first message (bound to this
+	// TLS session by the prologue) and we admitted it, so the session
+	// starts now, without waiting a round trip for its verdict: our first
+	// application bytes travel right behind this reply, to the device we
+	// just authorized and nobody else. The verdict, read afterwards
+	// (endpoint.awaitVerdict), only says whether the initiator keeps the
+	// session; until it has our reply it sends no application byte.
+	peer.version, peer.hash, peer.verdictPending = version, channelBinding(hs), true
 	return peer, nil
 }
 
@@ -287,7 +327,7 @@ func (h handshaker) checkInitiator(ctx context.Context, plain, remoteStatic []by
 	if p.Version != 0 {
 		return peerInfo{}, fmt.Errorf("%w: initiator payload names version %d", core.ErrProtocol, p.Version)
 	}
-	peer, err := verifyPeer(p, remoteStatic)
+	peer, err := h.verifyPeer(p, remoteStatic)
 	if err != nil {
 		return peerInfo{}, err
 	}

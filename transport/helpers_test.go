@@ -97,10 +97,11 @@ func rawMem(t *testing.T, from core.Transport, addr string) (mux, []byte) {
 	binding := make([]byte, 32)
 	_, _ = rand.Read(binding)
 	l := newMemLink(100, 100)
-	if !target.ep.beginPending("raw") {
-		t.Fatal("target busy")
+	p, ok := target.ep.beginPending("raw", &memEnd{l: l, side: 1})
+	if !ok {
+		t.Fatal("target closed")
 	}
-	go target.ep.serve(&memEnd{l: l, side: 1}, binding, "raw")
+	go target.ep.serve(binding, p)
 	end := &memEnd{l: l, side: 0}
 	t.Cleanup(func() { end.close(nil) })
 	return end, binding

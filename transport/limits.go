@@ -34,15 +34,30 @@ type Limits struct {
 	// by the sessions it left behind; it is refused as busy only while
 	// handshakes of its own hold every slot. 0: 2.
 	MaxSessionsPerPeer int
-	// MaxPendingHandshakes caps inbound connections not yet authenticated;
-	// more are refused at once. 0: 64.
+	// MaxPendingHandshakes caps inbound connections whose peer has not yet
+	// proven a key the Authorizer admits. A newcomer over the cap is not
+	// refused: the oldest pending connection of the address holding the
+	// most is closed (ErrBusy at its peer) to make room, so silent
+	// connections cannot lock other devices out. 0: 64.
 	MaxPendingHandshakes int
 	// MaxPendingPerHost caps the unauthenticated inbound connections from
-	// one IP address. 0: 8.
+	// one IP address; a newcomer over it takes the place of that address's
+	// oldest. 0: 8.
 	MaxPendingPerHost int
+	// HelloTimeout bounds, for the sync protocol a node runs over each
+	// session (package federation, on any transport), the time from the
+	// session's start to the peer's whole SyncHello: a peer that opens no
+	// stream, or never finishes its hello, is cut off. 0: 10s.
+	HelloTimeout time.Duration
+	// FrameTimeout bounds, for the sync protocol, the time the rest of a
+	// frame may take once its first byte has arrived: a peer that stops
+	// mid-frame is cut off. It must leave room for the largest frame
+	// (about 4 MiB) on the slowest path. 0: 60s.
+	FrameTimeout time.Duration
 }
 
-func (l Limits) withDefaults() Limits {
+// WithDefaults returns l with every zero field set to its default.
+func (l Limits) WithDefaults() Limits {
 	def := func(v *time.Duration, d time.Duration) {
 		if *v == 0 {
 			*v = d
@@ -51,6 +66,8 @@ func (l Limits) withDefaults() Limits {
 	def(&l.HandshakeTimeout, 5*time.Second)
 	def(&l.IdleTimeout, 30*time.Second)
 	def(&l.KeepAlive, 10*time.Second)
+	def(&l.HelloTimeout, 10*time.Second)
+	def(&l.FrameTimeout, 60*time.Second)
 	defInt := func(v *int, d int) {
 		if *v <= 0 {
 			*v = d

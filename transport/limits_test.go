@@ -72,7 +72,8 @@ func TestMaxIncomingStreams(t *testing.T) {
 	}
 }
 
-// Unauthenticated connections from one address are capped.
+// Unauthenticated connections from one address are capped: one over the
+// cap takes the place of the address's oldest, which is closed as busy.
 func TestPendingPerHostCap(t *testing.T) {
 	b := newIdentity(t)
 	server := listenQUIC(t, b, NewAllowList(), versionRange{}, Limits{MaxPendingPerHost: 2, HandshakeTimeout: 5 * time.Second})
@@ -81,7 +82,7 @@ func TestPendingPerHostCap(t *testing.T) {
 		m, _ := rawQUIC(t, server, server.Addr())
 		conns = append(conns, m)
 	}
-	// Exactly one of the three (whichever the server saw last) is refused.
+	// Exactly one of the three (whichever the server saw first) is closed.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var closed []error

@@ -150,18 +150,19 @@ func (t *QUIC) acceptLoop() {
 		if err != nil {
 			return
 		}
-		host := hostOf(conn.RemoteAddr())
-		if !t.ep.beginPending(host) {
-			_ = conn.CloseWithError(quic.ApplicationErrorCode(wire.RejectBusy), wire.ErrBusy.Error())
+		m := &quicMux{conn: conn}
+		p, ok := t.ep.beginPending(hostOf(conn.RemoteAddr()), m)
+		if !ok {
+			_ = conn.CloseWithError(0, core.ErrClosed.Error())
 			continue
 		}
 		binding, err := exporter(conn)
 		if err != nil {
-			t.ep.endPending(host)
+			t.ep.endPending(p)
 			_ = conn.CloseWithError(quic.ApplicationErrorCode(wire.RejectHandshake), core.ErrHandshake.Error())
 			continue
 		}
-		go t.ep.serve(&quicMux{conn: conn}, binding, host)
+		go t.ep.serve(binding, p)
 	}
 }
 
@@ -198,6 +199,11 @@ func (t *QUIC) Dial(ctx context.Context, addr string, peer core.DeviceID) (core.
 	}
 	dctx, cancel := context.WithTimeout(ctx, t.ep.limits.HandshakeTimeout)
 	defer cancel()
+	plan, err := t.ep.plan(dctx, peer)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	defer plan.take()
 	conn, err := t.tr.Dial(dctx, ua, t.client, t.qconf)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, mapQUICErr(err))
@@ -207,7 +213,7 @@ func (t *QUIC) Dial(ctx context.Context, addr string, peer core.DeviceID) (core.
 		_ = conn.CloseWithError(quic.ApplicationErrorCode(wire.RejectHandshake), core.ErrHandshake.Error())
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	s, err := t.ep.dial(dctx, &quicMux{conn: conn}, binding, peer)
+	s, err := t.ep.dial(dctx, &quicMux{conn: conn}, binding, plan)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
