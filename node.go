@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
@@ -29,8 +30,9 @@ type Node struct {
 
 	// writeMu serialises local writes: sequence numbers and causal contexts
 	// are assigned under it, and Update holds it for the whole transaction.
-	writeMu sync.Mutex
-	seq     uint64 // last sequence number this device used
+	writeMu  sync.Mutex
+	activeTx atomic.Pointer[Tx] // the transaction whose function is running (see lockWrite)
+	seq      uint64             // last sequence number this device used
 
 	events  *hub
 	trees   trees     // Merkle trees of the collections that sync
@@ -213,8 +215,16 @@ func (n *Node) Scan(ctx context.Context, collection string, r KeyRange, fn func(
 // fn returns nil, and discarded when it returns an error (which Update
 // returns) or panics; a failed commit also leaves nothing behind. Reads in fn
 // see the committed state plus fn's own writes. Local transactions are
-// serialised, so keep fn short; it must not call other Node methods that
-// write.
+// serialised, so keep fn short.
+//
+// fn holds this node's write lock while it runs, so it must write only
+// through tx. A call from fn to a Node method that takes the write lock
+// (Put, Delete, Update, Resolve, Stats, Conflicts, the registry operations,
+// Close) fails at once with an error wrapping ErrReentrantWrite instead of
+// waiting for itself; so does such a call made with tx.Context() (or a
+// context derived from it) from any goroutine while fn runs. Calls from
+// other goroutines with other contexts wait for fn, as any concurrent
+// writer does. See lockWrite for the exact rule.
 func (n *Node) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := n.alive(); err != nil {
 		return err
@@ -222,10 +232,17 @@ func (n *Node) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	n.writeMu.Lock()
+	if err := n.lockWrite(ctx, "update"); err != nil {
+		return err
+	}
 	defer n.writeMu.Unlock()
-	tx := &Tx{ctx: ctx, node: n, index: map[txKey]int{}}
-	err := fn(tx)
+	tx := &Tx{node: n, index: map[txKey]int{}}
+	tx.ctx = context.WithValue(ctx, txCtxKey{}, tx)
+	n.activeTx.Store(tx)
+	err := func() error {
+		defer n.activeTx.Store(nil)
+		return callTxFn(fn, tx)
+	}()
 	tx.done = true
 	if err != nil {
 		return err
@@ -313,7 +330,9 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 	if err := n.alive(); err != nil {
 		return Stats{}, err
 	}
-	n.writeMu.Lock()
+	if err := n.lockWrite(ctx, "stats"); err != nil {
+		return Stats{}, err
+	}
 	defer n.writeMu.Unlock()
 	ss, err := n.store.Stats(ctx)
 	if err != nil {
@@ -329,8 +348,13 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 
 // Close stops everything the node started, waits for it, ends every
 // subscription and closes the store. It is idempotent; later calls return
-// the first call's result.
+// the first call's result. Called from inside an Update callback, it
+// closes nothing and returns an error wrapping ErrReentrantWrite (it would
+// wait for that callback forever).
 func (n *Node) Close() error {
+	if n.activeTx.Load() != nil && inUpdateCallback() {
+		return fmt.Errorf("close: %w", ErrReentrantWrite)
+	}
 	n.closeOnce.Do(func() {
 		close(n.closed)
 		if n.stopReembed != nil {
