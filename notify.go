@@ -57,7 +57,7 @@ func (n *Node) commitStore(ctx context.Context, b core.Batch) ([]treeUpdate, err
 // commitStore hashed them already.
 func (n *Node) afterCommit(records []core.Record, prepared []treeUpdate) {
 	n.updateTrees(records, prepared)
-	n.foldOps(context.Background(), registryOps(records))
+	n.foldOps(context.Background(), registryOps(records), true)
 	n.noteStale(records)
 	n.changed.notify()
 }

@@ -130,7 +130,7 @@ func (n *Node) RevokeDevice(ctx context.Context, id DeviceID) error {
 	}
 	closed := n.cutOff(id)
 	n.log.Info("device revoked", "peer", id.Short(), "sessions_closed", closed)
-	e := audit.Entry{Kind: audit.KindRegistryOp, Device: id, Detail: audit.Detail{audit.Text("op", "revoke"), audit.Num("sessions-closed", int64(closed))}}
+	e := audit.Entry{Kind: audit.KindRegistryOp, Device: id, Detail: audit.Detail{audit.Text("op", "revoke"), audit.Num("sessions_closed", int64(closed))}}
 	n.record(ctx, e)
 	// Tell every other device of the mesh, as a signed operation.
 	if err := n.revokeInMesh(ctx, id); err != nil {
