@@ -296,13 +296,13 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 		b.Records[i] = rec
 	}
 	qEvents, settle := n.settleQueue(&b, ts)
-	prepared, err := n.commitStore(ctx, b)
+	err = n.commitStore(ctx, b)
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	settle()
 	n.seq = seq
-	n.afterCommit(b.Records, prepared)
+	n.afterCommit(b.Records)
 	for _, r := range b.Records {
 		if !internal(r.Collection) {
 			n.events.publish(Event{Kind: EventChange, Collection: r.Collection, Key: r.Key, Deleted: r.Deleted, Origin: self, Local: true, Timestamp: r.Timestamp})
