@@ -238,9 +238,18 @@ func (w *wideRun) write(ctx context.Context, i int, c collSpec, key string, del 
 }
 
 func (w *wideRun) randomWrite(ctx context.Context, i int, c collSpec, key string, step, sub int) error {
+	return w.plan(i, c, key, step, sub)(ctx)
+}
+
+// plan draws a random write's choices now (from the seed's generator,
+// which is not safe for concurrent use) and returns the write, to run
+// later, possibly on another goroutine.
+func (w *wideRun) plan(i int, c collSpec, key string, step, sub int) func(context.Context) error {
 	del := c.kind.deletable() && w.rng.IntN(5) == 0
 	uniq := fmt.Sprintf("s%d-%d-%d-n%d", w.seed, step, sub, i)
-	return w.write(ctx, i, c, key, del, uniq, []float64{float64(w.rng.IntN(10)), float64(w.rng.IntN(3))}, w.rng.IntN(3) == 0)
+	sample := []float64{float64(w.rng.IntN(10)), float64(w.rng.IntN(3))}
+	same := w.rng.IntN(3) == 0
+	return func(ctx context.Context) error { return w.write(ctx, i, c, key, del, uniq, sample, same) }
 }
 
 // parallel runs fns at once and joins their errors.
@@ -326,7 +335,8 @@ func runWideSeed(t *testing.T, seed uint64, v wideVariant) (federationtest.Fault
 			m.FreezeClocks()
 			fns := make([]func() error, n)
 			for j := range n {
-				fns[j] = func() error { return w.randomWrite(ctx, j, c, k, step, j) }
+				write := w.plan(j, c, k, step, j)
+				fns[j] = func() error { return write(ctx) }
 			}
 			err = parallel(fns...)
 			m.ThawClocks()
@@ -795,13 +805,13 @@ func runWide(t *testing.T, v wideVariant, count int) federationtest.FaultCounts 
 	for seed := first; seed < first+count; seed++ {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			f, err := runWideSeed(t, uint64(seed), v)
+			total.Dropped += f.Dropped
+			total.Duplicated += f.Duplicated
+			total.Reordered += f.Reordered
 			if err != nil {
 				failed++
 				t.Fatalf("seed %d: %v\nreplay: FED_SEED=%d FED_SEEDS=1 go test ./federationtest -run '%s' -v", seed, err, seed, t.Name()[:strings.Index(t.Name(), "/")])
 			}
-			total.Dropped += f.Dropped
-			total.Duplicated += f.Duplicated
-			total.Reordered += f.Reordered
 		})
 	}
 	t.Logf("%d seeds from %d run, %d failed; faults injected: %+v", count, first, failed, total)
