@@ -810,7 +810,7 @@ func runWide(t *testing.T, v wideVariant, count int) federationtest.FaultCounts 
 			total.Reordered += f.Reordered
 			if err != nil {
 				failed++
-				t.Fatalf("seed %d: %v\nreplay: FED_SEED=%d FED_SEEDS=1 go test ./federationtest -run '%s' -v", seed, err, seed, t.Name()[:strings.Index(t.Name(), "/")])
+				t.Fatalf("seed %d: %v\nreplay: FED_SEED=%d FED_SEEDS=1 FED_FILE_SEEDS=1 go test ./federationtest -run '%s' -v", seed, err, seed, t.Name()[:strings.Index(t.Name(), "/")])
 			}
 		})
 	}
