@@ -50,6 +50,19 @@ func (n *Node) lockWrite(ctx context.Context, op string) error {
 	return nil
 }
 
+// refuseReentry fails with ErrReentrantWrite when a call that will take
+// the write lock later, after effects of its own, comes from inside one of
+// this node's Update callbacks (lockWrite's rules, checked up front).
+func (n *Node) refuseReentry(ctx context.Context, op string) error {
+	if err := n.checkReentry(ctx, op); err != nil {
+		return err
+	}
+	if n.activeTx.Load() != nil && inUpdateCallback() {
+		return fmt.Errorf("%s: %w", op, ErrReentrantWrite)
+	}
+	return nil
+}
+
 // checkReentry applies the first rule of lockWrite alone.
 func (n *Node) checkReentry(ctx context.Context, op string) error {
 	if ctx == nil {

@@ -48,6 +48,9 @@ func TestWriteInsideUpdateFailsInsteadOfHanging(t *testing.T) {
 			return n.Resolve(ctx, "none", federation.Resolution{Value: []byte("v")})
 		},
 		"Close": func(n *federation.Node, _ context.Context) error { return n.Close() },
+		"RevokeDevice": func(n *federation.Node, ctx context.Context) error {
+			return n.RevokeDevice(ctx, federation.DeviceID{1})
+		},
 	}
 	for name, call := range calls {
 		for _, withTxCtx := range []bool{false, true} {
@@ -72,6 +75,11 @@ func TestWriteInsideUpdateFailsInsteadOfHanging(t *testing.T) {
 				require.Equal(t, "kept", string(v))
 				_, err = n.Get(ctx, "notes", "inner")
 				require.ErrorIs(t, err, federation.ErrNotFound)
+				devs, err := n.Devices(ctx)
+				require.NoError(t, err)
+				for _, d := range devs {
+					require.NotEqual(t, federation.TrustRevoked, d.Trust, "a refused RevokeDevice must have no effect")
+				}
 				within(t, 2*time.Second, "Close", func() { require.NoError(t, n.Close()) })
 			})
 		}
