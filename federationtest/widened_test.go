@@ -835,21 +835,6 @@ var wideRegressions = []struct {
 	{"TestWidenedConvergenceLibSQLQUIC", 6, "h2 (custom-lww: context only)"},
 }
 
-// TestWideRegressionsListed keeps the table above well formed (each test
-// named exists in this file, no seed twice).
-func TestWideRegressionsListed(t *testing.T) {
-	seen := map[string]bool{}
-	for _, r := range wideRegressions {
-		if r.test != "TestRandomizedConvergence" && r.test != "TestWidenedConvergenceLibSQLQUIC" || r.cause == "" {
-			t.Fatalf("bad regression entry %+v", r)
-		}
-		k := fmt.Sprintf("%s/%d", r.test, r.seed)
-		if seen[k] {
-			t.Fatalf("seed listed twice: %s", k)
-		}
-		seen[k] = true
-	}
-}
 
 // TestWidenedConvergenceLibSQLQUIC runs the widened generator on libSQL
 // files over real QUIC on loopback: FED_FILE_SEEDS seeds (default 6) from
