@@ -835,7 +835,6 @@ var wideRegressions = []struct {
 	{"TestWidenedConvergenceLibSQLQUIC", 6, "h2 (custom-lww: context only)"},
 }
 
-
 // TestWidenedConvergenceLibSQLQUIC runs the widened generator on libSQL
 // files over real QUIC on loopback: FED_FILE_SEEDS seeds (default 6) from
 // FED_SEED.
