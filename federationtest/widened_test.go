@@ -42,7 +42,7 @@ import (
 // fields, conversation logs, personality averages, embeddings, analytics
 // events, media blobs) and one custom collection per built-in resolver
 // (LWW, field merge, chronological, weighted average, vector merge, union,
-// manual). After healing, every node must hold identical records (value,
+// manual); the local-only cache must never leave its device. After healing, every node must hold identical records (value,
 // tombstone, timestamp, origin, sequence, causal context: full scans, not
 // only roots) and every acknowledged write must be accounted for by its
 // collection's semantics (see checkAccounted).
@@ -58,6 +58,7 @@ const (
 	kAverage             // crdt.Average contributions, weighted mean
 	kVector              // conflict.Embedding, dedupe by content, later content wins
 	kUnion               // conflict.EventsAppend events, union
+	kCache               // opaque bytes that never leave their device
 )
 
 type collSpec struct {
@@ -73,6 +74,7 @@ var wideColls = []collSpec{
 	{federation.CollectionPersonality, kAverage},
 	{federation.CollectionEmbeddings, kVector},
 	{federation.CollectionAnalytics, kUnion},
+	{federation.CollectionCache, kCache},
 	{"custom-lww", kOpaque},
 	{"custom-manual", kManual},
 	{"custom-fields", kProfile},
@@ -171,7 +173,7 @@ func (w *wideRun) write(ctx context.Context, i int, c collSpec, key string, del 
 		}
 		var v []byte
 		switch c.kind {
-		case kOpaque, kManual:
+		case kOpaque, kManual, kCache:
 			v = []byte(uniq)
 		case kProfile:
 			ts, err := node.Now()
@@ -578,7 +580,12 @@ func (w *wideRun) checkAccounted(ctx context.Context) error {
 	// Match each acknowledged write to its version.
 	acksByKey := map[string][]ack{}
 	used := map[string]bool{}
+	var cached []ack
 	for _, a := range w.acks {
+		if a.coll == federation.CollectionCache {
+			cached = append(cached, a)
+			continue
+		}
 		k := a.coll + "\x00" + a.key
 		acksByKey[k] = append(acksByKey[k], a)
 		if a.resolving {
@@ -599,6 +606,9 @@ func (w *wideRun) checkAccounted(ctx context.Context) error {
 			return fmt.Errorf("%s/%s: node %d's acknowledged write (deleted=%v) was never committed", a.coll, a.key, a.node, a.deleted)
 		}
 	}
+	if err := w.checkCache(ctx, cached); err != nil {
+		return err
+	}
 	kinds := map[string]kind{}
 	for _, c := range wideColls {
 		kinds[c.name] = c.kind
@@ -616,6 +626,37 @@ func (w *wideRun) checkAccounted(ctx context.Context) error {
 		}
 		if err := checkKey(kinds[coll], fin, acksByKey[k], byKey[k]); err != nil {
 			return fmt.Errorf("%s/%s: %w (final %s)", coll, key, err, describeRec(fin))
+		}
+	}
+	return nil
+}
+
+// checkCache checks the local-only collection: each device holds one of
+// its own acknowledged writes of a key (a deletion included), never one
+// made on another device, and nothing where it wrote nothing.
+func (w *wideRun) checkCache(ctx context.Context, acks []ack) error {
+	mine := map[string][]ack{} // by node and key
+	keys := map[string]bool{}
+	for _, a := range acks {
+		mine[fmt.Sprint(a.node, "/", a.key)] = append(mine[fmt.Sprint(a.node, "/", a.key)], a)
+		keys[a.key] = true
+	}
+	for i := range w.n {
+		for k := range keys {
+			r, err := w.m.Node(i).GetRecord(ctx, federation.CollectionCache, k)
+			own := mine[fmt.Sprint(i, "/", k)]
+			if errors.Is(err, federation.ErrNotFound) {
+				if len(own) > 0 && !slices.ContainsFunc(own, func(a ack) bool { return a.deleted }) {
+					return fmt.Errorf("cache/%s: node %d lost its own write", k, i)
+				}
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if !slices.ContainsFunc(own, func(a ack) bool { return a.deleted == r.Deleted && (r.Deleted || bytes.Equal(a.value, r.Value)) }) {
+				return fmt.Errorf("cache/%s: node %d holds %s, not one of its own writes", k, i, describeRec(r))
+			}
 		}
 	}
 	return nil
