@@ -844,42 +844,44 @@ func deletedAfter(a ack, versions []version) bool {
 //   - h2: libSQL keeps the incoming record's causal context instead of the
 //     merged one (records equal but for the context; or Merkle roots
 //     differ over equal records).
-//   - slow: a 20,000-change transaction over libSQL+QUIC under -race not
-//     delivered to one device within 30 s (the seed passes that stage
-//     without -race); to re-check after h3 (transactions cut short) and h4.
+//
+// (A 20,000-change transaction over libSQL+QUIC under -race took more than
+// the 30 s the other seeds get to reach every device; the file variant now
+// waits up to 90 s after one.)
 var wideRegressions = []struct {
 	test  string
 	seed  uint64
 	cause string
 }{
-	{"TestRandomizedConvergence", 15, "join-delete (custom-union)"},
-	{"TestRandomizedConvergence", 20, "join-delete (custom-chrono)"},
-	{"TestRandomizedConvergence", 21, "vector (embeddings)"},
-	{"TestRandomizedConvergence", 22, "vector (custom-vector)"},
-	{"TestRandomizedConvergence", 25, "join-delete (custom-chrono)"},
+	{"TestRandomizedConvergence", 6, "join-delete (custom-chrono)"},
+	{"TestRandomizedConvergence", 16, "join-delete (analytics)"},
+	{"TestRandomizedConvergence", 25, "vector (custom-vector)"},
+	{"TestRandomizedConvergence", 27, "join-delete (analytics)"},
 	{"TestRandomizedConvergence", 36, "join-delete (analytics)"},
-	{"TestRandomizedConvergence", 42, "join-delete (custom-chrono)"},
-	{"TestRandomizedConvergence", 50, "join-delete (custom-union)"},
+	{"TestRandomizedConvergence", 39, "join-delete (custom-chrono)"},
+	{"TestRandomizedConvergence", 43, "vector (embeddings)"},
+	{"TestRandomizedConvergence", 58, "join-delete (custom-chrono)"},
 	{"TestRandomizedConvergence", 61, "join-delete (custom-union)"},
-	{"TestRandomizedConvergence", 82, "join-delete (analytics)"},
-	{"TestRandomizedConvergence", 84, "vector (embeddings)"},
-	{"TestRandomizedConvergence", 86, "vector (embeddings)"},
+	{"TestRandomizedConvergence", 68, "join-delete (conversations)"},
+	{"TestRandomizedConvergence", 72, "join-delete (conversations)"},
+	{"TestRandomizedConvergence", 75, "join-delete (conversations)"},
+	{"TestRandomizedConvergence", 81, "vector (embeddings)"},
+	{"TestRandomizedConvergence", 87, "join-delete (analytics)"},
+	{"TestRandomizedConvergence", 91, "join-delete (analytics)"},
 	{"TestRandomizedConvergence", 98, "join-delete (custom-union)"},
-	{"TestRandomizedConvergence", 99, "join-delete (custom-union)"},
-	{"TestRandomizedConvergence", 111, "join-delete (custom-chrono)"},
-	{"TestRandomizedConvergence", 142, "join-delete (custom-chrono)"},
-	{"TestRandomizedConvergence", 146, "join-delete (custom-chrono)"},
-	{"TestRandomizedConvergence", 148, "vector (custom-vector)"},
-	{"TestRandomizedConvergence", 160, "join-delete (custom-chrono)"},
-	{"TestRandomizedConvergence", 180, "vector (embeddings)"},
-	{"TestRandomizedConvergence", 193, "vector (embeddings)"},
-	{"TestRandomizedConvergence", 198, "vector (embeddings)"},
-	{"TestWidenedConvergenceLibSQLQUIC", 1, "slow (20,386-change transaction)"},
-	{"TestWidenedConvergenceLibSQLQUIC", 2, "h2 (conversations: context only)"},
-	{"TestWidenedConvergenceLibSQLQUIC", 3, "h2 (media: roots differ, records equal)"},
-	{"TestWidenedConvergenceLibSQLQUIC", 4, "h2 (profile: context only)"},
-	{"TestWidenedConvergenceLibSQLQUIC", 5, "h2 (custom-lww: context only)"},
-	{"TestWidenedConvergenceLibSQLQUIC", 6, "h2 (custom-lww: context only)"},
+	{"TestRandomizedConvergence", 116, "vector (custom-vector)"},
+	{"TestRandomizedConvergence", 142, "vector (embeddings)"},
+	{"TestRandomizedConvergence", 154, "join-delete (analytics)"},
+	{"TestRandomizedConvergence", 158, "vector (custom-vector)"},
+	{"TestRandomizedConvergence", 159, "vector (custom-vector)"},
+	{"TestRandomizedConvergence", 172, "vector (custom-vector)"},
+	{"TestRandomizedConvergence", 183, "join-delete (conversations)"},
+	{"TestWidenedConvergenceLibSQLQUIC", 1, "h2 (embeddings: context only)"},
+	{"TestWidenedConvergenceLibSQLQUIC", 2, "h2 (notes: context only)"},
+	{"TestWidenedConvergenceLibSQLQUIC", 3, "h2 (conversations: context only)"},
+	{"TestWidenedConvergenceLibSQLQUIC", 4, "join-delete (custom-chrono)"},
+	{"TestWidenedConvergenceLibSQLQUIC", 5, "h2 (media: context only)"},
+	{"TestWidenedConvergenceLibSQLQUIC", 6, "h2 (custom-chrono: context only)"},
 }
 
 // TestWidenedConvergenceLibSQLQUIC runs the widened generator on libSQL
