@@ -187,7 +187,9 @@ func (n *Node) ensureMesh(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	n.writeMu.Lock()
+	if err := n.lockWrite(ctx, "found mesh"); err != nil {
+		return err
+	}
 	need := n.reg != nil && n.reg.Generation() == 0
 	n.writeMu.Unlock()
 	if !need {
@@ -210,7 +212,9 @@ func (n *Node) rotateSecret(ctx context.Context) error {
 // its revocation. It fails with core.ErrUnauthorized-wrapped errors when
 // this device holds no generation.
 func (n *Node) MeshSecret() (registry.Secret, error) {
-	n.writeMu.Lock()
+	if err := n.lockWrite(context.Background(), "mesh secret"); err != nil {
+		return registry.Secret{}, err
+	}
 	defer n.writeMu.Unlock()
 	if n.reg == nil {
 		return registry.Secret{}, fmt.Errorf("mesh secret: %w", registry.ErrNoSecret)

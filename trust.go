@@ -117,6 +117,9 @@ func (n *Node) TrustDevice(key PublicKey) {
 // (terminal: it can never be trusted again), its live sessions are closed
 // at once, and it is refused from then on.
 func (n *Node) RevokeDevice(ctx context.Context, id DeviceID) error {
+	if err := n.refuseReentry(ctx, "revoke"); err != nil {
+		return err
+	}
 	d, err := n.trust.devices.Get(ctx, id)
 	if errors.Is(err, core.ErrNotFound) {
 		d = registry.Device{ID: id}
