@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/devicemesh/federation"
+	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/store/memstore"
 	"github.com/devicemesh/federation/transport"
@@ -30,33 +31,35 @@ func divergedStore(t *testing.T, value string, at int64) *memstore.Store {
 	return s
 }
 
-// stubbornStore keeps its current version of every record a Merkle repair
-// installs (a batch of records without changes), for the first refuse
-// installs (forever when refuse < 0): a store that alters what repair
-// installs.
-type stubbornStore struct {
-	federation.Store
+// stubbornResolver keeps the local version of every conflict it is asked
+// to settle, for its first refuse calls (forever when refuse < 0), then
+// settles by last-writer-wins: a host resolver that is not convergent,
+// for a while or for good, so that a repair cannot settle the roots.
+type stubbornResolver struct {
 	refuse  int64
 	refused atomic.Int64
 }
 
-func (s *stubbornStore) Commit(ctx context.Context, b core.Batch) error {
-	if len(b.Changes) == 0 && b.Advance == nil && len(b.Records) > 0 && (s.refuse < 0 || s.refused.Load() < s.refuse) {
+func (s *stubbornResolver) Resolve(ctx context.Context, c core.Conflict) (core.Resolution, error) {
+	if s.refuse < 0 || s.refused.Load() < s.refuse {
 		s.refused.Add(1)
-		for i, r := range b.Records {
-			if cur, err := s.Store.Get(ctx, r.Collection, r.Key); err == nil {
-				b.Records[i] = cur // what the node sees committed: no change
-			}
-		}
+		return core.Resolution{Value: c.Local.Value, Deleted: c.Local.Deleted}, nil
 	}
-	return s.Store.Commit(ctx, b)
+	return conflict.LWW{}.Resolve(ctx, c)
 }
 
-func repairPair(t *testing.T, sa, sb federation.Store) (a, b *federation.Node) {
+// withResolver gives the notes collection resolver r.
+func withResolver(r core.Resolver) func(*federation.Config) {
+	return func(c *federation.Config) {
+		c.Collections = map[string]federation.Policy{"notes": {Priority: core.PriorityMedium, Mode: core.ModeImmediate, Resolver: r}}
+	}
+}
+
+func repairPair(t *testing.T, sa, sb federation.Store, ra, rb core.Resolver) (a, b *federation.Node) {
 	t.Helper()
 	net := transport.NewMemNetwork()
-	a = newNode(t, sa, func(c *federation.Config) { c.Network.Transport = memFactory(net) })
-	b = newNode(t, sb, func(c *federation.Config) { c.Network.Transport = memFactory(net) })
+	a = newNode(t, sa, func(c *federation.Config) { c.Network.Transport = memFactory(net) }, withResolver(ra))
+	b = newNode(t, sb, func(c *federation.Config) { c.Network.Transport = memFactory(net) }, withResolver(rb))
 	a.TrustDevice(b.PublicKey())
 	b.TrustDevice(a.PublicKey())
 	ctx := context.Background()
@@ -73,7 +76,7 @@ func repairPair(t *testing.T, sa, sb federation.Store) (a, b *federation.Node) {
 // causal contexts counted as "already held"): diverged for good.
 func TestRepairSettlesEqualVVDivergence(t *testing.T) {
 	ctx := context.Background()
-	a, b := repairPair(t, divergedStore(t, "a", 1000), divergedStore(t, "b", 2000))
+	a, b := repairPair(t, divergedStore(t, "a", 1000), divergedStore(t, "b", 2000), conflict.LWW{}, conflict.LWW{})
 	require.Eventually(t, func() bool { return a.Root("notes") == b.Root("notes") }, 10*time.Second, 10*time.Millisecond, "roots never settled")
 	for _, n := range []*federation.Node{a, b} {
 		v, err := n.Get(ctx, "notes", "k")
@@ -82,16 +85,16 @@ func TestRepairSettlesEqualVVDivergence(t *testing.T) {
 	}
 }
 
-// TestRepairRetriesUntilSettled: the first repairs do not take (the store
-// keeps its old version); repair must keep going, with backoff, until the
-// roots are equal. Before, the same pair of differing roots was repaired
-// once and never again.
+// TestRepairRetriesUntilSettled: the first repairs do not take (the host's
+// resolver keeps its own version twice); repair must keep going, with
+// backoff, until the roots are equal. Before, the same pair of differing
+// roots was repaired once and never again.
 func TestRepairRetriesUntilSettled(t *testing.T) {
 	ctx := context.Background()
-	sa := &stubbornStore{Store: divergedStore(t, "a", 1000), refuse: 2}
-	a, b := repairPair(t, sa, divergedStore(t, "b", 2000))
+	sa := &stubbornResolver{refuse: 2}
+	a, b := repairPair(t, divergedStore(t, "a", 1000), divergedStore(t, "b", 2000), sa, conflict.LWW{})
 	require.Eventually(t, func() bool { return a.Root("notes") == b.Root("notes") }, 15*time.Second, 10*time.Millisecond, "roots never settled")
-	require.EqualValues(t, 2, sa.refused.Load(), "the first two installs were refused")
+	require.EqualValues(t, 2, sa.refused.Load(), "the first two resolutions kept the local version")
 	v, err := a.Get(ctx, "notes", "k")
 	require.NoError(t, err)
 	require.Equal(t, "b", string(v))
@@ -100,15 +103,15 @@ func TestRepairRetriesUntilSettled(t *testing.T) {
 	require.Zero(t, st.RepairsUnsettled, "settled before it was reported")
 }
 
-// TestRepairUnsettledReported: a store that never keeps what repair
-// installs. Repair cannot settle: the node must say so (log, event with a
+// TestRepairUnsettledReported: both hosts' resolvers always keep their own
+// version (not convergent). Repair cannot settle: the node must say so (log, event with a
 // reason, Stats counter) and keep retrying with backoff, not in a hot loop,
 // without tearing the session down.
 func TestRepairUnsettledReported(t *testing.T) {
 	ctx := context.Background()
-	sa := &stubbornStore{Store: divergedStore(t, "a", 1000), refuse: -1}
+	sa := &stubbornResolver{refuse: -1}
 	a := func() *federation.Node {
-		a, b := repairPair(t, sa, divergedStore(t, "b", 2000))
+		a, b := repairPair(t, divergedStore(t, "a", 1000), divergedStore(t, "b", 2000), sa, &stubbornResolver{refuse: -1})
 		_ = b
 		return a
 	}()
@@ -142,7 +145,7 @@ func TestRepairUnsettledReported(t *testing.T) {
 	peers := a.Peers()
 	require.Len(t, peers, 1, "the session stays up")
 	elapsed := time.Since(start)
-	t.Logf("%d repairs driven in %s, %d installs refused", peers[0].Repairs, elapsed.Round(time.Millisecond), sa.refused.Load())
+	t.Logf("%d repairs driven in %s, %d resolutions kept the local version", peers[0].Repairs, elapsed.Round(time.Millisecond), sa.refused.Load())
 	require.GreaterOrEqual(t, peers[0].Repairs, uint64(3), "repair keeps trying")
 	require.LessOrEqual(t, peers[0].Repairs, uint64(8), "repair retries with backoff, not in a loop")
 	st, err = a.Stats(ctx)
