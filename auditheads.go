@@ -49,6 +49,16 @@ import (
 // then stops publishing heads, so that it never signs the rewritten history
 // over the evidence its peers hold.
 //
+// A restore through Restore is declared (RestoredFile) and starts a new
+// epoch of heads (declareRestore; audit package doc, "Epochs"): heads are
+// ordered by (epoch, count, hash) (audit.CompareSigned), so the peers
+// replace the head written after the backup by the new epoch's head
+// instead of writing it back, and the device checks only heads of its own
+// epoch or newer ones. A newer-epoch or same-epoch head that the chain
+// lacks but that was signed before the latest restore entry (a second
+// restore from an older backup reused the epoch) moves the device to the
+// epoch after it (adoptEpoch); any other is tampering, as before.
+//
 // Heads are published after headEvery new entries, or after headInterval
 // (Config.Clock) when some entries are unpublished, and at Close when this
 // open already writes under a replica (a head alone never mints a replica
@@ -63,7 +73,8 @@ const (
 
 // ErrAuditTampered reports that this device's audit chain lacks, or differs
 // from, a head it signed earlier: its history was rewritten or truncated
-// (or restored from an older copy). It wraps audit.ErrTampered.
+// (or restored from an older copy without Restore, which declares a
+// restore and starts a new epoch of heads). It wraps audit.ErrTampered.
 var ErrAuditTampered = fmt.Errorf("audit history rewritten or truncated: %w", audit.ErrTampered)
 
 // ErrForgedHead reports a _fed.auditheads record that does not hold a
@@ -537,8 +548,12 @@ func (n *Node) VerifyAudit(ctx context.Context) error {
 	}
 	held, _ := n.heldHead(ctx, n.DeviceID())
 	epoch := n.anchor.epochNow()
-	if n.anchor.inMemory() || held.Epoch < epoch || held.Epoch > epoch && n.lostByRestore(held) {
-		held = audit.SignedHead{} // checked by checkOwnHead and the head loop
+	if held.Epoch > epoch && n.lostByRestore(held) {
+		n.adoptEpoch(held.Epoch + 1) // signed before the restore point
+		held = audit.SignedHead{}
+	}
+	if n.anchor.inMemory() || held.Epoch < epoch {
+		held = audit.SignedHead{} // superseded by a declared restore: check the chain only
 	}
 	if held.Epoch > epoch {
 		n.auditTampered(fmt.Errorf("%w: a signed head of epoch %d, this store is at epoch %d", audit.ErrTampered, held.Epoch, epoch), "own stored head")
@@ -549,7 +564,10 @@ func (n *Node) VerifyAudit(ctx context.Context) error {
 	if err := n.audit.VerifyHead(ctx, held.Head); err != nil {
 		if errors.Is(err, audit.ErrTampered) && n.lostByRestore(held) {
 			n.adoptEpoch(held.Epoch + 1)
-			return n.audit.VerifyHead(ctx, audit.Head{})
+			err = n.audit.VerifyHead(ctx, audit.Head{})
+		}
+		if err == nil {
+			return nil
 		}
 		if !errors.Is(err, audit.ErrTampered) {
 			return fmt.Errorf("verify audit: %w", err)
