@@ -460,7 +460,7 @@ func (n *Node) loadRestorePoint(ctx context.Context) {
 	}
 	e := es[len(es)-1]
 	a := &n.anchor
-	a.restoredAt = e.At
+	a.restoredAt = time.UnixMilli(e.At.UnixMilli()) // heads' precision
 	if f, ok := e.Detail.Get("epoch"); ok && f.Num > 0 {
 		a.epoch = max(a.epoch, uint64(f.Num))
 	}
@@ -492,7 +492,7 @@ func (n *Node) declareRestore(ctx context.Context, held audit.SignedHead) error 
 	}
 	a.mu.Lock()
 	a.last = max(a.last, e.Seq)
-	a.epoch, a.resign, a.base, a.restoredAt = epoch, true, held.Head, e.At
+	a.epoch, a.resign, a.base, a.restoredAt = epoch, true, held.Head, time.UnixMilli(e.At.UnixMilli())
 	a.mu.Unlock()
 	n.log.Info("store restored from a backup: new audit epoch", "epoch", epoch, "backup_head", held.Head.Seq)
 	n.writeMu.Lock()

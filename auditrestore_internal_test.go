@@ -336,3 +336,67 @@ func copyFiles(t *testing.T, src, dst string) {
 		}
 	}
 }
+
+// errReader fails after its data, like a backup cut short.
+type errReader struct{ data []byte }
+
+func (r *errReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, errors.New("backup cut short")
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// TestRestoreDeclarationCrashSafe: a Restore that fails before replacing
+// the store leaves no declaration; a declaration left next to the
+// unchanged store (a crash before the rename) makes the next open declare
+// a restore that changed nothing: one extra epoch, audited, no tampering,
+// the file removed.
+func TestRestoreDeclarationCrashSafe(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	n := reopenQUIC(t, dir)
+	appendEntries(t, n, core.DeviceID{1}, 10)
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := Restore(dir, &errReader{data: []byte("not a database")}); err == nil {
+		t.Fatal("a failing reader restored")
+	}
+	if _, err := os.Stat(filepath.Join(dir, RestoredFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("failed restore left a declaration: %v", err)
+	}
+	n = reopenQUIC(t, dir)
+	h, ok := n.heldHead(ctx, n.DeviceID())
+	if !ok || h.Epoch != 0 {
+		t.Fatalf("head after a failed restore: epoch %d (held %v), want 0", h.Epoch, ok)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeRestoreMarker(filepath.Join(dir, RestoredFile)); err != nil {
+		t.Fatal(err)
+	}
+	n = reopenQUIC(t, dir)
+	if h, ok = n.heldHead(ctx, n.DeviceID()); !ok || h.Epoch != 1 {
+		t.Fatalf("head after a declared restore: epoch %d (held %v), want 1", h.Epoch, ok)
+	}
+	if _, err := os.Stat(filepath.Join(dir, RestoredFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("declaration kept: %v", err)
+	}
+	if err := n.VerifyAudit(ctx); err != nil || n.anchor.detected.Load() != 0 {
+		t.Fatalf("declared restore flagged: %v", err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n = reopenQUIC(t, dir)
+	if err := n.VerifyAudit(ctx); err != nil {
+		t.Fatalf("reopen after the restore flagged: %v", err)
+	}
+	if h, _ = n.heldHead(ctx, n.DeviceID()); h.Epoch != 1 {
+		t.Fatalf("epoch after reopen %d, want 1", h.Epoch)
+	}
+}
