@@ -431,7 +431,7 @@ func (a *anchor) epochNow() uint64 {
 func (n *Node) lostByRestore(h audit.SignedHead) bool {
 	n.anchor.mu.Lock()
 	defer n.anchor.mu.Unlock()
-	return !n.anchor.restoredAt.IsZero() && h.At.Before(n.anchor.restoredAt)
+	return h.Head.Seq > 0 && !n.anchor.restoredAt.IsZero() && h.At.Before(n.anchor.restoredAt)
 }
 
 // adoptEpoch moves this device's heads to epoch (if higher than its own)
