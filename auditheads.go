@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +49,16 @@ import (
 // then stops publishing heads, so that it never signs the rewritten history
 // over the evidence its peers hold.
 //
+// A restore through Restore is declared (RestoredFile) and starts a new
+// epoch of heads (declareRestore; audit package doc, "Epochs"): heads are
+// ordered by (epoch, count, hash) (audit.CompareSigned), so the peers
+// replace the head written after the backup by the new epoch's head
+// instead of writing it back, and the device checks only heads of its own
+// epoch or newer ones. A newer-epoch or same-epoch head that the chain
+// lacks but that was signed before the latest restore entry (a second
+// restore from an older backup reused the epoch) moves the device to the
+// epoch after it (adoptEpoch); any other is tampering, as before.
+//
 // Heads are published after headEvery new entries, or after headInterval
 // (Config.Clock) when some entries are unpublished, and at Close when this
 // open already writes under a replica (a head alone never mints a replica
@@ -61,7 +73,8 @@ const (
 
 // ErrAuditTampered reports that this device's audit chain lacks, or differs
 // from, a head it signed earlier: its history was rewritten or truncated
-// (or restored from an older copy). It wraps audit.ErrTampered.
+// (or restored from an older copy without Restore, which declares a
+// restore and starts a new epoch of heads). It wraps audit.ErrTampered.
 var ErrAuditTampered = fmt.Errorf("audit history rewritten or truncated: %w", audit.ErrTampered)
 
 // ErrForgedHead reports a _fed.auditheads record that does not hold a
@@ -81,6 +94,11 @@ type anchor struct {
 	memory    bool      // the audit log lives in memory: no own heads, no own checks
 	tampered  error     // the first detection (nil: none); latches publishing off
 	republish map[core.DeviceID]audit.SignedHead
+
+	epoch      uint64     // the epoch this device signs its heads in
+	resign     bool       // a head of epoch is due even without new entries
+	base       audit.Head // the restored backup's head (zero: none): Prev of an epoch's first head
+	restoredAt time.Time  // when the latest declared restore was recorded (zero: none)
 }
 
 func (a *anchor) inMemory() bool {
@@ -124,6 +142,14 @@ func (n *Node) startAnchor(ctx context.Context) {
 	n.anchor.lastPub = n.cfg.Clock.Now()
 	held, _ := n.heldHead(ctx, n.DeviceID())
 	n.anchor.pubSeq = held.Head.Seq
+	n.anchor.epoch = held.Epoch
+	n.loadRestorePoint(ctx)
+	if n.cfg.Store == nil && n.cfg.Dir != "" && !n.anchor.memory {
+		if err := n.declareRestore(ctx, held); err != nil {
+			n.log.Error("record restore from a backup", "err", err)
+		}
+		held, _ = n.heldHead(ctx, n.DeviceID())
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -150,12 +176,18 @@ func (n *Node) headLoop(held audit.SignedHead) {
 		case <-ctx.Done():
 		}
 	}()
-	if n.anchor.inMemory() {
-		held = audit.SignedHead{} // the log restarted empty: check the chain only
+	if n.anchor.inMemory() || held.Epoch < n.anchor.epochNow() {
+		// The log restarted empty, or the head is of an epoch before a
+		// declared restore: check the chain only.
+		held = audit.SignedHead{}
 	}
 	err := n.audit.VerifyHead(ctx, held.Head)
 	if ctx.Err() != nil {
 		return
+	}
+	if err != nil && n.lostByRestore(held) {
+		n.adoptEpoch(held.Epoch + 1)
+		err = n.audit.VerifyHead(ctx, audit.Head{})
 	}
 	if err != nil {
 		n.auditTampered(err, "own stored head")
@@ -190,10 +222,11 @@ func (n *Node) anchorLocked(ctx context.Context, closing bool) {
 	if closing {
 		due = fresh && !n.replica.IsZero()
 	}
+	due = due || a.resign
 	a.mu.Unlock()
 	var ops []txOp
 	for dev, h := range back {
-		if cur, ok := n.heldHead(ctx, dev); ok && audit.CompareHeads(cur.Head, h.Head) >= 0 {
+		if cur, ok := n.heldHead(ctx, dev); ok && audit.CompareSigned(cur, h) >= 0 {
 			continue // already as high
 		}
 		ops = append(ops, txOp{collection: auditHeadsCollection, key: hex.EncodeToString(dev[:]), value: h.Marshal()})
@@ -212,12 +245,14 @@ func (n *Node) anchorLocked(ctx context.Context, closing bool) {
 
 // publishHeadLocked signs and commits this device's current audit head,
 // superseding the highest own head the store holds, after checking that the
-// chain still contains that one. It does nothing once tampering was
-// detected. Called with writeMu held.
+// chain still contains that one (or, for the first head of an epoch, the
+// restored backup's head). It does nothing once tampering was detected.
+// Called with writeMu held.
 func (n *Node) publishHeadLocked(ctx context.Context) error {
 	a := &n.anchor
 	a.mu.Lock()
 	stop := a.tampered != nil || a.memory
+	epoch, base := a.epoch, a.base
 	a.mu.Unlock()
 	if stop {
 		return nil
@@ -227,7 +262,26 @@ func (n *Node) publishHeadLocked(ctx context.Context) error {
 		return err
 	}
 	held, ok := n.heldHead(ctx, n.DeviceID())
-	if ok {
+	prev := held.Head
+	switch {
+	case ok && held.Epoch > epoch:
+		// A head of a newer epoch than this store knows: signed before a
+		// declared restore from an older backup, or the store was rolled
+		// back (checkOwnHead decides which when it arrives).
+		if !n.lostByRestore(held) {
+			n.auditTampered(fmt.Errorf("%w: a signed head of epoch %d, this store is at epoch %d", audit.ErrTampered, held.Epoch, epoch), "own stored head")
+			return nil
+		}
+		n.adoptEpoch(held.Epoch + 1)
+		return n.publishHeadLocked(ctx)
+	case ok && held.Epoch < epoch || !ok && epoch > 0:
+		// The first head of a new epoch: it supersedes the backup's head.
+		if err := n.audit.CheckHead(ctx, base); err != nil {
+			n.auditTampered(err, "the restored backup's head")
+			return nil
+		}
+		prev = base
+	case ok:
 		if head.Seq <= held.Head.Seq {
 			if head != held.Head {
 				n.auditTampered(n.audit.CheckHead(ctx, held.Head), "own stored head")
@@ -239,7 +293,7 @@ func (n *Node) publishHeadLocked(ctx context.Context) error {
 			return nil
 		}
 	}
-	sh := audit.SignedHead{Key: n.PublicKey(), Head: head, Prev: held.Head, At: n.cfg.Clock.Now()}
+	sh := audit.SignedHead{Key: n.PublicKey(), Epoch: epoch, Head: head, Prev: prev, At: n.cfg.Clock.Now()}
 	sh.Sign(n.ident.Sign)
 	self := n.DeviceID()
 	if err := n.commitLocal(ctx, []txOp{{collection: auditHeadsCollection, key: hex.EncodeToString(self[:]), value: sh.Marshal()}}); err != nil {
@@ -247,6 +301,9 @@ func (n *Node) publishHeadLocked(ctx context.Context) error {
 	}
 	a.mu.Lock()
 	a.pubSeq, a.lastPub = head.Seq, n.cfg.Clock.Now()
+	if a.epoch == epoch {
+		a.resign = false
+	}
 	a.mu.Unlock()
 	return nil
 }
@@ -300,20 +357,20 @@ func (n *Node) checkHeads(ctx context.Context, from core.DeviceID, recs []core.R
 		}
 		dev := h.Device()
 		if dev == n.DeviceID() && !n.anchor.inMemory() {
-			if err := n.audit.CheckHead(ctx, h.Head); err != nil {
-				n.auditTampered(err, "a head of this device received from a peer")
-			}
+			n.checkOwnHead(ctx, h)
 		}
 		held, ok := n.heldHead(ctx, dev)
 		switch {
-		case !ok || audit.CompareHeads(h.Head, held.Head) == 0:
-		case audit.CompareHeads(h.Head, held.Head) < 0:
-			n.record(ctx, audit.Refusal(dev, "audit-head-rollback"))
+		case !ok || audit.CompareSigned(h, held) == 0:
+		case audit.CompareSigned(h, held) < 0:
+			if h.Epoch == held.Epoch {
+				n.record(ctx, audit.Refusal(dev, "audit-head-rollback"))
+			} // else a head from before a declared restore, superseded
 			n.anchor.mu.Lock()
 			if n.anchor.republish == nil {
 				n.anchor.republish = map[core.DeviceID]audit.SignedHead{}
 			}
-			if cur, ok := n.anchor.republish[dev]; !ok || audit.CompareHeads(cur.Head, held.Head) < 0 {
+			if cur, ok := n.anchor.republish[dev]; !ok || audit.CompareSigned(cur, held) < 0 {
 				n.anchor.republish[dev] = held
 			}
 			n.anchor.mu.Unlock()
@@ -323,8 +380,134 @@ func (n *Node) checkHeads(ctx context.Context, from core.DeviceID, recs []core.R
 			n.record(ctx, audit.Refusal(dev, "audit-head-fork"))
 			n.log.Error("audit history of a device forked", "peer", dev.Short(), "held", held.Head.Seq, "received", h.Head.Seq)
 			n.events.publish(Event{Kind: EventAuditTampered, Origin: dev, Reason: "audit head forks from the one held"})
+		case h.Epoch > held.Epoch && dev != n.DeviceID():
+			// The device declared a restore: the entries it wrote after
+			// its backup are gone by design. Audited, not a tampering.
+			n.record(ctx, audit.Restored(dev, held, h.Epoch))
+			n.log.Info("a device restored its store from a backup", "peer", dev.Short(), "held", held.Head.Seq, "epoch", h.Epoch)
 		}
 	}
+	return nil
+}
+
+// checkOwnHead checks a head of this device received from a peer against
+// the chain. A head of an older epoch than this store's was superseded by
+// a declared restore and is not checked (the newer head held is written
+// back over it). A head of this epoch must be in the chain, and a head of
+// a newer epoch cannot be, unless it was signed before this store's
+// declared restore (a restore from a backup older than another restore):
+// then the device moves to the epoch after it and signs its head again.
+// Anything else is tampering.
+func (n *Node) checkOwnHead(ctx context.Context, h audit.SignedHead) {
+	epoch := n.anchor.epochNow()
+	var err error
+	switch {
+	case h.Epoch < epoch:
+		return
+	case h.Epoch == epoch:
+		err = n.audit.CheckHead(ctx, h.Head)
+	default:
+		err = fmt.Errorf("%w: a signed head of epoch %d, this store is at epoch %d", audit.ErrTampered, h.Epoch, epoch)
+	}
+	if err == nil {
+		return
+	}
+	if n.lostByRestore(h) {
+		n.adoptEpoch(h.Epoch + 1)
+		return
+	}
+	n.auditTampered(err, "a head of this device received from a peer")
+}
+
+func (a *anchor) epochNow() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.epoch
+}
+
+// lostByRestore reports whether h, a head of this device that its chain
+// lacks, was signed before this store's latest declared restore: its
+// entries were dropped by the restore, not by tampering.
+func (n *Node) lostByRestore(h audit.SignedHead) bool {
+	n.anchor.mu.Lock()
+	defer n.anchor.mu.Unlock()
+	return h.Head.Seq > 0 && !n.anchor.restoredAt.IsZero() && h.At.Before(n.anchor.restoredAt)
+}
+
+// adoptEpoch moves this device's heads to epoch (if higher than its own)
+// and has the head loop sign a head of it.
+func (n *Node) adoptEpoch(epoch uint64) {
+	a := &n.anchor
+	a.mu.Lock()
+	moved := epoch > a.epoch
+	if moved {
+		a.epoch, a.resign = epoch, true
+	}
+	a.mu.Unlock()
+	if moved {
+		n.log.Info("a head signed before this store's restore point is newer than the store: moving to a new audit epoch", "epoch", epoch)
+		a.wake()
+	}
+}
+
+// loadRestorePoint finds the latest declared restore in the chain (an
+// audit.KindRestored entry about this device): its time, epoch and the
+// backup's head.
+func (n *Node) loadRestorePoint(ctx context.Context) {
+	es, err := n.audit.Query(ctx, audit.Filter{Kinds: []audit.Kind{audit.KindRestored}, Device: n.DeviceID()})
+	if err != nil || len(es) == 0 {
+		return
+	}
+	e := es[len(es)-1]
+	a := &n.anchor
+	a.restoredAt = time.UnixMilli(e.At.UnixMilli()) // heads' precision
+	if f, ok := e.Detail.Get("epoch"); ok && f.Num > 0 {
+		a.epoch = max(a.epoch, uint64(f.Num))
+	}
+	seq, _ := e.Detail.Get("seq")
+	hash, _ := e.Detail.Get("hash")
+	if b, err := hex.DecodeString(hash.Text); err == nil && len(b) == audit.HashSize && seq.Num > 0 {
+		a.base.Seq = uint64(seq.Num)
+		copy(a.base.Hash[:], b)
+	}
+}
+
+// declareRestore handles RestoredFile at open (before the node runs): it
+// records the restore in the audit log with held, the backup's own head,
+// moves to the epoch after held's, signs a head of it and removes the file
+// once that head is committed. Without the file it does nothing.
+func (n *Node) declareRestore(ctx context.Context, held audit.SignedHead) error {
+	marker := filepath.Join(n.cfg.Dir, RestoredFile)
+	if _, err := os.Stat(marker); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	a := &n.anchor
+	epoch := max(held.Epoch, a.epoch) + 1
+	e, err := n.audit.Append(ctx, audit.Restored(n.DeviceID(), held, epoch))
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.last = max(a.last, e.Seq)
+	a.epoch, a.resign, a.base, a.restoredAt = epoch, true, held.Head, time.UnixMilli(e.At.UnixMilli())
+	a.mu.Unlock()
+	n.log.Info("store restored from a backup: new audit epoch", "epoch", epoch, "backup_head", held.Head.Seq)
+	n.writeMu.Lock()
+	err = n.publishHeadLocked(ctx)
+	n.writeMu.Unlock()
+	if err != nil {
+		return err
+	}
+	if h, ok := n.heldHead(ctx, n.DeviceID()); !ok || h.Epoch != epoch {
+		return fmt.Errorf("no head of epoch %d was signed; %s kept", epoch, RestoredFile)
+	}
+	if err := os.Remove(marker); err != nil {
+		return err
+	}
+	syncDir(n.cfg.Dir)
 	return nil
 }
 
@@ -364,10 +547,28 @@ func (n *Node) VerifyAudit(ctx context.Context) error {
 		return latched
 	}
 	held, _ := n.heldHead(ctx, n.DeviceID())
-	if n.anchor.inMemory() {
+	epoch := n.anchor.epochNow()
+	if held.Epoch > epoch && n.lostByRestore(held) {
+		n.adoptEpoch(held.Epoch + 1) // signed before the restore point
 		held = audit.SignedHead{}
 	}
+	if n.anchor.inMemory() || held.Epoch < epoch {
+		held = audit.SignedHead{} // superseded by a declared restore: check the chain only
+	}
+	if held.Epoch > epoch {
+		n.auditTampered(fmt.Errorf("%w: a signed head of epoch %d, this store is at epoch %d", audit.ErrTampered, held.Epoch, epoch), "own stored head")
+		n.anchor.mu.Lock()
+		defer n.anchor.mu.Unlock()
+		return n.anchor.tampered
+	}
 	if err := n.audit.VerifyHead(ctx, held.Head); err != nil {
+		if errors.Is(err, audit.ErrTampered) && n.lostByRestore(held) {
+			n.adoptEpoch(held.Epoch + 1)
+			err = n.audit.VerifyHead(ctx, audit.Head{})
+		}
+		if err == nil {
+			return nil
+		}
 		if !errors.Is(err, audit.ErrTampered) {
 			return fmt.Errorf("verify audit: %w", err)
 		}
@@ -392,9 +593,9 @@ func (headResolver) Resolve(_ context.Context, c core.Conflict) (core.Resolution
 	case c.Local.Deleted || lerr != nil:
 		w = c.Remote
 	case c.Remote.Deleted || rerr != nil:
-	case audit.CompareHeads(rh.Head, lh.Head) > 0:
+	case audit.CompareSigned(rh, lh) > 0:
 		w = c.Remote
-	case audit.CompareHeads(rh.Head, lh.Head) == 0 && bytes.Compare(c.Remote.Value, c.Local.Value) > 0:
+	case audit.CompareSigned(rh, lh) == 0 && bytes.Compare(c.Remote.Value, c.Local.Value) > 0:
 		w = c.Remote // the same head signed twice: any fixed choice
 	}
 	if w.Deleted {

@@ -54,18 +54,39 @@
 // Whoever can write the table can also rewrite a row, recompute every later
 // hash and drop the newest rows: the chain then verifies. A SignedHead
 // anchors the chain outside the file: the device signs (Ed25519, its
-// device key) its entry count, newest Hash, the head it supersedes (Prev)
-// and a time, encoded as
+// device key) its epoch, entry count, newest Hash, the head it supersedes
+// (Prev) and a time, encoded as
 //
-//	version uint8 (1) | public key 32 | seq uint64 | hash 32 |
-//	prev seq uint64 | prev hash 32 | at int64 Unix ms | signature 64
+//	version uint8 (2) | public key 32 | epoch uint64 | seq uint64 |
+//	hash 32 | prev seq uint64 | prev hash 32 | at int64 Unix ms |
+//	signature 64
 //
-// with the signature over "devicemesh/audit-head/v1" and the bytes before
+// with the signature over "devicemesh/audit-head/v2" and the bytes before
 // it. The federation node replicates each device's latest head to its
-// peers, who keep the highest (CompareHeads) and never let a lower one
-// replace it. Log.CheckHead and Log.VerifyHead tell whether the chain still
-// contains a head; Extends tells a holder whether a newer head continues
-// the one it held.
+// peers, who keep the highest (CompareSigned: epoch, then count, then
+// hash) and never let a lower one replace it. Log.CheckHead and
+// Log.VerifyHead tell whether the chain still contains a head; Extends
+// tells a holder whether a newer head continues the one it held.
+//
+// # Epochs
+//
+// Restoring a backup drops the entries written after it, legitimately. A
+// declared restore (federation.Restore leaves a file that the next open
+// consumes) appends a KindRestored entry naming the backup's own head and
+// the new epoch, max(epoch of the device's own held head, of its last
+// restore) + 1, and signs the epoch's first head, whose Prev is the
+// backup's head; the declaration is removed only once that head is
+// committed. The epoch is inside the signature, so no one without the
+// device key can raise it. Peers accept a newer epoch's head as extending
+// any older head (auditing the restore) and keep it over every older-epoch
+// head; the device does not check heads of older epochs against its chain.
+// A head of its own epoch, or of a newer one, that its chain lacks is
+// tampering, except when it was signed (At, device clock) before the
+// latest KindRestored entry: then it belongs to a history the restore
+// dropped. That happens after a second restore from a backup older than
+// the first one: both restores start the same epoch number, the peers send
+// back the head of the first one, and the device moves to the epoch after
+// it and signs again.
 //
 // What remains possible:
 //   - Entries after the newest head the peers (or the device's own store)
@@ -82,6 +103,15 @@
 //     itself learns nothing.
 //   - A device that never reconnects cannot be checked against its peers,
 //     only against its own stored head.
-//   - A device restored from an older copy of its store lacks the entries
-//     written since the copy and is reported as tampered: they are gone.
+//   - A device restored from an older copy of its store without declaring
+//     it lacks the entries written since the copy and is reported as
+//     tampered: they are gone. A declared restore is not, and whoever can
+//     write the device's folder can declare one (or forge a KindRestored
+//     entry with a late time, together with the device key): that drops
+//     the entries after an older copy without a tamper report, but the
+//     peers see the new epoch and audit it as a restore of that device.
+//   - Heads are told apart from a dropped history by the device's clock
+//     (At against the restore entry's time): a clock set back across a
+//     restore can make a pre-restore head look later, reported as
+//     tampering (a false alarm, not a miss).
 package audit

@@ -1,6 +1,10 @@
 package audit
 
-import "github.com/devicemesh/federation/core"
+import (
+	"encoding/hex"
+
+	"github.com/devicemesh/federation/core"
+)
 
 // Constructors for the common entries, so that every part of the SDK
 // records the same fields under the same names. Append stamps the time.
@@ -72,4 +76,16 @@ func Refusal(dev core.DeviceID, reason string) Entry {
 // "approved", "rejected").
 func Pairing(dev core.DeviceID, step string) Entry {
 	return Entry{Kind: KindPairing, Device: dev, Detail: Detail{Text("step", Token(step))}}
+}
+
+// Restored records that dev's store was restored from a backup whose
+// highest own signed head was backup (zero: none), and that its heads now
+// belong to epoch (see SignedHead.Epoch).
+func Restored(dev core.DeviceID, backup SignedHead, epoch uint64) Entry {
+	return Entry{Kind: KindRestored, Device: dev, Detail: Detail{
+		Num("epoch", int64(epoch)),
+		Text("hash", hex.EncodeToString(backup.Head.Hash[:])),
+		Num("prev_epoch", int64(backup.Epoch)),
+		Num("seq", int64(backup.Head.Seq)),
+	}}
 }

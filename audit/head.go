@@ -20,10 +20,16 @@ type SignedHead struct {
 	// Key is the signing device's public key; the device is
 	// core.DeviceIDFromKey(Key).
 	Key core.PublicKey
+	// Epoch counts the declared restores of the device's store from a
+	// backup: a restore starts a new epoch, whose heads outrank every head
+	// of older epochs (see CompareSigned). 0 before any restore.
+	Epoch uint64
 	// Head is the newest entry of the device's log when it signed.
 	Head Head
 	// Prev is the signed head this one supersedes in the device's store
-	// (zero: none). Peers holding Prev check that Head extends it.
+	// (zero: none). Peers holding Prev check that Head extends it. The
+	// first head of an epoch names the restored backup's head, of an older
+	// epoch.
 	Prev Head
 	// At is when the head was signed (device clock, millisecond precision).
 	At time.Time
@@ -32,11 +38,11 @@ type SignedHead struct {
 }
 
 // HeadSize is the length of a marshalled SignedHead.
-const HeadSize = 1 + 32 + 8 + HashSize + 8 + HashSize + 8 + ed25519.SignatureSize
+const HeadSize = 1 + 32 + 8 + 8 + HashSize + 8 + HashSize + 8 + ed25519.SignatureSize
 
 const (
-	headVersion = 1
-	headDomain  = "devicemesh/audit-head/v1"
+	headVersion = 2
+	headDomain  = "devicemesh/audit-head/v2"
 )
 
 // Device returns the id of the device that signed h.
@@ -44,12 +50,13 @@ func (h *SignedHead) Device() core.DeviceID { return core.DeviceIDFromKey(h.Key)
 
 // body is the signed part of the encoding:
 //
-//	version uint8 (1) | key 32 | seq uint64 | hash 32 | prev seq uint64 |
-//	prev hash 32 | at int64 Unix ms
+//	version uint8 (2) | key 32 | epoch uint64 | seq uint64 | hash 32 |
+//	prev seq uint64 | prev hash 32 | at int64 Unix ms
 func (h *SignedHead) body() []byte {
 	b := make([]byte, 0, HeadSize)
 	b = append(b, headVersion)
 	b = append(b, h.Key[:]...)
+	b = binary.BigEndian.AppendUint64(b, h.Epoch)
 	b = binary.BigEndian.AppendUint64(b, h.Head.Seq)
 	b = append(b, h.Head.Hash[:]...)
 	b = binary.BigEndian.AppendUint64(b, h.Prev.Seq)
@@ -91,6 +98,8 @@ func UnmarshalHead(b []byte) (SignedHead, error) {
 	b = b[1:]
 	copy(h.Key[:], b)
 	b = b[32:]
+	h.Epoch = binary.BigEndian.Uint64(b)
+	b = b[8:]
 	h.Head.Seq = binary.BigEndian.Uint64(b)
 	copy(h.Head.Hash[:], b[8:])
 	b = b[8+HashSize:]
@@ -115,15 +124,35 @@ func CompareHeads(a, b Head) int {
 	return bytes.Compare(a.Hash[:], b.Hash[:])
 }
 
+// CompareSigned orders two signed heads of one device: by epoch, then as
+// CompareHeads. A head of a newer epoch (the device declared a restore)
+// outranks every head of an older one, whatever their entry counts. It
+// returns -1, 0 or 1.
+func CompareSigned(a, b SignedHead) int {
+	switch {
+	case a.Epoch < b.Epoch:
+		return -1
+	case a.Epoch > b.Epoch:
+		return 1
+	}
+	return CompareHeads(a.Head, b.Head)
+}
+
 // Extends reports whether next, a newer signed head of the device that
 // signed held, provably or plausibly continues the history held names:
 // next names held as its Prev, or supersedes a head newer than held (the
 // holder missed some heads in between). It is false when next forks from
 // held (same Prev position, other hash) or supersedes an older head than
 // held, which a device that still had held would not do: its store lost
-// held, by a restore from an older copy or by tampering.
+// held, by an undeclared restore from an older copy or by tampering. A head
+// of a newer epoch than held always extends it: its device declared a
+// restore, which drops the entries after the backup's head by design.
 func Extends(held, next SignedHead) bool {
 	switch {
+	case next.Epoch > held.Epoch:
+		return true
+	case next.Epoch < held.Epoch:
+		return false
 	case next.Prev.Seq == held.Head.Seq:
 		return next.Prev.Hash == held.Head.Hash
 	case next.Prev.Seq > held.Head.Seq:

@@ -25,14 +25,14 @@ func signer(t testing.TB, seed byte) (core.PublicKey, func([]byte) []byte) {
 func TestSignedHeadRoundTripAndForgery(t *testing.T) {
 	pub, sign := signer(t, 1)
 	_, otherSign := signer(t, 2)
-	h := SignedHead{Key: pub, Head: Head{Seq: 42, Hash: Hash{7}}, Prev: Head{Seq: 40, Hash: Hash{6}}, At: time.UnixMilli(1_700_000_000_123)}
+	h := SignedHead{Key: pub, Epoch: 3, Head: Head{Seq: 42, Hash: Hash{7}}, Prev: Head{Seq: 40, Hash: Hash{6}}, At: time.UnixMilli(1_700_000_000_123)}
 	h.Sign(sign)
 	b := h.Marshal()
 	if len(b) != HeadSize {
 		t.Fatalf("encoding is %d bytes, want %d", len(b), HeadSize)
 	}
 	got, err := UnmarshalHead(b)
-	if err != nil || got.Verify() != nil || got.Head != h.Head || got.Prev != h.Prev || !got.At.Equal(h.At) || got.Device() != core.DeviceIDFromKey(pub) {
+	if err != nil || got.Verify() != nil || got.Epoch != 3 || got.Head != h.Head || got.Prev != h.Prev || !got.At.Equal(h.At) || got.Device() != core.DeviceIDFromKey(pub) {
 		t.Fatalf("round trip: %+v, %v", got, err)
 	}
 	for i := 0; i < HeadSize; i++ {
@@ -75,6 +75,13 @@ func TestHeadOrderAndExtends(t *testing.T) {
 		if got := Extends(held, c.next); got != c.want {
 			t.Errorf("%s: Extends = %v, want %v", c.name, got, c.want)
 		}
+	}
+	newer := SignedHead{Epoch: 1, Head: Head{Seq: 3}, Prev: Head{Seq: 2}}
+	if !Extends(held, newer) || Extends(newer, SignedHead{Head: Head{Seq: 40}, Prev: Head{Seq: 30}}) {
+		t.Error("a head of a newer epoch must extend any older one, and an older epoch's head never extends a newer one")
+	}
+	if CompareSigned(newer, SignedHead{Head: Head{Seq: 99}}) <= 0 || CompareSigned(SignedHead{Epoch: 1, Head: Head{Seq: 4}}, newer) <= 0 || CompareSigned(newer, newer) != 0 {
+		t.Fatal("CompareSigned does not order by epoch, then count")
 	}
 	if CompareHeads(Head{Seq: 2}, Head{Seq: 1, Hash: Hash{9}}) <= 0 || CompareHeads(Head{Seq: 1, Hash: Hash{1}}, Head{Seq: 1, Hash: Hash{2}}) >= 0 || CompareHeads(held.Head, held.Head) != 0 {
 		t.Fatal("CompareHeads does not order by count, then hash")

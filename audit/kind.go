@@ -26,6 +26,11 @@ const (
 	KindRefusal
 	// KindPairing: a pairing step (invitation, approval, rejection).
 	KindPairing
+	// KindRestored: the device's store was restored from a backup
+	// (federation.Restore) and a new epoch of signed heads began (Detail:
+	// the backup's head "seq" and "hash", the new "epoch"). The entries
+	// the device wrote after the backup are gone; this entry says so.
+	KindRestored
 	kindEnd
 )
 
@@ -39,6 +44,7 @@ var kindNames = [...]string{
 	KindRegistryOp:       "registry-op",
 	KindRefusal:          "refusal",
 	KindPairing:          "pairing",
+	KindRestored:         "restored",
 }
 
 // Valid reports whether k is one of the defined kinds.
