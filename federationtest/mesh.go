@@ -104,27 +104,36 @@ func (s fileStore) Commit(ctx context.Context, b core.Batch) error {
 // versions that its acknowledged writes created.
 type Recorder struct {
 	mu    sync.Mutex
-	self  core.DeviceID
-	local map[uint64]core.Record // by sequence number
+	node  *federation.Node // nil until the node is built
+	local map[dot]core.Record
+}
+
+// dot names one write: the replica incarnation that made it and its
+// sequence number there (a node writes under a new incarnation in every
+// open that writes).
+type dot struct {
+	origin core.DeviceID
+	seq    uint64
 }
 
 func (r *Recorder) note(b core.Batch) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.self.IsZero() {
+	if r.node == nil {
 		return
 	}
+	self := r.node.DeviceID()
 	for _, c := range b.Changes {
-		if c.Origin == r.self {
-			if _, dup := r.local[c.Seq]; !dup {
-				r.local[c.Seq] = c.Record
+		if r.node.OriginDevice(c.Origin) == self {
+			if d := (dot{c.Origin, c.Seq}); r.local[d].Origin.IsZero() {
+				r.local[d] = c.Record
 			}
 		}
 	}
 }
 
-// Local returns the versions the node committed as its own writes, by
-// sequence number.
+// Local returns the versions the node committed as its own writes, under
+// any of its replica incarnations.
 func (r *Recorder) Local() []core.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -203,7 +212,7 @@ func NewMesh(t testing.TB, n int, opts Options) *Mesh {
 	m.dirs = make([]string, n)
 	m.offsets = make([]time.Duration, n)
 	for i := range n {
-		m.recs[i] = &Recorder{local: map[uint64]core.Record{}}
+		m.recs[i] = &Recorder{local: map[dot]core.Record{}}
 		if opts.LibSQL {
 			m.dirs[i] = t.TempDir()
 		} else {
@@ -246,7 +255,7 @@ func (m *Mesh) build(i int) *federation.Node {
 		m.t.Fatalf("federationtest: node %d: %v", i, err)
 	}
 	m.recs[i].mu.Lock()
-	m.recs[i].self = n.DeviceID()
+	m.recs[i].node = n
 	m.recs[i].mu.Unlock()
 	if err := n.Start(m.ctx); err != nil {
 		m.t.Fatalf("federationtest: start node %d: %v", i, err)
