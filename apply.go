@@ -128,12 +128,12 @@ func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, 
 		return res, err
 	}
 	qEvents, settle := n.settleQueue(&b, maxTS)
-	prepared, err := n.commitStore(ctx, b)
+	err = n.commitStore(ctx, b)
 	if err != nil {
 		return res, fmt.Errorf("apply: %w", err)
 	}
 	settle()
-	n.afterCommit(b.Records, prepared)
+	n.afterCommit(b.Records)
 	for _, e := range append(events, qEvents...) {
 		n.events.publish(e)
 	}

@@ -34,10 +34,22 @@ func openAudit(ctx context.Context, st Store, clock core.Clock) (*audit.Log, err
 // and to Verify.
 func (n *Node) Audit() *audit.Log { return n.audit }
 
-// record appends an entry; a failure is logged, never fatal to sync.
+// record appends an entry; a failure is logged, never fatal to sync. No
+// entry is dropped silently: one the log refuses as invalid (a programming
+// error: a detail key or text the audit package does not accept) is logged
+// at error level and replaced by audit.Salvage's substitute, which keeps its
+// kind, device, time and valid fields and carries audit_error, so the event
+// is in the chain and the mistake is visible to a query (tests look for it).
+// Only a failing audit store loses an entry, and that is logged as an error.
 func (n *Node) record(ctx context.Context, e audit.Entry) {
-	if _, err := n.audit.Append(context.WithoutCancel(ctx), e); err != nil {
-		n.log.Warn("audit append failed", "kind", e.Kind, "err", err)
+	ctx = context.WithoutCancel(ctx)
+	_, err := n.audit.Append(ctx, e)
+	if errors.Is(err, audit.ErrInvalidEntry) {
+		n.log.Error("audit entry refused, recording a substitute", "kind", e.Kind, "err", err)
+		_, err = n.audit.Append(ctx, audit.Salvage(e))
+	}
+	if err != nil {
+		n.log.Error("audit append failed", "kind", e.Kind, "err", err)
 	}
 }
 

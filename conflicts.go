@@ -167,7 +167,9 @@ func (n *Node) Conflicts(ctx context.Context) ([]ConflictInfo, error) {
 	if err := n.alive(); err != nil {
 		return nil, err
 	}
-	n.writeMu.Lock()
+	if err := n.lockWrite(ctx, "conflicts"); err != nil {
+		return nil, err
+	}
 	defer n.writeMu.Unlock()
 	out := make([]ConflictInfo, 0, len(n.queue.byKey))
 	for _, ci := range n.queue.byKey {

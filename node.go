@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
@@ -32,7 +33,8 @@ type Node struct {
 
 	// writeMu serialises local writes: sequence numbers and causal contexts
 	// are assigned under it, and Update holds it for the whole transaction.
-	writeMu sync.Mutex
+	writeMu  sync.Mutex
+	activeTx atomic.Pointer[Tx] // the transaction whose function is running (see lockWrite)
 	// replica is the incarnation this open writes under (replica.go): zero
 	// until the first write that syncs mints one, or the device id for the
 	// open that created the identity. seq is the last sequence number used
@@ -258,8 +260,16 @@ func (n *Node) Scan(ctx context.Context, collection string, r KeyRange, fn func(
 // fn returns nil, and discarded when it returns an error (which Update
 // returns) or panics; a failed commit also leaves nothing behind. Reads in fn
 // see the committed state plus fn's own writes. Local transactions are
-// serialised, so keep fn short; it must not call other Node methods that
-// write.
+// serialised, so keep fn short.
+//
+// fn holds this node's write lock while it runs, so it must write only
+// through tx. A call from fn to a Node method that takes the write lock
+// (Put, Delete, Update, Resolve, Stats, Conflicts, the registry operations,
+// Close) fails at once with an error wrapping ErrReentrantWrite instead of
+// waiting for itself; so does such a call made with tx.Context() (or a
+// context derived from it) from any goroutine while fn runs. Calls from
+// other goroutines with other contexts wait for fn, as any concurrent
+// writer does. See lockWrite for the exact rule.
 func (n *Node) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := n.alive(); err != nil {
 		return err
@@ -267,10 +277,17 @@ func (n *Node) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	n.writeMu.Lock()
+	if err := n.lockWrite(ctx, "update"); err != nil {
+		return err
+	}
 	defer n.writeMu.Unlock()
-	tx := &Tx{ctx: ctx, node: n, index: map[txKey]int{}}
-	err := fn(tx)
+	tx := &Tx{node: n, index: map[txKey]int{}}
+	tx.ctx = context.WithValue(ctx, txCtxKey{}, tx)
+	n.activeTx.Store(tx)
+	err := func() error {
+		defer n.activeTx.Store(nil)
+		return callTxFn(fn, tx)
+	}()
 	tx.done = true
 	if err != nil {
 		return err
@@ -336,7 +353,7 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 		b.Records[i] = rec
 	}
 	qEvents, settle := n.settleQueue(&b, ts)
-	prepared, err := n.commitStore(ctx, b)
+	err = n.commitStore(ctx, b)
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
@@ -345,7 +362,7 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 	if seq > 0 {
 		n.announce = nil // announced (or the first incarnation: nothing to)
 	}
-	n.afterCommit(b.Records, prepared)
+	n.afterCommit(b.Records)
 	for _, r := range b.Records {
 		if !internal(r.Collection) {
 			n.events.publish(Event{Kind: EventChange, Collection: r.Collection, Key: r.Key, Deleted: r.Deleted, Origin: dev, Local: true, Timestamp: r.Timestamp})
@@ -380,7 +397,9 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 	if err := n.alive(); err != nil {
 		return Stats{}, err
 	}
-	n.writeMu.Lock()
+	if err := n.lockWrite(ctx, "stats"); err != nil {
+		return Stats{}, err
+	}
 	defer n.writeMu.Unlock()
 	ss, err := n.store.Stats(ctx)
 	if err != nil {
@@ -397,8 +416,13 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 
 // Close stops everything the node started, waits for it, ends every
 // subscription and closes the store. It is idempotent; later calls return
-// the first call's result.
+// the first call's result. Called from inside an Update callback, it
+// closes nothing and returns an error wrapping ErrReentrantWrite (it would
+// wait for that callback forever).
 func (n *Node) Close() error {
+	if n.activeTx.Load() != nil && inUpdateCallback() {
+		return fmt.Errorf("close: %w", ErrReentrantWrite)
+	}
 	n.closeOnce.Do(func() {
 		close(n.closed)
 		if n.stopReembed != nil {

@@ -47,22 +47,26 @@ func (n *Node) loadRegistry(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.foldOps(ctx, ops)
+	n.foldOps(ctx, ops, false) // audited when they were first applied
 	return nil
 }
 
 // foldOps applies operations to the registry state (founding it from a
 // genesis among them if there is none yet), writes the resulting devices to
-// the registry table and cuts off revoked devices. Called with the write
-// lock held, or before the node runs.
-func (n *Node) foldOps(ctx context.Context, ops []registry.Op) {
+// the registry table and cuts off revoked devices. With audited, each
+// operation that enters the registry state (made here or received from a
+// peer, the genesis included) is appended to the audit log. Called with the
+// write lock held, or before the node runs.
+func (n *Node) foldOps(ctx context.Context, ops []registry.Op, audited bool) {
 	if len(ops) == 0 {
 		return
 	}
+	var fresh []registry.Op // not in the state before this call
 	if n.reg == nil {
 		for _, op := range ops {
 			if s, err := registry.NewState(op); err == nil {
 				n.reg = s
+				fresh = append(fresh, op)
 				break
 			}
 		}
@@ -73,9 +77,26 @@ func (n *Node) foldOps(ctx context.Context, ops []registry.Op) {
 		ops = append(n.pendingOps, ops...)
 		n.pendingOps = nil
 	}
+	seen := map[registry.OpHash]bool{}
+	for _, op := range fresh {
+		seen[op.Hash()] = true
+	}
+	for _, op := range ops {
+		if h := op.Hash(); !seen[h] && !n.reg.Has(h) {
+			seen[h] = true
+			fresh = append(fresh, op)
+		}
+	}
 	added, err := n.reg.ApplyAll(ops)
 	if err != nil {
 		n.log.Warn("registry operation refused", "err", err)
+	}
+	if audited {
+		for _, op := range fresh {
+			if n.reg.Has(op.Hash()) {
+				n.record(ctx, op.AuditEntry())
+			}
+		}
 	}
 	if added == 0 {
 		return
@@ -165,7 +186,9 @@ func (n *Node) ensureMesh(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	n.writeMu.Lock()
+	if err := n.lockWrite(ctx, "found mesh"); err != nil {
+		return err
+	}
 	need := n.reg != nil && n.reg.Generation() == 0
 	n.writeMu.Unlock()
 	if !need {
@@ -188,7 +211,9 @@ func (n *Node) rotateSecret(ctx context.Context) error {
 // its revocation. It fails with core.ErrUnauthorized-wrapped errors when
 // this device holds no generation.
 func (n *Node) MeshSecret() (registry.Secret, error) {
-	n.writeMu.Lock()
+	if err := n.lockWrite(context.Background(), "mesh secret"); err != nil {
+		return registry.Secret{}, err
+	}
 	defer n.writeMu.Unlock()
 	if n.reg == nil {
 		return registry.Secret{}, fmt.Errorf("mesh secret: %w", registry.ErrNoSecret)

@@ -384,12 +384,12 @@ func (n *Node) applyRecords(ctx context.Context, recs []core.Change) error {
 	if len(b.Records) == 0 {
 		return nil
 	}
-	prepared, err := n.commitStore(ctx, b)
+	err := n.commitStore(ctx, b)
 	if err != nil {
 		return fmt.Errorf("repair: %w", err)
 	}
 	settle()
-	n.afterCommit(b.Records, prepared)
+	n.afterCommit(b.Records)
 	for _, e := range append(events, qEvents...) {
 		n.events.publish(e)
 	}

@@ -65,14 +65,9 @@ func (n *Node) prepareTrees(records []core.Record) []treeUpdate {
 	return out
 }
 
-// updateTrees folds committed record versions into the trees, from their
-// prepared updates when the caller hashed them already (prepared non-nil).
-func (n *Node) updateTrees(records []core.Record, prepared []treeUpdate) {
-	if prepared == nil {
-		prepared = n.prepareTrees(records)
-	}
-	n.trees.mu.Lock()
-	defer n.trees.mu.Unlock()
+// applyTreesLocked folds committed record versions into the trees from
+// their prepared updates. Called with the trees' lock held.
+func (n *Node) applyTreesLocked(prepared []treeUpdate) {
 	for _, u := range prepared {
 		t := n.trees.m[u.coll]
 		if t == nil {

@@ -117,6 +117,9 @@ func (n *Node) TrustDevice(key PublicKey) {
 // (terminal: it can never be trusted again), its live sessions are closed
 // at once, and it is refused from then on.
 func (n *Node) RevokeDevice(ctx context.Context, id DeviceID) error {
+	if err := n.refuseReentry(ctx, "revoke"); err != nil {
+		return err
+	}
 	d, err := n.trust.devices.Get(ctx, id)
 	if errors.Is(err, core.ErrNotFound) {
 		d = registry.Device{ID: id}
@@ -133,7 +136,7 @@ func (n *Node) RevokeDevice(ctx context.Context, id DeviceID) error {
 	}
 	closed := n.cutOff(id)
 	n.log.Info("device revoked", "peer", id.Short(), "sessions_closed", closed)
-	e := audit.Entry{Kind: audit.KindRegistryOp, Device: id, Detail: audit.Detail{audit.Text("op", "revoke"), audit.Num("sessions-closed", int64(closed))}}
+	e := audit.Entry{Kind: audit.KindRegistryOp, Device: id, Detail: audit.Detail{audit.Text("op", "revoke"), audit.Num("sessions_closed", int64(closed))}}
 	n.record(ctx, e)
 	// Tell every other device of the mesh, as a signed operation.
 	if err := n.revokeInMesh(ctx, id); err != nil {

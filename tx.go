@@ -82,5 +82,11 @@ func (tx *Tx) Get(collection, key string) ([]byte, error) {
 	return tx.node.Get(tx.ctx, collection, key)
 }
 
+// Context returns the context of the Update call that runs this
+// transaction, marked as this transaction's: a Node write made with it (or
+// a context derived from it) while the transaction's function runs fails
+// with ErrReentrantWrite instead of deadlocking.
+func (tx *Tx) Context() context.Context { return tx.ctx }
+
 // Len returns the number of distinct keys written so far.
 func (tx *Tx) Len() int { return len(tx.ops) }

@@ -200,3 +200,36 @@ func readString(b []byte) (string, []byte, bool) {
 	n := int(b[0])
 	return string(b[1 : 1+n]), b[1+n:], true
 }
+
+// SalvageKey is the detail field that marks an entry made by Salvage.
+const SalvageKey = "audit_error"
+
+// Salvage returns a valid substitute for an entry that Append refused as
+// invalid, so that the event is still recorded: the same kind (KindRefusal
+// if its kind is invalid), device and time, the fields of its detail that
+// are valid on their own (the first of duplicated keys, at most
+// MaxFields-2), a field SalvageKey ("invalid_entry") and a count of the
+// fields dropped ("audit_dropped_fields").
+func Salvage(e Entry) Entry {
+	out := Entry{Kind: e.Kind, At: e.At, Device: e.Device}
+	if !out.Kind.Valid() {
+		out.Kind = KindRefusal
+	}
+	d := slices.Clone(e.Detail)
+	slices.SortStableFunc(d, func(a, b Field) int { return strings.Compare(a.Key, b.Key) })
+	var keep Detail
+	for _, f := range d {
+		if f.Key == SalvageKey || f.Key == "audit_dropped_fields" || len(keep) >= MaxFields-2 {
+			continue
+		}
+		if len(keep) > 0 && keep[len(keep)-1].Key == f.Key {
+			continue
+		}
+		if validateDetail(Detail{f}) == nil {
+			keep = append(keep, f)
+		}
+	}
+	dropped := int64(len(e.Detail) - len(keep))
+	out.Detail = append(keep, Text(SalvageKey, "invalid_entry"), Num("audit_dropped_fields", dropped))
+	return out
+}

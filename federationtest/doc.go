@@ -11,6 +11,13 @@
 // exercise exactly the recovery paths a real network failure would.
 // WaitConverged then waits until every node holds identical records.
 //
+// Options.LibSQL keeps each node's data in a libSQL file instead (Restart
+// reopens it) and Options.QUIC connects the nodes over real QUIC on
+// loopback. Every node's clock is the mesh's: FreezeClocks stops them all
+// at one instant, SetClockOffset skews one. A Recorder per node keeps every
+// version the node committed as its own write, across restarts and
+// compactions, so a test can account for each acknowledged write.
+//
 //	m := federationtest.NewMesh(t, 3, federationtest.Options{Seed: 1})
 //	m.ConnectAll(ctx)
 //	_ = m.Node(0).Put(ctx, "notes", "k", []byte("v"))

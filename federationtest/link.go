@@ -16,17 +16,24 @@ import (
 // the mesh can partition it and inject faults.
 func (m *Mesh) factory(i int) federation.TransportFactory {
 	return func(ctx context.Context, p federation.TransportParams) (federation.Transport, error) {
-		tr, err := m.net.ListenConfig(transport.MemConfig{Identity: p.Identity, Authorizer: p.Authorizer, Keys: p.Keys, Logger: p.Logger})
+		var tr core.Transport
+		var err error
+		if m.opts.QUIC {
+			tr, err = transport.NewQUIC(ctx, transport.QUICConfig{Identity: p.Identity, Authorizer: p.Authorizer, Keys: p.Keys, ListenAddr: "127.0.0.1:0", Logger: p.Logger})
+		} else {
+			tr, err = m.net.ListenConfig(transport.MemConfig{Identity: p.Identity, Authorizer: p.Authorizer, Keys: p.Keys, Logger: p.Logger})
+		}
 		if err != nil {
 			return nil, err
 		}
-		return &meshTransport{Mem: tr, m: m, self: i}, nil
+		return &meshTransport{Transport: tr, m: m, self: i}, nil
 	}
 }
 
-// meshTransport is one node's view of the mesh network.
+// meshTransport is one node's view of the mesh network (in memory, or
+// QUIC on loopback).
 type meshTransport struct {
-	*transport.Mem
+	core.Transport
 	m    *Mesh
 	self int
 }
@@ -42,7 +49,7 @@ func (t *meshTransport) Dial(ctx context.Context, addr string, peer core.DeviceI
 	if !t.m.reachable(t.self, j) {
 		return nil, fmt.Errorf("federationtest: node %d cannot reach node %d: partitioned", t.self, j)
 	}
-	s, err := t.Mem.Dial(ctx, addr, peer)
+	s, err := t.Transport.Dial(ctx, addr, peer)
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +59,7 @@ func (t *meshTransport) Dial(ctx context.Context, addr string, peer core.DeviceI
 // Accept wraps inbound sessions and drops those across a partition.
 func (t *meshTransport) Accept(ctx context.Context) (core.Session, error) {
 	for {
-		s, err := t.Mem.Accept(ctx)
+		s, err := t.Transport.Accept(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/devicemesh/federation"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/store/libsqlstore"
 	"github.com/devicemesh/federation/store/memstore"
 	"github.com/devicemesh/federation/transport"
 )
@@ -24,6 +26,12 @@ type Options struct {
 	Faults Faults
 	// Config, when set, adjusts node i's configuration before it is built.
 	Config func(i int, c *federation.Config)
+	// LibSQL keeps each node's data in a libSQL file (in a directory of
+	// the test's) instead of memory; Restart reopens the file.
+	LibSQL bool
+	// QUIC connects the nodes over real QUIC on loopback instead of the
+	// in-memory network (partitions and faults still apply).
+	QUIC bool
 }
 
 // Faults are per-frame probabilities, each in [0, 1].
@@ -37,8 +45,14 @@ type Mesh struct {
 	opts   Options
 	net    *transport.MemNetwork
 	nodes  []*federation.Node
-	stores []*keepOpen
+	stores []core.Store
+	recs   []*Recorder
+	dirs   []string
 	addrs  map[string]int
+
+	clockMu sync.Mutex
+	frozen  time.Time       // zero: clocks run
+	offsets []time.Duration // per node, added to its clock
 
 	mu       sync.Mutex
 	rng      *rand.Rand
@@ -52,10 +66,117 @@ type Mesh struct {
 }
 
 // keepOpen is a store that survives its node: Close is a no-op, so a node
-// can be restarted on the same data, as with a file on disk.
-type keepOpen struct{ *memstore.Store }
+// can be restarted on the same data, as with a file on disk. It records
+// the node's local commits.
+type keepOpen struct {
+	*memstore.Store
+	rec *Recorder
+}
 
 func (keepOpen) Close() error { return nil }
+
+// Commit commits b and records its local changes.
+func (s keepOpen) Commit(ctx context.Context, b core.Batch) error {
+	if err := s.Store.Commit(ctx, b); err != nil {
+		return err
+	}
+	s.rec.note(b)
+	return nil
+}
+
+// fileStore is a libSQL store that records the node's local commits.
+type fileStore struct {
+	*libsqlstore.Store
+	rec *Recorder
+}
+
+// Commit commits b and records its local changes.
+func (s fileStore) Commit(ctx context.Context, b core.Batch) error {
+	if err := s.Store.Commit(ctx, b); err != nil {
+		return err
+	}
+	s.rec.note(b)
+	return nil
+}
+
+// Recorder keeps every change a node committed as its own write (its
+// origin is the node), across restarts and changelog compactions: the
+// versions that its acknowledged writes created.
+type Recorder struct {
+	mu    sync.Mutex
+	self  core.DeviceID
+	local map[uint64]core.Record // by sequence number
+}
+
+func (r *Recorder) note(b core.Batch) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.self.IsZero() {
+		return
+	}
+	for _, c := range b.Changes {
+		if c.Origin == r.self {
+			if _, dup := r.local[c.Seq]; !dup {
+				r.local[c.Seq] = c.Record
+			}
+		}
+	}
+}
+
+// Local returns the versions the node committed as its own writes, by
+// sequence number.
+func (r *Recorder) Local() []core.Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]core.Record, 0, len(r.local))
+	for _, rec := range r.local {
+		out = append(out, rec)
+	}
+	return out
+}
+
+// Recorder returns node i's recorder of local commits.
+func (m *Mesh) Recorder(i int) *Recorder { return m.recs[i] }
+
+// meshClock is node i's clock: the system clock, or the mesh's frozen
+// instant, plus the node's offset.
+type meshClock struct {
+	m *Mesh
+	i int
+}
+
+func (c meshClock) Now() time.Time {
+	c.m.clockMu.Lock()
+	defer c.m.clockMu.Unlock()
+	now := c.m.frozen
+	if now.IsZero() {
+		now = time.Now()
+	}
+	return now.Add(c.m.offsets[c.i])
+}
+
+// FreezeClocks stops every node's clock at the current instant (plus each
+// node's offset) until ThawClocks: their writes then share one physical
+// millisecond and differ only in their hybrid clocks' counters.
+func (m *Mesh) FreezeClocks() {
+	m.clockMu.Lock()
+	m.frozen = time.Now()
+	m.clockMu.Unlock()
+}
+
+// ThawClocks lets the clocks run again.
+func (m *Mesh) ThawClocks() {
+	m.clockMu.Lock()
+	m.frozen = time.Time{}
+	m.clockMu.Unlock()
+}
+
+// SetClockOffset sets how far node i's clock is off (negative: behind).
+func (m *Mesh) SetClockOffset(i int, d time.Duration) {
+	m.clockMu.Lock()
+	m.offsets[i] = d
+	m.clockMu.Unlock()
+}
 
 // NewMesh builds n started nodes that trust each other; they are not yet
 // connected (see ConnectAll). The mesh is closed by t.Cleanup.
@@ -77,9 +198,17 @@ func NewMesh(t testing.TB, n int, opts Options) *Mesh {
 		cancel: cancel,
 	}
 	m.nodes = make([]*federation.Node, n)
-	m.stores = make([]*keepOpen, n)
+	m.stores = make([]core.Store, n)
+	m.recs = make([]*Recorder, n)
+	m.dirs = make([]string, n)
+	m.offsets = make([]time.Duration, n)
 	for i := range n {
-		m.stores[i] = &keepOpen{memstore.New()}
+		m.recs[i] = &Recorder{local: map[uint64]core.Record{}}
+		if opts.LibSQL {
+			m.dirs[i] = t.TempDir()
+		} else {
+			m.stores[i] = keepOpen{memstore.New(), m.recs[i]}
+		}
 		m.nodes[i] = m.build(i)
 	}
 	for i := range n {
@@ -91,7 +220,17 @@ func NewMesh(t testing.TB, n int, opts Options) *Mesh {
 
 // build creates and starts node i on its store.
 func (m *Mesh) build(i int) *federation.Node {
-	cfg := federation.Config{Store: m.stores[i], Device: federation.DeviceConfig{Name: fmt.Sprintf("node-%d", i), Type: "test"}}
+	if m.opts.LibSQL {
+		st, err := libsqlstore.Open(context.Background(), filepath.Join(m.dirs[i], federation.DBFile), libsqlstore.Options{})
+		if err != nil {
+			m.t.Fatalf("federationtest: open node %d's file: %v", i, err)
+		}
+		m.mu.Lock()
+		m.stores[i] = fileStore{st, m.recs[i]}
+		m.mu.Unlock()
+	}
+	cfg := federation.Config{Store: m.Store(i), Device: federation.DeviceConfig{Name: fmt.Sprintf("node-%d", i), Type: "test"}}
+	cfg.Clock = meshClock{m, i}
 	// Faults can drop a request; a short timeout lets the session retry
 	// well within WaitConverged's patience.
 	cfg.SyncTimeout = time.Second
@@ -106,6 +245,9 @@ func (m *Mesh) build(i int) *federation.Node {
 	if err != nil {
 		m.t.Fatalf("federationtest: node %d: %v", i, err)
 	}
+	m.recs[i].mu.Lock()
+	m.recs[i].self = n.DeviceID()
+	m.recs[i].mu.Unlock()
 	if err := n.Start(m.ctx); err != nil {
 		m.t.Fatalf("federationtest: start node %d: %v", i, err)
 	}
@@ -135,8 +277,13 @@ func (m *Mesh) Node(i int) *federation.Node {
 	return m.nodes[i]
 }
 
-// Store returns node i's store, which survives restarts.
-func (m *Mesh) Store(i int) core.Store { return m.stores[i] }
+// Store returns node i's store, which survives restarts (a libSQL store is
+// reopened by Restart: call Store again after it).
+func (m *Mesh) Store(i int) core.Store {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.stores[i]
+}
 
 // FaultCounts counts the faults a mesh injected.
 type FaultCounts struct {
