@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 
 	"github.com/devicemesh/federation/audit"
+	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
 	"github.com/devicemesh/federation/registry"
@@ -326,6 +328,9 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 		synced++
 	}
 	self, dev := n.replica, n.DeviceID()
+	if ops, err = n.observedRemovals(ctx, ops, ts, dev); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
 	first := n.seq + 1
 	b := core.Batch{Records: make([]core.Record, len(ops))}
 	seq := n.seq
@@ -372,6 +377,47 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 		n.events.publish(e)
 	}
 	return nil
+}
+
+// observedRemovals turns the deletion of a live record of a collection
+// whose resolver is a conflict.Remover (union, chronological log) into a
+// write of its value with everything it holds removed: a tombstone there is
+// the merge's empty state, which cannot remove what the deleting device saw
+// while keeping what it did not, whatever order the versions meet in (see
+// the conflict package). ops is not modified. Called with writeMu.
+func (n *Node) observedRemovals(ctx context.Context, ops []txOp, ts core.Timestamp, dev core.DeviceID) ([]txOp, error) {
+	out, cloned := ops, false
+	for i, op := range ops {
+		if !op.deleted || !n.cfg.policy(op.collection).Syncs() {
+			continue
+		}
+		rm, ok := conflict.RemoverFor(n.resolver(op.collection), op.collection)
+		if !ok {
+			continue
+		}
+		cur, err := n.store.Get(ctx, op.collection, op.key)
+		if errors.Is(err, core.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if cur.Deleted {
+			continue
+		}
+		v, err := rm.Remove(cur.Value, ts, dev)
+		if err != nil {
+			// A value the resolver cannot decode is merged last-writer-wins
+			// anyway (see merge): a plain tombstone is as good as any.
+			n.log.Warn("cannot remove observed entries; writing a tombstone", "collection", op.collection, "err", err)
+			continue
+		}
+		if !cloned {
+			out, cloned = slices.Clone(ops), true
+		}
+		out[i] = txOp{collection: op.collection, key: op.key, value: v}
+	}
+	return out, nil
 }
 
 // Stats is a snapshot of a node's counters.

@@ -547,7 +547,35 @@ func (w *wideRun) quiet(ctx context.Context) bool {
 // version is a committed local write, found in the recorders.
 type version struct {
 	core.Record
-	node int
+	node    int
+	removal bool // a deletion written as an observed removal (see removal)
+}
+
+// removal reports whether r is a deletion of a log or union record written
+// as a value with everything it held removed (conflict.Remover): a union
+// with no element left, a log with every message deleted. The generator's
+// other writes always add a live entry, so they are never taken for one.
+func removal(k kind, r core.Record) bool {
+	if r.Deleted {
+		return false
+	}
+	switch k {
+	case kUnion:
+		evs, err := conflict.Events(r.Value)
+		return err == nil && len(evs) == 0
+	case kLog:
+		l, err := crdt.DecodeLog(r.Value)
+		if err != nil {
+			return false
+		}
+		for _, m := range l.Messages() {
+			if !m.Deleted {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // checkAccounted checks, on the converged state, that every acknowledged
@@ -569,10 +597,14 @@ func (w *wideRun) checkAccounted(ctx context.Context) error {
 		return err
 	}
 	// Every committed local version, by key.
+	kinds := map[string]kind{}
+	for _, c := range wideColls {
+		kinds[c.name] = c.kind
+	}
 	byKey := map[string][]version{}
 	for i := range w.n {
 		for _, r := range w.m.Recorder(i).Local() {
-			byKey[r.Collection+"\x00"+r.Key] = append(byKey[r.Collection+"\x00"+r.Key], version{r, i})
+			byKey[r.Collection+"\x00"+r.Key] = append(byKey[r.Collection+"\x00"+r.Key], version{r, i, removal(kinds[r.Collection], r)})
 		}
 	}
 	// Match each acknowledged write to its version.
@@ -587,7 +619,11 @@ func (w *wideRun) checkAccounted(ctx context.Context) error {
 		found := false
 		for _, v := range byKey[k] {
 			id := fmt.Sprintf("%s:%d", v.Origin, v.Seq)
-			if v.node == a.node && !used[id] && v.Deleted == a.deleted && bytes.Equal(v.Value, a.value) {
+			matches := v.Deleted == a.deleted && bytes.Equal(v.Value, a.value)
+			if a.deleted {
+				matches = v.Deleted || v.removal
+			}
+			if v.node == a.node && !used[id] && matches {
 				used[id], found = true, true
 				if fin, ok := snap.Records[k]; !ok || fin.Context[v.Origin] < v.Seq {
 					return fmt.Errorf("%s/%s: the final version does not cover node %d's acknowledged write %s:%d", a.coll, a.key, a.node, v.Origin.Short(), v.Seq)
@@ -598,10 +634,6 @@ func (w *wideRun) checkAccounted(ctx context.Context) error {
 		if !found {
 			return fmt.Errorf("%s/%s: node %d's acknowledged write (deleted=%v) was never committed", a.coll, a.key, a.node, a.deleted)
 		}
-	}
-	kinds := map[string]kind{}
-	for _, c := range wideColls {
-		kinds[c.name] = c.kind
 	}
 	keys := make([]string, 0, len(acksByKey))
 	for k := range acksByKey {
@@ -775,7 +807,7 @@ func deletedAfter(a ack, versions []version) bool {
 		return false
 	}
 	return slices.ContainsFunc(versions, func(v version) bool {
-		return v.Deleted && v.Context[mine.Origin] >= mine.Seq
+		return (v.Deleted || v.removal) && v.Context[mine.Origin] >= mine.Seq
 	})
 }
 
