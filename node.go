@@ -328,7 +328,7 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 		synced++
 	}
 	self, dev := n.replica, n.DeviceID()
-	if ops, err = n.observedRemovals(ctx, ops, ts, dev); err != nil {
+	if ops, err = n.prepareOps(ctx, ops, ts, dev); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	first := n.seq + 1
@@ -379,37 +379,48 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 	return nil
 }
 
-// observedRemovals turns the deletion of a live record of a collection
-// whose resolver is a conflict.Remover (union, chronological log) into a
-// write of its value with everything it holds removed: a tombstone there is
-// the merge's empty state, which cannot remove what the deleting device saw
-// while keeping what it did not, whatever order the versions meet in (see
-// the conflict package). ops is not modified. Called with writeMu.
-func (n *Node) observedRemovals(ctx context.Context, ops []txOp, ts core.Timestamp, dev core.DeviceID) ([]txOp, error) {
+// prepareOps completes the writes of collections whose resolver needs it
+// (see the conflict package, Deletions in join collections): the deletion
+// of a live record of a conflict.Remover (union, chronological log,
+// embeddings) is written as its value with everything it holds removed,
+// since a tombstone there is the merge's empty state, which cannot remove
+// what the deleting device saw while keeping what it did not whatever the
+// delivery order; a write to a conflict.Preparer (embeddings) is stamped
+// against the current value. A value the resolver cannot decode is written
+// as given (merges of it fall back to last-writer-wins). ops is not
+// modified. Called with writeMu.
+func (n *Node) prepareOps(ctx context.Context, ops []txOp, ts core.Timestamp, dev core.DeviceID) ([]txOp, error) {
 	out, cloned := ops, false
 	for i, op := range ops {
-		if !op.deleted || !n.cfg.policy(op.collection).Syncs() {
+		if !n.cfg.policy(op.collection).Syncs() {
 			continue
 		}
-		rm, ok := conflict.RemoverFor(n.resolver(op.collection), op.collection)
-		if !ok {
+		r := n.resolver(op.collection)
+		rm, removes := conflict.RemoverFor(r, op.collection)
+		pr, prepares := conflict.PreparerFor(r, op.collection)
+		if (op.deleted && !removes) || (!op.deleted && !prepares) {
 			continue
 		}
+		var current []byte
 		cur, err := n.store.Get(ctx, op.collection, op.key)
-		if errors.Is(err, core.ErrNotFound) {
-			continue
-		}
-		if err != nil {
+		switch {
+		case errors.Is(err, core.ErrNotFound):
+		case err != nil:
 			return nil, err
+		case !cur.Deleted:
+			current = cur.Value
 		}
-		if cur.Deleted {
-			continue
+		var v []byte
+		if op.deleted {
+			if current == nil {
+				continue // nothing to remove: a tombstone
+			}
+			v, err = rm.Remove(current, ts, dev)
+		} else {
+			v, err = pr.Prepare(current, op.value, ts, dev)
 		}
-		v, err := rm.Remove(cur.Value, ts, dev)
 		if err != nil {
-			// A value the resolver cannot decode is merged last-writer-wins
-			// anyway (see merge): a plain tombstone is as good as any.
-			n.log.Warn("cannot remove observed entries; writing a tombstone", "collection", op.collection, "err", err)
+			n.log.Debug("write left as given", "collection", op.collection, "err", err)
 			continue
 		}
 		if !cloned {

@@ -66,3 +66,13 @@ func RemoverFor(r core.Resolver, collection string) (Remover, bool) {
 	rm, ok := r.(Remover)
 	return rm, ok
 }
+
+// PreparerFor returns r's Preparer for collection, looking through a
+// Registry, and false when the collection's writes are committed as given.
+func PreparerFor(r core.Resolver, collection string) (Preparer, bool) {
+	if g, ok := r.(*Registry); ok {
+		r = g.Resolver(collection)
+	}
+	p, ok := r.(Preparer)
+	return p, ok
+}

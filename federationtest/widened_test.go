@@ -551,9 +551,10 @@ type version struct {
 	removal bool // a deletion written as an observed removal (see removal)
 }
 
-// removal reports whether r is a deletion of a log or union record written
-// as a value with everything it held removed (conflict.Remover): a union
-// with no element left, a log with every message deleted. The generator's
+// removal reports whether r is a deletion of a log, union or embedding
+// record written as a value with everything it held removed
+// (conflict.Remover): a union with no element left, a log with every
+// message deleted, a Removed embedding. The generator's
 // other writes always add a live entry, so they are never taken for one.
 func removal(k kind, r core.Record) bool {
 	if r.Deleted {
@@ -574,6 +575,9 @@ func removal(k kind, r core.Record) bool {
 			}
 		}
 		return true
+	case kVector:
+		e, err := conflict.DecodeEmbedding(r.Value)
+		return err == nil && e.Removed
 	}
 	return false
 }
@@ -772,6 +776,9 @@ func checkKey(k kind, fin core.Record, acks []ack, versions []version) error {
 			}
 		}
 	case kVector:
+		if removal(k, fin) {
+			fin.Deleted = true // a deletion written as a Removed embedding
+		}
 		if fin.Deleted {
 			for _, a := range acks {
 				if a.deleted {
