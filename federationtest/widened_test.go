@@ -624,8 +624,13 @@ func (w *wideRun) checkAccounted(ctx context.Context) error {
 		for _, v := range byKey[k] {
 			id := fmt.Sprintf("%s:%d", v.Origin, v.Seq)
 			matches := v.Deleted == a.deleted && bytes.Equal(v.Value, a.value)
-			if a.deleted {
+			switch {
+			case a.deleted:
 				matches = v.Deleted || v.removal
+			case kinds[a.coll] == kVector && !v.Deleted:
+				// The node completes an embedding's stamps (Prepare).
+				e, err := conflict.DecodeEmbedding(v.Value)
+				matches = err == nil && !e.Removed && e.ContentHash == a.content
 			}
 			if v.node == a.node && !used[id] && matches {
 				used[id], found = true, true
@@ -740,7 +745,7 @@ func checkKey(k kind, fin core.Record, acks []ack, versions []version) error {
 			if have[a.elem] {
 				continue
 			}
-			if !deletedAfter(a, versions) {
+			if !deletedAfter(a, versions) && !removedBy(a.elem, versions) {
 				return fmt.Errorf("entry %q lost: no deletion follows its write", a.elem)
 			}
 		}
@@ -799,6 +804,29 @@ func checkKey(k kind, fin core.Record, acks []ack, versions []version) error {
 		return errors.New("the final content was never written")
 	}
 	return nil
+}
+
+// removedBy reports whether a deletion written as an observed removal
+// (see removal) removed the union entry elem: the deleting device held it.
+// Its context may not cover the entry's write (a device can hold what it
+// got through a repair before the change itself), so this is not
+// deletedAfter's causal test.
+func removedBy(elem string, versions []version) bool {
+	for _, v := range versions {
+		if !v.removal {
+			continue
+		}
+		s, err := crdt.DecodeGSet(v.Value)
+		if err != nil {
+			continue
+		}
+		for _, r := range s.Removed() {
+			if string(r) == elem {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // deletedAfter reports whether a deletion of the key causally follows the
