@@ -215,8 +215,8 @@ func (n *Node) Put(ctx context.Context, collection, key string, value []byte) er
 	return n.Update(ctx, func(tx *Tx) error { return tx.Put(collection, key, value) })
 }
 
-// Delete writes a tombstone for (collection, key). Deleting a missing key is
-// not an error.
+// Delete writes a tombstone for (collection, key) (a removal in some
+// collections: see Tx.Delete). Deleting a missing key is not an error.
 func (n *Node) Delete(ctx context.Context, collection, key string) error {
 	return n.Update(ctx, func(tx *Tx) error { return tx.Delete(collection, key) })
 }

@@ -385,9 +385,6 @@ func (VectorMerge) Prepare(current, value []byte, ts core.Timestamp, dev core.De
 		}
 	}
 	e.Seen = seen
-	if current == nil {
-		e.Seen = Stamp{}
-	}
 	e.Stale = !e.Removed && e.Rival.Compare(e.Seen) > 0
 	return e.Encode()
 }
