@@ -857,10 +857,14 @@ func deletedAfter(a ack, versions []version) bool {
 //     tombstone-as-bottom join of conflict.resolveJoin resurrects, on some
 //     devices only, what the deletion covered; equal version vectors,
 //     different records, forever (TestUnionDeleteRacingUpdateConverges is
-//     the smallest case). A resolver design bug, in none of h1–h4.
+//     the smallest case). A resolver design bug, in none of h1–h4. Fixed
+//     on branch h10: such a deletion is written as an observed removal
+//     (conflict.Remover); conflict.TestCausalConvergence reproduces it.
 //   - vector: the same for embeddings, plus VectorMerge's sticky Stale
 //     flag, which a superseded version can set on one device and not on
 //     another (diverges without any deletion too, rarely). Not in h1–h4.
+//     Fixed on branch h10 (Removed embeddings; Stale derived from the
+//     Rival and Seen stamps a write carries).
 //   - h2: libSQL keeps the incoming record's causal context instead of the
 //     merged one (records equal but for the context; or Merkle roots
 //     differ over equal records).
