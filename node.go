@@ -382,7 +382,7 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 // prepareOps completes the writes of collections whose resolver needs it
 // (see the conflict package, Deletions in join collections): the deletion
 // of a live record of a conflict.Remover (union, chronological log,
-// embeddings) is written as its value with everything it holds removed,
+// profile, embeddings) is written as its value with everything it holds removed,
 // since a tombstone there is the merge's empty state, which cannot remove
 // what the deleting device saw while keeping what it did not whatever the
 // delivery order; a write to a conflict.Preparer (embeddings) is stamped

@@ -146,10 +146,10 @@ func TestCausalConvergence(t *testing.T) {
 		if !s.join {
 			continue
 		}
-		// The personality register and the profile have no removal: their
-		// deletions stay tombstones, which this property does not hold for
-		// (see the package documentation); their writes alone must converge.
-		deletes := s.name != "WeightedAverage" && s.name != "FieldMerge"
+		// The personality register has no removal: its deletions stay
+		// tombstones, which this property does not hold for (see the
+		// package documentation); its writes alone must converge.
+		deletes := s.name != "WeightedAverage"
 		t.Run(s.name, func(t *testing.T) {
 			rapid.Check(t, func(t *rapid.T) { causalRun(t, s, deletes) })
 		})

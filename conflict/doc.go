@@ -43,24 +43,24 @@
 // the merged version no longer says which writes held which elements.
 //
 // The strategies that can remove what they hold implement Remover (Union,
-// Chronological, VectorMerge), and the engine writes the deletion of a
-// live record of theirs as Remove(value): the union with every event it
-// held retired for good, the log with every message it held marked
-// deleted, a Removed embedding stamped with the deletion's time (which a
-// later content wins over, an earlier concurrent one loses to). That value is
+// Chronological, FieldMerge, VectorMerge), and the engine writes the
+// deletion of a live record of theirs as Remove(value): the union with
+// every event it held retired for good, the log with every message it held
+// marked deleted, the profile with every field it held deleted, a Removed
+// embedding stamped with the deletion's time (which a later content wins
+// over, an earlier concurrent one loses to). That value is
 // above the one it replaces, so merges stay a join: a deletion removes
 // exactly what its writer had seen, an entry added concurrently (or after)
 // survives it, and every device reaches the same record whatever the
 // delivery order. The price: the record stays live (Get returns an empty
-// union, a log of deleted messages or a Removed embedding, not
-// ErrNotFound), removed events
+// union, a log of deleted messages, a profile without fields or a Removed
+// embedding, not ErrNotFound), removed events
 // cannot be appended again, and a removed message comes back only through
 // a later edit of it. A tombstone is still written when the record is
 // absent or already a tombstone; it stays the join's bottom.
-// WeightedAverage and FieldMerge have no removal: deleting one of their
-// records concurrently with an update of it keeps the tombstone's
-// order-dependence (profile fields have per-field deletion,
-// ProfileDelete, which is a join).
+// WeightedAverage has no removal: deleting a personality record
+// concurrently with an update of it keeps the tombstone's
+// order-dependence.
 //
 // VectorMerge also needs its writes completed (Preparer): its Stale flag
 // is derived from two stamps a write carries (see VectorMerge), so that a
