@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 
 	"github.com/devicemesh/federation/audit"
+	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
 	"github.com/devicemesh/federation/registry"
@@ -215,8 +217,8 @@ func (n *Node) Put(ctx context.Context, collection, key string, value []byte) er
 	return n.Update(ctx, func(tx *Tx) error { return tx.Put(collection, key, value) })
 }
 
-// Delete writes a tombstone for (collection, key). Deleting a missing key is
-// not an error.
+// Delete writes a tombstone for (collection, key) (a removal in some
+// collections: see Tx.Delete). Deleting a missing key is not an error.
 func (n *Node) Delete(ctx context.Context, collection, key string) error {
 	return n.Update(ctx, func(tx *Tx) error { return tx.Delete(collection, key) })
 }
@@ -328,6 +330,9 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 		synced++
 	}
 	self, dev := n.replica, n.DeviceID()
+	if ops, err = n.prepareOps(ctx, ops, ts, dev); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
 	first := n.seq + 1
 	b := core.Batch{Records: make([]core.Record, len(ops))}
 	seq := n.seq
@@ -374,6 +379,58 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 		n.events.publish(e)
 	}
 	return nil
+}
+
+// prepareOps completes the writes of collections whose resolver needs it
+// (see the conflict package, Deletions in join collections): the deletion
+// of a live record of a conflict.Remover (union, chronological log,
+// profile, embeddings) is written as its value with everything it holds removed,
+// since a tombstone there is the merge's empty state, which cannot remove
+// what the deleting device saw while keeping what it did not whatever the
+// delivery order; a write to a conflict.Preparer (embeddings) is stamped
+// against the current value. A value the resolver cannot decode is written
+// as given (merges of it fall back to last-writer-wins). ops is not
+// modified. Called with writeMu.
+func (n *Node) prepareOps(ctx context.Context, ops []txOp, ts core.Timestamp, dev core.DeviceID) ([]txOp, error) {
+	out, cloned := ops, false
+	for i, op := range ops {
+		if !n.cfg.policy(op.collection).Syncs() {
+			continue
+		}
+		r := n.resolver(op.collection)
+		rm, removes := conflict.RemoverFor(r, op.collection)
+		pr, prepares := conflict.PreparerFor(r, op.collection)
+		if (op.deleted && !removes) || (!op.deleted && !prepares) {
+			continue
+		}
+		var current []byte
+		cur, err := n.store.Get(ctx, op.collection, op.key)
+		switch {
+		case errors.Is(err, core.ErrNotFound):
+		case err != nil:
+			return nil, err
+		case !cur.Deleted:
+			current = cur.Value
+		}
+		var v []byte
+		if op.deleted {
+			if current == nil {
+				continue // nothing to remove: a tombstone
+			}
+			v, err = rm.Remove(current, ts, dev)
+		} else {
+			v, err = pr.Prepare(current, op.value, ts, dev)
+		}
+		if err != nil {
+			n.log.Debug("write left as given", "collection", op.collection, "err", err)
+			continue
+		}
+		if !cloned {
+			out, cloned = slices.Clone(ops), true
+		}
+		out[i] = txOp{collection: op.collection, key: op.key, value: v}
+	}
+	return out, nil
 }
 
 // Stats is a snapshot of a node's counters.

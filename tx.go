@@ -37,7 +37,11 @@ func (tx *Tx) Put(collection, key string, value []byte) error {
 }
 
 // Delete writes a tombstone for (collection, key) when the transaction
-// commits.
+// commits. In a collection whose resolver removes what it holds
+// (conflict.Remover: union, chronological log, profile, embeddings) the deletion of
+// a live record is written as its value with everything it holds removed
+// instead, so that it removes exactly what this device has seen (see the
+// conflict package, Deletions in join collections).
 func (tx *Tx) Delete(collection, key string) error {
 	return tx.set(collection, key, nil, true)
 }

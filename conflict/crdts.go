@@ -23,6 +23,26 @@ func (Chronological) Resolve(_ context.Context, c core.Conflict) (core.Resolutio
 	return resolveJoin("chronological", c, joinLogs)
 }
 
+var _ Remover = Chronological{}
+
+// Remove marks every message of log old deleted as of ts by dev (message
+// deletions are edits: a concurrent later edit of one message keeps it).
+func (Chronological) Remove(old []byte, ts core.Timestamp, dev core.DeviceID) ([]byte, error) {
+	l, err := crdt.DecodeLog(old)
+	if err != nil {
+		return nil, fmt.Errorf("chronological remove: %w", malformed(err))
+	}
+	for _, m := range l.Messages() {
+		if m.Deleted {
+			continue
+		}
+		if err := l.Delete(m.ID, ts, dev); err != nil {
+			return nil, fmt.Errorf("chronological remove: %w", err)
+		}
+	}
+	return l.Encode(), nil
+}
+
 func joinLogs(a, b []byte) ([]byte, error) {
 	la, err := crdt.DecodeLog(a)
 	if err != nil {
@@ -68,7 +88,10 @@ func joinAverages(a, b []byte) ([]byte, error) {
 
 // Union merges append-only data such as analytics events. Each value is a
 // crdt.GSet encoding of opaque event byte strings (see EventsAppend and
-// Events); the outcome is the union. An empty value is the empty set.
+// Events); the outcome is the union, less the events removed on either
+// side. Deleting a record removes the events it held for good (Remove): an
+// event removed once cannot be appended again, so events must be unique.
+// An empty value is the empty set.
 type Union struct{}
 
 var _ core.Resolver = Union{}
@@ -76,6 +99,18 @@ var _ core.Resolver = Union{}
 // Resolve returns the union of both sets; see resolveJoin for tombstones.
 func (Union) Resolve(_ context.Context, c core.Conflict) (core.Resolution, error) {
 	return resolveJoin("union", c, joinSets)
+}
+
+var _ Remover = Union{}
+
+// Remove returns set old with every event it holds removed.
+func (Union) Remove(old []byte, _ core.Timestamp, _ core.DeviceID) ([]byte, error) {
+	s, err := crdt.DecodeGSet(old)
+	if err != nil {
+		return nil, fmt.Errorf("union remove: %w", malformed(err))
+	}
+	s.RemoveAll()
+	return s.Encode(), nil
 }
 
 func joinSets(a, b []byte) ([]byte, error) {

@@ -17,11 +17,12 @@ type joinFunc func(a, b []byte) ([]byte, error)
 // versions meet in.
 //
 // A tombstone counts as the empty state (the lattice's bottom): an update
-// concurrent with a deletion survives, with everything the deleted version
-// held, and only two concurrent deletions give a deletion. This keeps the
-// merge a join (so convergent) and never loses data a device wrote without
-// seeing the deletion. The surviving side is re-encoded through the join,
-// which validates it and makes it canonical.
+// concurrent with a deletion survives, and only two concurrent deletions
+// give a deletion. For a Remover the engine deletes a live record by
+// writing its removal instead, so that a tombstone never replaces content
+// (see the package documentation, Deletions in join collections). The
+// surviving side is re-encoded through the join, which validates it and
+// makes it canonical.
 func resolveJoin(what string, c core.Conflict, join joinFunc) (core.Resolution, error) {
 	a, b := c.Local, c.Remote
 	switch {
@@ -41,3 +42,37 @@ func resolveJoin(what string, c core.Conflict, join joinFunc) (core.Resolution, 
 
 // malformed wraps a decoder error with ErrMalformed.
 func malformed(err error) error { return fmt.Errorf("%w: %w", ErrMalformed, err) }
+
+// Remover is implemented by the strategies whose record deletion is an
+// observed removal: instead of a tombstone, the engine writes Remove(old),
+// the current value with everything it holds removed, which later merges
+// keep removed. A deletion then removes exactly what its writer had seen,
+// and additions it had not seen survive it, whatever order the versions
+// meet in (a tombstone, the join's bottom, cannot do both: see the package
+// documentation).
+type Remover interface {
+	// Remove returns value old (never a tombstone) with every element it
+	// holds removed as of ts by dev. It fails with ErrMalformed for a value
+	// it cannot decode.
+	Remove(old []byte, ts core.Timestamp, dev core.DeviceID) ([]byte, error)
+}
+
+// RemoverFor returns r's Remover for collection, looking through a
+// Registry, and false when the collection's deletions are tombstones.
+func RemoverFor(r core.Resolver, collection string) (Remover, bool) {
+	if g, ok := r.(*Registry); ok {
+		r = g.Resolver(collection)
+	}
+	rm, ok := r.(Remover)
+	return rm, ok
+}
+
+// PreparerFor returns r's Preparer for collection, looking through a
+// Registry, and false when the collection's writes are committed as given.
+func PreparerFor(r core.Resolver, collection string) (Preparer, bool) {
+	if g, ok := r.(*Registry); ok {
+		r = g.Resolver(collection)
+	}
+	p, ok := r.(Preparer)
+	return p, ok
+}

@@ -35,7 +35,8 @@ const MaxFieldName = 256
 // convergent without needing the common ancestor (Base is ignored). Two
 // devices editing different fields concurrently both keep their edit; on
 // the same field the later edit wins. Output is compact JSON with fields in
-// sorted order. An empty value is the empty profile.
+// sorted order. An empty value is the empty profile. Deleting a profile
+// record deletes the fields it holds (Remove).
 type FieldMerge struct{}
 
 var _ core.Resolver = FieldMerge{}
@@ -145,6 +146,24 @@ func (p profile) put(name string, e *fieldEntry) {
 	if cur, ok := p[name]; !ok || compareEntries(e, cur) > 0 {
 		p[name] = e
 	}
+}
+
+var _ Remover = FieldMerge{}
+
+// Remove deletes every live field of profile old as of ts by dev (field
+// deletions are last-writer-wins entries: a concurrent later write of a
+// field keeps it).
+func (FieldMerge) Remove(old []byte, ts core.Timestamp, dev core.DeviceID) ([]byte, error) {
+	p, err := decodeProfile(old)
+	if err != nil {
+		return nil, fmt.Errorf("profile remove: %w", err)
+	}
+	for name, e := range p {
+		if !e.Del {
+			p.put(name, &fieldEntry{Del: true, T: strconv.FormatUint(uint64(ts), 10), D: hex.EncodeToString(dev[:])})
+		}
+	}
+	return p.encode()
 }
 
 // ProfileMerge returns the field-wise last-writer-wins merge of two profile

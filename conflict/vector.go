@@ -24,11 +24,15 @@ const (
 // together with what it embeds.
 //
 // Encoding (Encode, DecodeEmbedding): byte 0x45 ('E'), format version
-// 0x01, a flags byte (bit 0: Stale; other bits zero), Time as 8 bytes
-// big-endian, Device as 32 bytes, ContentHash as 32 bytes, Model and Meta
-// each as a uvarint length plus bytes, the dimension as a uvarint, then
-// each component as an IEEE 754 float32, 4 bytes big-endian. Components
-// must be finite; varints minimal; nothing may follow.
+// 0x01, a flags byte (bit 0: Stale; bit 1: Removed; bit 2: a rival
+// section follows the header; other bits zero), Time as 8 bytes
+// big-endian, Device as 32 bytes, ContentHash as 32 bytes, then, with bit
+// 2 only, Rival and Seen each as 8 bytes big-endian plus 32 bytes (bit 2
+// is set exactly when one of them is non-zero), then Model and Meta each
+// as a uvarint length plus bytes, the dimension as a uvarint, then each
+// component as an IEEE 754 float32, 4 bytes big-endian. Components must be
+// finite; varints minimal; nothing may follow. Values without a rival
+// section have the layout of earlier releases.
 type Embedding struct {
 	// Vector is the embedding.
 	Vector []float32
@@ -47,14 +51,54 @@ type Embedding struct {
 	Device core.DeviceID
 	// Stale marks a vector that no longer reliably matches the content
 	// after a merge of different contents; the host should re-embed.
+	// VectorMerge and the engine compute it (Rival after Seen), whatever a
+	// host writes.
 	Stale bool
+	// Removed marks a deleted embedding: the engine writes one for the
+	// deletion of a live embedding (see Remover); Vector, ContentHash,
+	// Model and Meta are empty.
+	Removed bool
+	// Rival is the content stamp (Time, Device) of the latest content other
+	// than this one that was merged into this value, and Seen the latest
+	// content stamp the writer of this content (or of its refresh) had
+	// seen; the engine maintains both. Zero values: none.
+	Rival, Seen Stamp
 }
+
+// Stamp orders contents: hybrid logical time, then device.
+type Stamp struct {
+	Time   core.Timestamp
+	Device core.DeviceID
+}
+
+// IsZero reports whether s is the zero stamp.
+func (s Stamp) IsZero() bool { return s.Time == 0 && s.Device.IsZero() }
+
+// Compare orders stamps by Time, then Device.
+func (s Stamp) Compare(o Stamp) int {
+	if s.Time != o.Time {
+		return cmpUint(uint64(s.Time), uint64(o.Time))
+	}
+	return s.Device.Compare(o.Device)
+}
+
+func maxStamp(a, b Stamp) Stamp {
+	if a.Compare(b) >= 0 {
+		return a
+	}
+	return b
+}
+
+func (e *Embedding) stamp() Stamp { return Stamp{e.Time, e.Device} }
 
 const (
 	embeddingTag     = 'E'
 	embeddingVersion = 1
 	flagStale        = 1
+	flagRemoved      = 2
+	flagRivals       = 4
 	embeddingFixed   = 3 + 8 + 32 + 32
+	rivalsSize       = 2 * (8 + 32)
 )
 
 // Encode returns the canonical encoding. It fails with ErrInvalidArgument
@@ -73,10 +117,23 @@ func (e Embedding) Encode() ([]byte, error) {
 	if e.Stale {
 		flags |= flagStale
 	}
+	if e.Removed {
+		flags |= flagRemoved
+	}
+	rivals := !e.Rival.IsZero() || !e.Seen.IsZero()
+	if rivals {
+		flags |= flagRivals
+	}
 	b = append(b, embeddingTag, embeddingVersion, flags)
 	b = binary.BigEndian.AppendUint64(b, uint64(e.Time))
 	b = append(b, e.Device[:]...)
 	b = append(b, e.ContentHash[:]...)
+	if rivals {
+		for _, st := range []Stamp{e.Rival, e.Seen} {
+			b = binary.BigEndian.AppendUint64(b, uint64(st.Time))
+			b = append(b, st.Device[:]...)
+		}
+	}
 	b = binary.AppendUvarint(b, uint64(len(e.Model)))
 	b = append(b, e.Model...)
 	b = binary.AppendUvarint(b, uint64(len(e.Meta)))
@@ -101,14 +158,28 @@ func DecodeEmbedding(b []byte) (Embedding, error) {
 	if b[0] != embeddingTag || b[1] != embeddingVersion {
 		return fail("unknown tag or version")
 	}
-	if b[2]&^flagStale != 0 {
+	if b[2]&^(flagStale|flagRemoved|flagRivals) != 0 {
 		return fail("unknown flags")
 	}
 	e.Stale = b[2]&flagStale != 0
+	e.Removed = b[2]&flagRemoved != 0
 	e.Time = core.Timestamp(binary.BigEndian.Uint64(b[3:]))
 	copy(e.Device[:], b[11:43])
 	copy(e.ContentHash[:], b[43:75])
 	rest := b[embeddingFixed:]
+	if b[2]&flagRivals != 0 {
+		if len(rest) < rivalsSize {
+			return fail("truncated rivals")
+		}
+		for _, st := range []*Stamp{&e.Rival, &e.Seen} {
+			st.Time = core.Timestamp(binary.BigEndian.Uint64(rest))
+			copy(st.Device[:], rest[8:40])
+			rest = rest[40:]
+		}
+		if e.Rival.IsZero() && e.Seen.IsZero() {
+			return fail("empty rivals section")
+		}
+	}
 	field := func(limit int) ([]byte, bool) {
 		n, k := varint.Uvarint(rest)
 		if k <= 0 || n > uint64(limit) || n > uint64(len(rest)-k) {
@@ -143,6 +214,9 @@ func DecodeEmbedding(b []byte) (Embedding, error) {
 		}
 		e.Vector[i] = x
 	}
+	if e.Removed && (e.ContentHash != [32]byte{} || e.Model != "" || len(e.Meta) > 0 || len(e.Vector) > 0) {
+		return fail("removed embedding with content")
+	}
 	return e, nil
 }
 
@@ -154,15 +228,26 @@ func DecodeEmbedding(b []byte) (Embedding, error) {
 //     one with the later (Time, Device), then the greater hash, and mark it
 //     Stale so the host re-embeds (see ReembedFunc).
 //
-// In both cases the pick is the greater of the two by (Time, Device,
-// ContentHash, encoding), and Stale is set if either side was stale or the
-// hashes differ: a per-key maximum plus a sticky flag, so the outcome is
-// symmetric and convergent. A stale flag is cleared only by a new local
-// write of the refreshed vector (Refresh), which supersedes the merged
-// version causally instead of conflicting with it.
+// The result is a function of the set of versions merged, whatever their
+// order and grouping: the pick is the greatest version by (Time, Device,
+// ContentHash, Seen, encoding); Rival is the latest stamp of a merged
+// content other than the pick's; Seen is the greatest Seen among the
+// versions of the pick's own content. The value is Stale when Rival is
+// after Seen: a different content was merged that the pick's writer (or
+// its last refresh) had not seen. A local write of an embedding goes
+// through Prepare, which stamps it and sets Seen to everything its writer
+// holds, so a new content or a refresh (Refresh) clears the flag for good
+// while a concurrent different content still sets it on every device. A
+// deletion of a live embedding is written as a Removed embedding (Remove),
+// an ordinary content in this order, so that a deletion replaces what it
+// saw and a concurrent later content survives it.
 type VectorMerge struct{}
 
-var _ core.Resolver = VectorMerge{}
+var (
+	_ core.Resolver = VectorMerge{}
+	_ Remover       = VectorMerge{}
+	_ Preparer      = VectorMerge{}
+)
 
 // Resolve merges the two embeddings; see resolveJoin for tombstones.
 func (VectorMerge) Resolve(_ context.Context, c core.Conflict) (core.Resolution, error) {
@@ -203,35 +288,115 @@ func stampedEmbedding(r core.Record) (Embedding, error) {
 }
 
 func mergeEmbeddings(a, b Embedding) ([]byte, error) {
-	stale := a.Stale || b.Stale || a.ContentHash != b.ContentHash
 	a.Stale, b.Stale = false, false
-	ka, err := a.Encode()
+	// The tie-break encodings leave out Rival, which depends on what else a
+	// side merged, not on the version itself.
+	ta, tb := a, b
+	ta.Rival, tb.Rival = Stamp{}, Stamp{}
+	ka, err := ta.Encode()
 	if err != nil {
 		return nil, err
 	}
-	kb, err := b.Encode()
+	kb, err := tb.Encode()
 	if err != nil {
 		return nil, err
 	}
-	w := a
+	w, l := a, b
 	if compareEmbeddings(&b, &a, kb, ka) > 0 {
-		w = b
+		w, l = b, a
 	}
-	w.Stale = stale
+	// Rival: the latest other content on the winner's side (its Rival) and
+	// on the loser's (the loser itself when its content differs: it is the
+	// latest there; else the loser's Rival).
+	rival := l.Rival
+	if !sameContent(&w, &l) {
+		rival = l.stamp()
+	}
+	w.Rival = maxStamp(w.Rival, rival)
+	if w.stamp() == l.stamp() && sameContent(&w, &l) {
+		w.Seen = maxStamp(w.Seen, l.Seen)
+	}
+	w.Stale = !w.Removed && w.Rival.Compare(w.Seen) > 0
 	return w.Encode()
 }
 
+func sameContent(a, b *Embedding) bool {
+	return a.Removed == b.Removed && a.ContentHash == b.ContentHash
+}
+
 func compareEmbeddings(a, b *Embedding, ea, eb []byte) int {
-	switch {
-	case a.Time != b.Time:
-		return cmpUint(uint64(a.Time), uint64(b.Time))
-	case a.Device != b.Device:
-		return a.Device.Compare(b.Device)
+	if c := a.stamp().Compare(b.stamp()); c != 0 {
+		return c
 	}
 	if c := bytes.Compare(a.ContentHash[:], b.ContentHash[:]); c != 0 {
 		return c
 	}
+	if c := a.Seen.Compare(b.Seen); c != 0 {
+		return c
+	}
 	return bytes.Compare(ea, eb)
+}
+
+// Preparer is implemented by the strategies whose local writes the engine
+// completes before committing them: Prepare returns the value to write in
+// place of value, given the record's current value (nil when absent or a
+// tombstone), the write's time ts and the writing device dev.
+type Preparer interface {
+	Prepare(current, value []byte, ts core.Timestamp, dev core.DeviceID) ([]byte, error)
+}
+
+// Prepare stamps a new embedding (Time and Device from the write when zero
+// or not after the current content, so that a write always supersedes
+// what it replaces in VectorMerge's order) and records in Seen the latest
+// content stamp the writer holds: a refresh of a stale current content
+// (same stamp and hash) keeps its stamp and clears the flag; a new content
+// starts clean. A different content merged later is its rival, and makes
+// it stale, only if its stamp is after Seen.
+func (VectorMerge) Prepare(current, value []byte, ts core.Timestamp, dev core.DeviceID) ([]byte, error) {
+	e, err := DecodeEmbedding(value)
+	if err != nil {
+		return nil, fmt.Errorf("prepare embedding: %w", err)
+	}
+	var cur Embedding
+	if current != nil {
+		if cur, err = DecodeEmbedding(current); err != nil {
+			return nil, fmt.Errorf("prepare embedding: current: %w", err)
+		}
+	}
+	// Seen: the latest content stamp the writer holds.
+	seen := maxStamp(cur.stamp(), maxStamp(cur.Rival, cur.Seen))
+	switch {
+	case current != nil && cur.Rival.Compare(cur.Seen) > 0 && e.stamp() == cur.stamp() && sameContent(&e, &cur):
+		// A refresh of a stale value: it keeps its content's stamp, and
+		// its Seen, now its rivals' (after the stale value's), puts it
+		// after the value it replaces.
+		e.Rival = cur.Rival
+	default:
+		if e.stamp().IsZero() || (current != nil && e.stamp().Compare(cur.stamp()) <= 0) {
+			e.Time, e.Device = max(ts, cur.Time+1), dev
+		}
+		e.Rival = Stamp{}
+		if current != nil {
+			// The new content supersedes everything its writer holds.
+			e.Rival = cur.Rival
+			if !sameContent(&e, &cur) {
+				e.Rival = maxStamp(e.Rival, cur.stamp())
+			}
+		}
+	}
+	e.Seen = seen
+	e.Stale = !e.Removed && e.Rival.Compare(e.Seen) > 0
+	return e.Encode()
+}
+
+// Remove returns the Removed embedding that deletes current, stamped with
+// the deletion's time and device.
+func (m VectorMerge) Remove(current []byte, ts core.Timestamp, dev core.DeviceID) ([]byte, error) {
+	v, err := Embedding{Removed: true, Time: ts, Device: dev}.Encode()
+	if err != nil {
+		return nil, err
+	}
+	return m.Prepare(current, v, ts, dev)
 }
 
 // Similarity returns the cosine similarity of a and b, in [-1, 1]. It
@@ -288,7 +453,7 @@ func NeedsReembed(value []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return e.Stale, nil
+	return e.Stale && !e.Removed, nil
 }
 
 // Refresh returns value (an Embedding encoding) with its vector replaced by
@@ -299,5 +464,6 @@ func Refresh(value []byte, vector []float32) ([]byte, error) {
 		return nil, fmt.Errorf("refresh: %w", err)
 	}
 	e.Vector, e.Stale = vector, false
+	e.Seen = maxStamp(e.Seen, e.Rival)
 	return e.Encode()
 }

@@ -250,3 +250,36 @@ func TestEmptyDecodes(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, gs.Len())
 }
+
+// TestGSetRemovals checks the two-phase removal of GSet: a removed element
+// stays removed through merges in both orders and cannot be added again,
+// and the encoding round-trips (version 1 without removals, 2 with).
+func TestGSetRemovals(t *testing.T) {
+	a, b := &GSet{}, &GSet{}
+	a.Add([]byte("x"))
+	b.Add([]byte("y"))
+	d := a.Clone()
+	d.RemoveAll()
+	require.Equal(t, byte(1), a.Encode()[1])
+	require.Equal(t, byte(2), d.Encode()[1])
+	ab := a.Clone()
+	ab.Merge(b)
+	ab.Merge(d)
+	db := d.Clone()
+	db.Merge(b)
+	require.Equal(t, ab.Encode(), db.Encode())
+	require.Equal(t, [][]byte{[]byte("y")}, db.Elements())
+	db.Add([]byte("x"))
+	require.False(t, db.Contains([]byte("x")), "a removed element cannot come back")
+	got, err := DecodeGSet(db.Encode())
+	require.NoError(t, err)
+	require.Equal(t, db.Encode(), got.Encode())
+	require.Equal(t, [][]byte{[]byte("x")}, got.Removed())
+	// An element both present and removed, or an empty removed list, is
+	// not canonical.
+	bad := []byte{tagGSet, 2, 1, 1, 'x', 1, 1, 'x'}
+	_, err = DecodeGSet(bad)
+	require.ErrorIs(t, err, ErrMalformed)
+	_, err = DecodeGSet([]byte{tagGSet, 2, 0, 0})
+	require.ErrorIs(t, err, ErrMalformed)
+}

@@ -128,22 +128,55 @@ func distinctPayloads(es []dotEntry) [][]byte {
 	return slices.CompactFunc(out, bytes.Equal)
 }
 
-// GSet is a grow-only set of byte strings: elements are added, never
-// removed, and a merge is the union. It backs append-only data such as
-// analytics events. The zero value is an empty set.
+// GSet is a grow-only set of byte strings with observed removal: elements
+// are added, a merge is the union, and Remove retires an element for good
+// (a two-phase set: an element removed on any device stays removed, and
+// adding it again is a no-op). It backs append-only data such as analytics
+// events, whose elements are unique, so that deleting a record removes
+// exactly the events its writer had seen. The zero value is an empty set.
 //
 // Encoding: tag 0x08, version 0x01, a uvarint element count, then each
 // element as uvarint length plus bytes, in strictly ascending byte order.
+// A set with removed elements uses version 0x02: the same element list,
+// then a uvarint count (at least 1) of removed elements and each of them
+// the same way, strictly ascending and disjoint from the elements. A set
+// without removals always encodes as version 0x01, so values written
+// before removals existed keep their bytes.
 type GSet struct {
-	elems [][]byte // sorted, distinct
+	elems   [][]byte // sorted, distinct, none removed
+	removed [][]byte // sorted, distinct
 }
 
-// Add inserts elem (a copy); adding an element already present is a no-op.
+// gsetRemovals is the format version of a GSet with removed elements.
+const gsetRemovals byte = 2
+
+// Add inserts elem (a copy); adding an element already present or removed
+// is a no-op.
 func (s *GSet) Add(elem []byte) {
+	if _, gone := slices.BinarySearchFunc(s.removed, elem, bytes.Compare); gone {
+		return
+	}
 	i, found := slices.BinarySearchFunc(s.elems, elem, bytes.Compare)
 	if !found {
 		s.elems = slices.Insert(s.elems, i, slices.Clone(elem))
 	}
+}
+
+// Remove retires elem for good, whether or not the set holds it.
+func (s *GSet) Remove(elem []byte) {
+	if i, found := slices.BinarySearchFunc(s.elems, elem, bytes.Compare); found {
+		s.elems = slices.Delete(s.elems, i, i+1)
+	}
+	i, found := slices.BinarySearchFunc(s.removed, elem, bytes.Compare)
+	if !found {
+		s.removed = slices.Insert(s.removed, i, slices.Clone(elem))
+	}
+}
+
+// RemoveAll retires every element the set holds.
+func (s *GSet) RemoveAll() {
+	s.removed = unionSorted(s.removed, s.elems)
+	s.elems = nil
 }
 
 // Contains reports whether elem is in the set.
@@ -156,32 +189,51 @@ func (s *GSet) Contains(elem []byte) bool {
 // not modify the returned slices.
 func (s *GSet) Elements() [][]byte { return s.elems }
 
+// Removed returns the removed elements in ascending byte order. The caller
+// must not modify the returned slices.
+func (s *GSet) Removed() [][]byte { return s.removed }
+
 // Len returns the number of elements.
 func (s *GSet) Len() int { return len(s.elems) }
 
-// Merge sets s to the union of s and o. It does not retain o's slices.
+// Merge sets s to the union of s and o, less every element removed on
+// either side. It does not retain o's slices.
 func (s *GSet) Merge(o *GSet) {
-	out := make([][]byte, 0, len(s.elems)+len(o.elems))
+	s.removed = unionSorted(s.removed, o.removed)
+	elems := unionSorted(s.elems, o.elems)
+	if len(s.removed) > 0 {
+		elems = slices.DeleteFunc(elems, func(e []byte) bool {
+			_, gone := slices.BinarySearchFunc(s.removed, e, bytes.Compare)
+			return gone
+		})
+	}
+	s.elems = elems
+}
+
+// unionSorted returns the union of two sorted distinct lists, copying what
+// it takes from b.
+func unionSorted(a, b [][]byte) [][]byte {
+	out := make([][]byte, 0, len(a)+len(b))
 	i, j := 0, 0
-	for i < len(s.elems) && j < len(o.elems) {
-		switch c := bytes.Compare(s.elems[i], o.elems[j]); {
+	for i < len(a) && j < len(b) {
+		switch c := bytes.Compare(a[i], b[j]); {
 		case c < 0:
-			out = append(out, s.elems[i])
+			out = append(out, a[i])
 			i++
 		case c > 0:
-			out = append(out, slices.Clone(o.elems[j]))
+			out = append(out, slices.Clone(b[j]))
 			j++
 		default:
-			out = append(out, s.elems[i])
+			out = append(out, a[i])
 			i++
 			j++
 		}
 	}
-	out = append(out, s.elems[i:]...)
-	for ; j < len(o.elems); j++ {
-		out = append(out, slices.Clone(o.elems[j]))
+	out = append(out, a[i:]...)
+	for ; j < len(b); j++ {
+		out = append(out, slices.Clone(b[j]))
 	}
-	s.elems = out
+	return out
 }
 
 // Clone returns an independent copy.
@@ -190,19 +242,32 @@ func (s *GSet) Clone() *GSet {
 	for i, e := range s.elems {
 		c.elems[i] = slices.Clone(e)
 	}
+	for _, e := range s.removed {
+		c.removed = append(c.removed, slices.Clone(e))
+	}
 	return c
 }
 
 // Encode returns the canonical encoding.
 func (s *GSet) Encode() []byte {
-	size := 10
+	size := 12
 	for _, e := range s.elems {
+		size += 4 + len(e)
+	}
+	for _, e := range s.removed {
 		size += 4 + len(e)
 	}
 	e := newEnc(tagGSet, size)
 	e.uvarint(uint64(len(s.elems)))
 	for _, el := range s.elems {
 		e.bytes(el)
+	}
+	if len(s.removed) > 0 {
+		e.b[1] = gsetRemovals
+		e.uvarint(uint64(len(s.removed)))
+		for _, el := range s.removed {
+			e.bytes(el)
+		}
 	}
 	return e.b
 }
@@ -213,18 +278,40 @@ func DecodeGSet(b []byte) (*GSet, error) {
 	if len(b) == 0 {
 		return s, nil
 	}
+	removals := len(b) >= 2 && b[0] == tagGSet && b[1] == gsetRemovals
+	if removals {
+		b = append([]byte{tagGSet, formatVersion}, b[2:]...)
+	}
 	d := newDec(b, tagGSet)
-	n := d.count(1)
-	s.elems = make([][]byte, 0, n)
-	for i := 0; i < n && d.ok(); i++ {
-		el := d.bytes()
-		if d.ok() && i > 0 && bytes.Compare(s.elems[i-1], el) >= 0 {
-			d.fail("elements not strictly ascending")
+	s.elems = decodeSortedList(d)
+	if removals && d.ok() {
+		s.removed = decodeSortedList(d)
+		if d.ok() && len(s.removed) == 0 {
+			d.fail("empty list of removed elements")
 		}
-		s.elems = append(s.elems, el)
+		for _, e := range s.elems {
+			if _, gone := slices.BinarySearchFunc(s.removed, e, bytes.Compare); gone && d.ok() {
+				d.fail("an element is also removed")
+			}
+		}
 	}
 	if err := d.end(); err != nil {
 		return nil, wrapDecode("gset", err)
 	}
 	return s, nil
+}
+
+// decodeSortedList reads a uvarint count and that many strictly ascending
+// byte strings.
+func decodeSortedList(d *dec) [][]byte {
+	n := d.count(1)
+	out := make([][]byte, 0, n)
+	for i := 0; i < n && d.ok(); i++ {
+		el := d.bytes()
+		if d.ok() && i > 0 && bytes.Compare(out[i-1], el) >= 0 {
+			d.fail("elements not strictly ascending")
+		}
+		out = append(out, el)
+	}
+	return out
 }

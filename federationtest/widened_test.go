@@ -555,7 +555,39 @@ func (w *wideRun) quiet(ctx context.Context) bool {
 // version is a committed local write, found in the recorders.
 type version struct {
 	core.Record
-	node int
+	node    int
+	removal bool // a deletion written as an observed removal (see removal)
+}
+
+// removal reports whether r is a deletion of a log, union or embedding
+// record written as a value with everything it held removed
+// (conflict.Remover): a union with no element left, a log with every
+// message deleted, a Removed embedding. The generator's
+// other writes always add a live entry, so they are never taken for one.
+func removal(k kind, r core.Record) bool {
+	if r.Deleted {
+		return false
+	}
+	switch k {
+	case kUnion:
+		evs, err := conflict.Events(r.Value)
+		return err == nil && len(evs) == 0
+	case kLog:
+		l, err := crdt.DecodeLog(r.Value)
+		if err != nil {
+			return false
+		}
+		for _, m := range l.Messages() {
+			if !m.Deleted {
+				return false
+			}
+		}
+		return true
+	case kVector:
+		e, err := conflict.DecodeEmbedding(r.Value)
+		return err == nil && e.Removed
+	}
+	return false
 }
 
 // checkAccounted checks, on the converged state, that every acknowledged
@@ -577,10 +609,14 @@ func (w *wideRun) checkAccounted(ctx context.Context) error {
 		return err
 	}
 	// Every committed local version, by key.
+	kinds := map[string]kind{}
+	for _, c := range wideColls {
+		kinds[c.name] = c.kind
+	}
 	byKey := map[string][]version{}
 	for i := range w.n {
 		for _, r := range w.m.Recorder(i).Local() {
-			byKey[r.Collection+"\x00"+r.Key] = append(byKey[r.Collection+"\x00"+r.Key], version{r, i})
+			byKey[r.Collection+"\x00"+r.Key] = append(byKey[r.Collection+"\x00"+r.Key], version{r, i, removal(kinds[r.Collection], r)})
 		}
 	}
 	// Match each acknowledged write to its version.
@@ -600,7 +636,16 @@ func (w *wideRun) checkAccounted(ctx context.Context) error {
 		found := false
 		for _, v := range byKey[k] {
 			id := fmt.Sprintf("%s:%d", v.Origin, v.Seq)
-			if v.node == a.node && !used[id] && v.Deleted == a.deleted && bytes.Equal(v.Value, a.value) {
+			matches := v.Deleted == a.deleted && bytes.Equal(v.Value, a.value)
+			switch {
+			case a.deleted:
+				matches = v.Deleted || v.removal
+			case kinds[a.coll] == kVector && !v.Deleted:
+				// The node completes an embedding's stamps (Prepare).
+				e, err := conflict.DecodeEmbedding(v.Value)
+				matches = err == nil && !e.Removed && e.ContentHash == a.content
+			}
+			if v.node == a.node && !used[id] && matches {
 				used[id], found = true, true
 				if fin, ok := snap.Records[k]; !ok || fin.Context[v.Origin] < v.Seq {
 					return fmt.Errorf("%s/%s: the final version does not cover node %d's acknowledged write %s:%d", a.coll, a.key, a.node, v.Origin.Short(), v.Seq)
@@ -614,10 +659,6 @@ func (w *wideRun) checkAccounted(ctx context.Context) error {
 	}
 	if err := w.checkCache(ctx, cached); err != nil {
 		return err
-	}
-	kinds := map[string]kind{}
-	for _, c := range wideColls {
-		kinds[c.name] = c.kind
 	}
 	keys := make([]string, 0, len(acksByKey))
 	for k := range acksByKey {
@@ -751,7 +792,7 @@ func checkKey(k kind, fin core.Record, acks []ack, versions []version) error {
 			if have[a.elem] {
 				continue
 			}
-			if !deletedAfter(a, versions) {
+			if !deletedAfter(a, versions) && !removedBy(a.elem, versions) {
 				return fmt.Errorf("entry %q lost: no deletion follows its write", a.elem)
 			}
 		}
@@ -787,6 +828,9 @@ func checkKey(k kind, fin core.Record, acks []ack, versions []version) error {
 			}
 		}
 	case kVector:
+		if removal(k, fin) {
+			fin.Deleted = true // a deletion written as a Removed embedding
+		}
 		if fin.Deleted {
 			for _, a := range acks {
 				if a.deleted {
@@ -809,6 +853,29 @@ func checkKey(k kind, fin core.Record, acks []ack, versions []version) error {
 	return nil
 }
 
+// removedBy reports whether a deletion written as an observed removal
+// (see removal) removed the union entry elem: the deleting device held it.
+// Its context may not cover the entry's write (a device can hold what it
+// got through a repair before the change itself), so this is not
+// deletedAfter's causal test.
+func removedBy(elem string, versions []version) bool {
+	for _, v := range versions {
+		if !v.removal {
+			continue
+		}
+		s, err := crdt.DecodeGSet(v.Value)
+		if err != nil {
+			continue
+		}
+		for _, r := range s.Removed() {
+			if string(r) == elem {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // deletedAfter reports whether a deletion of the key causally follows the
 // acknowledged write a (its context covers a's version).
 func deletedAfter(a ack, versions []version) bool {
@@ -822,7 +889,7 @@ func deletedAfter(a ack, versions []version) bool {
 		return false
 	}
 	return slices.ContainsFunc(versions, func(v version) bool {
-		return v.Deleted && v.Context[mine.Origin] >= mine.Seq
+		return (v.Deleted || v.removal) && v.Context[mine.Origin] >= mine.Seq
 	})
 }
 
@@ -837,10 +904,14 @@ func deletedAfter(a ack, versions []version) bool {
 //     tombstone-as-bottom join of conflict.resolveJoin resurrects, on some
 //     devices only, what the deletion covered; equal version vectors,
 //     different records, forever (TestUnionDeleteRacingUpdateConverges is
-//     the smallest case). A resolver design bug, in none of h1–h4.
+//     the smallest case). A resolver design bug, in none of h1–h4. Fixed
+//     on branch h10: such a deletion is written as an observed removal
+//     (conflict.Remover); conflict.TestCausalConvergence reproduces it.
 //   - vector: the same for embeddings, plus VectorMerge's sticky Stale
 //     flag, which a superseded version can set on one device and not on
 //     another (diverges without any deletion too, rarely). Not in h1–h4.
+//     Fixed on branch h10 (Removed embeddings; Stale derived from the
+//     Rival and Seen stamps a write carries).
 //   - h2: libSQL keeps the incoming record's causal context instead of the
 //     merged one (records equal but for the context; or Merkle roots
 //     differ over equal records).
