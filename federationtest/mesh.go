@@ -2,6 +2,7 @@ package federationtest
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -100,12 +101,15 @@ func (s fileStore) Commit(ctx context.Context, b core.Batch) error {
 }
 
 // Recorder keeps every change a node committed as its own write (its
-// origin is the node), across restarts and changelog compactions: the
-// versions that its acknowledged writes created.
+// origin is the node's device id or one of its replica incarnations, which
+// the recorder learns from the _fed.replicas announcements it sees
+// committed), across restarts and changelog compactions: the versions that
+// its acknowledged writes created.
 type Recorder struct {
 	mu    sync.Mutex
 	self  core.DeviceID
-	local map[uint64]core.Record // by sequence number
+	mine  map[core.DeviceID]bool // replica ids announced for self
+	local map[string]core.Record // by origin and sequence number
 }
 
 func (r *Recorder) note(b core.Batch) {
@@ -115,9 +119,28 @@ func (r *Recorder) note(b core.Batch) {
 		return
 	}
 	for _, c := range b.Changes {
-		if c.Origin == r.self {
-			if _, dup := r.local[c.Seq]; !dup {
-				r.local[c.Seq] = c.Record
+		if c.Collection != "_fed.replicas" || len(c.Value) < 1+len(r.self) {
+			continue
+		}
+		var dev core.DeviceID
+		copy(dev[:], c.Value[1:])
+		if dev != r.self {
+			continue
+		}
+		if id, err := hex.DecodeString(c.Key); err == nil && len(id) == len(dev) {
+			var rep core.DeviceID
+			copy(rep[:], id)
+			if r.mine == nil {
+				r.mine = map[core.DeviceID]bool{}
+			}
+			r.mine[rep] = true
+		}
+	}
+	for _, c := range b.Changes {
+		if c.Origin == r.self || r.mine[c.Origin] {
+			k := fmt.Sprintf("%x:%d", c.Origin[:], c.Seq)
+			if _, dup := r.local[k]; !dup {
+				r.local[k] = c.Record
 			}
 		}
 	}
@@ -203,7 +226,7 @@ func NewMesh(t testing.TB, n int, opts Options) *Mesh {
 	m.dirs = make([]string, n)
 	m.offsets = make([]time.Duration, n)
 	for i := range n {
-		m.recs[i] = &Recorder{local: map[uint64]core.Record{}}
+		m.recs[i] = &Recorder{local: map[string]core.Record{}}
 		if opts.LibSQL {
 			m.dirs[i] = t.TempDir()
 		} else {
