@@ -146,8 +146,7 @@ func (r *Recorder) note(b core.Batch) {
 	}
 }
 
-// Local returns the versions the node committed as its own writes, by
-// sequence number.
+// Local returns the versions the node committed as its own writes.
 func (r *Recorder) Local() []core.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
