@@ -46,7 +46,7 @@ type Node struct {
 	// follow (a peer's, beyond the drift bound): while the clock reads at or
 	// below it, a local write may supersede a version stamped later than
 	// the write's own reading (see stampAfter). Under writeMu; persisted.
-	ahead core.Timestamp
+	ahead    core.Timestamp
 	replicas replicaMap // replica id -> device, for events and audit
 
 	events  *hub
