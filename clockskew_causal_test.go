@@ -82,3 +82,41 @@ func TestSkewedOverwriteStaysCausal(t *testing.T) {
 		return ok && ahead.Root("notes") == b.Root("notes") && b.Root("notes") == c.Root("notes")
 	}, 10*time.Second, 10*time.Millisecond, "devices did not all end on the overwrite: %v", &held)
 }
+
+// TestSkewedOverwriteAfterRestart: the mark that makes local writes follow
+// far-future versions survives a restart (libSQL file, real QUIC): a device
+// that received a version stamped 24 h beyond its clock, closed and
+// reopened, still stamps its overwrite after that version.
+func TestSkewedOverwriteAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	open := func(dir string, skew time.Duration) *federation.Node {
+		n, err := federation.New(federation.Config{
+			Dir:     dir,
+			Network: federation.NetworkConfig{ListenAddr: "127.0.0.1:0"},
+			Clock:   skewedClock{off: skew},
+		})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = n.Close() })
+		require.NoError(t, n.Start(ctx))
+		return n
+	}
+	dirB := t.TempDir()
+	ahead, b := open(t.TempDir(), 24*time.Hour), open(dirB, 0)
+	ahead.TrustDevice(b.PublicKey())
+	b.TrustDevice(ahead.PublicKey())
+	require.NoError(t, ahead.Put(ctx, "notes", "k", []byte("future")))
+	require.NoError(t, ahead.Connect(ctx, b.Addr(), b.DeviceID()))
+	var future federation.Record
+	require.Eventually(t, func() bool {
+		r, err := b.GetRecord(ctx, "notes", "k")
+		future = r
+		return err == nil && string(r.Value) == "future"
+	}, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, b.Close())
+	b = open(dirB, 0)
+	require.NoError(t, b.Put(ctx, "notes", "k", []byte("overwrite")))
+	r, err := b.GetRecord(ctx, "notes", "k")
+	require.NoError(t, err)
+	require.Equal(t, "overwrite", string(r.Value))
+	require.Greater(t, r.Timestamp, future.Timestamp, "the overwrite is stamped after the far-future version it replaces")
+}
