@@ -52,8 +52,11 @@ type Config struct {
 	// of its writes are lost; but this device's clock follows a remote
 	// timestamp only up to its own clock plus MaxClockDrift, and every
 	// batch beyond that raises EventClockDrift and counts in
-	// Stats.ClockDrift (see core.HLC for the exact rule). 0 means one
-	// minute.
+	// Stats.ClockDrift (see core.HLC for the exact rule). A local write
+	// that replaces a version stamped beyond this device's clock is still
+	// stamped after it (that record only), and so is a registry operation
+	// after the registry's latest, so that what a write supersedes never
+	// wins over it. 0 means one minute.
 	MaxClockDrift time.Duration
 
 	// Network says how the node reaches the user's other devices once

@@ -21,6 +21,7 @@ type health struct {
 // EventClockDrift. Called with writeMu held.
 func (n *Node) observeRemote(origin core.DeviceID, ts core.Timestamp) {
 	beyond := n.hlc.Receive(ts)
+	n.noteAhead(ts)
 	if beyond <= 0 {
 		return
 	}

@@ -44,6 +44,11 @@ type Node struct {
 	replica  core.DeviceID
 	seq      uint64
 	announce []byte
+	// ahead is the latest timestamp this node holds that its clock did not
+	// follow (a peer's, beyond the drift bound): while the clock reads at or
+	// below it, a local write may supersede a version stamped later than
+	// the write's own reading (see stampAfter). Under writeMu; persisted.
+	ahead    core.Timestamp
 	replicas replicaMap // replica id -> device, for events and audit
 
 	events  *hub
@@ -169,6 +174,9 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 	}
 	if ts, err := loadClock(ctx, st); err == nil {
 		n.hlc.Observe(ts)
+	}
+	if ts, err := loadAhead(ctx, st); err == nil {
+		n.ahead = ts
 	}
 	if err := n.loadTrees(ctx); err != nil {
 		return nil, err
@@ -329,6 +337,10 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 		ops = append(ops[:len(ops):len(ops)], *a)
 		synced++
 	}
+	stamps, err := n.stampAfter(ctx, ops, ts)
+	if err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
 	self, dev := n.replica, n.DeviceID()
 	if ops, err = n.prepareOps(ctx, ops, ts, dev); err != nil {
 		return fmt.Errorf("commit: %w", err)
@@ -344,6 +356,9 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 			Deleted:    op.deleted,
 			Timestamp:  ts,
 			Origin:     dev,
+		}
+		if stamps != nil && stamps[i] != 0 {
+			rec.Timestamp = stamps[i]
 		}
 		if n.cfg.policy(op.collection).Syncs() {
 			rec.Origin = self

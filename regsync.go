@@ -275,6 +275,13 @@ func (n *Node) meshOp(ctx context.Context, required bool, mk func(core.Timestamp
 		if err != nil {
 			return err
 		}
+		// An operation must follow the registry's latest, which a peer
+		// whose clock runs ahead may have stamped beyond this device's
+		// clock (which does not follow it past the drift bound): stamp it
+		// just after, as a clock that followed would have.
+		if latest := n.reg.Latest(); ts <= latest {
+			ts = latest + 1
+		}
 		op, err := mk(ts)
 		if errors.Is(err, errSkip) {
 			return nil

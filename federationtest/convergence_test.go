@@ -16,7 +16,7 @@ func envInt(name string, def int) int {
 // TestRandomizedConvergence runs FED_SEEDS seeds (default 200) of the
 // widened generator (see widened_test.go) from FED_SEED (default 1), on
 // in-memory stores and network: 3 to 5 nodes, random writes of every
-// collection's real format, deletes, transactions, frozen and (FED_SKEW=1)
+// collection's real format, deletes, transactions, frozen and (unless FED_SKEW=0)
 // skewed clocks, delete/update races, re-creations, occasional 20,000+
 // change transactions, partitions, restarts, changelog compactions
 // (forcing Merkle repairs) and dropped, duplicated and reordered frames;

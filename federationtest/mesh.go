@@ -2,6 +2,7 @@ package federationtest
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -100,40 +101,52 @@ func (s fileStore) Commit(ctx context.Context, b core.Batch) error {
 }
 
 // Recorder keeps every change a node committed as its own write (its
-// origin is the node), across restarts and changelog compactions: the
-// versions that its acknowledged writes created.
+// origin is the node's device id or one of its replica incarnations, which
+// the recorder learns from the _fed.replicas announcements it sees
+// committed), across restarts and changelog compactions: the versions that
+// its acknowledged writes created.
 type Recorder struct {
 	mu    sync.Mutex
-	node  *federation.Node // nil until the node is built
-	local map[dot]core.Record
-}
-
-// dot names one write: the replica incarnation that made it and its
-// sequence number there (a node writes under a new incarnation in every
-// open that writes).
-type dot struct {
-	origin core.DeviceID
-	seq    uint64
+	self  core.DeviceID
+	mine  map[core.DeviceID]bool // replica ids announced for self
+	local map[string]core.Record // by origin and sequence number
 }
 
 func (r *Recorder) note(b core.Batch) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.node == nil {
+	if r.self.IsZero() {
 		return
 	}
-	self := r.node.DeviceID()
 	for _, c := range b.Changes {
-		if r.node.OriginDevice(c.Origin) == self {
-			if d := (dot{c.Origin, c.Seq}); r.local[d].Origin.IsZero() {
-				r.local[d] = c.Record
+		if c.Collection != "_fed.replicas" || len(c.Value) < 1+len(r.self) {
+			continue
+		}
+		var dev core.DeviceID
+		copy(dev[:], c.Value[1:])
+		if dev != r.self {
+			continue
+		}
+		if id, err := hex.DecodeString(c.Key); err == nil && len(id) == len(dev) {
+			var rep core.DeviceID
+			copy(rep[:], id)
+			if r.mine == nil {
+				r.mine = map[core.DeviceID]bool{}
+			}
+			r.mine[rep] = true
+		}
+	}
+	for _, c := range b.Changes {
+		if c.Origin == r.self || r.mine[c.Origin] {
+			k := fmt.Sprintf("%x:%d", c.Origin[:], c.Seq)
+			if _, dup := r.local[k]; !dup {
+				r.local[k] = c.Record
 			}
 		}
 	}
 }
 
-// Local returns the versions the node committed as its own writes, under
-// any of its replica incarnations.
+// Local returns the versions the node committed as its own writes.
 func (r *Recorder) Local() []core.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -212,7 +225,7 @@ func NewMesh(t testing.TB, n int, opts Options) *Mesh {
 	m.dirs = make([]string, n)
 	m.offsets = make([]time.Duration, n)
 	for i := range n {
-		m.recs[i] = &Recorder{local: map[dot]core.Record{}}
+		m.recs[i] = &Recorder{local: map[string]core.Record{}}
 		if opts.LibSQL {
 			m.dirs[i] = t.TempDir()
 		} else {
@@ -255,7 +268,7 @@ func (m *Mesh) build(i int) *federation.Node {
 		m.t.Fatalf("federationtest: node %d: %v", i, err)
 	}
 	m.recs[i].mu.Lock()
-	m.recs[i].node = n
+	m.recs[i].self = n.DeviceID()
 	m.recs[i].mu.Unlock()
 	if err := n.Start(m.ctx); err != nil {
 		m.t.Fatalf("federationtest: start node %d: %v", i, err)
