@@ -16,12 +16,8 @@ import (
 // are read from the log in batches and written as they are read, and the
 // stream's flow control holds the loop back when the peer is slow.
 func (ps *peerSession) sendLoop(ctx context.Context) error {
-	for _, ready := range []chan struct{}{ps.hello, ps.routed} {
-		select {
-		case <-ready:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := ps.awaitRoutes(ctx); err != nil {
+		return err
 	}
 	var announced core.VersionVector
 	ps.mu.Lock()
@@ -111,6 +107,30 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 				said = core.VersionVector{}
 			}
 			ps.routesDirty.Store(true)
+		}
+	}
+}
+
+// awaitRoutes waits for the peer's hello and its first Direct frame. Our
+// own Direct frame may have been lost on the way, and the peer, waiting for
+// it just as we wait for its own, would then send nothing either: repeat
+// ours every heartbeat until the peer's arrives.
+func (ps *peerSession) awaitRoutes(ctx context.Context) error {
+	select {
+	case <-ps.hello:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	for {
+		select {
+		case <-ps.routed:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(heartbeat):
+			if err := ps.sendDirect(); err != nil {
+				return err
+			}
 		}
 	}
 }
