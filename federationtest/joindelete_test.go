@@ -10,7 +10,7 @@ import (
 )
 
 // TestUnionDeleteRacingUpdateConverges is the smallest case found by the
-// widened generator (KNOWN FAILING on this branch, see wideRegressions):
+// widened generator (see wideRegressions; fixed by observed removal):
 // a join collection (union of events) where a deletion covers one write
 // but not a concurrent one. Node 0 writes {a} and node 2, apart, writes
 // {e}; node 1 receives {a} and deletes the key; node 2 then receives {a}

@@ -895,11 +895,12 @@ func deletedAfter(a ack, versions []version) bool {
 	})
 }
 
-// wideRegressions lists the seeds that fail on branch h5 (at its last
-// commit, with -race, 2 cores), with the cause found, so that they can be
-// re-checked once the fixes of the other branches of issue 10 are merged:
-// replay one with FED_SEED=<seed> FED_SEEDS=1 (in-memory) or FED_SEED=<seed>
-// FED_FILE_SEEDS=1 (libSQL+QUIC) and -run on the test named. Causes:
+// wideRegressions lists the seeds that failed when the widened generator
+// was first run (before this wave's fixes were merged), with the cause
+// found; TestWideRegressionSeeds replays every one of them on each run.
+// Replay one by hand with FED_SEED=<seed> FED_SEEDS=1 (in-memory) or
+// FED_SEED=<seed> FED_FILE_SEEDS=1 (libSQL+QUIC) and -run on the test
+// named. Causes:
 //
 //   - join-delete: a join collection (union, chronological log) with a
 //     deletion that covers one write but not a concurrent one: the
@@ -962,6 +963,24 @@ var wideRegressions = []struct {
 // FED_SEED.
 func TestWidenedConvergenceLibSQLQUIC(t *testing.T) {
 	runWide(t, wideVariant{libSQL: true, quic: true, bigEvery: 25}, envInt("FED_FILE_SEEDS", 6))
+}
+
+// TestWideRegressionSeeds replays every in-memory seed in wideRegressions:
+// each must now converge with every acknowledged write accounted for. (The
+// libSQL+QUIC entries are seeds 1 to 6, which TestWidenedConvergenceLibSQLQUIC
+// runs by default.)
+func TestWideRegressionSeeds(t *testing.T) {
+	for _, r := range wideRegressions {
+		if r.test != "TestRandomizedConvergence" {
+			continue
+		}
+		v := wideVariant{bigEvery: 40}
+		t.Run(fmt.Sprintf("%s/seed=%d", r.test, r.seed), func(t *testing.T) {
+			if _, err := runWideSeed(t, r.seed, v); err != nil {
+				t.Fatalf("seed %d (found failing: %s): %v", r.seed, r.cause, err)
+			}
+		})
+	}
 }
 
 func runWide(t *testing.T, v wideVariant, count int) federationtest.FaultCounts {
