@@ -205,18 +205,14 @@ func requireConvergedExcept(t *testing.T, want map[string]string, nodes ...*fede
 func TestRestoreReplacesStoreFiles(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	n, err := federation.New(federation.Config{Dir: dir})
-	require.NoError(t, err)
-	require.NoError(t, n.Put(ctx, "notes", "k", []byte("in the backup")))
-	var backup bytes.Buffer
-	require.NoError(t, n.Backup(ctx, &backup))
-	require.NoError(t, n.Put(ctx, "notes", "k", []byte("after the backup")))
+	n, backup := nodeWithBackup(t, dir)
 	id := n.DeviceID()
 	require.NoError(t, n.Close())
+	var err error
 
 	target := t.TempDir() // a copy of the folder, restored in place
 	copyDir(t, dir, target)
-	require.NoError(t, federation.Restore(target, &backup))
+	require.NoError(t, federation.Restore(target, backup))
 	_, err = os.Stat(filepath.Join(target, federation.DBFile+"-wal"))
 	require.ErrorIs(t, err, os.ErrNotExist, "the newer WAL must not be replayed over the backup")
 	n, err = federation.New(federation.Config{Dir: target})
@@ -228,28 +224,37 @@ func TestRestoreReplacesStoreFiles(t *testing.T) {
 	require.Equal(t, "in the backup", string(v))
 }
 
-// TestRestoreRefusedWhileOpen: Restore takes the directory's lock, so it
-// cannot swap the file under a running node; once the node is closed the
-// same restore goes through in place, and the device keeps its identity.
-func TestRestoreRefusedWhileOpen(t *testing.T) {
+// nodeWithBackup opens a node on dir, writes notes/k = "in the backup",
+// takes a backup, then overwrites the key with "after the backup".
+func nodeWithBackup(t *testing.T, dir string) (*federation.Node, *bytes.Buffer) {
+	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
 	n, err := federation.New(federation.Config{Dir: dir})
 	require.NoError(t, err)
 	require.NoError(t, n.Put(ctx, "notes", "k", []byte("in the backup")))
 	var backup bytes.Buffer
 	require.NoError(t, n.Backup(ctx, &backup))
 	require.NoError(t, n.Put(ctx, "notes", "k", []byte("after the backup")))
+	return n, &backup
+}
+
+// TestRestoreRefusedWhileOpen: Restore takes the directory's lock, so it
+// cannot swap the file under a running node; once the node is closed the
+// same restore goes through in place, and the device keeps its identity.
+func TestRestoreRefusedWhileOpen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	n, backup := nodeWithBackup(t, dir)
 	id := n.DeviceID()
 
-	err = federation.Restore(dir, bytes.NewReader(backup.Bytes()))
+	err := federation.Restore(dir, bytes.NewReader(backup.Bytes()))
 	require.ErrorIs(t, err, federation.ErrLocked)
 	v, err := n.Get(ctx, "notes", "k")
 	require.NoError(t, err)
 	require.Equal(t, "after the backup", string(v), "a refused restore must leave the running node's data alone")
 	require.NoError(t, n.Close())
 
-	require.NoError(t, federation.Restore(dir, &backup))
+	require.NoError(t, federation.Restore(dir, backup))
 	n, err = federation.New(federation.Config{Dir: dir})
 	require.NoError(t, err)
 	defer n.Close()
@@ -257,5 +262,5 @@ func TestRestoreRefusedWhileOpen(t *testing.T) {
 	v, err = n.Get(ctx, "notes", "k")
 	require.NoError(t, err)
 	require.Equal(t, "in the backup", string(v))
-	require.ErrorIs(t, federation.Restore("", &backup), federation.ErrInvalidArgument)
+	require.ErrorIs(t, federation.Restore("", backup), federation.ErrInvalidArgument)
 }

@@ -52,9 +52,11 @@ func TestMeshConcurrentWritesNoWasteLossy(t *testing.T) {
 	})
 }
 
-// runMesh runs the three-device test; dial returns the address at which a
-// device is dialed.
-func runMesh(t *testing.T, dial func(*federation.Node) string) {
+// connectedMesh starts three devices on real QUIC that trust each other,
+// connects every pair (dial gives the address a device is dialled at) and
+// waits until each holds a session with both others.
+func connectedMesh(t *testing.T, dial func(*federation.Node) string) []*federation.Node {
+	t.Helper()
 	ctx := context.Background()
 	nodes := []*federation.Node{quicNode(t, "phone"), quicNode(t, "laptop"), quicNode(t, "tablet")}
 	for _, a := range nodes {
@@ -77,6 +79,14 @@ func runMesh(t *testing.T, dial func(*federation.Node) string) {
 		}
 		return true
 	}, 10*time.Second, 5*time.Millisecond, "every pair connects")
+	return nodes
+}
+
+// runMesh runs the three-device test; dial returns the address at which a
+// device is dialed.
+func runMesh(t *testing.T, dial func(*federation.Node) string) {
+	ctx := context.Background()
+	nodes := connectedMesh(t, dial)
 
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -246,27 +256,7 @@ func TestMeshRelaysWhereNoDirectLink(t *testing.T) {
 // everywhere (values and causal contexts), and no Merkle repair runs.
 func TestMeshConcurrentMergesConverge(t *testing.T) {
 	ctx := context.Background()
-	nodes := []*federation.Node{quicNode(t, "phone"), quicNode(t, "laptop"), quicNode(t, "tablet")}
-	for _, a := range nodes {
-		for _, b := range nodes {
-			if a != b {
-				a.TrustDevice(b.PublicKey())
-			}
-		}
-	}
-	for i := range nodes {
-		for j := i + 1; j < len(nodes); j++ {
-			require.NoError(t, nodes[i].Connect(ctx, nodes[j].Addr(), nodes[j].DeviceID()))
-		}
-	}
-	require.Eventually(t, func() bool {
-		for _, n := range nodes {
-			if len(n.Peers()) != len(nodes)-1 {
-				return false
-			}
-		}
-		return true
-	}, 10*time.Second, 5*time.Millisecond)
+	nodes := connectedMesh(t, (*federation.Node).Addr)
 
 	const edits = 150
 	colls := []string{federation.CollectionAnalytics, federation.CollectionConversation, federation.CollectionProfile}

@@ -26,29 +26,7 @@ func BenchmarkConnectIK(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer client.Close()
-	go func() {
-		for {
-			s, err := server.Accept(ctx)
-			if err != nil {
-				return
-			}
-			go func() {
-				for {
-					st, err := s.AcceptStream(ctx)
-					if err != nil {
-						return
-					}
-					go func() {
-						var buf [1]byte
-						if _, err := io.ReadFull(st, buf[:]); err == nil {
-							_, _ = st.Write(buf[:])
-						}
-						_ = st.Close()
-					}()
-				}
-			}()
-		}
-	}()
+	echo(b, server)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -140,7 +140,7 @@ func noSession(t *testing.T, tr core.Transport, wait time.Duration) {
 }
 
 // echo serves sessions from tr: every accepted stream is echoed back.
-func echo(t *testing.T, tr core.Transport) {
+func echo(t testing.TB, tr core.Transport) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); <-done })
