@@ -112,3 +112,24 @@ func TestNonMinimalVarintRefused(t *testing.T) {
 		t.Fatal("fetch with a non-minimal length decoded")
 	}
 }
+
+// TestFrameGrowsFromCallersBuffer: a frame a little larger than the
+// caller's reused buffer grows from that buffer in one step, instead of
+// doubling again from 64 KiB (which cost a sync receiver several
+// allocations and copies per 2 MiB frame).
+func TestFrameGrowsFromCallersBuffer(t *testing.T) {
+	payload := bytes.Repeat([]byte{7}, 1<<20+1)
+	frame, _ := AppendFrame(nil, TypeChanges, payload)
+	buf := make([]byte, 0, 1<<20)
+	r := bytes.NewReader(frame)
+	allocs := testing.AllocsPerRun(5, func() {
+		r.Reset(frame)
+		f, err := ReadFrame(r, buf, 16<<20)
+		if err != nil || !bytes.Equal(f.Payload, payload) {
+			t.Fatalf("read: %v", err)
+		}
+	})
+	if allocs > 2 { // the grown buffer and the header, which escapes to the reader (7 before)
+		t.Fatalf("%.0f allocations to read a frame one byte past the buffer", allocs)
+	}
+}

@@ -145,10 +145,10 @@ func effectiveLimit(limit int) int {
 const readChunk = 64 << 10
 
 // ReadFrame reads one frame from r. The payload is read into buf when it is
-// large enough, otherwise into a new slice that grows (by doubling, from
-// 64 KiB) as the payload arrives, so at most limit bytes (limit as for
-// DecodeHeader), and at most twice the bytes received plus 64 KiB, are
-// ever allocated. A stream that ends inside a frame yields an error
+// large enough, otherwise into buf and then slices that grow (by doubling,
+// from buf's capacity or 64 KiB) as the payload arrives, so at most limit
+// bytes (limit as for DecodeHeader), and at most twice the bytes received
+// plus 64 KiB, are ever allocated. A stream that ends inside a frame yields an error
 // wrapping io.ErrUnexpectedEOF and core.ErrProtocol; one that ends before
 // a frame yields io.EOF.
 func ReadFrame(r io.Reader, buf []byte, limit int) (Frame, error) {
@@ -170,7 +170,14 @@ func ReadFrame(r io.Reader, buf []byte, limit int) (Frame, error) {
 		}
 		return Frame{Type: t, Payload: buf}, nil
 	}
-	buf = make([]byte, 0, min(n, readChunk))
+	// Grow as the payload arrives, starting from the caller's buffer (memory
+	// an earlier frame already paid for) or one chunk: a header alone buys
+	// nothing.
+	if start := min(n, readChunk); cap(buf) >= start {
+		buf = buf[:0]
+	} else {
+		buf = make([]byte, 0, start)
+	}
 	for len(buf) < n {
 		if len(buf) == cap(buf) {
 			grown := make([]byte, len(buf), min(n, 2*cap(buf)))
