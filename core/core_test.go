@@ -146,3 +146,41 @@ func TestVersionVectorCompare(t *testing.T) {
 type clockAt time.Time
 
 func (c clockAt) Now() time.Time { return time.Time(c) }
+
+// TestManualClockDrivesTimers: timers on a ManualClock run only when the
+// clock is advanced past them, and a stopped one never runs.
+func TestManualClockDrivesTimers(t *testing.T) {
+	c := core.NewManualClock(time.Unix(1000, 0))
+	fired := make(chan string, 3)
+	c.AfterFunc(time.Second, func() { fired <- "1s" })
+	stopped := c.AfterFunc(2*time.Second, func() { fired <- "2s" })
+	c.AfterFunc(3*time.Second, func() { fired <- "3s" })
+	c.Advance(500 * time.Millisecond)
+	select {
+	case f := <-fired:
+		t.Fatalf("%s fired after 0.5 s", f)
+	case <-time.After(20 * time.Millisecond):
+	}
+	if !stopped.Stop() {
+		t.Fatal("Stop of a pending timer reported false")
+	}
+	c.Advance(3 * time.Second)
+	got := map[string]bool{<-fired: true, <-fired: true}
+	if !got["1s"] || !got["3s"] {
+		t.Fatalf("fired %v, want 1s and 3s", got)
+	}
+	select {
+	case f := <-fired:
+		t.Fatalf("%s fired although stopped", f)
+	case <-time.After(20 * time.Millisecond):
+	}
+	if c.Pending() != 0 {
+		t.Fatalf("%d timers pending", c.Pending())
+	}
+	if _, ok := core.Clock(c).(core.Scheduler); !ok {
+		t.Fatal("ManualClock is not a Scheduler")
+	}
+	if s := core.SchedulerOf(clockAt(time.Unix(5, 0))); !s.Now().Equal(time.Unix(5, 0)) {
+		t.Fatal("SchedulerOf lost the clock's reading")
+	}
+}
