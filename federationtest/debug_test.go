@@ -26,6 +26,11 @@ func history(m *federationtest.Mesh, coll, key string) string {
 				return nil
 			})
 		}
+		for _, r := range m.Recorder(i).Local() {
+			if r.Collection == coll && r.Key == key {
+				fmt.Fprintf(&b, "  wrote %s:%d del=%v ts=%v ctx=%v val=%q\n", r.Origin.Short(), r.Seq, r.Deleted, r.Timestamp, r.Context, r.Value)
+			}
+		}
 		r, err := st.Get(ctx, coll, key)
 		fmt.Fprintf(&b, "  current: %s:%d del=%v ctx=%v val=%q err=%v\n", r.Origin.Short(), r.Seq, r.Deleted, r.Context, r.Value, err)
 	}

@@ -33,6 +33,9 @@ type Options struct {
 	// QUIC connects the nodes over real QUIC on loopback instead of the
 	// in-memory network (partitions and faults still apply).
 	QUIC bool
+	// LogRing keeps the last LogRing lines the nodes log at Info and above
+	// in memory, for Diagnose (0: none kept).
+	LogRing int
 }
 
 // Faults are per-frame probabilities, each in [0, 1].
@@ -61,6 +64,7 @@ type Mesh struct {
 	injected FaultCounts
 	group    []int              // partition group of each node; equal means connected
 	links    map[*link]struct{} // live wrapped sessions
+	ring     *logRing           // last log lines (Options.LogRing)
 	ctx      context.Context    // lives until Close
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -219,6 +223,9 @@ func NewMesh(t testing.TB, n int, opts Options) *Mesh {
 		ctx:    ctx,
 		cancel: cancel,
 	}
+	if opts.LogRing > 0 {
+		m.ring = newLogRing(opts.LogRing)
+	}
 	m.nodes = make([]*federation.Node, n)
 	m.stores = make([]core.Store, n)
 	m.recs = make([]*Recorder, n)
@@ -256,8 +263,11 @@ func (m *Mesh) build(i int) *federation.Node {
 	// Faults can drop a request; a short timeout lets the session retry
 	// well within WaitConverged's patience.
 	cfg.SyncTimeout = time.Second
-	if os.Getenv("FED_DEBUG") != "" {
+	switch {
+	case os.Getenv("FED_DEBUG") != "":
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	case m.ring != nil:
+		cfg.Logger = slog.New(newRingHandler(m.ring, fmt.Sprint(i), slog.LevelInfo))
 	}
 	cfg.Network.Transport = m.factory(i)
 	if m.opts.Config != nil {

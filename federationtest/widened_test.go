@@ -285,6 +285,8 @@ func runWideSeed(t *testing.T, seed uint64, v wideVariant) (federationtest.Fault
 		LibSQL: v.libSQL,
 		QUIC:   v.quic,
 		Config: func(_ int, c *federation.Config) { c.Collections = customPolicies() },
+		// Shown when the seed fails to converge (most runs log little).
+		LogRing: 400,
 	})
 	w := &wideRun{t: t, m: m, rng: rng, seed: seed, n: n}
 	// Its own generator, so that turning skew on or off leaves every other
@@ -408,9 +410,18 @@ func runWideSeed(t *testing.T, seed uint64, v wideVariant) (federationtest.Fault
 				t.Log(history(m, c, k))
 			}
 		}
+		t.Logf("seed %d, state at failure:\n%s", seed, m.Diagnose(ctx))
 		return m.Injected(), err
 	}
-	return m.Injected(), w.checkAccounted(ctx)
+	if err := w.checkAccounted(ctx); err != nil {
+		if c, rest, ok := strings.Cut(err.Error(), "/"); ok {
+			k, _, _ := strings.Cut(rest, ":")
+			t.Log(history(m, c, k))
+		}
+		t.Logf("seed %d, state at failure:\n%s", seed, m.Diagnose(ctx))
+		return m.Injected(), err
+	}
+	return m.Injected(), nil
 }
 
 // ackTxn records the opaque writes of the multi-write transaction just
