@@ -187,3 +187,33 @@ func TestStoreWithoutTablesFallsBackToMemory(t *testing.T) {
 	_, logs = reopenOn(t, memstore.New())
 	require.Contains(t, logs, warning)
 }
+
+// TestPairedDevicesOutliveMemoryRegistry pins down the rest of the
+// fallback: without core.SQLStore the device table is in memory, but the
+// devices paired through the ceremony come back at the next New, since
+// the signed registry operations are records of the store and New folds
+// them again. What is lost is what only the table held: devices admitted
+// with TrustDevice (see TestStoreWithoutTablesFallsBackToMemory), last-seen
+// times, and the audit log.
+func TestPairedDevicesOutliveMemoryRegistry(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), federation.DBFile)
+	var commits atomic.Int64
+	wrap := func() core.Store { return meteredStore{Store: openLibSQL(t, path), commits: &commits} }
+	phone, err := federation.New(federation.Config{Store: wrap(), Network: federation.NetworkConfig{ListenAddr: "127.0.0.1:0"}})
+	require.NoError(t, err)
+	require.NoError(t, phone.Start(ctx))
+	laptop := quicNode(t, "laptop")
+	pairInto(t, phone, laptop)
+	require.True(t, trusts(ctx, phone, laptop.DeviceID(), federation.TrustTrusted))
+	before, err := phone.Audit().Query(ctx, audit.Filter{})
+	require.NoError(t, err)
+	require.NotEmpty(t, before, "the pairing is audited")
+	require.NoError(t, phone.Close())
+
+	phone, _ = reopenOn(t, wrap())
+	require.True(t, trusts(ctx, phone, laptop.DeviceID(), federation.TrustTrusted), "the pairing is folded again from the registry's records")
+	all, err := phone.Audit().Query(ctx, audit.Filter{})
+	require.NoError(t, err)
+	require.Empty(t, all, "the audit log of the pairing was in memory")
+}

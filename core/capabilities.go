@@ -79,10 +79,13 @@ func StoreAs[T any](st Store) (T, bool) {
 //
 // Without it (the in-memory store, or a host's store that neither offers
 // it nor unwraps to one that does), federation.New logs a warning and
-// keeps both in memory: the device registry and the audit log start empty
-// at each New, so the node trusts no device it did not pair or trust since
-// it was built, and it signs no audit heads of its own (its log would
-// restart at sequence 1); it still verifies and keeps its peers' heads.
+// keeps both in memory, so both start empty at each New. Devices paired
+// through the ceremony come back, since the signed registry operations are
+// records of the store and New folds them again; what only the table held
+// is lost: devices admitted with Node.TrustDevice, last-seen times. The
+// audit log restarts empty, so the node signs no audit heads of its own
+// (its log would restart at sequence 1); it still verifies and keeps its
+// peers' heads.
 //
 // DB returns the database, open until the store's Close (which closes it).
 // Its users create and write only their own tables, never the store's
