@@ -58,7 +58,7 @@ func tablesOf(st Store, log *slog.Logger) core.SQLStore {
 	if t, ok := core.StoreAs[core.SQLStore](st); ok {
 		return t
 	}
-	log.Warn("store has no SQL database (core.SQLStore), not even through Unwrap: device registry and audit log kept in memory, empty at every start",
+	log.Warn("store has no core.SQLStore, not even through Unwrap: device registry and audit log kept in memory until Close",
 		"store", fmt.Sprintf("%T", st))
 	return nil
 }
@@ -120,7 +120,8 @@ func (t *trust) LookupKey(ctx context.Context, id core.DeviceID) (core.PublicKey
 // TrustDevice admits the device owning key to sessions with this node,
 // without the pairing ceremony: for hosts that provision device keys
 // themselves, and for tests. Prefer Invite and Join. A revoked device stays
-// revoked.
+// revoked. The admission is kept in the device registry's table, so it
+// lasts only until Close when the store has no core.SQLStore.
 func (n *Node) TrustDevice(key PublicKey) {
 	_ = n.trust.devices.Put(context.Background(), registry.Device{
 		ID: core.DeviceIDFromKey(key), PublicKey: key, Trust: registry.TrustTrusted, Name: "device",
