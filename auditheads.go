@@ -132,7 +132,7 @@ func (n *Node) noteAudited(seq uint64) {
 // database) signs no heads of its own, since its log restarts empty at
 // every open; it still verifies and keeps its peers' heads.
 func (n *Node) startAnchor(ctx context.Context) {
-	if _, ok := auditDB(n.store); !ok {
+	if n.tables == nil {
 		n.anchor.mu.Lock()
 		n.anchor.memory = true
 		n.anchor.mu.Unlock()

@@ -2,7 +2,6 @@ package federation
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -16,22 +15,15 @@ import (
 // and received with their counts, conflicts detected and how they were
 // resolved, Merkle repairs, registry changes, pairing steps and refusals.
 // It is kept in the store's database when the store has one (the libSQL
-// file), in memory otherwise. Entries carry counts, collection names and
+// file; see core.SQLStore and tablesOf), in memory otherwise, where it
+// restarts empty at each New. Entries carry counts, collection names and
 // reason codes, never keys or values.
 
-// auditDB returns the database that keeps the audit log of st, if st has
-// one; without it the log lives in memory and restarts empty at each open.
-func auditDB(st Store) (*sql.DB, bool) {
-	db, ok := st.(interface{ DB() *sql.DB })
-	if !ok {
-		return nil, false
-	}
-	return db.DB(), true
-}
-
-// openAudit opens the audit log kept by st.
-func openAudit(ctx context.Context, st Store, clock core.Clock) (*audit.Log, error) {
-	if db, ok := auditDB(st); ok {
+// openAudit opens the audit log: its SQL table in tables, or an in-memory
+// log when tables is nil.
+func openAudit(ctx context.Context, tables core.SQLStore, clock core.Clock) (*audit.Log, error) {
+	if tables != nil {
+		db := tables.DB()
 		if err := audit.EnsureSchema(ctx, db); err != nil {
 			return nil, fmt.Errorf("open audit log: %w", err)
 		}

@@ -32,7 +32,11 @@ type Config struct {
 	Encryption EncryptionConfig
 
 	// Store replaces the default libSQL store. The node takes ownership and
-	// closes it on Close.
+	// closes it on Close. New looks for its optional capabilities once, on
+	// it or along its Unwrap chain (core.Unwrapper): a wrapper around the
+	// libSQL store keeps the device registry and the audit log in its file
+	// only if it forwards DB or implements Unwrap; a store without
+	// core.SQLStore gets both in memory, with a warning (see core.SQLStore).
 	Store Store
 
 	// Collections overrides policies per collection name. nil means

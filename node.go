@@ -32,6 +32,8 @@ type Node struct {
 
 	// backup is the store when it can copy itself (nil: it cannot).
 	backup core.BackupStore
+	// tables keeps the device registry and the audit log (nil: memory).
+	tables core.SQLStore
 
 	// writeMu serialises local writes: sequence numbers and causal contexts
 	// are assigned under it, and Update holds it for the whole transaction.
@@ -145,7 +147,8 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		sessions: map[*peerSession]struct{}{},
 		closed:   make(chan struct{}),
 	}
-	n.backup, _ = st.(core.BackupStore)
+	n.backup, _ = core.StoreAs[core.BackupStore](st)
+	n.tables = tablesOf(st, n.log)
 	if created && vv[ident.DeviceID()] == 0 {
 		// The identity was born in this open, so no other copy of this
 		// store can exist yet: the first incarnation is the device itself.
@@ -187,10 +190,10 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 	if err := n.loadReplicas(ctx); err != nil {
 		return nil, err
 	}
-	if n.trust, err = newTrust(ctx, st); err != nil {
+	if n.trust, err = newTrust(ctx, n.tables); err != nil {
 		return nil, err
 	}
-	if n.audit, err = openAudit(ctx, st, cfg.Clock); err != nil {
+	if n.audit, err = openAudit(ctx, n.tables, cfg.Clock); err != nil {
 		return nil, err
 	}
 	if err := n.loadRegistry(ctx); err != nil {

@@ -2,9 +2,9 @@ package federation
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -49,15 +49,29 @@ var (
 	_ transport.KeyLookup = (*trust)(nil)
 )
 
-// newTrust opens the registry kept by st: its SQL table when st is backed by
-// a database (the libSQL store), else an in-memory registry.
-func newTrust(ctx context.Context, st Store) (*trust, error) {
+// tablesOf finds, once for New, the database that keeps the device
+// registry and the audit log beside st's records: st's own (core.SQLStore),
+// or that of a store in its Unwrap chain (core.StoreAs). Without one it
+// warns and returns nil, and both are kept in memory: see core.SQLStore for
+// what that means, and core.Unwrapper for how a wrapper keeps them.
+func tablesOf(st Store, log *slog.Logger) core.SQLStore {
+	if t, ok := core.StoreAs[core.SQLStore](st); ok {
+		return t
+	}
+	log.Warn("store has no core.SQLStore, not even through Unwrap: device registry and audit log kept in memory until Close",
+		"store", fmt.Sprintf("%T", st))
+	return nil
+}
+
+// newTrust opens the device registry: its SQL table in tables (the libSQL
+// store's file), or an in-memory registry when tables is nil.
+func newTrust(ctx context.Context, tables core.SQLStore) (*trust, error) {
 	t := &trust{joining: map[core.DeviceID]core.PublicKey{}}
-	if db, ok := st.(interface{ DB() *sql.DB }); ok {
-		if err := registry.EnsureSchema(ctx, db.DB()); err != nil {
+	if tables != nil {
+		if err := registry.EnsureSchema(ctx, tables.DB()); err != nil {
 			return nil, fmt.Errorf("open device registry: %w", err)
 		}
-		t.devices = registry.NewSQL(db.DB())
+		t.devices = registry.NewSQL(tables.DB())
 	} else {
 		t.devices = registry.NewMemory()
 	}
@@ -106,7 +120,8 @@ func (t *trust) LookupKey(ctx context.Context, id core.DeviceID) (core.PublicKey
 // TrustDevice admits the device owning key to sessions with this node,
 // without the pairing ceremony: for hosts that provision device keys
 // themselves, and for tests. Prefer Invite and Join. A revoked device stays
-// revoked.
+// revoked. The admission is kept in the device registry's table, so it
+// lasts only until Close when the store has no core.SQLStore.
 func (n *Node) TrustDevice(key PublicKey) {
 	_ = n.trust.devices.Put(context.Background(), registry.Device{
 		ID: core.DeviceIDFromKey(key), PublicKey: key, Trust: registry.TrustTrusted, Name: "device",

@@ -6,7 +6,8 @@ import (
 )
 
 // BackupStore is a Store that can copy itself while in use: an optional
-// capability, checked once where the node is built.
+// capability, checked once where the node is built, on the store or along
+// its Unwrap chain (see Unwrapper).
 //
 // Backup writes to w a consistent snapshot of everything the store holds
 // (records, changelog, version vector, metadata, and any table that shares

@@ -12,7 +12,9 @@ import (
 // limit is far above it).
 const getManyChunk = 500
 
-// GetMany returns the current versions (tombstones included) of those keys
+var _ core.ManyGetter = (*Store)(nil)
+
+// GetMany implements core.ManyGetter: it returns the current versions (tombstones included) of those keys
 // of coll that exist, keyed by key; absent keys are simply missing from the
 // map. It reads in a few queries instead of one per key, for callers that
 // look up a whole batch (applying a peer's changes). The returned records

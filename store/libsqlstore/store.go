@@ -21,7 +21,7 @@ import (
 	_ "github.com/tursodatabase/go-libsql"
 )
 
-var _ core.Store = (*Store)(nil)
+var _ core.SQLStore = (*Store)(nil)
 
 // Options tunes Open. The zero value is ready to use.
 type Options struct {
@@ -366,9 +366,10 @@ func (c *connector) Close() error {
 	return nil
 }
 
-// DB returns the store's connection pool, for the packages of this module
-// that keep their own tables in the same file (the device registry, the
-// conflict queue, the audit log; see the package documentation). They must
+// DB implements core.SQLStore: it returns the store's connection pool, for
+// the packages of this module that keep their own tables in the same file
+// (the device registry, the conflict queue, the audit log; see the package
+// documentation). They must
 // not write to the store's own tables (records, changelog, vv, devices,
 // meta). Every pooled connection has busy_timeout set; a read-modify-write
 // that must not interleave with other writers should use WriteTx instead

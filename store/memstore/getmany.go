@@ -6,7 +6,9 @@ import (
 	"github.com/devicemesh/federation/core"
 )
 
-// GetMany returns the current versions (tombstones included) of those keys
+var _ core.ManyGetter = (*Store)(nil)
+
+// GetMany implements core.ManyGetter: it returns the current versions (tombstones included) of those keys
 // of coll that exist, keyed by key; absent keys are missing from the map.
 // The returned records belong to the caller.
 func (s *Store) GetMany(ctx context.Context, coll string, keys []string) (map[string]core.Record, error) {

@@ -9,19 +9,18 @@ import (
 	"github.com/devicemesh/federation/core"
 )
 
-// testGetMany checks, for stores that offer GetMany (a bulk read the sync
-// engine uses when present), that it returns exactly what Get returns for
-// every key that exists (values, tombstones, metadata), across query
-// chunks, and leaves out absent keys and other collections.
+// testGetMany checks, for stores that offer GetMany (core.ManyGetter, a
+// bulk read the sync engine uses when present), that it returns exactly
+// what Get returns for every key that exists (values, tombstones,
+// metadata), across query chunks, and leaves out absent keys and other
+// collections.
 func testGetMany(t *testing.T, store core.Store) {
 	ctx := context.Background()
-	st, ok := store.(interface {
-		core.Store
-		GetMany(ctx context.Context, coll string, keys []string) (map[string]core.Record, error)
-	})
+	mg, ok := store.(core.ManyGetter)
 	if !ok {
 		return
 	}
+	st := store
 	var origin core.DeviceID
 	origin[0] = 7
 	const n = 1200
@@ -47,7 +46,7 @@ func testGetMany(t *testing.T, store core.Store) {
 	for i := 0; i < n+100; i++ {
 		keys = append(keys, fmt.Sprintf("k%05d", i)) // the last 100 are absent
 	}
-	got, err := st.GetMany(ctx, "a", keys)
+	got, err := mg.GetMany(ctx, "a", keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,10 +72,10 @@ func testGetMany(t *testing.T, store core.Store) {
 	if len(got) != want || want != n-n/10 {
 		t.Errorf("GetMany returned %d records, want %d (Get found %d)", len(got), n-n/10, want)
 	}
-	if got, err := st.GetMany(ctx, "none", keys[:3]); err != nil || len(got) != 0 {
+	if got, err := mg.GetMany(ctx, "none", keys[:3]); err != nil || len(got) != 0 {
 		t.Errorf("GetMany of a missing collection = %v, %v", got, err)
 	}
-	if got, err := st.GetMany(ctx, "a", nil); err != nil || len(got) != 0 {
+	if got, err := mg.GetMany(ctx, "a", nil); err != nil || len(got) != 0 {
 		t.Errorf("GetMany of no keys = %v, %v", got, err)
 	}
 }
