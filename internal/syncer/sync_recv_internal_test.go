@@ -1,11 +1,30 @@
-package federation
+package syncer
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/devicemesh/federation/core"
 )
+
+// wholeTxn checks the shape the replica's applier demands of a
+// transaction: one origin, consecutive sequence numbers from TxnFirst,
+// TxnLen of them.
+func wholeTxn(t []core.Change) error {
+	if len(t) == 0 {
+		return fmt.Errorf("empty transaction")
+	}
+	if int(t[0].TxnLen) != len(t) {
+		return fmt.Errorf("transaction of %d changes, header says %d", len(t), t[0].TxnLen)
+	}
+	for i, c := range t {
+		if c.Origin != t[0].Origin || c.TxnFirst != t[0].TxnFirst || c.Seq != c.TxnFirst+uint64(i) {
+			return fmt.Errorf("change %d does not follow on", i)
+		}
+	}
+	return nil
+}
 
 // asmTxn is origin's transaction of n changes starting at first.
 func asmTxn(origin core.DeviceID, first uint64, n int) []core.Change {
@@ -58,7 +77,7 @@ func TestAssemblerToleratesWhatACorrectSenderDoes(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, r := range ready {
-					if err := r.validate(); err != nil {
+					if err := wholeTxn(r); err != nil {
 						t.Fatal(err)
 					}
 					got = append(got, r[0].TxnFirst)
