@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"testing"
@@ -343,6 +344,7 @@ type bufPipe struct {
 	buf    []byte
 	limit  int
 	closed bool
+	eof    bool // the writer is done: reads drain the buffer, then EOF
 }
 
 func newBufPipe(limit int) *bufPipe {
@@ -354,11 +356,14 @@ func newBufPipe(limit int) *bufPipe {
 func (p *bufPipe) Read(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for len(p.buf) == 0 && !p.closed {
+	for len(p.buf) == 0 && !p.closed && !p.eof {
 		p.cond.Wait()
 	}
 	if p.closed {
 		return 0, net.ErrClosed
+	}
+	if len(p.buf) == 0 {
+		return 0, io.EOF
 	}
 	n := copy(b, p.buf)
 	p.buf = p.buf[n:]
@@ -374,7 +379,7 @@ func (p *bufPipe) Write(b []byte) (int, error) {
 		for len(p.buf) >= p.limit && !p.closed {
 			p.cond.Wait()
 		}
-		if p.closed {
+		if p.closed || p.eof {
 			return written, net.ErrClosed
 		}
 		n := min(len(b), p.limit-len(p.buf))
@@ -393,7 +398,13 @@ func (p *bufPipe) Close() error {
 	return nil
 }
 
-func (p *bufPipe) CloseWrite() error { return p.Close() }
+func (p *bufPipe) CloseWrite() error {
+	p.mu.Lock()
+	p.eof = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	return nil
+}
 
 // pipeLink is an in-memory connection between two sessions: one bufPipe
 // per direction. Closing either side ends both.

@@ -294,7 +294,7 @@ func (a *txnAssembler) add(changes []core.Change, held core.VersionVector) ([][]
 				continue // the tail of a transaction held already
 			}
 			return nil, fmt.Errorf("%w: change %d of %s arrives without the start of its transaction", core.ErrProtocol, c.Seq, c.Origin.Short())
-		case len(p) > 0 && (c.Seq != p[len(p)-1].Seq+1 || c.TxnFirst != p[0].TxnFirst):
+		case len(p) > 0 && (c.Seq != p[len(p)-1].Seq+1 || c.TxnFirst != p[0].TxnFirst || c.TxnLen != p[0].TxnLen):
 			return nil, fmt.Errorf("%w: change %d of %s out of order", core.ErrProtocol, c.Seq, c.Origin.Short())
 		}
 		p = append(p, c)

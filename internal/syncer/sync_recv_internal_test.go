@@ -127,3 +127,20 @@ func TestAssemblerRefusesMalformedInput(t *testing.T) {
 		})
 	}
 }
+
+// TestAssemblerRefusesAChangedHeader: the changes of one transaction all
+// carry its header (first sequence number and length). A change whose
+// length differs from its predecessors' is out of order, not the end of a
+// shorter transaction. (Found by FuzzSession: the assembler completed a
+// transaction when the count matched the last change's length, and handed
+// the replica three changes whose first said forty-eight.)
+func TestAssemblerRefusesAChangedHeader(t *testing.T) {
+	a := core.DeviceID{1}
+	txn := asmTxn(a, 1, 3)
+	txn[0].TxnLen = 48
+	asm := newTxnAssembler(1 << 20)
+	ready, err := asm.add(txn, core.VersionVector{})
+	if !errors.Is(err, core.ErrProtocol) {
+		t.Fatalf("assembled %d transactions, err %v; want core.ErrProtocol", len(ready), err)
+	}
+}
