@@ -401,3 +401,110 @@ func TestReplayedTransactionsAppliedOnce(t *testing.T) {
 		t.Errorf("counted %d redundant changes, want 5 (t1 and t2 once more each)", red)
 	}
 }
+
+// pendingTimers waits until clock holds at least n timers.
+func pendingTimers(t *testing.T, clock *core.ManualClock, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for clock.Pending() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d timers pending, want %d", clock.Pending(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestTimersRunOnScheduler: the session's timers run on Config.Scheduler,
+// so a test (or a host) drives them: with a manual clock, a peer that
+// never says hello, or stops mid-frame, is cut off (ErrStalled) when the
+// clock passes the limit, not before; an idle session repeats its
+// CaughtUp when the clock passes a heartbeat.
+func TestTimersRunOnScheduler(t *testing.T) {
+	lim := Limits{HelloTimeout: 10 * time.Second, FrameTimeout: 20 * time.Second, SyncTimeout: time.Minute}
+	newSession := func(t *testing.T) (*script, *running, *core.ManualClock) {
+		r := newReplica(devB)
+		clock := core.NewManualClock(time.Unix(1_700_000_000, 0))
+		ctx, cancel := context.WithCancel(context.Background())
+		l := newLink()
+		t.Cleanup(func() { cancel(); l.close() })
+		cfg := testConfig(r, clock)
+		cfg.Limits = lim
+		e, _ := l.sides(devB, devP)
+		s := &script{t: t, l: l, done: make(chan struct{})}
+		go func() {
+			defer close(s.done)
+			for {
+				f, err := wire.ReadFrame(l.ab, nil, wire.MaxFrameSize)
+				if err != nil {
+					return
+				}
+				s.mu.Lock()
+				s.got = append(s.got, f)
+				s.mu.Unlock()
+			}
+		}()
+		return s, start(ctx, cfg, e), clock
+	}
+	stillRunning := func(t *testing.T, rn *running) {
+		t.Helper()
+		select {
+		case err := <-rn.errc:
+			t.Fatalf("session ended before the clock passed its limit: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Run("no hello", func(t *testing.T) {
+		_, rn, clock := newSession(t)
+		pendingTimers(t, clock, 1)
+		clock.Advance(9 * time.Second)
+		stillRunning(t, rn)
+		clock.Advance(2 * time.Second)
+		if err := rn.wait(t, 5*time.Second); !errors.Is(err, ErrStalled) {
+			t.Fatalf("session ended with %v, want ErrStalled", err)
+		}
+	})
+	t.Run("stopped mid-frame", func(t *testing.T) {
+		s, rn, clock := newSession(t)
+		s.greet(nil)
+		f := frames(fr(wire.TypeChanges, wire.AppendChanges(nil, ptxn(devP, 1, 2, 100))))
+		s.raw(f[:len(f)/2])
+		deadline := time.Now().Add(5 * time.Second)
+		for rn.s.Status().BytesRecv == 0 { // hello and Direct read
+			if time.Now().After(deadline) {
+				t.Fatal("hello never read")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond) // the half frame is read
+		clock.Advance(19 * time.Second)
+		stillRunning(t, rn)
+		clock.Advance(2 * time.Second)
+		if err := rn.wait(t, 5*time.Second); !errors.Is(err, ErrStalled) {
+			t.Fatalf("session ended with %v, want ErrStalled", err)
+		}
+	})
+	t.Run("heartbeat", func(t *testing.T) {
+		s, _, clock := newSession(t)
+		s.greet(nil)
+		count := func() int { return len(s.sent(wire.TypeCaughtUp)) }
+		deadline := time.Now().Add(5 * time.Second)
+		for count() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("no CaughtUp")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(heartbeat + heartbeat/4) // real time passes; the session's does not
+		if c := count(); c != 1 {
+			t.Fatalf("%d CaughtUp frames before the clock moved, want 1", c)
+		}
+		deadline = time.Now().Add(5 * time.Second)
+		clock.Advance(heartbeat)
+		for count() < 2 {
+			if time.Now().After(deadline) {
+				t.Fatal("no CaughtUp repeated after a heartbeat")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
+}
