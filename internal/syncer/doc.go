@@ -86,8 +86,12 @@ type Trees interface {
 
 // Reconciler is a merkle.Reconciler over a tree the replica guards.
 type Reconciler interface {
+	// Start returns the first request (merkle.Reconciler.Start).
 	Start() *merkle.Request
+	// Next takes the peer's response and returns the next request, nil
+	// when done (merkle.Reconciler.Next).
 	Next(resp *merkle.Response) (*merkle.Request, error)
+	// Diff returns the keys in which the two sides differ, once done.
 	Diff() merkle.Diff
 }
 
@@ -100,6 +104,7 @@ type Replica interface {
 
 // Audit receives the session's audit entries.
 type Audit interface {
+	// Record appends e to the audit log.
 	Record(ctx context.Context, e audit.Entry)
 }
 
@@ -112,6 +117,7 @@ type Events interface {
 
 // Policy says which collections sync.
 type Policy interface {
+	// Syncs reports whether collection leaves the device.
 	Syncs(collection string) bool
 }
 

@@ -16,7 +16,8 @@ import (
 // first attempt, doubling up to repairRetryMax, starting over when the
 // version vectors move on or the roots become equal. After
 // repairUnsettledAfter attempts for the same version vector the node says
-// so once (log, EventRepairUnsettled, Stats.RepairsUnsettled), and keeps
+// so once (Events.RepairUnsettled: the node logs it, raises
+// EventRepairUnsettled and counts Stats.RepairsUnsettled), and keeps
 // retrying at the slower pace.
 const (
 	repairRetryMin       = time.Second

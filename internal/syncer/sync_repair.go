@@ -172,7 +172,7 @@ func (ps *Session) sendRecords(ctx context.Context, coll string, keys []string) 
 }
 
 // awaitRepair waits for the receive goroutine to hand over a repair reply,
-// at most Config.SyncTimeout: a peer that stops answering (or a frame that
+// at most Limits.SyncTimeout: a peer that stops answering (or a frame that
 // never arrived) ends the session, and the next one starts afresh.
 func (ps *Session) awaitRepair(ctx context.Context, want wire.Type) (wire.Frame, error) {
 	timer, release := core.Wait(ps.sched, ps.cfg.Limits.SyncTimeout)
