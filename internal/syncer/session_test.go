@@ -11,6 +11,7 @@ import (
 
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/wire"
+	"github.com/devicemesh/federation/merkle"
 )
 
 var devA, devB, devP, devX = core.DeviceID{0xa}, core.DeviceID{0xb}, core.DeviceID{0xc}, core.DeviceID{0xd}
@@ -507,4 +508,46 @@ func TestTimersRunOnScheduler(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	})
+}
+
+// TestRootsDifferAtEqualVectors: two devices that hold the same changes
+// but different records (a store lost a record, say) find out from each
+// other's CaughtUp roots and reconcile by Merkle repair until the roots
+// are equal; no change moves, and the lost record comes back.
+func TestRootsDifferAtEqualVectors(t *testing.T) {
+	a, b := newReplica(devA), newReplica(devB)
+	a.write(t, "c", "k", 20, 16)
+	ctx := context.Background()
+	var txn [][]core.Change
+	var all []core.Change
+	if err := a.Changes(ctx, devA, 0, 0, func(c core.Change) error { all = append(all, c); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	txn = append(txn, all)
+	if _, err := b.ApplyRemote(ctx, txn); err != nil {
+		t.Fatal(err)
+	}
+	// b's store loses k7: its tree follows the store.
+	b.mu.Lock()
+	lost := all[7].Record
+	lost.Value = []byte("damaged")
+	lost.Timestamp = 1 // older than anything: a merge keeps a's version
+	if err := b.st.Commit(ctx, core.Batch{Records: []core.Record{lost}}); err != nil {
+		t.Fatal(err)
+	}
+	b.trees["c"].Set(lost.Key, merkle.RecordDigest(lost))
+	b.mu.Unlock()
+	if _, rb := b.state(); rootsKey(a.Roots(), rb) == ([32]byte{}) {
+		t.Fatal("the damage left the roots equal")
+	}
+	ra, rb, _, cancel := pair(t, a, b)
+	converge(t, a, b, 20*time.Second)
+	stop(t, cancel, ra, rb)
+	if sa, sb := ra.s.Status(), rb.s.Status(); sa.Repairs+sb.Repairs == 0 || sa.ChangesSent+sb.ChangesSent != 0 {
+		t.Errorf("repairs %d+%d, changes sent %d+%d; want a repair and no changes", sa.Repairs, sb.Repairs, sa.ChangesSent, sb.ChangesSent)
+	}
+	got, err := b.Get(ctx, "c", lost.Key)
+	if err != nil || string(got.Value) == "damaged" {
+		t.Errorf("b's %s after the repair: %q, %v", lost.Key, got.Value, err)
+	}
 }
