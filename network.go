@@ -213,23 +213,22 @@ func (n *Node) Peers() []PeerStatus {
 }
 
 func (ps *peerSession) status() PeerStatus {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
+	st := ps.Status()
 	return PeerStatus{
-		Device:      ps.peer,
-		CaughtUp:    ps.caughtUp.Clone(),
-		Acked:       ps.peerAcked.Clone(),
-		ChangesSent: ps.stats.changesSent.Load(),
-		ChangesRecv: ps.stats.changesRecv.Load(),
-		BytesSent:   ps.stats.bytesSent.Load(),
-		BytesRecv:   ps.stats.bytesRecv.Load(),
-		FramesSent:  ps.stats.framesSent.Load(),
-		FramesRecv:  ps.stats.framesRecv.Load(),
-		Conflicts:   ps.stats.conflicts.Load(),
-		Repairs:     ps.stats.repairs.Load(),
-		RecordsSent: ps.stats.recordsSent.Load(),
-		RecordsRecv: ps.stats.recordsRecv.Load(),
-		Echoes:      ps.stats.echoes.Load(),
-		Redundant:   ps.stats.redundant.Load(),
+		Device:      st.Peer,
+		CaughtUp:    st.CaughtUp,
+		Acked:       st.Acked,
+		ChangesSent: st.ChangesSent,
+		ChangesRecv: st.ChangesRecv,
+		BytesSent:   st.BytesSent,
+		BytesRecv:   st.BytesRecv,
+		FramesSent:  st.FramesSent,
+		FramesRecv:  st.FramesRecv,
+		Conflicts:   st.Conflicts,
+		Repairs:     st.Repairs,
+		RecordsSent: st.RecordsSent,
+		RecordsRecv: st.RecordsRecv,
+		Echoes:      st.Echoes,
+		Redundant:   st.Redundant,
 	}
 }

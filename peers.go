@@ -203,12 +203,12 @@ func (n *Node) newInstance() uint64 {
 }
 
 // hello is this node's SyncHello for a session.
-func (n *Node) hello(vv core.VersionVector) []byte {
+func (n *Node) hello(vv core.VersionVector) wire.SyncHello {
 	h := wire.SyncHello{VV: vv, Instance: n.links.instance}
 	if a := n.Addr(); a != "" {
 		h.Addrs = []string{a}
 	}
-	return wire.AppendSyncHello(nil, h)
+	return h
 }
 
 // onHello handles the announcement in the peer's SyncHello: it records the

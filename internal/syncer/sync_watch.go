@@ -1,4 +1,4 @@
-package federation
+package syncer
 
 import (
 	"errors"
@@ -22,6 +22,7 @@ var ErrStalled = errors.New("peer stalled")
 // (the idle path is the transport's keep-alive and idle timeout).
 type frameWatch struct {
 	core.Stream
+	sched   core.Scheduler
 	timeout time.Duration
 	stalled func()
 
@@ -32,12 +33,12 @@ type frameWatch struct {
 	lost bool // framing no longer followed (a bad header)
 
 	mu      sync.Mutex
-	timer   *time.Timer
+	timer   core.Timer
 	stopped bool
 }
 
-func watchFrames(st core.Stream, timeout time.Duration, stalled func()) *frameWatch {
-	return &frameWatch{Stream: st, timeout: timeout, stalled: stalled}
+func watchFrames(st core.Stream, sched core.Scheduler, timeout time.Duration, stalled func()) *frameWatch {
+	return &frameWatch{Stream: st, sched: sched, timeout: timeout, stalled: stalled}
 }
 
 // Read reads from the stream and follows the framing of what it read.
@@ -85,11 +86,10 @@ func (w *frameWatch) arm() {
 	if w.stopped {
 		return
 	}
-	if w.timer == nil {
-		w.timer = time.AfterFunc(w.timeout, w.stalled)
-		return
+	if w.timer != nil {
+		w.timer.Stop()
 	}
-	w.timer.Reset(w.timeout)
+	w.timer = w.sched.AfterFunc(w.timeout, w.stalled)
 }
 
 func (w *frameWatch) disarm() {

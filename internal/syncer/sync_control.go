@@ -1,4 +1,4 @@
-package federation
+package syncer
 
 import (
 	"context"
@@ -20,7 +20,7 @@ const maxQueuedRequests = 4096
 
 // queueAck asks the send goroutine to acknowledge vv (Acks coalesce: only
 // the latest matters).
-func (ps *peerSession) queueAck(vv core.VersionVector) {
+func (ps *Session) queueAck(vv core.VersionVector) {
 	ps.ctlMu.Lock()
 	ps.ctlAck = vv
 	ps.ctlMu.Unlock()
@@ -28,7 +28,7 @@ func (ps *peerSession) queueAck(vv core.VersionVector) {
 }
 
 // queueRequest hands a request from the peer to the send goroutine.
-func (ps *peerSession) queueRequest(f wire.Frame) error {
+func (ps *Session) queueRequest(f wire.Frame) error {
 	ps.ctlMu.Lock()
 	defer ps.ctlMu.Unlock()
 	if len(ps.ctlReqs) >= maxQueuedRequests {
@@ -39,7 +39,7 @@ func (ps *peerSession) queueRequest(f wire.Frame) error {
 	return nil
 }
 
-func (ps *peerSession) poke() {
+func (ps *Session) poke() {
 	select {
 	case ps.kick <- struct{}{}:
 	default:
@@ -48,7 +48,7 @@ func (ps *peerSession) poke() {
 
 // serveControl writes the pending Ack and answers the queued requests (send
 // goroutine only).
-func (ps *peerSession) serveControl(ctx context.Context) error {
+func (ps *Session) serveControl(ctx context.Context) error {
 	if ps.routesDirty.Swap(false) {
 		if err := ps.sendDirect(); err != nil {
 			return err
@@ -76,11 +76,11 @@ func (ps *peerSession) serveControl(ctx context.Context) error {
 }
 
 // answer serves one request of the peer's repair.
-func (ps *peerSession) answer(ctx context.Context, f wire.Frame) error {
+func (ps *Session) answer(ctx context.Context, f wire.Frame) error {
 	switch f.Type {
 	case wire.TypeRepair:
 		roots := map[string][32]byte{}
-		for c, d := range ps.n.Roots() {
+		for c, d := range ps.r.Roots() {
 			roots[c] = d
 		}
 		return ps.send(wire.TypeRoots, wire.AppendRoots(nil, roots))

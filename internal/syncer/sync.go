@@ -1,10 +1,12 @@
-package federation
+package syncer
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,7 +36,7 @@ const (
 // per-session buffer.
 var ErrPendingTooLarge = errors.New("incomplete transactions exceed the session buffer")
 
-// peerSession runs the sync protocol over one authenticated session. Each
+// Session runs the sync protocol over one authenticated session. Each
 // side opens one stream and sends on it: first SyncHello with what it holds,
 // then Changes frames with whatever the peer lacks, CaughtUp whenever it has
 // nothing more to send, and Ack after applying the peer's changes. Both
@@ -48,10 +50,13 @@ var ErrPendingTooLarge = errors.New("incomplete transactions exceed the session 
 // each device sends only its own changes, each over each link once). A
 // change that depends on such an origin waits until the peer announces
 // that it holds the dependency.
-type peerSession struct {
-	n    *Node
-	sess core.Session
-	peer core.DeviceID
+type Session struct {
+	cfg   Config
+	r     Replica
+	links Links
+	sched core.Scheduler
+	sess  core.Session
+	peer  core.DeviceID
 
 	outMu sync.Mutex
 	out   core.Stream
@@ -104,12 +109,6 @@ type peerSession struct {
 
 	cancel context.CancelFunc // stops the session's goroutines
 	stats  sessionStats
-
-	// Set once: whether this node dialled the session; then, under the
-	// node's sessMu, the peer's instance from its hello (peers.go).
-	outbound bool
-	instance uint64
-	greeted  bool
 }
 
 // sessionStats counts one session's traffic.
@@ -128,28 +127,33 @@ type sessionStats struct {
 	echoes, redundant atomic.Uint64
 }
 
-// runSession speaks the sync protocol on sess until it ends or ctx is done,
-// then closes the session.
-func (n *Node) runSession(ctx context.Context, sess core.Session) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if !n.trust.trusted(ctx, sess.Peer(), sess.PeerKey()) {
-		// Admitted only because an invitation is open: the pairing
-		// ceremony, and nothing else.
-		err := n.hostPairing(ctx, sess)
-		if err != nil {
-			n.log.Warn("pairing failed", "peer", sess.Peer().Short(), "err", err)
-			n.record(ctx, audit.Refusal(sess.Peer(), "pairing-failed"))
-		} else {
-			n.record(ctx, audit.Pairing(sess.Peer(), "approved"))
-		}
-		_ = sess.Close(err)
-		return err
+// New returns the Session for sess; links is its view of the node's
+// other sessions. Run runs it.
+func New(cfg Config, sess core.Session, links Links) *Session {
+	cfg.Limits = cfg.Limits.withDefaults()
+	if cfg.Scheduler == nil {
+		cfg.Scheduler = core.SchedulerOf(nil)
 	}
-	n.touch(ctx, sess.Peer())
-	n.record(ctx, audit.SessionOpened(sess.Peer(), "direct"))
-	ps := &peerSession{
-		n:         n,
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.Audit == nil {
+		cfg.Audit = noAudit{}
+	}
+	if cfg.Events == nil {
+		cfg.Events = noEvents{}
+	}
+	if cfg.Policy == nil {
+		cfg.Policy = allSync{}
+	}
+	return &Session{
+		cfg:       cfg,
+		r:         cfg.Replica,
+		links:     links,
+		sched:     cfg.Scheduler,
 		sess:      sess,
 		peer:      sess.Peer(),
 		peerHas:   core.VersionVector{},
@@ -163,30 +167,46 @@ func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 		repairIn:  make(chan wire.Frame, 1),
 		repairReq: make(chan struct{}, 1),
 		kick:      make(chan struct{}, 1),
-		cancel:    cancel,
-		outbound:  n.links.takeOutbound(sess),
 	}
-	n.addSession(ps)
-	defer n.removeSession(ps)
+}
+
+type noAudit struct{}
+
+func (noAudit) Record(context.Context, audit.Entry) {}
+
+type noEvents struct{}
+
+func (noEvents) RepairUnsettled(core.DeviceID, int, map[string][32]byte, map[string][32]byte) {}
+
+type allSync struct{}
+
+func (allSync) Syncs(string) bool { return true }
+
+// Peer returns the device at the other end.
+func (ps *Session) Peer() core.DeviceID { return ps.peer }
+
+// Run speaks the sync protocol until the session ends or ctx is done, and
+// closes the session. It returns why it ended.
+func (ps *Session) Run(ctx context.Context) error {
+	ctx, ps.cancel = context.WithCancel(ctx)
+	defer ps.cancel()
 	ps.routesDirty.Store(false) // run sends the first Direct frame
 	err := ps.run(ctx)
-	_ = sess.Close(err)
-	n.record(ctx, audit.SessionClosed(ps.peer, closeReason(err)))
-	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
-		err = nil
-	}
-	if err != nil {
-		n.log.Warn("sync session ended", "peer", ps.peer.Short(), "err", err)
-	} else {
-		n.log.Debug("sync session ended", "peer", ps.peer.Short())
-	}
+	_ = ps.sess.Close(err)
 	return err
 }
 
-func (ps *peerSession) run(ctx context.Context) error {
+// Reroute asks the session to send the Direct set again: the node's set
+// of connected devices changed.
+func (ps *Session) Reroute() {
+	ps.routesDirty.Store(true)
+	ps.poke()
+}
+
+func (ps *Session) run(ctx context.Context) error {
 	// A peer that opens no stream, never finishes its hello or stops
 	// mid-frame is cut off (sync_watch.go); the cause is ErrStalled.
-	lim := ps.n.cfg.Network.Limits.WithDefaults()
+	lim := ps.cfg.Limits
 	ctx, stall := context.WithCancelCause(ctx)
 	defer stall(nil)
 	cutOff := func(err error) { stall(err); _ = ps.sess.Close(err) }
@@ -196,7 +216,7 @@ func (ps *peerSession) run(ctx context.Context) error {
 		}
 		return err
 	}
-	helloTimer := time.AfterFunc(lim.HelloTimeout, func() {
+	helloTimer := ps.sched.AfterFunc(lim.HelloTimeout, func() {
 		select {
 		case <-ps.hello:
 		default:
@@ -210,14 +230,14 @@ func (ps *peerSession) run(ctx context.Context) error {
 	}
 	ps.out = out
 	defer out.Close()
-	vv, err := ps.n.store.VersionVector(ctx)
+	vv, err := ps.r.VersionVector(ctx)
 	if err != nil {
 		return fmt.Errorf("sync hello: %w", err)
 	}
 	ps.mu.Lock()
 	ps.startVV = vv
 	ps.mu.Unlock()
-	if err := ps.send(wire.TypeSyncHello, ps.n.hello(vv)); err != nil {
+	if err := ps.send(wire.TypeSyncHello, wire.AppendSyncHello(nil, ps.links.Hello(vv))); err != nil {
 		return stalled(err)
 	}
 	if err := ps.sendDirect(); err != nil {
@@ -228,7 +248,7 @@ func (ps *peerSession) run(ctx context.Context) error {
 		return stalled(fmt.Errorf("accept sync stream: %w", err))
 	}
 	defer in.Close()
-	fw := watchFrames(in, lim.FrameTimeout, func() {
+	fw := watchFrames(in, ps.sched, lim.FrameTimeout, func() {
 		cutOff(fmt.Errorf("%w: no whole frame within %v of its first byte", ErrStalled, lim.FrameTimeout))
 	})
 	defer fw.stop()
@@ -257,7 +277,7 @@ func (ps *peerSession) run(ctx context.Context) error {
 }
 
 // send writes one frame on the outbound stream.
-func (ps *peerSession) send(t wire.Type, payload []byte) error {
+func (ps *Session) send(t wire.Type, payload []byte) error {
 	ps.outMu.Lock()
 	defer ps.outMu.Unlock()
 	if err := wire.WriteFrame(ps.out, t, payload); err != nil {
@@ -271,7 +291,7 @@ func (ps *peerSession) send(t wire.Type, payload []byte) error {
 // sendChanges encodes changes as one frame of type t (Changes or Records)
 // in place in the session's scratch buffer and writes it. Only the send
 // goroutine calls it.
-func (ps *peerSession) sendChanges(t wire.Type, changes []core.Change) error {
+func (ps *Session) sendChanges(t wire.Type, changes []core.Change) error {
 	f := wire.AppendChanges(wire.StartFrame(ps.frameBuf[:0], t), changes)
 	if err := wire.FinishFrame(f); err != nil {
 		return err
@@ -290,51 +310,69 @@ func (ps *peerSession) sendChanges(t wire.Type, changes []core.Change) error {
 	return nil
 }
 
-// addSession registers a running session.
-func (n *Node) addSession(ps *peerSession) {
-	n.sessMu.Lock()
-	n.sessions[ps] = struct{}{}
-	n.rerouteLocked()
-	n.sessMu.Unlock()
-}
-
-// removeSession forgets a session that ended.
-func (n *Node) removeSession(ps *peerSession) {
-	n.sessMu.Lock()
-	delete(n.sessions, ps)
-	n.rerouteLocked()
-	n.sessMu.Unlock()
-}
-
-// rerouteLocked asks every session to send the Direct set again, since the
-// set of connected devices changed (sessMu held).
-func (n *Node) rerouteLocked() {
-	for s := range n.sessions {
-		s.routesDirty.Store(true)
-		s.poke()
-	}
-}
-
-// directSet returns the devices this node has a live session with: it
-// receives their changes from them, and its other peers need not forward
-// them. The peer the set is for is left out.
-func (n *Node) directSet(peer core.DeviceID) core.VersionVector {
-	n.sessMu.Lock()
-	defer n.sessMu.Unlock()
-	vv := make(core.VersionVector, len(n.sessions))
-	for s := range n.sessions {
-		if s.peer != peer {
-			vv[s.peer] = 1 // the counter is unused; a VV omits zeros
-		}
-	}
-	return vv
-}
-
 // sendDirect tells the peer which origins this device receives directly.
-func (ps *peerSession) sendDirect() error {
-	return ps.send(wire.TypeDirect, wire.AppendVV(nil, ps.n.directSet(ps.peer)))
+func (ps *Session) sendDirect() error {
+	return ps.send(wire.TypeDirect, wire.AppendVV(nil, ps.links.Direct()))
 }
 
 // openTxn is a transaction sent in part: first and end are its first and
 // last sequence numbers, sent the last one sent.
 type openTxn struct{ first, sent, end uint64 }
+
+// notifier wakes every waiter when the session's state changes: waiters
+// take the current channel with wait and are woken when notify closes it.
+type notifier struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newNotifier() *notifier { return &notifier{ch: make(chan struct{})} }
+
+func (nf *notifier) wait() <-chan struct{} {
+	nf.mu.Lock()
+	defer nf.mu.Unlock()
+	return nf.ch
+}
+
+func (nf *notifier) notify() {
+	nf.mu.Lock()
+	close(nf.ch)
+	nf.ch = make(chan struct{})
+	nf.mu.Unlock()
+}
+
+// Status describes a session's progress and traffic (see
+// federation.PeerStatus for the fields).
+type Status struct {
+	Peer                              core.DeviceID
+	CaughtUp, Acked                   core.VersionVector
+	ChangesSent, ChangesRecv          uint64
+	BytesSent, BytesRecv              uint64
+	FramesSent, FramesRecv            uint64
+	Conflicts                         uint64
+	Repairs, RecordsSent, RecordsRecv uint64
+	Echoes, Redundant                 uint64
+}
+
+// Status returns the session's progress and traffic so far.
+func (ps *Session) Status() Status {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return Status{
+		Peer:        ps.peer,
+		CaughtUp:    ps.caughtUp.Clone(),
+		Acked:       ps.peerAcked.Clone(),
+		ChangesSent: ps.stats.changesSent.Load(),
+		ChangesRecv: ps.stats.changesRecv.Load(),
+		BytesSent:   ps.stats.bytesSent.Load(),
+		BytesRecv:   ps.stats.bytesRecv.Load(),
+		FramesSent:  ps.stats.framesSent.Load(),
+		FramesRecv:  ps.stats.framesRecv.Load(),
+		Conflicts:   ps.stats.conflicts.Load(),
+		Repairs:     ps.stats.repairs.Load(),
+		RecordsSent: ps.stats.recordsSent.Load(),
+		RecordsRecv: ps.stats.recordsRecv.Load(),
+		Echoes:      ps.stats.echoes.Load(),
+		Redundant:   ps.stats.redundant.Load(),
+	}
+}

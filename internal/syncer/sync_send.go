@@ -1,4 +1,4 @@
-package federation
+package syncer
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 // commits and streams those, until ctx ends. Memory stays bounded: changes
 // are read from the log in batches and written as they are read, and the
 // stream's flow control holds the loop back when the peer is slow.
-func (ps *peerSession) sendLoop(ctx context.Context) error {
+func (ps *Session) sendLoop(ctx context.Context) error {
 	if err := ps.awaitRoutes(ctx); err != nil {
 		return err
 	}
@@ -25,11 +25,11 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 	ps.mu.Unlock()
 	repairs := 0 // repairs since the last round that sent changes normally
 	for {
-		wake := ps.n.changed.wait() // before reading state, so no commit is missed
+		wake := ps.r.Changed() // before reading state, so no commit is missed
 		if err := ps.serveControl(ctx); err != nil {
 			return err
 		}
-		vv, err := ps.n.store.VersionVector(ctx)
+		vv, err := ps.r.VersionVector(ctx)
 		if err != nil {
 			return fmt.Errorf("sync send: %w", err)
 		}
@@ -37,7 +37,7 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 		if errors.Is(err, ErrGap) {
 			// Our log cannot bring the peer up to date: repair by Merkle
 			// descent, then resume deltas from what the repair covered.
-			ps.n.log.Info("changelog cannot serve peer; repairing", "peer", ps.peer.Short(), "err", err)
+			ps.cfg.Log.Info("changelog cannot serve peer; repairing", "peer", ps.peer.Short(), "err", err)
 			if repairs++; repairs > 2 {
 				return fmt.Errorf("sync send: repair did not close the gap: %w", err)
 			}
@@ -73,7 +73,7 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 				announced = claim
 			}
 		} else if announced == nil || announced.Compare(vv) != core.Equal {
-			snap, roots, err := ps.n.snapshot(ctx)
+			snap, roots, err := ps.r.Snapshot(ctx)
 			if err != nil {
 				return err
 			}
@@ -85,6 +85,7 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 			}
 			announced, said = vv, vv
 		}
+		beat, release := core.Wait(ps.sched, heartbeat)
 		select {
 		case <-wake:
 		case <-ps.kick:
@@ -97,7 +98,7 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 				return err
 			}
 			announced = nil
-		case <-time.After(heartbeat):
+		case <-beat:
 			// Repeat the announcement now and then: it lets the peer notice
 			// frames that never arrived and a session that went quiet. The
 			// Direct set and our Ack too: a peer that missed them could
@@ -108,6 +109,7 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 			}
 			ps.routesDirty.Store(true)
 		}
+		release()
 	}
 }
 
@@ -115,19 +117,22 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 // own Direct frame may have been lost on the way, and the peer, waiting for
 // it just as we wait for its own, would then send nothing either: repeat
 // ours every heartbeat until the peer's arrives.
-func (ps *peerSession) awaitRoutes(ctx context.Context) error {
+func (ps *Session) awaitRoutes(ctx context.Context) error {
 	select {
 	case <-ps.hello:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	for {
+		beat, release := core.Wait(ps.sched, heartbeat)
 		select {
 		case <-ps.routed:
+			release()
 			return nil
 		case <-ctx.Done():
+			release()
 			return ctx.Err()
-		case <-time.After(heartbeat):
+		case <-beat:
 			if err := ps.sendDirect(); err != nil {
 				return err
 			}
@@ -139,7 +144,7 @@ func (ps *peerSession) awaitRoutes(ctx context.Context) error {
 // and reports whether it sent anything, and whether it holds changes the
 // peer lacks that it leaves to another device (waiting: the peer receives
 // those origins from their own devices, or a change depends on them).
-func (ps *peerSession) sendMissing(ctx context.Context, vv core.VersionVector) (sent, waiting bool, err error) {
+func (ps *Session) sendMissing(ctx context.Context, vv core.VersionVector) (sent, waiting bool, err error) {
 	for _, origin := range vv.Devices() {
 		upTo := ps.sendable(origin, vv[origin])
 		if upTo <= ps.peerHasGet(origin) && !ps.isOpen(origin) {
@@ -163,7 +168,7 @@ func (ps *peerSession) sendMissing(ctx context.Context, vv core.VersionVector) (
 // sentClaim is what a waiting sender can claim to have sent: per origin,
 // what the peer holds as far as we know (what we sent, what it announced),
 // short of a transaction sent in part.
-func (ps *peerSession) sentClaim(vv core.VersionVector) core.VersionVector {
+func (ps *Session) sentClaim(vv core.VersionVector) core.VersionVector {
 	claim := make(core.VersionVector, len(vv))
 	ps.mu.Lock()
 	for d, n := range vv {
@@ -179,10 +184,10 @@ func (ps *peerSession) sentClaim(vv core.VersionVector) core.VersionVector {
 // relayedNews reports whether vv holds changes, beyond said, of the
 // origins this device receives directly and the peer therefore expects
 // from them, not from us.
-func (ps *peerSession) relayedNews(vv, said core.VersionVector) bool {
-	direct := ps.n.directSet(ps.peer)
+func (ps *Session) relayedNews(vv, said core.VersionVector) bool {
+	direct := ps.links.Direct()
 	for origin, n := range vv {
-		if n > said[origin] && direct[ps.n.OriginDevice(origin)] > 0 {
+		if n > said[origin] && direct[ps.r.OriginDevice(origin)] > 0 {
 			return true
 		}
 	}
@@ -193,8 +198,8 @@ func (ps *peerSession) relayedNews(vv, said core.VersionVector) bool {
 // (under any of its replica incarnations), only those this device held at
 // the start of the session (the peer lacks them only when restored from an
 // older copy); it holds every later one.
-func (ps *peerSession) sendable(origin core.DeviceID, upTo uint64) uint64 {
-	if ps.n.OriginDevice(origin) != ps.peer {
+func (ps *Session) sendable(origin core.DeviceID, upTo uint64) uint64 {
+	if ps.r.OriginDevice(origin) != ps.peer {
 		return upTo
 	}
 	ps.mu.Lock()
@@ -212,9 +217,9 @@ const directPatience = 10 * time.Second
 // peer: its own always, others unless the peer receives them from the
 // origin device itself and has been making progress on them (send
 // goroutine only).
-func (ps *peerSession) mayForward(origin core.DeviceID) bool {
-	device := ps.n.OriginDevice(origin) // origins are replica incarnations
-	if device == ps.n.DeviceID() {
+func (ps *Session) mayForward(origin core.DeviceID) bool {
+	device := ps.r.OriginDevice(origin) // origins are replica incarnations
+	if device == ps.cfg.Self {
 		return true
 	}
 	ps.mu.Lock()
@@ -225,10 +230,10 @@ func (ps *peerSession) mayForward(origin core.DeviceID) bool {
 	}
 	st, ok := ps.stalls[origin]
 	if !ok || st.has != has {
-		ps.stalls[origin] = stall{has: has, since: time.Now()}
+		ps.stalls[origin] = stall{has: has, since: ps.sched.Now()}
 		return false
 	}
-	return time.Since(st.since) > directPatience
+	return ps.sched.Now().Sub(st.since) > directPatience
 }
 
 // stall is the peer's progress on an origin left to its direct link: what
@@ -239,7 +244,7 @@ type stall struct {
 }
 
 // isOpen reports whether a transaction of origin is sent in part.
-func (ps *peerSession) isOpen(origin core.DeviceID) bool {
+func (ps *Session) isOpen(origin core.DeviceID) bool {
 	_, ok := ps.open[origin]
 	return ok
 }
@@ -257,7 +262,7 @@ func (ps *peerSession) isOpen(origin core.DeviceID) bool {
 // device is waited for (blocked: nothing more of origin goes out now). The
 // log is read before each frame is written, never while a read is open, so
 // a slow peer holds no store resources.
-func (ps *peerSession) sendOrigin(ctx context.Context, origin core.DeviceID, upTo uint64, depth int) (total int, blocked bool, err error) {
+func (ps *Session) sendOrigin(ctx context.Context, origin core.DeviceID, upTo uint64, depth int) (total int, blocked bool, err error) {
 	if depth > maxCausalDepth {
 		return 0, false, fmt.Errorf("sync send: causal dependencies nest deeper than %d", maxCausalDepth)
 	}
@@ -317,7 +322,7 @@ const maxCausalDepth = 64
 // context names a change of another origin the peer lacks (returned as dep,
 // need). The peer holds every change of its own written during the
 // session.
-func (ps *peerSession) causalCut(batch []core.Change, upTo uint64) (cut int, dep core.DeviceID, need uint64) {
+func (ps *Session) causalCut(batch []core.Change, upTo uint64) (cut int, dep core.DeviceID, need uint64) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	for i, c := range batch {
@@ -325,7 +330,7 @@ func (ps *peerSession) causalCut(batch []core.Change, upTo uint64) (cut int, dep
 			return i, core.DeviceID{}, 0
 		}
 		for d, n := range c.Context {
-			if d != c.Origin && n > ps.peerHas[d] && (n <= ps.startVV[d] || ps.n.OriginDevice(d) != ps.peer) {
+			if d != c.Origin && n > ps.peerHas[d] && (n <= ps.startVV[d] || ps.r.OriginDevice(d) != ps.peer) {
 				return i, d, n
 			}
 		}
@@ -334,7 +339,7 @@ func (ps *peerSession) causalCut(batch []core.Change, upTo uint64) (cut int, dep
 }
 
 // sendBatch writes one Changes frame and records that the peer now has it.
-func (ps *peerSession) sendBatch(origin core.DeviceID, batch []core.Change) error {
+func (ps *Session) sendBatch(origin core.DeviceID, batch []core.Change) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -342,7 +347,7 @@ func (ps *peerSession) sendBatch(origin core.DeviceID, batch []core.Change) erro
 		return err
 	}
 	ps.stats.changesSent.Add(uint64(len(batch)))
-	if ps.n.OriginDevice(origin) == ps.peer {
+	if ps.r.OriginDevice(origin) == ps.peer {
 		ps.stats.echoes.Add(uint64(len(batch)))
 	}
 	last := batch[len(batch)-1]
@@ -352,19 +357,24 @@ func (ps *peerSession) sendBatch(origin core.DeviceID, batch []core.Change) erro
 		delete(ps.open, origin)
 	}
 	ps.peerHasRaise(origin, last.Seq)
-	ps.n.record(context.Background(), audit.BatchSent(ps.peer, "*", 0, int64(len(batch)), 0))
+	ps.cfg.Audit.Record(context.Background(), audit.BatchSent(ps.peer, "*", 0, int64(len(batch)), 0))
 	return nil
 }
+
+// ErrGap reports that this device's changelog cannot bring the peer up to
+// date (compacted, or restored from an older copy): the session repairs by
+// Merkle descent instead.
+var ErrGap = errors.New("changelog leaves a gap")
 
 // errBatchFull stops a changelog read once a frame's worth is collected.
 var errBatchFull = errors.New("batch full")
 
 // readBatch reads up to a frame's worth of origin's changes after have.
-func (ps *peerSession) readBatch(ctx context.Context, origin core.DeviceID, have uint64) ([]core.Change, error) {
+func (ps *Session) readBatch(ctx context.Context, origin core.DeviceID, have uint64) ([]core.Change, error) {
 	var batch []core.Change
 	size := 0
 	next := have + 1
-	err := ps.n.store.Changes(ctx, origin, have, batchChanges, func(c core.Change) error {
+	err := ps.r.Changes(ctx, origin, have, batchChanges, func(c core.Change) error {
 		if c.Seq != next {
 			// The log no longer holds what the peer needs (compacted):
 			// deltas cannot bring it up to date; Merkle repair must.
@@ -387,13 +397,13 @@ func (ps *peerSession) readBatch(ctx context.Context, origin core.DeviceID, have
 	return batch, nil
 }
 
-func (ps *peerSession) peerHasGet(d core.DeviceID) uint64 {
+func (ps *Session) peerHasGet(d core.DeviceID) uint64 {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	return ps.peerHas[d]
 }
 
-func (ps *peerSession) peerHasRaise(d core.DeviceID, seq uint64) {
+func (ps *Session) peerHasRaise(d core.DeviceID, seq uint64) {
 	ps.mu.Lock()
 	if seq > ps.peerHas[d] {
 		ps.peerHas[d] = seq

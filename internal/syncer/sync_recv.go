@@ -1,4 +1,4 @@
-package federation
+package syncer
 
 import (
 	"context"
@@ -14,12 +14,12 @@ import (
 // Changes (applied atomically per complete transaction), Acks and CaughtUp
 // announcements. Malformed input ends the session with an error wrapping
 // core.ErrProtocol; nothing of an incomplete transaction is ever applied.
-func (ps *peerSession) receive(ctx context.Context, in core.Stream) error {
-	asm := newTxnAssembler(maxPendingBytes)
+func (ps *Session) receive(ctx context.Context, in core.Stream) error {
+	asm := newTxnAssembler(ps.cfg.Limits.MaxPending)
 	var buf []byte
 	gotHello, gotDirect := false, false
 	for {
-		f, err := wire.ReadFrame(in, buf, ps.n.syncFrameLimit())
+		f, err := wire.ReadFrame(in, buf, ps.cfg.Limits.MaxFrame)
 		if err != nil {
 			return fmt.Errorf("sync receive: %w", err)
 		}
@@ -48,7 +48,7 @@ func (ps *peerSession) receive(ctx context.Context, in core.Stream) error {
 			ps.peerAcked.Merge(vv)
 			ps.mu.Unlock()
 			close(ps.hello)
-			ps.n.onHello(ctx, ps, h)
+			ps.links.OnHello(ctx, h)
 		case wire.TypeDirect:
 			vv, err := decodeWholeVV(f.Payload)
 			if err != nil {
@@ -114,7 +114,7 @@ func (ps *peerSession) receive(ctx context.Context, in core.Stream) error {
 
 // receiveChanges decodes one Changes frame, applies every transaction it
 // completes in one atomic commit and acknowledges.
-func (ps *peerSession) receiveChanges(ctx context.Context, asm *txnAssembler, payload []byte) error {
+func (ps *Session) receiveChanges(ctx context.Context, asm *txnAssembler, payload []byte) error {
 	changes, err := wire.DecodeChanges(payload)
 	if err != nil {
 		return fmt.Errorf("sync receive: %w", err)
@@ -128,7 +128,7 @@ func (ps *peerSession) receiveChanges(ctx context.Context, asm *txnAssembler, pa
 			ps.peerHasRaise(c.Origin, end)
 		}
 	}
-	held, err := ps.n.store.VersionVector(ctx)
+	held, err := ps.r.VersionVector(ctx)
 	if err != nil {
 		return fmt.Errorf("sync receive: %w", err)
 	}
@@ -144,18 +144,18 @@ func (ps *peerSession) receiveChanges(ctx context.Context, asm *txnAssembler, pa
 	if len(ready) == 0 {
 		return nil
 	}
-	res, err := ps.n.applyRemote(ctx, ready)
+	res, err := ps.r.ApplyRemote(ctx, ready)
 	if err != nil {
 		return fmt.Errorf("sync apply from %s: %w", ps.peer.Short(), err)
 	}
-	ps.stats.conflicts.Add(uint64(res.conflicts))
-	ps.n.record(ctx, audit.BatchReceived(ps.peer, "*", int64(res.txns), int64(res.changes), int64(len(payload))))
-	if res.conflicts > 0 {
+	ps.stats.conflicts.Add(uint64(res.Conflicts))
+	ps.cfg.Audit.Record(ctx, audit.BatchReceived(ps.peer, "*", int64(res.Txns), int64(res.Changes), int64(len(payload))))
+	if res.Conflicts > 0 {
 		e := audit.ConflictResolved(ps.peer, "*", "policy")
-		e.Detail = append(e.Detail, audit.Num("count", int64(res.conflicts)))
-		ps.n.record(ctx, e)
+		e.Detail = append(e.Detail, audit.Num("count", int64(res.Conflicts)))
+		ps.cfg.Audit.Record(ctx, e)
 	}
-	vv, err := ps.n.store.VersionVector(ctx)
+	vv, err := ps.r.VersionVector(ctx)
 	if err != nil {
 		return fmt.Errorf("sync ack: %w", err)
 	}
@@ -168,8 +168,8 @@ func (ps *peerSession) receiveChanges(ctx context.Context, asm *txnAssembler, pa
 // our own Hello, Acks and CaughtUp, or because we sent them), and every
 // frame before this one has been applied, so holding less than vv, or an
 // incomplete transaction, means frames were lost on the way.
-func (ps *peerSession) checkCaughtUp(ctx context.Context, asm *txnAssembler, vv core.VersionVector) error {
-	have, err := ps.n.store.VersionVector(ctx)
+func (ps *Session) checkCaughtUp(ctx context.Context, asm *txnAssembler, vv core.VersionVector) error {
+	have, err := ps.r.VersionVector(ctx)
 	if err != nil {
 		return fmt.Errorf("sync receive: %w", err)
 	}
@@ -197,11 +197,11 @@ func (ps *peerSession) checkCaughtUp(ctx context.Context, asm *txnAssembler, vv 
 // merged differently, a repair cut short, a restored backup) ask our sender
 // for a Merkle repair, again and again with backoff until the roots are
 // equal; a difference that does not settle is reported (repair_gate.go).
-func (ps *peerSession) compareRoots(ctx context.Context, vv core.VersionVector, theirs map[string][32]byte) error {
+func (ps *Session) compareRoots(ctx context.Context, vv core.VersionVector, theirs map[string][32]byte) error {
 	if len(theirs) == 0 {
 		return nil
 	}
-	ours, roots, err := ps.n.snapshot(ctx)
+	ours, roots, err := ps.r.Snapshot(ctx)
 	if err != nil {
 		return err
 	}
@@ -273,8 +273,8 @@ func newTxnAssembler(limit int) *txnAssembler {
 // (sent again after a partial send, or a tail of a transaction that came
 // whole from elsewhere) is dropped, and so is a partial transaction the
 // store now holds whole. Anything else out of order is a protocol error.
-func (a *txnAssembler) add(changes []core.Change, held core.VersionVector) ([]remoteTxn, error) {
-	var ready []remoteTxn
+func (a *txnAssembler) add(changes []core.Change, held core.VersionVector) ([][]core.Change, error) {
+	var ready [][]core.Change
 	for _, c := range changes {
 		p := a.pending[c.Origin]
 		if len(p) > 0 && c.TxnFirst == p[0].TxnFirst && c.Seq <= p[len(p)-1].Seq {
@@ -294,7 +294,7 @@ func (a *txnAssembler) add(changes []core.Change, held core.VersionVector) ([]re
 				continue // the tail of a transaction held already
 			}
 			return nil, fmt.Errorf("%w: change %d of %s arrives without the start of its transaction", core.ErrProtocol, c.Seq, c.Origin.Short())
-		case len(p) > 0 && (c.Seq != p[len(p)-1].Seq+1 || c.TxnFirst != p[0].TxnFirst):
+		case len(p) > 0 && (c.Seq != p[len(p)-1].Seq+1 || c.TxnFirst != p[0].TxnFirst || c.TxnLen != p[0].TxnLen):
 			return nil, fmt.Errorf("%w: change %d of %s out of order", core.ErrProtocol, c.Seq, c.Origin.Short())
 		}
 		p = append(p, c)
@@ -303,7 +303,7 @@ func (a *txnAssembler) add(changes []core.Change, held core.VersionVector) ([]re
 			return nil, fmt.Errorf("%w: %d bytes held", ErrPendingTooLarge, a.held)
 		}
 		if len(p) == int(c.TxnLen) {
-			ready = append(ready, remoteTxn(p))
+			ready = append(ready, p)
 			for _, done := range p {
 				a.held -= changeSize(done)
 			}

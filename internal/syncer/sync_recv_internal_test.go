@@ -1,11 +1,30 @@
-package federation
+package syncer
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/devicemesh/federation/core"
 )
+
+// wholeTxn checks the shape the replica's applier demands of a
+// transaction: one origin, consecutive sequence numbers from TxnFirst,
+// TxnLen of them.
+func wholeTxn(t []core.Change) error {
+	if len(t) == 0 {
+		return fmt.Errorf("empty transaction")
+	}
+	if int(t[0].TxnLen) != len(t) {
+		return fmt.Errorf("transaction of %d changes, header says %d", len(t), t[0].TxnLen)
+	}
+	for i, c := range t {
+		if c.Origin != t[0].Origin || c.TxnFirst != t[0].TxnFirst || c.Seq != c.TxnFirst+uint64(i) {
+			return fmt.Errorf("change %d does not follow on", i)
+		}
+	}
+	return nil
+}
 
 // asmTxn is origin's transaction of n changes starting at first.
 func asmTxn(origin core.DeviceID, first uint64, n int) []core.Change {
@@ -58,7 +77,7 @@ func TestAssemblerToleratesWhatACorrectSenderDoes(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, r := range ready {
-					if err := r.validate(); err != nil {
+					if err := wholeTxn(r); err != nil {
 						t.Fatal(err)
 					}
 					got = append(got, r[0].TxnFirst)
@@ -106,5 +125,22 @@ func TestAssemblerRefusesMalformedInput(t *testing.T) {
 				t.Fatalf("got %v, want a protocol error", err)
 			}
 		})
+	}
+}
+
+// TestAssemblerRefusesAChangedHeader: the changes of one transaction all
+// carry its header (first sequence number and length). A change whose
+// length differs from its predecessors' is out of order, not the end of a
+// shorter transaction. (Found by FuzzSession: the assembler completed a
+// transaction when the count matched the last change's length, and handed
+// the replica three changes whose first said forty-eight.)
+func TestAssemblerRefusesAChangedHeader(t *testing.T) {
+	a := core.DeviceID{1}
+	txn := asmTxn(a, 1, 3)
+	txn[0].TxnLen = 48
+	asm := newTxnAssembler(1 << 20)
+	ready, err := asm.add(txn, core.VersionVector{})
+	if !errors.Is(err, core.ErrProtocol) {
+		t.Fatalf("assembled %d transactions, err %v; want core.ErrProtocol", len(ready), err)
 	}
 }

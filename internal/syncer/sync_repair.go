@@ -1,14 +1,12 @@
-package federation
+package syncer
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
-	"time"
 
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/wire"
@@ -37,15 +35,13 @@ var ErrTimeout = errors.New("peer did not answer in time")
 const repairFetchBatch = 512
 
 // repair runs a Merkle repair towards the peer (in the send goroutine).
-func (ps *peerSession) repair(ctx context.Context) error {
+func (ps *Session) repair(ctx context.Context) error {
 	// Read the version vector under the write lock: commits update the
 	// Merkle trees after the store, under that lock, so the trees then
 	// reflect at least everything in start. (Read without it, start could
 	// name a change whose record the trees do not show yet; the peer would
 	// then raise its version vector past a record it never received.)
-	ps.n.writeMu.Lock()
-	start, err := ps.n.store.VersionVector(ctx)
-	ps.n.writeMu.Unlock()
+	start, err := ps.r.RepairBase(ctx)
 	if err != nil {
 		return fmt.Errorf("repair: %w", err)
 	}
@@ -65,13 +61,10 @@ func (ps *peerSession) repair(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("repair: %w", err)
 	}
-	remote := make(map[string]Digest, len(raw))
-	for c, d := range raw {
-		remote[c] = d
-	}
-	local := ps.n.Roots()
+	remote := raw
+	local := ps.r.Roots()
 	for _, c := range unionKeys(local, remote) {
-		if local[c] == remote[c] || !ps.n.cfg.policy(c).Syncs() {
+		if local[c] == remote[c] || !ps.cfg.Policy.Syncs(c) {
 			continue
 		}
 		if err := ps.repairCollection(ctx, c); err != nil {
@@ -86,24 +79,19 @@ func (ps *peerSession) repair(ctx context.Context) error {
 	ps.peerHas.Merge(start)
 	ps.mu.Unlock()
 	ps.stats.repairs.Add(1)
-	ps.n.log.Info("merkle repair done", "peer", ps.peer.Short())
+	ps.cfg.Log.Info("merkle repair done", "peer", ps.peer.Short())
 	return nil
 }
 
 // repairCollection finds the keys of one collection in which the two sides
 // differ and exchanges their versions.
-func (ps *peerSession) repairCollection(ctx context.Context, coll string) error {
+func (ps *Session) repairCollection(ctx context.Context, coll string) error {
 	var salt [8]byte
-	if _, err := io.ReadFull(ps.n.random(), salt[:]); err != nil {
+	if _, err := io.ReadFull(ps.cfg.Rand, salt[:]); err != nil {
 		return err
 	}
-	tree := ps.n.treeFor(coll)
-	var rec *merkle.Reconciler
-	var req *merkle.Request
-	ps.n.trees.mu.Lock()
-	rec = merkle.NewReconciler(tree, merkle.Config{Salt: binary.LittleEndian.Uint64(salt[:])})
-	req = rec.Start()
-	ps.n.trees.mu.Unlock()
+	rec := ps.r.Reconciler(coll, merkle.Config{Salt: binary.LittleEndian.Uint64(salt[:])})
+	req := rec.Start()
 	for req != nil {
 		b, err := req.AppendBinary(nil)
 		if err != nil {
@@ -127,9 +115,7 @@ func (ps *peerSession) repairCollection(ctx context.Context, coll string) error 
 		if err != nil {
 			return err
 		}
-		ps.n.trees.mu.Lock()
 		req, err = rec.Next(resp)
-		ps.n.trees.mu.Unlock()
 		if err != nil {
 			return err
 		}
@@ -152,7 +138,7 @@ func (ps *peerSession) repairCollection(ctx context.Context, coll string) error 
 
 // sendRecords sends the current versions of keys, in frames of about
 // batchBytes. Keys no longer present are skipped.
-func (ps *peerSession) sendRecords(ctx context.Context, coll string, keys []string) error {
+func (ps *Session) sendRecords(ctx context.Context, coll string, keys []string) error {
 	var batch []core.Change
 	size := 0
 	flush := func() error {
@@ -165,7 +151,7 @@ func (ps *peerSession) sendRecords(ctx context.Context, coll string, keys []stri
 		return err
 	}
 	for _, k := range keys {
-		r, err := ps.n.store.Get(ctx, coll, k)
+		r, err := ps.r.Get(ctx, coll, k)
 		if errors.Is(err, core.ErrNotFound) {
 			continue
 		}
@@ -186,15 +172,15 @@ func (ps *peerSession) sendRecords(ctx context.Context, coll string, keys []stri
 }
 
 // awaitRepair waits for the receive goroutine to hand over a repair reply,
-// at most Config.SyncTimeout: a peer that stops answering (or a frame that
+// at most Limits.SyncTimeout: a peer that stops answering (or a frame that
 // never arrived) ends the session, and the next one starts afresh.
-func (ps *peerSession) awaitRepair(ctx context.Context, want wire.Type) (wire.Frame, error) {
-	timer := time.NewTimer(ps.n.cfg.SyncTimeout)
-	defer timer.Stop()
+func (ps *Session) awaitRepair(ctx context.Context, want wire.Type) (wire.Frame, error) {
+	timer, release := core.Wait(ps.sched, ps.cfg.Limits.SyncTimeout)
+	defer release()
 	for {
 		select {
-		case <-timer.C:
-			return wire.Frame{}, fmt.Errorf("%w: no %v from peer within %s", ErrTimeout, want, ps.n.cfg.SyncTimeout)
+		case <-timer:
+			return wire.Frame{}, fmt.Errorf("%w: no %v from peer within %s", ErrTimeout, want, ps.cfg.Limits.SyncTimeout)
 		case f := <-ps.repairIn:
 			if f.Type != want {
 				return f, fmt.Errorf("%w: %v during repair, want %v", core.ErrProtocol, f.Type, want)
@@ -214,7 +200,7 @@ func (ps *peerSession) awaitRepair(ctx context.Context, want wire.Type) (wire.Fr
 
 // handleRepair serves the peer's side of a repair (in the receive
 // goroutine). It reports whether the frame was a repair frame.
-func (ps *peerSession) handleRepair(ctx context.Context, f wire.Frame) (bool, error) {
+func (ps *Session) handleRepair(ctx context.Context, f wire.Frame) (bool, error) {
 	switch f.Type {
 	case wire.TypeRepair:
 		ps.repairRecv = 0
@@ -234,7 +220,7 @@ func (ps *peerSession) handleRepair(ctx context.Context, f wire.Frame) (bool, er
 		}
 		ps.stats.recordsRecv.Add(uint64(len(recs)))
 		ps.repairRecv += uint64(len(recs))
-		return true, ps.n.applyRecords(ctx, recs)
+		return true, ps.r.ApplyRecords(ctx, recs)
 	case wire.TypeRepaired:
 		vv, pushed, err := wire.DecodeRepaired(f.Payload)
 		if err != nil {
@@ -245,10 +231,10 @@ func (ps *peerSession) handleRepair(ctx context.Context, f wire.Frame) (bool, er
 		if pushed != ps.repairRecv {
 			return true, fmt.Errorf("%w: repair pushed %d records, %d arrived", core.ErrProtocol, pushed, ps.repairRecv)
 		}
-		if err := ps.n.advance(ctx, vv); err != nil {
+		if err := ps.r.Advance(ctx, vv); err != nil {
 			return true, err
 		}
-		have, err := ps.n.store.VersionVector(ctx)
+		have, err := ps.r.VersionVector(ctx)
 		if err != nil {
 			return true, err
 		}
@@ -268,7 +254,7 @@ func (ps *peerSession) handleRepair(ctx context.Context, f wire.Frame) (bool, er
 }
 
 // answerMerkle answers one reconciliation request from the current tree.
-func (ps *peerSession) answerMerkle(payload []byte) error {
+func (ps *Session) answerMerkle(payload []byte) error {
 	coll, rest, err := wire.DecodeNamed(payload)
 	if err != nil {
 		return err
@@ -277,44 +263,17 @@ func (ps *peerSession) answerMerkle(payload []byte) error {
 	if err != nil {
 		return err
 	}
-	var b []byte
-	ps.n.withTree(coll, func(t *merkle.Tree) {
-		var resp *merkle.Response
-		if resp, err = t.Respond(req); err == nil {
-			b, err = resp.AppendBinary(nil, req)
-		}
-	})
+	b, err := ps.r.AnswerMerkle(coll, req)
 	if err != nil {
 		return err
 	}
 	return ps.send(wire.TypeMerkleResp, wire.AppendNamed(nil, coll, b))
 }
 
-// treeFor returns a collection's tree, creating an empty one if needed, so
-// that a reconciler can hold it across rounds.
-func (n *Node) treeFor(coll string) *merkle.Tree {
-	n.trees.mu.Lock()
-	defer n.trees.mu.Unlock()
-	t := n.trees.m[coll]
-	if t == nil {
-		t = merkle.New()
-		n.trees.m[coll] = t
-	}
-	return t
-}
-
-// random returns the node's source of randomness.
-func (n *Node) random() io.Reader {
-	if n.cfg.Rand != nil {
-		return n.cfg.Rand
-	}
-	return rand.Reader
-}
-
-func unionKeys(a, b map[string]Digest) []string {
+func unionKeys(a, b map[string][32]byte) []string {
 	seen := map[string]bool{}
 	var out []string
-	for _, m := range []map[string]Digest{a, b} {
+	for _, m := range []map[string][32]byte{a, b} {
 		for k := range m {
 			if !seen[k] {
 				seen[k] = true
@@ -323,89 +282,4 @@ func unionKeys(a, b map[string]Digest) []string {
 		}
 	}
 	return out
-}
-
-// applyRecords merges record versions received in a repair, by causal
-// context like changes, in one atomic commit. They carry no changelog
-// entries: the sender's Repaired frame later raises the version vector.
-func (n *Node) applyRecords(ctx context.Context, recs []core.Change) error {
-	var maxTS core.Timestamp
-	var maxOrigin core.DeviceID
-	for _, r := range recs {
-		if err := r.Validate(); err != nil {
-			return fmt.Errorf("%w: record: %w", core.ErrProtocol, err)
-		}
-		if r.Origin.IsZero() || r.Seq == 0 || r.Context[r.Origin] < r.Seq || (r.Deleted && len(r.Value) > 0) {
-			return fmt.Errorf("%w: malformed record %s/%q", core.ErrProtocol, r.Collection, r.Key)
-		}
-		if r.Timestamp > maxTS {
-			maxTS, maxOrigin = r.Timestamp, r.Origin
-		}
-	}
-	n.writeMu.Lock()
-	defer n.writeMu.Unlock()
-	if err := n.alive(); err != nil {
-		return err
-	}
-	n.observeRemote(maxOrigin, maxTS)
-	plain := make([]core.Record, len(recs))
-	for i := range recs {
-		plain[i] = recs[i].Record
-	}
-	if len(recs) > 0 {
-		if err := n.checkOps(ctx, recs[0].Origin, plain); err != nil {
-			return err
-		}
-	}
-	var b core.Batch
-	var events []Event
-	for _, r := range recs {
-		if !n.cfg.policy(r.Collection).Syncs() {
-			continue
-		}
-		var cur *core.Record
-		got, err := n.store.Get(ctx, r.Collection, r.Key)
-		switch {
-		case err == nil:
-			cur = &got
-		case !errors.Is(err, core.ErrNotFound):
-			return fmt.Errorf("repair: %w", err)
-		}
-		out, changed, _, err := n.merge(ctx, cur, r.Record)
-		if err != nil {
-			return err
-		}
-		if changed {
-			b.Records = append(b.Records, out)
-			events = append(events, Event{Kind: EventChange, Collection: out.Collection, Key: out.Key, Deleted: out.Deleted, Origin: n.OriginDevice(out.Origin), Timestamp: out.Timestamp})
-		}
-	}
-	qEvents, settle := n.settleQueue(&b, maxTS)
-	if len(b.Records) == 0 {
-		return nil
-	}
-	err := n.commitStore(ctx, b)
-	if err != nil {
-		return fmt.Errorf("repair: %w", err)
-	}
-	settle()
-	n.afterCommit(b.Records)
-	for _, e := range append(events, qEvents...) {
-		n.events.publish(e)
-	}
-	return nil
-}
-
-// advance raises the version vector after a peer's repair.
-func (n *Node) advance(ctx context.Context, vv core.VersionVector) error {
-	n.writeMu.Lock()
-	defer n.writeMu.Unlock()
-	if err := n.alive(); err != nil {
-		return err
-	}
-	if err := n.store.Commit(ctx, core.Batch{Advance: vv}); err != nil {
-		return fmt.Errorf("repair: %w", err)
-	}
-	n.changed.notify()
-	return nil
 }
