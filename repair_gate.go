@@ -92,13 +92,5 @@ func (n *Node) queuedIn(collections []string) int {
 	for _, c := range collections {
 		in[c] = true
 	}
-	n.writeMu.Lock()
-	defer n.writeMu.Unlock()
-	count := 0
-	for k := range n.queue.byKey {
-		if in[k.collection] {
-			count++
-		}
-	}
-	return count
+	return n.rep.QueuedIn(collections)
 }

@@ -58,7 +58,7 @@ func TestAssemblerToleratesWhatACorrectSenderDoes(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, r := range ready {
-					if err := r.validate(); err != nil {
+					if err := r.Validate(); err != nil {
 						t.Fatal(err)
 					}
 					got = append(got, r[0].TxnFirst)

@@ -43,9 +43,7 @@ func (ps *peerSession) repair(ctx context.Context) error {
 	// reflect at least everything in start. (Read without it, start could
 	// name a change whose record the trees do not show yet; the peer would
 	// then raise its version vector past a record it never received.)
-	ps.n.writeMu.Lock()
-	start, err := ps.n.store.VersionVector(ctx)
-	ps.n.writeMu.Unlock()
+	start, err := ps.n.rep.VersionVector(ctx)
 	if err != nil {
 		return fmt.Errorf("repair: %w", err)
 	}
@@ -97,13 +95,12 @@ func (ps *peerSession) repairCollection(ctx context.Context, coll string) error 
 	if _, err := io.ReadFull(ps.n.random(), salt[:]); err != nil {
 		return err
 	}
-	tree := ps.n.treeFor(coll)
 	var rec *merkle.Reconciler
 	var req *merkle.Request
-	ps.n.trees.mu.Lock()
-	rec = merkle.NewReconciler(tree, merkle.Config{Salt: binary.LittleEndian.Uint64(salt[:])})
-	req = rec.Start()
-	ps.n.trees.mu.Unlock()
+	ps.n.rep.HoldTree(coll, func(tree *merkle.Tree) {
+		rec = merkle.NewReconciler(tree, merkle.Config{Salt: binary.LittleEndian.Uint64(salt[:])})
+		req = rec.Start()
+	})
 	for req != nil {
 		b, err := req.AppendBinary(nil)
 		if err != nil {
@@ -127,9 +124,7 @@ func (ps *peerSession) repairCollection(ctx context.Context, coll string) error 
 		if err != nil {
 			return err
 		}
-		ps.n.trees.mu.Lock()
-		req, err = rec.Next(resp)
-		ps.n.trees.mu.Unlock()
+		ps.n.rep.WithTrees(func() { req, err = rec.Next(resp) })
 		if err != nil {
 			return err
 		}
@@ -234,7 +229,7 @@ func (ps *peerSession) handleRepair(ctx context.Context, f wire.Frame) (bool, er
 		}
 		ps.stats.recordsRecv.Add(uint64(len(recs)))
 		ps.repairRecv += uint64(len(recs))
-		return true, ps.n.applyRecords(ctx, recs)
+		return true, ps.n.rep.ApplyRecords(ctx, recs)
 	case wire.TypeRepaired:
 		vv, pushed, err := wire.DecodeRepaired(f.Payload)
 		if err != nil {
@@ -245,7 +240,7 @@ func (ps *peerSession) handleRepair(ctx context.Context, f wire.Frame) (bool, er
 		if pushed != ps.repairRecv {
 			return true, fmt.Errorf("%w: repair pushed %d records, %d arrived", core.ErrProtocol, pushed, ps.repairRecv)
 		}
-		if err := ps.n.advance(ctx, vv); err != nil {
+		if err := ps.n.rep.Advance(ctx, vv); err != nil {
 			return true, err
 		}
 		have, err := ps.n.store.VersionVector(ctx)
@@ -290,19 +285,6 @@ func (ps *peerSession) answerMerkle(payload []byte) error {
 	return ps.send(wire.TypeMerkleResp, wire.AppendNamed(nil, coll, b))
 }
 
-// treeFor returns a collection's tree, creating an empty one if needed, so
-// that a reconciler can hold it across rounds.
-func (n *Node) treeFor(coll string) *merkle.Tree {
-	n.trees.mu.Lock()
-	defer n.trees.mu.Unlock()
-	t := n.trees.m[coll]
-	if t == nil {
-		t = merkle.New()
-		n.trees.m[coll] = t
-	}
-	return t
-}
-
 // random returns the node's source of randomness.
 func (n *Node) random() io.Reader {
 	if n.cfg.Rand != nil {
@@ -323,89 +305,4 @@ func unionKeys(a, b map[string]Digest) []string {
 		}
 	}
 	return out
-}
-
-// applyRecords merges record versions received in a repair, by causal
-// context like changes, in one atomic commit. They carry no changelog
-// entries: the sender's Repaired frame later raises the version vector.
-func (n *Node) applyRecords(ctx context.Context, recs []core.Change) error {
-	var maxTS core.Timestamp
-	var maxOrigin core.DeviceID
-	for _, r := range recs {
-		if err := r.Validate(); err != nil {
-			return fmt.Errorf("%w: record: %w", core.ErrProtocol, err)
-		}
-		if r.Origin.IsZero() || r.Seq == 0 || r.Context[r.Origin] < r.Seq || (r.Deleted && len(r.Value) > 0) {
-			return fmt.Errorf("%w: malformed record %s/%q", core.ErrProtocol, r.Collection, r.Key)
-		}
-		if r.Timestamp > maxTS {
-			maxTS, maxOrigin = r.Timestamp, r.Origin
-		}
-	}
-	n.writeMu.Lock()
-	defer n.writeMu.Unlock()
-	if err := n.alive(); err != nil {
-		return err
-	}
-	n.observeRemote(maxOrigin, maxTS)
-	plain := make([]core.Record, len(recs))
-	for i := range recs {
-		plain[i] = recs[i].Record
-	}
-	if len(recs) > 0 {
-		if err := n.checkOps(ctx, recs[0].Origin, plain); err != nil {
-			return err
-		}
-	}
-	var b core.Batch
-	var events []Event
-	for _, r := range recs {
-		if !n.cfg.policy(r.Collection).Syncs() {
-			continue
-		}
-		var cur *core.Record
-		got, err := n.store.Get(ctx, r.Collection, r.Key)
-		switch {
-		case err == nil:
-			cur = &got
-		case !errors.Is(err, core.ErrNotFound):
-			return fmt.Errorf("repair: %w", err)
-		}
-		out, changed, _, err := n.merge(ctx, cur, r.Record)
-		if err != nil {
-			return err
-		}
-		if changed {
-			b.Records = append(b.Records, out)
-			events = append(events, Event{Kind: EventChange, Collection: out.Collection, Key: out.Key, Deleted: out.Deleted, Origin: n.OriginDevice(out.Origin), Timestamp: out.Timestamp})
-		}
-	}
-	qEvents, settle := n.settleQueue(&b, maxTS)
-	if len(b.Records) == 0 {
-		return nil
-	}
-	err := n.commitStore(ctx, b)
-	if err != nil {
-		return fmt.Errorf("repair: %w", err)
-	}
-	settle()
-	n.afterCommit(b.Records)
-	for _, e := range append(events, qEvents...) {
-		n.events.publish(e)
-	}
-	return nil
-}
-
-// advance raises the version vector after a peer's repair.
-func (n *Node) advance(ctx context.Context, vv core.VersionVector) error {
-	n.writeMu.Lock()
-	defer n.writeMu.Unlock()
-	if err := n.alive(); err != nil {
-		return err
-	}
-	if err := n.store.Commit(ctx, core.Batch{Advance: vv}); err != nil {
-		return fmt.Errorf("repair: %w", err)
-	}
-	n.changed.notify()
-	return nil
 }

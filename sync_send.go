@@ -25,7 +25,7 @@ func (ps *peerSession) sendLoop(ctx context.Context) error {
 	ps.mu.Unlock()
 	repairs := 0 // repairs since the last round that sent changes normally
 	for {
-		wake := ps.n.changed.wait() // before reading state, so no commit is missed
+		wake := ps.n.rep.Changed() // before reading state, so no commit is missed
 		if err := ps.serveControl(ctx); err != nil {
 			return err
 		}
