@@ -67,6 +67,10 @@ func internal(collection string) bool { return replica.Internal(collection) }
 
 // newReplica opens the commit pipeline on the node's store.
 func (n *Node) newReplica(ctx context.Context, created bool) (*replica.Replica, error) {
+	resolvers, err := n.resolvers()
+	if err != nil {
+		return nil, err
+	}
 	return replica.New(ctx, replica.Config{
 		Store:         n.store,
 		Device:        n.ident.DeviceID(),
@@ -75,12 +79,36 @@ func (n *Node) newReplica(ctx context.Context, created bool) (*replica.Replica, 
 		Clock:         n.cfg.Clock,
 		MaxClockDrift: n.cfg.MaxClockDrift,
 		Policy:        n.cfg.policy,
+		Resolvers:     resolvers,
 		Logger:        n.log,
 		Check:         n.checkOps,
 		Audit:         n.record,
 		Publish:       n.publishReplica,
 		Alive:         n.alive,
 	})
+}
+
+// resolvers returns the node's conflict.Registry: each configured
+// collection's Resolver (last-writer-wins where none is set), and the
+// resolvers of the SDK's synced internal collections. Collections not
+// configured get conflict.Default, which is last-writer-wins for every
+// name that DefaultPolicies does not list.
+func (n *Node) resolvers() (*conflict.Registry, error) {
+	g := conflict.NewRegistry()
+	names := []string{registryCollection, replicasCollection, auditHeadsCollection}
+	for c := range n.cfg.Collections {
+		names = append(names, c)
+	}
+	for _, c := range names {
+		r := n.cfg.policy(c).Resolver
+		if r == nil {
+			r = conflict.LWW{}
+		}
+		if err := g.Register(c, r); err != nil {
+			return nil, fmt.Errorf("%w: %w", core.ErrInvalidConfig, err)
+		}
+	}
+	return g, nil
 }
 
 // publishReplica delivers an event of the pipeline to the subscribers.

@@ -250,10 +250,7 @@ func (n *Replica) merge(ctx context.Context, cur *core.Record, rem core.Record) 
 	return out, true, true, nil
 }
 
-// resolver returns the Resolver of a collection.
+// resolver returns the Resolver of a collection (Config.Resolvers).
 func (n *Replica) resolver(collection string) core.Resolver {
-	if r := n.policy(collection).Resolver; r != nil {
-		return r
-	}
-	return conflict.LWW{}
+	return n.resolvers.Resolver(collection)
 }

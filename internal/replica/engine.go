@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/devicemesh/federation/audit"
+	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
 )
 
@@ -47,8 +48,12 @@ type Config struct {
 	// MaxClockDrift is the bound reported with clock-drift warnings.
 	MaxClockDrift time.Duration
 	// Policy returns a collection's policy (nil: every collection syncs
-	// immediately with last-writer-wins).
+	// immediately). Only its Mode is read here: whether the collection
+	// syncs.
 	Policy func(collection string) core.Policy
+	// Resolvers settles concurrent versions, per collection (nil: a
+	// conflict.NewRegistry, the conflict.Default strategies).
+	Resolvers *conflict.Registry
 	// Logger receives logs (nil: discarded).
 	Logger *slog.Logger
 	// Check vets records arriving from a peer (from: their origin) under
@@ -75,6 +80,8 @@ type Replica struct {
 	store core.Store
 	dev   core.DeviceID
 	hlc   *core.HLC
+	// resolvers settles concurrent versions (Config.Resolvers).
+	resolvers *conflict.Registry
 
 	// writeMu serialises local writes: sequence numbers and causal contexts
 	// are assigned under it, and Update holds it for the whole transaction.
@@ -116,12 +123,15 @@ func New(ctx context.Context, cfg Config) (*Replica, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = core.SystemClock{}
 	}
+	if cfg.Resolvers == nil {
+		cfg.Resolvers = conflict.NewRegistry()
+	}
 	st := cfg.Store
 	vv, err := st.VersionVector(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load version vector: %w", err)
 	}
-	n := &Replica{cfg: cfg, log: cfg.Logger, store: st, dev: cfg.Device, hlc: cfg.HLC, changed: NewNotifier()}
+	n := &Replica{cfg: cfg, log: cfg.Logger, store: st, dev: cfg.Device, hlc: cfg.HLC, resolvers: cfg.Resolvers, changed: NewNotifier()}
 	if cfg.Created && vv[cfg.Device] == 0 {
 		// The identity was born in this open, so no other copy of this
 		// store can exist yet: the first incarnation is the device itself.

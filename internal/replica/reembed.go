@@ -50,7 +50,7 @@ func (e *Reembedder) noteStale(records []core.Record) {
 		if r.Deleted {
 			continue
 		}
-		if _, ok := e.n.policy(r.Collection).Resolver.(conflict.VectorMerge); !ok {
+		if _, ok := e.n.resolver(r.Collection).(conflict.VectorMerge); !ok {
 			continue
 		}
 		if stale, err := conflict.NeedsReembed(r.Value); err != nil || !stale {
