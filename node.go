@@ -220,7 +220,7 @@ func (n *Node) Scan(ctx context.Context, collection string, r KeyRange, fn func(
 // waiting for itself; so does such a call made with tx.Context() (or a
 // context derived from it) from any goroutine while fn runs. Calls from
 // other goroutines with other contexts wait for fn, as any concurrent
-// writer does. See lockWrite for the exact rule.
+// writer does. See lockWrite in internal/replica for the exact rule.
 func (n *Node) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := n.alive(); err != nil {
 		return err
