@@ -52,8 +52,8 @@ func (n *Node) loadRegistry(ctx context.Context) error {
 }
 
 // foldOps applies operations to the registry state (founding it from a
-// genesis among them if there is none yet), writes the resulting devices to
-// the registry table and cuts off revoked devices. With audited, each
+// genesis among them if there is none yet) and writes the resulting devices
+// to the registry table. With audited, each
 // operation that enters the registry state (made here or received from a
 // peer, the genesis included) is appended to the audit log. It returns the
 // revoked devices to cut off, which the caller does once the write lock is
@@ -115,9 +115,9 @@ func (n *Node) foldOps(ctx context.Context, ops []registry.Op, audited bool) (re
 
 // checkOps is the ingress check for internal records arriving from a peer
 // (from is their origin), run by the commit pipeline once it checked and
-// learned the replica announcements among them. Each registry record must hold a
-// well-formed operation, keyed by its hash, whose signature verifies.
-// Operations whose author is not (yet) allowed are kept: registry.State
+// learned the replica announcements among them (internal/replica). Each
+// registry record must hold a well-formed operation, keyed by its hash,
+// whose signature verifies. Operations whose author is not (yet) allowed are kept: registry.State
 // decides their effect. Audit heads are checked by checkHeads
 // (auditheads.go).
 func (n *Node) checkOps(ctx context.Context, from core.DeviceID, recs []core.Record) error {

@@ -88,9 +88,5 @@ func (n *Node) reportUnsettled(peer core.DeviceID, tries int, ours, theirs map[s
 
 // queuedIn counts the manual conflicts queued in collections.
 func (n *Node) queuedIn(collections []string) int {
-	in := map[string]bool{}
-	for _, c := range collections {
-		in[c] = true
-	}
 	return n.rep.QueuedIn(collections)
 }
