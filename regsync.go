@@ -117,9 +117,9 @@ func (n *Node) foldOps(ctx context.Context, ops []registry.Op, audited bool) (re
 // (from is their origin), run by the commit pipeline once it checked and
 // learned the replica announcements among them (internal/replica). Each
 // registry record must hold a well-formed operation, keyed by its hash,
-// whose signature verifies. Operations whose author is not (yet) allowed are kept: registry.State
-// decides their effect. Audit heads are checked by checkHeads
-// (auditheads.go).
+// whose signature verifies. Operations whose author is not (yet) allowed
+// are kept: registry.State decides their effect. Audit heads are checked
+// by checkHeads (auditheads.go).
 func (n *Node) checkOps(ctx context.Context, from core.DeviceID, recs []core.Record) error {
 	for _, r := range recs {
 		if r.Collection != registryCollection || r.Deleted {
