@@ -201,11 +201,12 @@ func (n *Node) headLoop(held audit.SignedHead) {
 		case <-n.anchor.kick:
 		case <-t.C:
 		}
-		n.writeMu.Lock()
-		if n.alive() == nil {
-			n.anchorLocked(context.Background(), false)
-		}
-		n.writeMu.Unlock()
+		_ = n.rep.Exclusive(context.Background(), "", func() error {
+			if n.alive() == nil {
+				n.anchorLocked(context.Background(), false)
+			}
+			return nil
+		})
 	}
 }
 
@@ -220,7 +221,7 @@ func (n *Node) anchorLocked(ctx context.Context, closing bool) {
 	fresh := a.last > a.pubSeq // entries appended here since the last head
 	due := fresh && (a.last >= a.pubSeq+uint64(a.every) || n.cfg.Clock.Now().Sub(a.lastPub) >= headInterval)
 	if closing {
-		due = fresh && !n.replica.IsZero()
+		due = fresh && !n.Replica().IsZero()
 	}
 	due = due || a.resign
 	a.mu.Unlock()
@@ -495,9 +496,7 @@ func (n *Node) declareRestore(ctx context.Context, held audit.SignedHead) error 
 	a.epoch, a.resign, a.base, a.restoredAt = epoch, true, held.Head, time.UnixMilli(e.At.UnixMilli())
 	a.mu.Unlock()
 	n.log.Info("store restored from a backup: new audit epoch", "epoch", epoch, "backup_head", held.Head.Seq)
-	n.writeMu.Lock()
-	err = n.publishHeadLocked(ctx)
-	n.writeMu.Unlock()
+	err = n.rep.Exclusive(ctx, "", func() error { return n.publishHeadLocked(ctx) })
 	if err != nil {
 		return err
 	}

@@ -28,9 +28,9 @@ func waitHeld(t *testing.T, holder *Node, dev core.DeviceID, seq uint64) audit.S
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		holder.writeMu.Lock()
-		h, ok := holder.heldHead(context.Background(), dev)
-		holder.writeMu.Unlock()
+		var h audit.SignedHead
+		var ok bool
+		holder.locked(func() { h, ok = holder.heldHead(context.Background(), dev) })
 		if ok && h.Head.Seq >= seq {
 			return h
 		}
@@ -223,9 +223,8 @@ func TestRolledBackHeadDoesNotLowerPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The rewritten device publishes its (lower) head.
-	a.writeMu.Lock()
-	err := a.publishHeadLocked(ctx)
-	a.writeMu.Unlock()
+	var err error
+	a.locked(func() { err = a.publishHeadLocked(ctx) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,18 +274,15 @@ func TestForgedAuditHeadRefused(t *testing.T) {
 	}
 	for name, r := range cases {
 		r.Collection, r.Key, r.Origin = auditHeadsCollection, hex.EncodeToString(self[:]), b.DeviceID()
-		a.writeMu.Lock()
-		err := a.checkOps(ctx, b.DeviceID(), []core.Record{r})
-		a.writeMu.Unlock()
+		var err error
+		a.locked(func() { err = a.checkOps(ctx, b.DeviceID(), []core.Record{r}) })
 		if !errors.Is(err, ErrForgedHead) || !errors.Is(err, core.ErrProtocol) {
 			t.Errorf("%s: checkOps = %v, want ErrForgedHead", name, err)
 		}
 	}
 	// A valid head passes the check (and is then found beyond a's chain).
 	r := core.Record{Collection: auditHeadsCollection, Key: hex.EncodeToString(self[:]), Value: good.Marshal(), Origin: b.DeviceID()}
-	a.writeMu.Lock()
-	err = a.checkOps(ctx, b.DeviceID(), []core.Record{r})
-	a.writeMu.Unlock()
+	a.locked(func() { err = a.checkOps(ctx, b.DeviceID(), []core.Record{r}) })
 	if err != nil {
 		t.Fatalf("valid head refused: %v", err)
 	}
@@ -297,9 +293,9 @@ func TestForgedAuditHeadRefused(t *testing.T) {
 	forged := wrongSigner
 	forged.Head.Seq = 7
 	forged.Sign(other.Sign)
-	b.writeMu.Lock()
-	err = b.commitLocal(ctx, []txOp{{collection: auditHeadsCollection, key: hex.EncodeToString(self[:]), value: forged.Marshal()}})
-	b.writeMu.Unlock()
+	b.locked(func() {
+		err = b.commitLocal(ctx, []txOp{{collection: auditHeadsCollection, key: hex.EncodeToString(self[:]), value: forged.Marshal()}})
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,9 +322,9 @@ func TestForgedAuditHeadRefused(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	a.writeMu.Lock()
-	h, ok := a.heldHead(ctx, self)
-	a.writeMu.Unlock()
+	var h audit.SignedHead
+	var ok bool
+	a.locked(func() { h, ok = a.heldHead(ctx, self) })
 	if ok && h.Head.Seq == 7 {
 		t.Fatal("forged head stored")
 	}
@@ -394,17 +390,17 @@ func TestPeerReportsForkedHead(t *testing.T) {
 	key := hex.EncodeToString(self[:])
 	held := audit.SignedHead{Key: a.PublicKey(), Head: audit.Head{Seq: 10, Hash: audit.Hash{1}}, At: time.Now()}
 	held.Sign(a.ident.Sign)
-	b.writeMu.Lock()
-	defer b.writeMu.Unlock()
-	if err := b.commitLocal(ctx, []txOp{{collection: auditHeadsCollection, key: key, value: held.Marshal()}}); err != nil {
-		t.Fatal(err)
-	}
-	fork := audit.SignedHead{Key: a.PublicKey(), Head: audit.Head{Seq: 20, Hash: audit.Hash{3}}, Prev: audit.Head{Seq: 10, Hash: audit.Hash{2}}, At: time.Now()}
-	fork.Sign(a.ident.Sign)
-	rec := core.Record{Collection: auditHeadsCollection, Key: key, Value: fork.Marshal(), Origin: self}
-	if err := b.checkOps(ctx, self, []core.Record{rec}); err != nil {
-		t.Fatalf("a validly signed head refused: %v", err)
-	}
+	b.locked(func() {
+		if err := b.commitLocal(ctx, []txOp{{collection: auditHeadsCollection, key: key, value: held.Marshal()}}); err != nil {
+			t.Fatal(err)
+		}
+		fork := audit.SignedHead{Key: a.PublicKey(), Head: audit.Head{Seq: 20, Hash: audit.Hash{3}}, Prev: audit.Head{Seq: 10, Hash: audit.Hash{2}}, At: time.Now()}
+		fork.Sign(a.ident.Sign)
+		rec := core.Record{Collection: auditHeadsCollection, Key: key, Value: fork.Marshal(), Origin: self}
+		if err := b.checkOps(ctx, self, []core.Record{rec}); err != nil {
+			t.Fatalf("a validly signed head refused: %v", err)
+		}
+	})
 	if got := b.anchor.detected.Load(); got != 1 {
 		t.Fatalf("detections = %d, want 1", got)
 	}

@@ -20,9 +20,9 @@ func waitEpoch(t *testing.T, holder *Node, dev core.DeviceID, epoch, seq uint64)
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		holder.writeMu.Lock()
-		h, ok := holder.heldHead(context.Background(), dev)
-		holder.writeMu.Unlock()
+		var h audit.SignedHead
+		var ok bool
+		holder.locked(func() { h, ok = holder.heldHead(context.Background(), dev) })
 		if ok && h.Epoch >= epoch && h.Head.Seq >= seq {
 			return h
 		}
@@ -111,9 +111,8 @@ func TestRestoreStartsNewAuditEpoch(t *testing.T) {
 	if err := a.Backup(ctx, &backup); err != nil {
 		t.Fatal(err)
 	}
-	a.writeMu.Lock()
-	atBackup, _ := a.heldHead(ctx, a.DeviceID())
-	a.writeMu.Unlock()
+	var atBackup audit.SignedHead
+	a.locked(func() { atBackup, _ = a.heldHead(ctx, a.DeviceID()) })
 	appendEntries(t, a, b.DeviceID(), 2*headEvery)
 	lost := waitHeld(t, b, a.DeviceID(), atBackup.Head.Seq+headEvery)
 

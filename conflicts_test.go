@@ -146,7 +146,7 @@ func TestReembedHook(t *testing.T) {
 	ctx := context.Background()
 	var calls atomic.Int64
 	m := federationtest.NewMesh(t, 2, federationtest.Options{Seed: 11, Config: func(i int, c *federation.Config) {
-		c.Reembed = func(ctx context.Context, coll, key string, value []byte) ([]float32, error) {
+		c.Reembed = func(ctx context.Context, coll, key string, stale conflict.Embedding) ([]float32, error) {
 			calls.Add(1)
 			return []float32{0.25, 0.5, 0.75}, nil
 		}

@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"slices"
 	"sync"
-	"sync/atomic"
 
 	"github.com/devicemesh/federation/audit"
-	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/registry"
 	"github.com/devicemesh/federation/store/libsqlstore"
 )
@@ -35,37 +33,19 @@ type Node struct {
 	// tables keeps the device registry and the audit log (nil: memory).
 	tables core.SQLStore
 
-	// writeMu serialises local writes: sequence numbers and causal contexts
-	// are assigned under it, and Update holds it for the whole transaction.
-	writeMu  sync.Mutex
-	activeTx atomic.Pointer[Tx] // the transaction whose function is running (see lockWrite)
-	// replica is the incarnation this open writes under (replica.go): zero
-	// until the first write that syncs mints one, or the device id for the
-	// open that created the identity. seq is the last sequence number used
-	// under it; announce is the pending announcement of a minted replica.
-	replica  core.DeviceID
-	seq      uint64
-	announce []byte
-	// ahead is the latest timestamp this node holds that its clock did not
-	// follow (a peer's, beyond the drift bound): while the clock reads at or
-	// below it, a local write may supersede a version stamped later than
-	// the write's own reading (see stampAfter). Under writeMu; persisted.
-	ahead    core.Timestamp
-	replicas replicaMap // replica id -> device, for events and audit
+	// rep is the commit pipeline: every write goes through it, and it alone
+	// holds the write lock (internal/replica).
+	rep *replica.Replica
 
-	events  *hub
-	trees   trees     // Merkle trees of the collections that sync
-	queue   queue     // manual conflicts waiting for the host (under writeMu)
-	changed *notifier // woken after every commit
+	events *hub
 
 	sessMu   sync.Mutex
 	sessions map[*peerSession]struct{}
 
 	trust       *trust             // who may hold a session (device registry)
 	audit       *audit.Log         // tamper-evident log of every sync operation
-	reembed     chan reembedJob    // stale vectors waiting for Config.Reembed
 	stopReembed context.CancelFunc // stops the re-embed loop
-	reg         *registry.State    // replicated device registry (nil: no mesh yet); under writeMu
+	reg         *registry.State    // replicated device registry (nil: no mesh yet); under the write lock
 	pendingOps  []registry.Op      // operations held until the mesh's genesis arrives
 	pairMu      sync.Mutex
 	invites     invitations // open pairing invitations
@@ -128,66 +108,23 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := saveDeviceInfo(ctx, st, cfg.Device); err != nil {
+	if err := replica.SaveDeviceInfo(ctx, st, cfg.Device); err != nil {
 		return nil, err
 	}
-	vv, err := st.VersionVector(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("load version vector: %w", err)
-	}
 	n := &Node{
-		cfg:     cfg,
-		log:     cfg.Logger.With("device", ident.DeviceID().Short()),
-		store:   st,
-		ident:   ident,
-		hlc:     core.NewHLC(cfg.Clock, cfg.MaxClockDrift),
-		events:  newHub(cfg.Events.Buffer),
-		changed: newNotifier(),
+		cfg:    cfg,
+		log:    cfg.Logger.With("device", ident.DeviceID().Short()),
+		store:  st,
+		ident:  ident,
+		hlc:    core.NewHLC(cfg.Clock, cfg.MaxClockDrift),
+		events: newHub(cfg.Events.Buffer),
 
 		sessions: map[*peerSession]struct{}{},
 		closed:   make(chan struct{}),
 	}
 	n.backup, _ = core.StoreAs[core.BackupStore](st)
 	n.tables = tablesOf(st, n.log)
-	if created && vv[ident.DeviceID()] == 0 {
-		// The identity was born in this open, so no other copy of this
-		// store can exist yet: the first incarnation is the device itself.
-		// Every later open mints a replica at its first write (replica.go).
-		n.replica = ident.DeviceID()
-		n.replicas.setCurrent(n.replica)
-	}
-	// Never reuse a timestamp this device already issued, even if the clock
-	// went backwards while the node was down: observe the last write of the
-	// first incarnation and of the latest one minted.
-	own := []core.DeviceID{ident.DeviceID()}
-	if r, ok := lastReplica(ctx, st); ok {
-		own = append(own, r)
-	}
-	for _, r := range own {
-		if vv[r] == 0 {
-			continue
-		}
-		err := st.Changes(ctx, r, vv[r]-1, 1, func(c core.Change) error {
-			n.hlc.Observe(c.Timestamp)
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("load clock: %w", err)
-		}
-	}
-	if ts, err := loadClock(ctx, st); err == nil {
-		n.hlc.Observe(ts)
-	}
-	if ts, err := loadAhead(ctx, st); err == nil {
-		n.ahead = ts
-	}
-	if err := n.loadTrees(ctx); err != nil {
-		return nil, err
-	}
-	if err := n.loadQueue(ctx); err != nil {
-		return nil, err
-	}
-	if err := n.loadReplicas(ctx); err != nil {
+	if n.rep, err = n.newReplica(ctx, created); err != nil {
 		return nil, err
 	}
 	if n.trust, err = newTrust(ctx, n.tables); err != nil {
@@ -199,15 +136,17 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 	if err := n.loadRegistry(ctx); err != nil {
 		return nil, err
 	}
+	n.rep.Observe(registryHook{n})
 	n.startAnchor(ctx)
 	if cfg.Reembed != nil {
-		n.reembed = make(chan reembedJob, reembedQueue)
+		re := replica.NewReembedder(n.rep, cfg.Reembed)
+		n.rep.Observe(re)
 		loopCtx, stop := context.WithCancel(context.Background())
 		n.stopReembed = stop
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
-			n.reembedLoop(loopCtx)
+			re.Run(loopCtx)
 		}()
 	}
 	n.log.Info("node ready", "name", cfg.Device.Name)
@@ -284,7 +223,7 @@ func (n *Node) Scan(ctx context.Context, collection string, r KeyRange, fn func(
 // waiting for itself; so does such a call made with tx.Context() (or a
 // context derived from it) from any goroutine while fn runs. Calls from
 // other goroutines with other contexts wait for fn, as any concurrent
-// writer does. See lockWrite for the exact rule.
+// writer does. See lockWrite in internal/replica for the exact rule.
 func (n *Node) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := n.alive(); err != nil {
 		return err
@@ -292,163 +231,14 @@ func (n *Node) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := n.lockWrite(ctx, "update"); err != nil {
-		return err
-	}
-	defer n.writeMu.Unlock()
-	tx := &Tx{node: n, index: map[txKey]int{}}
-	tx.ctx = context.WithValue(ctx, txCtxKey{}, tx)
-	n.activeTx.Store(tx)
-	err := func() error {
-		defer n.activeTx.Store(nil)
-		return callTxFn(fn, tx)
-	}()
-	tx.done = true
-	if err != nil {
-		return err
-	}
-	return n.commitLocal(ctx, tx.ops)
-}
-
-// commitLocal stamps and commits one local transaction. Called with writeMu.
-func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
-	if len(ops) == 0 {
-		return nil
-	}
-	ts, err := n.hlc.Now()
-	if err != nil {
-		return err
-	}
-	vv, err := n.store.VersionVector(ctx)
-	if err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	synced := 0
-	for _, op := range ops {
-		if n.cfg.policy(op.collection).Syncs() {
-			synced++
-		}
-	}
-	if synced > 0 && n.replica.IsZero() {
-		if err := n.mintReplica(ctx); err != nil {
-			return err
-		}
-	}
-	if a := n.announceOp(); a != nil && synced > 0 {
-		// A new incarnation announces itself in its first transaction, so
-		// that every device that gets its writes can name their device.
-		ops = append(ops[:len(ops):len(ops)], *a)
-		synced++
-	}
-	stamps, err := n.stampAfter(ctx, ops, ts)
-	if err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	self, dev := n.replica, n.DeviceID()
-	if ops, err = n.prepareOps(ctx, ops, ts, dev); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	first := n.seq + 1
-	b := core.Batch{Records: make([]core.Record, len(ops))}
-	seq := n.seq
-	for i, op := range ops {
-		rec := core.Record{
-			Collection: op.collection,
-			Key:        op.key,
-			Value:      op.value,
-			Deleted:    op.deleted,
-			Timestamp:  ts,
-			Origin:     dev,
-		}
-		if stamps != nil && stamps[i] != 0 {
-			rec.Timestamp = stamps[i]
-		}
-		if n.cfg.policy(op.collection).Syncs() {
-			rec.Origin = self
-			// A local write causally follows everything this device holds,
-			// so its context is the node's version vector plus its own dot.
-			seq++
-			rec.Seq = seq
-			rec.Context = vv.Clone()
-			rec.Context[self] = seq
-			b.Changes = append(b.Changes, core.Change{Record: rec, TxnFirst: first, TxnLen: uint32(synced)})
-		}
-		// Local-only collections never leave the device: their writes take
-		// no sequence number and no changelog entry.
-		b.Records[i] = rec
-	}
-	qEvents, settle := n.settleQueue(&b, ts)
-	err = n.commitStore(ctx, b)
-	if err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	settle()
-	n.seq = seq
-	if seq > 0 {
-		n.announce = nil // announced (or the first incarnation: nothing to)
-	}
-	n.afterCommit(b.Records)
-	for _, r := range b.Records {
-		if !internal(r.Collection) {
-			n.events.publish(Event{Kind: EventChange, Collection: r.Collection, Key: r.Key, Deleted: r.Deleted, Origin: dev, Local: true, Timestamp: r.Timestamp})
-		}
-	}
-	for _, e := range qEvents {
-		n.events.publish(e)
-	}
-	return nil
-}
-
-// prepareOps completes the writes of collections whose resolver needs it
-// (see the conflict package, Deletions in join collections): the deletion
-// of a live record of a conflict.Remover (union, chronological log,
-// profile, embeddings) is written as its value with everything it holds removed,
-// since a tombstone there is the merge's empty state, which cannot remove
-// what the deleting device saw while keeping what it did not whatever the
-// delivery order; a write to a conflict.Preparer (embeddings) is stamped
-// against the current value. A value the resolver cannot decode is written
-// as given (merges of it fall back to last-writer-wins). ops is not
-// modified. Called with writeMu.
-func (n *Node) prepareOps(ctx context.Context, ops []txOp, ts core.Timestamp, dev core.DeviceID) ([]txOp, error) {
-	out, cloned := ops, false
-	for i, op := range ops {
-		if !n.cfg.policy(op.collection).Syncs() {
-			continue
-		}
-		r := n.resolver(op.collection)
-		rm, removes := conflict.RemoverFor(r, op.collection)
-		pr, prepares := conflict.PreparerFor(r, op.collection)
-		if (op.deleted && !removes) || (!op.deleted && !prepares) {
-			continue
-		}
-		var current []byte
-		cur, err := n.store.Get(ctx, op.collection, op.key)
-		switch {
-		case errors.Is(err, core.ErrNotFound):
-		case err != nil:
+	return n.rep.Update(ctx, "update", func(tctx context.Context) ([]replica.Op, error) {
+		tx := &Tx{ctx: tctx, node: n, index: map[txKey]int{}}
+		defer func() { tx.done = true }()
+		if err := fn(tx); err != nil {
 			return nil, err
-		case !cur.Deleted:
-			current = cur.Value
 		}
-		var v []byte
-		if op.deleted {
-			if current == nil {
-				continue // nothing to remove: a tombstone
-			}
-			v, err = rm.Remove(current, ts, dev)
-		} else {
-			v, err = pr.Prepare(current, op.value, ts, dev)
-		}
-		if err != nil {
-			n.log.Debug("write left as given", "collection", op.collection, "err", err)
-			continue
-		}
-		if !cloned {
-			out, cloned = slices.Clone(ops), true
-		}
-		out[i] = txOp{collection: op.collection, key: op.key, value: v}
-	}
-	return out, nil
+		return toOps(tx.ops), nil
+	})
 }
 
 // Stats is a snapshot of a node's counters.
@@ -478,21 +268,23 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 	if err := n.alive(); err != nil {
 		return Stats{}, err
 	}
-	if err := n.lockWrite(ctx, "stats"); err != nil {
+	var ss StoreStats
+	var vv core.VersionVector
+	err := n.rep.Exclusive(ctx, "stats", func() (err error) {
+		if ss, err = n.store.Stats(ctx); err != nil {
+			return fmt.Errorf("stats: %w", err)
+		}
+		if vv, err = n.store.VersionVector(ctx); err != nil {
+			return fmt.Errorf("stats: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
 		return Stats{}, err
-	}
-	defer n.writeMu.Unlock()
-	ss, err := n.store.Stats(ctx)
-	if err != nil {
-		return Stats{}, fmt.Errorf("stats: %w", err)
-	}
-	vv, err := n.store.VersionVector(ctx)
-	if err != nil {
-		return Stats{}, fmt.Errorf("stats: %w", err)
 	}
 	subs, dropped := n.events.counts()
 	return Stats{Device: n.DeviceID(), Store: ss, VersionVector: vv, Subscribers: subs, EventsDropped: dropped,
-		ClockDrift: n.health.clockDrift.Load(), RepairsUnsettled: n.health.repairsUnsettled.Load(),
+		ClockDrift: n.rep.ClockDrift(), RepairsUnsettled: n.health.repairsUnsettled.Load(),
 		AuditTampered: n.anchor.detected.Load()}, nil
 }
 
@@ -502,7 +294,7 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 // closes nothing and returns an error wrapping ErrReentrantWrite (it would
 // wait for that callback forever).
 func (n *Node) Close() error {
-	if n.activeTx.Load() != nil && inUpdateCallback() {
+	if n.rep.InUpdate() {
 		return fmt.Errorf("close: %w", ErrReentrantWrite)
 	}
 	n.closeOnce.Do(func() {
@@ -522,19 +314,21 @@ func (n *Node) Close() error {
 		}
 		n.netMu.Unlock()
 		n.wg.Wait()
-		n.writeMu.Lock() // let an in-flight Update finish
-		defer n.writeMu.Unlock()
-		n.anchorLocked(context.Background(), true) // sign the audit head
-		if err := saveClock(context.Background(), n.store, n.hlc.Last()); err != nil {
-			errs = append(errs, err)
-		}
-		n.events.close()
-		if err := n.store.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close store: %w", err))
-		}
-		if err := n.dir.release(); err != nil {
-			errs = append(errs, err)
-		}
+		// Under the write lock: let an in-flight Update finish.
+		_ = n.rep.Exclusive(context.Background(), "", func() error {
+			n.anchorLocked(context.Background(), true) // sign the audit head
+			if err := replica.SaveClock(context.Background(), n.store, n.hlc.Last()); err != nil {
+				errs = append(errs, err)
+			}
+			n.events.close()
+			if err := n.store.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close store: %w", err))
+			}
+			if err := n.dir.release(); err != nil {
+				errs = append(errs, err)
+			}
+			return nil
+		})
 		n.closeErr = errors.Join(errs...)
 	})
 	return n.closeErr

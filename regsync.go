@@ -52,14 +52,15 @@ func (n *Node) loadRegistry(ctx context.Context) error {
 }
 
 // foldOps applies operations to the registry state (founding it from a
-// genesis among them if there is none yet), writes the resulting devices to
-// the registry table and cuts off revoked devices. With audited, each
+// genesis among them if there is none yet) and writes the resulting devices
+// to the registry table. With audited, each
 // operation that enters the registry state (made here or received from a
-// peer, the genesis included) is appended to the audit log. Called with the
-// write lock held, or before the node runs.
-func (n *Node) foldOps(ctx context.Context, ops []registry.Op, audited bool) {
+// peer, the genesis included) is appended to the audit log. It returns the
+// revoked devices to cut off, which the caller does once the write lock is
+// released. Called with the write lock held, or before the node runs.
+func (n *Node) foldOps(ctx context.Context, ops []registry.Op, audited bool) (revoked []core.DeviceID) {
 	if len(ops) == 0 {
-		return
+		return nil
 	}
 	var fresh []registry.Op // not in the state before this call
 	if n.reg == nil {
@@ -72,7 +73,7 @@ func (n *Node) foldOps(ctx context.Context, ops []registry.Op, audited bool) {
 		}
 		if n.reg == nil {
 			n.pendingOps = append(n.pendingOps, ops...)
-			return
+			return nil
 		}
 		ops = append(n.pendingOps, ops...)
 		n.pendingOps = nil
@@ -99,30 +100,27 @@ func (n *Node) foldOps(ctx context.Context, ops []registry.Op, audited bool) {
 		}
 	}
 	if added == 0 {
-		return
+		return nil
 	}
 	if err := registry.Save(ctx, n.trust.devices, n.reg); err != nil {
 		n.log.Warn("save registry", "err", err)
 	}
 	for _, d := range n.reg.Devices() {
 		if d.Trust == registry.TrustRevoked && d.ID != n.DeviceID() {
-			n.cutOff(d.ID)
+			revoked = append(revoked, d.ID)
 		}
 	}
+	return revoked
 }
 
 // checkOps is the ingress check for internal records arriving from a peer
-// (from is their origin). Replica announcements must prove their ids
-// (replica.go), and are learned. Each registry record must hold a
-// well-formed operation, keyed by its hash, whose signature verifies.
-// Operations whose author is not (yet) allowed are kept: registry.State
-// decides their effect. Audit heads are checked by checkHeads
-// (auditheads.go).
+// (from is their origin), run by the commit pipeline once it checked and
+// learned the replica announcements among them (internal/replica). Each
+// registry record must hold a well-formed operation, keyed by its hash,
+// whose signature verifies. Operations whose author is not (yet) allowed
+// are kept: registry.State decides their effect. Audit heads are checked
+// by checkHeads (auditheads.go).
 func (n *Node) checkOps(ctx context.Context, from core.DeviceID, recs []core.Record) error {
-	if err := n.learnReplicas(recs); err != nil {
-		n.record(ctx, audit.Refusal(n.OriginDevice(from), "forged-replica"))
-		return err
-	}
 	for _, r := range recs {
 		if r.Collection != registryCollection || r.Deleted {
 			continue
@@ -187,11 +185,10 @@ func (n *Node) ensureMesh(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	if err := n.lockWrite(ctx, "found mesh"); err != nil {
+	var need bool
+	if err := n.rep.Exclusive(ctx, "found mesh", func() error { need = n.reg != nil && n.reg.Generation() == 0; return nil }); err != nil {
 		return err
 	}
-	need := n.reg != nil && n.reg.Generation() == 0
-	n.writeMu.Unlock()
 	if !need {
 		return nil
 	}
@@ -212,14 +209,15 @@ func (n *Node) rotateSecret(ctx context.Context) error {
 // its revocation. It fails with core.ErrUnauthorized-wrapped errors when
 // this device holds no generation.
 func (n *Node) MeshSecret() (registry.Secret, error) {
-	if err := n.lockWrite(context.Background(), "mesh secret"); err != nil {
-		return registry.Secret{}, err
-	}
-	defer n.writeMu.Unlock()
-	if n.reg == nil {
-		return registry.Secret{}, fmt.Errorf("mesh secret: %w", registry.ErrNoSecret)
-	}
-	return n.reg.OpenSecret(n.ident)
+	var s registry.Secret
+	err := n.rep.Exclusive(context.Background(), "mesh secret", func() (err error) {
+		if n.reg == nil {
+			return fmt.Errorf("mesh secret: %w", registry.ErrNoSecret)
+		}
+		s, err = n.reg.OpenSecret(n.ident)
+		return err
+	})
+	return s, err
 }
 
 // addToMesh records, as a signed operation, that a paired device joined.

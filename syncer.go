@@ -7,6 +7,7 @@ import (
 
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/internal/syncer"
 	"github.com/devicemesh/federation/internal/wire"
 	"github.com/devicemesh/federation/merkle"
@@ -160,7 +161,7 @@ func (r syncerReplica) Changes(ctx context.Context, origin core.DeviceID, after 
 	return r.n.store.Changes(ctx, origin, after, limit, fn)
 }
 
-func (r syncerReplica) Changed() <-chan struct{} { return r.n.changed.wait() }
+func (r syncerReplica) Changed() <-chan struct{} { return r.n.rep.Changed() }
 
 func (r syncerReplica) OriginDevice(origin core.DeviceID) core.DeviceID {
 	return r.n.OriginDevice(origin)
@@ -176,11 +177,11 @@ func (r syncerReplica) ApplyRemote(ctx context.Context, txns [][]core.Change) (s
 }
 
 func (r syncerReplica) ApplyRecords(ctx context.Context, recs []core.Change) error {
-	return r.n.applyRecords(ctx, recs)
+	return r.n.rep.ApplyRecords(ctx, recs)
 }
 
 func (r syncerReplica) Advance(ctx context.Context, vv core.VersionVector) error {
-	return r.n.advance(ctx, vv)
+	return r.n.rep.Advance(ctx, vv)
 }
 
 func (r syncerReplica) Roots() map[string][32]byte {
@@ -201,13 +202,11 @@ func (r syncerReplica) Snapshot(ctx context.Context) (core.VersionVector, map[st
 // change whose record the trees do not show yet; the peer would then raise
 // its version vector past a record it never received.)
 func (r syncerReplica) RepairBase(ctx context.Context) (core.VersionVector, error) {
-	r.n.writeMu.Lock()
-	defer r.n.writeMu.Unlock()
-	return r.n.store.VersionVector(ctx)
+	return r.n.rep.VersionVector(ctx)
 }
 
 func (r syncerReplica) Reconciler(coll string, cfg merkle.Config) syncer.Reconciler {
-	return &treeReconciler{n: r.n, tree: r.n.treeFor(coll), cfg: cfg}
+	return &treeReconciler{rep: r.n.rep, coll: coll, cfg: cfg}
 }
 
 func (r syncerReplica) AnswerMerkle(coll string, req *merkle.Request) ([]byte, error) {
@@ -226,29 +225,30 @@ func (r syncerReplica) Get(ctx context.Context, coll, key string) (core.Record, 
 	return r.n.store.Get(ctx, coll, key)
 }
 
-// treeReconciler runs a merkle.Reconciler over a tree of the node's,
-// under the trees' lock.
+// treeReconciler runs a merkle.Reconciler over a collection's tree,
+// under the trees' lock: the replica holds the tree across rounds
+// (HoldTree), and later commits fold into it.
 type treeReconciler struct {
-	n    *Node
-	tree *merkle.Tree
+	rep  *replica.Replica
+	coll string
 	cfg  merkle.Config
 	rec  *merkle.Reconciler
 }
 
-func (t *treeReconciler) lock() func() {
-	t.n.trees.mu.Lock()
-	return t.n.trees.mu.Unlock
-}
-
 func (t *treeReconciler) Start() *merkle.Request {
-	defer t.lock()()
-	t.rec = merkle.NewReconciler(t.tree, t.cfg)
-	return t.rec.Start()
+	var req *merkle.Request
+	t.rep.HoldTree(t.coll, func(tree *merkle.Tree) {
+		t.rec = merkle.NewReconciler(tree, t.cfg)
+		req = t.rec.Start()
+	})
+	return req
 }
 
 func (t *treeReconciler) Next(resp *merkle.Response) (*merkle.Request, error) {
-	defer t.lock()()
-	return t.rec.Next(resp)
+	var req *merkle.Request
+	var err error
+	t.rep.WithTrees(func() { req, err = t.rec.Next(resp) })
+	return req, err
 }
 
 func (t *treeReconciler) Diff() merkle.Diff { return t.rec.Diff() }

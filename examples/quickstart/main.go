@@ -82,7 +82,7 @@ func run(ctx context.Context) error {
 			},
 			// Stale embeddings (divergent content merged) are re-embedded
 			// by the host's model; here, a stand-in that returns a vector.
-			Reembed: func(ctx context.Context, coll, key string, value []byte) ([]float32, error) {
+			Reembed: func(ctx context.Context, coll, key string, stale conflict.Embedding) ([]float32, error) {
 				return []float32{0.1, 0.2, 0.3}, nil
 			},
 		})

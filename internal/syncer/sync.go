@@ -13,6 +13,7 @@ import (
 
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/internal/wire"
 )
 
@@ -69,7 +70,7 @@ type Session struct {
 	peerAcked core.VersionVector // the peer's last Ack
 	caughtUp  core.VersionVector // the peer's last CaughtUp
 	hello     chan struct{}      // closed when the peer's SyncHello arrived
-	update    *notifier          // woken when caughtUp or peerAcked change
+	update    *replica.Notifier  // woken when caughtUp or peerAcked change
 	repairIn  chan wire.Frame    // replies to our repair, from receive to send
 	helloVV   core.VersionVector // what the peer held when the session began
 	// startVV is what this device held when the session began: of the
@@ -163,7 +164,7 @@ func New(cfg Config, sess core.Session, links Links) *Session {
 		routed:    make(chan struct{}),
 		open:      map[core.DeviceID]openTxn{},
 		stalls:    map[core.DeviceID]stall{},
-		update:    newNotifier(),
+		update:    replica.NewNotifier(),
 		repairIn:  make(chan wire.Frame, 1),
 		repairReq: make(chan struct{}, 1),
 		kick:      make(chan struct{}, 1),

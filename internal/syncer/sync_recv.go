@@ -98,7 +98,7 @@ func (ps *Session) receive(ctx context.Context, in core.Stream) error {
 			}
 			ps.peerHas.Merge(vv)
 			ps.mu.Unlock()
-			ps.update.notify()
+			ps.update.Notify()
 			ps.poke() // a sender waiting for the peer to hold more may go on
 		default:
 			handled, err := ps.handleRepair(ctx, f)

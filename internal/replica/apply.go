@@ -1,4 +1,4 @@
-package federation
+package replica
 
 import (
 	"context"
@@ -17,13 +17,13 @@ var ErrGap = errors.New("changes leave a gap")
 // ErrCausality reports a change that arrived before a change it depends on.
 var ErrCausality = errors.New("change arrived before its causal dependencies")
 
-// remoteTxn is one complete transaction received from a peer.
-type remoteTxn []core.Change
+// Txn is one complete transaction received from a peer.
+type Txn []core.Change
 
-// validate checks a transaction's shape: one origin, consecutive sequence
+// Validate checks a transaction's shape: one origin, consecutive sequence
 // numbers matching its TxnFirst/TxnLen, valid keys, and a causal context
 // that contains the change's own dot.
-func (t remoteTxn) validate() error {
+func (t Txn) Validate() error {
 	if len(t) == 0 {
 		return fmt.Errorf("%w: empty transaction", core.ErrProtocol)
 	}
@@ -51,28 +51,28 @@ func (t remoteTxn) validate() error {
 	return nil
 }
 
-// applyResult summarises one applyRemote call.
-type applyResult struct {
-	txns, changes, skipped int
-	conflicts              int
+// ApplyResult summarises one ApplyRemote call.
+type ApplyResult struct {
+	Txns, Changes, Skipped int
+	Conflicts              int
 }
 
-// applyRemote applies complete remote transactions in order, atomically as a
+// ApplyRemote applies complete remote transactions in order, atomically as a
 // whole (one store commit): every transaction is either entirely visible or
 // not at all. Transactions already held are skipped, so duplicated or
 // replayed deliveries change nothing. Timestamps far ahead of the local
 // clock do not refuse a transaction from a trusted peer: the clock follows
 // them only up to Config.MaxClockDrift, and the host is told (see
 // observeRemote).
-func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, error) {
-	var res applyResult
+func (n *Replica) ApplyRemote(ctx context.Context, txns []Txn) (ApplyResult, error) {
+	var res ApplyResult
 	for _, t := range txns {
-		if err := t.validate(); err != nil {
+		if err := t.Validate(); err != nil {
 			return res, err
 		}
 	}
 	n.writeMu.Lock()
-	defer n.writeMu.Unlock()
+	defer n.unlock()
 	if err := n.alive(); err != nil {
 		return res, err
 	}
@@ -81,14 +81,14 @@ func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, 
 		return res, fmt.Errorf("apply: %w", err)
 	}
 	next := vv.Clone()
-	var fresh []remoteTxn
+	var fresh []Txn
 	var maxTS core.Timestamp
 	var maxOrigin core.DeviceID
 	for _, t := range txns {
 		origin, first, last := t[0].Origin, t[0].TxnFirst, t[len(t)-1].Seq
 		switch have := next[origin]; {
 		case last <= have:
-			res.skipped += len(t)
+			res.Skipped += len(t)
 			continue
 		case first != have+1:
 			return res, fmt.Errorf("apply %s: %w: transaction starts at %d, have up to %d", origin.Short(), ErrGap, first, have)
@@ -119,31 +119,31 @@ func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, 
 		for i := range t {
 			recs[i] = t[i].Record
 		}
-		if err := n.checkOps(ctx, t[0].Origin, recs); err != nil {
+		if err := n.check(ctx, t[0].Origin, recs); err != nil {
 			return res, err
 		}
 	}
-	b, events, conflicts, err := n.mergeRemote(ctx, fresh)
+	var changes []core.Change
+	for _, t := range fresh {
+		changes = append(changes, t...)
+	}
+	b, events, conflicts, err := n.mergeChanges(ctx, changes, true)
 	if err != nil {
 		return res, err
 	}
-	qEvents, settle := n.settleQueue(&b, maxTS)
-	err = n.commitStore(ctx, b)
-	if err != nil {
+	if err := n.commit(ctx, SourceRemote, b, events, maxTS); err != nil {
 		return res, fmt.Errorf("apply: %w", err)
 	}
-	settle()
-	n.afterCommit(b.Records)
-	for _, e := range append(events, qEvents...) {
-		n.events.publish(e)
-	}
-	res.txns, res.changes, res.conflicts = len(fresh), len(b.Changes), conflicts
+	res.Txns, res.Changes, res.Conflicts = len(fresh), len(b.Changes), conflicts
 	return res, nil
 }
 
-// mergeRemote decides, for every change, the record version that results
-// from merging it into the current state, and builds the batch to commit.
-func (n *Node) mergeRemote(ctx context.Context, txns []remoteTxn) (core.Batch, []Event, int, error) {
+// mergeChanges decides, for every change, the record version that results
+// from merging it into the current state, and builds the batch to commit:
+// a peer's transactions (logged: the changes enter the changelog too) or a
+// repair's record versions (not logged). Both read the current versions in
+// bulk and let later changes of one call see earlier ones.
+func (n *Replica) mergeChanges(ctx context.Context, changes []core.Change, logged bool) (core.Batch, []Event, int, error) {
 	var b core.Batch
 	var events []Event
 	conflicts := 0
@@ -151,38 +151,38 @@ func (n *Node) mergeRemote(ctx context.Context, txns []remoteTxn) (core.Batch, [
 	pending := map[txKey]int{}
 	// The stored versions of the whole batch, read in bulk when the store
 	// can (one query per few hundred keys instead of one per change).
-	stored, err := n.fetchCurrent(ctx, txns)
+	stored, err := n.fetchCurrent(ctx, changes)
 	if err != nil {
 		return b, nil, 0, err
 	}
-	for _, t := range txns {
-		for _, c := range t {
+	for _, c := range changes {
+		if logged {
 			b.Changes = append(b.Changes, c)
-			k := txKey{c.Collection, c.Key}
-			var cur *core.Record
-			if i, ok := pending[k]; ok {
-				cur = &b.Records[i]
-			} else if cur, err = n.current(ctx, stored, c.Collection, c.Key); err != nil {
-				return b, nil, 0, err
-			}
-			out, changed, conflicted, err := n.merge(ctx, cur, c.Record)
-			if err != nil {
-				return b, nil, 0, err
-			}
-			if conflicted {
-				conflicts++
-			}
-			if !changed {
-				continue
-			}
-			if i, ok := pending[k]; ok {
-				b.Records[i] = out
-			} else {
-				pending[k] = len(b.Records)
-				b.Records = append(b.Records, out)
-			}
-			events = append(events, Event{Kind: EventChange, Collection: out.Collection, Key: out.Key, Deleted: out.Deleted, Origin: n.OriginDevice(c.Origin), Timestamp: out.Timestamp})
 		}
+		k := txKey{c.Collection, c.Key}
+		var cur *core.Record
+		if i, ok := pending[k]; ok {
+			cur = &b.Records[i]
+		} else if cur, err = n.current(ctx, stored, c.Collection, c.Key); err != nil {
+			return b, nil, 0, err
+		}
+		out, changed, conflicted, err := n.merge(ctx, cur, c.Record)
+		if err != nil {
+			return b, nil, 0, err
+		}
+		if conflicted {
+			conflicts++
+		}
+		if !changed {
+			continue
+		}
+		if i, ok := pending[k]; ok {
+			b.Records[i] = out
+		} else {
+			pending[k] = len(b.Records)
+			b.Records = append(b.Records, out)
+		}
+		events = append(events, Event{Kind: EventChange, Collection: out.Collection, Key: out.Key, Deleted: out.Deleted, Origin: n.OriginDevice(c.Origin), Timestamp: out.Timestamp})
 	}
 	return b, events, conflicts, nil
 }
@@ -192,7 +192,7 @@ func (n *Node) mergeRemote(ctx context.Context, txns []remoteTxn) (core.Batch, [
 // concurrent ones reach the collection's Resolver. The outcome of a
 // resolution depends only on the two versions, never on which one is local,
 // so every device computes the same record.
-func (n *Node) merge(ctx context.Context, cur *core.Record, rem core.Record) (out core.Record, changed, conflicted bool, err error) {
+func (n *Replica) merge(ctx context.Context, cur *core.Record, rem core.Record) (out core.Record, changed, conflicted bool, err error) {
 	if cur == nil {
 		return rem, true, false, nil
 	}
@@ -250,10 +250,7 @@ func (n *Node) merge(ctx context.Context, cur *core.Record, rem core.Record) (ou
 	return out, true, true, nil
 }
 
-// resolver returns the Resolver of a collection.
-func (n *Node) resolver(collection string) core.Resolver {
-	if r := n.cfg.policy(collection).Resolver; r != nil {
-		return r
-	}
-	return conflict.LWW{}
+// resolver returns the Resolver of a collection (Config.Resolvers).
+func (n *Replica) resolver(collection string) core.Resolver {
+	return n.resolvers.Resolver(collection)
 }

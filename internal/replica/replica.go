@@ -1,4 +1,4 @@
-package federation
+package replica
 
 import (
 	"context"
@@ -48,7 +48,7 @@ import (
 // replica to another device. (Announcements are not signed, like every
 // record: a trusted device could already forge writes under any origin.)
 // Events and audit entries report the device, not the replica
-// (Node.OriginDevice).
+// (Replica.OriginDevice).
 //
 // Cost: every incarnation that writes adds one entry to every version
 // vector: 33-35 bytes in SyncHello and CaughtUp (id and uvarint counter),
@@ -58,7 +58,8 @@ import (
 // Folding retired incarnations away is not implemented; see the README
 // ("Backups and restores") for what it needs.
 const (
-	replicasCollection = internalPrefix + "replicas"
+	// ReplicasCollection holds the incarnation announcements (synced).
+	ReplicasCollection = InternalPrefix + "replicas"
 	metaReplica        = "node.replica" // the latest replica id minted here
 	replicaDomain      = "federation/replica/v1"
 	replicaNonceLen    = 16
@@ -83,7 +84,7 @@ func replicaID(device core.DeviceID, nonce []byte) core.DeviceID {
 type replicaMap struct {
 	mu      sync.RWMutex
 	m       map[core.DeviceID]core.DeviceID
-	current core.DeviceID // the node's own current replica (Node.Replica)
+	current core.DeviceID // the node's own current replica (Replica.Current)
 }
 
 func (rm *replicaMap) add(replica, device core.DeviceID) {
@@ -102,11 +103,11 @@ func (rm *replicaMap) get(replica core.DeviceID) (core.DeviceID, bool) {
 	return d, ok
 }
 
-// Replica returns the incarnation this node writes under: the device id in
+// Current returns the incarnation this node writes under: the device id in
 // the open that created the device, else a replica minted at the first
 // write since the node opened (zero until then). Version vectors, as in
 // Stats, count this node's writes under it.
-func (n *Node) Replica() DeviceID {
+func (n *Replica) Current() core.DeviceID {
 	n.replicas.mu.RLock()
 	defer n.replicas.mu.RUnlock()
 	return n.replicas.current
@@ -122,7 +123,7 @@ func (rm *replicaMap) setCurrent(id core.DeviceID) {
 // Record.Origin or a version vector key: a replica id). An origin that is
 // a device's first incarnation, or that this node has not learned, is
 // returned unchanged.
-func (n *Node) OriginDevice(origin DeviceID) DeviceID {
+func (n *Replica) OriginDevice(origin core.DeviceID) core.DeviceID {
 	if d, ok := n.replicas.get(origin); ok {
 		return d
 	}
@@ -147,9 +148,9 @@ func decodeReplica(r core.Record) (replica, device core.DeviceID, err error) {
 // or read at start) and learns them; a forged one is a protocol error.
 // Tombstones are let through (never unlearned): folding may delete
 // announcements of retired incarnations one day.
-func (n *Node) learnReplicas(recs []core.Record) error {
+func (n *Replica) learnReplicas(recs []core.Record) error {
 	for _, r := range recs {
-		if r.Collection != replicasCollection || r.Deleted {
+		if r.Collection != ReplicasCollection || r.Deleted {
 			continue
 		}
 		replica, device, err := decodeReplica(r)
@@ -162,9 +163,9 @@ func (n *Node) learnReplicas(recs []core.Record) error {
 }
 
 // loadReplicas learns every announcement the store holds.
-func (n *Node) loadReplicas(ctx context.Context) error {
+func (n *Replica) loadReplicas(ctx context.Context) error {
 	var recs []core.Record
-	err := n.store.Scan(ctx, replicasCollection, core.KeyRange{}, func(r core.Record) error {
+	err := n.store.Scan(ctx, ReplicasCollection, core.KeyRange{}, func(r core.Record) error {
 		recs = append(recs, r)
 		return nil
 	})
@@ -182,7 +183,7 @@ func (n *Node) loadReplicas(ctx context.Context) error {
 // store's metadata before any write uses it (so the next open can find the
 // last timestamp it issued). Called with writeMu, before the first write
 // that syncs.
-func (n *Node) mintReplica(ctx context.Context) error {
+func (n *Replica) mintReplica(ctx context.Context) error {
 	// Always the system's randomness, never Config.Rand: a test that
 	// replays a seeded Rand on a restored copy would otherwise mint the
 	// same replica twice, which is exactly the collision this prevents.
@@ -190,12 +191,12 @@ func (n *Node) mintReplica(ctx context.Context) error {
 	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
 		return fmt.Errorf("mint replica: %w", err)
 	}
-	dev := n.DeviceID()
+	dev := n.dev
 	id := replicaID(dev, nonce)
 	// The clock first: the next open observes only the latest replica's
 	// last write, so the writes of the previous one must be covered by
 	// the saved clock even if this process dies before it closes.
-	if err := saveClock(ctx, n.store, n.hlc.Last()); err != nil {
+	if err := SaveClock(ctx, n.store, n.hlc.Last()); err != nil {
 		return fmt.Errorf("mint replica: %w", err)
 	}
 	if err := n.store.SetMeta(ctx, metaReplica, id[:]); err != nil {
@@ -211,16 +212,16 @@ func (n *Node) mintReplica(ctx context.Context) error {
 
 // announceOp returns the announcement of the current incarnation when the
 // next local transaction is its first (nil otherwise).
-func (n *Node) announceOp() *txOp {
+func (n *Replica) announceOp() *Op {
 	if n.announce == nil || n.seq != 0 {
 		return nil
 	}
-	return &txOp{collection: replicasCollection, key: hex.EncodeToString(n.replica[:]), value: n.announce}
+	return &Op{Collection: ReplicasCollection, Key: hex.EncodeToString(n.replica[:]), Value: n.announce}
 }
 
 // lastReplica returns the replica id minted by the store's latest open
 // that wrote, if any.
-func lastReplica(ctx context.Context, st Store) (core.DeviceID, bool) {
+func lastReplica(ctx context.Context, st core.Store) (core.DeviceID, bool) {
 	b, err := st.Meta(ctx, metaReplica)
 	if err != nil || len(b) != len(core.DeviceID{}) {
 		return core.DeviceID{}, false

@@ -1,4 +1,4 @@
-package federation
+package replica
 
 import (
 	"context"
@@ -25,10 +25,10 @@ type currentVersions struct {
 	fetched bool // false: the store has no GetMany; read with Get
 }
 
-// fetchCurrent reads the current versions of every key txns write, when
+// fetchCurrent reads the current versions of every key changes write, when
 // the store can do so in bulk. Called with writeMu held, so they stay
 // current until the batch is committed.
-func (n *Node) fetchCurrent(ctx context.Context, txns []remoteTxn) (currentVersions, error) {
+func (n *Replica) fetchCurrent(ctx context.Context, changes []core.Change) (currentVersions, error) {
 	bg, ok := n.store.(batchGetter)
 	if !ok {
 		return currentVersions{}, nil
@@ -36,23 +36,21 @@ func (n *Node) fetchCurrent(ctx context.Context, txns []remoteTxn) (currentVersi
 	byColl := map[string][]string{}
 	seen := map[txKey]struct{}{}
 	n.trees.mu.Lock()
-	for _, t := range txns {
-		for _, c := range t {
-			k := txKey{c.Collection, c.Key}
-			if _, dup := seen[k]; dup {
+	for _, c := range changes {
+		k := txKey{c.Collection, c.Key}
+		if _, dup := seen[k]; dup {
+			continue
+		}
+		seen[k] = struct{}{}
+		// The Merkle tree of a synced collection names every key the
+		// store holds (tombstones included), so a key it lacks needs
+		// no query: a first sync reads nothing back.
+		if n.policy(c.Collection).Syncs() {
+			if t := n.trees.m[c.Collection]; t == nil || !t.Contains(c.Key) {
 				continue
 			}
-			seen[k] = struct{}{}
-			// The Merkle tree of a synced collection names every key the
-			// store holds (tombstones included), so a key it lacks needs
-			// no query: a first sync reads nothing back.
-			if n.cfg.policy(c.Collection).Syncs() {
-				if t := n.trees.m[c.Collection]; t == nil || !t.Contains(c.Key) {
-					continue
-				}
-			}
-			byColl[c.Collection] = append(byColl[c.Collection], c.Key)
 		}
+		byColl[c.Collection] = append(byColl[c.Collection], c.Key)
 	}
 	n.trees.mu.Unlock()
 	cv := currentVersions{recs: make(map[txKey]core.Record, len(seen)), fetched: true}
@@ -70,7 +68,7 @@ func (n *Node) fetchCurrent(ctx context.Context, txns []remoteTxn) (currentVersi
 
 // current returns the stored version of (coll, key), or nil when there is
 // none.
-func (n *Node) current(ctx context.Context, cv currentVersions, coll, key string) (*core.Record, error) {
+func (n *Replica) current(ctx context.Context, cv currentVersions, coll, key string) (*core.Record, error) {
 	if cv.fetched {
 		if r, ok := cv.recs[txKey{coll, key}]; ok {
 			return &r, nil

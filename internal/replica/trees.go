@@ -1,4 +1,4 @@
-package federation
+package replica
 
 import (
 	"context"
@@ -10,10 +10,6 @@ import (
 	"github.com/devicemesh/federation/merkle"
 )
 
-// Digest is a Merkle root: equal roots of a collection on two devices prove
-// that they hold identical records in it.
-type Digest = merkle.Digest
-
 // trees holds one Merkle tree per collection that syncs, kept in step with
 // the store on every commit (never rebuilt per sync).
 type trees struct {
@@ -22,14 +18,14 @@ type trees struct {
 }
 
 // loadTrees builds the trees from the store once, at start.
-func (n *Node) loadTrees(ctx context.Context) error {
+func (n *Replica) loadTrees(ctx context.Context) error {
 	colls, err := n.store.Collections(ctx)
 	if err != nil {
 		return fmt.Errorf("load merkle trees: %w", err)
 	}
 	n.trees.m = map[string]*merkle.Tree{}
 	for _, c := range colls {
-		if !n.cfg.policy(c).Syncs() {
+		if !n.policy(c).Syncs() {
 			continue
 		}
 		t := merkle.New()
@@ -54,11 +50,11 @@ type treeUpdate struct {
 // prepareTrees hashes the Merkle updates of records (those of collections
 // that sync). It touches no shared state, so it may run while the store
 // commits the records.
-func (n *Node) prepareTrees(records []core.Record) []treeUpdate {
+func (n *Replica) prepareTrees(records []core.Record) []treeUpdate {
 	out := make([]treeUpdate, 0, len(records))
 	for i := range records {
 		r := &records[i]
-		if n.cfg.policy(r.Collection).Syncs() {
+		if n.policy(r.Collection).Syncs() {
 			out = append(out, treeUpdate{r.Collection, merkle.PrepareRecord(*r)})
 		}
 	}
@@ -67,7 +63,7 @@ func (n *Node) prepareTrees(records []core.Record) []treeUpdate {
 
 // applyTreesLocked folds committed record versions into the trees from
 // their prepared updates. Called with the trees' lock held.
-func (n *Node) applyTreesLocked(prepared []treeUpdate) {
+func (n *Replica) applyTreesLocked(prepared []treeUpdate) {
 	for _, u := range prepared {
 		t := n.trees.m[u.coll]
 		if t == nil {
@@ -78,9 +74,9 @@ func (n *Node) applyTreesLocked(prepared []treeUpdate) {
 	}
 }
 
-// withTree runs fn on a collection's tree (an empty one if the collection
+// WithTree runs fn on a collection's tree (an empty one if the collection
 // has no records here) under the trees' lock.
-func (n *Node) withTree(collection string, fn func(t *merkle.Tree)) {
+func (n *Replica) WithTree(collection string, fn func(t *merkle.Tree)) {
 	n.trees.mu.Lock()
 	defer n.trees.mu.Unlock()
 	t := n.trees.m[collection]
@@ -90,20 +86,47 @@ func (n *Node) withTree(collection string, fn func(t *merkle.Tree)) {
 	fn(t)
 }
 
+// HoldTree runs fn on a collection's tree under the trees' lock, creating
+// an empty one if needed, so that a reconciler can hold the tree across
+// rounds (each later round under WithTrees): later commits fold into that
+// same tree.
+func (n *Replica) HoldTree(collection string, fn func(t *merkle.Tree)) {
+	n.trees.mu.Lock()
+	defer n.trees.mu.Unlock()
+	t := n.trees.m[collection]
+	if t == nil {
+		t = merkle.New()
+		n.trees.m[collection] = t
+	}
+	fn(t)
+}
+
+// WithTrees runs fn under the trees' lock: commits do not change any tree
+// while it runs (for a merkle.Reconciler's next round over a tree from
+// HoldTree).
+func (n *Replica) WithTrees(fn func()) {
+	n.trees.mu.Lock()
+	defer n.trees.mu.Unlock()
+	fn()
+}
+
 // Root returns the Merkle root of a collection's records (tombstones
 // included). Two devices with equal roots hold identical records in it.
-func (n *Node) Root(collection string) Digest {
-	var d Digest
-	n.withTree(collection, func(t *merkle.Tree) { d = t.Root() })
-	return d
+func (n *Replica) Root(collection string) merkle.Digest {
+	n.trees.mu.Lock()
+	defer n.trees.mu.Unlock()
+	if t := n.trees.m[collection]; t != nil {
+		return t.Root()
+	}
+	return merkle.New().Root()
 }
 
 // Roots returns the Merkle root of every collection that syncs and holds
 // records here.
-func (n *Node) Roots() map[string]Digest {
+func (n *Replica) Roots() map[string]merkle.Digest {
 	n.trees.mu.Lock()
 	defer n.trees.mu.Unlock()
-	out := make(map[string]Digest, len(n.trees.m))
+	out := make(map[string]merkle.Digest, len(n.trees.m))
 	for c, t := range n.trees.m {
 		if t.Len() > 0 {
 			out[c] = t.Root()
@@ -112,8 +135,8 @@ func (n *Node) Roots() map[string]Digest {
 	return out
 }
 
-// syncedCollections lists the collections with records here, sorted.
-func (n *Node) syncedCollections() []string {
+// SyncedCollections lists the collections with records here, sorted.
+func (n *Replica) SyncedCollections() []string {
 	n.trees.mu.Lock()
 	defer n.trees.mu.Unlock()
 	out := make([]string, 0, len(n.trees.m))
@@ -126,11 +149,11 @@ func (n *Node) syncedCollections() []string {
 	return out
 }
 
-// snapshot returns the version vector and the roots of the collections
+// Snapshot returns the version vector and the roots of the collections
 // that sync, consistent with each other (read under the write lock).
-func (n *Node) snapshot(ctx context.Context) (core.VersionVector, map[string][32]byte, error) {
+func (n *Replica) Snapshot(ctx context.Context) (core.VersionVector, map[string][32]byte, error) {
 	n.writeMu.Lock()
-	defer n.writeMu.Unlock()
+	defer n.unlock()
 	vv, err := n.store.VersionVector(ctx)
 	if err != nil {
 		return nil, nil, err

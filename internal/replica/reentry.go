@@ -1,4 +1,4 @@
-package federation
+package replica
 
 import (
 	"context"
@@ -17,8 +17,36 @@ import (
 var ErrReentrantWrite = errors.New("write lock taken from inside an Update callback (write through its Tx)")
 
 // txCtxKey marks the context a transaction hands to its function
-// (Tx.Context); its value is the *Tx.
+// (Tx.Context); its value is the *txn.
 type txCtxKey struct{}
+
+// txn is a local transaction whose function runs (see Update).
+type txn struct{ rep *Replica }
+
+// Update runs fn with the write lock held and commits the writes it
+// returns as one local transaction; an error from fn (or a panic) commits
+// nothing. fn gets ctx marked as the transaction's: a call made with it
+// (or a context derived from it) that takes the write lock fails with
+// ErrReentrantWrite instead of waiting for itself. op names the call in
+// that error. Work handed off by observers runs once the lock is released,
+// before Update returns.
+func (n *Replica) Update(ctx context.Context, op string, fn func(ctx context.Context) ([]Op, error)) error {
+	if err := n.lockWrite(ctx, op); err != nil {
+		return err
+	}
+	defer n.unlock()
+	tx := &txn{rep: n}
+	tctx := context.WithValue(ctx, txCtxKey{}, tx)
+	n.activeTx.Store(tx)
+	ops, err := func() ([]Op, error) {
+		defer n.activeTx.Store(nil)
+		return callTxFn(tctx, fn)
+	}()
+	if err != nil {
+		return err
+	}
+	return n.commitLocal(ctx, ops)
+}
 
 // lockWrite takes the write lock for a host-facing call named op, or fails
 // with ErrReentrantWrite when the call comes from inside one of this node's
@@ -36,7 +64,7 @@ type txCtxKey struct{}
 // callback of node A that writes to node B while B runs a callback on
 // another goroutine gets ErrReentrantWrite rather than waiting for it (it
 // could otherwise deadlock, A waiting for B and B for A).
-func (n *Node) lockWrite(ctx context.Context, op string) error {
+func (n *Replica) lockWrite(ctx context.Context, op string) error {
 	if err := n.checkReentry(ctx, op); err != nil {
 		return err
 	}
@@ -50,10 +78,10 @@ func (n *Node) lockWrite(ctx context.Context, op string) error {
 	return nil
 }
 
-// refuseReentry fails with ErrReentrantWrite when a call that will take
+// RefuseReentry fails with ErrReentrantWrite when a call that will take
 // the write lock later, after effects of its own, comes from inside one of
 // this node's Update callbacks (lockWrite's rules, checked up front).
-func (n *Node) refuseReentry(ctx context.Context, op string) error {
+func (n *Replica) RefuseReentry(ctx context.Context, op string) error {
 	if err := n.checkReentry(ctx, op); err != nil {
 		return err
 	}
@@ -64,11 +92,11 @@ func (n *Node) refuseReentry(ctx context.Context, op string) error {
 }
 
 // checkReentry applies the first rule of lockWrite alone.
-func (n *Node) checkReentry(ctx context.Context, op string) error {
+func (n *Replica) checkReentry(ctx context.Context, op string) error {
 	if ctx == nil {
 		return nil
 	}
-	if tx, ok := ctx.Value(txCtxKey{}).(*Tx); ok && tx.node == n && n.activeTx.Load() == tx {
+	if tx, ok := ctx.Value(txCtxKey{}).(*txn); ok && tx.rep == n && n.activeTx.Load() == tx {
 		return fmt.Errorf("%s: %w", op, ErrReentrantWrite)
 	}
 	return nil
@@ -78,8 +106,15 @@ func (n *Node) checkReentry(ctx context.Context, op string) error {
 // is what inUpdateCallback looks for.
 //
 //go:noinline
-func callTxFn(fn func(*Tx) error, tx *Tx) error {
-	return fn(tx)
+func callTxFn(ctx context.Context, fn func(context.Context) ([]Op, error)) ([]Op, error) {
+	return fn(ctx)
+}
+
+// InUpdate reports whether a transaction's function runs and the calling
+// goroutine is inside an Update callback (Close must then refuse: it would
+// wait for that callback forever).
+func (n *Replica) InUpdate() bool {
+	return n.activeTx.Load() != nil && inUpdateCallback()
 }
 
 // inUpdateCallback reports whether the calling goroutine is running inside

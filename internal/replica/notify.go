@@ -1,4 +1,4 @@
-package federation
+package replica
 
 import (
 	"context"
@@ -7,22 +7,26 @@ import (
 	"github.com/devicemesh/federation/core"
 )
 
-// notifier wakes every waiter when the store changes: waiters take the
-// current channel with wait and are woken when notify closes it.
-type notifier struct {
+// Notifier wakes every waiter when something changes (the store, for the
+// replica's): waiters take the current channel with Wait and are woken
+// when Notify closes it. It is safe for concurrent use.
+type Notifier struct {
 	mu sync.Mutex
 	ch chan struct{}
 }
 
-func newNotifier() *notifier { return &notifier{ch: make(chan struct{})} }
+// NewNotifier returns a Notifier with no waiter woken yet.
+func NewNotifier() *Notifier { return &Notifier{ch: make(chan struct{})} }
 
-func (nf *notifier) wait() <-chan struct{} {
+// Wait returns the channel the next Notify closes.
+func (nf *Notifier) Wait() <-chan struct{} {
 	nf.mu.Lock()
 	defer nf.mu.Unlock()
 	return nf.ch
 }
 
-func (nf *notifier) notify() {
+// Notify wakes every waiter.
+func (nf *Notifier) Notify() {
 	nf.mu.Lock()
 	close(nf.ch)
 	nf.ch = make(chan struct{})
@@ -44,7 +48,7 @@ const hashAheadMin = 256
 // window and failed under load.) The records' Merkle updates are hashed
 // before taking that lock; for a large batch on another goroutine, while
 // the store writes.
-func (n *Node) commitStore(ctx context.Context, b core.Batch) error {
+func (n *Replica) commitStore(ctx context.Context, b core.Batch) error {
 	var prepared []treeUpdate
 	var ups chan []treeUpdate
 	if len(b.Records) < hashAheadMin {
@@ -66,11 +70,17 @@ func (n *Node) commitStore(ctx context.Context, b core.Batch) error {
 	return nil
 }
 
-// afterCommit runs after every successful store commit (local or remote),
-// with the write lock held: it keeps derived state in step and wakes the
-// peers' senders. (commitStore already updated the Merkle trees.)
-func (n *Node) afterCommit(records []core.Record) {
-	n.foldOps(context.Background(), registryOps(records), true)
-	n.noteStale(records)
-	n.changed.notify()
+// afterCommit runs after every successful store commit (local, remote,
+// repair or advance), with the write lock held: the observers keep derived
+// state in step, handing blocking work to n.after (run by unlock once the
+// lock is released), and the peers' senders are woken. (commitStore
+// already updated the Merkle trees.)
+func (n *Replica) afterCommit(src Source, records []core.Record) {
+	c := Commit{Source: src, Records: records}
+	for _, o := range n.observers {
+		if f := o.Committed(c); f != nil {
+			n.after = append(n.after, f)
+		}
+	}
+	n.changed.Notify()
 }

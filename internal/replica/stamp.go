@@ -1,4 +1,4 @@
-package federation
+package replica
 
 import (
 	"context"
@@ -28,7 +28,7 @@ import (
 // record only. The clock itself still does not follow, so the device's
 // other writes keep their own time and a far-ahead peer cannot drag them.
 // The check costs a read per written key only while the clock reads at or
-// below the latest timestamp it did not follow (Node.ahead, kept in the
+// below the latest timestamp it did not follow (Replica.ahead, kept in the
 // store's metadata so that it survives a restart).
 
 const metaAhead = "node.hlc.ahead"
@@ -36,7 +36,7 @@ const metaAhead = "node.hlc.ahead"
 // noteAhead records ts, a timestamp this node holds (or is about to
 // commit) that its clock may not have followed. Called with writeMu held,
 // before the records carrying ts are committed.
-func (n *Node) noteAhead(ts core.Timestamp) {
+func (n *Replica) noteAhead(ts core.Timestamp) {
 	if ts <= n.hlc.Last() || ts <= n.ahead {
 		return
 	}
@@ -50,7 +50,7 @@ func (n *Node) noteAhead(ts core.Timestamp) {
 	}
 }
 
-func loadAhead(ctx context.Context, s Store) (core.Timestamp, error) {
+func loadAhead(ctx context.Context, s core.Store) (core.Timestamp, error) {
 	b, err := s.Meta(ctx, metaAhead)
 	if err != nil {
 		return 0, err
@@ -65,16 +65,16 @@ func loadAhead(ctx context.Context, s Store) (core.Timestamp, error) {
 // timestamp each synced op must carry instead to follow the version of its
 // key held here (0: ts is fine), or nil when no held version can be as late
 // as ts. Called with writeMu held.
-func (n *Node) stampAfter(ctx context.Context, ops []txOp, ts core.Timestamp) ([]core.Timestamp, error) {
+func (n *Replica) stampAfter(ctx context.Context, ops []Op, ts core.Timestamp) ([]core.Timestamp, error) {
 	if ts > n.ahead {
 		return nil, nil
 	}
 	out := make([]core.Timestamp, len(ops))
 	for i, op := range ops {
-		if !n.cfg.policy(op.collection).Syncs() {
+		if !n.policy(op.Collection).Syncs() {
 			continue
 		}
-		cur, err := n.store.Get(ctx, op.collection, op.key)
+		cur, err := n.store.Get(ctx, op.Collection, op.Key)
 		if errors.Is(err, core.ErrNotFound) {
 			continue
 		}

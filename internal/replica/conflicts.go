@@ -1,4 +1,4 @@
-package federation
+package replica
 
 import (
 	"context"
@@ -27,12 +27,12 @@ import (
 // the same transaction as the changes that raised or settled them, so the
 // queue survives a crash exactly as the data does.
 
-// internalPrefix starts the names of the SDK's own collections; hosts
+// InternalPrefix starts the names of the SDK's own collections; hosts
 // cannot write them.
-const internalPrefix = "_fed."
+const InternalPrefix = "_fed."
 
-// conflictsCollection holds the manual conflict queue (local only).
-const conflictsCollection = internalPrefix + "conflicts"
+// ConflictsCollection holds the manual conflict queue (local only).
+const ConflictsCollection = InternalPrefix + "conflicts"
 
 // ErrNoConflict reports a conflict id that is not (or no longer) queued.
 var ErrNoConflict = errors.New("no such conflict")
@@ -47,7 +47,7 @@ type ConflictInfo struct {
 	Key        string
 	// Ours is the version this device keeps until the conflict is settled;
 	// Theirs is the concurrent version from another device.
-	Ours, Theirs Record
+	Ours, Theirs core.Record
 }
 
 // conflictID derives an id from the two versions, independent of which is
@@ -77,9 +77,9 @@ type queue struct {
 }
 
 // loadQueue reads the queued conflicts at start.
-func (n *Node) loadQueue(ctx context.Context) error {
+func (n *Replica) loadQueue(ctx context.Context) error {
 	n.queue.byKey = map[txKey]ConflictInfo{}
-	return n.store.Scan(ctx, conflictsCollection, core.KeyRange{}, func(r core.Record) error {
+	return n.store.Scan(ctx, ConflictsCollection, core.KeyRange{}, func(r core.Record) error {
 		ci, err := decodeConflict(r)
 		if err != nil {
 			return fmt.Errorf("load conflict queue: %w", err)
@@ -90,7 +90,7 @@ func (n *Node) loadQueue(ctx context.Context) error {
 }
 
 // raise notes a manual conflict found while merging (write lock held).
-func (n *Node) raise(ours, theirs core.Record) {
+func (n *Replica) raise(ours, theirs core.Record) {
 	id := conflictID(ours.Collection, ours.Key, ours, theirs)
 	n.queue.raised = append(n.queue.raised, ConflictInfo{ID: id, Collection: ours.Collection, Key: ours.Key, Ours: ours, Theirs: theirs})
 }
@@ -100,7 +100,7 @@ func (n *Node) raise(ours, theirs core.Record) {
 // (a version covering both sides). It returns the events to publish after
 // the commit and applies the index changes through the returned function,
 // to be called once the commit succeeded. Called with the write lock.
-func (n *Node) settleQueue(b *core.Batch, ts core.Timestamp) (events []Event, apply func()) {
+func (n *Replica) settleQueue(b *core.Batch, ts core.Timestamp) (events []Event, apply func()) {
 	raised := n.queue.raised
 	n.queue.raised = nil
 	add := map[txKey]ConflictInfo{}
@@ -114,7 +114,7 @@ func (n *Node) settleQueue(b *core.Batch, ts core.Timestamp) (events []Event, ap
 		}
 		drop = append(drop, k)
 		entries = append(entries, audit.ConflictResolved(n.OriginDevice(r.Origin), ci.Collection, "manual"))
-		b.Records = append(b.Records, core.Record{Collection: conflictsCollection, Key: ci.ID, Deleted: true, Timestamp: ts, Origin: n.DeviceID()})
+		b.Records = append(b.Records, core.Record{Collection: ConflictsCollection, Key: ci.ID, Deleted: true, Timestamp: ts, Origin: n.dev})
 		events = append(events, Event{Kind: EventResolved, Collection: ci.Collection, Key: ci.Key, ConflictID: ci.ID, Timestamp: ts})
 	}
 	for _, ci := range raised {
@@ -124,7 +124,7 @@ func (n *Node) settleQueue(b *core.Batch, ts core.Timestamp) (events []Event, ap
 		}
 		add[k] = ci
 		entries = append(entries, audit.ConflictDetected(n.OriginDevice(ci.Theirs.Origin), ci.Collection))
-		b.Records = append(b.Records, core.Record{Collection: conflictsCollection, Key: ci.ID, Value: encodeConflict(ci), Timestamp: ts, Origin: n.DeviceID()})
+		b.Records = append(b.Records, core.Record{Collection: ConflictsCollection, Key: ci.ID, Value: encodeConflict(ci), Timestamp: ts, Origin: n.dev})
 		events = append(events, Event{Kind: EventConflict, Collection: ci.Collection, Key: ci.Key, ConflictID: ci.ID, Timestamp: ts})
 	}
 	return events, func() {
@@ -162,15 +162,13 @@ func decodeConflict(r core.Record) (ConflictInfo, error) {
 }
 
 // Conflicts lists the conflicts waiting for the host, ordered by
-// collection, key.
-func (n *Node) Conflicts(ctx context.Context) ([]ConflictInfo, error) {
-	if err := n.alive(); err != nil {
-		return nil, err
-	}
+// collection, key. It takes the write lock (ErrReentrantWrite from inside
+// an Update callback).
+func (n *Replica) Conflicts(ctx context.Context) ([]ConflictInfo, error) {
 	if err := n.lockWrite(ctx, "conflicts"); err != nil {
 		return nil, err
 	}
-	defer n.writeMu.Unlock()
+	defer n.unlock()
 	out := make([]ConflictInfo, 0, len(n.queue.byKey))
 	for _, ci := range n.queue.byKey {
 		out = append(out, ci)
@@ -184,32 +182,22 @@ func (n *Node) Conflicts(ctx context.Context) ([]ConflictInfo, error) {
 	return out, nil
 }
 
-// Resolve settles a queued conflict with the host's decision: res.Value (one
-// side's value or a merge of both), or a deletion when res.Deleted. It is
-// written as a new version that covers both sides, so every other device
-// holding the conflict settles it when the write arrives.
-func (n *Node) Resolve(ctx context.Context, id string, res Resolution) error {
-	var target ConflictInfo
-	found := false
-	list, err := n.Conflicts(ctx)
-	if err != nil {
-		return err
+// QueuedIn counts the manual conflicts queued in collections.
+func (n *Replica) QueuedIn(collections []string) int {
+	in := map[string]bool{}
+	for _, c := range collections {
+		in[c] = true
 	}
-	for _, ci := range list {
-		if ci.ID == id {
-			target, found = ci, true
+	n.writeMu.Lock()
+	defer n.unlock()
+	count := 0
+	for k := range n.queue.byKey {
+		if in[k.collection] {
+			count++
 		}
 	}
-	if !found {
-		return fmt.Errorf("resolve %s: %w", id, ErrNoConflict)
-	}
-	return n.Update(ctx, func(tx *Tx) error {
-		if res.Deleted {
-			return tx.Delete(target.Collection, target.Key)
-		}
-		return tx.Put(target.Collection, target.Key, res.Value)
-	})
+	return count
 }
 
-// internal reports whether a collection name is reserved for the SDK.
-func internal(collection string) bool { return strings.HasPrefix(collection, internalPrefix) }
+// Internal reports whether a collection name is reserved for the SDK.
+func Internal(collection string) bool { return strings.HasPrefix(collection, InternalPrefix) }

@@ -1,4 +1,4 @@
-package federation
+package replica
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
-	"github.com/devicemesh/federation/store/memstore"
 )
 
 // TestForgedReplicaAnnouncementRefused: an announcement that does not hash
@@ -17,26 +16,23 @@ import (
 // refused with its transaction and audited; a genuine one is learned.
 func TestForgedReplicaAnnouncementRefused(t *testing.T) {
 	ctx := context.Background()
-	n, err := New(Config{Store: memstore.New()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	h := newHarness(t, Config{})
+	n := h.rep
 	victim, _ := identity.Generate(nil)
 	mallory, _ := identity.Generate(nil)
 	nonce := make([]byte, replicaNonceLen)
 	replica := replicaID(victim.DeviceID(), nonce)
 	announce := func(dev core.DeviceID, nonce []byte) core.Record {
 		v := append(append([]byte{replicaVersion}, dev[:]...), nonce...)
-		return core.Record{Collection: replicasCollection, Key: hex.EncodeToString(replica[:]), Value: v, Origin: replica, Seq: 1}
+		return core.Record{Collection: ReplicasCollection, Key: hex.EncodeToString(replica[:]), Value: v, Origin: replica, Seq: 1}
 	}
 	for name, rec := range map[string]core.Record{
 		"another device": announce(mallory.DeviceID(), nonce),
 		"another nonce":  announce(victim.DeviceID(), []byte("0123456789abcdef")),
-		"short":          {Collection: replicasCollection, Key: hex.EncodeToString(replica[:]), Value: []byte{replicaVersion}},
-		"version":        {Collection: replicasCollection, Key: hex.EncodeToString(replica[:]), Value: append([]byte{9}, announce(victim.DeviceID(), nonce).Value[1:]...)},
+		"short":          {Collection: ReplicasCollection, Key: hex.EncodeToString(replica[:]), Value: []byte{replicaVersion}},
+		"version":        {Collection: ReplicasCollection, Key: hex.EncodeToString(replica[:]), Value: append([]byte{9}, announce(victim.DeviceID(), nonce).Value[1:]...)},
 	} {
-		err := n.checkOps(ctx, replica, []core.Record{rec})
+		err := n.check(ctx, replica, []core.Record{rec})
 		if !errors.Is(err, ErrBadReplica) || !errors.Is(err, core.ErrProtocol) {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -44,11 +40,10 @@ func TestForgedReplicaAnnouncementRefused(t *testing.T) {
 			t.Fatalf("%s: learned a forged mapping to %s", name, got.Short())
 		}
 	}
-	entries, err := n.Audit().Query(ctx, audit.Filter{Kinds: []audit.Kind{audit.KindRefusal}})
-	if err != nil || len(entries) != 4 {
-		t.Fatalf("refusals not audited: %v %v", entries, err)
+	if entries := h.audited(audit.KindRefusal); len(entries) != 4 {
+		t.Fatalf("refusals not audited: %v", entries)
 	}
-	if err := n.checkOps(ctx, replica, []core.Record{announce(victim.DeviceID(), nonce)}); err != nil {
+	if err := n.check(ctx, replica, []core.Record{announce(victim.DeviceID(), nonce)}); err != nil {
 		t.Fatalf("genuine announcement refused: %v", err)
 	}
 	if got := n.OriginDevice(replica); got != victim.DeviceID() {

@@ -1,4 +1,4 @@
-package federation
+package replica
 
 import (
 	"context"
@@ -15,7 +15,9 @@ const (
 	metaDevice = "node.device"
 )
 
-func saveClock(ctx context.Context, s Store, ts Timestamp) error {
+// SaveClock persists the clock's last reading, so that the next open never
+// issues a timestamp at or below it.
+func SaveClock(ctx context.Context, s core.Store, ts core.Timestamp) error {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], uint64(ts))
 	if err := s.SetMeta(ctx, metaClock, b[:]); err != nil {
@@ -24,7 +26,8 @@ func saveClock(ctx context.Context, s Store, ts Timestamp) error {
 	return nil
 }
 
-func loadClock(ctx context.Context, s Store) (Timestamp, error) {
+// LoadClock reads the reading SaveClock persisted.
+func LoadClock(ctx context.Context, s core.Store) (core.Timestamp, error) {
 	b, err := s.Meta(ctx, metaClock)
 	if err != nil {
 		return 0, err
@@ -32,10 +35,12 @@ func loadClock(ctx context.Context, s Store) (Timestamp, error) {
 	if len(b) != 8 {
 		return 0, fmt.Errorf("load clock: %w", core.ErrCorrupt)
 	}
-	return Timestamp(binary.BigEndian.Uint64(b)), nil
+	return core.Timestamp(binary.BigEndian.Uint64(b)), nil
 }
 
-func saveDeviceInfo(ctx context.Context, s Store, d DeviceConfig) error {
+// SaveDeviceInfo persists the host's description of this device (d is
+// marshalled as JSON).
+func SaveDeviceInfo(ctx context.Context, s core.Store, d any) error {
 	b, err := json.Marshal(d)
 	if err != nil {
 		return fmt.Errorf("save device info: %w", err)

@@ -1,0 +1,271 @@
+package federation
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/devicemesh/federation/conflict"
+	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/replica"
+	"github.com/devicemesh/federation/merkle"
+)
+
+// The node's side of the commit pipeline (internal/replica): the host API
+// over it, the hooks the node registers on it, and the thin methods through
+// which the rest of the package reaches it. Nothing here takes the write
+// lock: the replica owns it.
+
+// Digest is a Merkle root: equal roots of a collection on two devices prove
+// that they hold identical records in it.
+type Digest = merkle.Digest
+
+// ReembedFunc is the host's hook for embeddings that a merge marked stale
+// (two devices embedded different content under one id; the merged record
+// keeps the winning content, flagged until re-embedded): it gets the
+// decoded stale conflict.Embedding and returns the new vector; the node
+// then writes conflict.Refresh(value, vector), which clears the flag on
+// every device. It runs on a goroutine of the node, one call at a time,
+// never under a lock, and may block on the host's model. See
+// conflict.ReembedFunc for the whole contract.
+type ReembedFunc = conflict.ReembedFunc
+
+// Errors of the commit pipeline.
+var (
+	// ErrGap reports changes that do not follow on from what this device
+	// holds for their origin: the sender skipped part of the origin's
+	// changelog.
+	ErrGap = replica.ErrGap
+	// ErrCausality reports a change that arrived before a change it depends
+	// on.
+	ErrCausality = replica.ErrCausality
+	// ErrBadReplica reports a _fed.replicas record that does not prove its
+	// replica id: a peer sent a forged or malformed incarnation
+	// announcement.
+	ErrBadReplica = replica.ErrBadReplica
+	// ErrNoConflict reports a conflict id that is not (or no longer) queued.
+	ErrNoConflict = replica.ErrNoConflict
+	// ErrReentrantWrite reports a call, made from inside the function given
+	// to Node.Update, to a Node method that needs the node's write lock
+	// (Put, Delete, Update, Resolve, Stats, Conflicts, the registry
+	// operations, Close...). That lock is held until the function returns,
+	// so the call would wait for itself forever; it fails at once instead.
+	// Writes inside a transaction go through its Tx.
+	ErrReentrantWrite = replica.ErrReentrantWrite
+)
+
+// internalPrefix starts the names of the SDK's own collections; hosts
+// cannot write them.
+const internalPrefix = replica.InternalPrefix
+
+const (
+	conflictsCollection = replica.ConflictsCollection // the manual conflict queue (local only)
+	replicasCollection  = replica.ReplicasCollection  // incarnation announcements
+)
+
+// internal reports whether a collection name is reserved for the SDK.
+func internal(collection string) bool { return replica.Internal(collection) }
+
+// newReplica opens the commit pipeline on the node's store.
+func (n *Node) newReplica(ctx context.Context, created bool) (*replica.Replica, error) {
+	resolvers, err := n.resolvers()
+	if err != nil {
+		return nil, err
+	}
+	return replica.New(ctx, replica.Config{
+		Store:         n.store,
+		Device:        n.ident.DeviceID(),
+		Created:       created,
+		HLC:           n.hlc,
+		Clock:         n.cfg.Clock,
+		MaxClockDrift: n.cfg.MaxClockDrift,
+		Policy:        n.cfg.policy,
+		Resolvers:     resolvers,
+		Logger:        n.log,
+		Check:         n.checkOps,
+		Audit:         n.record,
+		Publish:       n.publishReplica,
+		Alive:         n.alive,
+	})
+}
+
+// resolvers returns the node's conflict.Registry: each configured
+// collection's Resolver (last-writer-wins where none is set), and the
+// resolvers of the SDK's synced internal collections. Collections not
+// configured get conflict.Default, which is last-writer-wins for every
+// name that DefaultPolicies does not list.
+func (n *Node) resolvers() (*conflict.Registry, error) {
+	g := conflict.NewRegistry()
+	names := []string{registryCollection, replicasCollection, auditHeadsCollection}
+	for c := range n.cfg.Collections {
+		names = append(names, c)
+	}
+	for _, c := range names {
+		r := n.cfg.policy(c).Resolver
+		if r == nil {
+			r = conflict.LWW{}
+		}
+		if err := g.Register(c, r); err != nil {
+			return nil, fmt.Errorf("%w: %w", core.ErrInvalidConfig, err)
+		}
+	}
+	return g, nil
+}
+
+// publishReplica delivers an event of the pipeline to the subscribers.
+func (n *Node) publishReplica(e replica.Event) {
+	var k EventKind
+	switch e.Kind {
+	case replica.EventChange:
+		k = EventChange
+	case replica.EventConflict:
+		k = EventConflict
+	case replica.EventResolved:
+		k = EventResolved
+	case replica.EventClockDrift:
+		k = EventClockDrift
+	}
+	n.events.publish(Event{Kind: k, Collection: e.Collection, Key: e.Key, Deleted: e.Deleted, Origin: e.Origin,
+		Local: e.Local, Timestamp: e.Timestamp, ConflictID: e.ConflictID, Reason: e.Reason})
+}
+
+// registryHook folds the registry operations of every commit into the
+// registry state, under the write lock; the sessions of devices it revokes
+// are closed after the lock is released.
+type registryHook struct{ n *Node }
+
+func (h registryHook) Committed(c replica.Commit) func() {
+	revoked := h.n.foldOps(context.Background(), registryOps(c.Records), true)
+	if len(revoked) == 0 {
+		return nil
+	}
+	return func() {
+		for _, d := range revoked {
+			h.n.cutOff(d)
+		}
+	}
+}
+
+// toOps converts a transaction's writes for the pipeline.
+func toOps(ops []txOp) []replica.Op {
+	out := make([]replica.Op, len(ops))
+	for i, op := range ops {
+		out[i] = replica.Op{Collection: op.collection, Key: op.key, Value: op.value, Deleted: op.deleted}
+	}
+	return out
+}
+
+// commitLocal stamps and commits one local transaction. Called inside
+// n.rep.Exclusive (the write lock held).
+func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
+	return n.rep.CommitLocked(ctx, toOps(ops))
+}
+
+// refuseReentry fails with ErrReentrantWrite when a call that will take
+// the write lock later comes from inside one of this node's Update
+// callbacks.
+func (n *Node) refuseReentry(ctx context.Context, op string) error {
+	return n.rep.RefuseReentry(ctx, op)
+}
+
+// remoteTxn is one complete transaction received from a peer.
+type remoteTxn = replica.Txn
+
+// applyResult summarises one applyRemote call.
+type applyResult struct {
+	txns, changes, skipped int
+	conflicts              int
+}
+
+// applyRemote applies complete remote transactions in order, atomically as
+// a whole (see replica.Replica.ApplyRemote).
+func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, error) {
+	r, err := n.rep.ApplyRemote(ctx, txns)
+	return applyResult{txns: r.Txns, changes: r.Changes, skipped: r.Skipped, conflicts: r.Conflicts}, err
+}
+
+// snapshot returns the version vector and the roots of the collections
+// that sync, consistent with each other.
+func (n *Node) snapshot(ctx context.Context) (core.VersionVector, map[string][32]byte, error) {
+	return n.rep.Snapshot(ctx)
+}
+
+// withTree runs fn on a collection's tree (an empty one if the collection
+// has no records here) under the trees' lock.
+func (n *Node) withTree(collection string, fn func(t *merkle.Tree)) { n.rep.WithTree(collection, fn) }
+
+// Root returns the Merkle root of a collection's records (tombstones
+// included). Two devices with equal roots hold identical records in it.
+func (n *Node) Root(collection string) Digest { return n.rep.Root(collection) }
+
+// Roots returns the Merkle root of every collection that syncs and holds
+// records here.
+func (n *Node) Roots() map[string]Digest { return n.rep.Roots() }
+
+// Replica returns the incarnation this node writes under: the device id in
+// the open that created the device, else a replica minted at the first
+// write since the node opened (zero until then). Version vectors, as in
+// Stats, count this node's writes under it.
+func (n *Node) Replica() DeviceID { return n.rep.Current() }
+
+// OriginDevice returns the device that made writes under origin (a
+// Record.Origin or a version vector key: a replica id). An origin that is
+// a device's first incarnation, or that this node has not learned, is
+// returned unchanged.
+func (n *Node) OriginDevice(origin DeviceID) DeviceID { return n.rep.OriginDevice(origin) }
+
+// ConflictInfo is one queued conflict: two concurrent versions of a record
+// that the collection's resolver left to the host.
+type ConflictInfo struct {
+	// ID identifies the conflict; it is the same on every device that
+	// holds it.
+	ID         string
+	Collection string
+	Key        string
+	// Ours is the version this device keeps until the conflict is settled;
+	// Theirs is the concurrent version from another device.
+	Ours, Theirs Record
+}
+
+// Conflicts lists the conflicts waiting for the host, ordered by
+// collection, key.
+func (n *Node) Conflicts(ctx context.Context) ([]ConflictInfo, error) {
+	if err := n.alive(); err != nil {
+		return nil, err
+	}
+	list, err := n.rep.Conflicts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ConflictInfo, len(list))
+	for i, ci := range list {
+		out[i] = ConflictInfo(ci)
+	}
+	return out, nil
+}
+
+// Resolve settles a queued conflict with the host's decision: res.Value (one
+// side's value or a merge of both), or a deletion when res.Deleted. It is
+// written as a new version that covers both sides, so every other device
+// holding the conflict settles it when the write arrives.
+func (n *Node) Resolve(ctx context.Context, id string, res Resolution) error {
+	var target ConflictInfo
+	found := false
+	list, err := n.Conflicts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ci := range list {
+		if ci.ID == id {
+			target, found = ci, true
+		}
+	}
+	if !found {
+		return fmt.Errorf("resolve %s: %w", id, ErrNoConflict)
+	}
+	return n.Update(ctx, func(tx *Tx) error {
+		if res.Deleted {
+			return tx.Delete(target.Collection, target.Key)
+		}
+		return tx.Put(target.Collection, target.Key, res.Value)
+	})
+}

@@ -1,0 +1,13 @@
+package federation
+
+import "context"
+
+// locked runs fn with the node's write lock held (through the replica,
+// which owns it), for tests that call functions documented as "called with
+// the write lock held".
+func (n *Node) locked(fn func()) {
+	_ = n.rep.Exclusive(context.Background(), "", func() error {
+		fn()
+		return nil
+	})
+}
