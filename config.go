@@ -9,6 +9,7 @@ import (
 
 	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/policy"
 	"github.com/devicemesh/federation/store/libsqlstore"
 )
 
@@ -87,6 +88,9 @@ type Config struct {
 	// Rand is the source of randomness for keys and nonces. nil means
 	// crypto/rand.
 	Rand io.Reader
+
+	// plan is the policy planner built from Collections by validate.
+	plan *policy.Planner
 }
 
 // DeviceConfig describes this device.
@@ -197,22 +201,36 @@ func (c Config) validate() (Config, error) {
 		policies[name] = p
 	}
 	c.Collections = policies
+	c.plan = policy.NewPlanner(policyTable(policies))
 	return c, nil
 }
 
 // policy returns the policy of a collection.
 func (c *Config) policy(collection string) Policy {
-	if collection == registryCollection || collection == replicasCollection {
-		return Policy{Priority: core.PriorityHigh, Mode: core.ModeImmediate, Resolver: conflict.LWW{}}
+	return c.planner().Table().Policy(collection)
+}
+
+// planner returns the policy planner (built by validate; built here for a
+// Config that was not validated).
+func (c *Config) planner() *policy.Planner {
+	if c.plan == nil {
+		return policy.NewPlanner(policyTable(c.Collections))
 	}
-	if collection == auditHeadsCollection {
-		return Policy{Priority: core.PriorityHigh, Mode: core.ModeImmediate, Resolver: headResolver{}}
+	return c.plan
+}
+
+// policyTable builds the node's policy table: the host's policies (over
+// DefaultPolicies), collections named nowhere medium and immediate, the
+// node's own collections local-only except those the mesh runs on, pinned
+// high and immediate whatever a device's policy says.
+func policyTable(policies map[string]Policy) *policy.Table {
+	t := policy.NewTable(Policy{Priority: core.PriorityMedium, Mode: core.ModeImmediate})
+	for name, p := range policies {
+		t.Set(name, p)
 	}
-	if internal(collection) {
-		return Policy{Priority: core.PriorityNone, Mode: core.ModeLocalOnly}
-	}
-	if p, ok := c.Collections[collection]; ok {
-		return p
-	}
-	return Policy{Priority: core.PriorityMedium, Mode: core.ModeImmediate}
+	t.Reserve(internalPrefix, Policy{Priority: core.PriorityNone, Mode: core.ModeLocalOnly})
+	t.Pin(registryCollection, Policy{Priority: core.PriorityHigh, Mode: core.ModeImmediate, Resolver: conflict.LWW{}})
+	t.Pin(replicasCollection, Policy{Priority: core.PriorityHigh, Mode: core.ModeImmediate, Resolver: conflict.LWW{}})
+	t.Pin(auditHeadsCollection, Policy{Priority: core.PriorityHigh, Mode: core.ModeImmediate, Resolver: headResolver{}})
+	return t
 }

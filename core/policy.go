@@ -1,6 +1,9 @@
 package core
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Priority orders collections during sync: higher priorities are sent first.
 type Priority int
@@ -27,6 +30,35 @@ func (p Priority) String() string {
 		return "high"
 	}
 	return "priority(?)"
+}
+
+// ParsePriority parses a priority's String form.
+func ParsePriority(s string) (Priority, error) {
+	for p := PriorityNone; p <= PriorityHigh; p++ {
+		if p.String() == s {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: unknown priority %q", ErrInvalidArgument, s)
+}
+
+// MarshalText encodes the priority as its String form (in JSON device
+// policies, say).
+func (p Priority) MarshalText() ([]byte, error) {
+	if p < PriorityNone || p > PriorityHigh {
+		return nil, fmt.Errorf("%w: priority %d", ErrInvalidArgument, int(p))
+	}
+	return []byte(p.String()), nil
+}
+
+// UnmarshalText decodes a priority's String form.
+func (p *Priority) UnmarshalText(b []byte) error {
+	v, err := ParsePriority(string(b))
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
 }
 
 // Mode says when a collection's changes travel.
@@ -59,6 +91,34 @@ func (m Mode) String() string {
 	return "mode(?)"
 }
 
+// ParseMode parses a mode's String form.
+func ParseMode(s string) (Mode, error) {
+	for m := ModeImmediate; m <= ModeLocalOnly; m++ {
+		if m.String() == s {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: unknown mode %q", ErrInvalidArgument, s)
+}
+
+// MarshalText encodes the mode as its String form.
+func (m Mode) MarshalText() ([]byte, error) {
+	if m < ModeImmediate || m > ModeLocalOnly {
+		return nil, fmt.Errorf("%w: mode %d", ErrInvalidArgument, int(m))
+	}
+	return []byte(m.String()), nil
+}
+
+// UnmarshalText decodes a mode's String form.
+func (m *Mode) UnmarshalText(b []byte) error {
+	v, err := ParseMode(string(b))
+	if err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}
+
 // Names of the standard collections, one per data type of the design.
 const (
 	CollectionProfile      = "profile"
@@ -72,9 +132,11 @@ const (
 
 // Policy is how one collection syncs and resolves conflicts.
 type Policy struct {
-	// Priority orders collections in a sync round.
+	// Priority orders collections in a sync round: with a backlog, a
+	// change of a higher priority goes out before any of a lower one
+	// (package policy plans this).
 	Priority Priority
-	// Mode says when changes travel.
+	// Mode says when changes travel (package policy plans this).
 	Mode Mode
 	// Interval is the batching period for ModePeriodic (0: one minute).
 	Interval time.Duration
