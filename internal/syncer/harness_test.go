@@ -43,6 +43,7 @@ type memReplica struct {
 	ts      int64
 	applied map[dot]int // changes applied by ApplyRemote, and how often
 	records int         // record versions installed by ApplyRecords
+	order   []string    // collection/key of every record version installed, in order
 	bad     []string    // transactions of a shape the session must never pass
 }
 
@@ -62,6 +63,7 @@ func (r *memReplica) commitLocked(ctx context.Context, b core.Batch) error {
 		return err
 	}
 	for _, rec := range b.Records {
+		r.order = append(r.order, rec.Collection+"/"+rec.Key)
 		t := r.trees[rec.Collection]
 		if t == nil {
 			t = merkle.New()
