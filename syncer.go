@@ -290,10 +290,14 @@ func (h urgentHook) Committed(c replica.Commit) func() {
 	if c.Source != replica.SourceLocal && c.Source != replica.SourceRemote {
 		return nil // repair records and advances are not in the log as such
 	}
+	var dots []syncer.Dot
 	for _, r := range c.Records {
 		if p := h.n.cfg.policy(r.Collection); r.Seq != 0 && p.Syncs() && p.Priority >= syncer.OvertakeFloor {
-			h.n.urgent.Note(syncer.Dot{Origin: r.Origin, Seq: r.Seq})
+			dots = append(dots, syncer.Dot{Origin: r.Origin, Seq: r.Seq})
 		}
+	}
+	if len(dots) > 0 {
+		h.n.urgent.Note(dots...)
 	}
 	return nil
 }

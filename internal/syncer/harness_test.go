@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,6 +46,8 @@ type memReplica struct {
 	records int         // record versions installed by ApplyRecords
 	order   []string    // collection/key of every record version installed, in order
 	bad     []string    // transactions of a shape the session must never pass
+
+	reads atomic.Int64 // changelog reads (Changes calls)
 }
 
 func newReplica(self core.DeviceID) *memReplica {
@@ -131,6 +134,7 @@ func (r *memReplica) VersionVector(ctx context.Context) (core.VersionVector, err
 }
 
 func (r *memReplica) Changes(ctx context.Context, origin core.DeviceID, after uint64, limit int, fn func(core.Change) error) error {
+	r.reads.Add(1)
 	return r.st.Changes(ctx, origin, after, limit, fn)
 }
 

@@ -120,6 +120,63 @@ func testOvertakes(t *testing.T, low, perTxn int) {
 	}
 }
 
+// TestUrgentTransactionReadOnce: a large top-priority transaction (one
+// urgent dot per change) overtakes the backlog as one Priority frame, and
+// the sender reads it from the log a bounded number of times, not once
+// per dot.
+func TestUrgentTransactionReadOnce(t *testing.T) {
+	a, b := newReplica(devA), newReplica(devB)
+	const low, high = 10_000, 1_000
+	for i := 0; i < low; i += 500 {
+		a.write(t, "bulk", fmt.Sprintf("%05d-", i), 500, 20)
+	}
+	a.write(t, "urgent", "u", high, 4)
+	idx := &UrgentIndex{}
+	for s := a.seq - high + 1; s <= a.seq; s++ {
+		idx.Note(Dot{Origin: a.self, Seq: s})
+	}
+	a.reads.Store(0)
+	ra, rb, cancel := pairConfigs(t, urgentConfig(a, idx), testConfig(b, nil), nil)
+	converge(t, a, b, 30*time.Second)
+	stop(t, cancel, ra, rb)
+	if order, early := b.installed(); early != high || order[0] != "urgent/u0" {
+		t.Errorf("b installed %d records ahead of the stream, first %s; want %d, urgent/u0", early, order[0], high)
+	}
+	if sa := ra.s.Status(); sa.ChangesSent != low+high {
+		t.Errorf("a sent %d changes, want %d", sa.ChangesSent, low+high)
+	}
+	if n := a.reads.Load(); n > 100 {
+		t.Errorf("a read its log %d times for %d changes", n, low+high)
+	}
+}
+
+// TestUrgentIndex: the index hands each dot out once per cursor, oldest
+// first, and forgets all but the latest MaxUrgent.
+func TestUrgentIndex(t *testing.T) {
+	var idx UrgentIndex
+	if d, next := idx.Urgent(0); len(d) != 0 || next != 0 {
+		t.Fatalf("empty index: %v, %d", d, next)
+	}
+	idx.Note(Dot{devA, 1}, Dot{devA, 2})
+	d, next := idx.Urgent(0)
+	if !slices.Equal(d, []Dot{{devA, 1}, {devA, 2}}) || next != 2 {
+		t.Fatalf("got %v, %d", d, next)
+	}
+	if d, again := idx.Urgent(next); len(d) != 0 || again != next {
+		t.Fatalf("nothing new: got %v, %d", d, again)
+	}
+	for s := uint64(3); s <= MaxUrgent+10; s++ {
+		idx.Note(Dot{devB, s})
+	}
+	d, next = idx.Urgent(2)
+	if len(d) != MaxUrgent || d[0] != (Dot{devB, 11}) || d[len(d)-1] != (Dot{devB, MaxUrgent + 10}) || next != MaxUrgent+10 {
+		t.Fatalf("after overflow: %d dots from %v to %v, next %d", len(d), d[0], d[len(d)-1], next)
+	}
+	if d, _ := idx.Urgent(MaxUrgent + 8); !slices.Equal(d, []Dot{{devB, MaxUrgent + 9}, {devB, MaxUrgent + 10}}) {
+		t.Fatalf("the last two: %v", d)
+	}
+}
+
 // dropFrames passes a stream's frames on, except those of one type.
 type dropFrames struct {
 	core.Stream

@@ -194,7 +194,7 @@ func (allSync) Priority(core.DeviceID, string) core.Priority { return core.Prior
 
 type noUrgent struct{}
 
-func (noUrgent) Urgent() []Dot { return nil }
+func (noUrgent) Urgent(uint64) ([]Dot, uint64) { return nil, 0 }
 
 // Peer returns the device at the other end.
 func (ps *Session) Peer() core.DeviceID { return ps.peer }

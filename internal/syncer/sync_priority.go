@@ -65,36 +65,45 @@ type Dot struct {
 
 // Urgent tells a Session which recent commits may overtake a backlog.
 type Urgent interface {
-	// Urgent returns the dots of the latest committed changes of
-	// collections of priority OvertakeFloor or above, oldest first. It
-	// does not block, is safe for concurrent use, and the slice is the
-	// caller's.
-	Urgent() []Dot
+	// Urgent returns the dots of the committed changes of collections of
+	// priority OvertakeFloor or above noted after the first from (a count
+	// of every dot ever noted: 0 for all that are still remembered),
+	// oldest first, and the count to pass next time. A session considers
+	// each dot once. It does not block, is safe for concurrent use, and
+	// the slice is the caller's.
+	Urgent(from uint64) (dots []Dot, next uint64)
 }
 
 // UrgentIndex is an Urgent fed by a commit observer (Note), bounded to
-// the MaxUrgent latest dots. Safe for concurrent use; the zero value is
-// empty.
+// the MaxUrgent latest dots (older ones wait for the in-order stream).
+// Safe for concurrent use; the zero value is empty.
 type UrgentIndex struct {
-	mu   sync.Mutex
-	dots []Dot // oldest first
+	mu    sync.Mutex
+	dots  []Dot  // the latest, oldest first
+	total uint64 // every dot ever noted
 }
 
-// Note remembers d as the latest committed top-priority change.
-func (h *UrgentIndex) Note(d Dot) {
+// Note remembers ds, the top-priority changes of one commit, in order.
+func (h *UrgentIndex) Note(ds ...Dot) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(h.dots) >= MaxUrgent {
-		h.dots = slices.Delete(h.dots, 0, len(h.dots)-MaxUrgent+1)
+	h.dots = append(h.dots, ds...)
+	h.total += uint64(len(ds))
+	if over := len(h.dots) - MaxUrgent; over > 0 {
+		h.dots = slices.Delete(h.dots, 0, over)
 	}
-	h.dots = append(h.dots, d)
 }
 
-// Urgent returns the remembered dots, oldest first.
-func (h *UrgentIndex) Urgent() []Dot {
+// Urgent returns the dots noted after the first from that are still
+// remembered, and the count of every dot noted.
+func (h *UrgentIndex) Urgent(from uint64) ([]Dot, uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return slices.Clone(h.dots)
+	if from >= h.total {
+		return nil, h.total
+	}
+	oldest := h.total - uint64(len(h.dots)) // the count before h.dots[0]
+	return slices.Clone(h.dots[max(from, oldest)-oldest:]), h.total
 }
 
 // span is a transaction's sequence range.
@@ -103,9 +112,10 @@ type span struct{ first, last uint64 }
 // prioState is one session's overtaking state.
 type prioState struct {
 	// Send goroutine: the transactions sent ahead, per origin, in
-	// sequence order, and the urgent dots already considered.
+	// sequence order, and the count of urgent dots considered
+	// (Urgent.Urgent's from).
 	ahead map[core.DeviceID][]span
-	tried map[Dot]bool
+	seen  uint64
 	// Receive goroutine: the transactions received ahead and applied as
 	// records, waiting for their place in the changelog, in sequence
 	// order, and their size.
@@ -141,24 +151,25 @@ func (ps *Session) skipAhead(origin core.DeviceID, batch []core.Change) (_ []cor
 
 // overtake sends ahead, each in a Priority frame, the recently committed
 // transactions of a priority above next's that the peer lacks and may
-// receive now (send goroutine only).
+// receive now (send goroutine only). Each urgent dot is considered once
+// (as the stream's next change or later), and a transaction once however
+// many dots it has.
 func (ps *Session) overtake(ctx context.Context, next core.Change) error {
-	dots := ps.cfg.Urgent.Urgent()
-	if len(dots) == 0 {
-		return nil
-	}
 	floor := ps.cfg.Policy.Priority(ps.peer, next.Collection)
 	if floor >= OvertakeFloor {
-		return nil
+		return nil // nothing overtakes it: keep the dots for a backlog below
 	}
+	dots, seen := ps.cfg.Urgent.Urgent(ps.prio.seen)
+	ps.prio.seen = seen
+	var done span // the transaction of the previous dot
+	var doneOrigin core.DeviceID
 	for _, d := range dots {
-		if ps.prio.tried[d] || d.Seq <= ps.peerHasGet(d.Origin)+1 {
+		if d.Origin == doneOrigin && d.Seq >= done.first && d.Seq <= done.last {
 			continue
 		}
-		if ps.prio.tried == nil || len(ps.prio.tried) >= 4*MaxUrgent {
-			ps.prio.tried = map[Dot]bool{}
+		if d.Seq <= ps.peerHasGet(d.Origin)+1 || ps.sentAhead(d) {
+			continue
 		}
-		ps.prio.tried[d] = true
 		txn, err := ps.readTxn(ctx, d)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -166,7 +177,11 @@ func (ps *Session) overtake(ctx context.Context, next core.Change) error {
 			}
 			continue // compacted or torn: the stream (or a repair) sees to it
 		}
-		if len(txn) == 0 || !ps.mayOvertake(txn, floor) {
+		if len(txn) == 0 {
+			continue
+		}
+		done, doneOrigin = span{txn[0].TxnFirst, txn[len(txn)-1].Seq}, txn[0].Origin
+		if !ps.mayOvertake(txn, floor) {
 			continue
 		}
 		if err := ps.sendChanges(wire.TypePriority, txn); err != nil {
@@ -184,6 +199,16 @@ func (ps *Session) overtake(ctx context.Context, next core.Change) error {
 		ps.cfg.Audit.Record(context.Background(), audit.BatchSent(ps.peer, "*", 1, int64(len(txn)), 0))
 	}
 	return nil
+}
+
+// sentAhead reports whether d's transaction was sent ahead already.
+func (ps *Session) sentAhead(d Dot) bool {
+	for _, s := range ps.prio.ahead[d.Origin] {
+		if d.Seq >= s.first && d.Seq <= s.last {
+			return true
+		}
+	}
+	return false
 }
 
 func compareSeq(a, b uint64) int {
