@@ -12,6 +12,7 @@ import (
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
 	"github.com/devicemesh/federation/internal/replica"
+	"github.com/devicemesh/federation/internal/syncer"
 	"github.com/devicemesh/federation/registry"
 	"github.com/devicemesh/federation/store/libsqlstore"
 )
@@ -38,6 +39,7 @@ type Node struct {
 	rep *replica.Replica
 
 	events *hub
+	urgent syncer.UrgentIndex // recent top-priority changes, for overtaking (syncer.go)
 
 	sessMu   sync.Mutex
 	sessions map[*peerSession]struct{}
@@ -137,6 +139,7 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		return nil, err
 	}
 	n.rep.Observe(registryHook{n})
+	n.rep.Observe(urgentHook{n})
 	n.startAnchor(ctx)
 	if cfg.Reembed != nil {
 		re := replica.NewReembedder(n.rep, cfg.Reembed)

@@ -98,6 +98,7 @@ func (n *Node) syncerConfig() syncer.Config {
 		Audit:     syncerAudit{n},
 		Events:    syncerEvents{n},
 		Policy:    syncerPolicy{n},
+		Urgent:    &n.urgent,
 		Scheduler: core.SchedulerOf(n.cfg.Clock),
 		Log:       n.log,
 		Rand:      n.random(),
@@ -265,10 +266,41 @@ func (e syncerEvents) RepairUnsettled(peer core.DeviceID, tries int, ours, their
 	e.n.reportUnsettled(peer, tries, ours, theirs)
 }
 
-// syncerPolicy says which collections sync, from Config.Policies.
+// syncerPolicy says which collections sync, and how to each peer, from
+// the policy planner.
 type syncerPolicy struct{ n *Node }
 
 func (p syncerPolicy) Syncs(coll string) bool { return p.n.cfg.policy(coll).Syncs() }
+
+func (p syncerPolicy) Admit(peer core.DeviceID, coll string) bool {
+	return p.n.cfg.planner().Admit(peer, coll)
+}
+
+func (p syncerPolicy) Priority(peer core.DeviceID, coll string) core.Priority {
+	return p.n.cfg.planner().Priority(peer, coll)
+}
+
+// urgentHook notes the changes of every local or remote commit to a
+// collection of top priority (syncer.OvertakeFloor, before per-device
+// overrides) in the node's syncer.UrgentIndex: the senders look there for
+// changes that may overtake a backlog.
+type urgentHook struct{ n *Node }
+
+func (h urgentHook) Committed(c replica.Commit) func() {
+	if c.Source != replica.SourceLocal && c.Source != replica.SourceRemote {
+		return nil // repair records and advances are not in the log as such
+	}
+	var dots []syncer.Dot
+	for _, r := range c.Records {
+		if p := h.n.cfg.policy(r.Collection); r.Seq != 0 && p.Syncs() && p.Priority >= syncer.OvertakeFloor {
+			dots = append(dots, syncer.Dot{Origin: r.Origin, Seq: r.Seq})
+		}
+	}
+	if len(dots) > 0 {
+		h.n.urgent.Note(dots...)
+	}
+	return nil
+}
 
 // syncerLinks is one session's view of the node's session table.
 type syncerLinks struct {

@@ -7,8 +7,10 @@
 // Replica (what this device holds: its version vector and changelog, the
 // Merkle trees, and the one commit pipeline that applies what the peer
 // sends), an Audit sink, an Events sink, a Policy (which collections
-// sync), and Links (the node's other sessions, for routing, and the
-// peer's announcements). Every timer runs on Config.Scheduler. Nothing
+// sync, and at which priority to each peer), Urgent (the recent
+// top-priority commits, which may overtake a backlog: sync_priority.go),
+// and Links (the node's other sessions, for routing, and the peer's
+// announcements). Every timer runs on Config.Scheduler. Nothing
 // here takes a lock of the replica's: anything that must be read or done
 // under the write lock is one method of Replica.
 //
@@ -49,8 +51,10 @@ type Applier interface {
 	// ApplyRemote applies complete remote transactions, in order, in one
 	// atomic commit; transactions held already are skipped.
 	ApplyRemote(ctx context.Context, txns [][]core.Change) (Applied, error)
-	// ApplyRecords merges record versions received in a repair, by causal
-	// context, in one atomic commit (no changelog entries).
+	// ApplyRecords merges record versions received in a repair, or a
+	// transaction sent ahead of its origin's stream (sync_priority.go), by
+	// causal context, in one atomic commit: no changelog entries, the
+	// version vector not raised.
 	ApplyRecords(ctx context.Context, recs []core.Change) error
 	// Advance raises the version vector to vv after a peer's repair.
 	Advance(ctx context.Context, vv core.VersionVector) error
@@ -115,10 +119,17 @@ type Events interface {
 	RepairUnsettled(peer core.DeviceID, tries int, ours, theirs map[string][32]byte)
 }
 
-// Policy says which collections sync.
+// Policy says which collections sync, and how to each peer (a
+// policy.Planner behind it). Safe for concurrent use.
 type Policy interface {
 	// Syncs reports whether collection leaves the device.
 	Syncs(collection string) bool
+	// Admit reports whether collection's changes travel to peer at all.
+	Admit(peer core.DeviceID, collection string) bool
+	// Priority returns the priority of collection towards peer: a recent
+	// change of a higher priority than the next one of the in-order stream
+	// overtakes it (sync_priority.go).
+	Priority(peer core.DeviceID, collection string) core.Priority
 }
 
 // Links is a Session's view of the node's other sessions with this peer
@@ -168,13 +179,15 @@ func (l Limits) withDefaults() Limits {
 }
 
 // Config is what every Session of a node shares. Nil Audit, Events and
-// Policy record nothing, report nothing and sync every collection.
+// Policy record nothing, report nothing and sync every collection (at
+// medium priority); nil Urgent sends nothing ahead of the in-order stream.
 type Config struct {
 	Self      core.DeviceID // this device
 	Replica   Replica
 	Audit     Audit
 	Events    Events
 	Policy    Policy
+	Urgent    Urgent         // recent top-priority changes (sync_priority.go)
 	Scheduler core.Scheduler // every timer; nil: the system clock
 	Log       *slog.Logger   // nil: discard
 	Rand      io.Reader      // repair salts; nil: crypto/rand

@@ -52,6 +52,9 @@ func fuzzSeeds() [][]byte {
 		frames(hello, noDirect, fr(wire.TypeRepair, nil), fr(wire.TypeRecords, wire.AppendChanges(nil, rec)), fr(wire.TypeRepaired, binary.AppendUvarint(wire.AppendVV(nil, core.VersionVector{devP: 9}), 1))),
 		frames(hello, noDirect, fr(wire.TypeRoots, wire.AppendRoots(nil, map[string][32]byte{"c": {2}})), fr(wire.TypeMerkleResp, wire.AppendNamed(nil, "c", nil))),
 		frames(helloHeld, noDirect, fr(wire.TypeCaughtUp, wire.AppendRoots(wire.AppendVV(nil, core.VersionVector{devB: 3}), map[string][32]byte{"c": {3}}))),
+		// A transaction sent ahead of the stream (twice), then the stream
+		// that reaches it.
+		frames(hello, noDirect, fr(wire.TypePriority, wire.AppendChanges(nil, t2)), fr(wire.TypePriority, wire.AppendChanges(nil, t2)), fr(wire.TypeChanges, wire.AppendChanges(nil, t1)), caught),
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,7 +44,10 @@ type memReplica struct {
 	ts      int64
 	applied map[dot]int // changes applied by ApplyRemote, and how often
 	records int         // record versions installed by ApplyRecords
+	order   []string    // collection/key of every record version installed, in order
 	bad     []string    // transactions of a shape the session must never pass
+
+	reads atomic.Int64 // changelog reads (Changes calls)
 }
 
 func newReplica(self core.DeviceID) *memReplica {
@@ -62,6 +66,7 @@ func (r *memReplica) commitLocked(ctx context.Context, b core.Batch) error {
 		return err
 	}
 	for _, rec := range b.Records {
+		r.order = append(r.order, rec.Collection+"/"+rec.Key)
 		t := r.trees[rec.Collection]
 		if t == nil {
 			t = merkle.New()
@@ -129,6 +134,7 @@ func (r *memReplica) VersionVector(ctx context.Context) (core.VersionVector, err
 }
 
 func (r *memReplica) Changes(ctx context.Context, origin core.DeviceID, after uint64, limit int, fn func(core.Change) error) error {
+	r.reads.Add(1)
 	return r.st.Changes(ctx, origin, after, limit, fn)
 }
 

@@ -94,6 +94,8 @@ type Session struct {
 	// stalls tracks the peer's progress on the origins it receives
 	// directly (send goroutine only; see mayForward).
 	stalls map[core.DeviceID]stall
+	// prio is the state of transactions sent ahead (sync_priority.go).
+	prio prioState
 	// repairRecv counts records received since the peer's last Repair
 	// frame (receive goroutine only).
 	repairRecv uint64
@@ -150,6 +152,9 @@ func New(cfg Config, sess core.Session, links Links) *Session {
 	if cfg.Policy == nil {
 		cfg.Policy = allSync{}
 	}
+	if cfg.Urgent == nil {
+		cfg.Urgent = noUrgent{}
+	}
 	return &Session{
 		cfg:       cfg,
 		r:         cfg.Replica,
@@ -182,6 +187,14 @@ func (noEvents) RepairUnsettled(core.DeviceID, int, map[string][32]byte, map[str
 type allSync struct{}
 
 func (allSync) Syncs(string) bool { return true }
+
+func (allSync) Admit(core.DeviceID, string) bool { return true }
+
+func (allSync) Priority(core.DeviceID, string) core.Priority { return core.PriorityMedium }
+
+type noUrgent struct{}
+
+func (noUrgent) Urgent(uint64) ([]Dot, uint64) { return nil, 0 }
 
 // Peer returns the device at the other end.
 func (ps *Session) Peer() core.DeviceID { return ps.peer }

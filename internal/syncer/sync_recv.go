@@ -70,6 +70,10 @@ func (ps *Session) receive(ctx context.Context, in core.Stream) error {
 			if err := ps.receiveChanges(ctx, asm, f.Payload); err != nil {
 				return err
 			}
+		case wire.TypePriority:
+			if err := ps.receivePriority(ctx, f.Payload); err != nil {
+				return err
+			}
 		case wire.TypeAck, wire.TypeCaughtUp:
 			vv, rest, err := wire.DecodeVV(f.Payload)
 			if err != nil {
@@ -141,15 +145,22 @@ func (ps *Session) receiveChanges(ctx context.Context, asm *txnAssembler, payloa
 	if err != nil {
 		return err
 	}
+	ready = ps.splice(ready, held) // transactions sent ahead (sync_priority.go)
 	if len(ready) == 0 {
 		return nil
 	}
+	return ps.applyReady(ctx, ready, len(payload))
+}
+
+// applyReady commits complete transactions, in order, in one atomic
+// commit and acknowledges; size is the bytes they arrived in.
+func (ps *Session) applyReady(ctx context.Context, ready [][]core.Change, size int) error {
 	res, err := ps.r.ApplyRemote(ctx, ready)
 	if err != nil {
 		return fmt.Errorf("sync apply from %s: %w", ps.peer.Short(), err)
 	}
 	ps.stats.conflicts.Add(uint64(res.Conflicts))
-	ps.cfg.Audit.Record(ctx, audit.BatchReceived(ps.peer, "*", int64(res.Txns), int64(res.Changes), int64(len(payload))))
+	ps.cfg.Audit.Record(ctx, audit.BatchReceived(ps.peer, "*", int64(res.Txns), int64(res.Changes), int64(size)))
 	if res.Conflicts > 0 {
 		e := audit.ConflictResolved(ps.peer, "*", "policy")
 		e.Detail = append(e.Detail, audit.Num("count", int64(res.Conflicts)))
@@ -169,6 +180,9 @@ func (ps *Session) receiveChanges(ctx context.Context, asm *txnAssembler, payloa
 // frame before this one has been applied, so holding less than vv, or an
 // incomplete transaction, means frames were lost on the way.
 func (ps *Session) checkCaughtUp(ctx context.Context, asm *txnAssembler, vv core.VersionVector) error {
+	if err := ps.releaseHeld(ctx); err != nil {
+		return err
+	}
 	have, err := ps.r.VersionVector(ctx)
 	if err != nil {
 		return fmt.Errorf("sync receive: %w", err)

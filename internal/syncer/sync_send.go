@@ -281,6 +281,15 @@ func (ps *Session) sendOrigin(ctx context.Context, origin core.DeviceID, upTo ui
 		if len(batch) == 0 {
 			return total, false, fmt.Errorf("sync send %s: %w: log holds nothing after %d, peer needs up to %d", origin.Short(), ErrGap, from, limit)
 		}
+		// Overtake before trimming: what goes ahead now may lie in this
+		// very batch (sync_priority.go).
+		if err := ps.overtake(ctx, batch[0]); err != nil {
+			return total, false, err
+		}
+		var skip bool
+		if batch, skip = ps.skipAhead(origin, batch); skip {
+			continue // sent ahead
+		}
 		cut, dep, need := ps.causalCut(batch, limit)
 		if err := ps.sendBatch(origin, batch[:cut]); err != nil {
 			return total, false, err

@@ -48,6 +48,11 @@ import (
 //	                  the sender receives from the origin devices themselves:
 //	                  the receiver forwards it none of their changes. Sent
 //	                  right after SyncHello and again whenever the set changes
+//	Priority  (0x1C)  as Changes, one whole transaction sent ahead of the
+//	                  in-order stream of its origin (a higher priority than
+//	                  the backlog before it): the receiver applies its records
+//	                  now and commits it to its changelog when the stream
+//	                  reaches it; the stream skips it
 //
 // A VV is: count, then count x (32-byte device id, counter) in ascending
 // device order.
@@ -64,6 +69,7 @@ const (
 	TypeFetch      Type = 0x19 // keys whose current versions the sender wants
 	TypeRepaired   Type = 0x1A // end of a repair: the receiver may raise its VV
 	TypeDirect     Type = 0x1B // origins the sender gets from their own devices
+	TypePriority   Type = 0x1C // a transaction sent ahead of its origin's stream
 )
 
 // AppendVV appends a version vector: count (uvarint), then per entry the
