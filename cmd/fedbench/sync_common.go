@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/devicemesh/federation"
@@ -94,14 +95,24 @@ func (bn *benchNode) quic(ctx context.Context, p federation.TransportParams) (fe
 func (bn *benchNode) close() error { return bn.node.Close() }
 
 // trackingTransport remembers its sessions so the benchmark can disconnect
-// two nodes without revoking trust or restarting them.
+// two nodes without revoking trust or restarting them. While offline, it
+// refuses to dial and closes what it accepts: the node's redial loop would
+// otherwise bring a disconnected pair back before the next measurement
+// (which starts with the benchmark's own Connect).
 type trackingTransport struct {
 	core.Transport
 	mu       sync.Mutex
 	sessions []core.Session
+	offline  atomic.Bool
 }
 
+// errOffline is what a node's redial gets from a transport taken offline.
+var errOffline = errors.New("fedbench: transport offline between measurements")
+
 func (t *trackingTransport) Dial(ctx context.Context, addr string, peer core.DeviceID) (core.Session, error) {
+	if t.offline.Load() {
+		return nil, errOffline
+	}
 	s, err := t.Transport.Dial(ctx, addr, peer)
 	if err == nil {
 		t.add(s)
@@ -110,11 +121,17 @@ func (t *trackingTransport) Dial(ctx context.Context, addr string, peer core.Dev
 }
 
 func (t *trackingTransport) Accept(ctx context.Context) (core.Session, error) {
-	s, err := t.Transport.Accept(ctx)
-	if err == nil {
-		t.add(s)
+	for {
+		s, err := t.Transport.Accept(ctx)
+		if err == nil && t.offline.Load() {
+			_ = s.Close(errOffline)
+			continue
+		}
+		if err == nil {
+			t.add(s)
+		}
+		return s, err
 	}
-	return s, err
 }
 
 func (t *trackingTransport) add(s core.Session) {
@@ -289,6 +306,8 @@ func waitSame(ctx context.Context, label string, a, b *benchNode, start time.Tim
 // disconnect closes every session of a and b and waits until both nodes
 // have dropped them.
 func disconnect(ctx context.Context, a, b *benchNode) error {
+	a.tr.offline.Store(true)
+	b.tr.offline.Store(true)
 	a.tr.closeSessions()
 	b.tr.closeSessions()
 	deadline := time.Now().Add(10 * time.Second)
@@ -303,6 +322,13 @@ func disconnect(ctx context.Context, a, b *benchNode) error {
 		}
 	}
 	return nil
+}
+
+// reconnect brings a pair that disconnect took offline back: b dials a.
+func reconnect(ctx context.Context, a, b *benchNode) error {
+	a.tr.offline.Store(false)
+	b.tr.offline.Store(false)
+	return b.node.Connect(ctx, a.node.Addr(), a.node.DeviceID())
 }
 
 // syncPair is two nodes that hold the same n records.
@@ -369,7 +395,7 @@ func preparePair(ctx context.Context, label, state string, n, valueLen int) (*sy
 	trustEachOther(p.a, p.b)
 	// Connect once, even for a reused pair, so the pair is surely in sync.
 	start := time.Now()
-	if err := p.b.node.Connect(ctx, p.a.node.Addr(), p.a.node.DeviceID()); err != nil {
+	if err := reconnect(ctx, p.a, p.b); err != nil {
 		p.close()
 		return nil, err
 	}

@@ -150,7 +150,7 @@ func measureCatchUp(ctx context.Context, pair *syncPair, p catchUpParams, trunca
 	}
 	lo0, lp0 := loopbackCounters()
 	start := time.Now()
-	if err := b.node.Connect(ctx, a.node.Addr(), a.node.DeviceID()); err != nil {
+	if err := reconnect(ctx, a, b); err != nil {
 		return c, err
 	}
 	took, err := waitSame(ctx, "catch up", a, b, start, 200*time.Microsecond, 10*time.Minute)

@@ -73,7 +73,7 @@ func measureInsync(ctx context.Context, p *syncPair) (time.Duration, error) {
 		return 0, fmt.Errorf("pair not in sync before connecting (err %v)", err)
 	}
 	start := time.Now()
-	if err := b.node.Connect(ctx, a.node.Addr(), a.node.DeviceID()); err != nil {
+	if err := reconnect(ctx, a, b); err != nil {
 		return 0, err
 	}
 	deadline := start.Add(30 * time.Second)
