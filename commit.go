@@ -128,23 +128,6 @@ func (n *Node) publishReplica(e replica.Event) {
 		Local: e.Local, Timestamp: e.Timestamp, ConflictID: e.ConflictID, Reason: e.Reason})
 }
 
-// registryHook folds the registry operations of every commit into the
-// registry state, under the write lock; the sessions of devices it revokes
-// are closed after the lock is released.
-type registryHook struct{ n *Node }
-
-func (h registryHook) Committed(c replica.Commit) func() {
-	revoked := h.n.foldOps(context.Background(), registryOps(c.Records), true)
-	if len(revoked) == 0 {
-		return nil
-	}
-	return func() {
-		for _, d := range revoked {
-			h.n.cutOff(d)
-		}
-	}
-}
-
 // toOps converts a transaction's writes for the pipeline.
 func toOps(ops []txOp) []replica.Op {
 	out := make([]replica.Op, len(ops))

@@ -11,9 +11,9 @@ import (
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/internal/devices"
 	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/internal/syncer"
-	"github.com/devicemesh/federation/registry"
 	"github.com/devicemesh/federation/store/libsqlstore"
 )
 
@@ -47,8 +47,7 @@ type Node struct {
 	trust       *trust             // who may hold a session (device registry)
 	audit       *audit.Log         // tamper-evident log of every sync operation
 	stopReembed context.CancelFunc // stops the re-embed loop
-	reg         *registry.State    // replicated device registry (nil: no mesh yet); under the write lock
-	pendingOps  []registry.Op      // operations held until the mesh's genesis arrives
+	reg         *devices.Registry  // replicated device registry and mesh secret (internal/devices)
 	pairMu      sync.Mutex
 	invites     invitations // open pairing invitations
 	netMu       sync.Mutex
@@ -129,7 +128,7 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 	if n.rep, err = n.newReplica(ctx, created); err != nil {
 		return nil, err
 	}
-	if n.trust, err = newTrust(ctx, n.tables); err != nil {
+	if n.trust, err = newTrust(ctx, n.tables, n.log); err != nil {
 		return nil, err
 	}
 	if n.audit, err = openAudit(ctx, n.tables, cfg.Clock); err != nil {
@@ -138,7 +137,7 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 	if err := n.loadRegistry(ctx); err != nil {
 		return nil, err
 	}
-	n.rep.Observe(registryHook{n})
+	n.rep.Observe(n.reg)
 	n.rep.Observe(urgentHook{n})
 	n.startAnchor(ctx)
 	if cfg.Reembed != nil {

@@ -78,7 +78,7 @@ func (n *Node) Invite(ctx context.Context, opts InviteOptions) (Invitation, erro
 	if addr == "" {
 		return Invitation{}, fmt.Errorf("invite: %w", ErrNotStarted)
 	}
-	if err := n.ensureMesh(ctx); err != nil {
+	if err := n.reg.EnsureMesh(ctx); err != nil {
 		return Invitation{}, fmt.Errorf("invite: %w", err)
 	}
 	inv, err := registry.NewInvitation(n.ident, []string{addr}, n.cfg.Clock.Now().Add(opts.TTL), n.random())
@@ -95,9 +95,7 @@ func (n *Node) Invite(ctx context.Context, opts InviteOptions) (Invitation, erro
 		return Invitation{}, fmt.Errorf("invite: %w", err)
 	}
 	n.invites.open = append(n.invites.open, openInvite{inv: inv, opts: opts})
-	n.trust.mu.Lock()
-	n.trust.invites, n.trust.now = n.invites.tracker, n.cfg.Clock.Now
-	n.trust.mu.Unlock()
+	n.trust.Invites(n.invites.tracker, n.cfg.Clock.Now)
 	return Invitation{Code: inv.Code(), QR: inv.String(), Expires: inv.Expires}, nil
 }
 
@@ -150,11 +148,11 @@ func (n *Node) hostPairing(ctx context.Context, sess Session) error {
 	}
 	n.closeInvite(res.Invitation)
 	n.addDevice(ctx, res.Peer.Key, res.Peer.Name)
-	if err := n.addToMesh(ctx, res.Peer.Key, res.Peer.Name); err != nil {
+	if err := n.reg.Add(ctx, res.Peer.Key, res.Peer.Name); err != nil {
 		return fmt.Errorf("pairing: record the new device: %w", err)
 	}
 	// The newcomer gets the mesh secret in a new generation sealed to it.
-	if err := n.rotateSecret(ctx); err != nil {
+	if err := n.reg.RotateSecret(ctx); err != nil {
 		return fmt.Errorf("pairing: rotate mesh secret: %w", err)
 	}
 	n.log.Info("device paired", "peer", res.Peer.ID.Short())
@@ -244,14 +242,7 @@ func (n *Node) Join(ctx context.Context, qr string, opts JoinOptions) (PairReque
 	if tr == nil {
 		return PairRequest{}, fmt.Errorf("join: %w", ErrNotStarted)
 	}
-	n.trust.mu.Lock()
-	n.trust.joining[inv.Issuer] = inv.IssuerKey
-	n.trust.mu.Unlock()
-	defer func() {
-		n.trust.mu.Lock()
-		delete(n.trust.joining, inv.Issuer)
-		n.trust.mu.Unlock()
-	}()
+	defer n.trust.Joining(inv.Issuer, inv.IssuerKey)()
 	dctx, cancel := context.WithTimeout(ctx, dialDeadline)
 	sess, err := tr.Dial(dctx, inv.Addrs[0], inv.Issuer)
 	cancel()

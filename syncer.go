@@ -53,7 +53,7 @@ type peerSession struct {
 func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if !n.trust.trusted(ctx, sess.Peer(), sess.PeerKey()) {
+	if !n.trust.Trusted(ctx, sess.Peer(), sess.PeerKey()) {
 		// Admitted only because an invitation is open: the pairing
 		// ceremony, and nothing else.
 		err := n.hostPairing(ctx, sess)
@@ -66,7 +66,7 @@ func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 		_ = sess.Close(err)
 		return err
 	}
-	n.touch(ctx, sess.Peer())
+	n.trust.Touch(ctx, sess.Peer(), n.cfg.Clock.Now())
 	n.record(ctx, audit.SessionOpened(sess.Peer(), "direct"))
 	ps := &peerSession{
 		sess:     sess,

@@ -2,17 +2,19 @@ package federation
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
-	"time"
 
-	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/devices"
+	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/registry"
-	"github.com/devicemesh/federation/transport"
 )
+
+// The node's side of internal/devices: the host API over the replicated
+// device registry (signed operations synced in _fed.registry, folded into
+// one registry state) and over the session admission that follows from it,
+// and the adapters through which that package reaches the node.
 
 // Device is one entry of the device registry: a device of the user's and
 // how far this device trusts it.
@@ -29,25 +31,13 @@ const (
 	TrustRevoked = registry.TrustRevoked
 )
 
-// trust decides who may hold a session with this node, from the device
-// registry (the seed's device_registry table in the libSQL file, or memory
-// for other stores). While a pairing invitation is open (registered,
-// neither redeemed, expired nor burned by wrong codes) it also admits
-// unknown devices, but only to the pairing ceremony: runSession never
-// syncs with a device the registry does not trust.
+// trust decides who may hold a session with this node (devices.Trust);
+// devices is its device table, which pairing and the connection manager
+// read and write.
 type trust struct {
+	*devices.Trust
 	devices registry.Store
-
-	mu      sync.Mutex
-	invites *registry.Tracker                // this device's invitations (nil: none yet)
-	now     func() time.Time                 // the clock their expiry is read on
-	joining map[core.DeviceID]core.PublicKey // inviters we are joining
 }
-
-var (
-	_ core.Authorizer     = (*trust)(nil)
-	_ transport.KeyLookup = (*trust)(nil)
-)
 
 // tablesOf finds, once for New, the database that keeps the device
 // registry and the audit log beside st's records: st's own (core.SQLStore),
@@ -65,56 +55,12 @@ func tablesOf(st Store, log *slog.Logger) core.SQLStore {
 
 // newTrust opens the device registry: its SQL table in tables (the libSQL
 // store's file), or an in-memory registry when tables is nil.
-func newTrust(ctx context.Context, tables core.SQLStore) (*trust, error) {
-	t := &trust{joining: map[core.DeviceID]core.PublicKey{}}
-	if tables != nil {
-		if err := registry.EnsureSchema(ctx, tables.DB()); err != nil {
-			return nil, fmt.Errorf("open device registry: %w", err)
-		}
-		t.devices = registry.NewSQL(tables.DB())
-	} else {
-		t.devices = registry.NewMemory()
+func newTrust(ctx context.Context, tables core.SQLStore, log *slog.Logger) (*trust, error) {
+	t, err := devices.OpenTrust(ctx, tables, log)
+	if err != nil {
+		return nil, err
 	}
-	return t, nil
-}
-
-// trusted returns the device if the registry trusts it with this key.
-func (t *trust) trusted(ctx context.Context, id core.DeviceID, key core.PublicKey) bool {
-	d, err := t.devices.Get(ctx, id)
-	return err == nil && d.PublicKey == key && (d.Trust == registry.TrustTrusted || d.Trust == registry.TrustOwner)
-}
-
-// Authorize implements core.Authorizer.
-func (t *trust) Authorize(ctx context.Context, id core.DeviceID, key core.PublicKey) error {
-	if t.trusted(ctx, id, key) {
-		return nil
-	}
-	if d, err := t.devices.Get(ctx, id); err == nil && d.Trust == registry.TrustRevoked {
-		return fmt.Errorf("%w: device %s is revoked", core.ErrUnauthorized, id.Short())
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if k, ok := t.joining[id]; ok && k == key {
-		return nil // the inviter whose invitation we are using
-	}
-	if t.invites != nil && len(t.invites.Open(t.now())) > 0 {
-		return nil // admitted to the pairing ceremony only
-	}
-	return fmt.Errorf("%w: device %s is not paired", core.ErrUnauthorized, id.Short())
-}
-
-// LookupKey implements transport.KeyLookup.
-func (t *trust) LookupKey(ctx context.Context, id core.DeviceID) (core.PublicKey, error) {
-	d, err := t.devices.Get(ctx, id)
-	if err == nil && d.Trust != registry.TrustRevoked {
-		return d.PublicKey, nil
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if k, ok := t.joining[id]; ok {
-		return k, nil
-	}
-	return core.PublicKey{}, fmt.Errorf("key of %s: %w", id.Short(), core.ErrNotFound)
+	return &trust{Trust: t, devices: t.Table()}, nil
 }
 
 // TrustDevice admits the device owning key to sessions with this node,
@@ -122,43 +68,12 @@ func (t *trust) LookupKey(ctx context.Context, id core.DeviceID) (core.PublicKey
 // themselves, and for tests. Prefer Invite and Join. A revoked device stays
 // revoked. The admission is kept in the device registry's table, so it
 // lasts only until Close when the store has no core.SQLStore.
-func (n *Node) TrustDevice(key PublicKey) {
-	_ = n.trust.devices.Put(context.Background(), registry.Device{
-		ID: core.DeviceIDFromKey(key), PublicKey: key, Trust: registry.TrustTrusted, Name: "device",
-	})
-}
+func (n *Node) TrustDevice(key PublicKey) { _ = n.trust.Admit(context.Background(), key, "device") }
 
 // RevokeDevice cuts a device off: it is marked revoked in the registry
 // (terminal: it can never be trusted again), its live sessions are closed
 // at once, and it is refused from then on.
-func (n *Node) RevokeDevice(ctx context.Context, id DeviceID) error {
-	if err := n.refuseReentry(ctx, "revoke"); err != nil {
-		return err
-	}
-	d, err := n.trust.devices.Get(ctx, id)
-	if errors.Is(err, core.ErrNotFound) {
-		d = registry.Device{ID: id}
-	} else if err != nil {
-		return fmt.Errorf("revoke: %w", err)
-	}
-	ts, err := n.hlc.Now()
-	if err != nil {
-		return err
-	}
-	d.Trust, d.RevokedAt, d.UpdatedAt = registry.TrustRevoked, ts, ts
-	if err := n.trust.devices.Put(ctx, d); err != nil {
-		return fmt.Errorf("revoke: %w", err)
-	}
-	closed := n.cutOff(id)
-	n.log.Info("device revoked", "peer", id.Short(), "sessions_closed", closed)
-	e := audit.Entry{Kind: audit.KindRegistryOp, Device: id, Detail: audit.Detail{audit.Text("op", "revoke"), audit.Num("sessions_closed", int64(closed))}}
-	n.record(ctx, e)
-	// Tell every other device of the mesh, as a signed operation.
-	if err := n.revokeInMesh(ctx, id); err != nil {
-		return fmt.Errorf("revoke: %w", err)
-	}
-	return nil
-}
+func (n *Node) RevokeDevice(ctx context.Context, id DeviceID) error { return n.reg.Revoke(ctx, id) }
 
 // cutOff closes every live session with a device and returns how many.
 func (n *Node) cutOff(id DeviceID) int {
@@ -177,13 +92,68 @@ func (n *Node) cutOff(id DeviceID) int {
 }
 
 // Devices lists the device registry, sorted by id.
-func (n *Node) Devices(ctx context.Context) ([]Device, error) {
-	return n.trust.devices.List(ctx)
+func (n *Node) Devices(ctx context.Context) ([]Device, error) { return n.trust.List(ctx) }
+
+// ErrForgedOperation reports a registry operation whose signature does not
+// verify, or whose record does not match it.
+var ErrForgedOperation = devices.ErrForgedOperation
+
+// registryCollection holds the signed registry operations (synced).
+const registryCollection = devices.Collection
+
+// loadRegistry builds the replicated device registry and rebuilds its
+// state from the stored operations.
+func (n *Node) loadRegistry(ctx context.Context) error {
+	n.reg = devices.New(devices.Config{
+		Replica: devicesReplica{n.rep, n}, Identity: n.ident, HLC: n.hlc, Trust: n.trust.Trust,
+		Name: n.cfg.Device.Name, Audit: n.record, CutOff: n.cutOff, Rand: n.random(), Logger: n.log,
+	})
+	return n.reg.Load(ctx, n.store)
 }
 
-// touch records that a trusted peer was seen now.
-func (n *Node) touch(ctx context.Context, id DeviceID) {
-	if err := n.trust.devices.Touch(ctx, id, n.cfg.Clock.Now()); err != nil && !errors.Is(err, core.ErrNotFound) {
-		n.log.Warn("update last_seen", "peer", id.Short(), "err", err)
+// devicesReplica is the commit pipeline for internal/devices: the
+// replica, whose writes fail once the node is closed.
+type devicesReplica struct {
+	*replica.Replica
+	n *Node
+}
+
+func (r devicesReplica) Update(ctx context.Context, op string, fn func(context.Context) ([]replica.Op, error)) error {
+	if err := r.n.alive(); err != nil {
+		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return r.Replica.Update(ctx, op, fn)
+}
+
+// checkOps is the ingress check for internal records arriving from a peer
+// (Config.Check of the commit pipeline): registry operations
+// (devices.Registry.Check), then audit heads (checkHeads).
+func (n *Node) checkOps(ctx context.Context, from core.DeviceID, recs []core.Record) error {
+	if err := n.reg.Check(ctx, from, recs); err != nil {
+		return err
+	}
+	return n.checkHeads(ctx, from, recs)
+}
+
+// MeshSecret returns the current generation of the mesh secret, the key
+// from which the user's devices derive private discovery tokens and relay
+// mailbox keys. A revoked device never receives a generation issued after
+// its revocation. It fails with core.ErrUnauthorized-wrapped errors when
+// this device holds no generation.
+func (n *Node) MeshSecret() (registry.Secret, error) { return n.reg.MeshSecret() }
+
+// RenameDevice renames a device of the mesh ("Anna's old phone"), as a
+// signed operation replicated to every device (last writer wins).
+func (n *Node) RenameDevice(ctx context.Context, id DeviceID, name string) error {
+	return n.reg.Rename(ctx, id, name)
+}
+
+// SetDevicePolicy sets a device's sync policy (opaque bytes, normally
+// JSON, interpreted by the host and the policy layer), as a signed
+// operation replicated to every device (last writer wins).
+func (n *Node) SetDevicePolicy(ctx context.Context, id DeviceID, policy []byte) error {
+	return n.reg.SetPolicy(ctx, id, policy)
 }

@@ -1,4 +1,4 @@
-package federation
+package devices
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/registry"
 )
 
@@ -26,17 +27,19 @@ import (
 // The first device to invite another founds the mesh (its genesis
 // operation); devices that join receive the mesh's operations by sync.
 
-// registryCollection holds the signed registry operations (synced).
-const registryCollection = internalPrefix + "registry"
+// Collection holds the signed registry operations (synced).
+const Collection = replica.InternalPrefix + "registry"
 
 // ErrForgedOperation reports a registry operation whose signature does not
 // verify, or whose record does not match it.
 var ErrForgedOperation = errors.New("forged registry operation")
 
-// loadRegistry rebuilds the registry state from the stored operations.
-func (n *Node) loadRegistry(ctx context.Context) error {
+// Load rebuilds the registry state from the stored operations, before the
+// node runs. Devices it finds revoked count as cut off already: no session
+// runs yet, and the device table refuses them.
+func (n *Registry) Load(ctx context.Context, st Records) error {
 	var ops []registry.Op
-	err := n.store.Scan(ctx, registryCollection, core.KeyRange{}, func(r core.Record) error {
+	err := st.Scan(ctx, Collection, core.KeyRange{}, func(r core.Record) error {
 		op, err := registry.UnmarshalOp(r.Value)
 		if err != nil {
 			return fmt.Errorf("load registry: %w", err)
@@ -51,14 +54,31 @@ func (n *Node) loadRegistry(ctx context.Context) error {
 	return nil
 }
 
+// Committed folds the registry operations of a commit into the registry
+// state, under the write lock (replica.Observer); the sessions of devices
+// it revokes are closed by the function it returns, which the replica runs
+// after the lock is released.
+func (n *Registry) Committed(c replica.Commit) func() {
+	revoked := n.foldOps(context.Background(), registryOps(c.Records), true)
+	if len(revoked) == 0 {
+		return nil
+	}
+	return func() {
+		for _, d := range revoked {
+			n.cutOff(d)
+		}
+	}
+}
+
 // foldOps applies operations to the registry state (founding it from a
 // genesis among them if there is none yet) and writes the resulting devices
 // to the registry table. With audited, each
 // operation that enters the registry state (made here or received from a
 // peer, the genesis included) is appended to the audit log. It returns the
-// revoked devices to cut off, which the caller does once the write lock is
-// released. Called with the write lock held, or before the node runs.
-func (n *Node) foldOps(ctx context.Context, ops []registry.Op, audited bool) (revoked []core.DeviceID) {
+// revoked devices to cut off, each once, which the caller does once the
+// write lock is released. Called with the write lock held, or before the
+// node runs.
+func (n *Registry) foldOps(ctx context.Context, ops []registry.Op, audited bool) (revoked []core.DeviceID) {
 	if len(ops) == 0 {
 		return nil
 	}
@@ -102,27 +122,28 @@ func (n *Node) foldOps(ctx context.Context, ops []registry.Op, audited bool) (re
 	if added == 0 {
 		return nil
 	}
-	if err := registry.Save(ctx, n.trust.devices, n.reg); err != nil {
+	if err := registry.Save(ctx, n.cfg.Trust.devices, n.reg); err != nil {
 		n.log.Warn("save registry", "err", err)
 	}
 	for _, d := range n.reg.Devices() {
-		if d.Trust == registry.TrustRevoked && d.ID != n.DeviceID() {
+		if _, done := n.reported[d.ID]; d.Trust == registry.TrustRevoked && d.ID != n.self() && !done {
+			n.reported[d.ID] = struct{}{}
 			revoked = append(revoked, d.ID)
 		}
 	}
 	return revoked
 }
 
-// checkOps is the ingress check for internal records arriving from a peer
+// Check is the ingress check for internal records arriving from a peer
 // (from is their origin), run by the commit pipeline once it checked and
 // learned the replica announcements among them (internal/replica). Each
 // registry record must hold a well-formed operation, keyed by its hash,
 // whose signature verifies. Operations whose author is not (yet) allowed
 // are kept: registry.State decides their effect. Audit heads are checked
-// by checkHeads (auditheads.go).
-func (n *Node) checkOps(ctx context.Context, from core.DeviceID, recs []core.Record) error {
+// by the node after it. Called with the write lock held.
+func (n *Registry) Check(ctx context.Context, from core.DeviceID, recs []core.Record) error {
 	for _, r := range recs {
-		if r.Collection != registryCollection || r.Deleted {
+		if r.Collection != Collection || r.Deleted {
 			continue
 		}
 		op, err := registry.UnmarshalOp(r.Value)
@@ -135,18 +156,18 @@ func (n *Node) checkOps(ctx context.Context, from core.DeviceID, recs []core.Rec
 			}
 		}
 		if err != nil {
-			n.record(ctx, audit.Refusal(n.OriginDevice(from), "forged-registry-op"))
+			n.record(ctx, audit.Refusal(n.cfg.Replica.OriginDevice(from), "forged-registry-op"))
 			return fmt.Errorf("%w: %w: %v", core.ErrProtocol, ErrForgedOperation, err)
 		}
 	}
-	return n.checkHeads(ctx, from, recs)
+	return nil
 }
 
 // registryOps extracts the operations among committed records.
 func registryOps(recs []core.Record) []registry.Op {
 	var ops []registry.Op
 	for _, r := range recs {
-		if r.Collection != registryCollection || r.Deleted {
+		if r.Collection != Collection || r.Deleted {
 			continue
 		}
 		if op, err := registry.UnmarshalOp(r.Value); err == nil {
@@ -156,50 +177,47 @@ func registryOps(recs []core.Record) []registry.Op {
 	return ops
 }
 
-// writeOp commits a registry operation made by this device (write lock
-// held by the caller's Update).
-func (tx *Tx) writeOp(op registry.Op) {
+// writeOp is the write that commits a registry operation made by this
+// device.
+func writeOp(op registry.Op) []replica.Op {
 	h := op.Hash()
-	k := txKey{registryCollection, hex.EncodeToString(h[:])}
-	tx.index[k] = len(tx.ops)
-	tx.ops = append(tx.ops, txOp{collection: k.collection, key: k.key, value: op.Marshal()})
+	return []replica.Op{{Collection: Collection, Key: hex.EncodeToString(h[:]), Value: op.Marshal()}}
 }
 
-// ensureMesh founds the mesh with this device as owner if it belongs to
+// EnsureMesh founds the mesh with this device as owner if it belongs to
 // none yet.
-func (n *Node) ensureMesh(ctx context.Context) error {
-	if err := n.Update(ctx, func(tx *Tx) error {
+func (n *Registry) EnsureMesh(ctx context.Context) error {
+	if err := n.cfg.Replica.Update(ctx, "found mesh", func(context.Context) ([]replica.Op, error) {
 		if n.reg != nil {
-			return nil
+			return nil, nil
 		}
-		ts, err := n.hlc.Now()
+		ts, err := n.cfg.HLC.Now()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		op, err := registry.Genesis(n.ident, ts, n.cfg.Device.Name, registry.TypeUnknown, nil)
+		op, err := registry.Genesis(n.cfg.Identity, ts, n.cfg.Name, registry.TypeUnknown, nil)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		tx.writeOp(op)
-		return nil
+		return writeOp(op), nil
 	}); err != nil {
 		return err
 	}
 	var need bool
-	if err := n.rep.Exclusive(ctx, "found mesh", func() error { need = n.reg != nil && n.reg.Generation() == 0; return nil }); err != nil {
+	if err := n.cfg.Replica.Exclusive(ctx, "found mesh", func() error { need = n.reg != nil && n.reg.Generation() == 0; return nil }); err != nil {
 		return err
 	}
 	if !need {
 		return nil
 	}
-	return n.rotateSecret(ctx)
+	return n.RotateSecret(ctx)
 }
 
-// rotateSecret installs a new generation of the mesh secret, sealed to the
+// RotateSecret installs a new generation of the mesh secret, sealed to the
 // devices the registry trusts now (and so to no revoked one).
-func (n *Node) rotateSecret(ctx context.Context) error {
+func (n *Registry) RotateSecret(ctx context.Context) error {
 	return n.meshOp(ctx, false, func(ts core.Timestamp) (registry.Op, error) {
-		return n.reg.NewRotation(n.ident, ts, n.random())
+		return n.reg.NewRotation(n.cfg.Identity, ts, n.cfg.Rand)
 	})
 }
 
@@ -208,70 +226,72 @@ func (n *Node) rotateSecret(ctx context.Context) error {
 // mailbox keys. A revoked device never receives a generation issued after
 // its revocation. It fails with core.ErrUnauthorized-wrapped errors when
 // this device holds no generation.
-func (n *Node) MeshSecret() (registry.Secret, error) {
+func (n *Registry) MeshSecret() (registry.Secret, error) {
 	var s registry.Secret
-	err := n.rep.Exclusive(context.Background(), "mesh secret", func() (err error) {
+	err := n.cfg.Replica.Exclusive(context.Background(), "mesh secret", func() (err error) {
 		if n.reg == nil {
 			return fmt.Errorf("mesh secret: %w", registry.ErrNoSecret)
 		}
-		s, err = n.reg.OpenSecret(n.ident)
+		s, err = n.reg.OpenSecret(n.cfg.Identity)
 		return err
 	})
 	return s, err
 }
 
-// addToMesh records, as a signed operation, that a paired device joined.
-func (n *Node) addToMesh(ctx context.Context, key core.PublicKey, name string) error {
+// Add records, as a signed operation, that a paired device joined.
+func (n *Registry) Add(ctx context.Context, key core.PublicKey, name string) error {
 	return n.meshOp(ctx, false, func(ts core.Timestamp) (registry.Op, error) {
-		return n.reg.NewAdd(n.ident, ts, registry.Device{PublicKey: key, Name: name, Trust: registry.TrustTrusted})
+		return n.reg.NewAdd(n.cfg.Identity, ts, registry.Device{PublicKey: key, Name: name, Trust: registry.TrustTrusted})
 	})
 }
 
 // revokeInMesh records a revocation as a signed operation, so that every
 // device of the mesh cuts the device off, then rotates the mesh secret so
 // that only the remaining devices hold the new generation.
-func (n *Node) revokeInMesh(ctx context.Context, id core.DeviceID) error {
+func (n *Registry) revokeInMesh(ctx context.Context, id core.DeviceID) error {
 	err := n.meshOp(ctx, false, func(ts core.Timestamp) (registry.Op, error) {
 		if _, known := n.reg.Device(id); !known {
 			return registry.Op{}, errSkip
 		}
-		return n.reg.NewRevoke(n.ident, ts, id)
+		return n.reg.NewRevoke(n.cfg.Identity, ts, id)
 	})
 	if err != nil {
 		return err
 	}
-	return n.rotateSecret(ctx)
+	return n.RotateSecret(ctx)
 }
 
 // errSkip lets a meshOp builder decline to make an operation.
 var errSkip = errors.New("no operation")
 
-// RenameDevice renames a device of the mesh ("Anna's old phone"), as a
+// Rename renames a device of the mesh ("Anna's old phone"), as a
 // signed operation replicated to every device (last writer wins).
-func (n *Node) RenameDevice(ctx context.Context, id DeviceID, name string) error {
-	return n.meshOp(ctx, true, func(ts core.Timestamp) (registry.Op, error) { return n.reg.NewRename(n.ident, ts, id, name) })
+func (n *Registry) Rename(ctx context.Context, id core.DeviceID, name string) error {
+	return n.meshOp(ctx, true, func(ts core.Timestamp) (registry.Op, error) { return n.reg.NewRename(n.cfg.Identity, ts, id, name) })
 }
 
-// SetDevicePolicy sets a device's sync policy (opaque bytes, normally
+// SetPolicy sets a device's sync policy (opaque bytes, normally
 // JSON, interpreted by the host and the policy layer), as a signed
 // operation replicated to every device (last writer wins).
-func (n *Node) SetDevicePolicy(ctx context.Context, id DeviceID, policy []byte) error {
-	return n.meshOp(ctx, true, func(ts core.Timestamp) (registry.Op, error) { return n.reg.NewSetPolicy(n.ident, ts, id, policy) })
+func (n *Registry) SetPolicy(ctx context.Context, id core.DeviceID, policy []byte) error {
+	return n.meshOp(ctx, true, func(ts core.Timestamp) (registry.Op, error) {
+		return n.reg.NewSetPolicy(n.cfg.Identity, ts, id, policy)
+	})
 }
 
 // meshOp commits one operation built by mk against the current registry.
 // With no mesh yet it fails when required, and does nothing otherwise.
-func (n *Node) meshOp(ctx context.Context, required bool, mk func(core.Timestamp) (registry.Op, error)) error {
-	return n.Update(ctx, func(tx *Tx) error {
+func (n *Registry) meshOp(ctx context.Context, required bool, mk func(core.Timestamp) (registry.Op, error)) error {
+	return n.cfg.Replica.Update(ctx, "registry operation", func(context.Context) ([]replica.Op, error) {
 		if n.reg == nil {
 			if required {
-				return fmt.Errorf("%w: this device belongs to no mesh yet (Invite or Join first)", core.ErrInvalidArgument)
+				return nil, fmt.Errorf("%w: this device belongs to no mesh yet (Invite or Join first)", core.ErrInvalidArgument)
 			}
-			return nil
+			return nil, nil
 		}
-		ts, err := n.hlc.Now()
+		ts, err := n.cfg.HLC.Now()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		// An operation must follow the registry's latest, which a peer
 		// whose clock runs ahead may have stamped beyond this device's
@@ -282,12 +302,11 @@ func (n *Node) meshOp(ctx context.Context, required bool, mk func(core.Timestamp
 		}
 		op, err := mk(ts)
 		if errors.Is(err, errSkip) {
-			return nil
+			return nil, nil
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
-		tx.writeOp(op)
-		return nil
+		return writeOp(op), nil
 	})
 }
