@@ -14,6 +14,7 @@ import (
 	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/internal/peers"
 	"github.com/devicemesh/federation/registry"
 	"github.com/devicemesh/federation/store/libsqlstore"
 )
@@ -56,8 +57,7 @@ type Node struct {
 	queue   queue     // manual conflicts waiting for the host (under writeMu)
 	changed *notifier // woken after every commit
 
-	sessMu   sync.Mutex
-	sessions map[*peerSession]struct{}
+	peers *peers.Manager // sessions: dial, accept, redial, cut-off (peerlink.go)
 
 	trust       *trust             // who may hold a session (device registry)
 	audit       *audit.Log         // tamper-evident log of every sync operation
@@ -74,7 +74,6 @@ type Node struct {
 
 	dir    *dirGuard // lock on Config.Dir (nil without one)
 	health health    // counters of conditions the host should hear of
-	links  links     // peers' addresses and sessions, for redialling (peers.go)
 	anchor anchor    // signed audit heads and tamper detection (auditheads.go)
 
 	closeOnce sync.Once
@@ -142,9 +141,9 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		events:  newHub(cfg.Events.Buffer),
 		changed: newNotifier(),
 
-		sessions: map[*peerSession]struct{}{},
-		closed:   make(chan struct{}),
+		closed: make(chan struct{}),
 	}
+	n.peers = n.newPeers()
 	n.backup, _ = st.(core.BackupStore)
 	if created && vv[ident.DeviceID()] == 0 {
 		// The identity was born in this open, so no other copy of this
@@ -518,6 +517,7 @@ func (n *Node) Close() error {
 			}
 		}
 		n.netMu.Unlock()
+		n.peers.Close() // waits for the sessions
 		n.wg.Wait()
 		n.writeMu.Lock() // let an in-flight Update finish
 		defer n.writeMu.Unlock()

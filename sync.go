@@ -11,6 +11,7 @@ import (
 
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/peers"
 	"github.com/devicemesh/federation/internal/wire"
 )
 
@@ -105,11 +106,9 @@ type peerSession struct {
 	cancel context.CancelFunc // stops the session's goroutines
 	stats  sessionStats
 
-	// Set once: whether this node dialled the session; then, under the
-	// node's sessMu, the peer's instance from its hello (peers.go).
-	outbound bool
-	instance uint64
-	greeted  bool
+	// link is the session as internal/peers manages it: whether this node
+	// dialled it, the peer's instance from its hello.
+	link *peers.Link
 }
 
 // sessionStats counts one session's traffic.
@@ -130,7 +129,8 @@ type sessionStats struct {
 
 // runSession speaks the sync protocol on sess until it ends or ctx is done,
 // then closes the session.
-func (n *Node) runSession(ctx context.Context, sess core.Session) error {
+func (n *Node) runSession(ctx context.Context, link *peers.Link) error {
+	sess := link.Session()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if !n.trust.trusted(ctx, sess.Peer(), sess.PeerKey()) {
@@ -164,7 +164,7 @@ func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 		repairReq: make(chan struct{}, 1),
 		kick:      make(chan struct{}, 1),
 		cancel:    cancel,
-		outbound:  n.links.takeOutbound(sess),
+		link:      link,
 	}
 	n.addSession(ps)
 	defer n.removeSession(ps)
@@ -291,41 +291,25 @@ func (ps *peerSession) sendChanges(t wire.Type, changes []core.Change) error {
 }
 
 // addSession registers a running session.
-func (n *Node) addSession(ps *peerSession) {
-	n.sessMu.Lock()
-	n.sessions[ps] = struct{}{}
-	n.rerouteLocked()
-	n.sessMu.Unlock()
-}
+func (n *Node) addSession(ps *peerSession) { ps.link.Join(ps) }
 
 // removeSession forgets a session that ended.
-func (n *Node) removeSession(ps *peerSession) {
-	n.sessMu.Lock()
-	delete(n.sessions, ps)
-	n.rerouteLocked()
-	n.sessMu.Unlock()
-}
+func (n *Node) removeSession(ps *peerSession) { ps.link.Leave() }
 
-// rerouteLocked asks every session to send the Direct set again, since the
-// set of connected devices changed (sessMu held).
-func (n *Node) rerouteLocked() {
-	for s := range n.sessions {
-		s.routesDirty.Store(true)
-		s.poke()
-	}
+// SessionsChanged asks the session to send the Direct set again, since the
+// set of connected devices changed (peers.Member; the manager's lock held).
+func (ps *peerSession) SessionsChanged() {
+	ps.routesDirty.Store(true)
+	ps.poke()
 }
 
 // directSet returns the devices this node has a live session with: it
 // receives their changes from them, and its other peers need not forward
 // them. The peer the set is for is left out.
 func (n *Node) directSet(peer core.DeviceID) core.VersionVector {
-	n.sessMu.Lock()
-	defer n.sessMu.Unlock()
-	vv := make(core.VersionVector, len(n.sessions))
-	for s := range n.sessions {
-		if s.peer != peer {
-			vv[s.peer] = 1 // the counter is unused; a VV omits zeros
-		}
+	vv := core.VersionVector{}
+	for _, id := range n.peers.Connected(peer) {
+		vv[id] = 1 // the counter is unused; a VV omits zeros
 	}
 	return vv
 }
