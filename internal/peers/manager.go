@@ -99,8 +99,9 @@ type Manager struct {
 	instance atomic.Uint64 // this run's instance number (set by Start)
 	wake     chan struct{} // pokes the redial loop
 	// idle, when set (by tests), is called each time the redial loop
-	// waits, with the number of its dials in flight.
-	idle func(dialing int)
+	// waits, with the number of its dials in flight and the clock's
+	// reading.
+	idle func(dialing int, at time.Time)
 
 	mu      sync.Mutex
 	addrs   map[core.DeviceID][]string // most recent first

@@ -297,7 +297,7 @@ func (m *Manager) redialLoop(ctx context.Context, tr core.Transport) {
 		dialing += m.redialRound(ctx, tr, states, results, &dials)
 		tick, stop := core.Wait(m.sched, redialScan)
 		if m.idle != nil {
-			m.idle(dialing)
+			m.idle(dialing, m.sched.Now())
 		}
 		select {
 		case <-ctx.Done():
