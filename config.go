@@ -80,8 +80,8 @@ type Config struct {
 	// personal text are never logged.
 	Logger *slog.Logger
 
-	// Rand is the source of randomness for keys and nonces. nil means
-	// crypto/rand.
+	// Rand is the source of randomness for keys and nonces, and of the
+	// redial jitter. nil means crypto/rand (math/rand/v2 for the jitter).
 	Rand io.Reader
 }
 

@@ -62,9 +62,13 @@ func (s StaticAddrs) Addrs(id core.DeviceID) []string {
 	return append([]string(nil), s[id]...)
 }
 
-// BookStore persists the address book (core.Store is one).
+// BookStore persists the address book (core.Store is one). Its methods
+// may block on I/O and must be safe for concurrent use.
 type BookStore interface {
+	// Meta returns the value stored under key, or an error wrapping
+	// core.ErrNotFound.
 	Meta(ctx context.Context, key string) ([]byte, error)
+	// SetMeta durably stores value under key.
 	SetMeta(ctx context.Context, key string, value []byte) error
 }
 
@@ -110,6 +114,7 @@ type Manager struct {
 	revoked map[core.DeviceID]bool     // cut off: refused from now on
 	tr      core.Transport             // nil until Start
 	runCtx  context.Context            // lives until the network stops
+	started bool
 	closed  bool
 	wg      sync.WaitGroup // the loops, the sessions, the cut-offs
 }
@@ -136,15 +141,24 @@ func New(cfg Config) *Manager {
 // the accept and redial loops on tr until ctx ends or Close. It does not
 // close tr.
 func (m *Manager) Start(ctx context.Context, tr core.Transport) error {
+	m.mu.Lock()
+	switch {
+	case m.closed:
+		m.mu.Unlock()
+		return fmt.Errorf("start: %w", core.ErrClosed)
+	case m.started:
+		m.mu.Unlock()
+		return fmt.Errorf("start: already started")
+	}
+	m.started = true
+	m.mu.Unlock()
+	// Before the transport is published: no session without an instance.
 	m.loadAddrs(ctx)
 	m.instance.Store(m.newInstance())
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return fmt.Errorf("start: %w", core.ErrClosed)
-	}
-	if m.tr != nil {
-		return fmt.Errorf("start: already started")
 	}
 	m.tr, m.runCtx = tr, ctx
 	m.wg.Add(2)

@@ -547,3 +547,26 @@ func (g *rig) waitInactive(peer core.DeviceID) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestCloseWaitsForSessions: Close returns only once every Handler it
+// started has returned, and a session that arrives after it is closed
+// without reaching the Handler.
+func TestCloseWaitsForSessions(t *testing.T) {
+	g := newRig(t, roster{})
+	s := newSession(device(0x20))
+	g.tr.accept <- s
+	g.nextLink()
+	g.cancel()
+	g.m.Close()
+	if !s.closed() {
+		t.Fatal("Close returned before the session's Handler")
+	}
+	late := newSession(device(0x30))
+	g.m.serve(context.Background(), late, false)
+	if !late.closed() || !errors.Is(late.reason(), core.ErrClosed) {
+		t.Fatalf("a session after Close: closed %v (%v)", late.closed(), late.reason())
+	}
+	if err := g.m.Connect(context.Background(), "fake:x", device(0x30)); !errors.Is(err, core.ErrClosed) {
+		t.Fatalf("Connect after Close: %v", err)
+	}
+}
