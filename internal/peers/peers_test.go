@@ -570,3 +570,59 @@ func TestCloseWaitsForSessions(t *testing.T) {
 		t.Fatalf("Connect after Close: %v", err)
 	}
 }
+
+// memBook is an in-memory BookStore.
+type memBook struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+func (b *memBook) Meta(_ context.Context, key string) ([]byte, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	v, ok := b.m[key]
+	if !ok {
+		return nil, core.ErrNotFound
+	}
+	return slices.Clone(v), nil
+}
+
+func (b *memBook) SetMeta(_ context.Context, key string, value []byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.m[key] = slices.Clone(value)
+	return nil
+}
+
+// TestAddressBookPersists: addresses learned by one run are dialled by the
+// next one at its start, most recent first.
+func TestAddressBookPersists(t *testing.T) {
+	peer := device(0x20)
+	book := &memBook{m: map[string][]byte{}}
+	first := New(Config{Self: device(0x10), Handler: joiner{links: make(chan *Link, 1)}, Roster: roster{}, Book: book})
+	first.Learn(context.Background(), peer, []string{"fake:old"})
+	first.Learn(context.Background(), peer, []string{"fake:new"})
+	first.Close()
+
+	clock := core.NewManualClock(time.Unix(0, 0))
+	tr := newTransport(clock)
+	tr.setReach("fake:new", peer)
+	links := make(chan *Link, 1)
+	m := New(Config{Self: device(0x10), Handler: joiner{links: links}, Roster: roster{peer}, Book: book, Clock: clock})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); m.Close() })
+	if err := m.Start(ctx, tr); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case l := <-links:
+		if l.Peer() != peer {
+			t.Fatalf("session with %s", l.Peer().Short())
+		}
+	case <-time.After(wait):
+		t.Fatal("the restarted manager did not dial the persisted address")
+	}
+	if d := tr.dialLog(); d[0].addr != "fake:new" {
+		t.Fatalf("dialled %+v, want the most recent address first", d)
+	}
+}
