@@ -85,7 +85,11 @@ type Config struct {
 	Book BookStore
 	// Sources add addresses to the address book's, in order.
 	Sources []AddrSource
-	// Clock runs every timer (core.SchedulerOf). nil: the system clock.
+	// Clock runs every timer and measures every delay when it is a
+	// core.Scheduler (a core.ManualClock in tests). A Clock that runs no
+	// timers (one skewed or frozen for timestamps) is not used: the
+	// backoff would be measured on readings that need not move while its
+	// timers run on real time. nil, or such a Clock: the system clock.
 	Clock core.Clock
 	// Rand draws the instance number and the backoff jitter. nil:
 	// crypto/rand and math/rand/v2.
@@ -125,9 +129,13 @@ func New(cfg Config) *Manager {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	sched, ok := cfg.Clock.(core.Scheduler)
+	if !ok {
+		sched = core.SystemClock{}
+	}
 	return &Manager{
 		cfg:     cfg,
-		sched:   core.SchedulerOf(cfg.Clock),
+		sched:   sched,
 		log:     log,
 		wake:    make(chan struct{}, 1),
 		addrs:   map[core.DeviceID][]string{},

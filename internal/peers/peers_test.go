@@ -626,3 +626,35 @@ func TestAddressBookPersists(t *testing.T) {
 		t.Fatalf("dialled %+v, want the most recent address first", d)
 	}
 }
+
+// frozenClock is a Clock (no timers) that never moves, as a test mesh's
+// frozen clocks or a host's clock skewed for timestamps.
+type frozenClock struct{ at time.Time }
+
+func (c frozenClock) Now() time.Time { return c.at }
+
+// TestRedialWithFrozenClock: a Config.Clock that runs no timers does not
+// time the redial loop: a peer unreachable at first is redialled on real
+// time even though that clock never moves. Before, the backoff was
+// measured on the frozen readings and the peer was never dialled again.
+func TestRedialWithFrozenClock(t *testing.T) {
+	peer := device(0x20)
+	tr := newTransport(frozenClock{})
+	links := make(chan *Link, 1)
+	m := New(Config{Self: device(0x10), Handler: joiner{links: links}, Roster: roster{peer}, Clock: frozenClock{time.Unix(1e9, 0)}})
+	m.Learn(context.Background(), peer, []string{"fake:peer"})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); m.Close() })
+	if err := m.Start(ctx, tr); err != nil {
+		t.Fatal(err)
+	}
+	for len(tr.dialLog()) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	tr.setReach("fake:peer", peer)
+	select {
+	case <-links:
+	case <-time.After(wait):
+		t.Fatalf("not redialled within %v (%d dials)", wait, len(tr.dialLog()))
+	}
+}
