@@ -11,6 +11,7 @@ import (
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/internal/peers"
 	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/internal/syncer"
 	"github.com/devicemesh/federation/registry"
@@ -41,8 +42,7 @@ type Node struct {
 	events *hub
 	urgent syncer.UrgentIndex // recent top-priority changes, for overtaking (syncer.go)
 
-	sessMu   sync.Mutex
-	sessions map[*peerSession]struct{}
+	peers *peers.Manager // sessions: dial, accept, redial, cut-off (peerlink.go)
 
 	trust       *trust             // who may hold a session (device registry)
 	audit       *audit.Log         // tamper-evident log of every sync operation
@@ -58,7 +58,6 @@ type Node struct {
 
 	dir    *dirGuard // lock on Config.Dir (nil without one)
 	health health    // counters of conditions the host should hear of
-	links  links     // peers' addresses and sessions, for redialling (peers.go)
 	anchor anchor    // signed audit heads and tamper detection (auditheads.go)
 
 	closeOnce sync.Once
@@ -121,9 +120,9 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		hlc:    core.NewHLC(cfg.Clock, cfg.MaxClockDrift),
 		events: newHub(cfg.Events.Buffer),
 
-		sessions: map[*peerSession]struct{}{},
-		closed:   make(chan struct{}),
+		closed: make(chan struct{}),
 	}
+	n.peers = n.newPeers()
 	n.backup, _ = core.StoreAs[core.BackupStore](st)
 	n.tables = tablesOf(st, n.log)
 	if n.rep, err = n.newReplica(ctx, created); err != nil {
@@ -316,6 +315,7 @@ func (n *Node) Close() error {
 			}
 		}
 		n.netMu.Unlock()
+		n.peers.Close() // waits for the sessions
 		n.wg.Wait()
 		// Under the write lock: let an in-flight Update finish.
 		_ = n.rep.Exclusive(context.Background(), "", func() error {
