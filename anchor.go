@@ -35,8 +35,9 @@ type headResolver = anchor.Resolver
 // openAnchor opens the audit log (in the store's tables, in memory without
 // them) and builds its anchor. A restore declared by Restore is honoured
 // only on the default store in Config.Dir.
-func (n *Node) openAnchor(ctx context.Context) (err error) {
-	if n.audit, err = anchor.OpenLog(ctx, n.tables, n.cfg.Clock); err != nil {
+func (n *Node) openAnchor(ctx context.Context) error {
+	log, err := anchor.OpenLog(ctx, n.tables, n.cfg.Clock)
+	if err != nil {
 		return err
 	}
 	var marker string
@@ -44,7 +45,7 @@ func (n *Node) openAnchor(ctx context.Context) (err error) {
 		marker = filepath.Join(n.cfg.Dir, RestoredFile)
 	}
 	n.anchor = anchor.New(anchor.Config{
-		Log: n.audit, Memory: n.tables == nil,
+		Log: log, Memory: n.tables == nil,
 		Replica: anchorReplica{n.rep, n.store}, Identity: n.ident, Events: anchorEvents{n},
 		Clock: n.cfg.Clock, Logger: n.log, RestoreMarker: marker, SyncDir: syncDir,
 	})
@@ -91,7 +92,7 @@ func (e anchorEvents) Tampered(origin core.DeviceID, reason string) {
 
 // Audit returns the node's audit log, to query (by time, device and kind)
 // and to Verify.
-func (n *Node) Audit() *audit.Log { return n.audit }
+func (n *Node) Audit() *audit.Log { return n.anchor.Log() }
 
 // VerifyAudit checks this device's audit chain: the whole chain, and that
 // it contains the highest signed head of this device held here (its own,

@@ -382,7 +382,7 @@ func TestIntactAuditNotFlaggedAcrossRestarts(t *testing.T) {
 	}
 	defer n.Close()
 	held, ok := n.heldHead(ctx, n.DeviceID())
-	head, _ := n.audit.Head(ctx)
+	head, _ := n.Audit().Head(ctx)
 	if !ok || held.Head != head {
 		t.Fatalf("held head %d (ok %v), log has %d entries: the last Close did not sign the head", held.Head.Seq, ok, head.Seq)
 	}

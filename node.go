@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"sync"
 
-	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
 	"github.com/devicemesh/federation/internal/anchor"
@@ -46,8 +45,7 @@ type Node struct {
 	sessions map[*peerSession]struct{}
 
 	trust       *trust             // who may hold a session (device registry)
-	audit       *audit.Log         // tamper-evident log of every sync operation
-	anchor      *anchor.Anchor     // signed audit heads and tamper detection (anchor.go)
+	anchor      *anchor.Anchor     // the audit log, its signed heads and tamper detection (anchor.go)
 	stopReembed context.CancelFunc // stops the re-embed loop
 	reg         *registry.State    // replicated device registry (nil: no mesh yet); under the write lock
 	pendingOps  []registry.Op      // operations held until the mesh's genesis arrives

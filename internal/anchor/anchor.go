@@ -171,8 +171,8 @@ func (a *Anchor) Open(ctx context.Context) audit.SignedHead {
 // store held at open (in the background: it reads every row, about 8 ms
 // per 1,000 entries), then publishes this device's head when due and
 // writes back the higher heads of devices whose lower heads arrived, until
-// ctx ends (the node closes). Heads may be signed before that check ends: each is
-// signed only if the chain holds the head it supersedes (Log.CheckHead),
+// ctx ends (the node closes). Heads may be signed before that check ends:
+// each is signed only if the chain holds the head it supersedes (Log.CheckHead),
 // and since that head pins the hash at its position, which commits to
 // every row before it, a rewrite before it is caught there; a row left
 // inconsistent stays visible to Verify whatever is signed after it. It
@@ -215,7 +215,7 @@ func (a *Anchor) Run(ctx context.Context, held audit.SignedHead) {
 
 // AnchorLocked writes back held heads and publishes this device's head when
 // due (or, with closing, whenever entries are unpublished and a replica is
-// in use). Called with writeMu held.
+// in use). Called inside Replica.Exclusive (the write lock held).
 func (a *Anchor) AnchorLocked(ctx context.Context, closing bool) {
 	a.mu.Lock()
 	back := a.republish
@@ -250,7 +250,7 @@ func (a *Anchor) AnchorLocked(ctx context.Context, closing bool) {
 // superseding the highest own head the store holds, after checking that the
 // chain still contains that one (or, for the first head of an epoch, the
 // restored backup's head). It does nothing once tampering was detected.
-// Called with writeMu held.
+// Called inside Replica.Exclusive (the write lock held).
 func (a *Anchor) PublishHeadLocked(ctx context.Context) error {
 	a.mu.Lock()
 	stop := a.tampered != nil || a.memory
@@ -343,10 +343,12 @@ func decodeHeadRecord(r core.Record) (audit.SignedHead, error) {
 }
 
 // CheckHeads is the ingress check for audit heads arriving from a peer
-// (from: their origin), with writeMu held, before they are committed. A
-// forged head refuses the whole transaction. A head of this device is
-// checked against the chain; a head lower than the one held, or one that
-// forks from it, is noted (see the comment at the top of this file).
+// (from: their origin), with the write lock held (the commit pipeline's
+// check), before they are committed. A forged head refuses the whole
+// transaction (an error wrapping core.ErrProtocol and ErrForgedHead). A
+// head of this device is checked against the chain; a head lower than the
+// one held, or one that forks from it, is noted (see the comment at the
+// top of this file).
 func (a *Anchor) CheckHeads(ctx context.Context, from core.DeviceID, recs []core.Record) error {
 	for _, r := range recs {
 		if r.Collection != Collection {
