@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 	"sync"
 
-	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/internal/anchor"
 	"github.com/devicemesh/federation/internal/peers"
 	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/internal/syncer"
@@ -45,7 +45,7 @@ type Node struct {
 	peers *peers.Manager // sessions: dial, accept, redial, cut-off (peerlink.go)
 
 	trust       *trust             // who may hold a session (device registry)
-	audit       *audit.Log         // tamper-evident log of every sync operation
+	anchor      *anchor.Anchor     // the audit log, its signed heads and tamper detection (anchor.go)
 	stopReembed context.CancelFunc // stops the re-embed loop
 	reg         *registry.State    // replicated device registry (nil: no mesh yet); under the write lock
 	pendingOps  []registry.Op      // operations held until the mesh's genesis arrives
@@ -58,7 +58,6 @@ type Node struct {
 
 	dir    *dirGuard // lock on Config.Dir (nil without one)
 	health health    // counters of conditions the host should hear of
-	anchor anchor    // signed audit heads and tamper detection (auditheads.go)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -131,7 +130,7 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 	if n.trust, err = newTrust(ctx, n.tables); err != nil {
 		return nil, err
 	}
-	if n.audit, err = openAudit(ctx, n.tables, cfg.Clock); err != nil {
+	if err := n.openAnchor(ctx); err != nil {
 		return nil, err
 	}
 	if err := n.loadRegistry(ctx); err != nil {
@@ -287,7 +286,7 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 	subs, dropped := n.events.counts()
 	return Stats{Device: n.DeviceID(), Store: ss, VersionVector: vv, Subscribers: subs, EventsDropped: dropped,
 		ClockDrift: n.rep.ClockDrift(), RepairsUnsettled: n.health.repairsUnsettled.Load(),
-		AuditTampered: n.anchor.detected.Load()}, nil
+		AuditTampered: n.anchor.Detected()}, nil
 }
 
 // Close stops everything the node started, waits for it, ends every
@@ -319,7 +318,7 @@ func (n *Node) Close() error {
 		n.wg.Wait()
 		// Under the write lock: let an in-flight Update finish.
 		_ = n.rep.Exclusive(context.Background(), "", func() error {
-			n.anchorLocked(context.Background(), true) // sign the audit head
+			n.anchor.AnchorLocked(context.Background(), true) // sign the audit head
 			if err := replica.SaveClock(context.Background(), n.store, n.hlc.Last()); err != nil {
 				errs = append(errs, err)
 			}

@@ -119,7 +119,7 @@ func (n *Node) foldOps(ctx context.Context, ops []registry.Op, audited bool) (re
 // registry record must hold a well-formed operation, keyed by its hash,
 // whose signature verifies. Operations whose author is not (yet) allowed
 // are kept: registry.State decides their effect. Audit heads are checked
-// by checkHeads (auditheads.go).
+// by checkHeads (internal/anchor).
 func (n *Node) checkOps(ctx context.Context, from core.DeviceID, recs []core.Record) error {
 	for _, r := range recs {
 		if r.Collection != registryCollection || r.Deleted {
