@@ -11,8 +11,23 @@ import (
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/internal/anchor"
 	"github.com/devicemesh/federation/store/libsqlstore"
 )
+
+// The anchor's thresholds (internal/anchor), as these tests use them.
+const (
+	headEvery    = anchor.HeadEvery
+	headInterval = anchor.HeadInterval
+)
+
+// heldHead returns the signed head of dev that the node's store holds.
+func (n *Node) heldHead(ctx context.Context, dev core.DeviceID) (audit.SignedHead, bool) {
+	return n.anchor.Held(ctx, dev)
+}
+
+// publishHeadLocked signs and commits the node's head (write lock held).
+func (n *Node) publishHeadLocked(ctx context.Context) error { return n.anchor.PublishHeadLocked(ctx) }
 
 // appendEntries appends n audit entries to node, as sessions would.
 func appendEntries(t *testing.T, node *Node, peer core.DeviceID, n int) {
@@ -341,9 +356,7 @@ func TestIntactAuditNotFlaggedAcrossRestarts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n.anchor.mu.Lock()
-		n.anchor.every = 7
-		n.anchor.mu.Unlock()
+		n.anchor.SetEvery(7)
 		appendEntries(t, n, peer, 3+i%11)
 		if i%3 == 0 {
 			// A write of the host's data: this open writes under a replica, so
@@ -369,7 +382,7 @@ func TestIntactAuditNotFlaggedAcrossRestarts(t *testing.T) {
 	}
 	defer n.Close()
 	held, ok := n.heldHead(ctx, n.DeviceID())
-	head, _ := n.audit.Head(ctx)
+	head, _ := n.Audit().Head(ctx)
 	if !ok || held.Head != head {
 		t.Fatalf("held head %d (ok %v), log has %d entries: the last Close did not sign the head", held.Head.Seq, ok, head.Seq)
 	}
@@ -401,7 +414,7 @@ func TestPeerReportsForkedHead(t *testing.T) {
 			t.Fatalf("a validly signed head refused: %v", err)
 		}
 	})
-	if got := b.anchor.detected.Load(); got != 1 {
+	if got := b.anchor.Detected(); got != 1 {
 		t.Fatalf("detections = %d, want 1", got)
 	}
 	select {
@@ -433,12 +446,12 @@ func TestAuditHeadPublishedAfterInterval(t *testing.T) {
 	}
 	defer n.Close()
 	appendEntries(t, n, core.DeviceID{1}, 5)
-	n.anchor.wake()
+	n.anchor.Wake()
 	time.Sleep(100 * time.Millisecond)
 	if h, ok := n.heldHead(ctx, n.DeviceID()); ok {
 		t.Fatalf("head %d published before the interval", h.Head.Seq)
 	}
 	clock.advance(headInterval)
-	n.anchor.wake() // as the loop's ticker would
+	n.anchor.Wake() // as the loop's ticker would
 	waitHeld(t, n, n.DeviceID(), 5)
 }

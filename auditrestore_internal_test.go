@@ -37,8 +37,8 @@ func waitEpoch(t *testing.T, holder *Node, dev core.DeviceID, epoch, seq uint64)
 func noTamper(t *testing.T, subs map[string]*Subscription, nodes ...*Node) {
 	t.Helper()
 	for _, n := range nodes {
-		if d := n.anchor.detected.Load(); d != 0 {
-			t.Fatalf("%s counted %d audit tamperings: %v", n.DeviceID().Short(), d, n.anchor.tampered)
+		if d := n.anchor.Detected(); d != 0 {
+			t.Fatalf("%s counted %d audit tamperings: %v", n.DeviceID().Short(), d, n.anchor.Tampered())
 		}
 	}
 	for name, s := range subs {
@@ -385,7 +385,7 @@ func TestRestoreDeclarationCrashSafe(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, RestoredFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("declaration kept: %v", err)
 	}
-	if err := n.VerifyAudit(ctx); err != nil || n.anchor.detected.Load() != 0 {
+	if err := n.VerifyAudit(ctx); err != nil || n.anchor.Detected() != 0 {
 		t.Fatalf("declared restore flagged: %v", err)
 	}
 	if err := n.Close(); err != nil {

@@ -85,8 +85,8 @@ type Config struct {
 	// personal text are never logged.
 	Logger *slog.Logger
 
-	// Rand is the source of randomness for keys and nonces. nil means
-	// crypto/rand.
+	// Rand is the source of randomness for keys and nonces, and of the
+	// redial jitter. nil means crypto/rand (math/rand/v2 for the jitter).
 	Rand io.Reader
 
 	// plan is the policy planner built from Collections by validate.

@@ -2,12 +2,11 @@ package federation
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 
-	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/internal/peers"
 	"github.com/devicemesh/federation/transport"
 )
 
@@ -42,7 +41,7 @@ type TransportFactory func(ctx context.Context, p TransportParams) (Transport, e
 
 // ErrNotStarted reports a network operation on a node whose Start was not
 // called.
-var ErrNotStarted = errors.New("node not started")
+var ErrNotStarted = peers.ErrNotStarted
 
 // Start brings the node online: it starts the transport (QUIC by default),
 // accepts sessions from trusted devices and keeps every session in sync
@@ -66,11 +65,15 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("start transport: %w", err)
 	}
 	n.tr = tr
-	n.loadAddrs(ctx)
-	n.links.instance = n.newInstance()
 	runCtx, cancel := context.WithCancel(context.Background())
+	if err := n.peers.Start(runCtx, tr); err != nil {
+		cancel()
+		n.tr = nil
+		_ = tr.Close()
+		return err
+	}
 	n.stopNet = cancel
-	n.wg.Add(3)
+	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
 		select {
@@ -79,14 +82,6 @@ func (n *Node) Start(ctx context.Context) error {
 		case <-runCtx.Done():
 		}
 		cancel()
-	}()
-	go func() {
-		defer n.wg.Done()
-		n.acceptLoop(runCtx, tr)
-	}()
-	go func() {
-		defer n.wg.Done()
-		n.redialLoop(runCtx, tr)
 	}()
 	n.runCtx = runCtx
 	n.log.Info("node online", "addr", tr.Addr())
@@ -119,40 +114,6 @@ func (n *Node) Addr() string {
 	return n.tr.Addr()
 }
 
-func (n *Node) acceptLoop(ctx context.Context, tr Transport) {
-	for {
-		sess, err := tr.Accept(ctx)
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, core.ErrClosed) {
-				n.log.Warn("accept stopped", "err", err)
-			}
-			return
-		}
-		n.goSession(ctx, sess)
-	}
-}
-
-// goSession runs the sync protocol on sess in a goroutine owned by the node.
-func (n *Node) goSession(ctx context.Context, sess Session) {
-	// Close marks the node closed before it waits for the group, and takes
-	// netMu in between: a session started after that is refused here
-	// rather than added to a group already being waited for.
-	n.netMu.Lock()
-	defer n.netMu.Unlock()
-	if n.alive() != nil {
-		_ = sess.Close(fmt.Errorf("node: %w", ErrClosed))
-		return
-	}
-	n.wg.Add(1)
-	n.links.hold(sess.Peer())
-	go func() {
-		defer n.wg.Done()
-		defer n.links.release(sess.Peer())
-		defer n.links.takeOutbound(sess) // a session refused before sync
-		_ = n.runSession(ctx, sess)
-	}()
-}
-
 // Connect dials a trusted device at addr and keeps the session in sync in
 // the background. peer may be zero when the device at addr is not known in
 // advance; it must then still be trusted. The node remembers addr (in its
@@ -161,24 +122,7 @@ func (n *Node) Connect(ctx context.Context, addr string, peer DeviceID) error {
 	if err := n.alive(); err != nil {
 		return err
 	}
-	n.netMu.Lock()
-	tr, runCtx := n.tr, n.runCtx
-	n.netMu.Unlock()
-	if tr == nil {
-		return fmt.Errorf("connect: %w", ErrNotStarted)
-	}
-	if !peer.IsZero() {
-		n.links.hold(peer) // no redial while this dial is in flight
-		defer n.links.release(peer)
-	}
-	sess, err := tr.Dial(ctx, addr, peer)
-	if err != nil {
-		return fmt.Errorf("connect %s: %w", addr, err)
-	}
-	n.learnAddrs(ctx, sess.Peer(), []string{addr})
-	n.links.markOutbound(sess)
-	n.goSession(runCtx, sess)
-	return nil
+	return n.peers.Connect(ctx, addr, peer)
 }
 
 // PeerStatus describes one live session.
@@ -203,11 +147,10 @@ type PeerStatus struct {
 
 // Peers lists the live sync sessions.
 func (n *Node) Peers() []PeerStatus {
-	n.sessMu.Lock()
-	defer n.sessMu.Unlock()
-	out := make([]PeerStatus, 0, len(n.sessions))
-	for ps := range n.sessions {
-		out = append(out, ps.status())
+	members := n.peers.Members()
+	out := make([]PeerStatus, 0, len(members))
+	for _, mb := range members {
+		out = append(out, mb.(*peerSession).status())
 	}
 	return out
 }

@@ -8,10 +8,11 @@ import (
 	"path/filepath"
 	"sync"
 
-	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/internal/anchor"
 	"github.com/devicemesh/federation/internal/devices"
+	"github.com/devicemesh/federation/internal/peers"
 	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/internal/syncer"
 	"github.com/devicemesh/federation/store/libsqlstore"
@@ -41,11 +42,10 @@ type Node struct {
 	events *hub
 	urgent syncer.UrgentIndex // recent top-priority changes, for overtaking (syncer.go)
 
-	sessMu   sync.Mutex
-	sessions map[*peerSession]struct{}
+	peers *peers.Manager // sessions: dial, accept, redial, cut-off (peerlink.go)
 
 	trust       *trust             // who may hold a session (device registry)
-	audit       *audit.Log         // tamper-evident log of every sync operation
+	anchor      *anchor.Anchor     // the audit log, its signed heads and tamper detection (anchor.go)
 	stopReembed context.CancelFunc // stops the re-embed loop
 	reg         *devices.Registry  // replicated device registry and mesh secret (internal/devices)
 	pairMu      sync.Mutex
@@ -57,8 +57,6 @@ type Node struct {
 
 	dir    *dirGuard // lock on Config.Dir (nil without one)
 	health health    // counters of conditions the host should hear of
-	links  links     // peers' addresses and sessions, for redialling (peers.go)
-	anchor anchor    // signed audit heads and tamper detection (auditheads.go)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -120,9 +118,9 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		hlc:    core.NewHLC(cfg.Clock, cfg.MaxClockDrift),
 		events: newHub(cfg.Events.Buffer),
 
-		sessions: map[*peerSession]struct{}{},
-		closed:   make(chan struct{}),
+		closed: make(chan struct{}),
 	}
+	n.peers = n.newPeers()
 	n.backup, _ = core.StoreAs[core.BackupStore](st)
 	n.tables = tablesOf(st, n.log)
 	if n.rep, err = n.newReplica(ctx, created); err != nil {
@@ -131,7 +129,7 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 	if n.trust, err = newTrust(ctx, n.tables, n.log); err != nil {
 		return nil, err
 	}
-	if n.audit, err = openAudit(ctx, n.tables, cfg.Clock); err != nil {
+	if err := n.openAnchor(ctx); err != nil {
 		return nil, err
 	}
 	if err := n.loadRegistry(ctx); err != nil {
@@ -287,7 +285,7 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 	subs, dropped := n.events.counts()
 	return Stats{Device: n.DeviceID(), Store: ss, VersionVector: vv, Subscribers: subs, EventsDropped: dropped,
 		ClockDrift: n.rep.ClockDrift(), RepairsUnsettled: n.health.repairsUnsettled.Load(),
-		AuditTampered: n.anchor.detected.Load()}, nil
+		AuditTampered: n.anchor.Detected()}, nil
 }
 
 // Close stops everything the node started, waits for it, ends every
@@ -315,10 +313,11 @@ func (n *Node) Close() error {
 			}
 		}
 		n.netMu.Unlock()
+		n.peers.Close() // waits for the sessions
 		n.wg.Wait()
 		// Under the write lock: let an in-flight Update finish.
 		_ = n.rep.Exclusive(context.Background(), "", func() error {
-			n.anchorLocked(context.Background(), true) // sign the audit head
+			n.anchor.AnchorLocked(context.Background(), true) // sign the audit head
 			if err := replica.SaveClock(context.Background(), n.store, n.hlc.Last()); err != nil {
 				errs = append(errs, err)
 			}

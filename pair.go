@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/peers"
 	"github.com/devicemesh/federation/pairing"
 	"github.com/devicemesh/federation/registry"
 )
@@ -211,10 +212,6 @@ func (n *Node) addDevice(ctx context.Context, key core.PublicKey, name string) {
 	_ = n.trust.devices.Put(ctx, registry.Device{ID: core.DeviceIDFromKey(key), PublicKey: key, Name: name, Trust: registry.TrustTrusted})
 }
 
-// dialDeadline bounds a pairing dial, and how long the joiner waits for
-// the inviter to record it.
-const dialDeadline = 10 * time.Second
-
 // JoinOptions configures Join.
 type JoinOptions struct {
 	// Show, when set, is called with the SAS as soon as it is known, to
@@ -236,16 +233,11 @@ func (n *Node) Join(ctx context.Context, qr string, opts JoinOptions) (PairReque
 	if len(inv.Addrs) == 0 {
 		return PairRequest{}, fmt.Errorf("join: %w: invitation carries no address", core.ErrInvalidArgument)
 	}
-	n.netMu.Lock()
-	tr := n.tr
-	n.netMu.Unlock()
-	if tr == nil {
+	if n.Addr() == "" {
 		return PairRequest{}, fmt.Errorf("join: %w", ErrNotStarted)
 	}
 	defer n.trust.Joining(inv.Issuer, inv.IssuerKey)()
-	dctx, cancel := context.WithTimeout(ctx, dialDeadline)
-	sess, err := tr.Dial(dctx, inv.Addrs[0], inv.Issuer)
-	cancel()
+	sess, err := n.peers.Dial(ctx, inv.Addrs[0], inv.Issuer) // within peers.DialDeadline
 	if err != nil {
 		return PairRequest{}, fmt.Errorf("join: %w", err)
 	}
@@ -253,11 +245,13 @@ func (n *Node) Join(ctx context.Context, qr string, opts JoinOptions) (PairReque
 	if err == nil {
 		// Let the inviter read our acknowledgement and record the new
 		// device before the session goes: it closes the session itself.
+		deadline, stop := core.Wait(core.SchedulerOf(n.cfg.Clock), peers.DialDeadline)
 		select {
 		case <-sess.Done():
-		case <-time.After(dialDeadline):
+		case <-deadline:
 		case <-ctx.Done():
 		}
+		stop()
 	}
 	_ = sess.Close(err)
 	if err != nil {

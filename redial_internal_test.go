@@ -31,15 +31,14 @@ func quicNode(t *testing.T, dir string) *Node {
 
 // liveSession returns n's greeted, live session with peer, if any.
 func liveSession(n *Node, peer core.DeviceID) *peerSession {
-	n.sessMu.Lock()
-	defer n.sessMu.Unlock()
-	for ps := range n.sessions {
+	for _, mb := range n.peers.Members() {
+		ps := mb.(*peerSession)
 		select {
 		case <-ps.sess.Done():
 			continue
 		default:
 		}
-		if ps.peer == peer && ps.greeted {
+		if ps.peer == peer && ps.link.Greeted() {
 			return ps
 		}
 	}
@@ -92,9 +91,7 @@ func waitSynced(t *testing.T, from, to *Node, key string) {
 
 // forget empties n's address book entry for peer, so that n cannot dial it.
 func (n *Node) forget(peer core.DeviceID) {
-	n.links.mu.Lock()
-	delete(n.links.addrs, peer)
-	n.links.mu.Unlock()
+	n.peers.Forget(peer)
 }
 
 // TestRedialAfterSessionKilled: a session ends (closed from the test, on
@@ -115,8 +112,8 @@ func TestRedialAfterSessionKilled(t *testing.T) {
 				}
 				sa := waitSession(t, a, b, 5*time.Second)
 				sb := liveSession(b, a.DeviceID())
-				if !sa.outbound || sb.outbound {
-					t.Fatalf("outbound flags: dialer %v, acceptor %v", sa.outbound, sb.outbound)
+				if !sa.link.Outbound() || sb.link.Outbound() {
+					t.Fatalf("outbound flags: dialer %v, acceptor %v", sa.link.Outbound(), sb.link.Outbound())
 				}
 				switch redialer {
 				case "dialer":
@@ -163,14 +160,14 @@ func TestRedialAcrossRestarts(t *testing.T) {
 	}
 	waitSession(t, a, b, 5*time.Second)
 	waitSynced(t, b, a, "after-a-restart")
-	if got := b.peerAddrs(a.DeviceID()); len(got) == 0 || got[0] != a.Addr() {
+	if got := b.peers.Addrs(a.DeviceID()); len(got) == 0 || got[0] != a.Addr() {
 		t.Fatalf("b knows a at %v, want %s first", got, a.Addr())
 	}
 	// b redials a's new address by itself: a may not dial this time.
 	a.forget(b.DeviceID())
 	old := liveSession(b, a.DeviceID())
 	_ = old.sess.Close(fmt.Errorf("%w: killed by the test", core.ErrClosed))
-	if s := waitSession(t, b, a, 5*time.Second, old); !s.outbound {
+	if s := waitSession(t, b, a, 5*time.Second, old); !s.link.Outbound() {
 		t.Fatal("the new session was not dialled by b")
 	}
 	waitSynced(t, a, b, "after-b-redial")
@@ -185,10 +182,9 @@ func TestRedialAcrossRestarts(t *testing.T) {
 
 // sessionCount returns how many live sessions n holds with peer.
 func sessionCount(n *Node, peer core.DeviceID) int {
-	n.sessMu.Lock()
-	defer n.sessMu.Unlock()
 	c := 0
-	for ps := range n.sessions {
+	for _, mb := range n.peers.Members() {
+		ps := mb.(*peerSession)
 		select {
 		case <-ps.sess.Done():
 		default:
@@ -243,9 +239,9 @@ func TestSimultaneousDialsKeepOneSession(t *testing.T) {
 		if sa == nil || sb == nil {
 			t.Fatalf("round %d: the session went away", round)
 		}
-		lowDialled := sa.outbound == (a.DeviceID().Compare(b.DeviceID()) < 0)
-		if !lowDialled || sa.outbound == sb.outbound {
-			t.Fatalf("round %d: kept sessions differ or are not the lower id's (a outbound %v, b outbound %v)", round, sa.outbound, sb.outbound)
+		lowDialled := sa.link.Outbound() == (a.DeviceID().Compare(b.DeviceID()) < 0)
+		if !lowDialled || sa.link.Outbound() == sb.link.Outbound() {
+			t.Fatalf("round %d: kept sessions differ or are not the lower id's (a outbound %v, b outbound %v)", round, sa.link.Outbound(), sb.link.Outbound())
 		}
 		waitSynced(t, a, b, fmt.Sprintf("round-%d", round))
 	}
@@ -284,32 +280,11 @@ func TestRedialBacksOff(t *testing.T) {
 	if err := n.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	n.learnAddrs(context.Background(), peer.DeviceID(), []string{"mem:nowhere"})
+	n.peers.Learn(context.Background(), peer.DeviceID(), []string{"mem:nowhere"})
 	time.Sleep(4 * time.Second)
 	// Delays of 50-100, 100-200, ... ms: about 5 to 7 dials in 4 s.
 	t.Logf("%d dials in 4 s", ct.dials.Load())
 	if d := ct.dials.Load(); d < 3 || d > 10 {
-		t.Fatalf("%d dials in 4 s, want about 6 (exponential backoff from %s)", d, redialMin)
-	}
-}
-
-type addrSession struct {
-	core.Session
-	addr string
-}
-
-func (s addrSession) RemoteAddr() string { return s.addr }
-
-// TestDialableReplacesUnspecifiedHost: a node listening on every interface
-// announces "[::]:port"; its peer dials the host the session came from.
-func TestDialableReplacesUnspecifiedHost(t *testing.T) {
-	got := dialable([]string{"[::]:4000", "0.0.0.0:4001", ":4002", "10.0.0.1:4003", "mem:3"}, addrSession{addr: "192.0.2.7:5555"})
-	want := []string{"192.0.2.7:4000", "192.0.2.7:4001", "192.0.2.7:4002", "10.0.0.1:4003", "mem:3"}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("dialable = %v, want %v", got, want)
-	}
-	// Without the peer's address, unspecified hosts are left out.
-	if got := dialable([]string{"[::]:4000", "10.0.0.1:4003"}, addrSession{}); fmt.Sprint(got) != "[10.0.0.1:4003]" {
-		t.Fatalf("dialable without a remote address = %v", got)
+		t.Fatalf("%d dials in 4 s, want about 6 (exponential backoff from 100ms)", d)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/peers"
 	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/internal/syncer"
 	"github.com/devicemesh/federation/internal/wire"
@@ -34,23 +35,19 @@ var (
 	ErrTimeout = syncer.ErrTimeout
 )
 
-// peerSession is one sync session as the node's session table sees it:
-// the protocol (embedded) and what peers.go keeps about it.
+// peerSession is one sync session: the protocol (embedded) and the
+// session as internal/peers manages it (a peers.Member once joined).
 type peerSession struct {
 	*syncer.Session
 	sess core.Session
 	peer core.DeviceID
-
-	// Set once: whether this node dialled the session; then, under the
-	// node's sessMu, the peer's instance from its hello (peers.go).
-	outbound bool
-	instance uint64
-	greeted  bool
+	link *peers.Link
 }
 
-// runSession speaks the sync protocol on sess until it ends or ctx is done,
-// then closes the session.
-func (n *Node) runSession(ctx context.Context, sess core.Session) error {
+// runSession speaks the sync protocol on the link's session until it ends
+// or ctx is done, then closes the session.
+func (n *Node) runSession(ctx context.Context, link *peers.Link) error {
+	sess := link.Session()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if !n.trust.Trusted(ctx, sess.Peer(), sess.PeerKey()) {
@@ -68,14 +65,10 @@ func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 	}
 	n.trust.Touch(ctx, sess.Peer(), n.cfg.Clock.Now())
 	n.record(ctx, audit.SessionOpened(sess.Peer(), "direct"))
-	ps := &peerSession{
-		sess:     sess,
-		peer:     sess.Peer(),
-		outbound: n.links.takeOutbound(sess),
-	}
+	ps := &peerSession{sess: sess, peer: sess.Peer(), link: link}
 	ps.Session = syncer.New(n.syncerConfig(), sess, syncerLinks{n: n, ps: ps})
-	n.addSession(ps)
-	defer n.removeSession(ps)
+	link.Join(ps)
+	defer link.Leave()
 	err := ps.Run(ctx)
 	n.record(ctx, audit.SessionClosed(ps.peer, closeReason(err)))
 	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
@@ -88,6 +81,11 @@ func (n *Node) runSession(ctx context.Context, sess core.Session) error {
 	}
 	return err
 }
+
+// SessionsChanged asks the session to send the Direct set again, since the
+// set of connected devices changed (peers.Member; called with the
+// manager's lock held, and Reroute does not block).
+func (ps *peerSession) SessionsChanged() { ps.Reroute() }
 
 // syncerConfig is what every session of this node shares.
 func (n *Node) syncerConfig() syncer.Config {
@@ -111,41 +109,13 @@ func (n *Node) syncerConfig() syncer.Config {
 	}
 }
 
-// addSession registers a running session.
-func (n *Node) addSession(ps *peerSession) {
-	n.sessMu.Lock()
-	n.sessions[ps] = struct{}{}
-	n.rerouteLocked()
-	n.sessMu.Unlock()
-}
-
-// removeSession forgets a session that ended.
-func (n *Node) removeSession(ps *peerSession) {
-	n.sessMu.Lock()
-	delete(n.sessions, ps)
-	n.rerouteLocked()
-	n.sessMu.Unlock()
-}
-
-// rerouteLocked asks every session to send the Direct set again, since the
-// set of connected devices changed (sessMu held).
-func (n *Node) rerouteLocked() {
-	for s := range n.sessions {
-		s.Reroute()
-	}
-}
-
 // directSet returns the devices this node has a live session with: it
 // receives their changes from them, and its other peers need not forward
 // them. The peer the set is for is left out.
 func (n *Node) directSet(peer core.DeviceID) core.VersionVector {
-	n.sessMu.Lock()
-	defer n.sessMu.Unlock()
-	vv := make(core.VersionVector, len(n.sessions))
-	for s := range n.sessions {
-		if s.peer != peer {
-			vv[s.peer] = 1 // the counter is unused; a VV omits zeros
-		}
+	vv := core.VersionVector{}
+	for _, id := range n.peers.Connected(peer) {
+		vv[id] = 1 // the counter is unused; a VV omits zeros
 	}
 	return vv
 }

@@ -75,21 +75,9 @@ func (n *Node) TrustDevice(key PublicKey) { _ = n.trust.Admit(context.Background
 // at once, and it is refused from then on.
 func (n *Node) RevokeDevice(ctx context.Context, id DeviceID) error { return n.reg.Revoke(ctx, id) }
 
-// cutOff closes every live session with a device and returns how many.
-func (n *Node) cutOff(id DeviceID) int {
-	n.sessMu.Lock()
-	var victims []*peerSession
-	for ps := range n.sessions {
-		if ps.peer == id {
-			victims = append(victims, ps)
-		}
-	}
-	n.sessMu.Unlock()
-	for _, ps := range victims {
-		_ = ps.sess.Close(fmt.Errorf("%w: revoked", core.ErrUnauthorized))
-	}
-	return len(victims)
-}
+// cutOff closes every live session with a device and returns how many;
+// the device is refused from then on (internal/peers).
+func (n *Node) cutOff(id DeviceID) int { return n.peers.CutOff(id) }
 
 // Devices lists the device registry, sorted by id.
 func (n *Node) Devices(ctx context.Context) ([]Device, error) { return n.trust.List(ctx) }

@@ -140,7 +140,7 @@ func (n *Registry) foldOps(ctx context.Context, ops []registry.Op, audited bool)
 // registry record must hold a well-formed operation, keyed by its hash,
 // whose signature verifies. Operations whose author is not (yet) allowed
 // are kept: registry.State decides their effect. Audit heads are checked
-// by the node after it. Called with the write lock held.
+// by the node after it (internal/anchor). Called with the write lock held.
 func (n *Registry) Check(ctx context.Context, from core.DeviceID, recs []core.Record) error {
 	for _, r := range recs {
 		if r.Collection != Collection || r.Deleted {

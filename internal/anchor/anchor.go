@@ -1,4 +1,4 @@
-package federation
+package anchor
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/replica"
 )
 
 // Anchored audit history.
@@ -44,7 +46,7 @@ import (
 // before signing a new head and whenever a head of its own arrives from a
 // peer. A chain
 // that lacks the head or differs at its position is reported as
-// ErrAuditTampered: logged as an error, raised as EventAuditTampered,
+// ErrTampered: logged as an error, raised as EventAuditTampered,
 // counted in Stats.AuditTampered, returned by Node.VerifyAudit; the device
 // then stops publishing heads, so that it never signs the rewritten history
 // over the evidence its peers hold.
@@ -59,31 +61,48 @@ import (
 // restore from an older backup reused the epoch) moves the device to the
 // epoch after it (adoptEpoch); any other is tampering, as before.
 //
-// Heads are published after headEvery new entries, or after headInterval
+// Heads are published after HeadEvery new entries, or after HeadInterval
 // (Config.Clock) when some entries are unpublished, and at Close when this
 // open already writes under a replica (a head alone never mints a replica
 // incarnation at Close). What this leaves possible is in the audit package
 // doc ("Anchoring").
 const (
-	auditHeadsCollection = internalPrefix + "auditheads"
-	headEvery            = 256
-	headInterval         = 10 * time.Minute
-	headTick             = time.Minute
+	// Collection is the internal collection of signed audit heads.
+	Collection = replica.InternalPrefix + "auditheads"
+	// HeadEvery is the number of new entries after which a head is due.
+	HeadEvery = 256
+	// HeadInterval is the time after which unpublished entries get a head.
+	HeadInterval = 10 * time.Minute
+	// HeadTick is how often the head loop looks at the time
+	// (Config.Clock's timers).
+	HeadTick = time.Minute
 )
 
-// ErrAuditTampered reports that this device's audit chain lacks, or differs
+// ErrTampered reports that this device's audit chain lacks, or differs
 // from, a head it signed earlier: its history was rewritten or truncated
 // (or restored from an older copy without Restore, which declares a
 // restore and starts a new epoch of heads). It wraps audit.ErrTampered.
-var ErrAuditTampered = fmt.Errorf("audit history rewritten or truncated: %w", audit.ErrTampered)
+var ErrTampered = fmt.Errorf("audit history rewritten or truncated: %w", audit.ErrTampered)
 
 // ErrForgedHead reports a _fed.auditheads record that does not hold a
 // head validly signed by the device it is keyed by.
 var ErrForgedHead = errors.New("forged audit head")
 
-// anchor is the node's head publishing and tamper state.
-type anchor struct {
-	every    int           // entries between heads (headEvery; tests lower it)
+// Anchor is the node's head publishing and tamper state: it owns the
+// node's audit log (Record, Log), checks the heads that arrive (CheckHeads),
+// publishes this device's heads (Run, AnchorLocked) and verifies its chain
+// (Verify). Build it with New; it is safe for concurrent use.
+type Anchor struct {
+	log    *audit.Log
+	rep    Replica
+	ident  Signer
+	events Events
+	sched  core.Scheduler
+	logger *slog.Logger
+	marker string       // the restore declaration to honour at Open ("": none)
+	synced func(string) // makes a directory's entries durable (nil: nothing)
+
+	every    int           // entries between heads (HeadEvery; tests lower it)
 	kick     chan struct{} // wakes the head loop (capacity 1)
 	detected atomic.Uint64 // tamper detections, for Stats
 
@@ -101,13 +120,15 @@ type anchor struct {
 	restoredAt time.Time  // when the latest declared restore was recorded (zero: none)
 }
 
-func (a *anchor) inMemory() bool {
+func (a *Anchor) inMemory() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.memory
 }
 
-func (a *anchor) wake() {
+// Wake has the head loop look at once whether a head is due (as its
+// timer would).
+func (a *Anchor) Wake() {
 	select {
 	case a.kick <- struct{}{}:
 	default:
@@ -116,141 +137,121 @@ func (a *anchor) wake() {
 
 // noteAudited notes an appended entry and wakes the head loop when a head
 // is due.
-func (n *Node) noteAudited(seq uint64) {
-	a := &n.anchor
+func (a *Anchor) noteAudited(seq uint64) {
 	a.mu.Lock()
 	a.last = max(a.last, seq)
 	due := a.every > 0 && a.last >= a.pubSeq+uint64(a.every) && a.tampered == nil && !a.memory
 	a.mu.Unlock()
 	if due {
-		a.wake()
+		a.Wake()
 	}
 }
 
-// startAnchor starts the head loop. Called by newNode, before the node
-// runs. A node whose audit log lives in memory (a store without a
-// database) signs no heads of its own, since its log restarts empty at
-// every open; it still verifies and keeps its peers' heads.
-func (n *Node) startAnchor(ctx context.Context) {
-	if n.tables == nil {
-		n.anchor.mu.Lock()
-		n.anchor.memory = true
-		n.anchor.mu.Unlock()
-	}
-	n.anchor.every = headEvery
-	n.anchor.kick = make(chan struct{}, 1)
-	n.anchor.lastPub = n.cfg.Clock.Now()
-	held, _ := n.heldHead(ctx, n.DeviceID())
-	n.anchor.pubSeq = held.Head.Seq
-	n.anchor.epoch = held.Epoch
-	n.loadRestorePoint(ctx)
-	if n.cfg.Store == nil && n.cfg.Dir != "" && !n.anchor.memory {
-		if err := n.declareRestore(ctx, held); err != nil {
-			n.log.Error("record restore from a backup", "err", err)
+// Open reads the highest own head the store holds and the latest declared
+// restore, honours a restore declaration (Config.RestoreMarker), and
+// returns the head for Run. Call it once, before the node runs. A node
+// whose audit log lives in memory (a store without a database) signs no
+// heads of its own, since its log restarts empty at every open; it still
+// verifies and keeps its peers' heads.
+func (a *Anchor) Open(ctx context.Context) audit.SignedHead {
+	held, _ := a.Held(ctx, a.self())
+	a.pubSeq = held.Head.Seq
+	a.epoch = held.Epoch
+	a.loadRestorePoint(ctx)
+	if a.marker != "" && !a.memory {
+		if err := a.declareRestore(ctx, held); err != nil {
+			a.logger.Error("record restore from a backup", "err", err)
 		}
-		held, _ = n.heldHead(ctx, n.DeviceID())
+		held, _ = a.Held(ctx, a.self())
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		n.headLoop(held)
-	}()
+	return held
 }
 
-// headLoop checks the whole chain against held, the highest own head the
+// Run checks the whole chain against held, the highest own head the
 // store held at open (in the background: it reads every row, about 8 ms
 // per 1,000 entries), then publishes this device's head when due and
 // writes back the higher heads of devices whose lower heads arrived, until
-// the node closes. Heads may be signed before that check ends: each is
-// signed only if the chain holds the head it supersedes (Log.CheckHead),
+// ctx ends (the node closes). Heads may be signed before that check ends:
+// each is signed only if the chain holds the head it supersedes (Log.CheckHead),
 // and since that head pins the hash at its position, which commits to
 // every row before it, a rewrite before it is caught there; a row left
-// inconsistent stays visible to Verify whatever is signed after it.
-func (n *Node) headLoop(held audit.SignedHead) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-n.closed:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	if n.anchor.inMemory() || held.Epoch < n.anchor.epochNow() {
+// inconsistent stays visible to Verify whatever is signed after it. It
+// looks at the time every HeadTick on Config.Clock's timers.
+func (a *Anchor) Run(ctx context.Context, held audit.SignedHead) {
+	if a.inMemory() || held.Epoch < a.epochNow() {
 		// The log restarted empty, or the head is of an epoch before a
 		// declared restore: check the chain only.
 		held = audit.SignedHead{}
 	}
-	err := n.audit.VerifyHead(ctx, held.Head)
+	err := a.log.VerifyHead(ctx, held.Head)
 	if ctx.Err() != nil {
 		return
 	}
-	if err != nil && n.lostByRestore(held) {
-		n.adoptEpoch(held.Epoch + 1)
-		err = n.audit.VerifyHead(ctx, audit.Head{})
+	if err != nil && a.lostByRestore(held) {
+		a.adoptEpoch(held.Epoch + 1)
+		err = a.log.VerifyHead(ctx, audit.Head{})
 	}
 	if err != nil {
-		n.auditTampered(err, "own stored head")
+		a.auditTampered(err, "own stored head")
 	}
-	t := time.NewTicker(headTick)
-	defer t.Stop()
+	tick, release := core.Wait(a.sched, HeadTick)
+	defer func() { release() }()
 	for {
 		select {
-		case <-n.closed:
+		case <-ctx.Done():
 			return
-		case <-n.anchor.kick:
-		case <-t.C:
+		case <-a.kick:
+		case <-tick:
+			tick, release = core.Wait(a.sched, HeadTick)
 		}
-		_ = n.rep.Exclusive(context.Background(), "", func() error {
-			if n.alive() == nil {
-				n.anchorLocked(context.Background(), false)
+		_ = a.rep.Exclusive(context.Background(), "", func() error {
+			if ctx.Err() == nil {
+				a.AnchorLocked(context.Background(), false)
 			}
 			return nil
 		})
 	}
 }
 
-// anchorLocked writes back held heads and publishes this device's head when
+// AnchorLocked writes back held heads and publishes this device's head when
 // due (or, with closing, whenever entries are unpublished and a replica is
-// in use). Called with writeMu held.
-func (n *Node) anchorLocked(ctx context.Context, closing bool) {
-	a := &n.anchor
+// in use). Called inside Replica.Exclusive (the write lock held).
+func (a *Anchor) AnchorLocked(ctx context.Context, closing bool) {
 	a.mu.Lock()
 	back := a.republish
 	a.republish = nil
 	fresh := a.last > a.pubSeq // entries appended here since the last head
-	due := fresh && (a.last >= a.pubSeq+uint64(a.every) || n.cfg.Clock.Now().Sub(a.lastPub) >= headInterval)
+	due := fresh && (a.last >= a.pubSeq+uint64(a.every) || a.sched.Now().Sub(a.lastPub) >= HeadInterval)
 	if closing {
-		due = fresh && !n.Replica().IsZero()
+		due = fresh && !a.rep.Current().IsZero()
 	}
 	due = due || a.resign
 	a.mu.Unlock()
-	var ops []txOp
+	var ops []replica.Op
 	for dev, h := range back {
-		if cur, ok := n.heldHead(ctx, dev); ok && audit.CompareSigned(cur, h) >= 0 {
+		if cur, ok := a.Held(ctx, dev); ok && audit.CompareSigned(cur, h) >= 0 {
 			continue // already as high
 		}
-		ops = append(ops, txOp{collection: auditHeadsCollection, key: hex.EncodeToString(dev[:]), value: h.Marshal()})
+		ops = append(ops, replica.Op{Collection: Collection, Key: hex.EncodeToString(dev[:]), Value: h.Marshal()})
 	}
 	if len(ops) > 0 {
-		if err := n.commitLocal(ctx, ops); err != nil {
-			n.log.Error("write back audit heads", "err", err)
+		if err := a.rep.CommitLocked(ctx, ops); err != nil {
+			a.logger.Error("write back audit heads", "err", err)
 		}
 	}
 	if due {
-		if err := n.publishHeadLocked(ctx); err != nil {
-			n.log.Error("publish audit head", "err", err)
+		if err := a.PublishHeadLocked(ctx); err != nil {
+			a.logger.Error("publish audit head", "err", err)
 		}
 	}
 }
 
-// publishHeadLocked signs and commits this device's current audit head,
+// PublishHeadLocked signs and commits this device's current audit head,
 // superseding the highest own head the store holds, after checking that the
 // chain still contains that one (or, for the first head of an epoch, the
 // restored backup's head). It does nothing once tampering was detected.
-// Called with writeMu held.
-func (n *Node) publishHeadLocked(ctx context.Context) error {
-	a := &n.anchor
+// Called inside Replica.Exclusive (the write lock held).
+func (a *Anchor) PublishHeadLocked(ctx context.Context) error {
 	a.mu.Lock()
 	stop := a.tampered != nil || a.memory
 	epoch, base := a.epoch, a.base
@@ -258,50 +259,50 @@ func (n *Node) publishHeadLocked(ctx context.Context) error {
 	if stop {
 		return nil
 	}
-	head, err := n.audit.Head(ctx)
+	head, err := a.log.Head(ctx)
 	if err != nil {
 		return err
 	}
-	held, ok := n.heldHead(ctx, n.DeviceID())
+	held, ok := a.Held(ctx, a.self())
 	prev := held.Head
 	switch {
 	case ok && held.Epoch > epoch:
 		// A head of a newer epoch than this store knows: signed before a
 		// declared restore from an older backup, or the store was rolled
 		// back (checkOwnHead decides which when it arrives).
-		if !n.lostByRestore(held) {
-			n.auditTampered(fmt.Errorf("%w: a signed head of epoch %d, this store is at epoch %d", audit.ErrTampered, held.Epoch, epoch), "own stored head")
+		if !a.lostByRestore(held) {
+			a.auditTampered(fmt.Errorf("%w: a signed head of epoch %d, this store is at epoch %d", audit.ErrTampered, held.Epoch, epoch), "own stored head")
 			return nil
 		}
-		n.adoptEpoch(held.Epoch + 1)
-		return n.publishHeadLocked(ctx)
+		a.adoptEpoch(held.Epoch + 1)
+		return a.PublishHeadLocked(ctx)
 	case ok && held.Epoch < epoch || !ok && epoch > 0:
 		// The first head of a new epoch: it supersedes the backup's head.
-		if err := n.audit.CheckHead(ctx, base); err != nil {
-			n.auditTampered(err, "the restored backup's head")
+		if err := a.log.CheckHead(ctx, base); err != nil {
+			a.auditTampered(err, "the restored backup's head")
 			return nil
 		}
 		prev = base
 	case ok:
 		if head.Seq <= held.Head.Seq {
 			if head != held.Head {
-				n.auditTampered(n.audit.CheckHead(ctx, held.Head), "own stored head")
+				a.auditTampered(a.log.CheckHead(ctx, held.Head), "own stored head")
 			}
 			return nil
 		}
-		if err := n.audit.CheckHead(ctx, held.Head); err != nil {
-			n.auditTampered(err, "own stored head")
+		if err := a.log.CheckHead(ctx, held.Head); err != nil {
+			a.auditTampered(err, "own stored head")
 			return nil
 		}
 	}
-	sh := audit.SignedHead{Key: n.PublicKey(), Epoch: epoch, Head: head, Prev: prev, At: n.cfg.Clock.Now()}
-	sh.Sign(n.ident.Sign)
-	self := n.DeviceID()
-	if err := n.commitLocal(ctx, []txOp{{collection: auditHeadsCollection, key: hex.EncodeToString(self[:]), value: sh.Marshal()}}); err != nil {
+	sh := audit.SignedHead{Key: a.ident.PublicKey(), Epoch: epoch, Head: head, Prev: prev, At: a.sched.Now()}
+	sh.Sign(a.ident.Sign)
+	self := a.self()
+	if err := a.rep.CommitLocked(ctx, []replica.Op{{Collection: Collection, Key: hex.EncodeToString(self[:]), Value: sh.Marshal()}}); err != nil {
 		return err
 	}
 	a.mu.Lock()
-	a.pubSeq, a.lastPub = head.Seq, n.cfg.Clock.Now()
+	a.pubSeq, a.lastPub = head.Seq, a.sched.Now()
 	if a.epoch == epoch {
 		a.resign = false
 	}
@@ -309,9 +310,9 @@ func (n *Node) publishHeadLocked(ctx context.Context) error {
 	return nil
 }
 
-// heldHead returns the signed head of dev that the store holds, if any.
-func (n *Node) heldHead(ctx context.Context, dev core.DeviceID) (audit.SignedHead, bool) {
-	r, err := n.store.Get(ctx, auditHeadsCollection, hex.EncodeToString(dev[:]))
+// Held returns the signed head of dev that the store holds, if any.
+func (a *Anchor) Held(ctx context.Context, dev core.DeviceID) (audit.SignedHead, bool) {
+	r, err := a.rep.Get(ctx, Collection, hex.EncodeToString(dev[:]))
 	if err != nil || r.Deleted {
 		return audit.SignedHead{}, false
 	}
@@ -341,51 +342,53 @@ func decodeHeadRecord(r core.Record) (audit.SignedHead, error) {
 	return h, nil
 }
 
-// checkHeads is the ingress check for audit heads arriving from a peer
-// (from: their origin), with writeMu held, before they are committed. A
-// forged head refuses the whole transaction. A head of this device is
-// checked against the chain; a head lower than the one held, or one that
-// forks from it, is noted (see the comment at the top of this file).
-func (n *Node) checkHeads(ctx context.Context, from core.DeviceID, recs []core.Record) error {
+// CheckHeads is the ingress check for audit heads arriving from a peer
+// (from: their origin), with the write lock held (the commit pipeline's
+// check), before they are committed. A forged head refuses the whole
+// transaction (an error wrapping core.ErrProtocol and ErrForgedHead). A
+// head of this device is checked against the chain; a head lower than the
+// one held, or one that forks from it, is noted (see the comment at the
+// top of this file).
+func (a *Anchor) CheckHeads(ctx context.Context, from core.DeviceID, recs []core.Record) error {
 	for _, r := range recs {
-		if r.Collection != auditHeadsCollection {
+		if r.Collection != Collection {
 			continue
 		}
 		h, err := decodeHeadRecord(r)
 		if err != nil {
-			n.record(ctx, audit.Refusal(n.OriginDevice(from), "forged-audit-head"))
+			a.Record(ctx, audit.Refusal(a.rep.OriginDevice(from), "forged-audit-head"))
 			return fmt.Errorf("%w: %w", core.ErrProtocol, err)
 		}
 		dev := h.Device()
-		if dev == n.DeviceID() && !n.anchor.inMemory() {
-			n.checkOwnHead(ctx, h)
+		if dev == a.self() && !a.inMemory() {
+			a.checkOwnHead(ctx, h)
 		}
-		held, ok := n.heldHead(ctx, dev)
+		held, ok := a.Held(ctx, dev)
 		switch {
 		case !ok || audit.CompareSigned(h, held) == 0:
 		case audit.CompareSigned(h, held) < 0:
 			if h.Epoch == held.Epoch {
-				n.record(ctx, audit.Refusal(dev, "audit-head-rollback"))
+				a.Record(ctx, audit.Refusal(dev, "audit-head-rollback"))
 			} // else a head from before a declared restore, superseded
-			n.anchor.mu.Lock()
-			if n.anchor.republish == nil {
-				n.anchor.republish = map[core.DeviceID]audit.SignedHead{}
+			a.mu.Lock()
+			if a.republish == nil {
+				a.republish = map[core.DeviceID]audit.SignedHead{}
 			}
-			if cur, ok := n.anchor.republish[dev]; !ok || audit.CompareSigned(cur, held) < 0 {
-				n.anchor.republish[dev] = held
+			if cur, ok := a.republish[dev]; !ok || audit.CompareSigned(cur, held) < 0 {
+				a.republish[dev] = held
 			}
-			n.anchor.mu.Unlock()
-			n.anchor.wake()
-		case !audit.Extends(held, h) && dev != n.DeviceID():
-			n.anchor.detected.Add(1)
-			n.record(ctx, audit.Refusal(dev, "audit-head-fork"))
-			n.log.Error("audit history of a device forked", "peer", dev.Short(), "held", held.Head.Seq, "received", h.Head.Seq)
-			n.events.publish(Event{Kind: EventAuditTampered, Origin: dev, Reason: "audit head forks from the one held"})
-		case h.Epoch > held.Epoch && dev != n.DeviceID():
+			a.mu.Unlock()
+			a.Wake()
+		case !audit.Extends(held, h) && dev != a.self():
+			a.detected.Add(1)
+			a.Record(ctx, audit.Refusal(dev, "audit-head-fork"))
+			a.logger.Error("audit history of a device forked", "peer", dev.Short(), "held", held.Head.Seq, "received", h.Head.Seq)
+			a.events.Tampered(dev, "audit head forks from the one held")
+		case h.Epoch > held.Epoch && dev != a.self():
 			// The device declared a restore: the entries it wrote after
 			// its backup are gone by design. Audited, not a tampering.
-			n.record(ctx, audit.Restored(dev, held, h.Epoch))
-			n.log.Info("a device restored its store from a backup", "peer", dev.Short(), "held", held.Head.Seq, "epoch", h.Epoch)
+			a.Record(ctx, audit.Restored(dev, held, h.Epoch))
+			a.logger.Info("a device restored its store from a backup", "peer", dev.Short(), "held", held.Head.Seq, "epoch", h.Epoch)
 		}
 	}
 	return nil
@@ -399,28 +402,28 @@ func (n *Node) checkHeads(ctx context.Context, from core.DeviceID, recs []core.R
 // declared restore (a restore from a backup older than another restore):
 // then the device moves to the epoch after it and signs its head again.
 // Anything else is tampering.
-func (n *Node) checkOwnHead(ctx context.Context, h audit.SignedHead) {
-	epoch := n.anchor.epochNow()
+func (a *Anchor) checkOwnHead(ctx context.Context, h audit.SignedHead) {
+	epoch := a.epochNow()
 	var err error
 	switch {
 	case h.Epoch < epoch:
 		return
 	case h.Epoch == epoch:
-		err = n.audit.CheckHead(ctx, h.Head)
+		err = a.log.CheckHead(ctx, h.Head)
 	default:
 		err = fmt.Errorf("%w: a signed head of epoch %d, this store is at epoch %d", audit.ErrTampered, h.Epoch, epoch)
 	}
 	if err == nil {
 		return
 	}
-	if n.lostByRestore(h) {
-		n.adoptEpoch(h.Epoch + 1)
+	if a.lostByRestore(h) {
+		a.adoptEpoch(h.Epoch + 1)
 		return
 	}
-	n.auditTampered(err, "a head of this device received from a peer")
+	a.auditTampered(err, "a head of this device received from a peer")
 }
 
-func (a *anchor) epochNow() uint64 {
+func (a *Anchor) epochNow() uint64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.epoch
@@ -429,16 +432,15 @@ func (a *anchor) epochNow() uint64 {
 // lostByRestore reports whether h, a head of this device that its chain
 // lacks, was signed before this store's latest declared restore: its
 // entries were dropped by the restore, not by tampering.
-func (n *Node) lostByRestore(h audit.SignedHead) bool {
-	n.anchor.mu.Lock()
-	defer n.anchor.mu.Unlock()
-	return h.Head.Seq > 0 && !n.anchor.restoredAt.IsZero() && h.At.Before(n.anchor.restoredAt)
+func (a *Anchor) lostByRestore(h audit.SignedHead) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return h.Head.Seq > 0 && !a.restoredAt.IsZero() && h.At.Before(a.restoredAt)
 }
 
 // adoptEpoch moves this device's heads to epoch (if higher than its own)
 // and has the head loop sign a head of it.
-func (n *Node) adoptEpoch(epoch uint64) {
-	a := &n.anchor
+func (a *Anchor) adoptEpoch(epoch uint64) {
 	a.mu.Lock()
 	moved := epoch > a.epoch
 	if moved {
@@ -446,21 +448,20 @@ func (n *Node) adoptEpoch(epoch uint64) {
 	}
 	a.mu.Unlock()
 	if moved {
-		n.log.Info("a head signed before this store's restore point is newer than the store: moving to a new audit epoch", "epoch", epoch)
-		a.wake()
+		a.logger.Info("a head signed before this store's restore point is newer than the store: moving to a new audit epoch", "epoch", epoch)
+		a.Wake()
 	}
 }
 
 // loadRestorePoint finds the latest declared restore in the chain (an
 // audit.KindRestored entry about this device): its time, epoch and the
 // backup's head.
-func (n *Node) loadRestorePoint(ctx context.Context) {
-	es, err := n.audit.Query(ctx, audit.Filter{Kinds: []audit.Kind{audit.KindRestored}, Device: n.DeviceID()})
+func (a *Anchor) loadRestorePoint(ctx context.Context) {
+	es, err := a.log.Query(ctx, audit.Filter{Kinds: []audit.Kind{audit.KindRestored}, Device: a.self()})
 	if err != nil || len(es) == 0 {
 		return
 	}
 	e := es[len(es)-1]
-	a := &n.anchor
 	a.restoredAt = time.UnixMilli(e.At.UnixMilli()) // heads' precision
 	if f, ok := e.Detail.Get("epoch"); ok && f.Num > 0 {
 		a.epoch = max(a.epoch, uint64(f.Num))
@@ -473,21 +474,21 @@ func (n *Node) loadRestorePoint(ctx context.Context) {
 	}
 }
 
-// declareRestore handles RestoredFile at open (before the node runs): it
+// declareRestore handles the restore declaration (the root package's
+// RestoredFile, Config.RestoreMarker) at open (before the node runs): it
 // records the restore in the audit log with held, the backup's own head,
 // moves to the epoch after held's, signs a head of it and removes the file
 // once that head is committed. Without the file it does nothing.
-func (n *Node) declareRestore(ctx context.Context, held audit.SignedHead) error {
-	marker := filepath.Join(n.cfg.Dir, RestoredFile)
+func (a *Anchor) declareRestore(ctx context.Context, held audit.SignedHead) error {
+	marker := a.marker
 	if _, err := os.Stat(marker); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
 		return err
 	}
-	a := &n.anchor
 	epoch := max(held.Epoch, a.epoch) + 1
-	e, err := n.audit.Append(ctx, audit.Restored(n.DeviceID(), held, epoch))
+	e, err := a.log.Append(ctx, audit.Restored(a.self(), held, epoch))
 	if err != nil {
 		return err
 	}
@@ -495,75 +496,74 @@ func (n *Node) declareRestore(ctx context.Context, held audit.SignedHead) error 
 	a.last = max(a.last, e.Seq)
 	a.epoch, a.resign, a.base, a.restoredAt = epoch, true, held.Head, time.UnixMilli(e.At.UnixMilli())
 	a.mu.Unlock()
-	n.log.Info("store restored from a backup: new audit epoch", "epoch", epoch, "backup_head", held.Head.Seq)
-	err = n.rep.Exclusive(ctx, "", func() error { return n.publishHeadLocked(ctx) })
+	a.logger.Info("store restored from a backup: new audit epoch", "epoch", epoch, "backup_head", held.Head.Seq)
+	err = a.rep.Exclusive(ctx, "", func() error { return a.PublishHeadLocked(ctx) })
 	if err != nil {
 		return err
 	}
-	if h, ok := n.heldHead(ctx, n.DeviceID()); !ok || h.Epoch != epoch {
-		return fmt.Errorf("no head of epoch %d was signed; %s kept", epoch, RestoredFile)
+	if h, ok := a.Held(ctx, a.self()); !ok || h.Epoch != epoch {
+		return fmt.Errorf("no head of epoch %d was signed; %s kept", epoch, filepath.Base(marker))
 	}
 	if err := os.Remove(marker); err != nil {
 		return err
 	}
-	syncDir(n.cfg.Dir)
+	if a.synced != nil {
+		a.synced(filepath.Dir(marker))
+	}
 	return nil
 }
 
 // auditTampered latches a detection of this device's chain (nil err: none).
-func (n *Node) auditTampered(err error, against string) {
+func (a *Anchor) auditTampered(err error, against string) {
 	if err == nil {
 		return
 	}
-	err = fmt.Errorf("%w (against %s): %w", ErrAuditTampered, against, err)
-	n.anchor.mu.Lock()
-	first := n.anchor.tampered == nil
+	err = fmt.Errorf("%w (against %s): %w", ErrTampered, against, err)
+	a.mu.Lock()
+	first := a.tampered == nil
 	if first {
-		n.anchor.tampered = err
+		a.tampered = err
 	}
-	n.anchor.mu.Unlock()
+	a.mu.Unlock()
 	if !first {
 		return
 	}
-	n.anchor.detected.Add(1)
-	n.log.Error("audit history rewritten or truncated", "against", against, "err", err)
-	n.events.publish(Event{Kind: EventAuditTampered, Origin: n.DeviceID(), Reason: "audit chain lacks a signed head"})
+	a.detected.Add(1)
+	a.logger.Error("audit history rewritten or truncated", "against", against, "err", err)
+	a.events.Tampered(a.self(), "audit chain lacks a signed head")
 }
 
-// VerifyAudit checks this device's audit chain: the whole chain, and that
+// Verify checks this device's audit chain: the whole chain, and that
 // it contains the highest signed head of this device held here (its own,
 // or one a peer sent back). It returns nil when both hold, or an error
-// wrapping ErrAuditTampered (and audit.ErrTampered) when the chain was
+// wrapping ErrTampered (and audit.ErrTampered) when the chain was
 // rewritten or truncated, now or as detected earlier in this open.
-func (n *Node) VerifyAudit(ctx context.Context) error {
-	if err := n.alive(); err != nil {
-		return err
-	}
-	n.anchor.mu.Lock()
-	latched := n.anchor.tampered
-	n.anchor.mu.Unlock()
+func (a *Anchor) Verify(ctx context.Context) error {
+	a.mu.Lock()
+	latched := a.tampered
+	a.mu.Unlock()
 	if latched != nil {
 		return latched
 	}
-	held, _ := n.heldHead(ctx, n.DeviceID())
-	epoch := n.anchor.epochNow()
-	if held.Epoch > epoch && n.lostByRestore(held) {
-		n.adoptEpoch(held.Epoch + 1) // signed before the restore point
+	held, _ := a.Held(ctx, a.self())
+	epoch := a.epochNow()
+	if held.Epoch > epoch && a.lostByRestore(held) {
+		a.adoptEpoch(held.Epoch + 1) // signed before the restore point
 		held = audit.SignedHead{}
 	}
-	if n.anchor.inMemory() || held.Epoch < epoch {
+	if a.inMemory() || held.Epoch < epoch {
 		held = audit.SignedHead{} // superseded by a declared restore: check the chain only
 	}
 	if held.Epoch > epoch {
-		n.auditTampered(fmt.Errorf("%w: a signed head of epoch %d, this store is at epoch %d", audit.ErrTampered, held.Epoch, epoch), "own stored head")
-		n.anchor.mu.Lock()
-		defer n.anchor.mu.Unlock()
-		return n.anchor.tampered
+		a.auditTampered(fmt.Errorf("%w: a signed head of epoch %d, this store is at epoch %d", audit.ErrTampered, held.Epoch, epoch), "own stored head")
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.tampered
 	}
-	if err := n.audit.VerifyHead(ctx, held.Head); err != nil {
-		if errors.Is(err, audit.ErrTampered) && n.lostByRestore(held) {
-			n.adoptEpoch(held.Epoch + 1)
-			err = n.audit.VerifyHead(ctx, audit.Head{})
+	if err := a.log.VerifyHead(ctx, held.Head); err != nil {
+		if errors.Is(err, audit.ErrTampered) && a.lostByRestore(held) {
+			a.adoptEpoch(held.Epoch + 1)
+			err = a.log.VerifyHead(ctx, audit.Head{})
 		}
 		if err == nil {
 			return nil
@@ -571,20 +571,20 @@ func (n *Node) VerifyAudit(ctx context.Context) error {
 		if !errors.Is(err, audit.ErrTampered) {
 			return fmt.Errorf("verify audit: %w", err)
 		}
-		n.auditTampered(err, "own stored head")
-		n.anchor.mu.Lock()
-		defer n.anchor.mu.Unlock()
-		return n.anchor.tampered
+		a.auditTampered(err, "own stored head")
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.tampered
 	}
 	return nil
 }
 
-// headResolver settles concurrent versions of a device's head: the higher
+// Resolver settles concurrent versions of a device's head: the higher
 // (audit.CompareHeads) wins, so every device keeps the same, highest one.
-type headResolver struct{}
+type Resolver struct{}
 
 // Resolve implements core.Resolver.
-func (headResolver) Resolve(_ context.Context, c core.Conflict) (core.Resolution, error) {
+func (Resolver) Resolve(_ context.Context, c core.Conflict) (core.Resolution, error) {
 	w := c.Local
 	lh, lerr := audit.UnmarshalHead(c.Local.Value)
 	rh, rerr := audit.UnmarshalHead(c.Remote.Value)

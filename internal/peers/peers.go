@@ -1,13 +1,13 @@
-package federation
+package peers
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"sync"
@@ -15,7 +15,6 @@ import (
 
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/wire"
-	"github.com/devicemesh/federation/registry"
 )
 
 // Keeping sessions up. A node keeps one session with every trusted,
@@ -33,7 +32,9 @@ import (
 //     no session, with exponential backoff and jitter (redialMin doubling
 //     to redialMax); the backoff starts over once a session has stayed up
 //     for redialStable, so a session that fails at once is not redialled
-//     in a hot loop.
+//     in a hot loop. A device whose addresses changed since its last dial
+//     (a hello, Connect or an AddrSource told of a new one) is dialled at
+//     the next look, without waiting out its backoff.
 //   - A device keeps at most one session with a peer. A session whose hello
 //     names a new instance of the peer replaces the older sessions (the
 //     peer restarted: they are dead and would otherwise linger until QUIC's
@@ -62,86 +63,71 @@ const (
 // replaced.
 var errReplaced = fmt.Errorf("%w: replaced by another session with the same device", core.ErrClosed)
 
-// links is the node's view of its peers' whereabouts and sessions.
-type links struct {
-	instance uint64        // this run's instance number (set by Start)
-	wake     chan struct{} // pokes the redial loop
-
-	mu       sync.Mutex
-	addrs    map[core.DeviceID][]string // most recent first
-	active   map[core.DeviceID]int      // sessions running or being dialled
-	outbound map[core.Session]bool      // sessions this node dialled
-}
-
-func (l *links) init() {
-	if l.addrs == nil {
-		l.addrs = map[core.DeviceID][]string{}
-		l.active = map[core.DeviceID]int{}
-		l.outbound = map[core.Session]bool{}
-		l.wake = make(chan struct{}, 1)
-	}
-}
-
-func (l *links) poke() {
+// poke wakes the redial loop.
+func (m *Manager) poke() {
 	select {
-	case l.wake <- struct{}{}:
+	case m.wake <- struct{}{}:
 	default:
 	}
 }
 
 // hold counts a session (or a dial) with id as active until release.
-func (l *links) hold(id core.DeviceID) {
-	l.mu.Lock()
-	l.active[id]++
-	l.mu.Unlock()
+func (m *Manager) hold(id core.DeviceID) {
+	m.mu.Lock()
+	m.active[id]++
+	m.mu.Unlock()
 }
 
-func (l *links) release(id core.DeviceID) {
-	l.mu.Lock()
-	if l.active[id]--; l.active[id] <= 0 {
-		delete(l.active, id)
+func (m *Manager) release(id core.DeviceID) {
+	m.mu.Lock()
+	if m.active[id]--; m.active[id] <= 0 {
+		delete(m.active, id)
 	}
-	l.mu.Unlock()
-	l.poke()
+	m.mu.Unlock()
+	m.poke()
 }
 
-func (l *links) isActive(id core.DeviceID) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.active[id] > 0
+func (m *Manager) isActive(id core.DeviceID) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.active[id] > 0
 }
 
-// markOutbound records that this node dialled sess.
-func (l *links) markOutbound(sess core.Session) {
-	l.mu.Lock()
-	l.outbound[sess] = true
-	l.mu.Unlock()
+// Addrs returns the addresses of id in the address book, most recent
+// first. The address book is the first AddrSource of the redial loop.
+func (m *Manager) Addrs(id core.DeviceID) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.addrs[id])
 }
 
-// takeOutbound reports (once) whether this node dialled sess.
-func (l *links) takeOutbound(sess core.Session) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := l.outbound[sess]
-	delete(l.outbound, sess)
+// peerAddrs returns every address known for id: the address book's first,
+// then each AddrSource's, without duplicates.
+func (m *Manager) peerAddrs(id core.DeviceID) []string {
+	out := m.Addrs(id)
+	for _, src := range m.cfg.Sources {
+		for _, a := range src.Addrs(id) {
+			if a != "" && !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
 	return out
 }
 
-// peerAddrs returns the known addresses of id, most recent first.
-func (n *Node) peerAddrs(id core.DeviceID) []string {
-	n.links.mu.Lock()
-	defer n.links.mu.Unlock()
-	return slices.Clone(n.links.addrs[id])
-}
-
-// learnAddrs records addresses of id (most recent first) and persists the
-// address book when it changed.
-func (n *Node) learnAddrs(ctx context.Context, id core.DeviceID, addrs []string) {
-	if id.IsZero() || id == n.DeviceID() || len(addrs) == 0 {
+// Learn records addresses of id (most recent first) in the address book,
+// persists the book when it changed and wakes the redial loop. Addresses of
+// this device and of revoked devices are ignored.
+func (m *Manager) Learn(ctx context.Context, id core.DeviceID, addrs []string) {
+	if id.IsZero() || id == m.cfg.Self || len(addrs) == 0 {
 		return
 	}
-	n.links.mu.Lock()
-	old := n.links.addrs[id]
+	m.mu.Lock()
+	if m.revoked[id] {
+		m.mu.Unlock()
+		return
+	}
+	old := m.addrs[id]
 	merged := make([]string, 0, maxPeerAddrs)
 	for _, a := range append(slices.Clone(addrs), old...) {
 		if a != "" && len(a) <= wire.MaxAddrLen && !slices.Contains(merged, a) && len(merged) < maxPeerAddrs {
@@ -152,91 +138,90 @@ func (n *Node) learnAddrs(ctx context.Context, id core.DeviceID, addrs []string)
 	var book []byte
 	var err error
 	if changed {
-		n.links.addrs[id] = merged
-		book, err = json.Marshal(n.links.addrs)
+		m.addrs[id] = merged
+		book, err = json.Marshal(m.addrs)
 	}
-	n.links.mu.Unlock()
+	m.mu.Unlock()
 	if !changed {
 		return
 	}
-	if err == nil {
-		err = n.store.SetMeta(ctx, metaPeers, book)
+	if err == nil && m.cfg.Book != nil {
+		err = m.cfg.Book.SetMeta(ctx, metaPeers, book)
 	}
 	if err != nil {
-		n.log.Warn("save peer addresses", "peer", id.Short(), "err", err)
+		m.log.Warn("save peer addresses", "peer", id.Short(), "err", err)
 	}
-	n.links.poke()
+	m.poke()
 }
 
 // loadAddrs reads the persisted address book (at Start).
-func (n *Node) loadAddrs(ctx context.Context) {
-	n.links.init()
-	b, err := n.store.Meta(ctx, metaPeers)
+func (m *Manager) loadAddrs(ctx context.Context) {
+	if m.cfg.Book == nil {
+		return
+	}
+	b, err := m.cfg.Book.Meta(ctx, metaPeers)
 	if err != nil {
 		if !errors.Is(err, core.ErrNotFound) {
-			n.log.Warn("load peer addresses", "err", err)
+			m.log.Warn("load peer addresses", "err", err)
 		}
 		return
 	}
 	var book map[core.DeviceID][]string
 	if err := json.Unmarshal(b, &book); err != nil {
-		n.log.Warn("load peer addresses", "err", err)
+		m.log.Warn("load peer addresses", "err", err)
 		return
 	}
-	n.links.mu.Lock()
+	m.mu.Lock()
 	for id, addrs := range book {
 		if len(addrs) > maxPeerAddrs {
 			addrs = addrs[:maxPeerAddrs]
 		}
-		n.links.addrs[id] = addrs
+		m.addrs[id] = addrs
 	}
-	n.links.mu.Unlock()
+	m.mu.Unlock()
 }
 
-// newInstance draws this run's instance number.
-func (n *Node) newInstance() uint64 {
+// newInstance draws this run's instance number from Config.Rand (or
+// crypto/rand).
+func (m *Manager) newInstance() uint64 {
 	var b [8]byte
-	if _, err := io.ReadFull(n.random(), b[:]); err != nil {
-		return uint64(time.Now().UnixNano()) | 1
+	r := m.cfg.Rand
+	if r == nil {
+		r = rand.Reader
+	}
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return uint64(m.sched.Now().UnixNano()) | 1
 	}
 	return binary.BigEndian.Uint64(b[:]) | 1 // never 0: 0 means "none"
 }
 
-// hello is this node's SyncHello for a session.
-func (n *Node) hello(vv core.VersionVector) wire.SyncHello {
-	h := wire.SyncHello{VV: vv, Instance: n.links.instance}
-	if a := n.Addr(); a != "" {
-		h.Addrs = []string{a}
-	}
-	return h
-}
-
-// onHello handles the announcement in the peer's SyncHello: it records the
-// peer's addresses and closes the sessions with the peer that this one
-// replaces (see the top of this file).
-func (n *Node) onHello(ctx context.Context, ps *peerSession, h wire.SyncHello) {
-	n.learnAddrs(ctx, ps.peer, dialable(h.Addrs, ps.sess))
-	self := n.DeviceID()
-	preferOutbound := self.Compare(ps.peer) < 0 // we hold the lower id
-	var victims []*peerSession
-	n.sessMu.Lock()
-	ps.instance, ps.greeted = h.Instance, true
-	for o := range n.sessions {
-		if o == ps || o.peer != ps.peer || !o.greeted {
+// Greet handles the announcement in the peer's hello on l: it records the
+// peer's addresses (see Dialable) and closes the sessions with the peer
+// that this one replaces (see the top of this file). The handler calls it
+// once, when the hello arrives.
+func (l *Link) Greet(ctx context.Context, instance uint64, addrs []string) {
+	m := l.m
+	m.Learn(ctx, l.peer, addrs)
+	preferOutbound := m.cfg.Self.Compare(l.peer) < 0 // we hold the lower id
+	var victims []*Link
+	m.mu.Lock()
+	l.instance, l.greeted = instance, true
+	for o := range m.links {
+		if o == l || o.peer != l.peer || !o.greeted {
 			continue
 		}
-		if o.instance != ps.instance || o.outbound == ps.outbound || ps.outbound == preferOutbound {
+		if o.instance != l.instance || o.outbound == l.outbound || l.outbound == preferOutbound {
 			// The peer restarted, or we dialled twice (keep the newer), or
 			// the newer session is the one both sides keep.
 			victims = append(victims, o)
 			continue
 		}
-		victims = append(victims, ps)
+		victims = append(victims, l)
 		break
 	}
-	n.sessMu.Unlock()
+	m.mu.Unlock()
 	for _, v := range victims {
-		n.log.Debug("closing a replaced session", "peer", v.peer.Short(), "restarted", v.instance != ps.instance)
+		m.log.Debug("closing a replaced session", "peer", v.peer.Short(), "restarted", v.instance != l.instance)
 		_ = v.sess.Close(errReplaced)
 	}
 }
@@ -248,10 +233,10 @@ type remoteAddresser interface {
 	RemoteAddr() string
 }
 
-// dialable turns announced addresses into ones this node can dial: an
+// Dialable turns announced addresses into ones this node can dial: an
 // unspecified host (a node listening on every interface) is replaced by the
-// host the session comes from, when the session is a remoteAddresser.
-func dialable(addrs []string, sess core.Session) []string {
+// host the session comes from, when the session knows it (RemoteAddr).
+func Dialable(addrs []string, sess core.Session) []string {
 	out := make([]string, 0, len(addrs))
 	for _, a := range addrs {
 		host, port, err := net.SplitHostPort(a)
@@ -282,16 +267,17 @@ type redialState struct {
 	dialing  bool
 	up       bool // a session was active at the last look
 	upSince  time.Time
+	tried    []string // the addresses of the last dial
 }
 
 // redialDelay is the jittered backoff after failures failures: uniform in
 // [d/2, d] with d = redialMin·2^failures, capped at redialMax.
-func redialDelay(failures int) time.Duration {
+func (m *Manager) redialDelay(failures int) time.Duration {
 	d := redialMax
 	if failures < 20 {
 		d = min(redialMax, redialMin<<failures)
 	}
-	return d/2 + rand.N(d/2+1)
+	return d/2 + m.jitter(d/2+1)
 }
 
 type dialResult struct {
@@ -299,119 +285,125 @@ type dialResult struct {
 	ok   bool
 }
 
-// redialLoop keeps a session with every trusted device it has an address
-// for, until ctx ends.
-func (n *Node) redialLoop(ctx context.Context, tr Transport) {
+// redialLoop keeps a session with every device of the roster it has an
+// address for, until ctx ends.
+func (m *Manager) redialLoop(ctx context.Context, tr core.Transport) {
 	states := map[core.DeviceID]*redialState{}
 	results := make(chan dialResult)
 	var dials sync.WaitGroup
 	defer dials.Wait()
-	tick := time.NewTicker(redialScan)
-	defer tick.Stop()
+	dialing := 0
 	for {
-		n.redialRound(ctx, tr, states, results, &dials)
+		dialing += m.redialRound(ctx, tr, states, results, &dials)
+		tick, stop := core.Wait(m.sched, redialScan)
+		if m.idle != nil {
+			m.idle(dialing, m.sched.Now())
+		}
 		select {
 		case <-ctx.Done():
+			stop()
 			return
 		case r := <-results:
+			dialing--
 			st := states[r.peer]
 			st.dialing = false
 			if !r.ok {
 				st.failures++
-				st.next = time.Now().Add(redialDelay(st.failures))
+				st.next = m.sched.Now().Add(m.redialDelay(st.failures))
 			}
-		case <-tick.C:
-		case <-n.links.wake:
+		case <-tick:
+		case <-m.wake:
 		}
+		stop()
 	}
 }
 
-// redialRound starts a dial to every trusted device with a known address,
-// no session and no backoff pending.
-func (n *Node) redialRound(ctx context.Context, tr Transport, states map[core.DeviceID]*redialState, results chan<- dialResult, dials *sync.WaitGroup) {
-	devs, err := n.trust.devices.List(ctx)
+// redialRound starts a dial to every device of the roster with a known
+// address, no session and no backoff pending. It returns how many dials it
+// started.
+func (m *Manager) redialRound(ctx context.Context, tr core.Transport, states map[core.DeviceID]*redialState, results chan<- dialResult, dials *sync.WaitGroup) int {
+	devs, err := m.cfg.Roster.Peers(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			n.log.Warn("redial: list devices", "err", err)
+			m.log.Warn("redial: list devices", "err", err)
 		}
-		return
+		return 0
 	}
-	now := time.Now()
-	self := n.DeviceID()
-	for _, d := range devs {
-		if d.ID == self || (d.Trust != registry.TrustTrusted && d.Trust != registry.TrustOwner) {
+	now := m.sched.Now()
+	started := 0
+	for _, id := range devs {
+		if id == m.cfg.Self || m.isRevoked(id) {
 			continue
 		}
-		st := states[d.ID]
+		st := states[id]
 		if st == nil {
 			st = &redialState{}
-			states[d.ID] = st
+			states[id] = st
 		}
 		if st.dialing {
 			continue // its result comes back on results
 		}
-		if n.links.isActive(d.ID) {
+		if m.isActive(id) {
 			if !st.up {
 				st.up, st.upSince = true, now
 			}
 			continue
 		}
+		addrs := m.peerAddrs(id)
 		if st.up { // the session ended
-			st.up = false
+			st.up, st.tried = false, addrs
 			if now.Sub(st.upSince) >= redialStable {
 				st.failures = 0
 			} else {
 				st.failures++
 			}
-			st.next = now.Add(redialDelay(st.failures))
-			if len(n.peerAddrs(d.ID)) > 0 {
-				n.log.Info("session ended; redialling", "peer", d.ID.Short(), "in", st.next.Sub(now).Round(time.Millisecond))
+			st.next = now.Add(m.redialDelay(st.failures))
+			if len(addrs) > 0 {
+				m.log.Info("session ended; redialling", "peer", id.Short(), "in", st.next.Sub(now).Round(time.Millisecond))
 			} else {
-				n.log.Info("session ended; no address to redial, waiting for the peer", "peer", d.ID.Short())
+				m.log.Info("session ended; no address to redial, waiting for the peer", "peer", id.Short())
 			}
 		}
-		if now.Before(st.next) {
-			continue
-		}
-		addrs := n.peerAddrs(d.ID)
 		if len(addrs) == 0 {
 			continue
 		}
-		st.dialing = true
+		if now.Before(st.next) && (st.tried == nil || slices.Equal(st.tried, addrs)) {
+			continue
+		}
+		st.dialing, st.tried = true, addrs
+		started++
 		dials.Add(1)
 		go func(id core.DeviceID) {
 			defer dials.Done()
-			ok := n.redial(ctx, tr, id, addrs)
+			ok := m.redial(ctx, tr, id, addrs)
 			select {
 			case results <- dialResult{peer: id, ok: ok}:
 			case <-ctx.Done():
 			}
-		}(d.ID)
+		}(id)
 	}
+	return started
 }
 
 // redial dials id at each of its addresses in turn until one works.
-func (n *Node) redial(ctx context.Context, tr Transport, id core.DeviceID, addrs []string) bool {
-	n.links.hold(id)
-	defer n.links.release(id)
+func (m *Manager) redial(ctx context.Context, tr core.Transport, id core.DeviceID, addrs []string) bool {
+	m.hold(id)
+	defer m.release(id)
 	for _, a := range addrs {
-		if n.links.activeOthers(id) {
+		if m.activeOthers(id) {
 			return true // the peer dialled us meanwhile
 		}
-		dctx, cancel := context.WithTimeout(ctx, dialDeadline)
-		sess, err := tr.Dial(dctx, a, id)
-		cancel()
+		sess, err := m.dial(ctx, tr, a, id)
 		if err != nil {
 			if ctx.Err() != nil {
 				return false
 			}
-			n.log.Debug("redial failed", "peer", id.Short(), "addr", a, "err", err)
+			m.log.Debug("redial failed", "peer", id.Short(), "addr", a, "err", err)
 			continue
 		}
-		n.learnAddrs(ctx, id, []string{a})
-		n.links.markOutbound(sess)
-		n.goSession(ctx, sess)
-		n.log.Info("redialled", "peer", id.Short(), "addr", a)
+		m.Learn(ctx, id, []string{a})
+		m.serve(ctx, sess, true)
+		m.log.Info("redialled", "peer", id.Short(), "addr", a)
 		return true
 	}
 	return false
@@ -419,8 +411,8 @@ func (n *Node) redial(ctx context.Context, tr Transport, id core.DeviceID, addrs
 
 // activeOthers reports whether id has an active session or dial besides
 // the caller's own hold.
-func (l *links) activeOthers(id core.DeviceID) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.active[id] > 1
+func (m *Manager) activeOthers(id core.DeviceID) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.active[id] > 1
 }
