@@ -106,6 +106,8 @@ type devicesReplica struct {
 	n *Node
 }
 
+// Update commits through the replica, as Node.Update does: not once the
+// node is closed, nor for a done ctx.
 func (r devicesReplica) Update(ctx context.Context, op string, fn func(context.Context) ([]replica.Op, error)) error {
 	if err := r.n.alive(); err != nil {
 		return err
