@@ -44,7 +44,7 @@ type Node struct {
 
 	peers *peers.Manager // sessions: dial, accept, redial, cut-off (peerlink.go)
 
-	trust       *trust             // who may hold a session (device registry)
+	trust       *devices.Trust     // who may hold a session (device registry)
 	anchor      *anchor.Anchor     // the audit log, its signed heads and tamper detection (anchor.go)
 	stopReembed context.CancelFunc // stops the re-embed loop
 	reg         *devices.Registry  // replicated device registry and mesh secret (internal/devices)

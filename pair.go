@@ -161,7 +161,7 @@ func (n *Node) hostPairing(ctx context.Context, sess Session) error {
 }
 
 func (n *Node) handover(ctx context.Context) ([]byte, error) {
-	ds, err := n.trust.devices.List(ctx)
+	ds, err := n.trust.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("pairing: %w", err)
 	}
@@ -209,7 +209,7 @@ func (n *Node) addDevice(ctx context.Context, key core.PublicKey, name string) {
 	if key == n.PublicKey() {
 		return
 	}
-	_ = n.trust.devices.Put(ctx, registry.Device{ID: core.DeviceIDFromKey(key), PublicKey: key, Name: name, Trust: registry.TrustTrusted})
+	_ = n.trust.Admit(ctx, key, name)
 }
 
 // JoinOptions configures Join.

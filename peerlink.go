@@ -39,7 +39,7 @@ type peerRoster struct{ n *Node }
 
 // Peers returns the trusted devices of the registry table.
 func (r peerRoster) Peers(ctx context.Context) ([]core.DeviceID, error) {
-	devs, err := r.n.trust.devices.List(ctx)
+	devs, err := r.n.trust.List(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -31,14 +31,6 @@ const (
 	TrustRevoked = registry.TrustRevoked
 )
 
-// trust decides who may hold a session with this node (devices.Trust);
-// devices is its device table, which pairing and the connection manager
-// read and write.
-type trust struct {
-	*devices.Trust
-	devices registry.Store
-}
-
 // tablesOf finds, once for New, the database that keeps the device
 // registry and the audit log beside st's records: st's own (core.SQLStore),
 // or that of a store in its Unwrap chain (core.StoreAs). Without one it
@@ -55,12 +47,8 @@ func tablesOf(st Store, log *slog.Logger) core.SQLStore {
 
 // newTrust opens the device registry: its SQL table in tables (the libSQL
 // store's file), or an in-memory registry when tables is nil.
-func newTrust(ctx context.Context, tables core.SQLStore, log *slog.Logger) (*trust, error) {
-	t, err := devices.OpenTrust(ctx, tables, log)
-	if err != nil {
-		return nil, err
-	}
-	return &trust{Trust: t, devices: t.Table()}, nil
+func newTrust(ctx context.Context, tables core.SQLStore, log *slog.Logger) (*devices.Trust, error) {
+	return devices.OpenTrust(ctx, tables, log)
 }
 
 // TrustDevice admits the device owning key to sessions with this node,
@@ -93,7 +81,7 @@ const registryCollection = devices.Collection
 // state from the stored operations.
 func (n *Node) loadRegistry(ctx context.Context) error {
 	n.reg = devices.New(devices.Config{
-		Replica: devicesReplica{n.rep, n}, Identity: n.ident, HLC: n.hlc, Trust: n.trust.Trust,
+		Replica: devicesReplica{n.rep, n}, Identity: n.ident, HLC: n.hlc, Trust: n.trust,
 		Name: n.cfg.Device.Name, Audit: n.record, CutOff: n.cutOff, Rand: n.random(), Logger: n.log,
 	})
 	return n.reg.Load(ctx, n.store)

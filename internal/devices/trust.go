@@ -54,9 +54,6 @@ func OpenTrust(ctx context.Context, tables core.SQLStore, log *slog.Logger) (*Tr
 	return t, nil
 }
 
-// Table returns the device table.
-func (t *Trust) Table() registry.Store { return t.devices }
-
 // Trusted reports whether the registry trusts the device with this key.
 func (t *Trust) Trusted(ctx context.Context, id core.DeviceID, key core.PublicKey) bool {
 	d, err := t.devices.Get(ctx, id)
