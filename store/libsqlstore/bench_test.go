@@ -15,8 +15,20 @@ import (
 
 // BenchmarkCommit measures local-write batches of 1,000 records of 1 KiB,
 // the shape of the write scenario of cmd/fedbench.
-func BenchmarkCommit(b *testing.B) {
-	st, err := libsqlstore.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), libsqlstore.Options{})
+func BenchmarkCommit(b *testing.B) { benchCommit(b, libsqlstore.Options{}) }
+
+// BenchmarkCommitEncrypted is BenchmarkCommit on an encrypted store
+// (Options.Key).
+func BenchmarkCommitEncrypted(b *testing.B) {
+	key := make([]byte, libsqlstore.KeySize)
+	for i := range key {
+		key[i] = byte(i)
+	}
+	benchCommit(b, libsqlstore.Options{Key: key})
+}
+
+func benchCommit(b *testing.B, opts libsqlstore.Options) {
+	st, err := libsqlstore.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -101,4 +113,46 @@ func BenchmarkRawInsert(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "rows/s")
 	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(n), "cpu-µs/row")
+}
+
+// BenchmarkChanges measures reading the changelog of one origin in order,
+// what a sender does in an initial sync: 1 KiB values, written in
+// transactions of 1,000.
+func BenchmarkChanges(b *testing.B) {
+	ctx := context.Background()
+	st, err := libsqlstore.Open(ctx, filepath.Join(b.TempDir(), "bench.db"), libsqlstore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	origin := core.DeviceID{1}
+	value := make([]byte, 1024)
+	const perTxn, total = 1000, 20000
+	for seq := uint64(0); seq < total; {
+		batch := core.Batch{Changes: make([]core.Change, perTxn), Records: make([]core.Record, perTxn)}
+		first := seq + 1
+		for j := range perTxn {
+			seq++
+			r := core.Record{Collection: "bench", Key: fmt.Sprintf("key-%09d", seq), Value: value,
+				Timestamp: core.Timestamp(seq), Origin: origin, Seq: seq, Context: core.VersionVector{origin: seq}}
+			batch.Records[j] = r
+			batch.Changes[j] = core.Change{Record: r, TxnFirst: first, TxnLen: perTxn}
+		}
+		if err := st.Commit(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(total * 1024)
+	cpu0 := cpuTime()
+	for b.Loop() {
+		n := 0
+		err := st.Changes(ctx, origin, 0, 0, func(c core.Change) error {
+			n++
+			return nil
+		})
+		if err != nil || n != total {
+			b.Fatal(n, err)
+		}
+	}
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N*total), "cpu-µs/row")
 }
