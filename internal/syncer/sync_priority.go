@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -194,7 +195,7 @@ func (ps *Session) overtake(ctx context.Context, next core.Change) error {
 			ps.prio.ahead = map[core.DeviceID][]span{}
 		}
 		spans := append(ps.prio.ahead[origin], s)
-		slices.SortFunc(spans, func(a, b span) int { return compareSeq(a.first, b.first) })
+		slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.first, b.first) })
 		ps.prio.ahead[origin] = spans
 		ps.cfg.Audit.Record(context.Background(), audit.BatchSent(ps.peer, "*", 1, int64(len(txn)), 0))
 	}
@@ -209,16 +210,6 @@ func (ps *Session) sentAhead(d Dot) bool {
 		}
 	}
 	return false
-}
-
-func compareSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // readTxn reads from the log the whole transaction holding d, or nothing
@@ -353,7 +344,7 @@ func (ps *Session) receivePriority(ctx context.Context, payload []byte) error {
 		ps.prio.held = map[core.DeviceID][][]core.Change{}
 	}
 	held := append(ps.prio.held[origin], t)
-	slices.SortFunc(held, func(a, b []core.Change) int { return compareSeq(a[0].TxnFirst, b[0].TxnFirst) })
+	slices.SortFunc(held, func(a, b []core.Change) int { return cmp.Compare(a[0].TxnFirst, b[0].TxnFirst) })
 	ps.prio.held[origin] = held
 	ps.prio.heldCount++
 	ps.prio.heldBytes += size
