@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/devicemesh/federation/internal/engine"
 )
 
 // Backup writes a consistent copy of this node's store to w while the node
@@ -64,11 +66,11 @@ func Restore(dir string, r io.Reader) error {
 	if dir == "" {
 		return fmt.Errorf("restore: %w: empty dir", ErrInvalidArgument)
 	}
-	g, err := lockDir(dir)
+	g, err := engine.LockDir(dir)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	defer func() { _ = g.release() }()
+	defer func() { _ = g.Release() }()
 	tmp, err := os.CreateTemp(dir, "."+DBFile+".restore-*")
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)

@@ -12,6 +12,7 @@ import (
 	"github.com/devicemesh/federation/identity"
 	"github.com/devicemesh/federation/internal/anchor"
 	"github.com/devicemesh/federation/internal/devices"
+	"github.com/devicemesh/federation/internal/engine"
 	"github.com/devicemesh/federation/internal/peers"
 	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/internal/syncer"
@@ -20,6 +21,11 @@ import (
 
 // DBFile is the name of the default store's file inside Config.Dir.
 const DBFile = "federation.db"
+
+// LockFile is the name of the file a node locks in Config.Dir for as long
+// as it runs (see Config.Dir). It also names the device the directory
+// belongs to, once the device's identity exists.
+const LockFile = engine.LockFile
 
 // Node is one device's handle on the user's federated data. It is safe for
 // concurrent use. Build it with New and release it with Close.
@@ -55,8 +61,8 @@ type Node struct {
 	runCtx      context.Context    // lives until the network stops
 	stopNet     context.CancelFunc // stops the network
 
-	dir    *dirGuard // lock on Config.Dir (nil without one)
-	health health    // counters of conditions the host should hear of
+	dir    *engine.DirGuard // lock on Config.Dir (nil without one)
+	health health           // counters of conditions the host should hear of
 
 	closeOnce sync.Once
 	closeErr  error
@@ -74,7 +80,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	ctx := context.Background()
-	dir, err := lockDir(cfg.Dir)
+	dir, err := engine.LockDir(cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -82,21 +88,39 @@ func New(cfg Config) (*Node, error) {
 	if st == nil {
 		key, err := cfg.Encryption.key(ctx)
 		if err != nil {
-			_ = dir.release()
+			_ = dir.Release()
 			return nil, err
 		}
 		st, err = libsqlstore.Open(ctx, filepath.Join(cfg.Dir, DBFile), libsqlstore.Options{Logger: cfg.Logger, Key: key})
 		if err != nil {
-			_ = dir.release()
+			_ = dir.Release()
 			return nil, fmt.Errorf("open store: %w", err)
 		}
 	}
 	n, err := newNodeIn(ctx, cfg, st, dir)
 	if err != nil {
 		_ = st.Close()
-		_ = dir.release()
+		_ = dir.Release()
 		return nil, err
 	}
+	return n, nil
+}
+
+// newNodeIn builds the node on st once dir (nil: no Dir) accepts st's
+// identity, and records that identity in dir.
+func newNodeIn(ctx context.Context, cfg Config, st Store, dir *engine.DirGuard) (*Node, error) {
+	if err := dir.Check(ctx, st); err != nil {
+		return nil, err
+	}
+	n, err := newNode(ctx, cfg, st)
+	if err != nil {
+		return nil, err
+	}
+	if err := dir.Record(n.DeviceID()); err != nil {
+		_ = n.Close() // closes st; closing it again is harmless
+		return nil, err
+	}
+	n.dir = dir
 	return n, nil
 }
 
@@ -325,7 +349,7 @@ func (n *Node) Close() error {
 			if err := n.store.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close store: %w", err))
 			}
-			if err := n.dir.release(); err != nil {
+			if err := n.dir.Release(); err != nil {
 				errs = append(errs, err)
 			}
 			return nil
