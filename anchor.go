@@ -9,6 +9,7 @@ import (
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/anchor"
+	"github.com/devicemesh/federation/internal/engine"
 	"github.com/devicemesh/federation/internal/replica"
 )
 
@@ -47,7 +48,7 @@ func (n *Node) openAnchor(ctx context.Context) error {
 	n.anchor = anchor.New(anchor.Config{
 		Log: log, Memory: n.tables == nil,
 		Replica: anchorReplica{n.rep, n.store}, Identity: n.ident, Events: anchorEvents{n},
-		Clock: n.cfg.Clock, Logger: n.log, RestoreMarker: marker, SyncDir: syncDir,
+		Clock: n.cfg.Clock, Logger: n.log, RestoreMarker: marker, SyncDir: engine.SyncDir,
 	})
 	return nil
 }

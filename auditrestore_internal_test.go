@@ -12,6 +12,7 @@ import (
 
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/engine"
 )
 
 // waitEpoch waits until holder holds a head of dev of at least epoch with
@@ -375,7 +376,7 @@ func TestRestoreDeclarationCrashSafe(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeRestoreMarker(filepath.Join(dir, RestoredFile)); err != nil {
+	if err := engine.WriteRestoreMarker(filepath.Join(dir, RestoredFile)); err != nil {
 		t.Fatal(err)
 	}
 	n = reopenQUIC(t, dir)

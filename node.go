@@ -20,7 +20,7 @@ import (
 )
 
 // DBFile is the name of the default store's file inside Config.Dir.
-const DBFile = "federation.db"
+const DBFile = engine.DBFile
 
 // LockFile is the name of the file a node locks in Config.Dir for as long
 // as it runs (see Config.Dir). It also names the device the directory
