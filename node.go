@@ -160,7 +160,7 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		return nil, err
 	}
 	n.rep.Observe(n.reg)
-	n.rep.Observe(urgentHook{n})
+	n.rep.Observe(engine.UrgentHook{Policy: n.cfg.policy, Urgent: &n.urgent})
 	n.startAnchor(ctx)
 	if cfg.Reembed != nil {
 		re := replica.NewReembedder(n.rep, cfg.Reembed)

@@ -7,11 +7,10 @@ import (
 
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/engine"
 	"github.com/devicemesh/federation/internal/peers"
-	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/internal/syncer"
 	"github.com/devicemesh/federation/internal/wire"
-	"github.com/devicemesh/federation/merkle"
 )
 
 // The per-peer sync protocol lives in internal/syncer. This file runs one
@@ -92,7 +91,7 @@ func (n *Node) syncerConfig() syncer.Config {
 	lim := n.cfg.Network.Limits.WithDefaults()
 	return syncer.Config{
 		Self:      n.DeviceID(),
-		Replica:   syncerReplica{n},
+		Replica:   engine.SyncReplica{Store: n.store, Rep: n.rep},
 		Audit:     syncerAudit{n},
 		Events:    syncerEvents{n},
 		Policy:    syncerPolicy{n},
@@ -120,110 +119,6 @@ func (n *Node) directSet(peer core.DeviceID) core.VersionVector {
 	return vv
 }
 
-// syncerReplica is the node's data as a session sees it
-// (syncer.Replica).
-type syncerReplica struct{ n *Node }
-
-func (r syncerReplica) VersionVector(ctx context.Context) (core.VersionVector, error) {
-	return r.n.store.VersionVector(ctx)
-}
-
-func (r syncerReplica) Changes(ctx context.Context, origin core.DeviceID, after uint64, limit int, fn func(core.Change) error) error {
-	return r.n.store.Changes(ctx, origin, after, limit, fn)
-}
-
-func (r syncerReplica) Changed() <-chan struct{} { return r.n.rep.Changed() }
-
-func (r syncerReplica) OriginDevice(origin core.DeviceID) core.DeviceID {
-	return r.n.OriginDevice(origin)
-}
-
-func (r syncerReplica) ApplyRemote(ctx context.Context, txns [][]core.Change) (syncer.Applied, error) {
-	rt := make([]remoteTxn, len(txns))
-	for i, t := range txns {
-		rt[i] = t
-	}
-	res, err := r.n.applyRemote(ctx, rt)
-	return syncer.Applied{Txns: res.txns, Changes: res.changes, Conflicts: res.conflicts}, err
-}
-
-func (r syncerReplica) ApplyRecords(ctx context.Context, recs []core.Change) error {
-	return r.n.rep.ApplyRecords(ctx, recs)
-}
-
-func (r syncerReplica) Advance(ctx context.Context, vv core.VersionVector) error {
-	return r.n.rep.Advance(ctx, vv)
-}
-
-func (r syncerReplica) Roots() map[string][32]byte {
-	roots := map[string][32]byte{}
-	for c, d := range r.n.Roots() {
-		roots[c] = d
-	}
-	return roots
-}
-
-func (r syncerReplica) Snapshot(ctx context.Context) (core.VersionVector, map[string][32]byte, error) {
-	return r.n.snapshot(ctx)
-}
-
-// RepairBase reads the version vector under the write lock: commits update
-// the Merkle trees after the store, under that lock, so the trees then
-// reflect at least everything in it. (Read without it, it could name a
-// change whose record the trees do not show yet; the peer would then raise
-// its version vector past a record it never received.)
-func (r syncerReplica) RepairBase(ctx context.Context) (core.VersionVector, error) {
-	return r.n.rep.VersionVector(ctx)
-}
-
-func (r syncerReplica) Reconciler(coll string, cfg merkle.Config) syncer.Reconciler {
-	return &treeReconciler{rep: r.n.rep, coll: coll, cfg: cfg}
-}
-
-func (r syncerReplica) AnswerMerkle(coll string, req *merkle.Request) ([]byte, error) {
-	var b []byte
-	var err error
-	r.n.withTree(coll, func(t *merkle.Tree) {
-		var resp *merkle.Response
-		if resp, err = t.Respond(req); err == nil {
-			b, err = resp.AppendBinary(nil, req)
-		}
-	})
-	return b, err
-}
-
-func (r syncerReplica) Get(ctx context.Context, coll, key string) (core.Record, error) {
-	return r.n.store.Get(ctx, coll, key)
-}
-
-// treeReconciler runs a merkle.Reconciler over a collection's tree,
-// under the trees' lock: the replica holds the tree across rounds
-// (HoldTree), and later commits fold into it.
-type treeReconciler struct {
-	rep  *replica.Replica
-	coll string
-	cfg  merkle.Config
-	rec  *merkle.Reconciler
-}
-
-func (t *treeReconciler) Start() *merkle.Request {
-	var req *merkle.Request
-	t.rep.HoldTree(t.coll, func(tree *merkle.Tree) {
-		t.rec = merkle.NewReconciler(tree, t.cfg)
-		req = t.rec.Start()
-	})
-	return req
-}
-
-func (t *treeReconciler) Next(resp *merkle.Response) (*merkle.Request, error) {
-	var req *merkle.Request
-	var err error
-	t.rep.WithTrees(func() { req, err = t.rec.Next(resp) })
-	return req, err
-}
-
-func (t *treeReconciler) Diff() merkle.Diff { return t.rec.Diff() }
-
 // syncerAudit appends a session's entries to the node's audit log.
 type syncerAudit struct{ n *Node }
 
@@ -248,28 +143,6 @@ func (p syncerPolicy) Admit(peer core.DeviceID, coll string) bool {
 
 func (p syncerPolicy) Priority(peer core.DeviceID, coll string) core.Priority {
 	return p.n.cfg.planner().Priority(peer, coll)
-}
-
-// urgentHook notes the changes of every local or remote commit to a
-// collection of top priority (syncer.OvertakeFloor, before per-device
-// overrides) in the node's syncer.UrgentIndex: the senders look there for
-// changes that may overtake a backlog.
-type urgentHook struct{ n *Node }
-
-func (h urgentHook) Committed(c replica.Commit) func() {
-	if c.Source != replica.SourceLocal && c.Source != replica.SourceRemote {
-		return nil // repair records and advances are not in the log as such
-	}
-	var dots []syncer.Dot
-	for _, r := range c.Records {
-		if p := h.n.cfg.policy(r.Collection); r.Seq != 0 && p.Syncs() && p.Priority >= syncer.OvertakeFloor {
-			dots = append(dots, syncer.Dot{Origin: r.Origin, Seq: r.Seq})
-		}
-	}
-	if len(dots) > 0 {
-		h.n.urgent.Note(dots...)
-	}
-	return nil
 }
 
 // syncerLinks is one session's view of the node's session table.
