@@ -54,8 +54,7 @@ type Node struct {
 	anchor      *anchor.Anchor     // the audit log, its signed heads and tamper detection (anchor.go)
 	stopReembed context.CancelFunc // stops the re-embed loop
 	reg         *devices.Registry  // replicated device registry and mesh secret (internal/devices)
-	pairMu      sync.Mutex
-	invites     invitations // open pairing invitations
+	pairing     *engine.Pairing    // open invitations and the pairing ceremony
 	netMu       sync.Mutex
 	tr          Transport          // nil until Start
 	runCtx      context.Context    // lives until the network stops
@@ -158,6 +157,10 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 	}
 	if err := n.loadRegistry(ctx); err != nil {
 		return nil, err
+	}
+	n.pairing = &engine.Pairing{
+		Ident: ident, Name: cfg.Device.Name, Clock: cfg.Clock, Rand: n.random(),
+		Trust: n.trust, Reg: n.reg, Log: n.log,
 	}
 	n.rep.Observe(n.reg)
 	n.rep.Observe(engine.UrgentHook{Policy: n.cfg.policy, Urgent: &n.urgent})

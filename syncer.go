@@ -52,7 +52,7 @@ func (n *Node) runSession(ctx context.Context, link *peers.Link) error {
 	if !n.trust.Trusted(ctx, sess.Peer(), sess.PeerKey()) {
 		// Admitted only because an invitation is open: the pairing
 		// ceremony, and nothing else.
-		err := n.hostPairing(ctx, sess)
+		err := n.pairing.Host(ctx, sess)
 		if err != nil {
 			n.log.Warn("pairing failed", "peer", sess.Peer().Short(), "err", err)
 			n.record(ctx, audit.Refusal(sess.Peer(), "pairing-failed"))
