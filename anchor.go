@@ -88,7 +88,7 @@ func (r anchorReplica) Get(ctx context.Context, collection, key string) (core.Re
 type anchorEvents struct{ n *Node }
 
 func (e anchorEvents) Tampered(origin core.DeviceID, reason string) {
-	e.n.events.publish(Event{Kind: EventAuditTampered, Origin: origin, Reason: reason})
+	e.n.publish(Event{Kind: EventAuditTampered, Origin: origin, Reason: reason})
 }
 
 // Audit returns the node's audit log, to query (by time, device and kind)

@@ -124,7 +124,7 @@ func (n *Node) publishReplica(e replica.Event) {
 	case replica.EventClockDrift:
 		k = EventClockDrift
 	}
-	n.events.publish(Event{Kind: k, Collection: e.Collection, Key: e.Key, Deleted: e.Deleted, Origin: e.Origin,
+	n.publish(Event{Kind: k, Collection: e.Collection, Key: e.Key, Deleted: e.Deleted, Origin: e.Origin,
 		Local: e.Local, Timestamp: e.Timestamp, ConflictID: e.ConflictID, Reason: e.Reason})
 }
 

@@ -45,7 +45,7 @@ type Node struct {
 	// holds the write lock (internal/replica).
 	rep *replica.Replica
 
-	events *hub
+	events *engine.Hub[Event]
 	urgent syncer.UrgentIndex // recent top-priority changes, for overtaking (syncer.go)
 
 	peers *peers.Manager // sessions: dial, accept, redial, cut-off (peerlink.go)
@@ -139,7 +139,7 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		store:  st,
 		ident:  ident,
 		hlc:    core.NewHLC(cfg.Clock, cfg.MaxClockDrift),
-		events: newHub(cfg.Events.Buffer),
+		events: engine.NewHub[Event](cfg.Events.Buffer),
 
 		closed: make(chan struct{}),
 	}
@@ -309,7 +309,7 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
-	subs, dropped := n.events.counts()
+	subs, dropped := n.events.Counts()
 	return Stats{Device: n.DeviceID(), Store: ss, VersionVector: vv, Subscribers: subs, EventsDropped: dropped,
 		ClockDrift: n.rep.ClockDrift(), RepairsUnsettled: n.health.repairsUnsettled.Load(),
 		AuditTampered: n.anchor.Detected()}, nil
@@ -348,7 +348,7 @@ func (n *Node) Close() error {
 			if err := replica.SaveClock(context.Background(), n.store, n.hlc.Last()); err != nil {
 				errs = append(errs, err)
 			}
-			n.events.close()
+			n.events.Close()
 			if err := n.store.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close store: %w", err))
 			}

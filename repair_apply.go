@@ -47,7 +47,7 @@ func (n *Node) reportUnsettled(peer core.DeviceID, tries int, ours, theirs map[s
 	}
 	n.health.repairsUnsettled.Add(1)
 	n.log.Warn("merkle repair does not settle", "peer", peer.Short(), "collections", differ, "reason", reason)
-	n.events.publish(Event{Kind: EventRepairUnsettled, Collection: coll, Origin: peer, Reason: reason})
+	n.publish(Event{Kind: EventRepairUnsettled, Collection: coll, Origin: peer, Reason: reason})
 }
 
 // queuedIn counts the manual conflicts queued in collections.
