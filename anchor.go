@@ -2,15 +2,12 @@ package federation
 
 import (
 	"context"
-	"errors"
-	"io"
 	"path/filepath"
 
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/anchor"
 	"github.com/devicemesh/federation/internal/engine"
-	"github.com/devicemesh/federation/internal/replica"
 )
 
 // The node's side of the audit log and its anchoring (internal/anchor):
@@ -47,41 +44,10 @@ func (n *Node) openAnchor(ctx context.Context) error {
 	}
 	n.anchor = anchor.New(anchor.Config{
 		Log: log, Memory: n.tables == nil,
-		Replica: anchorReplica{n.rep, n.store}, Identity: n.ident, Events: anchorEvents{n},
+		Replica: engine.AnchorReplica{Replica: n.rep, Store: n.store}, Identity: n.ident, Events: anchorEvents{n},
 		Clock: n.cfg.Clock, Logger: n.log, RestoreMarker: marker, SyncDir: engine.SyncDir,
 	})
 	return nil
-}
-
-// startAnchor runs the anchor's head loop until the node closes. Called by
-// newNode, before the node runs.
-func (n *Node) startAnchor(ctx context.Context) {
-	held := n.anchor.Open(ctx)
-	loopCtx, cancel := context.WithCancel(context.Background())
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		defer cancel()
-		go func() {
-			select {
-			case <-n.closed:
-				cancel()
-			case <-loopCtx.Done():
-			}
-		}()
-		n.anchor.Run(loopCtx, held)
-	}()
-}
-
-// anchorReplica is the commit pipeline and the store, as the anchor reads
-// and writes _fed.auditheads.
-type anchorReplica struct {
-	*replica.Replica
-	store Store
-}
-
-func (r anchorReplica) Get(ctx context.Context, collection, key string) (core.Record, error) {
-	return r.store.Get(ctx, collection, key)
 }
 
 // anchorEvents raises the anchor's tamper reports as EventAuditTampered.
@@ -115,21 +81,4 @@ func (n *Node) record(ctx context.Context, e audit.Entry) { n.anchor.Record(ctx,
 // (anchor.Anchor.CheckHeads), with the write lock held.
 func (n *Node) checkHeads(ctx context.Context, from core.DeviceID, recs []core.Record) error {
 	return n.anchor.CheckHeads(ctx, from, recs)
-}
-
-// closeReason turns a session's end into a short reason code.
-func closeReason(err error) string {
-	switch {
-	case err == nil, errors.Is(err, io.EOF), errors.Is(err, context.Canceled):
-		return "done"
-	case errors.Is(err, core.ErrUnauthorized):
-		return "unauthorized"
-	case errors.Is(err, core.ErrClockDrift):
-		return "clock-drift"
-	case errors.Is(err, core.ErrProtocol):
-		return "protocol"
-	case errors.Is(err, ErrTimeout):
-		return "timeout"
-	}
-	return "error"
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/engine"
 	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/merkle"
 )
@@ -67,7 +68,7 @@ func internal(collection string) bool { return replica.Internal(collection) }
 
 // newReplica opens the commit pipeline on the node's store.
 func (n *Node) newReplica(ctx context.Context, created bool) (*replica.Replica, error) {
-	resolvers, err := n.resolvers()
+	resolvers, err := engine.Resolvers(n.cfg.Collections, n.cfg.policy)
 	if err != nil {
 		return nil, err
 	}
@@ -86,29 +87,6 @@ func (n *Node) newReplica(ctx context.Context, created bool) (*replica.Replica, 
 		Publish:       n.publishReplica,
 		Alive:         n.alive,
 	})
-}
-
-// resolvers returns the node's conflict.Registry: each configured
-// collection's Resolver (last-writer-wins where none is set), and the
-// resolvers of the SDK's synced internal collections. Collections not
-// configured get conflict.Default, which is last-writer-wins for every
-// name that DefaultPolicies does not list.
-func (n *Node) resolvers() (*conflict.Registry, error) {
-	g := conflict.NewRegistry()
-	names := []string{registryCollection, replicasCollection, auditHeadsCollection}
-	for c := range n.cfg.Collections {
-		names = append(names, c)
-	}
-	for _, c := range names {
-		r := n.cfg.policy(c).Resolver
-		if r == nil {
-			r = conflict.LWW{}
-		}
-		if err := g.Register(c, r); err != nil {
-			return nil, fmt.Errorf("%w: %w", core.ErrInvalidConfig, err)
-		}
-	}
-	return g, nil
 }
 
 // publishReplica delivers an event of the pipeline to the subscribers.

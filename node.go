@@ -164,7 +164,7 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 	}
 	n.rep.Observe(n.reg)
 	n.rep.Observe(engine.UrgentHook{Policy: n.cfg.policy, Urgent: &n.urgent})
-	n.startAnchor(ctx)
+	engine.StartAnchor(ctx, n.anchor, &n.wg, n.closed)
 	if cfg.Reembed != nil {
 		re := replica.NewReembedder(n.rep, cfg.Reembed)
 		n.rep.Observe(re)

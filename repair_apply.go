@@ -2,11 +2,10 @@ package federation
 
 import (
 	"crypto/rand"
-	"fmt"
 	"io"
-	"sort"
 
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/engine"
 )
 
 // The commit-pipeline side of a Merkle repair (internal/syncer drives the
@@ -25,22 +24,7 @@ func (n *Node) random() io.Reader {
 // reportUnsettled tells the host that repairs with peer did not make the
 // records equal, and why as far as this device can tell.
 func (n *Node) reportUnsettled(peer core.DeviceID, tries int, ours, theirs map[string][32]byte) {
-	var differ []string
-	for c, r := range ours {
-		if theirs[c] != r {
-			differ = append(differ, c)
-		}
-	}
-	for c := range theirs {
-		if _, ok := ours[c]; !ok {
-			differ = append(differ, c)
-		}
-	}
-	sort.Strings(differ)
-	reason := fmt.Sprintf("records differ after %d repairs at equal version vectors (a store that does not keep what repair installs, or a resolver that does not give the same result on every device)", tries)
-	if queued := n.queuedIn(differ); queued > 0 {
-		reason = fmt.Sprintf("%d conflicts wait for the host to resolve them (Node.Conflicts)", queued)
-	}
+	differ, reason := engine.Unsettled(tries, ours, theirs, n.queuedIn)
 	coll := ""
 	if len(differ) > 0 {
 		coll = differ[0]

@@ -69,7 +69,7 @@ func (n *Node) runSession(ctx context.Context, link *peers.Link) error {
 	link.Join(ps)
 	defer link.Leave()
 	err := ps.Run(ctx)
-	n.record(ctx, audit.SessionClosed(ps.peer, closeReason(err)))
+	n.record(ctx, audit.SessionClosed(ps.peer, engine.CloseReason(err)))
 	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
 		err = nil
 	}
