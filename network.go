@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/internal/engine"
 	"github.com/devicemesh/federation/internal/peers"
 	"github.com/devicemesh/federation/transport"
 )
@@ -150,12 +151,12 @@ func (n *Node) Peers() []PeerStatus {
 	members := n.peers.Members()
 	out := make([]PeerStatus, 0, len(members))
 	for _, mb := range members {
-		out = append(out, mb.(*peerSession).status())
+		out = append(out, peerStatus(mb.(*engine.PeerSession)))
 	}
 	return out
 }
 
-func (ps *peerSession) status() PeerStatus {
+func peerStatus(ps *engine.PeerSession) PeerStatus {
 	st := ps.Status()
 	return PeerStatus{
 		Device:      st.Peer,

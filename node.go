@@ -48,7 +48,8 @@ type Node struct {
 	events *engine.Hub[Event]
 	urgent syncer.UrgentIndex // recent top-priority changes, for overtaking (syncer.go)
 
-	peers *peers.Manager // sessions: dial, accept, redial, cut-off (peerlink.go)
+	peers    *peers.Manager   // sessions: dial, accept, redial, cut-off (peerlink.go)
+	sessions *engine.Sessions // what runs on each session (peerlink.go)
 
 	trust       *devices.Trust     // who may hold a session (device registry)
 	anchor      *anchor.Anchor     // the audit log, its signed heads and tamper detection (anchor.go)
@@ -161,6 +162,10 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 	n.pairing = &engine.Pairing{
 		Ident: ident, Name: cfg.Device.Name, Clock: cfg.Clock, Rand: n.random(),
 		Trust: n.trust, Reg: n.reg, Log: n.log,
+	}
+	*n.sessions = engine.Sessions{
+		Trust: n.trust, Pairing: n.pairing, Manager: n.peers, Syncer: n.syncerConfig(),
+		Record: n.record, Addr: n.Addr, Clock: cfg.Clock, Log: n.log,
 	}
 	n.rep.Observe(n.reg)
 	n.rep.Observe(engine.UrgentHook{Policy: n.cfg.policy, Urgent: &n.urgent})

@@ -1,69 +1,25 @@
 package federation
 
 import (
-	"context"
-
-	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/engine"
 	"github.com/devicemesh/federation/internal/peers"
-	"github.com/devicemesh/federation/internal/wire"
-	"github.com/devicemesh/federation/registry"
 )
 
-// The node's side of internal/peers: thin adapters that let the connection
-// manager run today's session code (runSession) and read the registry.
+// The node's side of internal/peers is engine.Sessions: it runs the sync
+// protocol (or the pairing ceremony) on each session and reads the
+// registry for the roster.
 
-// newPeers builds the node's connection manager.
+// newPeers builds the node's connection manager; n.sessions serves its
+// sessions and lists its roster once newNode has filled it in.
 func (n *Node) newPeers() *peers.Manager {
+	n.sessions = &engine.Sessions{}
 	return peers.New(peers.Config{
 		Self:    n.DeviceID(),
-		Handler: peerHandler{n},
-		Roster:  peerRoster{n},
+		Handler: n.sessions,
+		Roster:  n.sessions,
 		Book:    n.store,
 		Clock:   n.cfg.Clock,
 		Rand:    n.cfg.Rand,
 		Logger:  n.log,
 	})
-}
-
-// peerHandler runs the sync protocol on each session (peers.Handler).
-type peerHandler struct{ n *Node }
-
-// Serve runs the sync protocol (or the pairing ceremony) on l.
-func (h peerHandler) Serve(ctx context.Context, l *peers.Link) error {
-	return h.n.runSession(ctx, l)
-}
-
-// peerRoster lists the trusted devices to keep sessions with
-// (peers.Roster).
-type peerRoster struct{ n *Node }
-
-// Peers returns the trusted devices of the registry table.
-func (r peerRoster) Peers(ctx context.Context) ([]core.DeviceID, error) {
-	devs, err := r.n.trust.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]core.DeviceID, 0, len(devs))
-	for _, d := range devs {
-		if d.Trust == registry.TrustTrusted || d.Trust == registry.TrustOwner {
-			out = append(out, d.ID)
-		}
-	}
-	return out, nil
-}
-
-// hello is this node's SyncHello for a session.
-func (n *Node) hello(vv core.VersionVector) wire.SyncHello {
-	h := wire.SyncHello{VV: vv, Instance: n.peers.Instance()}
-	if a := n.Addr(); a != "" {
-		h.Addrs = []string{a}
-	}
-	return h
-}
-
-// onHello hands the announcement in the peer's SyncHello to the connection
-// manager: it records the peer's addresses and closes the sessions with the
-// peer that this one replaces.
-func (n *Node) onHello(ctx context.Context, ps *peerSession, h wire.SyncHello) {
-	ps.link.Greet(ctx, h.Instance, peers.Dialable(h.Addrs, ps.sess))
 }

@@ -2,15 +2,11 @@ package federation
 
 import (
 	"context"
-	"errors"
-	"io"
 
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/engine"
-	"github.com/devicemesh/federation/internal/peers"
 	"github.com/devicemesh/federation/internal/syncer"
-	"github.com/devicemesh/federation/internal/wire"
 )
 
 // The per-peer sync protocol lives in internal/syncer. This file runs one
@@ -34,58 +30,6 @@ var (
 	ErrTimeout = syncer.ErrTimeout
 )
 
-// peerSession is one sync session: the protocol (embedded) and the
-// session as internal/peers manages it (a peers.Member once joined).
-type peerSession struct {
-	*syncer.Session
-	sess core.Session
-	peer core.DeviceID
-	link *peers.Link
-}
-
-// runSession speaks the sync protocol on the link's session until it ends
-// or ctx is done, then closes the session.
-func (n *Node) runSession(ctx context.Context, link *peers.Link) error {
-	sess := link.Session()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if !n.trust.Trusted(ctx, sess.Peer(), sess.PeerKey()) {
-		// Admitted only because an invitation is open: the pairing
-		// ceremony, and nothing else.
-		err := n.pairing.Host(ctx, sess)
-		if err != nil {
-			n.log.Warn("pairing failed", "peer", sess.Peer().Short(), "err", err)
-			n.record(ctx, audit.Refusal(sess.Peer(), "pairing-failed"))
-		} else {
-			n.record(ctx, audit.Pairing(sess.Peer(), "approved"))
-		}
-		_ = sess.Close(err)
-		return err
-	}
-	n.trust.Touch(ctx, sess.Peer(), n.cfg.Clock.Now())
-	n.record(ctx, audit.SessionOpened(sess.Peer(), "direct"))
-	ps := &peerSession{sess: sess, peer: sess.Peer(), link: link}
-	ps.Session = syncer.New(n.syncerConfig(), sess, syncerLinks{n: n, ps: ps})
-	link.Join(ps)
-	defer link.Leave()
-	err := ps.Run(ctx)
-	n.record(ctx, audit.SessionClosed(ps.peer, engine.CloseReason(err)))
-	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
-		err = nil
-	}
-	if err != nil {
-		n.log.Warn("sync session ended", "peer", ps.peer.Short(), "err", err)
-	} else {
-		n.log.Debug("sync session ended", "peer", ps.peer.Short())
-	}
-	return err
-}
-
-// SessionsChanged asks the session to send the Direct set again, since the
-// set of connected devices changed (peers.Member; called with the
-// manager's lock held, and Reroute does not block).
-func (ps *peerSession) SessionsChanged() { ps.Reroute() }
-
 // syncerConfig is what every session of this node shares.
 func (n *Node) syncerConfig() syncer.Config {
 	lim := n.cfg.Network.Limits.WithDefaults()
@@ -106,17 +50,6 @@ func (n *Node) syncerConfig() syncer.Config {
 			SyncTimeout:  n.cfg.SyncTimeout,
 		},
 	}
-}
-
-// directSet returns the devices this node has a live session with: it
-// receives their changes from them, and its other peers need not forward
-// them. The peer the set is for is left out.
-func (n *Node) directSet(peer core.DeviceID) core.VersionVector {
-	vv := core.VersionVector{}
-	for _, id := range n.peers.Connected(peer) {
-		vv[id] = 1 // the counter is unused; a VV omits zeros
-	}
-	return vv
 }
 
 // syncerAudit appends a session's entries to the node's audit log.
@@ -144,15 +77,3 @@ func (p syncerPolicy) Admit(peer core.DeviceID, coll string) bool {
 func (p syncerPolicy) Priority(peer core.DeviceID, coll string) core.Priority {
 	return p.n.cfg.planner().Priority(peer, coll)
 }
-
-// syncerLinks is one session's view of the node's session table.
-type syncerLinks struct {
-	n  *Node
-	ps *peerSession
-}
-
-func (l syncerLinks) Hello(vv core.VersionVector) wire.SyncHello { return l.n.hello(vv) }
-
-func (l syncerLinks) OnHello(ctx context.Context, h wire.SyncHello) { l.n.onHello(ctx, l.ps, h) }
-
-func (l syncerLinks) Direct() core.VersionVector { return l.n.directSet(l.ps.peer) }
