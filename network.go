@@ -2,7 +2,6 @@ package federation
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 
 	"github.com/devicemesh/federation/identity"
@@ -52,41 +51,14 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.alive(); err != nil {
 		return err
 	}
-	n.netMu.Lock()
-	defer n.netMu.Unlock()
-	if n.tr != nil {
-		return fmt.Errorf("start: already started")
-	}
 	factory := n.cfg.Network.Transport
 	if factory == nil {
 		factory = n.quicFactory
 	}
-	tr, err := factory(ctx, TransportParams{Identity: n.ident, Authorizer: n.trust, Keys: n.trust, Logger: n.log})
-	if err != nil {
-		return fmt.Errorf("start transport: %w", err)
+	build := func(ctx context.Context) (Transport, error) {
+		return factory(ctx, TransportParams{Identity: n.ident, Authorizer: n.trust, Keys: n.trust, Logger: n.log})
 	}
-	n.tr = tr
-	runCtx, cancel := context.WithCancel(context.Background())
-	if err := n.peers.Start(runCtx, tr); err != nil {
-		cancel()
-		n.tr = nil
-		_ = tr.Close()
-		return err
-	}
-	n.stopNet = cancel
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		select {
-		case <-ctx.Done():
-		case <-n.closed:
-		case <-runCtx.Done():
-		}
-		cancel()
-	}()
-	n.runCtx = runCtx
-	n.log.Info("node online", "addr", tr.Addr())
-	return nil
+	return n.net.Start(ctx, build, n.peers, n.closed, &n.wg, n.log)
 }
 
 func (n *Node) quicFactory(ctx context.Context, p TransportParams) (Transport, error) {
@@ -106,14 +78,7 @@ func (n *Node) quicFactory(ctx context.Context, p TransportParams) (Transport, e
 
 // Addr returns the address peers dial to reach this node, or "" before
 // Start.
-func (n *Node) Addr() string {
-	n.netMu.Lock()
-	defer n.netMu.Unlock()
-	if n.tr == nil {
-		return ""
-	}
-	return n.tr.Addr()
-}
+func (n *Node) Addr() string { return n.net.Addr() }
 
 // Connect dials a trusted device at addr and keeps the session in sync in
 // the background. peer may be zero when the device at addr is not known in

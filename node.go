@@ -56,10 +56,7 @@ type Node struct {
 	stopReembed context.CancelFunc // stops the re-embed loop
 	reg         *devices.Registry  // replicated device registry and mesh secret (internal/devices)
 	pairing     *engine.Pairing    // open invitations and the pairing ceremony
-	netMu       sync.Mutex
-	tr          Transport          // nil until Start
-	runCtx      context.Context    // lives until the network stops
-	stopNet     context.CancelFunc // stops the network
+	net         engine.Net         // the transport once started (network.go)
 
 	dir    *engine.DirGuard // lock on Config.Dir (nil without one)
 	health health           // counters of conditions the host should hear of
@@ -334,17 +331,10 @@ func (n *Node) Close() error {
 		if n.stopReembed != nil {
 			n.stopReembed()
 		}
-		n.netMu.Lock()
-		if n.stopNet != nil {
-			n.stopNet()
-		}
 		var errs []error
-		if n.tr != nil {
-			if err := n.tr.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("close transport: %w", err))
-			}
+		if err := n.net.Close(); err != nil {
+			errs = append(errs, err)
 		}
-		n.netMu.Unlock()
 		n.peers.Close() // waits for the sessions
 		n.wg.Wait()
 		// Under the write lock: let an in-flight Update finish.
