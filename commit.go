@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/devicemesh/federation/conflict"
-	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/engine"
 	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/merkle"
@@ -58,10 +57,7 @@ var (
 // cannot write them.
 const internalPrefix = replica.InternalPrefix
 
-const (
-	conflictsCollection = replica.ConflictsCollection // the manual conflict queue (local only)
-	replicasCollection  = replica.ReplicasCollection  // incarnation announcements
-)
+const replicasCollection = replica.ReplicasCollection // incarnation announcements
 
 // internal reports whether a collection name is reserved for the SDK.
 func internal(collection string) bool { return replica.Internal(collection) }
@@ -121,13 +117,6 @@ func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
 	return n.rep.CommitLocked(ctx, toOps(ops))
 }
 
-// refuseReentry fails with ErrReentrantWrite when a call that will take
-// the write lock later comes from inside one of this node's Update
-// callbacks.
-func (n *Node) refuseReentry(ctx context.Context, op string) error {
-	return n.rep.RefuseReentry(ctx, op)
-}
-
 // remoteTxn is one complete transaction received from a peer.
 type remoteTxn = replica.Txn
 
@@ -143,16 +132,6 @@ func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, 
 	r, err := n.rep.ApplyRemote(ctx, txns)
 	return applyResult{txns: r.Txns, changes: r.Changes, skipped: r.Skipped, conflicts: r.Conflicts}, err
 }
-
-// snapshot returns the version vector and the roots of the collections
-// that sync, consistent with each other.
-func (n *Node) snapshot(ctx context.Context) (core.VersionVector, map[string][32]byte, error) {
-	return n.rep.Snapshot(ctx)
-}
-
-// withTree runs fn on a collection's tree (an empty one if the collection
-// has no records here) under the trees' lock.
-func (n *Node) withTree(collection string, fn func(t *merkle.Tree)) { n.rep.WithTree(collection, fn) }
 
 // Root returns the Merkle root of a collection's records (tombstones
 // included). Two devices with equal roots hold identical records in it.

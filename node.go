@@ -143,11 +143,11 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 	}
 	n.peers = n.newPeers()
 	n.backup, _ = core.StoreAs[core.BackupStore](st)
-	n.tables = tablesOf(st, n.log)
+	n.tables = engine.TablesOf(st, n.log)
 	if n.rep, err = n.newReplica(ctx, created); err != nil {
 		return nil, err
 	}
-	if n.trust, err = newTrust(ctx, n.tables, n.log); err != nil {
+	if n.trust, err = devices.OpenTrust(ctx, n.tables, n.log); err != nil {
 		return nil, err
 	}
 	if err := n.openAnchor(ctx); err != nil {

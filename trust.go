@@ -2,12 +2,10 @@ package federation
 
 import (
 	"context"
-	"fmt"
-	"log/slog"
 
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/devices"
-	"github.com/devicemesh/federation/internal/replica"
+	"github.com/devicemesh/federation/internal/engine"
 	"github.com/devicemesh/federation/registry"
 )
 
@@ -30,26 +28,6 @@ const (
 	TrustOwner   = registry.TrustOwner
 	TrustRevoked = registry.TrustRevoked
 )
-
-// tablesOf finds, once for New, the database that keeps the device
-// registry and the audit log beside st's records: st's own (core.SQLStore),
-// or that of a store in its Unwrap chain (core.StoreAs). Without one it
-// warns and returns nil, and both are kept in memory: see core.SQLStore for
-// what that means, and core.Unwrapper for how a wrapper keeps them.
-func tablesOf(st Store, log *slog.Logger) core.SQLStore {
-	if t, ok := core.StoreAs[core.SQLStore](st); ok {
-		return t
-	}
-	log.Warn("store has no core.SQLStore, not even through Unwrap: device registry and audit log kept in memory until Close",
-		"store", fmt.Sprintf("%T", st))
-	return nil
-}
-
-// newTrust opens the device registry: its SQL table in tables (the libSQL
-// store's file), or an in-memory registry when tables is nil.
-func newTrust(ctx context.Context, tables core.SQLStore, log *slog.Logger) (*devices.Trust, error) {
-	return devices.OpenTrust(ctx, tables, log)
-}
 
 // TrustDevice admits the device owning key to sessions with this node,
 // without the pairing ceremony: for hosts that provision device keys
@@ -81,29 +59,10 @@ const registryCollection = devices.Collection
 // state from the stored operations.
 func (n *Node) loadRegistry(ctx context.Context) error {
 	n.reg = devices.New(devices.Config{
-		Replica: devicesReplica{n.rep, n}, Identity: n.ident, HLC: n.hlc, Trust: n.trust,
+		Replica: engine.DevicesReplica{Replica: n.rep, Alive: n.alive}, Identity: n.ident, HLC: n.hlc, Trust: n.trust,
 		Name: n.cfg.Device.Name, Audit: n.record, CutOff: n.cutOff, Rand: n.random(), Logger: n.log,
 	})
 	return n.reg.Load(ctx, n.store)
-}
-
-// devicesReplica is the commit pipeline for internal/devices: the
-// replica, whose writes fail once the node is closed.
-type devicesReplica struct {
-	*replica.Replica
-	n *Node
-}
-
-// Update commits through the replica, as Node.Update does: not once the
-// node is closed, nor for a done ctx.
-func (r devicesReplica) Update(ctx context.Context, op string, fn func(context.Context) ([]replica.Op, error)) error {
-	if err := r.n.alive(); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return r.Replica.Update(ctx, op, fn)
 }
 
 // checkOps is the ingress check for internal records arriving from a peer
