@@ -2,12 +2,10 @@ package federation
 
 import (
 	"context"
-	"path/filepath"
 
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/anchor"
-	"github.com/devicemesh/federation/internal/engine"
 )
 
 // The node's side of the audit log and its anchoring (internal/anchor):
@@ -30,36 +28,9 @@ var ErrForgedHead = anchor.ErrForgedHead
 // headResolver settles concurrent versions of a device's head.
 type headResolver = anchor.Resolver
 
-// openAnchor opens the audit log (in the store's tables, in memory without
-// them) and builds its anchor. A restore declared by Restore is honoured
-// only on the default store in Config.Dir.
-func (n *Node) openAnchor(ctx context.Context) error {
-	log, err := anchor.OpenLog(ctx, n.tables, n.cfg.Clock)
-	if err != nil {
-		return err
-	}
-	var marker string
-	if n.cfg.Store == nil && n.cfg.Dir != "" {
-		marker = filepath.Join(n.cfg.Dir, RestoredFile)
-	}
-	n.anchor = anchor.New(anchor.Config{
-		Log: log, Memory: n.tables == nil,
-		Replica: engine.AnchorReplica{Replica: n.rep, Store: n.store}, Identity: n.ident, Events: anchorEvents{n},
-		Clock: n.cfg.Clock, Logger: n.log, RestoreMarker: marker, SyncDir: engine.SyncDir,
-	})
-	return nil
-}
-
-// anchorEvents raises the anchor's tamper reports as EventAuditTampered.
-type anchorEvents struct{ n *Node }
-
-func (e anchorEvents) Tampered(origin core.DeviceID, reason string) {
-	e.n.publish(Event{Kind: EventAuditTampered, Origin: origin, Reason: reason})
-}
-
 // Audit returns the node's audit log, to query (by time, device and kind)
 // and to Verify.
-func (n *Node) Audit() *audit.Log { return n.anchor.Log() }
+func (n *Node) Audit() *audit.Log { return n.c.Anchor.Log() }
 
 // VerifyAudit checks this device's audit chain: the whole chain, and that
 // it contains the highest signed head of this device held here (its own,
@@ -70,15 +41,10 @@ func (n *Node) VerifyAudit(ctx context.Context) error {
 	if err := n.alive(); err != nil {
 		return err
 	}
-	return n.anchor.Verify(ctx)
+	return n.c.Anchor.Verify(ctx)
 }
 
-// record appends an entry to the audit log (anchor.Anchor.Record: a
-// failure is logged, never fatal to sync).
-func (n *Node) record(ctx context.Context, e audit.Entry) { n.anchor.Record(ctx, e) }
-
-// checkHeads is the ingress check for audit heads arriving from a peer
-// (anchor.Anchor.CheckHeads), with the write lock held.
-func (n *Node) checkHeads(ctx context.Context, from core.DeviceID, recs []core.Record) error {
-	return n.anchor.CheckHeads(ctx, from, recs)
+// tampered raises the anchor's tamper reports as EventAuditTampered.
+func (n *Node) tampered(origin core.DeviceID, reason string) {
+	n.publish(Event{Kind: EventAuditTampered, Origin: origin, Reason: reason})
 }

@@ -35,7 +35,7 @@ func TestFarFutureRemoteAcceptedClockBounded(t *testing.T) {
 	if _, err := n.Get(ctx, "c", "future"); err != nil {
 		t.Fatalf("accepted change not visible: %v", err)
 	}
-	if ahead := time.Until(n.hlc.Last().Time()); ahead > time.Minute+time.Second {
+	if ahead := time.Until(n.c.HLC.Last().Time()); ahead > time.Minute+time.Second {
 		t.Fatalf("clock followed the peer %s ahead, beyond the 1m bound", ahead)
 	}
 	if st, _ := n.Stats(ctx); st.ClockDrift != 1 {

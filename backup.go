@@ -32,10 +32,10 @@ func (n *Node) Backup(ctx context.Context, w io.Writer) error {
 	if err := n.alive(); err != nil {
 		return err
 	}
-	if n.backup == nil {
-		return fmt.Errorf("backup: store %T: %w", n.store, errors.ErrUnsupported)
+	if n.c.Backup == nil {
+		return fmt.Errorf("backup: store %T: %w", n.c.Store, errors.ErrUnsupported)
 	}
-	if err := n.backup.Backup(ctx, w); err != nil {
+	if err := n.c.Backup.Backup(ctx, w); err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
 	return nil

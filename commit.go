@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/devicemesh/federation/conflict"
-	"github.com/devicemesh/federation/internal/engine"
 	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/merkle"
 )
@@ -62,29 +61,6 @@ const replicasCollection = replica.ReplicasCollection // incarnation announcemen
 // internal reports whether a collection name is reserved for the SDK.
 func internal(collection string) bool { return replica.Internal(collection) }
 
-// newReplica opens the commit pipeline on the node's store.
-func (n *Node) newReplica(ctx context.Context, created bool) (*replica.Replica, error) {
-	resolvers, err := engine.Resolvers(n.cfg.Collections, n.cfg.policy)
-	if err != nil {
-		return nil, err
-	}
-	return replica.New(ctx, replica.Config{
-		Store:         n.store,
-		Device:        n.ident.DeviceID(),
-		Created:       created,
-		HLC:           n.hlc,
-		Clock:         n.cfg.Clock,
-		MaxClockDrift: n.cfg.MaxClockDrift,
-		Policy:        n.cfg.policy,
-		Resolvers:     resolvers,
-		Logger:        n.log,
-		Check:         n.checkOps,
-		Audit:         n.record,
-		Publish:       n.publishReplica,
-		Alive:         n.alive,
-	})
-}
-
 // publishReplica delivers an event of the pipeline to the subscribers.
 func (n *Node) publishReplica(e replica.Event) {
 	var k EventKind
@@ -112,9 +88,9 @@ func toOps(ops []txOp) []replica.Op {
 }
 
 // commitLocal stamps and commits one local transaction. Called inside
-// n.rep.Exclusive (the write lock held).
+// n.c.Rep.Exclusive (the write lock held).
 func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
-	return n.rep.CommitLocked(ctx, toOps(ops))
+	return n.c.Rep.CommitLocked(ctx, toOps(ops))
 }
 
 // remoteTxn is one complete transaction received from a peer.
@@ -129,29 +105,29 @@ type applyResult struct {
 // applyRemote applies complete remote transactions in order, atomically as
 // a whole (see replica.Replica.ApplyRemote).
 func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, error) {
-	r, err := n.rep.ApplyRemote(ctx, txns)
+	r, err := n.c.Rep.ApplyRemote(ctx, txns)
 	return applyResult{txns: r.Txns, changes: r.Changes, skipped: r.Skipped, conflicts: r.Conflicts}, err
 }
 
 // Root returns the Merkle root of a collection's records (tombstones
 // included). Two devices with equal roots hold identical records in it.
-func (n *Node) Root(collection string) Digest { return n.rep.Root(collection) }
+func (n *Node) Root(collection string) Digest { return n.c.Rep.Root(collection) }
 
 // Roots returns the Merkle root of every collection that syncs and holds
 // records here.
-func (n *Node) Roots() map[string]Digest { return n.rep.Roots() }
+func (n *Node) Roots() map[string]Digest { return n.c.Rep.Roots() }
 
 // Replica returns the incarnation this node writes under: the device id in
 // the open that created the device, else a replica minted at the first
 // write since the node opened (zero until then). Version vectors, as in
 // Stats, count this node's writes under it.
-func (n *Node) Replica() DeviceID { return n.rep.Current() }
+func (n *Node) Replica() DeviceID { return n.c.Rep.Current() }
 
 // OriginDevice returns the device that made writes under origin (a
 // Record.Origin or a version vector key: a replica id). An origin that is
 // a device's first incarnation, or that this node has not learned, is
 // returned unchanged.
-func (n *Node) OriginDevice(origin DeviceID) DeviceID { return n.rep.OriginDevice(origin) }
+func (n *Node) OriginDevice(origin DeviceID) DeviceID { return n.c.Rep.OriginDevice(origin) }
 
 // ConflictInfo is one queued conflict: two concurrent versions of a record
 // that the collection's resolver left to the host.
@@ -172,7 +148,7 @@ func (n *Node) Conflicts(ctx context.Context) ([]ConflictInfo, error) {
 	if err := n.alive(); err != nil {
 		return nil, err
 	}
-	list, err := n.rep.Conflicts(ctx)
+	list, err := n.c.Rep.Conflicts(ctx)
 	if err != nil {
 		return nil, err
 	}

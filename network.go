@@ -56,9 +56,9 @@ func (n *Node) Start(ctx context.Context) error {
 		factory = n.quicFactory
 	}
 	build := func(ctx context.Context) (Transport, error) {
-		return factory(ctx, TransportParams{Identity: n.ident, Authorizer: n.trust, Keys: n.trust, Logger: n.log})
+		return factory(ctx, TransportParams{Identity: n.c.Ident, Authorizer: n.c.Trust, Keys: n.c.Trust, Logger: n.c.Log})
 	}
-	return n.net.Start(ctx, build, n.peers, n.closed, &n.wg, n.log)
+	return n.c.Start(ctx, build)
 }
 
 func (n *Node) quicFactory(ctx context.Context, p TransportParams) (Transport, error) {
@@ -78,7 +78,7 @@ func (n *Node) quicFactory(ctx context.Context, p TransportParams) (Transport, e
 
 // Addr returns the address peers dial to reach this node, or "" before
 // Start.
-func (n *Node) Addr() string { return n.net.Addr() }
+func (n *Node) Addr() string { return n.c.Net.Addr() }
 
 // Connect dials a trusted device at addr and keeps the session in sync in
 // the background. peer may be zero when the device at addr is not known in
@@ -88,7 +88,7 @@ func (n *Node) Connect(ctx context.Context, addr string, peer DeviceID) error {
 	if err := n.alive(); err != nil {
 		return err
 	}
-	return n.peers.Connect(ctx, addr, peer)
+	return n.c.Peers.Connect(ctx, addr, peer)
 }
 
 // PeerStatus describes one live session.
@@ -113,7 +113,7 @@ type PeerStatus struct {
 
 // Peers lists the live sync sessions.
 func (n *Node) Peers() []PeerStatus {
-	members := n.peers.Members()
+	members := n.c.Peers.Members()
 	out := make([]PeerStatus, 0, len(members))
 	for _, mb := range members {
 		out = append(out, peerStatus(mb.(*engine.PeerSession)))

@@ -2,20 +2,13 @@ package federation
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"sync"
 
 	"github.com/devicemesh/federation/core"
-	"github.com/devicemesh/federation/identity"
-	"github.com/devicemesh/federation/internal/anchor"
-	"github.com/devicemesh/federation/internal/devices"
 	"github.com/devicemesh/federation/internal/engine"
-	"github.com/devicemesh/federation/internal/peers"
 	"github.com/devicemesh/federation/internal/replica"
-	"github.com/devicemesh/federation/internal/syncer"
 	"github.com/devicemesh/federation/store/libsqlstore"
 )
 
@@ -30,41 +23,14 @@ const LockFile = engine.LockFile
 // Node is one device's handle on the user's federated data. It is safe for
 // concurrent use. Build it with New and release it with Close.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	store Store
-	ident *identity.Identity
-	hlc   *core.HLC
-
-	// backup is the store when it can copy itself (nil: it cannot).
-	backup core.BackupStore
-	// tables keeps the device registry and the audit log (nil: memory).
-	tables core.SQLStore
-
-	// rep is the commit pipeline: every write goes through it, and it alone
-	// holds the write lock (internal/replica).
-	rep *replica.Replica
+	cfg Config
+	c   *engine.Core // the store, the identity, the rooms and their wiring
 
 	events *engine.Hub[Event]
-	urgent syncer.UrgentIndex // recent top-priority changes, for overtaking (syncer.go)
-
-	peers    *peers.Manager   // sessions: dial, accept, redial, cut-off (peerlink.go)
-	sessions *engine.Sessions // what runs on each session (peerlink.go)
-
-	trust       *devices.Trust     // who may hold a session (device registry)
-	anchor      *anchor.Anchor     // the audit log, its signed heads and tamper detection (anchor.go)
-	stopReembed context.CancelFunc // stops the re-embed loop
-	reg         *devices.Registry  // replicated device registry and mesh secret (internal/devices)
-	pairing     *engine.Pairing    // open invitations and the pairing ceremony
-	net         engine.Net         // the transport once started (network.go)
-
-	dir    *engine.DirGuard // lock on Config.Dir (nil without one)
-	health health           // counters of conditions the host should hear of
+	health health // counters of conditions the host should hear of
 
 	closeOnce sync.Once
 	closeErr  error
-	closed    chan struct{}
-	wg        sync.WaitGroup
 }
 
 // New builds a Node from cfg: it validates a copy of cfg (ErrInvalidConfig),
@@ -117,76 +83,34 @@ func newNodeIn(ctx context.Context, cfg Config, st Store, dir *engine.DirGuard) 
 		_ = n.Close() // closes st; closing it again is harmless
 		return nil, err
 	}
-	n.dir = dir
+	n.c.Dir = dir
 	return n, nil
 }
 
 func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
-	_, err := st.Meta(ctx, identity.MetaKey)
-	created := errors.Is(err, core.ErrNotFound)
-	ident, err := identity.LoadOrCreate(ctx, st, cfg.Rand)
+	n := &Node{cfg: cfg, events: engine.NewHub[Event](cfg.Events.Buffer)}
+	var marker string // a restore by Restore is honoured only on the default store in Dir
+	if cfg.Store == nil && cfg.Dir != "" {
+		marker = filepath.Join(cfg.Dir, RestoredFile)
+	}
+	c, err := engine.Open(ctx, engine.Options{
+		Name: cfg.Device.Name, Device: cfg.Device, Clock: cfg.Clock, MaxClockDrift: cfg.MaxClockDrift,
+		SyncTimeout: cfg.SyncTimeout, Limits: cfg.Network.Limits, Logger: cfg.Logger, Rand: cfg.Rand,
+		Policy: n.cfg.policy, Planner: n.cfg.planner, Collections: cfg.Collections, Reembed: cfg.Reembed,
+		RestoreMarker: marker, Publish: n.publishReplica, Tampered: n.tampered, Unsettled: n.reportUnsettled,
+	}, st)
 	if err != nil {
 		return nil, err
 	}
-	if err := replica.SaveDeviceInfo(ctx, st, cfg.Device); err != nil {
-		return nil, err
-	}
-	n := &Node{
-		cfg:    cfg,
-		log:    cfg.Logger.With("device", ident.DeviceID().Short()),
-		store:  st,
-		ident:  ident,
-		hlc:    core.NewHLC(cfg.Clock, cfg.MaxClockDrift),
-		events: engine.NewHub[Event](cfg.Events.Buffer),
-
-		closed: make(chan struct{}),
-	}
-	n.peers = n.newPeers()
-	n.backup, _ = core.StoreAs[core.BackupStore](st)
-	n.tables = engine.TablesOf(st, n.log)
-	if n.rep, err = n.newReplica(ctx, created); err != nil {
-		return nil, err
-	}
-	if n.trust, err = devices.OpenTrust(ctx, n.tables, n.log); err != nil {
-		return nil, err
-	}
-	if err := n.openAnchor(ctx); err != nil {
-		return nil, err
-	}
-	if err := n.loadRegistry(ctx); err != nil {
-		return nil, err
-	}
-	n.pairing = &engine.Pairing{
-		Ident: ident, Name: cfg.Device.Name, Clock: cfg.Clock, Rand: n.random(),
-		Trust: n.trust, Reg: n.reg, Log: n.log,
-	}
-	*n.sessions = engine.Sessions{
-		Trust: n.trust, Pairing: n.pairing, Manager: n.peers, Syncer: n.syncerConfig(),
-		Record: n.record, Addr: n.Addr, Clock: cfg.Clock, Log: n.log,
-	}
-	n.rep.Observe(n.reg)
-	n.rep.Observe(engine.UrgentHook{Policy: n.cfg.policy, Urgent: &n.urgent})
-	engine.StartAnchor(ctx, n.anchor, &n.wg, n.closed)
-	if cfg.Reembed != nil {
-		re := replica.NewReembedder(n.rep, cfg.Reembed)
-		n.rep.Observe(re)
-		loopCtx, stop := context.WithCancel(context.Background())
-		n.stopReembed = stop
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			re.Run(loopCtx)
-		}()
-	}
-	n.log.Info("node ready", "name", cfg.Device.Name)
+	n.c = c
 	return n, nil
 }
 
 // DeviceID returns this device's id.
-func (n *Node) DeviceID() DeviceID { return n.ident.DeviceID() }
+func (n *Node) DeviceID() DeviceID { return n.c.Ident.DeviceID() }
 
 // PublicKey returns this device's public key.
-func (n *Node) PublicKey() PublicKey { return n.ident.PublicKey() }
+func (n *Node) PublicKey() PublicKey { return n.c.Ident.PublicKey() }
 
 // Policy returns the policy in force for a collection.
 func (n *Node) Policy(collection string) Policy { return n.cfg.policy(collection) }
@@ -224,7 +148,7 @@ func (n *Node) GetRecord(ctx context.Context, collection, key string) (Record, e
 	if err := core.ValidateKey(collection, key, 0); err != nil {
 		return Record{}, err
 	}
-	return n.store.Get(ctx, collection, key)
+	return n.c.Store.Get(ctx, collection, key)
 }
 
 // Scan calls fn for each live record of collection in r (tombstones only if
@@ -236,7 +160,7 @@ func (n *Node) Scan(ctx context.Context, collection string, r KeyRange, fn func(
 	if err := core.ValidateKey(collection, "", 0); err != nil {
 		return err
 	}
-	return n.store.Scan(ctx, collection, r, fn)
+	return n.c.Store.Scan(ctx, collection, r, fn)
 }
 
 // Update runs fn in a transaction. Its writes are committed atomically when
@@ -260,7 +184,7 @@ func (n *Node) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return n.rep.Update(ctx, "update", func(tctx context.Context) ([]replica.Op, error) {
+	return n.c.Rep.Update(ctx, "update", func(tctx context.Context) ([]replica.Op, error) {
 		tx := &Tx{ctx: tctx, node: n, index: map[txKey]int{}}
 		defer func() { tx.done = true }()
 		if err := fn(tx); err != nil {
@@ -299,11 +223,11 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 	}
 	var ss StoreStats
 	var vv core.VersionVector
-	err := n.rep.Exclusive(ctx, "stats", func() (err error) {
-		if ss, err = n.store.Stats(ctx); err != nil {
+	err := n.c.Rep.Exclusive(ctx, "stats", func() (err error) {
+		if ss, err = n.c.Store.Stats(ctx); err != nil {
 			return fmt.Errorf("stats: %w", err)
 		}
-		if vv, err = n.store.VersionVector(ctx); err != nil {
+		if vv, err = n.c.Store.VersionVector(ctx); err != nil {
 			return fmt.Errorf("stats: %w", err)
 		}
 		return nil
@@ -313,8 +237,8 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 	}
 	subs, dropped := n.events.Counts()
 	return Stats{Device: n.DeviceID(), Store: ss, VersionVector: vv, Subscribers: subs, EventsDropped: dropped,
-		ClockDrift: n.rep.ClockDrift(), RepairsUnsettled: n.health.repairsUnsettled.Load(),
-		AuditTampered: n.anchor.Detected()}, nil
+		ClockDrift: n.c.Rep.ClockDrift(), RepairsUnsettled: n.health.repairsUnsettled.Load(),
+		AuditTampered: n.c.Anchor.Detected()}, nil
 }
 
 // Close stops everything the node started, waits for it, ends every
@@ -323,50 +247,16 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 // closes nothing and returns an error wrapping ErrReentrantWrite (it would
 // wait for that callback forever).
 func (n *Node) Close() error {
-	if n.rep.InUpdate() {
+	if n.c.Rep.InUpdate() {
 		return fmt.Errorf("close: %w", ErrReentrantWrite)
 	}
-	n.closeOnce.Do(func() {
-		close(n.closed)
-		if n.stopReembed != nil {
-			n.stopReembed()
-		}
-		var errs []error
-		if err := n.net.Close(); err != nil {
-			errs = append(errs, err)
-		}
-		n.peers.Close() // waits for the sessions
-		n.wg.Wait()
-		// Under the write lock: let an in-flight Update finish.
-		_ = n.rep.Exclusive(context.Background(), "", func() error {
-			n.anchor.AnchorLocked(context.Background(), true) // sign the audit head
-			if err := replica.SaveClock(context.Background(), n.store, n.hlc.Last()); err != nil {
-				errs = append(errs, err)
-			}
-			n.events.Close()
-			if err := n.store.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("close store: %w", err))
-			}
-			if err := n.dir.Release(); err != nil {
-				errs = append(errs, err)
-			}
-			return nil
-		})
-		n.closeErr = errors.Join(errs...)
-	})
+	n.closeOnce.Do(func() { n.closeErr = n.c.Close(n.events.Close) })
 	return n.closeErr
 }
 
-func (n *Node) alive() error {
-	select {
-	case <-n.closed:
-		return fmt.Errorf("node: %w", ErrClosed)
-	default:
-		return nil
-	}
-}
+func (n *Node) alive() error { return n.c.Alive() }
 
 // Now returns a fresh hybrid logical clock reading from this device's
 // clock: for hosts that stamp parts of a value themselves (profile fields,
 // conversation messages) so that they order with every other write.
-func (n *Node) Now() (Timestamp, error) { return n.hlc.Now() }
+func (n *Node) Now() (Timestamp, error) { return n.c.HLC.Now() }

@@ -56,14 +56,14 @@ func (n *Node) Invite(ctx context.Context, opts InviteOptions) (Invitation, erro
 	if addr == "" {
 		return Invitation{}, fmt.Errorf("invite: %w", ErrNotStarted)
 	}
-	if err := n.reg.EnsureMesh(ctx); err != nil {
+	if err := n.c.Reg.EnsureMesh(ctx); err != nil {
 		return Invitation{}, fmt.Errorf("invite: %w", err)
 	}
-	inv, err := registry.NewInvitation(n.ident, []string{addr}, n.cfg.Clock.Now().Add(opts.TTL), n.random())
+	inv, err := registry.NewInvitation(n.c.Ident, []string{addr}, n.cfg.Clock.Now().Add(opts.TTL), n.c.Random())
 	if err != nil {
 		return Invitation{}, fmt.Errorf("invite: %w", err)
 	}
-	if err := n.pairing.Open(inv, opts.Approve); err != nil {
+	if err := n.c.Pairing.Open(inv, opts.Approve); err != nil {
 		return Invitation{}, fmt.Errorf("invite: %w", err)
 	}
 	return Invitation{Code: inv.Code(), QR: inv.String(), Expires: inv.Expires}, nil
@@ -93,12 +93,12 @@ func (n *Node) Join(ctx context.Context, qr string, opts JoinOptions) (PairReque
 	if n.Addr() == "" {
 		return PairRequest{}, fmt.Errorf("join: %w", ErrNotStarted)
 	}
-	defer n.trust.Joining(inv.Issuer, inv.IssuerKey)()
-	sess, err := n.peers.Dial(ctx, inv.Addrs[0], inv.Issuer) // within peers.DialDeadline
+	defer n.c.Trust.Joining(inv.Issuer, inv.IssuerKey)()
+	sess, err := n.c.Peers.Dial(ctx, inv.Addrs[0], inv.Issuer) // within peers.DialDeadline
 	if err != nil {
 		return PairRequest{}, fmt.Errorf("join: %w", err)
 	}
-	res, err := n.pairing.JoinOn(ctx, sess, inv, opts.Show, opts.Confirm)
+	res, err := n.c.Pairing.JoinOn(ctx, sess, inv, opts.Show, opts.Confirm)
 	if err == nil {
 		// Let the inviter read our acknowledgement and record the new
 		// device before the session goes: it closes the session itself.

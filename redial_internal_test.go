@@ -32,7 +32,7 @@ func quicNode(t *testing.T, dir string) *Node {
 
 // liveSession returns n's greeted, live session with peer, if any.
 func liveSession(n *Node, peer core.DeviceID) *engine.PeerSession {
-	for _, mb := range n.peers.Members() {
+	for _, mb := range n.c.Peers.Members() {
 		ps := mb.(*engine.PeerSession)
 		select {
 		case <-ps.Sess.Done():
@@ -92,7 +92,7 @@ func waitSynced(t *testing.T, from, to *Node, key string) {
 
 // forget empties n's address book entry for peer, so that n cannot dial it.
 func (n *Node) forget(peer core.DeviceID) {
-	n.peers.Forget(peer)
+	n.c.Peers.Forget(peer)
 }
 
 // TestRedialAfterSessionKilled: a session ends (closed from the test, on
@@ -161,7 +161,7 @@ func TestRedialAcrossRestarts(t *testing.T) {
 	}
 	waitSession(t, a, b, 5*time.Second)
 	waitSynced(t, b, a, "after-a-restart")
-	if got := b.peers.Addrs(a.DeviceID()); len(got) == 0 || got[0] != a.Addr() {
+	if got := b.c.Peers.Addrs(a.DeviceID()); len(got) == 0 || got[0] != a.Addr() {
 		t.Fatalf("b knows a at %v, want %s first", got, a.Addr())
 	}
 	// b redials a's new address by itself: a may not dial this time.
@@ -184,7 +184,7 @@ func TestRedialAcrossRestarts(t *testing.T) {
 // sessionCount returns how many live sessions n holds with peer.
 func sessionCount(n *Node, peer core.DeviceID) int {
 	c := 0
-	for _, mb := range n.peers.Members() {
+	for _, mb := range n.c.Peers.Members() {
 		ps := mb.(*engine.PeerSession)
 		select {
 		case <-ps.Sess.Done():
@@ -281,7 +281,7 @@ func TestRedialBacksOff(t *testing.T) {
 	if err := n.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	n.peers.Learn(context.Background(), peer.DeviceID(), []string{"mem:nowhere"})
+	n.c.Peers.Learn(context.Background(), peer.DeviceID(), []string{"mem:nowhere"})
 	time.Sleep(4 * time.Second)
 	// Delays of 50-100, 100-200, ... ms: about 5 to 7 dials in 4 s.
 	t.Logf("%d dials in 4 s", ct.dials.Load())

@@ -1,9 +1,6 @@
 package federation
 
 import (
-	"crypto/rand"
-	"io"
-
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/engine"
 )
@@ -12,14 +9,6 @@ import (
 // protocol): merging the records a peer pushed, raising the version vector
 // after its Repaired frame, and the trees a reconciler reads. With the
 // report of a repair that does not settle, they need the write lock.
-
-// random returns the node's source of randomness.
-func (n *Node) random() io.Reader {
-	if n.cfg.Rand != nil {
-		return n.cfg.Rand
-	}
-	return rand.Reader
-}
 
 // reportUnsettled tells the host that repairs with peer did not make the
 // records equal, and why as far as this device can tell.
@@ -30,11 +19,11 @@ func (n *Node) reportUnsettled(peer core.DeviceID, tries int, ours, theirs map[s
 		coll = differ[0]
 	}
 	n.health.repairsUnsettled.Add(1)
-	n.log.Warn("merkle repair does not settle", "peer", peer.Short(), "collections", differ, "reason", reason)
+	n.c.Log.Warn("merkle repair does not settle", "peer", peer.Short(), "collections", differ, "reason", reason)
 	n.publish(Event{Kind: EventRepairUnsettled, Collection: coll, Origin: peer, Reason: reason})
 }
 
 // queuedIn counts the manual conflicts queued in collections.
 func (n *Node) queuedIn(collections []string) int {
-	return n.rep.QueuedIn(collections)
+	return n.c.Rep.QueuedIn(collections)
 }
