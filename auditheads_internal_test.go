@@ -12,6 +12,7 @@ import (
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
 	"github.com/devicemesh/federation/internal/anchor"
+	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/store/libsqlstore"
 )
 
@@ -309,7 +310,7 @@ func TestForgedAuditHeadRefused(t *testing.T) {
 	forged.Head.Seq = 7
 	forged.Sign(other.Sign)
 	b.locked(func() {
-		err = b.commitLocal(ctx, []txOp{{collection: auditHeadsCollection, key: hex.EncodeToString(self[:]), value: forged.Marshal()}})
+		err = b.c.Rep.CommitLocked(ctx, []replica.Op{{Collection: auditHeadsCollection, Key: hex.EncodeToString(self[:]), Value: forged.Marshal()}})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -404,7 +405,7 @@ func TestPeerReportsForkedHead(t *testing.T) {
 	held := audit.SignedHead{Key: a.PublicKey(), Head: audit.Head{Seq: 10, Hash: audit.Hash{1}}, At: time.Now()}
 	held.Sign(a.c.Ident.Sign)
 	b.locked(func() {
-		if err := b.commitLocal(ctx, []txOp{{collection: auditHeadsCollection, key: key, value: held.Marshal()}}); err != nil {
+		if err := b.c.Rep.CommitLocked(ctx, []replica.Op{{Collection: auditHeadsCollection, Key: key, Value: held.Marshal()}}); err != nil {
 			t.Fatal(err)
 		}
 		fork := audit.SignedHead{Key: a.PublicKey(), Head: audit.Head{Seq: 20, Hash: audit.Hash{3}}, Prev: audit.Head{Seq: 10, Hash: audit.Hash{2}}, At: time.Now()}

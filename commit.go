@@ -78,37 +78,6 @@ func (n *Node) publishReplica(e replica.Event) {
 		Local: e.Local, Timestamp: e.Timestamp, ConflictID: e.ConflictID, Reason: e.Reason})
 }
 
-// toOps converts a transaction's writes for the pipeline.
-func toOps(ops []txOp) []replica.Op {
-	out := make([]replica.Op, len(ops))
-	for i, op := range ops {
-		out[i] = replica.Op{Collection: op.collection, Key: op.key, Value: op.value, Deleted: op.deleted}
-	}
-	return out
-}
-
-// commitLocal stamps and commits one local transaction. Called inside
-// n.c.Rep.Exclusive (the write lock held).
-func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
-	return n.c.Rep.CommitLocked(ctx, toOps(ops))
-}
-
-// remoteTxn is one complete transaction received from a peer.
-type remoteTxn = replica.Txn
-
-// applyResult summarises one applyRemote call.
-type applyResult struct {
-	txns, changes, skipped int
-	conflicts              int
-}
-
-// applyRemote applies complete remote transactions in order, atomically as
-// a whole (see replica.Replica.ApplyRemote).
-func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, error) {
-	r, err := n.c.Rep.ApplyRemote(ctx, txns)
-	return applyResult{txns: r.Txns, changes: r.Changes, skipped: r.Skipped, conflicts: r.Conflicts}, err
-}
-
 // Root returns the Merkle root of a collection's records (tombstones
 // included). Two devices with equal roots hold identical records in it.
 func (n *Node) Root(collection string) Digest { return n.c.Rep.Root(collection) }

@@ -185,12 +185,12 @@ func (n *Node) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		return err
 	}
 	return n.c.Rep.Update(ctx, "update", func(tctx context.Context) ([]replica.Op, error) {
-		tx := &Tx{ctx: tctx, node: n, index: map[txKey]int{}}
-		defer func() { tx.done = true }()
+		tx := &Tx{ctx: tctx, node: n}
+		defer tx.buf.Done()
 		if err := fn(tx); err != nil {
 			return nil, err
 		}
-		return toOps(tx.ops), nil
+		return tx.buf.Ops(), nil
 	})
 }
 
