@@ -62,18 +62,7 @@ func (n *Node) Start(ctx context.Context) error {
 }
 
 func (n *Node) quicFactory(ctx context.Context, p TransportParams) (Transport, error) {
-	addr := n.cfg.Network.ListenAddr
-	if addr == "" {
-		addr = ":0"
-	}
-	return transport.NewQUIC(ctx, transport.QUICConfig{
-		Identity:   p.Identity,
-		Authorizer: p.Authorizer,
-		Keys:       p.Keys,
-		ListenAddr: addr,
-		Limits:     n.cfg.Network.Limits,
-		Logger:     p.Logger,
-	})
+	return engine.QUIC(ctx, n.cfg.Network.ListenAddr, n.cfg.Network.Limits, p.Identity, p.Authorizer, p.Keys, p.Logger)
 }
 
 // Addr returns the address peers dial to reach this node, or "" before

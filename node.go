@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"sync"
 
-	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/engine"
 	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/store/libsqlstore"
@@ -142,25 +141,13 @@ func (n *Node) Get(ctx context.Context, collection, key string) ([]byte, error) 
 // GetRecord returns the current version of (collection, key) with its
 // metadata; tombstones are returned with Deleted set.
 func (n *Node) GetRecord(ctx context.Context, collection, key string) (Record, error) {
-	if err := n.alive(); err != nil {
-		return Record{}, err
-	}
-	if err := core.ValidateKey(collection, key, 0); err != nil {
-		return Record{}, err
-	}
-	return n.c.Store.Get(ctx, collection, key)
+	return n.c.Get(ctx, collection, key)
 }
 
 // Scan calls fn for each live record of collection in r (tombstones only if
 // r.IncludeDeleted), in ascending key order, until fn returns an error.
 func (n *Node) Scan(ctx context.Context, collection string, r KeyRange, fn func(Record) error) error {
-	if err := n.alive(); err != nil {
-		return err
-	}
-	if err := core.ValidateKey(collection, "", 0); err != nil {
-		return err
-	}
-	return n.c.Store.Scan(ctx, collection, r, fn)
+	return n.c.Scan(ctx, collection, r, fn)
 }
 
 // Update runs fn in a transaction. Its writes are committed atomically when
@@ -218,20 +205,7 @@ type Stats struct {
 // commits (it waits for one in progress), so whatever its version vector
 // covers is already reflected in Root, Roots and the node's events.
 func (n *Node) Stats(ctx context.Context) (Stats, error) {
-	if err := n.alive(); err != nil {
-		return Stats{}, err
-	}
-	var ss StoreStats
-	var vv core.VersionVector
-	err := n.c.Rep.Exclusive(ctx, "stats", func() (err error) {
-		if ss, err = n.c.Store.Stats(ctx); err != nil {
-			return fmt.Errorf("stats: %w", err)
-		}
-		if vv, err = n.c.Store.VersionVector(ctx); err != nil {
-			return fmt.Errorf("stats: %w", err)
-		}
-		return nil
-	})
+	ss, vv, err := n.c.StoreState(ctx)
 	if err != nil {
 		return Stats{}, err
 	}

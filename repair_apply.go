@@ -5,15 +5,10 @@ import (
 	"github.com/devicemesh/federation/internal/engine"
 )
 
-// The commit-pipeline side of a Merkle repair (internal/syncer drives the
-// protocol): merging the records a peer pushed, raising the version vector
-// after its Repaired frame, and the trees a reconciler reads. With the
-// report of a repair that does not settle, they need the write lock.
-
 // reportUnsettled tells the host that repairs with peer did not make the
 // records equal, and why as far as this device can tell.
 func (n *Node) reportUnsettled(peer core.DeviceID, tries int, ours, theirs map[string][32]byte) {
-	differ, reason := engine.Unsettled(tries, ours, theirs, n.queuedIn)
+	differ, reason := engine.Unsettled(tries, ours, theirs, n.c.Rep.QueuedIn)
 	coll := ""
 	if len(differ) > 0 {
 		coll = differ[0]
@@ -21,9 +16,4 @@ func (n *Node) reportUnsettled(peer core.DeviceID, tries int, ours, theirs map[s
 	n.health.repairsUnsettled.Add(1)
 	n.c.Log.Warn("merkle repair does not settle", "peer", peer.Short(), "collections", differ, "reason", reason)
 	n.publish(Event{Kind: EventRepairUnsettled, Collection: coll, Origin: peer, Reason: reason})
-}
-
-// queuedIn counts the manual conflicts queued in collections.
-func (n *Node) queuedIn(collections []string) int {
-	return n.c.Rep.QueuedIn(collections)
 }

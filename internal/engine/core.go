@@ -323,3 +323,59 @@ func (c *Core) Close(last func()) error {
 	})
 	return errors.Join(errs...)
 }
+
+// Get returns the current version of (collection, key), tombstones
+// included.
+func (c *Core) Get(ctx context.Context, collection, key string) (core.Record, error) {
+	if err := c.Alive(); err != nil {
+		return core.Record{}, err
+	}
+	if err := core.ValidateKey(collection, key, 0); err != nil {
+		return core.Record{}, err
+	}
+	return c.Store.Get(ctx, collection, key)
+}
+
+// Scan calls fn for each record of collection in r (see core.Store.Scan).
+func (c *Core) Scan(ctx context.Context, collection string, r core.KeyRange, fn func(core.Record) error) error {
+	if err := c.Alive(); err != nil {
+		return err
+	}
+	if err := core.ValidateKey(collection, "", 0); err != nil {
+		return err
+	}
+	return c.Store.Scan(ctx, collection, r, fn)
+}
+
+// StoreState returns the store's statistics and version vector, read
+// between commits (it waits for one in progress).
+func (c *Core) StoreState(ctx context.Context) (ss core.StoreStats, vv core.VersionVector, err error) {
+	if err := c.Alive(); err != nil {
+		return ss, nil, err
+	}
+	err = c.Rep.Exclusive(ctx, "stats", func() (err error) {
+		if ss, err = c.Store.Stats(ctx); err != nil {
+			return fmt.Errorf("stats: %w", err)
+		}
+		if vv, err = c.Store.VersionVector(ctx); err != nil {
+			return fmt.Errorf("stats: %w", err)
+		}
+		return nil
+	})
+	return ss, vv, err
+}
+
+// QUIC builds the default transport (QUIC on listenAddr, ":0" when empty).
+func QUIC(ctx context.Context, listenAddr string, limits transport.Limits, ident *identity.Identity, auth core.Authorizer, keys transport.KeyLookup, log *slog.Logger) (core.Transport, error) {
+	if listenAddr == "" {
+		listenAddr = ":0"
+	}
+	return transport.NewQUIC(ctx, transport.QUICConfig{
+		Identity:   ident,
+		Authorizer: auth,
+		Keys:       keys,
+		ListenAddr: listenAddr,
+		Limits:     limits,
+		Logger:     log,
+	})
+}

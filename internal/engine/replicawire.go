@@ -9,6 +9,7 @@ import (
 	"github.com/devicemesh/federation/internal/anchor"
 	"github.com/devicemesh/federation/internal/devices"
 	"github.com/devicemesh/federation/internal/replica"
+	"github.com/devicemesh/federation/policy"
 )
 
 // Resolvers returns the node's conflict.Registry: each configured
@@ -54,4 +55,20 @@ func Unsettled(tries int, ours, theirs map[string][32]byte, queuedIn func(collec
 		reason = fmt.Sprintf("%d conflicts wait for the host to resolve them (Node.Conflicts)", queued)
 	}
 	return differ, reason
+}
+
+// PolicyTable builds the node's policy table: the host's policies (over
+// DefaultPolicies), collections named nowhere medium and immediate, the
+// node's own collections local-only except those the mesh runs on, pinned
+// high and immediate whatever a device's policy says.
+func PolicyTable(policies map[string]core.Policy) *policy.Table {
+	t := policy.NewTable(core.Policy{Priority: core.PriorityMedium, Mode: core.ModeImmediate})
+	for name, p := range policies {
+		t.Set(name, p)
+	}
+	t.Reserve(replica.InternalPrefix, core.Policy{Priority: core.PriorityNone, Mode: core.ModeLocalOnly})
+	t.Pin(devices.Collection, core.Policy{Priority: core.PriorityHigh, Mode: core.ModeImmediate, Resolver: conflict.LWW{}})
+	t.Pin(replica.ReplicasCollection, core.Policy{Priority: core.PriorityHigh, Mode: core.ModeImmediate, Resolver: conflict.LWW{}})
+	t.Pin(anchor.Collection, core.Policy{Priority: core.PriorityHigh, Mode: core.ModeImmediate, Resolver: anchor.Resolver{}})
+	return t
 }
