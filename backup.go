@@ -69,4 +69,4 @@ func Restore(dir string, r io.Reader) error { return engine.Restore(dir, r) }
 // write dir can create it: a declared restore is not hidden from the peers
 // (they see the new epoch and audit it), it is only not reported as
 // tampering.
-const RestoredFile = engine.RestoredFile
+const RestoredFile = DBFile + ".restored"

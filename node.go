@@ -12,12 +12,12 @@ import (
 )
 
 // DBFile is the name of the default store's file inside Config.Dir.
-const DBFile = engine.DBFile
+const DBFile = "federation.db"
 
 // LockFile is the name of the file a node locks in Config.Dir for as long
 // as it runs (see Config.Dir). It also names the device the directory
 // belongs to, once the device's identity exists.
-const LockFile = engine.LockFile
+const LockFile = "federation.lock"
 
 // Node is one device's handle on the user's federated data. It is safe for
 // concurrent use. Build it with New and release it with Close.
