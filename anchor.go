@@ -2,14 +2,10 @@ package federation
 
 import (
 	"context"
-	"errors"
-	"io"
-	"path/filepath"
 
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/anchor"
-	"github.com/devicemesh/federation/internal/replica"
 )
 
 // The node's side of the audit log and its anchoring (internal/anchor):
@@ -32,67 +28,9 @@ var ErrForgedHead = anchor.ErrForgedHead
 // headResolver settles concurrent versions of a device's head.
 type headResolver = anchor.Resolver
 
-// openAnchor opens the audit log (in the store's tables, in memory without
-// them) and builds its anchor. A restore declared by Restore is honoured
-// only on the default store in Config.Dir.
-func (n *Node) openAnchor(ctx context.Context) error {
-	log, err := anchor.OpenLog(ctx, n.tables, n.cfg.Clock)
-	if err != nil {
-		return err
-	}
-	var marker string
-	if n.cfg.Store == nil && n.cfg.Dir != "" {
-		marker = filepath.Join(n.cfg.Dir, RestoredFile)
-	}
-	n.anchor = anchor.New(anchor.Config{
-		Log: log, Memory: n.tables == nil,
-		Replica: anchorReplica{n.rep, n.store}, Identity: n.ident, Events: anchorEvents{n},
-		Clock: n.cfg.Clock, Logger: n.log, RestoreMarker: marker, SyncDir: syncDir,
-	})
-	return nil
-}
-
-// startAnchor runs the anchor's head loop until the node closes. Called by
-// newNode, before the node runs.
-func (n *Node) startAnchor(ctx context.Context) {
-	held := n.anchor.Open(ctx)
-	loopCtx, cancel := context.WithCancel(context.Background())
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		defer cancel()
-		go func() {
-			select {
-			case <-n.closed:
-				cancel()
-			case <-loopCtx.Done():
-			}
-		}()
-		n.anchor.Run(loopCtx, held)
-	}()
-}
-
-// anchorReplica is the commit pipeline and the store, as the anchor reads
-// and writes _fed.auditheads.
-type anchorReplica struct {
-	*replica.Replica
-	store Store
-}
-
-func (r anchorReplica) Get(ctx context.Context, collection, key string) (core.Record, error) {
-	return r.store.Get(ctx, collection, key)
-}
-
-// anchorEvents raises the anchor's tamper reports as EventAuditTampered.
-type anchorEvents struct{ n *Node }
-
-func (e anchorEvents) Tampered(origin core.DeviceID, reason string) {
-	e.n.events.publish(Event{Kind: EventAuditTampered, Origin: origin, Reason: reason})
-}
-
 // Audit returns the node's audit log, to query (by time, device and kind)
 // and to Verify.
-func (n *Node) Audit() *audit.Log { return n.anchor.Log() }
+func (n *Node) Audit() *audit.Log { return n.c.Anchor.Log() }
 
 // VerifyAudit checks this device's audit chain: the whole chain, and that
 // it contains the highest signed head of this device held here (its own,
@@ -103,32 +41,10 @@ func (n *Node) VerifyAudit(ctx context.Context) error {
 	if err := n.alive(); err != nil {
 		return err
 	}
-	return n.anchor.Verify(ctx)
+	return n.c.Anchor.Verify(ctx)
 }
 
-// record appends an entry to the audit log (anchor.Anchor.Record: a
-// failure is logged, never fatal to sync).
-func (n *Node) record(ctx context.Context, e audit.Entry) { n.anchor.Record(ctx, e) }
-
-// checkHeads is the ingress check for audit heads arriving from a peer
-// (anchor.Anchor.CheckHeads), with the write lock held.
-func (n *Node) checkHeads(ctx context.Context, from core.DeviceID, recs []core.Record) error {
-	return n.anchor.CheckHeads(ctx, from, recs)
-}
-
-// closeReason turns a session's end into a short reason code.
-func closeReason(err error) string {
-	switch {
-	case err == nil, errors.Is(err, io.EOF), errors.Is(err, context.Canceled):
-		return "done"
-	case errors.Is(err, core.ErrUnauthorized):
-		return "unauthorized"
-	case errors.Is(err, core.ErrClockDrift):
-		return "clock-drift"
-	case errors.Is(err, core.ErrProtocol):
-		return "protocol"
-	case errors.Is(err, ErrTimeout):
-		return "timeout"
-	}
-	return "error"
+// tampered raises the anchor's tamper reports as EventAuditTampered.
+func (n *Node) tampered(origin core.DeviceID, reason string) {
+	n.publish(Event{Kind: EventAuditTampered, Origin: origin, Reason: reason})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
 	"github.com/devicemesh/federation/internal/anchor"
+	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/store/libsqlstore"
 )
 
@@ -23,17 +24,17 @@ const (
 
 // heldHead returns the signed head of dev that the node's store holds.
 func (n *Node) heldHead(ctx context.Context, dev core.DeviceID) (audit.SignedHead, bool) {
-	return n.anchor.Held(ctx, dev)
+	return n.c.Anchor.Held(ctx, dev)
 }
 
 // publishHeadLocked signs and commits the node's head (write lock held).
-func (n *Node) publishHeadLocked(ctx context.Context) error { return n.anchor.PublishHeadLocked(ctx) }
+func (n *Node) publishHeadLocked(ctx context.Context) error { return n.c.Anchor.PublishHeadLocked(ctx) }
 
 // appendEntries appends n audit entries to node, as sessions would.
 func appendEntries(t *testing.T, node *Node, peer core.DeviceID, n int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
-		node.record(context.Background(), audit.Entry{Kind: audit.KindBatchSent, Device: peer, Detail: audit.Detail{audit.Num("changes", int64(i))}})
+		node.c.Record(context.Background(), audit.Entry{Kind: audit.KindBatchSent, Device: peer, Detail: audit.Detail{audit.Num("changes", int64(i))}})
 	}
 }
 
@@ -272,7 +273,7 @@ func TestForgedAuditHeadRefused(t *testing.T) {
 	}
 	self := a.DeviceID()
 	good := audit.SignedHead{Key: a.PublicKey(), Head: audit.Head{Seq: 1 << 40}, At: time.Now()}
-	good.Sign(a.ident.Sign)
+	good.Sign(a.c.Ident.Sign)
 	badSig := good
 	badSig.Sig = append([]byte(nil), good.Sig...)
 	badSig.Sig[0] ^= 1
@@ -290,14 +291,14 @@ func TestForgedAuditHeadRefused(t *testing.T) {
 	for name, r := range cases {
 		r.Collection, r.Key, r.Origin = auditHeadsCollection, hex.EncodeToString(self[:]), b.DeviceID()
 		var err error
-		a.locked(func() { err = a.checkOps(ctx, b.DeviceID(), []core.Record{r}) })
+		a.locked(func() { err = a.c.CheckOps(ctx, b.DeviceID(), []core.Record{r}) })
 		if !errors.Is(err, ErrForgedHead) || !errors.Is(err, core.ErrProtocol) {
 			t.Errorf("%s: checkOps = %v, want ErrForgedHead", name, err)
 		}
 	}
 	// A valid head passes the check (and is then found beyond a's chain).
 	r := core.Record{Collection: auditHeadsCollection, Key: hex.EncodeToString(self[:]), Value: good.Marshal(), Origin: b.DeviceID()}
-	a.locked(func() { err = a.checkOps(ctx, b.DeviceID(), []core.Record{r}) })
+	a.locked(func() { err = a.c.CheckOps(ctx, b.DeviceID(), []core.Record{r}) })
 	if err != nil {
 		t.Fatalf("valid head refused: %v", err)
 	}
@@ -309,7 +310,7 @@ func TestForgedAuditHeadRefused(t *testing.T) {
 	forged.Head.Seq = 7
 	forged.Sign(other.Sign)
 	b.locked(func() {
-		err = b.commitLocal(ctx, []txOp{{collection: auditHeadsCollection, key: hex.EncodeToString(self[:]), value: forged.Marshal()}})
+		err = b.c.Rep.CommitLocked(ctx, []replica.Op{{Collection: auditHeadsCollection, Key: hex.EncodeToString(self[:]), Value: forged.Marshal()}})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -356,7 +357,7 @@ func TestIntactAuditNotFlaggedAcrossRestarts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n.anchor.SetEvery(7)
+		n.c.Anchor.SetEvery(7)
 		appendEntries(t, n, peer, 3+i%11)
 		if i%3 == 0 {
 			// A write of the host's data: this open writes under a replica, so
@@ -402,19 +403,19 @@ func TestPeerReportsForkedHead(t *testing.T) {
 	self := a.DeviceID()
 	key := hex.EncodeToString(self[:])
 	held := audit.SignedHead{Key: a.PublicKey(), Head: audit.Head{Seq: 10, Hash: audit.Hash{1}}, At: time.Now()}
-	held.Sign(a.ident.Sign)
+	held.Sign(a.c.Ident.Sign)
 	b.locked(func() {
-		if err := b.commitLocal(ctx, []txOp{{collection: auditHeadsCollection, key: key, value: held.Marshal()}}); err != nil {
+		if err := b.c.Rep.CommitLocked(ctx, []replica.Op{{Collection: auditHeadsCollection, Key: key, Value: held.Marshal()}}); err != nil {
 			t.Fatal(err)
 		}
 		fork := audit.SignedHead{Key: a.PublicKey(), Head: audit.Head{Seq: 20, Hash: audit.Hash{3}}, Prev: audit.Head{Seq: 10, Hash: audit.Hash{2}}, At: time.Now()}
-		fork.Sign(a.ident.Sign)
+		fork.Sign(a.c.Ident.Sign)
 		rec := core.Record{Collection: auditHeadsCollection, Key: key, Value: fork.Marshal(), Origin: self}
-		if err := b.checkOps(ctx, self, []core.Record{rec}); err != nil {
+		if err := b.c.CheckOps(ctx, self, []core.Record{rec}); err != nil {
 			t.Fatalf("a validly signed head refused: %v", err)
 		}
 	})
-	if got := b.anchor.Detected(); got != 1 {
+	if got := b.c.Anchor.Detected(); got != 1 {
 		t.Fatalf("detections = %d, want 1", got)
 	}
 	select {
@@ -446,12 +447,12 @@ func TestAuditHeadPublishedAfterInterval(t *testing.T) {
 	}
 	defer n.Close()
 	appendEntries(t, n, core.DeviceID{1}, 5)
-	n.anchor.Wake()
+	n.c.Anchor.Wake()
 	time.Sleep(100 * time.Millisecond)
 	if h, ok := n.heldHead(ctx, n.DeviceID()); ok {
 		t.Fatalf("head %d published before the interval", h.Head.Seq)
 	}
 	clock.advance(headInterval)
-	n.anchor.Wake() // as the loop's ticker would
+	n.c.Anchor.Wake() // as the loop's ticker would
 	waitHeld(t, n, n.DeviceID(), 5)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/engine"
 )
 
 // waitEpoch waits until holder holds a head of dev of at least epoch with
@@ -37,8 +38,8 @@ func waitEpoch(t *testing.T, holder *Node, dev core.DeviceID, epoch, seq uint64)
 func noTamper(t *testing.T, subs map[string]*Subscription, nodes ...*Node) {
 	t.Helper()
 	for _, n := range nodes {
-		if d := n.anchor.Detected(); d != 0 {
-			t.Fatalf("%s counted %d audit tamperings: %v", n.DeviceID().Short(), d, n.anchor.Tampered())
+		if d := n.c.Anchor.Detected(); d != 0 {
+			t.Fatalf("%s counted %d audit tamperings: %v", n.DeviceID().Short(), d, n.c.Anchor.Tampered())
 		}
 	}
 	for name, s := range subs {
@@ -375,7 +376,7 @@ func TestRestoreDeclarationCrashSafe(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeRestoreMarker(filepath.Join(dir, RestoredFile)); err != nil {
+	if err := engine.WriteRestoreMarker(filepath.Join(dir, RestoredFile)); err != nil {
 		t.Fatal(err)
 	}
 	n = reopenQUIC(t, dir)
@@ -385,7 +386,7 @@ func TestRestoreDeclarationCrashSafe(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, RestoredFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("declaration kept: %v", err)
 	}
-	if err := n.VerifyAudit(ctx); err != nil || n.anchor.Detected() != 0 {
+	if err := n.VerifyAudit(ctx); err != nil || n.c.Anchor.Detected() != 0 {
 		t.Fatalf("declared restore flagged: %v", err)
 	}
 	if err := n.Close(); err != nil {

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
+
+	"github.com/devicemesh/federation/internal/engine"
 )
 
 // Backup writes a consistent copy of this node's store to w while the node
@@ -32,10 +32,10 @@ func (n *Node) Backup(ctx context.Context, w io.Writer) error {
 	if err := n.alive(); err != nil {
 		return err
 	}
-	if n.backup == nil {
-		return fmt.Errorf("backup: store %T: %w", n.store, errors.ErrUnsupported)
+	if n.c.Backup == nil {
+		return fmt.Errorf("backup: store %T: %w", n.c.Store, errors.ErrUnsupported)
 	}
-	if err := n.backup.Backup(ctx, w); err != nil {
+	if err := n.c.Backup.Backup(ctx, w); err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
 	return nil
@@ -60,60 +60,7 @@ func (n *Node) Backup(ctx context.Context, w io.Writer) error {
 // old store, whose next open then declares a restore that changed
 // nothing (one extra epoch, audited); no crash can leave a restored store
 // without the file.
-func Restore(dir string, r io.Reader) error {
-	if dir == "" {
-		return fmt.Errorf("restore: %w: empty dir", ErrInvalidArgument)
-	}
-	g, err := lockDir(dir)
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	defer func() { _ = g.release() }()
-	tmp, err := os.CreateTemp(dir, "."+DBFile+".restore-*")
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	name := tmp.Name()
-	defer os.Remove(name) // a no-op once renamed
-	if _, err := io.Copy(tmp, r); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("restore: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("restore: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	renamed := false
-	marker := filepath.Join(dir, RestoredFile)
-	if _, err := os.Stat(marker); errors.Is(err, os.ErrNotExist) {
-		// A failed restore leaves no declaration behind (a pending one, of
-		// an earlier restore not yet opened, stays).
-		defer func() {
-			if !renamed {
-				_ = os.Remove(marker)
-			}
-		}()
-	}
-	if err := writeRestoreMarker(marker); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	syncDir(dir)
-	db := filepath.Join(dir, DBFile)
-	for _, f := range []string{db + "-wal", db + "-shm"} {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("restore: %w", err)
-		}
-	}
-	if err := os.Rename(name, db); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	renamed = true
-	syncDir(dir) // make the rename durable where the platform allows
-	return nil
-}
+func Restore(dir string, r io.Reader) error { return engine.Restore(dir, r) }
 
 // RestoredFile is the file in Config.Dir by which Restore declares that
 // the store was restored from a backup. The next New(dir) records the
@@ -123,28 +70,3 @@ func Restore(dir string, r io.Reader) error {
 // (they see the new epoch and audit it), it is only not reported as
 // tampering.
 const RestoredFile = DBFile + ".restored"
-
-// writeRestoreMarker writes and syncs the restore declaration.
-func writeRestoreMarker(path string) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString("restored from a backup; removed by the next open once recorded\n"); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// syncDir makes dir's entries durable where the platform allows.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-}

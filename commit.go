@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/devicemesh/federation/conflict"
-	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/merkle"
 )
@@ -57,59 +56,10 @@ var (
 // cannot write them.
 const internalPrefix = replica.InternalPrefix
 
-const (
-	conflictsCollection = replica.ConflictsCollection // the manual conflict queue (local only)
-	replicasCollection  = replica.ReplicasCollection  // incarnation announcements
-)
+const replicasCollection = replica.ReplicasCollection // incarnation announcements
 
 // internal reports whether a collection name is reserved for the SDK.
 func internal(collection string) bool { return replica.Internal(collection) }
-
-// newReplica opens the commit pipeline on the node's store.
-func (n *Node) newReplica(ctx context.Context, created bool) (*replica.Replica, error) {
-	resolvers, err := n.resolvers()
-	if err != nil {
-		return nil, err
-	}
-	return replica.New(ctx, replica.Config{
-		Store:         n.store,
-		Device:        n.ident.DeviceID(),
-		Created:       created,
-		HLC:           n.hlc,
-		Clock:         n.cfg.Clock,
-		MaxClockDrift: n.cfg.MaxClockDrift,
-		Policy:        n.cfg.policy,
-		Resolvers:     resolvers,
-		Logger:        n.log,
-		Check:         n.checkOps,
-		Audit:         n.record,
-		Publish:       n.publishReplica,
-		Alive:         n.alive,
-	})
-}
-
-// resolvers returns the node's conflict.Registry: each configured
-// collection's Resolver (last-writer-wins where none is set), and the
-// resolvers of the SDK's synced internal collections. Collections not
-// configured get conflict.Default, which is last-writer-wins for every
-// name that DefaultPolicies does not list.
-func (n *Node) resolvers() (*conflict.Registry, error) {
-	g := conflict.NewRegistry()
-	names := []string{registryCollection, replicasCollection, auditHeadsCollection}
-	for c := range n.cfg.Collections {
-		names = append(names, c)
-	}
-	for _, c := range names {
-		r := n.cfg.policy(c).Resolver
-		if r == nil {
-			r = conflict.LWW{}
-		}
-		if err := g.Register(c, r); err != nil {
-			return nil, fmt.Errorf("%w: %w", core.ErrInvalidConfig, err)
-		}
-	}
-	return g, nil
-}
 
 // publishReplica delivers an event of the pipeline to the subscribers.
 func (n *Node) publishReplica(e replica.Event) {
@@ -124,77 +74,29 @@ func (n *Node) publishReplica(e replica.Event) {
 	case replica.EventClockDrift:
 		k = EventClockDrift
 	}
-	n.events.publish(Event{Kind: k, Collection: e.Collection, Key: e.Key, Deleted: e.Deleted, Origin: e.Origin,
+	n.publish(Event{Kind: k, Collection: e.Collection, Key: e.Key, Deleted: e.Deleted, Origin: e.Origin,
 		Local: e.Local, Timestamp: e.Timestamp, ConflictID: e.ConflictID, Reason: e.Reason})
 }
 
-// toOps converts a transaction's writes for the pipeline.
-func toOps(ops []txOp) []replica.Op {
-	out := make([]replica.Op, len(ops))
-	for i, op := range ops {
-		out[i] = replica.Op{Collection: op.collection, Key: op.key, Value: op.value, Deleted: op.deleted}
-	}
-	return out
-}
-
-// commitLocal stamps and commits one local transaction. Called inside
-// n.rep.Exclusive (the write lock held).
-func (n *Node) commitLocal(ctx context.Context, ops []txOp) error {
-	return n.rep.CommitLocked(ctx, toOps(ops))
-}
-
-// refuseReentry fails with ErrReentrantWrite when a call that will take
-// the write lock later comes from inside one of this node's Update
-// callbacks.
-func (n *Node) refuseReentry(ctx context.Context, op string) error {
-	return n.rep.RefuseReentry(ctx, op)
-}
-
-// remoteTxn is one complete transaction received from a peer.
-type remoteTxn = replica.Txn
-
-// applyResult summarises one applyRemote call.
-type applyResult struct {
-	txns, changes, skipped int
-	conflicts              int
-}
-
-// applyRemote applies complete remote transactions in order, atomically as
-// a whole (see replica.Replica.ApplyRemote).
-func (n *Node) applyRemote(ctx context.Context, txns []remoteTxn) (applyResult, error) {
-	r, err := n.rep.ApplyRemote(ctx, txns)
-	return applyResult{txns: r.Txns, changes: r.Changes, skipped: r.Skipped, conflicts: r.Conflicts}, err
-}
-
-// snapshot returns the version vector and the roots of the collections
-// that sync, consistent with each other.
-func (n *Node) snapshot(ctx context.Context) (core.VersionVector, map[string][32]byte, error) {
-	return n.rep.Snapshot(ctx)
-}
-
-// withTree runs fn on a collection's tree (an empty one if the collection
-// has no records here) under the trees' lock.
-func (n *Node) withTree(collection string, fn func(t *merkle.Tree)) { n.rep.WithTree(collection, fn) }
-
 // Root returns the Merkle root of a collection's records (tombstones
 // included). Two devices with equal roots hold identical records in it.
-func (n *Node) Root(collection string) Digest { return n.rep.Root(collection) }
+func (n *Node) Root(collection string) Digest { return n.c.Rep.Root(collection) }
 
 // Roots returns the Merkle root of every collection that syncs and holds
 // records here.
-func (n *Node) Roots() map[string]Digest { return n.rep.Roots() }
+func (n *Node) Roots() map[string]Digest { return n.c.Rep.Roots() }
 
 // Replica returns the incarnation this node writes under: the device id in
 // the open that created the device, else a replica minted at the first
 // write since the node opened (zero until then). Version vectors, as in
 // Stats, count this node's writes under it.
-func (n *Node) Replica() DeviceID { return n.rep.Current() }
+func (n *Node) Replica() DeviceID { return n.c.Rep.Current() }
 
 // OriginDevice returns the device that made writes under origin (a
 // Record.Origin or a version vector key: a replica id). An origin that is
 // a device's first incarnation, or that this node has not learned, is
 // returned unchanged.
-func (n *Node) OriginDevice(origin DeviceID) DeviceID { return n.rep.OriginDevice(origin) }
+func (n *Node) OriginDevice(origin DeviceID) DeviceID { return n.c.Rep.OriginDevice(origin) }
 
 // ConflictInfo is one queued conflict: two concurrent versions of a record
 // that the collection's resolver left to the host.
@@ -215,7 +117,7 @@ func (n *Node) Conflicts(ctx context.Context) ([]ConflictInfo, error) {
 	if err := n.alive(); err != nil {
 		return nil, err
 	}
-	list, err := n.rep.Conflicts(ctx)
+	list, err := n.c.Rep.Conflicts(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/engine"
 	"github.com/devicemesh/federation/policy"
 	"github.com/devicemesh/federation/store/libsqlstore"
 )
@@ -201,7 +201,7 @@ func (c Config) validate() (Config, error) {
 		policies[name] = p
 	}
 	c.Collections = policies
-	c.plan = policy.NewPlanner(policyTable(policies))
+	c.plan = policy.NewPlanner(engine.PolicyTable(policies))
 	return c, nil
 }
 
@@ -214,23 +214,7 @@ func (c *Config) policy(collection string) Policy {
 // Config that was not validated).
 func (c *Config) planner() *policy.Planner {
 	if c.plan == nil {
-		return policy.NewPlanner(policyTable(c.Collections))
+		return policy.NewPlanner(engine.PolicyTable(c.Collections))
 	}
 	return c.plan
-}
-
-// policyTable builds the node's policy table: the host's policies (over
-// DefaultPolicies), collections named nowhere medium and immediate, the
-// node's own collections local-only except those the mesh runs on, pinned
-// high and immediate whatever a device's policy says.
-func policyTable(policies map[string]Policy) *policy.Table {
-	t := policy.NewTable(Policy{Priority: core.PriorityMedium, Mode: core.ModeImmediate})
-	for name, p := range policies {
-		t.Set(name, p)
-	}
-	t.Reserve(internalPrefix, Policy{Priority: core.PriorityNone, Mode: core.ModeLocalOnly})
-	t.Pin(registryCollection, Policy{Priority: core.PriorityHigh, Mode: core.ModeImmediate, Resolver: conflict.LWW{}})
-	t.Pin(replicasCollection, Policy{Priority: core.PriorityHigh, Mode: core.ModeImmediate, Resolver: conflict.LWW{}})
-	t.Pin(auditHeadsCollection, Policy{Priority: core.PriorityHigh, Mode: core.ModeImmediate, Resolver: headResolver{}})
-	return t
 }

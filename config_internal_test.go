@@ -7,6 +7,7 @@ import (
 
 	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/engine"
 )
 
 // TestPolicyLookupThroughTable: the node's policy lookup (now a
@@ -43,3 +44,11 @@ func TestPolicyLookupThroughTable(t *testing.T) {
 }
 
 const merkleMetaProbe = internalPrefix + "anything"
+
+// TestFileNamesMatchEngine: the file names the façade documents are the
+// ones internal/engine opens, locks and restores.
+func TestFileNamesMatchEngine(t *testing.T) {
+	require.Equal(t, DBFile, engine.DBFile)
+	require.Equal(t, LockFile, engine.LockFile)
+	require.Equal(t, RestoredFile, engine.RestoredFile)
+}

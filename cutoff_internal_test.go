@@ -85,8 +85,8 @@ func TestCutOffDoesNotWaitUnderWriteLock(t *testing.T) {
 
 	done := make(chan int, 1)
 	go func() {
-		_ = a.rep.Exclusive(context.Background(), "", func() error { // the write lock, as foldOps holds it
-			done <- a.cutOff(b.DeviceID())
+		_ = a.c.Rep.Exclusive(context.Background(), "", func() error { // the write lock, as foldOps holds it
+			done <- a.c.Peers.CutOff(b.DeviceID())
 			return nil
 		})
 	}()

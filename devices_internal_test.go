@@ -25,7 +25,7 @@ func TestNodeRefusesForgedRegistryOperation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	if err := n.reg.EnsureMesh(ctx); err != nil {
+	if err := n.c.Reg.EnsureMesh(ctx); err != nil {
 		t.Fatal(err)
 	}
 	mallory, _ := identity.Generate(nil)
@@ -38,7 +38,7 @@ func TestNodeRefusesForgedRegistryOperation(t *testing.T) {
 	raw[len(raw)-1] ^= 1 // break the signature
 	h := op.Hash()
 	rec := core.Record{Collection: registryCollection, Key: hex.EncodeToString(h[:]), Value: raw}
-	err = n.rep.Exclusive(ctx, "", func() error { return n.checkOps(ctx, mallory.DeviceID(), []core.Record{rec}) })
+	err = n.c.Rep.Exclusive(ctx, "", func() error { return n.c.CheckOps(ctx, mallory.DeviceID(), []core.Record{rec}) })
 	if !errors.Is(err, ErrForgedOperation) || !errors.Is(err, core.ErrProtocol) {
 		t.Fatalf("forged op: %v", err)
 	}

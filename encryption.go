@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/devicemesh/federation/internal/engine"
 	"github.com/devicemesh/federation/store/libsqlstore"
 )
 
@@ -25,11 +26,11 @@ func RotateKey(ctx context.Context, dir string, oldKey, newKey []byte) error {
 	if dir == "" {
 		return fmt.Errorf("rotate key: %w: empty dir", ErrInvalidArgument)
 	}
-	g, err := lockDir(dir)
+	g, err := engine.LockDir(dir)
 	if err != nil {
 		return fmt.Errorf("rotate key: %w", err)
 	}
-	defer func() { _ = g.release() }()
+	defer func() { _ = g.Release() }()
 	if err := libsqlstore.Rekey(ctx, filepath.Join(dir, DBFile), oldKey, newKey); err != nil {
 		return fmt.Errorf("rotate key: %w", err)
 	}

@@ -1,9 +1,6 @@
 package federation
 
-import (
-	"sync"
-	"sync/atomic"
-)
+import "github.com/devicemesh/federation/internal/engine"
 
 // EventKind tells what an Event reports.
 type EventKind int
@@ -96,96 +93,27 @@ type Subscription struct {
 	// C delivers events in commit order.
 	C <-chan Event
 
-	c       chan Event
-	hub     *hub
-	filter  map[string]bool
-	dropped atomic.Uint64
-	once    sync.Once
+	sub *engine.Sub[Event]
 }
 
 // Dropped returns how many events this subscription lost to a full buffer.
-func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
+func (s *Subscription) Dropped() uint64 { return s.sub.Dropped() }
 
 // Close ends the subscription and closes C. Idempotent.
-func (s *Subscription) Close() { s.hub.remove(s) }
+func (s *Subscription) Close() { s.sub.Close() }
 
 // Subscribe starts a subscription. On a closed node it returns a
 // subscription whose channel is already closed.
 func (n *Node) Subscribe(opts SubscribeOptions) *Subscription {
-	return n.events.add(opts)
+	sub := n.events.Add(opts.Collections)
+	return &Subscription{C: sub.C, sub: sub}
 }
 
-// hub fans events out to subscriptions.
-type hub struct {
-	mu      sync.RWMutex
-	buffer  int
-	subs    map[*Subscription]struct{}
-	closed  bool
-	dropped atomic.Uint64
-}
-
-func newHub(buffer int) *hub {
-	return &hub{buffer: buffer, subs: map[*Subscription]struct{}{}}
-}
-
-func (h *hub) add(opts SubscribeOptions) *Subscription {
-	c := make(chan Event, h.buffer)
-	s := &Subscription{C: c, c: c, hub: h}
-	if len(opts.Collections) > 0 {
-		s.filter = map[string]bool{}
-		for _, name := range opts.Collections {
-			s.filter[name] = true
-		}
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		s.once.Do(func() { close(c) })
-		return s
-	}
-	h.subs[s] = struct{}{}
-	return s
-}
-
-func (h *hub) remove(s *Subscription) {
-	h.mu.Lock()
-	delete(h.subs, s)
-	h.mu.Unlock()
-	s.once.Do(func() { close(s.c) })
-}
-
-func (h *hub) publish(e Event) {
+// publish hands e to the subscriptions, leaving out changes to the SDK's
+// own bookkeeping (not the host's data).
+func (n *Node) publish(e Event) {
 	if e.Kind == EventChange && internal(e.Collection) {
-		return // the SDK's own bookkeeping, not the host's data
+		return
 	}
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	for s := range h.subs {
-		if s.filter != nil && !s.filter[e.Collection] {
-			continue
-		}
-		select {
-		case s.c <- e:
-		default:
-			s.dropped.Add(1)
-			h.dropped.Add(1)
-		}
-	}
-}
-
-func (h *hub) counts() (subscribers int, dropped uint64) {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return len(h.subs), h.dropped.Load()
-}
-
-func (h *hub) close() {
-	h.mu.Lock()
-	subs := h.subs
-	h.subs = map[*Subscription]struct{}{}
-	h.closed = true
-	h.mu.Unlock()
-	for s := range subs {
-		s.once.Do(func() { close(s.c) })
-	}
+	n.events.Publish(e.Collection, e)
 }

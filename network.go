@@ -2,10 +2,10 @@ package federation
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 
 	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/internal/engine"
 	"github.com/devicemesh/federation/internal/peers"
 	"github.com/devicemesh/federation/transport"
 )
@@ -51,68 +51,23 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.alive(); err != nil {
 		return err
 	}
-	n.netMu.Lock()
-	defer n.netMu.Unlock()
-	if n.tr != nil {
-		return fmt.Errorf("start: already started")
-	}
 	factory := n.cfg.Network.Transport
 	if factory == nil {
 		factory = n.quicFactory
 	}
-	tr, err := factory(ctx, TransportParams{Identity: n.ident, Authorizer: n.trust, Keys: n.trust, Logger: n.log})
-	if err != nil {
-		return fmt.Errorf("start transport: %w", err)
+	build := func(ctx context.Context) (Transport, error) {
+		return factory(ctx, TransportParams{Identity: n.c.Ident, Authorizer: n.c.Trust, Keys: n.c.Trust, Logger: n.c.Log})
 	}
-	n.tr = tr
-	runCtx, cancel := context.WithCancel(context.Background())
-	if err := n.peers.Start(runCtx, tr); err != nil {
-		cancel()
-		n.tr = nil
-		_ = tr.Close()
-		return err
-	}
-	n.stopNet = cancel
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		select {
-		case <-ctx.Done():
-		case <-n.closed:
-		case <-runCtx.Done():
-		}
-		cancel()
-	}()
-	n.runCtx = runCtx
-	n.log.Info("node online", "addr", tr.Addr())
-	return nil
+	return n.c.Start(ctx, build)
 }
 
 func (n *Node) quicFactory(ctx context.Context, p TransportParams) (Transport, error) {
-	addr := n.cfg.Network.ListenAddr
-	if addr == "" {
-		addr = ":0"
-	}
-	return transport.NewQUIC(ctx, transport.QUICConfig{
-		Identity:   p.Identity,
-		Authorizer: p.Authorizer,
-		Keys:       p.Keys,
-		ListenAddr: addr,
-		Limits:     n.cfg.Network.Limits,
-		Logger:     p.Logger,
-	})
+	return engine.QUIC(ctx, n.cfg.Network.ListenAddr, n.cfg.Network.Limits, p.Identity, p.Authorizer, p.Keys, p.Logger)
 }
 
 // Addr returns the address peers dial to reach this node, or "" before
 // Start.
-func (n *Node) Addr() string {
-	n.netMu.Lock()
-	defer n.netMu.Unlock()
-	if n.tr == nil {
-		return ""
-	}
-	return n.tr.Addr()
-}
+func (n *Node) Addr() string { return n.c.Net.Addr() }
 
 // Connect dials a trusted device at addr and keeps the session in sync in
 // the background. peer may be zero when the device at addr is not known in
@@ -122,7 +77,7 @@ func (n *Node) Connect(ctx context.Context, addr string, peer DeviceID) error {
 	if err := n.alive(); err != nil {
 		return err
 	}
-	return n.peers.Connect(ctx, addr, peer)
+	return n.c.Peers.Connect(ctx, addr, peer)
 }
 
 // PeerStatus describes one live session.
@@ -147,15 +102,15 @@ type PeerStatus struct {
 
 // Peers lists the live sync sessions.
 func (n *Node) Peers() []PeerStatus {
-	members := n.peers.Members()
+	members := n.c.Peers.Members()
 	out := make([]PeerStatus, 0, len(members))
 	for _, mb := range members {
-		out = append(out, mb.(*peerSession).status())
+		out = append(out, peerStatus(mb.(*engine.PeerSession)))
 	}
 	return out
 }
 
-func (ps *peerSession) status() PeerStatus {
+func peerStatus(ps *engine.PeerSession) PeerStatus {
 	st := ps.Status()
 	return PeerStatus{
 		Device:      st.Peer,

@@ -2,66 +2,34 @@ package federation
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"sync"
 
-	"github.com/devicemesh/federation/core"
-	"github.com/devicemesh/federation/identity"
-	"github.com/devicemesh/federation/internal/anchor"
-	"github.com/devicemesh/federation/internal/devices"
-	"github.com/devicemesh/federation/internal/peers"
+	"github.com/devicemesh/federation/internal/engine"
 	"github.com/devicemesh/federation/internal/replica"
-	"github.com/devicemesh/federation/internal/syncer"
 	"github.com/devicemesh/federation/store/libsqlstore"
 )
 
 // DBFile is the name of the default store's file inside Config.Dir.
 const DBFile = "federation.db"
 
+// LockFile is the name of the file a node locks in Config.Dir for as long
+// as it runs (see Config.Dir). It also names the device the directory
+// belongs to, once the device's identity exists.
+const LockFile = "federation.lock"
+
 // Node is one device's handle on the user's federated data. It is safe for
 // concurrent use. Build it with New and release it with Close.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	store Store
-	ident *identity.Identity
-	hlc   *core.HLC
+	cfg Config
+	c   *engine.Core // the store, the identity, the rooms and their wiring
 
-	// backup is the store when it can copy itself (nil: it cannot).
-	backup core.BackupStore
-	// tables keeps the device registry and the audit log (nil: memory).
-	tables core.SQLStore
-
-	// rep is the commit pipeline: every write goes through it, and it alone
-	// holds the write lock (internal/replica).
-	rep *replica.Replica
-
-	events *hub
-	urgent syncer.UrgentIndex // recent top-priority changes, for overtaking (syncer.go)
-
-	peers *peers.Manager // sessions: dial, accept, redial, cut-off (peerlink.go)
-
-	trust       *devices.Trust     // who may hold a session (device registry)
-	anchor      *anchor.Anchor     // the audit log, its signed heads and tamper detection (anchor.go)
-	stopReembed context.CancelFunc // stops the re-embed loop
-	reg         *devices.Registry  // replicated device registry and mesh secret (internal/devices)
-	pairMu      sync.Mutex
-	invites     invitations // open pairing invitations
-	netMu       sync.Mutex
-	tr          Transport          // nil until Start
-	runCtx      context.Context    // lives until the network stops
-	stopNet     context.CancelFunc // stops the network
-
-	dir    *dirGuard // lock on Config.Dir (nil without one)
-	health health    // counters of conditions the host should hear of
+	events *engine.Hub[Event]
+	health health // counters of conditions the host should hear of
 
 	closeOnce sync.Once
 	closeErr  error
-	closed    chan struct{}
-	wg        sync.WaitGroup
 }
 
 // New builds a Node from cfg: it validates a copy of cfg (ErrInvalidConfig),
@@ -74,7 +42,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	ctx := context.Background()
-	dir, err := lockDir(cfg.Dir)
+	dir, err := engine.LockDir(cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -82,82 +50,66 @@ func New(cfg Config) (*Node, error) {
 	if st == nil {
 		key, err := cfg.Encryption.key(ctx)
 		if err != nil {
-			_ = dir.release()
+			_ = dir.Release()
 			return nil, err
 		}
 		st, err = libsqlstore.Open(ctx, filepath.Join(cfg.Dir, DBFile), libsqlstore.Options{Logger: cfg.Logger, Key: key})
 		if err != nil {
-			_ = dir.release()
+			_ = dir.Release()
 			return nil, fmt.Errorf("open store: %w", err)
 		}
 	}
 	n, err := newNodeIn(ctx, cfg, st, dir)
 	if err != nil {
 		_ = st.Close()
-		_ = dir.release()
+		_ = dir.Release()
 		return nil, err
 	}
+	return n, nil
+}
+
+// newNodeIn builds the node on st once dir (nil: no Dir) accepts st's
+// identity, and records that identity in dir.
+func newNodeIn(ctx context.Context, cfg Config, st Store, dir *engine.DirGuard) (*Node, error) {
+	if err := dir.Check(ctx, st); err != nil {
+		return nil, err
+	}
+	n, err := newNode(ctx, cfg, st)
+	if err != nil {
+		return nil, err
+	}
+	if err := dir.Record(n.DeviceID()); err != nil {
+		_ = n.Close() // closes st; closing it again is harmless
+		return nil, err
+	}
+	n.c.Dir = dir
 	return n, nil
 }
 
 func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
-	_, err := st.Meta(ctx, identity.MetaKey)
-	created := errors.Is(err, core.ErrNotFound)
-	ident, err := identity.LoadOrCreate(ctx, st, cfg.Rand)
+	n := &Node{cfg: cfg, events: engine.NewHub[Event](cfg.Events.Buffer)}
+	var marker string // a restore by Restore is honoured only on the default store in Dir
+	if cfg.Store == nil && cfg.Dir != "" {
+		marker = filepath.Join(cfg.Dir, RestoredFile)
+	}
+	c, err := engine.Open(ctx, engine.Options{
+		Name: cfg.Device.Name, Device: cfg.Device, Clock: cfg.Clock, MaxClockDrift: cfg.MaxClockDrift,
+		SyncTimeout: cfg.SyncTimeout, Limits: cfg.Network.Limits, Logger: cfg.Logger, Rand: cfg.Rand,
+		Policy: n.cfg.policy, Planner: n.cfg.planner, Collections: cfg.Collections, Reembed: cfg.Reembed,
+		RestoreMarker: marker, Publish: n.publishReplica, Tampered: n.tampered, Unsettled: n.reportUnsettled,
+	}, st)
 	if err != nil {
 		return nil, err
 	}
-	if err := replica.SaveDeviceInfo(ctx, st, cfg.Device); err != nil {
-		return nil, err
-	}
-	n := &Node{
-		cfg:    cfg,
-		log:    cfg.Logger.With("device", ident.DeviceID().Short()),
-		store:  st,
-		ident:  ident,
-		hlc:    core.NewHLC(cfg.Clock, cfg.MaxClockDrift),
-		events: newHub(cfg.Events.Buffer),
-
-		closed: make(chan struct{}),
-	}
-	n.peers = n.newPeers()
-	n.backup, _ = core.StoreAs[core.BackupStore](st)
-	n.tables = tablesOf(st, n.log)
-	if n.rep, err = n.newReplica(ctx, created); err != nil {
-		return nil, err
-	}
-	if n.trust, err = newTrust(ctx, n.tables, n.log); err != nil {
-		return nil, err
-	}
-	if err := n.openAnchor(ctx); err != nil {
-		return nil, err
-	}
-	if err := n.loadRegistry(ctx); err != nil {
-		return nil, err
-	}
-	n.rep.Observe(n.reg)
-	n.rep.Observe(urgentHook{n})
-	n.startAnchor(ctx)
-	if cfg.Reembed != nil {
-		re := replica.NewReembedder(n.rep, cfg.Reembed)
-		n.rep.Observe(re)
-		loopCtx, stop := context.WithCancel(context.Background())
-		n.stopReembed = stop
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			re.Run(loopCtx)
-		}()
-	}
-	n.log.Info("node ready", "name", cfg.Device.Name)
+	n.c = c
 	return n, nil
 }
 
 // DeviceID returns this device's id.
-func (n *Node) DeviceID() DeviceID { return n.ident.DeviceID() }
+func (n *Node) DeviceID() DeviceID { return n.c.Ident.DeviceID() }
 
 // PublicKey returns this device's public key.
-func (n *Node) PublicKey() PublicKey { return n.ident.PublicKey() }
+func (n *Node) PublicKey() PublicKey { return n.c.Ident.PublicKey() }
 
 // Policy returns the policy in force for a collection.
 func (n *Node) Policy(collection string) Policy { return n.cfg.policy(collection) }
@@ -189,25 +141,13 @@ func (n *Node) Get(ctx context.Context, collection, key string) ([]byte, error) 
 // GetRecord returns the current version of (collection, key) with its
 // metadata; tombstones are returned with Deleted set.
 func (n *Node) GetRecord(ctx context.Context, collection, key string) (Record, error) {
-	if err := n.alive(); err != nil {
-		return Record{}, err
-	}
-	if err := core.ValidateKey(collection, key, 0); err != nil {
-		return Record{}, err
-	}
-	return n.store.Get(ctx, collection, key)
+	return n.c.Get(ctx, collection, key)
 }
 
 // Scan calls fn for each live record of collection in r (tombstones only if
 // r.IncludeDeleted), in ascending key order, until fn returns an error.
 func (n *Node) Scan(ctx context.Context, collection string, r KeyRange, fn func(Record) error) error {
-	if err := n.alive(); err != nil {
-		return err
-	}
-	if err := core.ValidateKey(collection, "", 0); err != nil {
-		return err
-	}
-	return n.store.Scan(ctx, collection, r, fn)
+	return n.c.Scan(ctx, collection, r, fn)
 }
 
 // Update runs fn in a transaction. Its writes are committed atomically when
@@ -231,13 +171,13 @@ func (n *Node) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return n.rep.Update(ctx, "update", func(tctx context.Context) ([]replica.Op, error) {
-		tx := &Tx{ctx: tctx, node: n, index: map[txKey]int{}}
-		defer func() { tx.done = true }()
+	return n.c.Rep.Update(ctx, "update", func(tctx context.Context) ([]replica.Op, error) {
+		tx := &Tx{ctx: tctx, node: n}
+		defer tx.buf.Done()
 		if err := fn(tx); err != nil {
 			return nil, err
 		}
-		return toOps(tx.ops), nil
+		return tx.buf.Ops(), nil
 	})
 }
 
@@ -265,27 +205,14 @@ type Stats struct {
 // commits (it waits for one in progress), so whatever its version vector
 // covers is already reflected in Root, Roots and the node's events.
 func (n *Node) Stats(ctx context.Context) (Stats, error) {
-	if err := n.alive(); err != nil {
-		return Stats{}, err
-	}
-	var ss StoreStats
-	var vv core.VersionVector
-	err := n.rep.Exclusive(ctx, "stats", func() (err error) {
-		if ss, err = n.store.Stats(ctx); err != nil {
-			return fmt.Errorf("stats: %w", err)
-		}
-		if vv, err = n.store.VersionVector(ctx); err != nil {
-			return fmt.Errorf("stats: %w", err)
-		}
-		return nil
-	})
+	ss, vv, err := n.c.StoreState(ctx)
 	if err != nil {
 		return Stats{}, err
 	}
-	subs, dropped := n.events.counts()
+	subs, dropped := n.events.Counts()
 	return Stats{Device: n.DeviceID(), Store: ss, VersionVector: vv, Subscribers: subs, EventsDropped: dropped,
-		ClockDrift: n.rep.ClockDrift(), RepairsUnsettled: n.health.repairsUnsettled.Load(),
-		AuditTampered: n.anchor.Detected()}, nil
+		ClockDrift: n.c.Rep.ClockDrift(), RepairsUnsettled: n.health.repairsUnsettled.Load(),
+		AuditTampered: n.c.Anchor.Detected()}, nil
 }
 
 // Close stops everything the node started, waits for it, ends every
@@ -294,57 +221,16 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 // closes nothing and returns an error wrapping ErrReentrantWrite (it would
 // wait for that callback forever).
 func (n *Node) Close() error {
-	if n.rep.InUpdate() {
+	if n.c.Rep.InUpdate() {
 		return fmt.Errorf("close: %w", ErrReentrantWrite)
 	}
-	n.closeOnce.Do(func() {
-		close(n.closed)
-		if n.stopReembed != nil {
-			n.stopReembed()
-		}
-		n.netMu.Lock()
-		if n.stopNet != nil {
-			n.stopNet()
-		}
-		var errs []error
-		if n.tr != nil {
-			if err := n.tr.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("close transport: %w", err))
-			}
-		}
-		n.netMu.Unlock()
-		n.peers.Close() // waits for the sessions
-		n.wg.Wait()
-		// Under the write lock: let an in-flight Update finish.
-		_ = n.rep.Exclusive(context.Background(), "", func() error {
-			n.anchor.AnchorLocked(context.Background(), true) // sign the audit head
-			if err := replica.SaveClock(context.Background(), n.store, n.hlc.Last()); err != nil {
-				errs = append(errs, err)
-			}
-			n.events.close()
-			if err := n.store.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("close store: %w", err))
-			}
-			if err := n.dir.release(); err != nil {
-				errs = append(errs, err)
-			}
-			return nil
-		})
-		n.closeErr = errors.Join(errs...)
-	})
+	n.closeOnce.Do(func() { n.closeErr = n.c.Close(n.events.Close) })
 	return n.closeErr
 }
 
-func (n *Node) alive() error {
-	select {
-	case <-n.closed:
-		return fmt.Errorf("node: %w", ErrClosed)
-	default:
-		return nil
-	}
-}
+func (n *Node) alive() error { return n.c.Alive() }
 
 // Now returns a fresh hybrid logical clock reading from this device's
 // clock: for hosts that stamp parts of a value themselves (profile fields,
 // conversation messages) so that they order with every other write.
-func (n *Node) Now() (Timestamp, error) { return n.hlc.Now() }
+func (n *Node) Now() (Timestamp, error) { return n.c.HLC.Now() }

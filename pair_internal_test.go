@@ -43,7 +43,7 @@ func pairNode(t *testing.T, name string, clock Clock) *Node {
 func refusesUnknown(t *testing.T, n *Node, when string) {
 	t.Helper()
 	key := core.PublicKey{0x42, byte(time.Now().UnixNano())}
-	if err := n.trust.Authorize(context.Background(), core.DeviceIDFromKey(key), key); !errors.Is(err, core.ErrUnauthorized) {
+	if err := n.c.Trust.Authorize(context.Background(), core.DeviceIDFromKey(key), key); !errors.Is(err, core.ErrUnauthorized) {
 		t.Fatalf("%s: an unknown key is admitted (Authorize: %v), want ErrUnauthorized", when, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/identity"
+	"github.com/devicemesh/federation/internal/engine"
 	"github.com/devicemesh/federation/store/memstore"
 	"github.com/devicemesh/federation/transport"
 )
@@ -30,15 +31,15 @@ func quicNode(t *testing.T, dir string) *Node {
 }
 
 // liveSession returns n's greeted, live session with peer, if any.
-func liveSession(n *Node, peer core.DeviceID) *peerSession {
-	for _, mb := range n.peers.Members() {
-		ps := mb.(*peerSession)
+func liveSession(n *Node, peer core.DeviceID) *engine.PeerSession {
+	for _, mb := range n.c.Peers.Members() {
+		ps := mb.(*engine.PeerSession)
 		select {
-		case <-ps.sess.Done():
+		case <-ps.Sess.Done():
 			continue
 		default:
 		}
-		if ps.peer == peer && ps.link.Greeted() {
+		if ps.Peer() == peer && ps.Link.Greeted() {
 			return ps
 		}
 	}
@@ -47,7 +48,7 @@ func liveSession(n *Node, peer core.DeviceID) *peerSession {
 
 // waitSession waits until n and peer each hold a live session with the
 // other, other than the sessions in old, and returns n's.
-func waitSession(t *testing.T, n, peer *Node, within time.Duration, old ...*peerSession) *peerSession {
+func waitSession(t *testing.T, n, peer *Node, within time.Duration, old ...*engine.PeerSession) *engine.PeerSession {
 	t.Helper()
 	start := time.Now()
 	for time.Since(start) < within {
@@ -91,7 +92,7 @@ func waitSynced(t *testing.T, from, to *Node, key string) {
 
 // forget empties n's address book entry for peer, so that n cannot dial it.
 func (n *Node) forget(peer core.DeviceID) {
-	n.peers.Forget(peer)
+	n.c.Peers.Forget(peer)
 }
 
 // TestRedialAfterSessionKilled: a session ends (closed from the test, on
@@ -112,8 +113,8 @@ func TestRedialAfterSessionKilled(t *testing.T) {
 				}
 				sa := waitSession(t, a, b, 5*time.Second)
 				sb := liveSession(b, a.DeviceID())
-				if !sa.link.Outbound() || sb.link.Outbound() {
-					t.Fatalf("outbound flags: dialer %v, acceptor %v", sa.link.Outbound(), sb.link.Outbound())
+				if !sa.Link.Outbound() || sb.Link.Outbound() {
+					t.Fatalf("outbound flags: dialer %v, acceptor %v", sa.Link.Outbound(), sb.Link.Outbound())
 				}
 				switch redialer {
 				case "dialer":
@@ -125,7 +126,7 @@ func TestRedialAfterSessionKilled(t *testing.T) {
 				if kill == "acceptor" {
 					victim = sb
 				}
-				_ = victim.sess.Close(fmt.Errorf("%w: killed by the test", core.ErrClosed))
+				_ = victim.Sess.Close(fmt.Errorf("%w: killed by the test", core.ErrClosed))
 				waitSession(t, a, b, 5*time.Second, sa, sb)
 				waitSynced(t, a, b, "after-"+kill)
 				waitSynced(t, b, a, "back-"+kill)
@@ -160,14 +161,14 @@ func TestRedialAcrossRestarts(t *testing.T) {
 	}
 	waitSession(t, a, b, 5*time.Second)
 	waitSynced(t, b, a, "after-a-restart")
-	if got := b.peers.Addrs(a.DeviceID()); len(got) == 0 || got[0] != a.Addr() {
+	if got := b.c.Peers.Addrs(a.DeviceID()); len(got) == 0 || got[0] != a.Addr() {
 		t.Fatalf("b knows a at %v, want %s first", got, a.Addr())
 	}
 	// b redials a's new address by itself: a may not dial this time.
 	a.forget(b.DeviceID())
 	old := liveSession(b, a.DeviceID())
-	_ = old.sess.Close(fmt.Errorf("%w: killed by the test", core.ErrClosed))
-	if s := waitSession(t, b, a, 5*time.Second, old); !s.link.Outbound() {
+	_ = old.Sess.Close(fmt.Errorf("%w: killed by the test", core.ErrClosed))
+	if s := waitSession(t, b, a, 5*time.Second, old); !s.Link.Outbound() {
 		t.Fatal("the new session was not dialled by b")
 	}
 	waitSynced(t, a, b, "after-b-redial")
@@ -183,12 +184,12 @@ func TestRedialAcrossRestarts(t *testing.T) {
 // sessionCount returns how many live sessions n holds with peer.
 func sessionCount(n *Node, peer core.DeviceID) int {
 	c := 0
-	for _, mb := range n.peers.Members() {
-		ps := mb.(*peerSession)
+	for _, mb := range n.c.Peers.Members() {
+		ps := mb.(*engine.PeerSession)
 		select {
-		case <-ps.sess.Done():
+		case <-ps.Sess.Done():
 		default:
-			if ps.peer == peer {
+			if ps.Peer() == peer {
 				c++
 			}
 		}
@@ -239,9 +240,9 @@ func TestSimultaneousDialsKeepOneSession(t *testing.T) {
 		if sa == nil || sb == nil {
 			t.Fatalf("round %d: the session went away", round)
 		}
-		lowDialled := sa.link.Outbound() == (a.DeviceID().Compare(b.DeviceID()) < 0)
-		if !lowDialled || sa.link.Outbound() == sb.link.Outbound() {
-			t.Fatalf("round %d: kept sessions differ or are not the lower id's (a outbound %v, b outbound %v)", round, sa.link.Outbound(), sb.link.Outbound())
+		lowDialled := sa.Link.Outbound() == (a.DeviceID().Compare(b.DeviceID()) < 0)
+		if !lowDialled || sa.Link.Outbound() == sb.Link.Outbound() {
+			t.Fatalf("round %d: kept sessions differ or are not the lower id's (a outbound %v, b outbound %v)", round, sa.Link.Outbound(), sb.Link.Outbound())
 		}
 		waitSynced(t, a, b, fmt.Sprintf("round-%d", round))
 	}
@@ -280,7 +281,7 @@ func TestRedialBacksOff(t *testing.T) {
 	if err := n.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	n.peers.Learn(context.Background(), peer.DeviceID(), []string{"mem:nowhere"})
+	n.c.Peers.Learn(context.Background(), peer.DeviceID(), []string{"mem:nowhere"})
 	time.Sleep(4 * time.Second)
 	// Delays of 50-100, 100-200, ... ms: about 5 to 7 dials in 4 s.
 	t.Logf("%d dials in 4 s", ct.dials.Load())

@@ -1,56 +1,19 @@
 package federation
 
 import (
-	"crypto/rand"
-	"fmt"
-	"io"
-	"sort"
-
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/engine"
 )
-
-// The commit-pipeline side of a Merkle repair (internal/syncer drives the
-// protocol): merging the records a peer pushed, raising the version vector
-// after its Repaired frame, and the trees a reconciler reads. With the
-// report of a repair that does not settle, they need the write lock.
-
-// random returns the node's source of randomness.
-func (n *Node) random() io.Reader {
-	if n.cfg.Rand != nil {
-		return n.cfg.Rand
-	}
-	return rand.Reader
-}
 
 // reportUnsettled tells the host that repairs with peer did not make the
 // records equal, and why as far as this device can tell.
 func (n *Node) reportUnsettled(peer core.DeviceID, tries int, ours, theirs map[string][32]byte) {
-	var differ []string
-	for c, r := range ours {
-		if theirs[c] != r {
-			differ = append(differ, c)
-		}
-	}
-	for c := range theirs {
-		if _, ok := ours[c]; !ok {
-			differ = append(differ, c)
-		}
-	}
-	sort.Strings(differ)
-	reason := fmt.Sprintf("records differ after %d repairs at equal version vectors (a store that does not keep what repair installs, or a resolver that does not give the same result on every device)", tries)
-	if queued := n.queuedIn(differ); queued > 0 {
-		reason = fmt.Sprintf("%d conflicts wait for the host to resolve them (Node.Conflicts)", queued)
-	}
+	differ, reason := engine.Unsettled(tries, ours, theirs, n.c.Rep.QueuedIn)
 	coll := ""
 	if len(differ) > 0 {
 		coll = differ[0]
 	}
 	n.health.repairsUnsettled.Add(1)
-	n.log.Warn("merkle repair does not settle", "peer", peer.Short(), "collections", differ, "reason", reason)
-	n.events.publish(Event{Kind: EventRepairUnsettled, Collection: coll, Origin: peer, Reason: reason})
-}
-
-// queuedIn counts the manual conflicts queued in collections.
-func (n *Node) queuedIn(collections []string) int {
-	return n.rep.QueuedIn(collections)
+	n.c.Log.Warn("merkle repair does not settle", "peer", peer.Short(), "collections", differ, "reason", reason)
+	n.publish(Event{Kind: EventRepairUnsettled, Collection: coll, Origin: peer, Reason: reason})
 }

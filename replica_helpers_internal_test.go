@@ -6,7 +6,7 @@ import "context"
 // which owns it), for tests that call functions documented as "called with
 // the write lock held".
 func (n *Node) locked(fn func()) {
-	_ = n.rep.Exclusive(context.Background(), "", func() error {
+	_ = n.c.Rep.Exclusive(context.Background(), "", func() error {
 		fn()
 		return nil
 	})

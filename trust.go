@@ -2,12 +2,8 @@ package federation
 
 import (
 	"context"
-	"fmt"
-	"log/slog"
 
-	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/devices"
-	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/registry"
 )
 
@@ -31,44 +27,20 @@ const (
 	TrustRevoked = registry.TrustRevoked
 )
 
-// tablesOf finds, once for New, the database that keeps the device
-// registry and the audit log beside st's records: st's own (core.SQLStore),
-// or that of a store in its Unwrap chain (core.StoreAs). Without one it
-// warns and returns nil, and both are kept in memory: see core.SQLStore for
-// what that means, and core.Unwrapper for how a wrapper keeps them.
-func tablesOf(st Store, log *slog.Logger) core.SQLStore {
-	if t, ok := core.StoreAs[core.SQLStore](st); ok {
-		return t
-	}
-	log.Warn("store has no core.SQLStore, not even through Unwrap: device registry and audit log kept in memory until Close",
-		"store", fmt.Sprintf("%T", st))
-	return nil
-}
-
-// newTrust opens the device registry: its SQL table in tables (the libSQL
-// store's file), or an in-memory registry when tables is nil.
-func newTrust(ctx context.Context, tables core.SQLStore, log *slog.Logger) (*devices.Trust, error) {
-	return devices.OpenTrust(ctx, tables, log)
-}
-
 // TrustDevice admits the device owning key to sessions with this node,
 // without the pairing ceremony: for hosts that provision device keys
 // themselves, and for tests. Prefer Invite and Join. A revoked device stays
 // revoked. The admission is kept in the device registry's table, so it
 // lasts only until Close when the store has no core.SQLStore.
-func (n *Node) TrustDevice(key PublicKey) { _ = n.trust.Admit(context.Background(), key, "device") }
+func (n *Node) TrustDevice(key PublicKey) { _ = n.c.Trust.Admit(context.Background(), key, "device") }
 
 // RevokeDevice cuts a device off: it is marked revoked in the registry
 // (terminal: it can never be trusted again), its live sessions are closed
 // at once, and it is refused from then on.
-func (n *Node) RevokeDevice(ctx context.Context, id DeviceID) error { return n.reg.Revoke(ctx, id) }
-
-// cutOff closes every live session with a device and returns how many;
-// the device is refused from then on (internal/peers).
-func (n *Node) cutOff(id DeviceID) int { return n.peers.CutOff(id) }
+func (n *Node) RevokeDevice(ctx context.Context, id DeviceID) error { return n.c.Reg.Revoke(ctx, id) }
 
 // Devices lists the device registry, sorted by id.
-func (n *Node) Devices(ctx context.Context) ([]Device, error) { return n.trust.List(ctx) }
+func (n *Node) Devices(ctx context.Context) ([]Device, error) { return n.c.Trust.List(ctx) }
 
 // ErrForgedOperation reports a registry operation whose signature does not
 // verify, or whose record does not match it.
@@ -77,61 +49,22 @@ var ErrForgedOperation = devices.ErrForgedOperation
 // registryCollection holds the signed registry operations (synced).
 const registryCollection = devices.Collection
 
-// loadRegistry builds the replicated device registry and rebuilds its
-// state from the stored operations.
-func (n *Node) loadRegistry(ctx context.Context) error {
-	n.reg = devices.New(devices.Config{
-		Replica: devicesReplica{n.rep, n}, Identity: n.ident, HLC: n.hlc, Trust: n.trust,
-		Name: n.cfg.Device.Name, Audit: n.record, CutOff: n.cutOff, Rand: n.random(), Logger: n.log,
-	})
-	return n.reg.Load(ctx, n.store)
-}
-
-// devicesReplica is the commit pipeline for internal/devices: the
-// replica, whose writes fail once the node is closed.
-type devicesReplica struct {
-	*replica.Replica
-	n *Node
-}
-
-// Update commits through the replica, as Node.Update does: not once the
-// node is closed, nor for a done ctx.
-func (r devicesReplica) Update(ctx context.Context, op string, fn func(context.Context) ([]replica.Op, error)) error {
-	if err := r.n.alive(); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return r.Replica.Update(ctx, op, fn)
-}
-
-// checkOps is the ingress check for internal records arriving from a peer
-// (Config.Check of the commit pipeline): registry operations
-// (devices.Registry.Check), then audit heads (checkHeads).
-func (n *Node) checkOps(ctx context.Context, from core.DeviceID, recs []core.Record) error {
-	if err := n.reg.Check(ctx, from, recs); err != nil {
-		return err
-	}
-	return n.checkHeads(ctx, from, recs)
-}
-
 // MeshSecret returns the current generation of the mesh secret, the key
 // from which the user's devices derive private discovery tokens and relay
 // mailbox keys. A revoked device never receives a generation issued after
 // its revocation. It fails with core.ErrUnauthorized-wrapped errors when
 // this device holds no generation.
-func (n *Node) MeshSecret() (registry.Secret, error) { return n.reg.MeshSecret() }
+func (n *Node) MeshSecret() (registry.Secret, error) { return n.c.Reg.MeshSecret() }
 
 // RenameDevice renames a device of the mesh ("Anna's old phone"), as a
 // signed operation replicated to every device (last writer wins).
 func (n *Node) RenameDevice(ctx context.Context, id DeviceID, name string) error {
-	return n.reg.Rename(ctx, id, name)
+	return n.c.Reg.Rename(ctx, id, name)
 }
 
 // SetDevicePolicy sets a device's sync policy (opaque bytes, normally
 // JSON, interpreted by the host and the policy layer), as a signed
 // operation replicated to every device (last writer wins).
 func (n *Node) SetDevicePolicy(ctx context.Context, id DeviceID, policy []byte) error {
-	return n.reg.SetPolicy(ctx, id, policy)
+	return n.c.Reg.SetPolicy(ctx, id, policy)
 }

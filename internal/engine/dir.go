@@ -1,4 +1,4 @@
-package federation
+package engine
 
 import (
 	"context"
@@ -24,20 +24,20 @@ const LockFile = "federation.lock"
 // hex on the same line.
 const lockFileHeader = "federation-dir v1 device "
 
-// dirGuard is a node's hold on its directory: an exclusive lock, and the
+// DirGuard is a node's hold on its directory: an exclusive lock, and the
 // device the directory belongs to, so that a store that lost its identity
 // (emptied, truncated, or replaced by another device's file) is refused
 // rather than given a new one. A nil guard (no Dir) does nothing.
-type dirGuard struct {
+type DirGuard struct {
 	dir    string
 	lock   *dirlock.Lock
 	device core.DeviceID // zero until an identity was recorded
 }
 
-// lockDir creates dir if needed (0700) and locks it: a second node on the
+// LockDir creates dir if needed (0700) and locks it: a second node on the
 // same directory, in this process or another, gets ErrLocked. It returns
 // nil for an empty dir.
-func lockDir(dir string) (*dirGuard, error) {
+func LockDir(dir string) (*DirGuard, error) {
 	if dir == "" {
 		return nil, nil
 	}
@@ -48,7 +48,7 @@ func lockDir(dir string) (*dirGuard, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", dir, err)
 	}
-	g := &dirGuard{dir: dir, lock: l}
+	g := &DirGuard{dir: dir, lock: l}
 	if err := g.read(); err != nil {
 		_ = l.Unlock()
 		return nil, err
@@ -57,7 +57,7 @@ func lockDir(dir string) (*dirGuard, error) {
 }
 
 // read loads the device recorded in the lock file (none if it is empty).
-func (g *dirGuard) read() error {
+func (g *DirGuard) read() error {
 	f := g.lock.File()
 	b, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<10))
 	if err != nil {
@@ -76,9 +76,9 @@ func (g *dirGuard) read() error {
 	return nil
 }
 
-// check refuses a store whose identity is not the device the directory
+// Check refuses a store whose identity is not the device the directory
 // belongs to. Called before the node loads (or would create) an identity.
-func (g *dirGuard) check(ctx context.Context, st Store) error {
+func (g *DirGuard) Check(ctx context.Context, st core.Store) error {
 	if g == nil || g.device.IsZero() {
 		return nil
 	}
@@ -102,8 +102,8 @@ func (g *dirGuard) check(ctx context.Context, st Store) error {
 	return nil
 }
 
-// record notes in the lock file that the directory belongs to device.
-func (g *dirGuard) record(device core.DeviceID) error {
+// Record notes in the lock file that the directory belongs to device.
+func (g *DirGuard) Record(device core.DeviceID) error {
 	if g == nil || g.device == device {
 		return nil
 	}
@@ -122,26 +122,8 @@ func (g *dirGuard) record(device core.DeviceID) error {
 	return nil
 }
 
-// newNodeIn builds the node on st once dir (nil: no Dir) accepts st's
-// identity, and records that identity in dir.
-func newNodeIn(ctx context.Context, cfg Config, st Store, dir *dirGuard) (*Node, error) {
-	if err := dir.check(ctx, st); err != nil {
-		return nil, err
-	}
-	n, err := newNode(ctx, cfg, st)
-	if err != nil {
-		return nil, err
-	}
-	if err := dir.record(n.DeviceID()); err != nil {
-		_ = n.Close() // closes st; closing it again is harmless
-		return nil, err
-	}
-	n.dir = dir
-	return n, nil
-}
-
-// release unlocks the directory.
-func (g *dirGuard) release() error {
+// Release unlocks the directory.
+func (g *DirGuard) Release() error {
 	if g == nil {
 		return nil
 	}
