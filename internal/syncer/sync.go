@@ -333,28 +333,6 @@ func (ps *Session) sendDirect() error {
 // last sequence numbers, sent the last one sent.
 type openTxn struct{ first, sent, end uint64 }
 
-// notifier wakes every waiter when the session's state changes: waiters
-// take the current channel with wait and are woken when notify closes it.
-type notifier struct {
-	mu sync.Mutex
-	ch chan struct{}
-}
-
-func newNotifier() *notifier { return &notifier{ch: make(chan struct{})} }
-
-func (nf *notifier) wait() <-chan struct{} {
-	nf.mu.Lock()
-	defer nf.mu.Unlock()
-	return nf.ch
-}
-
-func (nf *notifier) notify() {
-	nf.mu.Lock()
-	close(nf.ch)
-	nf.ch = make(chan struct{})
-	nf.mu.Unlock()
-}
-
 // Status describes a session's progress and traffic (see
 // federation.PeerStatus for the fields).
 type Status struct {
