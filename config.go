@@ -10,6 +10,7 @@ import (
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/engine"
 	"github.com/devicemesh/federation/policy"
+	"github.com/devicemesh/federation/registry"
 	"github.com/devicemesh/federation/store/libsqlstore"
 )
 
@@ -45,6 +46,12 @@ type Config struct {
 	// name, and collections named nowhere get medium priority, immediate
 	// mode, last-writer-wins.
 	Collections map[string]Policy
+
+	// StrictCollections makes a write to a collection named neither in
+	// DefaultPolicies nor in Collections fail with ErrInvalidArgument, so
+	// that a typo ("Profile") is an error instead of a new collection with
+	// last-writer-wins. Reads of such names return ErrInvalidArgument too.
+	StrictCollections bool
 
 	// Clock supplies physical time for the hybrid logical clock. nil means
 	// the system clock.
@@ -91,6 +98,8 @@ type Config struct {
 
 	// plan is the policy planner built from Collections by validate.
 	plan *policy.Planner
+	// devType is Device.Type parsed (by validate).
+	devType registry.DeviceType
 }
 
 // DeviceConfig describes this device.
@@ -98,8 +107,10 @@ type DeviceConfig struct {
 	// Name is shown to the user on other devices ("Anna's phone"). Empty
 	// means "device".
 	Name string
-	// Type is a free-form kind such as "phone", "laptop" or "tablet". Empty
-	// means "unknown".
+	// Type is the kind of hardware: "phone", "tablet", "laptop",
+	// "desktop", "server" or "unknown" (empty means "unknown"; anything
+	// else is ErrInvalidConfig). It is recorded in the device registry and
+	// reaches every device of the mesh (Device.Type).
 	Type string
 }
 
@@ -184,6 +195,11 @@ func (c Config) validate() (Config, error) {
 	if c.Device.Type == "" {
 		c.Device.Type = "unknown"
 	}
+	typ, err := registry.ParseDeviceType(c.Device.Type)
+	if err != nil {
+		return c, fmt.Errorf("%w: Device.Type %q: one of unknown, phone, tablet, laptop, desktop, server", core.ErrInvalidConfig, c.Device.Type)
+	}
+	c.devType = typ
 	if c.Clock == nil {
 		c.Clock = core.SystemClock{}
 	}

@@ -37,5 +37,18 @@
 // restores"). Node.Backup and Restore copy and put back a running node's
 // store.
 //
+// # Keys and values
+//
+// A collection name is 1 to MaxCollectionLen bytes and a key 1 to
+// MaxKeyLen bytes, both valid UTF-8 without a NUL byte; names starting
+// with "_fed." belong to the SDK. A value is opaque bytes, 0 to
+// MaxValueLen (4 MiB; larger media travels as chunked blobs). The typed
+// collections (profile, conversations, personality, embeddings, analytics)
+// hold their resolver's encoding, and Put refuses anything else with
+// ErrInvalidArgument (conflict.Validator): write them with the typed
+// helpers (Node.Profile, Node.Conversation, Node.Personality,
+// Node.Embeddings, Node.Analytics) or the conflict and crdt encoders.
+// Config.StrictCollections makes an unknown collection name an error.
+//
 // The domain types are defined in package core and re-exported here.
 package federation

@@ -93,7 +93,7 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		marker = filepath.Join(cfg.Dir, RestoredFile)
 	}
 	c, err := engine.Open(ctx, engine.Options{
-		Name: cfg.Device.Name, Device: cfg.Device, Clock: cfg.Clock, MaxClockDrift: cfg.MaxClockDrift,
+		Name: cfg.Device.Name, Type: cfg.devType, Device: cfg.Device, Clock: cfg.Clock, MaxClockDrift: cfg.MaxClockDrift,
 		SyncTimeout: cfg.SyncTimeout, Limits: cfg.Network.Limits, Logger: cfg.Logger, Rand: cfg.Rand,
 		Policy: n.cfg.policy, Planner: n.cfg.planner, Collections: cfg.Collections, Reembed: cfg.Reembed,
 		RestoreMarker: marker, Publish: n.publishReplica, Tampered: n.tampered, Unsettled: n.reportUnsettled,
@@ -141,12 +141,18 @@ func (n *Node) Get(ctx context.Context, collection, key string) ([]byte, error) 
 // GetRecord returns the current version of (collection, key) with its
 // metadata; tombstones are returned with Deleted set.
 func (n *Node) GetRecord(ctx context.Context, collection, key string) (Record, error) {
+	if err := n.checkCollection(collection); err != nil {
+		return Record{}, err
+	}
 	return n.c.Get(ctx, collection, key)
 }
 
 // Scan calls fn for each live record of collection in r (tombstones only if
 // r.IncludeDeleted), in ascending key order, until fn returns an error.
 func (n *Node) Scan(ctx context.Context, collection string, r KeyRange, fn func(Record) error) error {
+	if err := n.checkCollection(collection); err != nil {
+		return err
+	}
 	return n.c.Scan(ctx, collection, r, fn)
 }
 

@@ -25,7 +25,7 @@ func pairNode(t *testing.T, name string, clock Clock) *Node {
 	t.Helper()
 	n, err := New(Config{
 		Dir: t.TempDir(), Clock: clock,
-		Device:  DeviceConfig{Name: name, Type: name},
+		Device:  DeviceConfig{Name: name, Type: "laptop"},
 		Network: NetworkConfig{ListenAddr: "127.0.0.1:0"},
 	})
 	if err != nil {

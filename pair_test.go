@@ -2,19 +2,31 @@ package federation_test
 
 import (
 	"context"
+	"reflect"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/devicemesh/federation"
+	"github.com/devicemesh/federation/registry"
 )
+
+// deviceType returns name when it is a device type's name ("phone",
+// "laptop", ...), else "" (unknown): test devices are named freely.
+func deviceType(name string) string {
+	switch name {
+	case "phone", "tablet", "laptop", "desktop", "server":
+		return name
+	}
+	return ""
+}
 
 func quicNode(t *testing.T, name string) *federation.Node {
 	t.Helper()
 	n, err := federation.New(federation.Config{
 		Dir:     t.TempDir(),
-		Device:  federation.DeviceConfig{Name: name, Type: name},
+		Device:  federation.DeviceConfig{Name: name, Type: deviceType(name)},
 		Network: federation.NetworkConfig{ListenAddr: "127.0.0.1:0"},
 	})
 	require.NoError(t, err)
@@ -114,4 +126,31 @@ func TestRevokedDeviceCutOff(t *testing.T) {
 	devs, err := a.Devices(ctx)
 	require.NoError(t, err)
 	require.Equal(t, federation.TrustRevoked, devs[0].Trust, "revocation is terminal")
+}
+
+// TestDeviceTypeReachesOtherDevices: Config.Device.Type is recorded in the
+// registry and every device of the mesh sees it (it was dropped at
+// pairing: every device was "unknown" to the others).
+func TestDeviceTypeReachesOtherDevices(t *testing.T) {
+	ctx := context.Background()
+	phone, laptop, tablet := quicNode(t, "phone"), quicNode(t, "laptop"), quicNode(t, "tablet")
+	pairInto(t, phone, laptop)
+	pairInto(t, phone, tablet)
+	want := map[federation.DeviceID]registry.DeviceType{
+		phone.DeviceID(): registry.TypePhone, laptop.DeviceID(): registry.TypeLaptop, tablet.DeviceID(): registry.TypeTablet,
+	}
+	for _, n := range []*federation.Node{phone, laptop, tablet} {
+		require.Eventually(t, func() bool {
+			ds, err := n.Devices(ctx)
+			require.NoError(t, err)
+			got := map[federation.DeviceID]registry.DeviceType{}
+			for _, d := range ds {
+				got[d.ID] = d.Type
+			}
+			return reflect.DeepEqual(got, want)
+		}, 10*time.Second, 10*time.Millisecond, "device types as seen by %s", n.DeviceID().Short())
+	}
+
+	_, err := federation.New(federation.Config{Dir: t.TempDir(), Device: federation.DeviceConfig{Type: "toaster"}})
+	require.ErrorIs(t, err, federation.ErrInvalidConfig)
 }

@@ -22,7 +22,7 @@ func TestRegistryOpAfterFarFutureOps(t *testing.T) {
 	node := func(name string, skew time.Duration) *federation.Node {
 		n, err := federation.New(federation.Config{
 			Dir:     t.TempDir(),
-			Device:  federation.DeviceConfig{Name: name, Type: name},
+			Device:  federation.DeviceConfig{Name: name, Type: deviceType(name)},
 			Network: federation.NetworkConfig{ListenAddr: "127.0.0.1:0"},
 			Clock:   skewedClock{off: skew},
 		})

@@ -32,7 +32,7 @@ func TestRepairAfterCompaction(t *testing.T) {
 	}
 	require.NoError(t, a.Delete(ctx, "notes", "a-007"))
 	require.NoError(t, b.Put(ctx, "notes", "b-only", []byte("from b")))
-	require.NoError(t, b.Put(ctx, "profile", "name", []byte("b's name")))
+	require.NoError(t, b.Put(ctx, "settings", "name", []byte("b's name")))
 
 	// A compacts its whole log, as if B had acknowledged it long ago.
 	vv, err := sa.VersionVector(ctx)
@@ -44,7 +44,7 @@ func TestRepairAfterCompaction(t *testing.T) {
 	require.NoError(t, a.Connect(ctx, b.Addr(), b.DeviceID()))
 	require.Eventually(t, func() bool {
 		ra, rb := a.Roots(), b.Roots()
-		return len(ra) == 2 && ra["notes"] == rb["notes"] && ra["profile"] == rb["profile"]
+		return len(ra) == 2 && ra["notes"] == rb["notes"] && ra["settings"] == rb["settings"]
 	}, 10*time.Second, 10*time.Millisecond, "roots never converged")
 
 	v, err := b.Get(ctx, "notes", "a-299")
@@ -52,7 +52,7 @@ func TestRepairAfterCompaction(t *testing.T) {
 	require.Equal(t, "from a 299", string(v))
 	_, err = b.Get(ctx, "notes", "a-007")
 	require.ErrorIs(t, err, federation.ErrNotFound, "the tombstone was repaired too")
-	v, err = a.Get(ctx, "profile", "name")
+	v, err = a.Get(ctx, "settings", "name")
 	require.NoError(t, err)
 	require.Equal(t, "b's name", string(v))
 

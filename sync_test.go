@@ -84,16 +84,16 @@ func TestConcurrentWritesConvergeLWW(t *testing.T) {
 	ctx := context.Background()
 	a, b := startPair(t)
 	// Written while apart: truly concurrent versions of one key.
-	require.NoError(t, a.Put(ctx, "profile", "name", []byte("from a")))
-	require.NoError(t, b.Put(ctx, "profile", "name", []byte("from b")))
+	require.NoError(t, a.Put(ctx, "settings", "name", []byte("from a")))
+	require.NoError(t, b.Put(ctx, "settings", "name", []byte("from b")))
 	require.NoError(t, a.Connect(ctx, b.Addr(), b.DeviceID()))
 	require.Eventually(t, func() bool {
-		va, errA := a.GetRecord(ctx, "profile", "name")
-		vb, errB := b.GetRecord(ctx, "profile", "name")
+		va, errA := a.GetRecord(ctx, "settings", "name")
+		vb, errB := b.GetRecord(ctx, "settings", "name")
 		return errA == nil && errB == nil && string(va.Value) == string(vb.Value) &&
 			va.Context.Compare(vb.Context) == 0
 	}, 5*time.Second, 5*time.Millisecond)
-	ra, _ := a.GetRecord(ctx, "profile", "name")
+	ra, _ := a.GetRecord(ctx, "settings", "name")
 	require.Len(t, ra.Context, 2, "the merged version covers both writes")
 }
 

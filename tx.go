@@ -17,10 +17,16 @@ type Tx struct {
 }
 
 // Put writes value under (collection, key) when the transaction commits. The
-// value is copied.
+// value is copied. Keys and values must follow the rules of the package
+// documentation ("Keys and values"); a value that the collection's
+// resolver cannot decode (conflict.Validator: profile, conversation,
+// personality, embeddings, analytics) is refused with ErrInvalidArgument.
 func (tx *Tx) Put(collection, key string, value []byte) error {
 	if value == nil {
 		value = []byte{}
+	}
+	if err := tx.node.checkWrite(collection, key, value); err != nil {
+		return err
 	}
 	return tx.buf.Set(collection, key, slices.Clone(value), false)
 }
@@ -32,6 +38,9 @@ func (tx *Tx) Put(collection, key string, value []byte) error {
 // instead, so that it removes exactly what this device has seen (see the
 // conflict package, Deletions in join collections).
 func (tx *Tx) Delete(collection, key string) error {
+	if err := tx.node.checkCollection(collection); err != nil {
+		return err
+	}
 	return tx.buf.Set(collection, key, nil, true)
 }
 

@@ -1,6 +1,10 @@
 package core
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
 
 // Limits on host input, enforced by the node before anything is stored.
 const (
@@ -42,6 +46,27 @@ type Record struct {
 // Validate checks the host-controlled fields against the limits.
 func (r *Record) Validate() error {
 	return ValidateKey(r.Collection, r.Key, len(r.Value))
+}
+
+// ValidateHostKey checks a write from the host: ValidateKey's limits, and
+// the rules on names that the SDK guarantees to every host and every store
+// (see the federation package documentation, "Keys and values"): the key
+// is not empty, and the collection name and key are valid UTF-8 without a
+// NUL byte. Values are opaque bytes of at most MaxValueLen (an empty value
+// is allowed; typed collections check their encoding on top of this).
+func ValidateHostKey(collection, key string, valueLen int) error {
+	if err := ValidateKey(collection, key, valueLen); err != nil {
+		return err
+	}
+	switch {
+	case key == "":
+		return fmt.Errorf("%w: empty key", ErrInvalidArgument)
+	case !utf8.ValidString(collection) || strings.IndexByte(collection, 0) >= 0:
+		return fmt.Errorf("%w: collection name %q is not UTF-8 text without NUL", ErrInvalidArgument, collection)
+	case !utf8.ValidString(key) || strings.IndexByte(key, 0) >= 0:
+		return fmt.Errorf("%w: key %q is not UTF-8 text without NUL", ErrInvalidArgument, key)
+	}
+	return nil
 }
 
 // ValidateKey checks a collection name, key and value size.

@@ -258,7 +258,7 @@ func (m *Mesh) build(i int) *federation.Node {
 		m.stores[i] = fileStore{st, m.recs[i]}
 		m.mu.Unlock()
 	}
-	cfg := federation.Config{Store: m.Store(i), Device: federation.DeviceConfig{Name: fmt.Sprintf("node-%d", i), Type: "test"}}
+	cfg := federation.Config{Store: m.Store(i), Device: federation.DeviceConfig{Name: fmt.Sprintf("node-%d", i), Type: "server"}}
 	cfg.Clock = meshClock{m, i}
 	// Faults can drop a request; a short timeout lets the session retry
 	// well within WaitConverged's patience.

@@ -212,7 +212,7 @@ func mergeNode(ctx context.Context, net *transport.MemNetwork, st *memstore.Stor
 	pols[mergeLWWColl] = federation.Policy{Priority: federation.PriorityMedium, Mode: federation.ModeImmediate, Resolver: conflict.LWW{}}
 	node, err := federation.New(federation.Config{
 		Store:       st,
-		Device:      federation.DeviceConfig{Name: fmt.Sprintf("bench-%d", i), Type: "bench"},
+		Device:      federation.DeviceConfig{Name: fmt.Sprintf("bench-%d", i), Type: "desktop"},
 		Collections: pols,
 		Logger:      mergeLogger(),
 		Network: federation.NetworkConfig{Transport: func(_ context.Context, p federation.TransportParams) (federation.Transport, error) {

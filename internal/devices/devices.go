@@ -61,6 +61,8 @@ type Config struct {
 	Trust *Trust
 	// Name is this device's name in the genesis operation.
 	Name string
+	// Type is this device's kind of hardware in the genesis operation.
+	Type registry.DeviceType
 	// Audit appends an entry to the audit log (nil: nothing is audited).
 	// Called with the write lock held at times.
 	Audit func(ctx context.Context, e audit.Entry)

@@ -195,7 +195,7 @@ func (n *Registry) EnsureMesh(ctx context.Context) error {
 		if err != nil {
 			return nil, err
 		}
-		op, err := registry.Genesis(n.cfg.Identity, ts, n.cfg.Name, registry.TypeUnknown, nil)
+		op, err := registry.Genesis(n.cfg.Identity, ts, n.cfg.Name, n.cfg.Type, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -239,9 +239,9 @@ func (n *Registry) MeshSecret() (registry.Secret, error) {
 }
 
 // Add records, as a signed operation, that a paired device joined.
-func (n *Registry) Add(ctx context.Context, key core.PublicKey, name string) error {
+func (n *Registry) Add(ctx context.Context, key core.PublicKey, name string, typ registry.DeviceType) error {
 	return n.meshOp(ctx, false, func(ts core.Timestamp) (registry.Op, error) {
-		return n.reg.NewAdd(n.cfg.Identity, ts, registry.Device{PublicKey: key, Name: name, Trust: registry.TrustTrusted})
+		return n.reg.NewAdd(n.cfg.Identity, ts, registry.Device{PublicKey: key, Name: name, Type: typ, Trust: registry.TrustTrusted})
 	})
 }
 

@@ -196,7 +196,7 @@ func history(t *testing.T) (a *device, revoked core.DeviceID, recs []core.Record
 	b, _ := identity.Generate(nil)
 	c, _ := identity.Generate(nil)
 	for _, k := range []core.PublicKey{b.PublicKey(), c.PublicKey()} {
-		if err := a.reg.Add(ctx, k, "joiner"); err != nil {
+		if err := a.reg.Add(ctx, k, "joiner", registry.TypeUnknown); err != nil {
 			t.Fatal(err)
 		}
 	}

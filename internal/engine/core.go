@@ -20,6 +20,7 @@ import (
 	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/internal/syncer"
 	"github.com/devicemesh/federation/policy"
+	"github.com/devicemesh/federation/registry"
 	"github.com/devicemesh/federation/transport"
 )
 
@@ -27,8 +28,9 @@ import (
 // (federation.Config, validated) and the hooks through which it tells the
 // façade what the host should hear of.
 type Options struct {
-	Name          string // this device's name (Config.Device.Name)
-	Device        any    // the device's description, saved in the store (Config.Device)
+	Name          string              // this device's name (Config.Device.Name)
+	Type          registry.DeviceType // this device's kind (Config.Device.Type)
+	Device        any                 // the device's description, saved in the store (Config.Device)
 	Clock         core.Clock
 	MaxClockDrift time.Duration
 	SyncTimeout   time.Duration
@@ -126,13 +128,13 @@ func Open(ctx context.Context, opts Options, st core.Store) (*Core, error) {
 	}
 	c.Reg = devices.New(devices.Config{
 		Replica: DevicesReplica{Replica: c.Rep, Alive: c.Alive}, Identity: ident, HLC: c.HLC, Trust: c.Trust,
-		Name: opts.Name, Audit: c.Record, CutOff: c.Peers.CutOff, Rand: c.Random(), Logger: c.Log,
+		Name: opts.Name, Type: opts.Type, Audit: c.Record, CutOff: c.Peers.CutOff, Rand: c.Random(), Logger: c.Log,
 	})
 	if err := c.Reg.Load(ctx, st); err != nil {
 		return nil, err
 	}
 	c.Pairing = &Pairing{
-		Ident: ident, Name: opts.Name, Clock: opts.Clock, Rand: c.Random(),
+		Ident: ident, Name: opts.Name, Type: opts.Type, Clock: opts.Clock, Rand: c.Random(),
 		Trust: c.Trust, Reg: c.Reg, Log: c.Log,
 	}
 	*c.Sessions = Sessions{

@@ -42,7 +42,8 @@ type Approve = func(ctx context.Context, r pairing.Request) (bool, error)
 // the inviting side (Host) and the joining side (JoinOn).
 type Pairing struct {
 	Ident *identity.Identity
-	Name  string // this device's name (Config.Device.Name)
+	Name  string              // this device's name (Config.Device.Name)
+	Type  registry.DeviceType // this device's kind (Config.Device.Type)
 	Clock core.Clock
 	Rand  io.Reader
 	Trust *devices.Trust
@@ -121,7 +122,7 @@ func (p *Pairing) Host(ctx context.Context, sess core.Session) error {
 		return err
 	}
 	res, err := pairing.Host(ctx, ps, st, pairing.HostParams{
-		Identity: p.Ident, Name: p.Name, Invitation: oi.inv, Tracker: p.invites.tracker,
+		Identity: p.Ident, Name: p.Name, Type: p.Type, Invitation: oi.inv, Tracker: p.invites.tracker,
 		Approve: oi.approve, Others: others, Handover: pairing.Handover{Registry: ho}, Now: p.Clock.Now, Rand: p.Rand,
 	})
 	if err != nil {
@@ -129,7 +130,7 @@ func (p *Pairing) Host(ctx context.Context, sess core.Session) error {
 	}
 	p.closeInvite(res.Invitation)
 	p.addDevice(ctx, res.Peer.Key, res.Peer.Name)
-	if err := p.Reg.Add(ctx, res.Peer.Key, res.Peer.Name); err != nil {
+	if err := p.Reg.Add(ctx, res.Peer.Key, res.Peer.Name, res.Peer.Type); err != nil {
 		return fmt.Errorf("pairing: record the new device: %w", err)
 	}
 	// The newcomer gets the mesh secret in a new generation sealed to it.
@@ -204,7 +205,7 @@ func (p *Pairing) JoinOn(ctx context.Context, sess core.Session, inv registry.In
 		return pairing.Result{}, fmt.Errorf("join: %w", err)
 	}
 	res, err := pairing.Join(ctx, ps, st, pairing.JoinParams{
-		Identity: p.Ident, Name: p.Name, Invitation: &inv, Show: show, Confirm: confirm, Rand: p.Rand,
+		Identity: p.Ident, Name: p.Name, Type: p.Type, Invitation: &inv, Show: show, Confirm: confirm, Rand: p.Rand,
 	})
 	if err != nil {
 		return res, fmt.Errorf("join: %w", err)

@@ -25,7 +25,7 @@ func (b *TxBuf) Set(collection, key string, value []byte, deleted bool) error {
 	if b.done {
 		return core.ErrTxnDone
 	}
-	if err := core.ValidateKey(collection, key, len(value)); err != nil {
+	if err := core.ValidateHostKey(collection, key, len(value)); err != nil {
 		return err
 	}
 	if replica.Internal(collection) {
