@@ -82,9 +82,18 @@ func (n *Node) publishReplica(e replica.Event) {
 // included). Two devices with equal roots hold identical records in it.
 func (n *Node) Root(collection string) Digest { return n.c.Rep.Root(collection) }
 
-// Roots returns the Merkle root of every collection that syncs and holds
-// records here.
-func (n *Node) Roots() map[string]Digest { return n.c.Rep.Roots() }
+// Roots returns the Merkle root of every host collection that syncs and
+// holds records here (the SDK's own collections, under "_fed.", are left
+// out; Root still answers for them).
+func (n *Node) Roots() map[string]Digest {
+	roots := n.c.Rep.Roots()
+	for c := range roots {
+		if internal(c) {
+			delete(roots, c)
+		}
+	}
+	return roots
+}
 
 // Replica returns the incarnation this node writes under: the device id in
 // the open that created the device, else a replica minted at the first

@@ -2,7 +2,9 @@ package federation_test
 
 import (
 	"context"
+	"maps"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -150,6 +152,12 @@ func TestDeviceTypeReachesOtherDevices(t *testing.T) {
 			return reflect.DeepEqual(got, want)
 		}, 10*time.Second, 10*time.Millisecond, "device types as seen by %s", n.DeviceID().Short())
 	}
+
+	// Roots shows the host's collections only; the registry's root is
+	// there for whoever asks for it by name.
+	require.NoError(t, phone.Put(ctx, "notes", "n", []byte("v")))
+	require.Equal(t, []string{"notes"}, slices.Sorted(maps.Keys(phone.Roots())))
+	require.NotEqual(t, phone.Root("no-such-collection"), phone.Root("_fed.registry"))
 
 	_, err := federation.New(federation.Config{Dir: t.TempDir(), Device: federation.DeviceConfig{Type: "toaster"}})
 	require.ErrorIs(t, err, federation.ErrInvalidConfig)

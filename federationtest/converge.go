@@ -78,6 +78,9 @@ func (m *Mesh) Snapshot(ctx context.Context, i int) (Snapshot, error) {
 		if !n.Policy(c).Syncs() {
 			continue
 		}
+		if _, ok := s.Roots[c]; !ok { // the SDK's own synced collections, which Roots leaves out
+			s.Roots[c] = n.Root(c)
+		}
 		err := st.Scan(ctx, c, core.KeyRange{IncludeDeleted: true}, func(r core.Record) error {
 			s.Records[c+"\x00"+r.Key] = r
 			return nil
