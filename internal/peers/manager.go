@@ -21,6 +21,9 @@ var ErrNotStarted = errors.New("node not started")
 // errRevoked closes the sessions of a revoked device.
 var errRevoked = fmt.Errorf("%w: revoked", core.ErrUnauthorized)
 
+// ErrPaused refuses and closes the sessions of a paused device (Pause).
+var ErrPaused = errors.New("peer paused by the host")
+
 // Handler runs the sync protocol on one authenticated session.
 type Handler interface {
 	// Serve speaks the protocol on l until the session ends or ctx is done,
@@ -116,6 +119,7 @@ type Manager struct {
 	active  map[core.DeviceID]int      // sessions running or being dialled
 	links   map[*Link]struct{}         // sessions being served
 	revoked map[core.DeviceID]bool     // cut off: refused from now on
+	paused  map[core.DeviceID]bool     // refused until Resume (host's choice)
 	tr      core.Transport             // nil until Start
 	runCtx  context.Context            // lives until the network stops
 	started bool
@@ -142,6 +146,7 @@ func New(cfg Config) *Manager {
 		active:  map[core.DeviceID]int{},
 		links:   map[*Link]struct{}{},
 		revoked: map[core.DeviceID]bool{},
+		paused:  map[core.DeviceID]bool{},
 	}
 }
 
@@ -203,6 +208,48 @@ func (m *Manager) CutOff(id core.DeviceID) int {
 	m.mu.Lock()
 	m.revoked[id] = true
 	delete(m.addrs, id)
+	return m.closeLinksLocked(id, errRevoked)
+}
+
+// Pause refuses id until Resume (no dial, no redial, inbound sessions
+// closed at once) and closes every session with it, returning how many.
+// Unlike CutOff it keeps id's addresses and is undone by Resume; it lasts
+// as long as the Manager.
+func (m *Manager) Pause(id core.DeviceID) int {
+	m.mu.Lock()
+	m.paused[id] = true
+	return m.closeLinksLocked(id, ErrPaused)
+}
+
+// Disconnect closes every session with id, returning how many; the redial
+// loop dials it again after its backoff.
+func (m *Manager) Disconnect(id core.DeviceID) int {
+	m.mu.Lock()
+	return m.closeLinksLocked(id, errDisconnected)
+}
+
+// errDisconnected closes the sessions ended by Disconnect.
+var errDisconnected = errors.New("disconnected by the host")
+
+// Resume ends a Pause: the redial loop dials id again at its next look,
+// and id's sessions are accepted again.
+func (m *Manager) Resume(id core.DeviceID) {
+	m.mu.Lock()
+	delete(m.paused, id)
+	m.mu.Unlock()
+	m.poke()
+}
+
+// Paused reports whether id is paused.
+func (m *Manager) Paused(id core.DeviceID) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.paused[id]
+}
+
+// closeLinksLocked closes every session with id, giving reason, and
+// unlocks m.mu; see CutOff.
+func (m *Manager) closeLinksLocked(id core.DeviceID, reason error) int {
 	var victims []*Link
 	for l := range m.links {
 		if l.peer == id {
@@ -218,7 +265,7 @@ func (m *Manager) CutOff(id core.DeviceID) int {
 		go func() {
 			defer m.wg.Done()
 			for _, l := range victims {
-				_ = l.sess.Close(errRevoked)
+				_ = l.sess.Close(reason)
 			}
 		}()
 	}
@@ -229,6 +276,17 @@ func (m *Manager) isRevoked(id core.DeviceID) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.revoked[id]
+}
+
+// refused reports whether id is revoked or paused (m.mu held).
+func (m *Manager) refused(id core.DeviceID) error {
+	switch {
+	case m.revoked[id]:
+		return errRevoked
+	case m.paused[id]:
+		return ErrPaused
+	}
+	return nil
 }
 
 // Members returns the joined sessions' members.

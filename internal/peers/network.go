@@ -38,10 +38,10 @@ func (m *Manager) serve(ctx context.Context, sess core.Session, outbound bool) {
 		_ = sess.Close(fmt.Errorf("node: %w", core.ErrClosed))
 		return
 	}
-	if m.revoked[peer] {
+	if err := m.refused(peer); err != nil {
 		m.mu.Unlock()
-		m.log.Info("refused a session with a revoked device", "peer", peer.Short())
-		_ = sess.Close(errRevoked)
+		m.log.Info("refused a session", "peer", peer.Short(), "reason", err)
+		_ = sess.Close(err)
 		return
 	}
 	l := &Link{m: m, sess: sess, peer: peer, outbound: outbound}
@@ -118,8 +118,11 @@ func (m *Manager) Connect(ctx context.Context, addr string, peer core.DeviceID) 
 		return fmt.Errorf("connect: %w", err)
 	}
 	if !peer.IsZero() {
-		if m.isRevoked(peer) {
-			return fmt.Errorf("connect %s: %w", addr, errRevoked)
+		m.mu.Lock()
+		err := m.refused(peer)
+		m.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("connect %s: %w", addr, err)
 		}
 		m.hold(peer) // no redial while this dial is in flight
 		defer m.release(peer)

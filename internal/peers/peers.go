@@ -332,7 +332,7 @@ func (m *Manager) redialRound(ctx context.Context, tr core.Transport, states map
 	now := m.sched.Now()
 	started := 0
 	for _, id := range devs {
-		if id == m.cfg.Self || m.isRevoked(id) {
+		if id == m.cfg.Self || m.isRevoked(id) || m.Paused(id) {
 			continue
 		}
 		st := states[id]
