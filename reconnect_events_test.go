@@ -46,7 +46,9 @@ func TestReconnectDeliversNoOldChanges(t *testing.T) {
 	require.NoError(t, phone.Profile("me").Set(ctx, "name", "Anna"))
 	require.NoError(t, laptop.Profile("me").Set(ctx, "city", "Lyon"))
 	require.NoError(t, phone.ResumePeer(ctx, laptop.DeviceID()))
-	require.Eventually(t, func() bool { return phone.Root("profile") == laptop.Root("profile") && phone.Root("notes") == laptop.Root("notes") },
+	require.Eventually(t, func() bool {
+		return phone.Root("profile") == laptop.Root("profile") && phone.Root("notes") == laptop.Root("notes")
+	},
 		10*time.Second, 10*time.Millisecond)
 	first := countChanges(sub, 500*time.Millisecond)
 	for i := range 50 {
@@ -89,7 +91,9 @@ func TestRestartDeliversNoOldChanges(t *testing.T) {
 	}
 	require.NoError(t, phone.Conversation("chat").Append(ctx, "m1", []byte("hi")))
 	require.NoError(t, laptop.Conversation("chat").Append(ctx, "m2", []byte("hello")))
-	require.Eventually(t, func() bool { return phone.Root("notes") == laptop.Root("notes") && phone.Root("conversations") == laptop.Root("conversations") },
+	require.Eventually(t, func() bool {
+		return phone.Root("notes") == laptop.Root("notes") && phone.Root("conversations") == laptop.Root("conversations")
+	},
 		10*time.Second, 10*time.Millisecond)
 
 	lsub := laptop.Subscribe(federation.SubscribeOptions{})
