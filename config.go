@@ -47,6 +47,17 @@ type Config struct {
 	// mode, last-writer-wins.
 	Collections map[string]Policy
 
+	// FullSync makes every commit of the default libSQL store durable
+	// against power loss and operating-system crashes (synchronous=FULL:
+	// an fsync of the WAL per commit), not only against the process being
+	// killed (the default, synchronous=NORMAL, where a power cut may lose
+	// the last commits but never corrupts the file). Its cost is one fsync
+	// per transaction: measure it with
+	// "go run ./cmd/fedbench write -fullsync" against the default (README,
+	// "Durability"). Batching writes in Update amortises it. It has no
+	// effect on a Store given in Store (set its own option).
+	FullSync bool
+
 	// StrictCollections makes a write to a collection named neither in
 	// DefaultPolicies nor in Collections fail with ErrInvalidArgument, so
 	// that a typo ("Profile") is an error instead of a new collection with

@@ -53,7 +53,7 @@ func New(cfg Config) (*Node, error) {
 			_ = dir.Release()
 			return nil, err
 		}
-		st, err = libsqlstore.Open(ctx, filepath.Join(cfg.Dir, DBFile), libsqlstore.Options{Logger: cfg.Logger, Key: key})
+		st, err = libsqlstore.Open(ctx, filepath.Join(cfg.Dir, DBFile), libsqlstore.Options{Logger: cfg.Logger, Key: key, FullSync: cfg.FullSync})
 		if err != nil {
 			_ = dir.Release()
 			return nil, fmt.Errorf("open store: %w", err)

@@ -26,6 +26,8 @@ type writeParams struct {
 	rows, txn, valueLen, rounds int
 	// key, when set, encrypts the node's store (-encrypt).
 	key []byte
+	// fullSync runs both sides with synchronous=FULL (-fullsync).
+	fullSync bool
 }
 
 // benchKey returns a random encryption key when encrypt is set, else nil.
@@ -54,9 +56,11 @@ func runWrite(ctx context.Context, args []string) (result, error) {
 	fs.IntVar(&p.valueLen, "value", 1024, "value size in bytes")
 	fs.IntVar(&p.rounds, "rounds", 3, "measurements of each side (best counts)")
 	encrypt := fs.Bool("encrypt", false, "encrypt the node's store (Config.Encryption); the ratio stays against plain raw go-libsql, and an encrypted raw baseline is reported beside it")
+	fullSync := fs.Bool("fullsync", false, "run the node with Config.FullSync and the raw baseline with synchronous=FULL (an fsync per commit)")
 	if err := fs.Parse(args); err != nil {
 		return result{}, err
 	}
+	p.fullSync = *fullSync
 	var err error
 	if p.key, err = benchKey(*encrypt); err != nil {
 		return result{}, err
@@ -112,6 +116,7 @@ func runWrite(ctx context.Context, args []string) (result, error) {
 		"raw_cpu_us_per_row": rawCPU, "node_cpu_us_per_row": ourCPU,
 		"cpu_ratio": slices.Min(rawCPU) / slices.Min(ourCPU),
 		"encrypted": p.key != nil,
+		"full_sync": p.fullSync,
 	}
 	if p.key != nil {
 		res.Extra["encrypted_raw_rounds"] = encRaws
@@ -185,7 +190,11 @@ func measureRaw(ctx context.Context, p writeParams, key []byte, keys []string, v
 	if err := db.QueryRowContext(ctx, "PRAGMA busy_timeout = 5000").Scan(&timeout); err != nil {
 		return 0, 0, fmt.Errorf("raw: %w", err)
 	}
-	for _, q := range []string{"PRAGMA synchronous = NORMAL", "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB)"} {
+	syncMode := "NORMAL"
+	if p.fullSync {
+		syncMode = "FULL"
+	}
+	for _, q := range []string{"PRAGMA synchronous = " + syncMode, "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB)"} {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			return 0, 0, fmt.Errorf("raw: %w", err)
 		}
@@ -226,7 +235,7 @@ func measureNode(ctx context.Context, p writeParams, keys []string, values [][]b
 		return 0, 0, err
 	}
 	defer os.RemoveAll(dir)
-	node, err := federation.New(federation.Config{Dir: dir, Encryption: federation.EncryptionConfig{Key: p.key}})
+	node, err := federation.New(federation.Config{Dir: dir, Encryption: federation.EncryptionConfig{Key: p.key}, FullSync: p.fullSync})
 	if err != nil {
 		return 0, 0, fmt.Errorf("node: %w", err)
 	}
