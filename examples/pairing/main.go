@@ -1,10 +1,15 @@
-// Command pairing runs the pairing ceremony between two in-process devices
-// over transport.Mem: the laptop (already in the mesh) shows an
-// invitation, the phone scans it, both print the short authentication
-// string, the "users" compare them and approve, and the phone receives the
-// handover.
+// Command pairing shows how a host adds a device to the user's mesh, with
+// the SDK's API only: the laptop (already the user's) opens an invitation
+// with Node.Invite and shows its QR string; the phone scans it and calls
+// Node.Join; both devices show the same short authentication string (SAS),
+// the user compares them and approves on both; the phone is then a trusted
+// device of the mesh and syncs.
 //
 //	go run ./examples/pairing
+//
+// Both devices run in this process, each with its own directory, talking
+// QUIC on the loopback interface. In a real host the two halves run on two
+// devices and the "user" callbacks are dialogs.
 package main
 
 import (
@@ -13,19 +18,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/devicemesh/federation/core"
-	"github.com/devicemesh/federation/identity"
-	"github.com/devicemesh/federation/pairing"
-	"github.com/devicemesh/federation/registry"
-	"github.com/devicemesh/federation/transport"
+	"github.com/devicemesh/federation"
 )
-
-// pairingWindow admits any device that proves its key. A node uses such an
-// authorizer only while an invitation is open, and gives those devices the
-// pairing stream and nothing else.
-type pairingWindow struct{}
-
-func (pairingWindow) Authorize(context.Context, core.DeviceID, core.PublicKey) error { return nil }
 
 func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -36,123 +30,103 @@ func main() {
 	}
 }
 
+func open(ctx context.Context, dir, name, typ string) (*federation.Node, error) {
+	n, err := federation.New(federation.Config{
+		Dir:     dir,
+		Device:  federation.DeviceConfig{Name: name, Type: typ},
+		Network: federation.NetworkConfig{ListenAddr: "127.0.0.1:0"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := n.Start(ctx); err != nil {
+		_ = n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
 func run(ctx context.Context) error {
-	laptop, err := identity.Generate(nil)
+	dir, err := os.MkdirTemp("", "federation-pairing-")
 	if err != nil {
 		return err
 	}
-	phone, err := identity.Generate(nil)
+	defer os.RemoveAll(dir)
+	laptop, err := open(ctx, dir+"/laptop", "Anna's laptop", "laptop")
 	if err != nil {
 		return err
 	}
-	net := transport.NewMemNetwork()
-	laptopTr, err := net.Listen(laptop, pairingWindow{})
+	defer laptop.Close()
+	phone, err := open(ctx, dir+"/phone", "Anna's phone", "phone")
 	if err != nil {
 		return err
 	}
-	defer laptopTr.Close()
-
-	// The laptop opens an invitation and shows it.
-	inv, err := registry.NewInvitation(laptop, []string{laptopTr.Addr()}, time.Now().Add(5*time.Minute), nil)
-	if err != nil {
+	defer phone.Close()
+	if err := laptop.Profile("me").Set(ctx, "name", "Anna"); err != nil {
 		return err
-	}
-	tracker := registry.NewTracker(0)
-	if err := tracker.Add(inv); err != nil {
-		return err
-	}
-	fmt.Println("laptop: pairing code", inv.Code())
-	fmt.Println("laptop: QR string   ", inv.String())
-
-	// The phone scans the QR string: it now knows the laptop's key, so its
-	// transport accepts only the laptop.
-	scanned, err := registry.ParseInvitation(inv.String())
-	if err != nil {
-		return err
-	}
-	phoneTr, err := net.Listen(phone, transport.NewAllowList(scanned.IssuerKey))
-	if err != nil {
-		return err
-	}
-	defer phoneTr.Close()
-
-	// The two users look at both screens.
-	laptopSAS, phoneSAS := make(chan string, 1), make(chan string, 1)
-	compare := func(ctx context.Context, mine string, mineCh, theirs chan string) (bool, error) {
-		mineCh <- mine
-		select {
-		case other := <-theirs:
-			theirs <- other
-			return other == mine, nil
-		case <-ctx.Done():
-			return false, ctx.Err()
-		}
 	}
 
-	hostDone := make(chan error, 1)
-	go func() {
-		hostDone <- host(ctx, laptop, laptopTr, inv, tracker, func(ctx context.Context, r pairing.Request) (bool, error) {
-			fmt.Printf("laptop: %q (%s, %s) wants to join; code on screen: %s\n", r.Peer.Name, r.Peer.Type, r.Peer.ID.Short(), r.SAS)
-			ok, err := compare(ctx, r.SAS, laptopSAS, phoneSAS)
-			fmt.Println("laptop: user approves:", ok)
-			return ok, err
-		})
-	}()
-
-	s, err := phoneTr.Dial(ctx, scanned.Addrs[0], scanned.Issuer)
-	if err != nil {
-		return err
-	}
-	defer s.Close(nil)
-	st, err := s.OpenStream(ctx)
-	if err != nil {
-		return err
-	}
-	res, err := pairing.Join(ctx, s.(*transport.Session), st, pairing.JoinParams{
-		Identity: phone, Name: "Anna's phone", Type: registry.TypePhone, Invitation: &scanned,
-		Show: func(r pairing.Request) { fmt.Printf("phone:  joining %q; code on screen: %s\n", r.Peer.Name, r.SAS) },
-		Confirm: func(ctx context.Context, r pairing.Request) (bool, error) {
-			ok, err := compare(ctx, r.SAS, phoneSAS, laptopSAS)
-			fmt.Println("phone:  user confirms:", ok)
-			return ok, err
+	// The laptop's side: open an invitation. Approve runs once the phone
+	// has proven the invitation's secret; it shows the SAS and asks the
+	// user, who compares it with the phone's screen.
+	shownOnPhone := make(chan string, 1)
+	inv, err := laptop.Invite(ctx, federation.InviteOptions{
+		TTL: 5 * time.Minute,
+		Approve: func(ctx context.Context, r federation.PairRequest) (bool, error) {
+			fmt.Printf("laptop: %q (%s) wants to join; SAS %s\n", r.Peer.Name, r.Peer.ID.Short(), r.SAS)
+			select {
+			case phoneSAS := <-shownOnPhone: // the user looks at both screens
+				same := phoneSAS == r.SAS
+				fmt.Printf("laptop: the user sees the same SAS on both screens: %v, approves\n", same)
+				return same, nil
+			case <-ctx.Done():
+				return false, ctx.Err()
+			}
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("phone: %w", err)
+		return err
 	}
-	if err := <-hostDone; err != nil {
-		return fmt.Errorf("laptop: %w", err)
-	}
-	fmt.Printf("phone:  joined through %s; received %d bytes of registry and %d bytes of sealed secret\n",
-		res.Peer.ID.Short(), len(res.Handover.Registry), len(res.Handover.Secret))
-	_, err = tracker.Redeem(inv.Code(), time.Now())
-	fmt.Println("laptop: the same code again:", err)
-	return nil
-}
+	fmt.Printf("laptop: invitation open until %s, code %s\n", inv.Expires.Format(time.Kitchen), inv.Code)
+	fmt.Printf("laptop: QR string %.40s... (%d characters)\n", inv.QR, len(inv.QR))
 
-// host accepts the phone's session and runs the inviting side on its
-// first stream.
-func host(ctx context.Context, self *identity.Identity, tr *transport.Mem, inv registry.Invitation, tracker *registry.Tracker, approve func(context.Context, pairing.Request) (bool, error)) error {
-	s, err := tr.Accept(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.Close(nil)
-	st, err := s.AcceptStream(ctx)
-	if err != nil {
-		return err
-	}
-	res, err := pairing.Host(ctx, s.(*transport.Session), st, pairing.HostParams{
-		Identity: self, Name: "Anna's laptop", Type: registry.TypeLaptop,
-		Invitation: inv, Tracker: tracker, Approve: approve,
-		// A node sends the signed add operation and the mesh secret sealed
-		// to the new device here.
-		Handover: pairing.Handover{Registry: []byte("signed registry operations"), Secret: []byte("sealed mesh secret")},
-		Now:      time.Now,
+	// The phone's side: scan the QR string and join. Show displays the
+	// SAS as soon as it is known; Confirm asks the phone's user too.
+	req, err := phone.Join(ctx, inv.QR, federation.JoinOptions{
+		Show: func(r federation.PairRequest) {
+			fmt.Printf("phone:  joining %q (%s); SAS %s\n", r.Peer.Name, r.Peer.ID.Short(), r.SAS)
+			shownOnPhone <- r.SAS
+		},
+		Confirm: func(context.Context, federation.PairRequest) (bool, error) { return true, nil },
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Printf("laptop: paired with %q (%s), SAS %s\n", res.Peer.Name, res.Peer.ID.Short(), res.SAS)
+	fmt.Printf("phone:  joined the mesh of %s\n", req.Peer.ID.Short())
+
+	// The phone syncs with its new peer: the user's profile arrives.
+	for {
+		var name string
+		ok, err := phone.Profile("me").Get(ctx, "name", &name)
+		if err != nil {
+			return err
+		}
+		if ok {
+			fmt.Printf("phone:  synced the profile: name = %s\n", name)
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the profile never arrived: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	devices, err := phone.Devices(ctx)
+	if err != nil {
+		return err
+	}
+	for _, d := range devices {
+		fmt.Printf("phone:  device %s %-14q %-7s %s\n", d.ID.Short(), d.Name, d.Type, d.Trust)
+	}
 	return nil
 }
