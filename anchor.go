@@ -48,3 +48,8 @@ func (n *Node) VerifyAudit(ctx context.Context) error {
 func (n *Node) tampered(origin core.DeviceID, reason string) {
 	n.publish(Event{Kind: EventAuditTampered, Origin: origin, Reason: reason})
 }
+
+// selfRevoked raises EventRevoked (engine.Options.SelfRevoked).
+func (n *Node) selfRevoked(by core.DeviceID) {
+	n.publish(Event{Kind: EventRevoked, Origin: by, Reason: "revoked by " + by.Short()})
+}

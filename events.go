@@ -35,6 +35,12 @@ const (
 	// head forks from the one held here (Origin is that peer). Counted in
 	// Stats.AuditTampered.
 	EventAuditTampered
+	// EventRevoked reports that this device was revoked by another device
+	// of the mesh (Origin): every device now refuses it, it stops
+	// dialling, and its own registry says so (Devices). It learns it from
+	// the signed revocation that a refusing device hands it (see
+	// core.NoticeError), or from its registry when it restarts.
+	EventRevoked
 )
 
 // String names the kind.
@@ -52,6 +58,8 @@ func (k EventKind) String() string {
 		return "repair-unsettled"
 	case EventAuditTampered:
 		return "audit-tampered"
+	case EventRevoked:
+		return "revoked"
 	}
 	return "event(?)"
 }

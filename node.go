@@ -96,7 +96,7 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		Name: cfg.Device.Name, Type: cfg.devType, Device: cfg.Device, Clock: cfg.Clock, MaxClockDrift: cfg.MaxClockDrift,
 		SyncTimeout: cfg.SyncTimeout, Limits: cfg.Network.Limits, Logger: cfg.Logger, Rand: cfg.Rand,
 		Policy: n.cfg.policy, Planner: n.cfg.planner, Collections: cfg.Collections, Reembed: cfg.Reembed,
-		RestoreMarker: marker, Publish: n.publishReplica, Tampered: n.tampered, Unsettled: n.reportUnsettled,
+		RestoreMarker: marker, Publish: n.publishReplica, Tampered: n.tampered, SelfRevoked: n.selfRevoked, Unsettled: n.reportUnsettled,
 	}, st)
 	if err != nil {
 		return nil, err

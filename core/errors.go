@@ -48,3 +48,20 @@ var (
 	// no key for a file that is.
 	ErrWrongKey = errors.New("wrong encryption key")
 )
+
+// NoticeError is a refusal that carries a notice for the refused peer: a
+// short self-authenticating message, such as the signed registry operation
+// that revoked the peer, which the transport sends with its refusal
+// (Authorizer errors may be one). The refused side finds it with
+// errors.As on its Dial error; it must verify the notice itself, since the
+// refusal is not authenticated.
+type NoticeError struct {
+	Err    error
+	Notice []byte
+}
+
+// Error is the refusal's text.
+func (e *NoticeError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the refusal.
+func (e *NoticeError) Unwrap() error { return e.Err }

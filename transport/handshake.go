@@ -101,7 +101,12 @@ func refuse(w io.Writer, err error) error {
 	if errors.As(err, &rj) {
 		return err
 	}
-	_ = wire.WriteFrame(w, wire.TypeReject, wire.Reject{Code: wire.CodeFor(err), Reason: reasonFor(err)}.Encode())
+	rej := wire.Reject{Code: wire.CodeFor(err), Reason: reasonFor(err)}
+	var ne *core.NoticeError
+	if errors.As(err, &ne) {
+		rej.Notice = ne.Notice
+	}
+	_ = wire.WriteFrame(w, wire.TypeReject, rej.Encode())
 	return err
 }
 

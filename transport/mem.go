@@ -229,5 +229,5 @@ func (l *memLink) causeLocked(side int) error {
 	case l.closer == side:
 		return fmt.Errorf("closed locally: %w", l.reason)
 	}
-	return &wire.RejectError{Reject: wire.Reject{Code: wire.RejectCode(code), Reason: msg}}
+	return remoteReject(wire.RejectCode(code), msg)
 }

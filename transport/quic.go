@@ -6,12 +6,14 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -280,7 +282,32 @@ func closeCode(reason error) (quic.ApplicationErrorCode, string) {
 		// code of its own: say so rather than "handshake failed".
 		return quic.ApplicationErrorCode(wire.RejectSession), wire.RejectSession.String()
 	}
-	return quic.ApplicationErrorCode(code), reasonFor(reason)
+	msg := reasonFor(reason)
+	var ne *core.NoticeError
+	if errors.As(reason, &ne) && len(ne.Notice) > 0 && len(ne.Notice) <= wire.MaxNoticeLen {
+		// The notice travels in the close too: a peer may see the
+		// connection close before it reads the Reject frame.
+		msg += noticeSep + base64.RawStdEncoding.EncodeToString(ne.Notice)
+	}
+	return quic.ApplicationErrorCode(code), msg
+}
+
+// noticeSep separates a close message's reason from its notice (base64).
+const noticeSep = "\x00notice="
+
+// remoteReject is the refusal a peer's close message gives: its code, its
+// reason and the notice it may carry.
+func remoteReject(code wire.RejectCode, msg string) *wire.RejectError {
+	r := wire.Reject{Code: code, Reason: msg}
+	if reason, enc, ok := strings.Cut(msg, noticeSep); ok {
+		r.Reason = reason
+		if len(enc) <= base64.RawStdEncoding.EncodedLen(wire.MaxNoticeLen) {
+			if n, err := base64.RawStdEncoding.DecodeString(enc); err == nil && len(n) > 0 {
+				r.Notice = n
+			}
+		}
+	}
+	return &wire.RejectError{Reject: r}
 }
 
 // noALPN is the TLS no_application_protocol alert as a QUIC crypto error.
@@ -303,7 +330,7 @@ func mapQUICErr(err error) error {
 		if !ae.Remote {
 			return fmt.Errorf("closed locally: %w: %s", code.Sentinel(), ae.ErrorMessage)
 		}
-		return &wire.RejectError{Reject: wire.Reject{Code: code, Reason: ae.ErrorMessage}}
+		return remoteReject(code, ae.ErrorMessage)
 	case errors.As(err, &te) && te.ErrorCode == noALPN:
 		return fmt.Errorf("%w: no common application protocol: %w", core.ErrVersionMismatch, err)
 	case errors.As(err, &it):

@@ -69,6 +69,9 @@ type Config struct {
 	// CutOff closes every live session with a device and returns how many
 	// (nil: none are). Never called with the write lock held.
 	CutOff func(id core.DeviceID) int
+	// SelfRevoked, when set, is called once this device's registry says
+	// it was revoked (by: the revoking device), without the write lock.
+	SelfRevoked func(by core.DeviceID)
 	// Rand is the randomness of mesh secrets (nil: crypto/rand).
 	Rand io.Reader
 	// Logger receives logs (nil: discarded).
@@ -88,6 +91,7 @@ type Registry struct {
 	reg        *registry.State            // replicated device registry (nil: no mesh yet); under the write lock
 	pendingOps []registry.Op              // operations held until the mesh's genesis arrives
 	reported   map[core.DeviceID]struct{} // revoked devices already handed to the cut-off
+	notices    notices                    // signed revocations, for refused peers (notice.go)
 }
 
 var _ replica.Observer = (*Registry)(nil)

@@ -51,6 +51,11 @@ func (n *Registry) Load(ctx context.Context, st Records) error {
 		return err
 	}
 	n.foldOps(ctx, ops, false) // audited when they were first applied
+	if n.reg != nil {
+		if self := n.selfRevoked(); self != nil {
+			self()
+		}
+	}
 	return nil
 }
 
@@ -60,12 +65,19 @@ func (n *Registry) Load(ctx context.Context, st Records) error {
 // after the lock is released.
 func (n *Registry) Committed(c replica.Commit) func() {
 	revoked := n.foldOps(context.Background(), registryOps(c.Records), true)
-	if len(revoked) == 0 {
+	var self func()
+	if n.reg != nil {
+		self = n.selfRevoked()
+	}
+	if len(revoked) == 0 && self == nil {
 		return nil
 	}
 	return func() {
 		for _, d := range revoked {
 			n.cutOff(d)
+		}
+		if self != nil {
+			self()
 		}
 	}
 }
@@ -125,6 +137,7 @@ func (n *Registry) foldOps(ctx context.Context, ops []registry.Op, audited bool)
 	if err := registry.Save(ctx, n.cfg.Trust.devices, n.reg); err != nil {
 		n.log.Warn("save registry", "err", err)
 	}
+	n.noteRevocations()
 	for _, d := range n.reg.Devices() {
 		if _, done := n.reported[d.ID]; d.Trust == registry.TrustRevoked && d.ID != n.self() && !done {
 			n.reported[d.ID] = struct{}{}

@@ -28,6 +28,15 @@ type Trust struct {
 	invites *registry.Tracker                // this device's invitations (nil: none yet)
 	now     func() time.Time                 // the clock their expiry is read on
 	joining map[core.DeviceID]core.PublicKey // inviters we are joining
+	notice  func(core.DeviceID) []byte       // a revoked device's revocation (SetNotices)
+}
+
+// SetNotices makes the refusal of a revoked device carry what notice
+// returns for it (Registry.Notice): the signed operation that revoked it.
+func (t *Trust) SetNotices(notice func(core.DeviceID) []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.notice = notice
 }
 
 var (
@@ -65,11 +74,17 @@ func (t *Trust) Authorize(ctx context.Context, id core.DeviceID, key core.Public
 	if t.Trusted(ctx, id, key) {
 		return nil
 	}
-	if d, err := t.devices.Get(ctx, id); err == nil && d.Trust == registry.TrustRevoked {
-		return fmt.Errorf("%w: device %s is revoked", core.ErrUnauthorized, id.Short())
-	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if d, err := t.devices.Get(ctx, id); err == nil && d.Trust == registry.TrustRevoked {
+		err := fmt.Errorf("%w: device %s is revoked", core.ErrUnauthorized, id.Short())
+		if t.notice != nil {
+			if n := t.notice(id); len(n) > 0 {
+				return &core.NoticeError{Err: err, Notice: n}
+			}
+		}
+		return err
+	}
 	if k, ok := t.joining[id]; ok && k == key {
 		return nil // the inviter whose invitation we are using
 	}

@@ -47,6 +47,9 @@ type Options struct {
 
 	// Publish delivers an event of the commit pipeline to the host.
 	Publish func(replica.Event)
+	// SelfRevoked reports that this device was revoked (by: the revoking
+	// device), once.
+	SelfRevoked func(by core.DeviceID)
 	// Tampered reports a rewritten or truncated audit history.
 	Tampered func(origin core.DeviceID, reason string)
 	// Unsettled reports repairs with peer that do not settle.
@@ -113,7 +116,7 @@ func Open(ctx context.Context, opts Options, st core.Store) (*Core, error) {
 	c.Sessions = &Sessions{}
 	c.Peers = peers.New(peers.Config{
 		Self: ident.DeviceID(), Handler: c.Sessions, Roster: c.Sessions, Book: st,
-		Clock: opts.Clock, Rand: opts.Rand, Logger: c.Log,
+		Clock: opts.Clock, Rand: opts.Rand, Logger: c.Log, Notice: c.acceptNotice,
 	})
 	c.Backup, _ = core.StoreAs[core.BackupStore](st)
 	c.Tables = TablesOf(st, c.Log)
@@ -129,7 +132,9 @@ func Open(ctx context.Context, opts Options, st core.Store) (*Core, error) {
 	c.Reg = devices.New(devices.Config{
 		Replica: DevicesReplica{Replica: c.Rep, Alive: c.Alive}, Identity: ident, HLC: c.HLC, Trust: c.Trust,
 		Name: opts.Name, Type: opts.Type, Audit: c.Record, CutOff: c.Peers.CutOff, Rand: c.Random(), Logger: c.Log,
+		SelfRevoked: c.selfRevoked,
 	})
+	c.Trust.SetNotices(c.Reg.Notice)
 	if err := c.Reg.Load(ctx, st); err != nil {
 		return nil, err
 	}

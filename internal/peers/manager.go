@@ -99,6 +99,11 @@ type Config struct {
 	Rand io.Reader
 	// Logger receives the Manager's logs. nil: discarded.
 	Logger *slog.Logger
+	// Notice, when set, receives the notice a peer's refusal carried
+	// (core.NoticeError: a revoked device gets its revocation), from the
+	// goroutine whose dial was refused. It must verify the notice: the
+	// refusal is not authenticated.
+	Notice func(peer core.DeviceID, notice []byte)
 }
 
 // Manager dials and accepts sessions and keeps them up. It is safe for

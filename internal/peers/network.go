@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/wire"
 )
 
 // DialDeadline bounds a dial, and how long a joiner waits for the inviter
@@ -90,6 +91,7 @@ func (m *Manager) dial(ctx context.Context, tr core.Transport, addr string, peer
 	defer t.Stop()
 	defer cancel(nil)
 	sess, err := tr.Dial(dctx, addr, peer)
+	m.noticed(peer, err)
 	if err != nil && ctx.Err() == nil {
 		if cause := context.Cause(dctx); cause != nil && errors.Is(cause, context.DeadlineExceeded) {
 			err = fmt.Errorf("%w (%v)", cause, err)
@@ -129,9 +131,20 @@ func (m *Manager) Connect(ctx context.Context, addr string, peer core.DeviceID) 
 	}
 	sess, err := tr.Dial(ctx, addr, peer)
 	if err != nil {
+		m.noticed(peer, err)
 		return fmt.Errorf("connect %s: %w", addr, err)
 	}
 	m.Learn(ctx, sess.Peer(), []string{addr})
 	m.serve(runCtx, sess, true)
 	return nil
+}
+
+// noticed hands the notice that a refusal of a dial to peer carried, if
+// any, to Config.Notice.
+func (m *Manager) noticed(peer core.DeviceID, err error) {
+	var rj *wire.RejectError
+	if err == nil || m.cfg.Notice == nil || peer.IsZero() || !errors.As(err, &rj) || len(rj.Reject.Notice) == 0 {
+		return
+	}
+	m.cfg.Notice(peer, rj.Reject.Notice)
 }

@@ -49,6 +49,15 @@
 //	                (6, session failed, is a QUIC close code only)
 //	1  0-n  reason  human-readable text, at most MaxReasonLen bytes
 //
+// or, when the refusal carries a notice for the refused peer (bit 0x80 of
+// the code byte set; see core.NoticeError):
+//
+//	0  1    code    RejectCode | 0x80
+//	1  1    n       length of the reason, at most MaxReasonLen
+//	2  n    reason  human-readable text
+//	2+n 1-m notice  the notice, 1 to MaxNoticeLen bytes (a revoked device
+//	                gets the signed registry operation that revoked it)
+//
 // Inside the Noise messages that carry a static key, the encrypted Noise
 // payload is a Payload:
 //

@@ -55,6 +55,7 @@ func FuzzDecodePayload(f *testing.F) {
 
 func FuzzDecodeReject(f *testing.F) {
 	f.Add(Reject{Code: RejectUnauthorized, Reason: "revoked"}.Encode())
+	f.Add(Reject{Code: RejectUnauthorized, Reason: "revoked", Notice: []byte("signed operation")}.Encode())
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var r Reject
 		var err error

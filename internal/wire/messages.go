@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/devicemesh/federation/core"
 )
@@ -26,6 +27,7 @@ const (
 	payloadSize     = 34
 	streamOpenSize  = 2
 	MaxReasonLen    = 200  // longest reason text a Reject carries
+	MaxNoticeLen    = 1024 // longest notice a Reject carries
 	MaxNoiseMessage = 1000 // longest Noise handshake message accepted
 )
 
@@ -160,27 +162,50 @@ func (c RejectCode) String() string {
 type Reject struct {
 	Code   RejectCode
 	Reason string
+	// Notice is an optional self-authenticating message for the refused
+	// peer (see core.NoticeError), at most MaxNoticeLen bytes.
+	Notice []byte
 }
 
-// Encode returns the Reject payload; an over-long reason is truncated.
+// noticeFlag marks, in the code byte, a Reject that carries a notice.
+const noticeFlag = 0x80
+
+// Encode returns the Reject payload; an over-long reason is truncated, an
+// over-long notice dropped.
 func (r Reject) Encode() []byte {
 	reason := r.Reason
 	if len(reason) > MaxReasonLen {
 		reason = reason[:MaxReasonLen]
 	}
-	return append([]byte{byte(r.Code)}, reason...)
+	if len(r.Notice) == 0 || len(r.Notice) > MaxNoticeLen {
+		return append([]byte{byte(r.Code)}, reason...)
+	}
+	b := make([]byte, 0, 2+len(reason)+len(r.Notice))
+	b = append(b, byte(r.Code)|noticeFlag, byte(len(reason)))
+	b = append(b, reason...)
+	return append(b, r.Notice...)
 }
 
 // DecodeReject parses a Reject payload.
 func DecodeReject(b []byte) (Reject, error) {
-	if len(b) < 1 || len(b) > 1+MaxReasonLen {
+	if len(b) < 1 || len(b) > 2+MaxReasonLen+MaxNoticeLen {
 		return Reject{}, fmt.Errorf("%w: reject of %d bytes", core.ErrProtocol, len(b))
 	}
-	c := RejectCode(b[0])
+	c := RejectCode(b[0] &^ noticeFlag)
 	if c < RejectVersion || c > RejectProtocol {
 		return Reject{}, fmt.Errorf("%w: reject code %d", core.ErrProtocol, b[0])
 	}
-	return Reject{Code: c, Reason: string(b[1:])}, nil
+	if b[0]&noticeFlag == 0 {
+		if len(b) > 1+MaxReasonLen {
+			return Reject{}, fmt.Errorf("%w: reject of %d bytes", core.ErrProtocol, len(b))
+		}
+		return Reject{Code: c, Reason: string(b[1:])}, nil
+	}
+	if len(b) < 2 || int(b[1]) > MaxReasonLen || len(b) < 2+int(b[1])+1 {
+		return Reject{}, fmt.Errorf("%w: reject with a notice of %d bytes", core.ErrProtocol, len(b))
+	}
+	n := 2 + int(b[1])
+	return Reject{Code: c, Reason: string(b[2:n]), Notice: slices.Clone(b[n:])}, nil
 }
 
 // Sentinel returns the core error matching the code.

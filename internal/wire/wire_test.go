@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"reflect"
 	"testing"
 
 	"github.com/devicemesh/federation/core"
@@ -126,8 +127,17 @@ func TestPayloadAndReject(t *testing.T) {
 	}
 	r := Reject{Code: RejectUnauthorized, Reason: "revoked"}
 	got, err := DecodeReject(r.Encode())
-	if err != nil || got != r {
+	if err != nil || !reflect.DeepEqual(got, r) {
 		t.Fatalf("reject round trip = %+v, %v", got, err)
+	}
+	rn := Reject{Code: RejectUnauthorized, Reason: "revoked", Notice: []byte("the signed revocation")}
+	if gotN, err := DecodeReject(rn.Encode()); err != nil || !reflect.DeepEqual(gotN, rn) {
+		t.Fatalf("reject with notice round trip = %+v, %v", gotN, err)
+	}
+	for _, bad := range [][]byte{{byte(RejectUnauthorized) | 0x80}, {byte(RejectUnauthorized) | 0x80, 3, 'a', 'b', 'c'}, {byte(RejectUnauthorized) | 0x80, 201}} {
+		if _, err := DecodeReject(bad); !errors.Is(err, core.ErrProtocol) {
+			t.Fatalf("reject %x: %v", bad, err)
+		}
 	}
 	if !errors.Is(got.Err(), core.ErrUnauthorized) {
 		t.Fatalf("reject error %v does not wrap ErrUnauthorized", got.Err())
