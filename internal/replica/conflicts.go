@@ -106,6 +106,10 @@ func (n *Replica) settleQueue(b *core.Batch, ts core.Timestamp) (events []Event,
 	add := map[txKey]ConflictInfo{}
 	var drop []txKey
 	var entries []audit.Entry
+	final := make(map[txKey]core.VersionVector, len(b.Records)) // each key's outcome in b
+	for _, r := range b.Records {
+		final[txKey{r.Collection, r.Key}] = r.Context
+	}
 	for _, r := range b.Records {
 		k := txKey{r.Collection, r.Key}
 		ci, ok := n.queue.byKey[k]
@@ -121,6 +125,14 @@ func (n *Replica) settleQueue(b *core.Batch, ts core.Timestamp) (events []Event,
 		k := txKey{ci.Collection, ci.Key}
 		if old, ok := n.queue.byKey[k]; ok && old.ID == ci.ID {
 			continue // already queued (a repeated delivery or repair)
+		}
+		if c, ok := final[k]; ok && covers(c, ci.Ours.Context) && covers(c, ci.Theirs.Context) {
+			// Settled within this batch: a later change of the same batch
+			// (the resolution made on the device that raised it first)
+			// covers both sides.
+			entries = append(entries, audit.ConflictDetected(n.OriginDevice(ci.Theirs.Origin), ci.Collection),
+				audit.ConflictResolved(n.OriginDevice(ci.Theirs.Origin), ci.Collection, "manual"))
+			continue
 		}
 		add[k] = ci
 		entries = append(entries, audit.ConflictDetected(n.OriginDevice(ci.Theirs.Origin), ci.Collection))
