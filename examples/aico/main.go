@@ -185,7 +185,9 @@ func apart(ctx context.Context, phone, laptop *device, memories map[string]strin
 		func() error { return phone.node.Profile("me").Set(ctx, "name", "Anna") },
 		func() error { return laptop.node.Profile("me").Set(ctx, "timezone", "Europe/Paris") },
 		// The conversation: both devices' messages, in time order.
-		func() error { return phone.node.Conversation("today").Append(ctx, "p1", []byte("user: remind me of the dentist")) },
+		func() error {
+			return phone.node.Conversation("today").Append(ctx, "p1", []byte("user: remind me of the dentist"))
+		},
 		func() error {
 			return laptop.node.Conversation("today").Append(ctx, "l1", []byte("companion: your week looks busy"))
 		},
@@ -200,15 +202,21 @@ func apart(ctx context.Context, phone, laptop *device, memories map[string]strin
 		},
 		func() error { return laptop.node.Embedding("memory-1").Set(ctx, embed("Anna likes the Alps")) },
 		// Analytics: the union of both devices' events.
-		func() error { return phone.node.Analytics("usage").Record(ctx, []byte(`{"id":"p-1","event":"voice-chat"}`)) },
-		func() error { return laptop.node.Analytics("usage").Record(ctx, []byte(`{"id":"l-1","event":"typed-chat"}`)) },
+		func() error {
+			return phone.node.Analytics("usage").Record(ctx, []byte(`{"id":"p-1","event":"voice-chat"}`))
+		},
+		func() error {
+			return laptop.node.Analytics("usage").Record(ctx, []byte(`{"id":"l-1","event":"typed-chat"}`))
+		},
 		// Settings: last writer wins.
 		func() error { return phone.node.Put(ctx, settings, "voice", []byte("warm")) },
 		// A reminder edited on both: queued for the user.
 		func() error { return phone.node.Put(ctx, reminders, "dentist", []byte("dentist, Tuesday 10:00")) },
 		func() error { return laptop.node.Put(ctx, reminders, "dentist", []byte("dentist, Wednesday 9:00")) },
 		// Cache: never leaves the device.
-		func() error { return phone.node.Put(ctx, federation.CollectionCache, "tts-warmup", []byte("phone only")) },
+		func() error {
+			return phone.node.Put(ctx, federation.CollectionCache, "tts-warmup", []byte("phone only"))
+		},
 	}
 	for _, s := range steps {
 		if err := s(); err != nil {
