@@ -114,14 +114,23 @@ func (a connectAdapter) Health(ctx context.Context, r *connect.Request[v1.Health
 	return unary(ctx, r, a.s.Health)
 }
 func (a connectAdapter) Subscribe(ctx context.Context, r *connect.Request[v1.SubscribeRequest], st *connect.ServerStream[v1.Event]) error {
-	return a.s.Subscribe(ctx, r.Msg, st.Send)
+	return a.s.Subscribe(ctx, r.Msg, st.Send) // sends the headers once subscribed
 }
 func (a connectAdapter) Invite(ctx context.Context, r *connect.Request[v1.InviteRequest], st *connect.ServerStream[v1.InviteUpdate]) error {
+	if err := st.Send(nil); err != nil { // headers now: a client waits for them
+		return err
+	}
 	return a.s.Invite(ctx, r.Msg, st.Send)
 }
 func (a connectAdapter) Join(ctx context.Context, r *connect.Request[v1.JoinRequest], st *connect.ServerStream[v1.JoinUpdate]) error {
+	if err := st.Send(nil); err != nil { // headers now: a client waits for them
+		return err
+	}
 	return a.s.Join(ctx, r.Msg, st.Send)
 }
 func (a connectAdapter) Backup(ctx context.Context, r *connect.Request[v1.BackupRequest], st *connect.ServerStream[v1.BackupChunk]) error {
+	if err := st.Send(nil); err != nil { // headers now: a client waits for them
+		return err
+	}
 	return a.s.Backup(ctx, r.Msg, st.Send)
 }

@@ -52,6 +52,11 @@ func (s *Service) Subscribe(ctx context.Context, req *v1.SubscribeRequest, send 
 	defer sub.Close()
 	syn := s.watch.add()
 	defer s.watch.remove(syn)
+	// A nil message sends the response headers (Connect) and nothing on
+	// NATS: a client whose call returned is subscribed.
+	if err := send(nil); err != nil {
+		return err
+	}
 	for {
 		select {
 		case e, ok := <-sub.C:

@@ -75,7 +75,12 @@ func streamNATS[Req any, Msg any, PReq interface {
 		if err := Decode(data, req, false); err != nil {
 			return nil, connect.NewError(connect.CodeInvalidArgument, err)
 		}
-		return nil, f(ctx, req, func(m PMsg) error { return send(m) })
+		return nil, f(ctx, req, func(m PMsg) error {
+			if m == nil {
+				return nil // a Connect header flush: nothing to publish
+			}
+			return send(m)
+		})
 	}}
 }
 

@@ -26,6 +26,8 @@ import (
 	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/crdt"
+	"github.com/devicemesh/federation/pairing"
+	"github.com/devicemesh/federation/registry"
 )
 
 // Limits of the API, beyond the node's own (core.MaxValueLen and friends).
@@ -128,7 +130,8 @@ func ToConnectError(err error) error {
 	}
 	code := connect.CodeInternal
 	switch {
-	case errors.Is(err, core.ErrInvalidArgument), errors.Is(err, conflict.ErrInvalidArgument), errors.Is(err, crdt.ErrInvalidArgument), errors.Is(err, crdt.ErrMalformed), errors.Is(err, conflict.ErrMalformed):
+	case errors.Is(err, core.ErrInvalidArgument), errors.Is(err, conflict.ErrInvalidArgument), errors.Is(err, crdt.ErrInvalidArgument), errors.Is(err, crdt.ErrMalformed), errors.Is(err, conflict.ErrMalformed),
+		errors.Is(err, registry.ErrMalformed):
 		code = connect.CodeInvalidArgument
 	case errors.Is(err, core.ErrNotFound), errors.Is(err, federation.ErrNoConflict):
 		code = connect.CodeNotFound
@@ -136,6 +139,8 @@ func ToConnectError(err error) error {
 		code = connect.CodeUnavailable
 	case errors.Is(err, federation.ErrNotStarted), errors.Is(err, federation.ErrReentrantWrite):
 		code = connect.CodeFailedPrecondition
+	case errors.Is(err, pairing.ErrAborted):
+		code = connect.CodeAborted
 	case errors.Is(err, core.ErrUnauthorized):
 		code = connect.CodePermissionDenied
 	case errors.Is(err, ErrUnimplemented), errors.Is(err, errors.ErrUnsupported):
