@@ -28,7 +28,8 @@ import (
 //     stream message is published to the request's reply subject; the last
 //     message has the header HeaderEnd (and HeaderCode/HeaderError when
 //     the stream failed) and an empty body. Publishing the reply subject to
-//     "<prefix>.Cancel" ends the stream early.
+//     "<prefix>.Cancel" ends the stream early. Subscribe's first message
+//     is empty with the header HeaderReady: the subscription is live.
 //   - Events: every event is published, as an Event message, on
 //     "<prefix>.events.<collection>", the collection's name as a subject
 //     token (EventToken); events without a collection (sessions, registry)
@@ -37,6 +38,9 @@ const (
 	HeaderCode  = "Fed-Code"
 	HeaderError = "Fed-Error"
 	HeaderEnd   = "Fed-End"
+	// HeaderReady marks the empty first message of a Subscribe stream:
+	// the subscription is live (what the response headers say on Connect).
+	HeaderReady = "Fed-Ready"
 )
 
 // natsMethod serves one method.
@@ -77,7 +81,7 @@ func streamNATS[Req any, Msg any, PReq interface {
 		}
 		return nil, f(ctx, req, func(m PMsg) error {
 			if m == nil {
-				return nil // a Connect header flush: nothing to publish
+				return send(nil) // the Connect header flush: HeaderReady
 			}
 			return send(m)
 		})
@@ -163,6 +167,9 @@ func ServeNATS(nc *nats.Conn, prefix string, s *Service) (*NATSServer, error) {
 		defer n.wg.Done()
 		close(ready)
 		_ = s.Subscribe(ctx, &v1.SubscribeRequest{}, func(e *v1.Event) error {
+			if e == nil {
+				return nil // subscribed
+			}
 			data, err := proto.Marshal(e)
 			if err != nil {
 				return err
@@ -247,6 +254,11 @@ func (n *NATSServer) serve(m natsMethod, msg *nats.Msg) {
 		}()
 	}
 	send := func(pm proto.Message) error {
+		if pm == nil {
+			ready := nats.NewMsg(msg.Reply)
+			ready.Header.Set(HeaderReady, "1")
+			return n.nc.PublishMsg(ready)
+		}
 		data, err := proto.Marshal(pm)
 		if err != nil {
 			return err

@@ -112,11 +112,9 @@ func TestNATSFrontDoor(t *testing.T) {
 	sreq, err := proto.Marshal(&v1.SubscribeRequest{Collections: []string{"notes"}})
 	require.NoError(t, err)
 	require.NoError(t, nc.PublishRequest("fed.bus.Subscribe", inbox, sreq))
-	require.Eventually(t, func() bool {
-		var st v1.StatsResponse
-		code, _ := call(t, nc, "fed.bus.Stats", &v1.StatsRequest{}, &st)
-		return code == "" && st.Subscribers >= 2 // the event publisher and this stream
-	}, 5*time.Second, 10*time.Millisecond)
+	m, err = stream.NextMsg(5 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "1", m.Header.Get(daemon.HeaderReady), "the first message says the subscription is live")
 	code, msg = call(t, nc, "fed.bus.Delete", &v1.DeleteRequest{Collection: "notes", Key: "k"}, &v1.DeleteResponse{})
 	require.Empty(t, code, msg)
 	m, err = stream.NextMsg(5 * time.Second)
