@@ -36,8 +36,12 @@ func EventOf(e federation.Event) *v1.Event {
 	if !ok {
 		kind = v1.EventKind_EVENT_KIND_OTHER
 	}
-	return &v1.Event{Kind: kind, KindName: name, Collection: e.Collection, Key: e.Key, Deleted: e.Deleted,
-		Origin: e.Origin.String(), Local: e.Local, Timestamp: uint64(e.Timestamp), ConflictId: e.ConflictID, Reason: e.Reason}
+	out := &v1.Event{Kind: kind, KindName: name, Collection: e.Collection, Key: e.Key, Deleted: e.Deleted,
+		Local: e.Local, Timestamp: uint64(e.Timestamp), ConflictId: e.ConflictID, Reason: e.Reason}
+	if e.Origin != (federation.DeviceID{}) {
+		out.Origin = e.Origin.String()
+	}
+	return out
 }
 
 // Subscribe streams the node's events, and the watcher's session and
