@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -432,4 +433,33 @@ func TestAPIStopEndsStreams(t *testing.T) {
 	_, err = d.sock.Health(context.Background(), req(&v1.HealthRequest{}))
 	require.Error(t, err)
 	require.False(t, errors.Is(err, context.DeadlineExceeded))
+}
+
+// fetchRecorder is a Fetcher that records its calls.
+type fetchRecorder struct {
+	collection string
+	keys       []string
+	err        error
+}
+
+func (f *fetchRecorder) Fetch(_ context.Context, collection string, keys []string) error {
+	f.collection, f.keys = collection, keys
+	return f.err
+}
+
+// TestFetchThroughFetcher: with a Fetcher (selective sync's Node.Fetch),
+// Fetch reaches it and its errors keep their codes.
+func TestFetchThroughFetcher(t *testing.T) {
+	rec := &fetchRecorder{}
+	svc := daemon.New(nodeForService(t), daemon.Options{Fetcher: rec})
+	defer svc.Close()
+	_, err := svc.Fetch(context.Background(), &v1.FetchRequest{Collection: "media", Keys: []string{"a", "b"}})
+	require.NoError(t, err)
+	require.Equal(t, "media", rec.collection)
+	require.Equal(t, []string{"a", "b"}, rec.keys)
+	rec.err = fmt.Errorf("fetch: %w", core.ErrNotFound)
+	_, err = svc.Fetch(context.Background(), &v1.FetchRequest{Collection: "media", Keys: []string{"gone"}})
+	require.Equal(t, connect.CodeNotFound, code(err))
+	_, err = svc.Fetch(context.Background(), &v1.FetchRequest{Keys: []string{"a"}})
+	require.Equal(t, connect.CodeInvalidArgument, code(err), "a collection is required")
 }

@@ -11,6 +11,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/stretchr/testify/require"
 
+	"github.com/devicemesh/federation"
 	"github.com/devicemesh/federation/api/federation/v1/federationv1connect"
 	"github.com/devicemesh/federation/internal/daemon"
 )
@@ -105,4 +106,13 @@ func code(err error) connect.Code {
 		return 0
 	}
 	return connect.CodeOf(err)
+}
+
+// nodeForService opens a node on a temporary directory.
+func nodeForService(t *testing.T) *federation.Node {
+	t.Helper()
+	n, err := federation.New(federation.Config{Dir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = n.Close() })
+	return n
 }

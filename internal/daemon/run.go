@@ -172,7 +172,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Info)) (e
 			log.Warn("connect at start", "addr", addr, "err", err)
 		}
 	}
-	svc := New(node, Options{Logger: log})
+	opts := Options{Logger: log}
+	// Selective sync's Node.Fetch serves Fetch as soon as the node has one
+	// with this signature; until then Fetch answers unimplemented.
+	if f, ok := any(node).(Fetcher); ok {
+		opts.Fetcher = f
+	}
+	svc := New(node, opts)
 	defer svc.Close()
 	info := Info{Device: node.DeviceID().String(), Addr: node.Addr()}
 
