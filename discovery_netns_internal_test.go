@@ -122,7 +122,9 @@ func nodeChild() {
 	os.Exit(0)
 }
 
-func prefixed(p string) func(string) bool { return func(l string) bool { return strings.HasPrefix(l, p) } }
+func prefixed(p string) func(string) bool {
+	return func(l string) bool { return strings.HasPrefix(l, p) }
+}
 
 // stats asks p for its discovery stats.
 func stats(t *testing.T, p *netnstest.Proc) DiscoveryStats {
