@@ -250,6 +250,11 @@ func (l *LAN) Start(t testing.TB, i int, test, role string, env ...string) *Proc
 	return p
 }
 
+// Kill ends the process at once (a device switched off).
+func (p *Proc) Kill() {
+	_ = p.cmd.Process.Kill()
+}
+
 // Send writes one line to the process's stdin.
 func (p *Proc) Send(line string) {
 	p.t.Helper()
