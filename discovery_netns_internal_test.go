@@ -162,15 +162,15 @@ func awaitReach(t *testing.T, p *netnstest.Proc, what string, ok func(DeviceReac
 // new addresses (so every address they exchanged is stale) and start again
 // with the default configuration: they must find each other by mDNS alone
 // and sync. Then bob moves while running, and they must sync again over his
-// new address. Eve, a node of another mesh on the same LAN, is never
-// connected to nor learnt of.
+// new address. Eve and frank, another mesh on the same LAN, sync with each
+// other and never meet alice or bob (no session, no event, no stats entry).
 func TestLANDiscoveryAcrossNamespaces(t *testing.T) {
 	if netnstest.Role() == "node" {
 		nodeChild()
 		return
 	}
 	netnstest.Require(t)
-	lan := netnstest.New(t, 3, 2)
+	lan := netnstest.New(t, 4, 2)
 	ctx := context.Background()
 	const wait = 40 * time.Second
 	start := func(i int) (*netnstest.Proc, string) {
@@ -182,6 +182,12 @@ func TestLANDiscoveryAcrossNamespaces(t *testing.T) {
 	pa, alice := start(0)
 	pb, bob := start(1)
 	pe, eve := start(2)
+	pf, frank := start(3)
+
+	// Eve and frank are another mesh on the same LAN.
+	pe.Send("invite")
+	pf.Send("join " + strings.Fields(pe.Await(ctx, wait, "eve's invitation", prefixed("invite ")))[1])
+	pf.Await(ctx, wait, "frank joining eve", prefixed("joined"))
 
 	pa.Send("invite")
 	qr := strings.Fields(pa.Await(ctx, wait, "invitation", prefixed("invite ")))[1]
@@ -226,16 +232,26 @@ func TestLANDiscoveryAcrossNamespaces(t *testing.T) {
 		return d.Connected && len(d.Addrs) > 0 && strings.HasPrefix(d.Addrs[0], lan.IPv4(1, 22)+":") && strings.HasPrefix(d.Known[0], lan.IPv4(1, 22)+":")
 	})
 
-	if es := stats(t, pe); len(es.Devices) != 0 {
-		t.Fatalf("eve (another mesh) knows of %+v", es.Devices)
+	// Eve and frank found each other by mDNS too, and nobody else.
+	pf.Send("put other-mesh y")
+	pe.Send("wait other-mesh y")
+	pe.Await(ctx, wait, "eve syncing with frank", prefixed("got other-mesh"))
+	for _, p := range []*netnstest.Proc{pe, pf} {
+		s := stats(t, p)
+		if len(s.Devices) != 1 || (s.Devices[0].Device.String() != eve && s.Devices[0].Device.String() != frank) {
+			t.Fatalf("a device of the other mesh knows of %+v", s.Devices)
+		}
 	}
-	for _, p := range []*netnstest.Proc{pa, pb, pe} {
+	meshOf := map[string]string{alice: "A", bob: "A", eve: "B", frank: "B"}
+	for p, mine := range map[*netnstest.Proc]string{pa: "A", pb: "A", pe: "B", pf: "B"} {
 		for _, l := range p.Lines() {
 			if strings.HasPrefix(l, "started ") {
 				continue
 			}
-			if strings.Contains(l, eve) || (p == pe && (strings.Contains(l, alice) || strings.Contains(l, bob))) {
-				t.Fatalf("the meshes met: %s", l)
+			for id, m := range meshOf {
+				if m != mine && strings.Contains(l, id) {
+					t.Fatalf("the meshes met: %s", l)
+				}
 			}
 		}
 	}
