@@ -54,7 +54,7 @@ func nodeChild() {
 		switch f[0] {
 		case "start":
 			var err error
-			n, err = New(Config{Dir: os.Getenv("FED_DIR"), Discovery: DiscoveryConfig{Interval: 300 * time.Millisecond}})
+			n, err = New(Config{Dir: os.Getenv("FED_DIR")}) // the defaults: LAN discovery on
 			if err != nil {
 				fail("open", err)
 			}
