@@ -38,6 +38,9 @@ const LANMechanism = "mdns"
 const (
 	// touchEvery throttles last_seen writes caused by discovery.
 	touchEvery = 30 * time.Second
+	// secretFresh is how long the mesh secret read for discovery is
+	// reused: a rotation reaches discovery within it.
+	secretFresh = time.Second
 	// rerunMin and rerunMax bound the wait before a failed mechanism runs
 	// again.
 	rerunMin, rerunMax = 2 * time.Second, time.Minute
@@ -86,6 +89,10 @@ type discoveryState struct {
 	by      map[core.DeviceID]map[string]sighting // per mechanism
 	last    map[core.DeviceID]lastSighting
 	touched map[core.DeviceID]time.Time
+
+	secret    registry.Secret // cached for secretFresh (meshView.Secret)
+	secretErr error
+	secretAt  time.Time
 }
 
 type sighting struct {
@@ -105,12 +112,27 @@ func (v meshView) DeviceID() core.DeviceID   { return v.c.Ident.DeviceID() }
 func (v meshView) Sign(msg []byte) []byte    { return v.c.Ident.Sign(msg) }
 func (v meshView) PublicKey() core.PublicKey { return v.c.Ident.PublicKey() }
 
+// Secret returns the mesh secret, read from the registry at most every
+// secretFresh: mDNS asks at every question heard on the LAN (other
+// devices' services included), and the registry read takes the write lock.
 func (v meshView) Secret() (registry.Secret, error) {
+	ds := &v.c.disc
+	now := v.c.Opts.Clock.Now()
+	ds.mu.Lock()
+	if !ds.secretAt.IsZero() && now.Sub(ds.secretAt) < secretFresh && !now.Before(ds.secretAt) {
+		s, err := ds.secret, ds.secretErr
+		ds.mu.Unlock()
+		return s, err
+	}
+	ds.mu.Unlock()
 	s, err := v.c.Reg.MeshSecret()
 	if err != nil {
-		return s, fmt.Errorf("%w: %w", discovery.ErrNoSecret, err)
+		err = fmt.Errorf("%w: %w", discovery.ErrNoSecret, err)
 	}
-	return s, nil
+	ds.mu.Lock()
+	ds.secret, ds.secretErr, ds.secretAt = s, err, now
+	ds.mu.Unlock()
+	return s, err
 }
 
 func (v meshView) TrustedKey(id core.DeviceID) (core.PublicKey, bool) {
