@@ -10,7 +10,9 @@ import (
 
 // Static is the mechanism of addresses the host knows (a server's fixed
 // address, say): Run reports each listed device once, with its addresses,
-// then waits for ctx. It announces nothing.
+// then waits for ctx. It announces nothing and checks no trust: the node
+// ignores a device it does not trust when the report arrives, so list
+// devices already paired.
 type Static map[core.DeviceID][]string
 
 var _ core.Discoverer = Static(nil)
