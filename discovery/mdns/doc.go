@@ -24,9 +24,11 @@
 // address change is served at once. mDNS answers are sent to the querier
 // (the library's unicast reply to the query's source).
 //
-// mDNS needs a multicast route: on a machine, the default route usually
-// provides it; in a network namespace, add one (ip route add 224.0.0.0/4
-// dev <if>). Without one, Run fails with the library's error and the node
-// retries later. Queries and the server use the interface that route
-// selects.
+// Queries go out, and a responder answers, on every interface that is up,
+// multicast-capable, addressed and not loopback (a laptop on Ethernet and
+// Wi-Fi is found on both); the responders follow interfaces as they come
+// and go. The library's query client still needs a multicast route: on a
+// machine, the default route usually provides it; in a network namespace,
+// add one (ip route add 224.0.0.0/4 dev <if>). Without one, Run fails with
+// the library's error and the node retries later.
 package mdns

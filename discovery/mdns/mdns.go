@@ -160,18 +160,19 @@ func (m *MDNS) Run(ctx context.Context, self core.PeerInfo, found func(core.Peer
 	if self.Device != m.cfg.Mesh.DeviceID() {
 		return fmt.Errorf("mdns: %w: self is not the Mesh's device", core.ErrInvalidArgument)
 	}
-	srv, err := hmdns.NewServer(&hmdns.Config{Zone: zone{m}, Logger: m.libLogger()})
-	if err != nil {
-		return fmt.Errorf("mdns: start responder: %w", err)
-	}
-	defer func() { _ = srv.Shutdown() }()
+	var resp responders
+	defer resp.shutdown()
 	seen := map[core.DeviceID]*sighting{}
 	for n := 0; ; n++ {
 		query, wait := m.cfg.QueryTime, m.cfg.Interval
 		if n < burstLookups {
 			query, wait = min(query, burstQuery), min(wait, burstWait)
 		}
-		err := m.lookup(ctx, query, func(a discovery.Announcement) {
+		ifaces := interfaces()
+		if err := resp.follow(ifaces, zone{m}, m.libLogger(), m.log); err != nil {
+			return err
+		}
+		err := m.lookup(ctx, query, ifaces, func(a discovery.Announcement) {
 			if !m.cfg.AnyKey {
 				m.report(a, seen, found)
 			}
@@ -205,7 +206,7 @@ func (m *MDNS) Find(ctx context.Context) (discovery.Announcement, error) {
 			query, wait = min(query, burstQuery), min(wait, burstWait)
 		}
 		var got *discovery.Announcement
-		err := m.lookup(ctx, query, func(a discovery.Announcement) {
+		err := m.lookup(ctx, query, interfaces(), func(a discovery.Announcement) {
 			if got == nil {
 				got = &a
 			}
@@ -226,9 +227,10 @@ func (m *MDNS) Find(ctx context.Context) (discovery.Announcement, error) {
 	}
 }
 
-// lookup queries the current service names once and hands every fresh,
-// verified announcement of another device to heard.
-func (m *MDNS) lookup(ctx context.Context, query time.Duration, heard func(discovery.Announcement)) error {
+// lookup queries the current service names once on each of ifaces and
+// hands every fresh, verified announcement of another device to heard. It
+// fails only when the query fails on every interface.
+func (m *MDNS) lookup(ctx context.Context, query time.Duration, ifaces []*net.Interface, heard func(discovery.Announcement)) error {
 	sec, err := m.cfg.Mesh.Secret()
 	if err != nil {
 		m.log.Debug("mdns: no mesh secret yet; not looking", "err", err)
@@ -237,21 +239,25 @@ func (m *MDNS) lookup(ctx context.Context, query time.Duration, heard func(disco
 	now := m.cfg.Clock.Now()
 	for _, e := range discovery.Epochs(now, m.cfg.Period, discovery.DefaultMaxSkew) {
 		entries := make(chan *hmdns.ServiceEntry, 64)
-		params := &hmdns.QueryParam{
-			Service: m.ServiceName(sec, e), Domain: "local", Timeout: query,
-			Entries: entries, DisableIPv4: m.cfg.DisableIPv4, DisableIPv6: m.cfg.DisableIPv6,
-			Logger: m.libLogger(),
+		done := make(chan error, len(ifaces))
+		for _, ifc := range ifaces {
+			params := &hmdns.QueryParam{
+				Service: m.ServiceName(sec, e), Domain: "local", Timeout: query, Interface: ifc,
+				Entries: entries, DisableIPv4: m.cfg.DisableIPv4, DisableIPv6: m.cfg.DisableIPv6,
+				Logger: m.libLogger(),
+			}
+			go func() { done <- hmdns.QueryContext(ctx, params) }()
 		}
-		done := make(chan error, 1)
-		go func() { done <- hmdns.QueryContext(ctx, params) }()
-		var qerr error
-	collect:
-		for {
+		var failed []error
+		for pending := len(ifaces); pending > 0; {
 			select {
 			case en := <-entries:
 				m.open(sec, en, heard)
-			case qerr = <-done:
-				break collect
+			case err := <-done:
+				pending--
+				if err != nil {
+					failed = append(failed, err)
+				}
 			}
 		}
 		for len(entries) > 0 {
@@ -260,8 +266,11 @@ func (m *MDNS) lookup(ctx context.Context, query time.Duration, heard func(disco
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if qerr != nil {
-			return fmt.Errorf("mdns: query: %w", qerr)
+		if len(failed) == len(ifaces) {
+			return fmt.Errorf("mdns: query: %w", errors.Join(failed...))
+		}
+		if len(failed) > 0 {
+			m.log.Debug("mdns: query failed on some interfaces", "err", errors.Join(failed...))
 		}
 	}
 	return nil
@@ -429,4 +438,77 @@ func chunk(s string) []string {
 		s = s[txtChunk:]
 	}
 	return append(out, s)
+}
+
+// interfaces returns the interfaces to run mDNS on: every one that is up,
+// multicast-capable, not loopback and addressed; or, when there is none or
+// they cannot be listed, nil alone (the interface the multicast route
+// selects).
+func interfaces() []*net.Interface {
+	all, err := net.Interfaces()
+	if err != nil {
+		return []*net.Interface{nil}
+	}
+	var out []*net.Interface
+	for i := range all {
+		ifc := &all[i]
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagMulticast == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		if addrs, err := ifc.Addrs(); err != nil || len(addrs) == 0 {
+			continue
+		}
+		out = append(out, ifc)
+	}
+	if len(out) == 0 {
+		return []*net.Interface{nil}
+	}
+	return out
+}
+
+// responders are the mDNS responders of a run, one per interface.
+type responders struct {
+	key  string
+	srvs []*hmdns.Server
+}
+
+// follow makes the responders answer on ifaces, starting them anew when
+// the set of interfaces changed (a laptop joining a network). It fails
+// only when no responder starts at all.
+func (r *responders) follow(ifaces []*net.Interface, z hmdns.Zone, lib *log.Logger, log *slog.Logger) error {
+	var b strings.Builder
+	for _, ifc := range ifaces {
+		if ifc != nil {
+			fmt.Fprintf(&b, "%d:%s,", ifc.Index, ifc.Name)
+		}
+	}
+	key := b.String()
+	if r.srvs != nil && key == r.key {
+		return nil
+	}
+	r.shutdown()
+	var errs []error
+	for _, ifc := range ifaces {
+		srv, err := hmdns.NewServer(&hmdns.Config{Zone: z, Iface: ifc, Logger: lib})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.srvs = append(r.srvs, srv)
+	}
+	if len(r.srvs) == 0 {
+		return fmt.Errorf("mdns: start responder: %w", errors.Join(errs...))
+	}
+	if len(errs) > 0 {
+		log.Debug("mdns: no responder on some interfaces", "err", errors.Join(errs...))
+	}
+	r.key = key
+	return nil
+}
+
+func (r *responders) shutdown() {
+	for _, s := range r.srvs {
+		_ = s.Shutdown()
+	}
+	r.srvs = nil
 }

@@ -168,3 +168,30 @@ func TestMDNSAcrossNamespaces(t *testing.T) {
 		t.Fatalf("eve of mesh B heard mesh A: %q", l)
 	}
 }
+
+// TestMDNSOnEveryInterface: mia is on two LANs (eth0 on one, eth1 on the
+// other, the multicast route on eth0 only); she finds alice on the first
+// and bob on the second, and bob finds her there.
+func TestMDNSOnEveryInterface(t *testing.T) {
+	if netnstest.Role() == "mdns" {
+		childMDNS()
+		return
+	}
+	netnstest.Require(t)
+	x, y := netnstest.New(t, 2, 5), netnstest.New(t, 1, 6)
+	if err := x.Attach(0, y, "eth1", 50); err != nil {
+		t.Fatal(err)
+	}
+	const mia = 5
+	trust := fmt.Sprintf("%d,%d,%d", alice, bob, mia)
+	start := func(l *netnstest.LAN, i int, seed byte) *netnstest.Proc {
+		return l.Start(t, i, "TestMDNSOnEveryInterface", "mdns",
+			fmt.Sprintf("MDNS_SEED=%d", seed), fmt.Sprintf("MDNS_MESH=%d", meshA), "MDNS_TRUST="+trust)
+	}
+	pm, _, pb := start(x, 0, mia), start(x, 1, alice), start(y, 0, bob)
+	ctx := context.Background()
+	const wait = 20 * time.Second
+	pm.Await(ctx, wait, "mia finding alice on eth0", foundAt(alice, x.IPv4(1, 2)+":4433"))
+	pm.Await(ctx, wait, "mia finding bob on eth1", foundAt(bob, y.IPv4(0, 1)+":4433"))
+	pb.Await(ctx, wait, "bob finding mia", foundAt(mia, y.IPv4(0, 50)+":4433"))
+}

@@ -184,6 +184,25 @@ func (l *LAN) SetAddr(i, host int, drop6 bool) error {
 	return ip("-n", ns, "route", "replace", "224.0.0.0/4", "dev", "eth0")
 }
 
+// Attach joins node i of l to other's bridge as well, through interface
+// ifname with address host on other's subnets (a machine on two
+// networks). Its multicast route stays on eth0.
+func (l *LAN) Attach(i int, other *LAN, ifname string, host int) error {
+	ns, v := l.nodes[i], fmt.Sprintf("x%d", host)
+	for _, st := range [][]string{
+		{"-n", other.bridge, "link", "add", v, "type", "veth", "peer", "name", ifname, "netns", ns},
+		{"-n", other.bridge, "link", "set", v, "master", "br0", "up"},
+		{"-n", ns, "link", "set", ifname, "up"},
+		{"-n", ns, "addr", "add", other.IPv4(0, host) + "/24", "dev", ifname},
+		{"-n", ns, "addr", "add", other.IPv6(host) + "/64", "dev", ifname, "nodad"},
+	} {
+		if err := ip(st...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Command returns cmd with args to run inside node i's namespace.
 func (l *LAN) Command(i int, name string, args ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", l.nodes[i], name}, args...)...)
