@@ -11,7 +11,8 @@
 //   - as they appear: found(PeerInfo{Device, Addrs, Seen}) with the
 //     addresses read from a verified announcement;
 //   - as they change: found again with the new address list (the whole
-//     list, not a difference);
+//     list, not a difference); a mechanism may also repeat an unchanged
+//     list with a newer Seen (mDNS reports every sighting);
 //   - as they go: found(PeerInfo{Device, Addrs: nil, Seen}) once the
 //     mechanism has stopped hearing from the device (its announcement
 //     expired or was withdrawn).
