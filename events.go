@@ -41,6 +41,12 @@ const (
 	// the signed revocation that a refusing device hands it (see
 	// core.NoticeError), or from its registry when it restarts.
 	EventRevoked
+	// EventPeerConnected reports a sync session with Origin that started
+	// (lane h27).
+	EventPeerConnected
+	// EventPeerDisconnected reports a sync session with Origin that ended;
+	// Reason says why ("done", "timeout", "unauthorized", ...) (lane h27).
+	EventPeerDisconnected
 )
 
 // String names the kind.
@@ -60,6 +66,10 @@ func (k EventKind) String() string {
 		return "audit-tampered"
 	case EventRevoked:
 		return "revoked"
+	case EventPeerConnected:
+		return "peer-connected"
+	case EventPeerDisconnected:
+		return "peer-disconnected"
 	}
 	return "event(?)"
 }

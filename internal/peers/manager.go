@@ -125,6 +125,8 @@ type Manager struct {
 	links   map[*Link]struct{}         // sessions being served
 	revoked map[core.DeviceID]bool     // cut off: refused from now on
 	paused  map[core.DeviceID]bool     // refused until Resume (host's choice)
+	dialErr map[core.DeviceID]error    // why the last redial failed
+	redials map[core.DeviceID]int      // the redial loop's dials in flight
 	tr      core.Transport             // nil until Start
 	runCtx  context.Context            // lives until the network stops
 	started bool
@@ -152,6 +154,8 @@ func New(cfg Config) *Manager {
 		links:   map[*Link]struct{}{},
 		revoked: map[core.DeviceID]bool{},
 		paused:  map[core.DeviceID]bool{},
+		dialErr: map[core.DeviceID]error{},
+		redials: map[core.DeviceID]int{},
 	}
 }
 
