@@ -90,7 +90,7 @@ func Start(tb testing.TB, n int) *Network {
 func QuietLogger() alog.Logger {
 	l := alog.NewLogger("dht")
 	l.SetHandlers(alog.DiscardHandler)
-	return l.FilterLevel(alog.Never)
+	return l.WithFilterLevel(alog.Critical)
 }
 
 // Bootstrap returns the servers' addresses ("127.0.0.1:port"), to bootstrap
