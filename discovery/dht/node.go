@@ -7,11 +7,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/anacrolix/dht/v2"
 	"github.com/anacrolix/dht/v2/bep44"
-	"github.com/anacrolix/dht/v2/exts/getput"
+	k_nearest_nodes "github.com/anacrolix/dht/v2/k-nearest-nodes"
+	"github.com/anacrolix/dht/v2/krpc"
+	"github.com/anacrolix/dht/v2/traversal"
 	alog "github.com/anacrolix/log"
 	"github.com/anacrolix/torrent/bencode"
 	"golang.org/x/time/rate"
@@ -98,59 +102,130 @@ func (n *node) join(ctx context.Context) error {
 	return nil
 }
 
-// put stores value as the BEP 44 mutable item of key (no salt), with a
-// sequence number above both the last one this node put there and the
-// highest one the DHT holds.
+// put stores value as the BEP 44 mutable item of key (no salt) at the
+// nodes closest to its target, with a sequence number above both the last
+// one this node put there and the highest one those nodes hold. It fails
+// when no node took it.
 func (n *node) put(ctx context.Context, key ed25519.PrivateKey, value []byte) error {
-	if err := n.join(ctx); err != nil {
-		return err
-	}
 	var pub [32]byte
 	copy(pub[:], key.Public().(ed25519.PublicKey))
 	target := bep44.MakeMutableTarget(pub, nil)
-	var used int64
-	_, err := getput.Put(ctx, target, n.srv, nil, func(seen int64) bep44.Put {
-		n.mu.Lock()
-		used = max(seen, n.seq[target]) + 1
-		n.mu.Unlock()
-		p := bep44.Put{V: value, K: &pub, Seq: used}
-		p.Sign(key)
-		return p
-	})
+	found, op, err := n.traverse(ctx, pub)
 	if err != nil {
 		return fmt.Errorf("dht: put: %w", err)
 	}
 	n.mu.Lock()
-	n.seq[target] = max(n.seq[target], used)
+	seq := max(n.seq[target], found.seq) + 1
+	n.seq[target] = seq
 	n.mu.Unlock()
+	p := bep44.Put{V: value, K: &pub, Seq: seq}
+	p.Sign(key)
+	var wg sync.WaitGroup
+	var stored atomic.Int32
+	op.Closest().Range(func(e k_nearest_nodes.Elem) {
+		token, _ := e.Data.(string) // the traversal keeps string tokens only
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res := n.srv.Put(ctx, dht.NewAddr(e.Addr.UDP()), p, token, dht.QueryRateLimiting{})
+			if err := res.ToError(); err != nil {
+				n.log.Debug("dht: put refused", "node", e.Addr.String(), "err", err)
+				return
+			}
+			stored.Add(1)
+		}()
+	})
+	wg.Wait()
+	if stored.Load() == 0 {
+		if ctx.Err() != nil {
+			return fmt.Errorf("dht: put: %w", ctx.Err())
+		}
+		return fmt.Errorf("dht: put: %w", ErrUnreachable)
+	}
 	return nil
 }
 
 // get returns the value of the newest mutable item of pub (no salt) the
 // DHT holds, or an error wrapping errNotFound.
 func (n *node) get(ctx context.Context, pub ed25519.PublicKey) ([]byte, error) {
-	if err := n.join(ctx); err != nil {
-		return nil, err
-	}
 	var k [32]byte
 	copy(k[:], pub)
-	res, _, err := getput.Get(ctx, bep44.MakeMutableTarget(k, nil), n.srv, nil, nil)
+	found, _, err := n.traverse(ctx, k)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("dht: get: %w", ctx.Err())
-		}
-		// The library reports "value not found" as a plain error once the
-		// lookup has asked every node it could reach.
-		return nil, fmt.Errorf("dht: get: %v: %w", err, errNotFound)
+		return nil, fmt.Errorf("dht: get: %w", err)
 	}
-	if !res.Mutable {
-		return nil, fmt.Errorf("dht: get: immutable item at a mutable target: %w", errNotFound)
+	if found.v == nil {
+		return nil, fmt.Errorf("dht: get: %w", errNotFound)
 	}
 	var v []byte
-	if err := bencode.Unmarshal(res.V, &v); err != nil {
+	if err := bencode.Unmarshal(found.v, &v); err != nil {
 		return nil, fmt.Errorf("dht: get: value is not a byte string: %w", errNotFound)
 	}
 	return v, nil
+}
+
+// item is the newest valid mutable item a traversal met.
+type item struct {
+	seq int64
+	v   bencode.Bytes // nil: none
+}
+
+// traverse walks the DHT towards the target of pub (no salt), asking each
+// node for its item, until the walk stalls or ctx ends. It returns the
+// newest item whose signature verifies and the stopped traversal, whose
+// Closest set holds the nodes nearest the target with their write tokens.
+// The traversal has fully stopped when traverse returns (the library's
+// getput.Put reads that set while queries may still write it).
+func (n *node) traverse(ctx context.Context, pub [32]byte) (item, *traversal.Operation, error) {
+	if err := n.join(ctx); err != nil {
+		return item{}, nil, err
+	}
+	target := bep44.MakeMutableTarget(pub, nil)
+	var mu sync.Mutex
+	best := item{seq: -1}
+	op := traversal.Start(traversal.OperationInput{
+		Target: target,
+		Alpha:  8,
+		DoQuery: func(qctx context.Context, addr krpc.NodeAddr) traversal.QueryResult {
+			res := n.srv.Get(qctx, dht.NewAddr(addr.UDP()), target, nil, dht.QueryRateLimiting{})
+			if r := res.Reply.R; r != nil && r.Seq != nil && r.K == pub && r.V != nil &&
+				bep44.Verify(r.K[:], nil, *r.Seq, r.V, r.Sig[:]) {
+				mu.Lock()
+				if *r.Seq > best.seq {
+					best = item{seq: *r.Seq, v: slices.Clone(r.V)}
+				}
+				mu.Unlock()
+			}
+			tqr := res.TraversalQueryResult(addr)
+			if _, ok := tqr.ClosestData.(string); !ok {
+				tqr.ResponseFrom = nil // no write token: useless for a put
+			}
+			return tqr
+		},
+		NodeFilter: n.srv.TraversalNodeFilter,
+	})
+	nodes, err := n.srv.TraversalStartingNodes()
+	if err == nil {
+		op.AddNodes(nodes)
+		select {
+		case <-op.Stalled():
+		case <-ctx.Done():
+		}
+	}
+	op.Stop()
+	<-op.Stopped()
+	if err != nil {
+		return item{}, nil, err
+	}
+	if ctx.Err() != nil {
+		return item{}, nil, ctx.Err()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if best.seq < 0 {
+		best = item{}
+	}
+	return best, op, nil
 }
 
 // errNotFound reports a target the DHT holds no usable item for.
