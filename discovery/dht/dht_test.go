@@ -113,12 +113,17 @@ func newMeshes(t *testing.T, n int) []*fakeMesh {
 	return ms
 }
 
-// start runs the mechanism for m on nw with short intervals.
-func start(t *testing.T, name string, nw *dhttest.Network, m *fakeMesh, period time.Duration) *device {
+// start runs the mechanism for m on nw with short lookups. Republication
+// is slow (a minute; announcements expire after three) unless republish
+// says otherwise, so that a device seen going went by its withdrawal.
+func start(t *testing.T, name string, nw *dhttest.Network, m *fakeMesh, period, republish time.Duration) *device {
 	t.Helper()
+	if republish == 0 {
+		republish = time.Minute
+	}
 	d, err := dht.New(dht.Config{
 		Mesh: m, Devices: m.devices, Bootstrap: nw.Bootstrap(), Listen: "127.0.0.1:0",
-		Period: period, Republish: 2 * time.Second, Lookup: 200 * time.Millisecond,
+		Period: period, Republish: republish, Lookup: 200 * time.Millisecond,
 		Slack: 100 * time.Millisecond, OpTimeout: 5 * time.Second,
 	})
 	if err != nil {
@@ -191,8 +196,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestDHTDiscoveryAppearChangeGo(t *testing.T) {
 	nw := dhttest.Start(t, 6)
 	ms := newMeshes(t, 2)
-	a := start(t, "a", nw, ms[0], time.Hour)
-	b := start(t, "b", nw, ms[1], time.Hour)
+	a := start(t, "a", nw, ms[0], time.Hour, 0)
+	b := start(t, "b", nw, ms[1], time.Hour, 0)
 	idA, idB := ms[0].DeviceID(), ms[1].DeviceID()
 	waitFor(t, "b to find a", func() bool { return slices.Equal(b.view(idA), []string{"127.0.0.1:41000"}) })
 	waitFor(t, "a to find b", func() bool { return slices.Equal(a.view(idB), []string{"127.0.0.1:41001"}) })
@@ -216,6 +221,24 @@ func TestDHTDiscoveryAppearChangeGo(t *testing.T) {
 	}
 }
 
+// TestDHTDiscoveryExpiry checks that a device that stops republishing
+// without withdrawing (here: it lost the mesh secret) is reported gone once
+// its announcement is older than Expire (three republication periods).
+func TestDHTDiscoveryExpiry(t *testing.T) {
+	nw := dhttest.Start(t, 6)
+	ms := newMeshes(t, 2)
+	start(t, "a", nw, ms[0], time.Hour, time.Second)
+	b := start(t, "b", nw, ms[1], time.Hour, time.Second)
+	idA := ms[0].DeviceID()
+	waitFor(t, "b to find a", func() bool { return b.view(idA) != nil })
+	ms[0].set(func(m *fakeMesh) { m.sec = registry.Secret{} })
+	lost := time.Now()
+	waitFor(t, "b to see a expire", func() bool { return b.view(idA) == nil })
+	if d := time.Since(lost); d < 2*time.Second {
+		t.Fatalf("a reported gone %v after its last possible republication, before it expired (3 s)", d)
+	}
+}
+
 // TestDHTRevokedDeviceIsBlind checks that after a revocation and a secret
 // rotation the revoked device learns nothing new: the others publish under
 // keys derived from the new generation (and withdraw the old ones), so when
@@ -223,9 +246,9 @@ func TestDHTDiscoveryAppearChangeGo(t *testing.T) {
 func TestDHTRevokedDeviceIsBlind(t *testing.T) {
 	nw := dhttest.Start(t, 6)
 	ms := newMeshes(t, 3)
-	a := start(t, "a", nw, ms[0], time.Hour)
-	b := start(t, "b", nw, ms[1], time.Hour)
-	r := start(t, "r", nw, ms[2], time.Hour)
+	a := start(t, "a", nw, ms[0], time.Hour, 0)
+	b := start(t, "b", nw, ms[1], time.Hour, 0)
+	r := start(t, "r", nw, ms[2], time.Hour, 0)
 	idA, idB, idR := ms[0].DeviceID(), ms[1].DeviceID(), ms[2].DeviceID()
 	waitFor(t, "r to find a and b", func() bool { return r.view(idA) != nil && r.view(idB) != nil })
 	waitFor(t, "b to find a", func() bool { return b.view(idA) != nil })
@@ -266,7 +289,7 @@ func TestDHTOutsiderLearnsNothing(t *testing.T) {
 	const period = time.Second
 	var devs []*device
 	for i, m := range ms {
-		devs = append(devs, start(t, fmt.Sprintf("d%d", i), nw, m, period))
+		devs = append(devs, start(t, fmt.Sprintf("d%d", i), nw, m, period, 0))
 	}
 	for _, d := range devs {
 		for _, m := range ms {
