@@ -68,6 +68,10 @@ type Config struct {
 	// Start is called. The zero value listens on QUIC on every interface.
 	Network NetworkConfig
 
+	// Discovery says how the node finds the user's other devices. The zero
+	// value discovers on the local network (mDNS) with no configuration.
+	Discovery DiscoveryConfig
+
 	// Reembed, when set, is called for every embedding that a merge
 	// marked stale (see ReembedFunc). nil leaves stale vectors flagged for
 	// the host to find with conflict.NeedsReembed.
@@ -168,6 +172,9 @@ func (c Config) validate() (Config, error) {
 	}
 	if c.SyncTimeout < 0 {
 		return c, fmt.Errorf("%w: negative SyncTimeout", core.ErrInvalidConfig)
+	}
+	if err := c.Discovery.validate(); err != nil {
+		return c, err
 	}
 	if c.SyncTimeout == 0 {
 		c.SyncTimeout = 30 * time.Second

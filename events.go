@@ -35,6 +35,12 @@ const (
 	// head forks from the one held here (Origin is that peer). Counted in
 	// Stats.AuditTampered.
 	EventAuditTampered
+	// EventPeerConnected reports a sync session with Origin that started
+	// (lane h27).
+	EventPeerConnected
+	// EventPeerDisconnected reports a sync session with Origin that ended;
+	// Reason says why ("done", "timeout", "unauthorized", ...) (lane h27).
+	EventPeerDisconnected
 )
 
 // String names the kind.
@@ -52,6 +58,10 @@ func (k EventKind) String() string {
 		return "repair-unsettled"
 	case EventAuditTampered:
 		return "audit-tampered"
+	case EventPeerConnected:
+		return "peer-connected"
+	case EventPeerDisconnected:
+		return "peer-disconnected"
 	}
 	return "event(?)"
 }

@@ -59,7 +59,7 @@ func (n *Node) Invite(ctx context.Context, opts InviteOptions) (Invitation, erro
 	if err := n.c.Reg.EnsureMesh(ctx); err != nil {
 		return Invitation{}, fmt.Errorf("invite: %w", err)
 	}
-	inv, err := registry.NewInvitation(n.c.Ident, []string{addr}, n.cfg.Clock.Now().Add(opts.TTL), n.c.Random())
+	inv, err := registry.NewInvitation(n.c.Ident, inviteAddrs(addr), n.cfg.Clock.Now().Add(opts.TTL), n.c.Random())
 	if err != nil {
 		return Invitation{}, fmt.Errorf("invite: %w", err)
 	}
@@ -94,7 +94,7 @@ func (n *Node) Join(ctx context.Context, qr string, opts JoinOptions) (PairReque
 		return PairRequest{}, fmt.Errorf("join: %w", ErrNotStarted)
 	}
 	defer n.c.Trust.Joining(inv.Issuer, inv.IssuerKey)()
-	sess, err := n.c.Peers.Dial(ctx, inv.Addrs[0], inv.Issuer) // within peers.DialDeadline
+	sess, addr, err := n.dialAny(ctx, inv.Addrs, inv.Issuer)
 	if err != nil {
 		return PairRequest{}, fmt.Errorf("join: %w", err)
 	}
@@ -114,5 +114,5 @@ func (n *Node) Join(ctx context.Context, qr string, opts JoinOptions) (PairReque
 	if err != nil {
 		return PairRequest{}, err
 	}
-	return PairRequest{Peer: res.Peer, SAS: res.SAS}, n.Connect(ctx, inv.Addrs[0], inv.Issuer)
+	return PairRequest{Peer: res.Peer, SAS: res.SAS}, n.Connect(ctx, addr, inv.Issuer)
 }

@@ -49,6 +49,8 @@ type Options struct {
 	Tampered func(origin core.DeviceID, reason string)
 	// Unsettled reports repairs with peer that do not settle.
 	Unsettled func(peer core.DeviceID, tries int, ours, theirs map[string][32]byte)
+	// Discovery says how the node finds its peers and reports sessions.
+	Discovery DiscoveryOptions
 }
 
 // Core is the assembled node below the façade: the store, the identity,
@@ -81,6 +83,8 @@ type Core struct {
 	Net     Net               // the transport once started
 
 	Dir *DirGuard // lock on Config.Dir (nil without one)
+
+	disc discoveryState // sightings (discovery.go)
 
 	stopReembed context.CancelFunc // stops the re-embed loop
 	closed      chan struct{}
@@ -138,6 +142,7 @@ func Open(ctx context.Context, opts Options, st core.Store) (*Core, error) {
 	*c.Sessions = Sessions{
 		Trust: c.Trust, Pairing: c.Pairing, Manager: c.Peers, Syncer: c.syncerConfig(),
 		Record: c.Record, Addr: c.Net.Addr, Clock: opts.Clock, Log: c.Log,
+		PeerEvent: opts.Discovery.PeerEvent,
 	}
 	c.Rep.Observe(c.Reg)
 	c.Rep.Observe(UrgentHook{Policy: opts.Policy, Urgent: &c.Urgent})
@@ -288,7 +293,11 @@ func (c *Core) Closed() <-chan struct{} { return c.closed }
 
 // Start brings the network up with factory (see Net.Start).
 func (c *Core) Start(ctx context.Context, factory func(context.Context) (core.Transport, error)) error {
-	return c.Net.Start(ctx, factory, c.Peers, c.closed, &c.wg, c.Log)
+	if err := c.Net.Start(ctx, factory, c.Peers, c.closed, &c.wg, c.Log); err != nil {
+		return err
+	}
+	c.startDiscovery()
+	return nil
 }
 
 // Close stops everything the engine started and waits for it, then, under

@@ -28,6 +28,9 @@ type Sessions struct {
 	Addr    func() string // the node's address, "" before Start
 	Clock   core.Clock
 	Log     *slog.Logger
+	// PeerEvent, when set, hears of every sync session that starts (up)
+	// and ends (with the reason).
+	PeerEvent func(peer core.DeviceID, up bool, reason string)
 }
 
 // PeerSession is one sync session: the protocol (embedded) and the
@@ -63,8 +66,10 @@ func (s *Sessions) Serve(ctx context.Context, link *peers.Link) error {
 	ps.Session = syncer.New(s.Syncer, sess, syncerLinks{s: s, ps: ps})
 	link.Join(ps)
 	defer link.Leave()
+	s.peerEvent(ps.Peer(), true, "")
 	err := ps.Run(ctx)
 	s.Record(ctx, audit.SessionClosed(ps.Peer(), CloseReason(err)))
+	s.peerEvent(ps.Peer(), false, CloseReason(err))
 	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
 		err = nil
 	}
@@ -134,3 +139,10 @@ func (l syncerLinks) Hello(vv core.VersionVector) wire.SyncHello { return l.s.he
 func (l syncerLinks) OnHello(ctx context.Context, h wire.SyncHello) { l.s.onHello(ctx, l.ps, h) }
 
 func (l syncerLinks) Direct() core.VersionVector { return l.s.directSet(l.ps.Peer()) }
+
+// peerEvent reports a session that started or ended (PeerEvent).
+func (s *Sessions) peerEvent(peer core.DeviceID, up bool, reason string) {
+	if s.PeerEvent != nil {
+		s.PeerEvent(peer, up, reason)
+	}
+}

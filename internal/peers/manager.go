@@ -116,6 +116,7 @@ type Manager struct {
 	active  map[core.DeviceID]int      // sessions running or being dialled
 	links   map[*Link]struct{}         // sessions being served
 	revoked map[core.DeviceID]bool     // cut off: refused from now on
+	dialErr map[core.DeviceID]error    // why the last redial failed
 	tr      core.Transport             // nil until Start
 	runCtx  context.Context            // lives until the network stops
 	started bool
@@ -142,6 +143,7 @@ func New(cfg Config) *Manager {
 		active:  map[core.DeviceID]int{},
 		links:   map[*Link]struct{}{},
 		revoked: map[core.DeviceID]bool{},
+		dialErr: map[core.DeviceID]error{},
 	}
 }
 

@@ -389,6 +389,8 @@ func (m *Manager) redialRound(ctx context.Context, tr core.Transport, states map
 func (m *Manager) redial(ctx context.Context, tr core.Transport, id core.DeviceID, addrs []string) bool {
 	m.hold(id)
 	defer m.release(id)
+	var lastErr error
+	defer func() { m.setDialErr(id, lastErr) }()
 	for _, a := range addrs {
 		if m.activeOthers(id) {
 			return true // the peer dialled us meanwhile
@@ -399,6 +401,7 @@ func (m *Manager) redial(ctx context.Context, tr core.Transport, id core.DeviceI
 				return false
 			}
 			m.log.Debug("redial failed", "peer", id.Short(), "addr", a, "err", err)
+			lastErr = err
 			continue
 		}
 		m.Learn(ctx, id, []string{a})
