@@ -37,7 +37,8 @@
 //     knows where to look.
 //   - What is announced is an opaque sealed blob (Seal): the device id, its
 //     addresses and the announcement time, signed with the device's Ed25519
-//     identity key, then encrypted with XChaCha20-Poly1305 under a key derived
+//     identity key (the public key travels inside, the device id is its
+//     hash), then encrypted with XChaCha20-Poly1305 under a key derived
 //     from the mesh secret, with a fresh random nonce and padded to a bucket
 //     size. Only mesh members open it (Open); the signature is verified
 //     against the key the device registry holds for that device, so even a
@@ -51,11 +52,11 @@
 //	box       XChaCha20-Poly1305(key, nonce, plain, ad)
 //	  key     Derive(secret, Label{Purpose: purpose + "/seal"}), 32 bytes
 //	  ad      "devicemesh/discovery/v1/seal" 0x00 purpose 0x00 generation (8, big endian)
-//	  plain   device id (32) | time (8, Unix milliseconds, big endian) |
+//	  plain   identity public key (32) | time (8, Unix milliseconds, big endian) |
 //	          address count (1) | per address: length (1), bytes |
 //	          signature (64) | zero padding to a multiple of SealBucket
 //	  signed  "devicemesh/discovery/v1/announce" 0x00 purpose 0x00
-//	          generation (8) | device id | time | address count | addresses
+//	          generation (8) | public key | time | address count | addresses
 //
 // The purpose label keeps the blobs of one mechanism from being replayed to
 // another.

@@ -10,6 +10,8 @@ import (
 type Signer interface {
 	// DeviceID returns this device's id.
 	DeviceID() core.DeviceID
+	// PublicKey returns this device's identity key (DeviceID is its hash).
+	PublicKey() core.PublicKey
 	// Sign signs msg with this device's Ed25519 identity key.
 	Sign(msg []byte) []byte
 }

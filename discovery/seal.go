@@ -42,10 +42,11 @@ const (
 )
 
 // Announcement is what a device says about itself: where it can be reached,
-// as of when. Opened announcements have been verified against the
-// registry's key for Device.
+// as of when. Opened announcements carry a valid signature by Key, whose
+// device Device is (Open also checks Key against the registry).
 type Announcement struct {
 	Device core.DeviceID
+	Key    core.PublicKey
 	Addrs  []string
 	At     time.Time
 }
@@ -59,8 +60,11 @@ func Seal(sec registry.Secret, purpose string, signer Signer, addrs []string, at
 		return nil, fmt.Errorf("seal announcement: %d addresses: %w", len(addrs), ErrTooLarge)
 	}
 	body := make([]byte, 0, 256)
-	id := signer.DeviceID()
-	body = append(body, id[:]...)
+	pub := signer.PublicKey()
+	if core.DeviceIDFromKey(pub) != signer.DeviceID() {
+		return nil, fmt.Errorf("seal announcement: %w: the signer's key is not its device's", core.ErrInvalidArgument)
+	}
+	body = append(body, pub[:]...)
 	body = binary.BigEndian.AppendUint64(body, uint64(at.UnixMilli()))
 	body = append(body, byte(len(addrs)))
 	for _, a := range addrs {
@@ -93,8 +97,27 @@ func Seal(sec registry.Secret, purpose string, signer Signer, addrs []string, at
 // Open decrypts and verifies a sealed announcement: it must open under sec
 // for purpose (else ErrNotMember), come from a device for which trusted
 // returns a key (else ErrUnknownDevice), and carry that device's signature
-// (else ErrForged). Open does not judge the time: see Guard.
+// with that key (else ErrForged). Open does not judge the time: see Guard.
 func Open(sec registry.Secret, purpose string, blob []byte, trusted func(core.DeviceID) (core.PublicKey, bool)) (Announcement, error) {
+	a, err := OpenAny(sec, purpose, blob)
+	if err != nil {
+		return Announcement{}, err
+	}
+	pub, ok := trusted(a.Device)
+	if !ok {
+		return Announcement{}, fmt.Errorf("open announcement from %s: %w", a.Device, ErrUnknownDevice)
+	}
+	if pub != a.Key {
+		return Announcement{}, fmt.Errorf("open announcement from %s: %w: not the registry's key", a.Device, ErrForged)
+	}
+	return a, nil
+}
+
+// OpenAny is Open for a reader that knows no device yet (pairing by code):
+// the announcement must open under sec and carry a valid signature by the
+// key inside it, and that key is all it proves. The caller pins Key for
+// what follows (the pairing handshake).
+func OpenAny(sec registry.Secret, purpose string, blob []byte) (Announcement, error) {
 	if len(blob) < sealOverhead || len(blob) > MaxSealed || blob[0] != sealVersion {
 		return Announcement{}, fmt.Errorf("open announcement: %d bytes: %w", len(blob), ErrNotMember)
 	}
@@ -107,12 +130,8 @@ func Open(sec registry.Secret, purpose string, blob []byte, trusted func(core.De
 	if err != nil {
 		return Announcement{}, err
 	}
-	pub, ok := trusted(a.Device)
-	if !ok {
-		return Announcement{}, fmt.Errorf("open announcement from %s: %w", a.Device, ErrUnknownDevice)
-	}
 	sig := plain[bodyLen : bodyLen+ed25519.SignatureSize]
-	if !identity.Verify(pub, signedBytes(sec, purpose, plain[:bodyLen]), sig) {
+	if !identity.Verify(a.Key, signedBytes(sec, purpose, plain[:bodyLen]), sig) {
 		return Announcement{}, fmt.Errorf("open announcement from %s: %w", a.Device, ErrForged)
 	}
 	return a, nil
@@ -126,7 +145,8 @@ func decodeBody(p []byte) (Announcement, int, error) {
 		return Announcement{}, 0, fmt.Errorf("open announcement: short body: %w", ErrMalformed)
 	}
 	var a Announcement
-	copy(a.Device[:], p[:32])
+	copy(a.Key[:], p[:32])
+	a.Device = core.DeviceIDFromKey(a.Key)
 	a.At = time.UnixMilli(int64(binary.BigEndian.Uint64(p[32:40])))
 	n := int(p[40])
 	if n > MaxAddrs {

@@ -30,12 +30,13 @@ func trust(ids ...*identity.Identity) func(core.DeviceID) (core.PublicKey, bool)
 
 // forger signs with one key but claims another device's id.
 type forger struct {
-	claim core.DeviceID
+	claim *identity.Identity
 	key   *identity.Identity
 }
 
-func (f forger) DeviceID() core.DeviceID { return f.claim }
-func (f forger) Sign(m []byte) []byte    { return f.key.Sign(m) }
+func (f forger) DeviceID() core.DeviceID   { return f.claim.DeviceID() }
+func (f forger) PublicKey() core.PublicKey { return f.claim.PublicKey() }
+func (f forger) Sign(m []byte) []byte      { return f.key.Sign(m) }
 
 func TestSealOpenRoundTrip(t *testing.T) {
 	sec := secret(1, 2)
@@ -99,7 +100,7 @@ func TestOpenRefuses(t *testing.T) {
 
 	// A member (mallory holds the secret) claiming to be alice: the AEAD
 	// opens, the signature does not verify against alice's key.
-	forged, err := Seal(sec, "mdns", forger{claim: alice.DeviceID(), key: mallory}, []string{"6.6.6.6:1"}, at, nil)
+	forged, err := Seal(sec, "mdns", forger{claim: alice, key: mallory}, []string{"6.6.6.6:1"}, at, nil)
 	require.NoError(t, err)
 	_, err = Open(sec, "mdns", forged, trust(alice, mallory))
 	check("forged", err, ErrForged)
@@ -166,3 +167,32 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+func TestOpenAnyAndKeyMismatch(t *testing.T) {
+	sec := secret(3, 1)
+	alice, other := newID(t), newID(t)
+	blob, err := Seal(sec, "pair", alice, []string{"10.0.0.9:5"}, time.Now(), nil)
+	require.NoError(t, err)
+	a, err := OpenAny(sec, "pair", blob)
+	require.NoError(t, err)
+	require.Equal(t, alice.PublicKey(), a.Key)
+	require.Equal(t, alice.DeviceID(), a.Device)
+	// The registry holds another key under alice's id: refused.
+	wrong := func(core.DeviceID) (core.PublicKey, bool) { return other.PublicKey(), true }
+	_, err = Open(sec, "pair", blob, wrong)
+	require.ErrorIs(t, err, ErrForged)
+	_, err = OpenAny(secret(4, 1), "pair", blob)
+	require.ErrorIs(t, err, ErrNotMember)
+	// A signer whose key is not its id's cannot seal.
+	_, err = Seal(sec, "pair", forger{claim: alice, key: other}, nil, time.Now(), nil)
+	require.NoError(t, err, "claims alice's key and id consistently; the signature is what fails")
+	_, err = Seal(sec, "pair", mixed{alice, other}, nil, time.Now(), nil)
+	require.ErrorIs(t, err, core.ErrInvalidArgument)
+}
+
+// mixed names one device and another's key.
+type mixed struct{ id, key *identity.Identity }
+
+func (m mixed) DeviceID() core.DeviceID   { return m.id.DeviceID() }
+func (m mixed) PublicKey() core.PublicKey { return m.key.PublicKey() }
+func (m mixed) Sign(b []byte) []byte      { return m.key.Sign(b) }

@@ -101,8 +101,9 @@ type lastSighting struct {
 // meshView is the discovery.Mesh of a node.
 type meshView struct{ c *Core }
 
-func (v meshView) DeviceID() core.DeviceID { return v.c.Ident.DeviceID() }
-func (v meshView) Sign(msg []byte) []byte  { return v.c.Ident.Sign(msg) }
+func (v meshView) DeviceID() core.DeviceID   { return v.c.Ident.DeviceID() }
+func (v meshView) Sign(msg []byte) []byte    { return v.c.Ident.Sign(msg) }
+func (v meshView) PublicKey() core.PublicKey { return v.c.Ident.PublicKey() }
 
 func (v meshView) Secret() (registry.Secret, error) {
 	s, err := v.c.Reg.MeshSecret()

@@ -1,0 +1,241 @@
+package federation
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/devicemesh/federation/internal/netnstest"
+)
+
+// The node tests of discovery run each node in a network namespace of its
+// own, as a child process (the test binary re-executed under ip netns exec:
+// see internal/netnstest), driven over stdin with one command per line:
+//
+//	start              open the node on $FED_DIR (default config: LAN
+//	                   discovery on) and Start it: "started <id>"
+//	invite             "invite <qr> <code>"
+//	join <qr>          pair with the inviter: "joined"
+//	secret             "secret <generation>" once the mesh secret is held
+//	put <k> <v>        write notes/k: "put <k>"
+//	wait <k> <v>       "got <k>" once notes/k holds v
+//	stats              "stats <json of Stats.Discovery>"
+//	stop               Close the node: "stopped"
+//
+// and it prints "event <kind> <device>" for every peer event.
+func nodeChild() {
+	ctx := context.Background()
+	out := make(chan string, 64)
+	go func() {
+		for l := range out {
+			fmt.Println(l)
+		}
+	}()
+	say := func(f string, a ...any) { out <- fmt.Sprintf(f, a...) }
+	fail := func(what string, err error) {
+		fmt.Fprintln(os.Stderr, what+":", err)
+		os.Exit(3)
+	}
+	var n *Node
+	sc := bufio.NewScanner(os.Stdin)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		switch f[0] {
+		case "start":
+			var err error
+			n, err = New(Config{Dir: os.Getenv("FED_DIR"), Discovery: DiscoveryConfig{Interval: 300 * time.Millisecond}})
+			if err != nil {
+				fail("open", err)
+			}
+			sub := n.Subscribe(SubscribeOptions{})
+			go func() {
+				for e := range sub.C {
+					if e.Kind == EventPeerConnected || e.Kind == EventPeerDisconnected {
+						say("event %s %s", e.Kind, e.Origin)
+					}
+				}
+			}()
+			if err := n.Start(ctx); err != nil {
+				fail("start", err)
+			}
+			say("started %s", n.DeviceID())
+		case "invite":
+			inv, err := n.Invite(ctx, InviteOptions{Approve: func(context.Context, PairRequest) (bool, error) { return true, nil }})
+			if err != nil {
+				fail("invite", err)
+			}
+			say("invite %s %s", inv.QR, inv.Code)
+		case "join":
+			if _, err := n.Join(ctx, f[1], JoinOptions{}); err != nil {
+				fail("join", err)
+			}
+			say("joined")
+		case "secret":
+			go func() {
+				for {
+					if s, err := n.c.Reg.MeshSecret(); err == nil {
+						say("secret %d", s.Generation)
+						return
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}()
+		case "put":
+			if err := n.Put(ctx, "notes", f[1], []byte(f[2])); err != nil {
+				fail("put", err)
+			}
+			say("put %s", f[1])
+		case "wait":
+			go func(k, v string) {
+				for {
+					if got, err := n.Get(ctx, "notes", k); err == nil && string(got) == v {
+						say("got %s", k)
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}(f[1], f[2])
+		case "stats":
+			st, err := n.Stats(ctx)
+			if err != nil {
+				fail("stats", err)
+			}
+			b, _ := json.Marshal(st.Discovery)
+			say("stats %s", b)
+		case "stop":
+			if err := n.Close(); err != nil {
+				fail("close", err)
+			}
+			say("stopped")
+		}
+	}
+	os.Exit(0)
+}
+
+func prefixed(p string) func(string) bool {
+	return func(l string) bool { return strings.HasPrefix(l, p) }
+}
+
+// stats asks p for its discovery stats.
+func stats(t *testing.T, p *netnstest.Proc) DiscoveryStats {
+	t.Helper()
+	p.Send("stats")
+	l := p.Await(context.Background(), 10*time.Second, "stats", prefixed("stats "))
+	var s DiscoveryStats
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(l, "stats ")), &s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestLANDiscoveryAcrossNamespaces: alice and bob pair, stop, both move to
+// new addresses (so every address they exchanged is stale) and start again
+// with the default configuration: they must find each other by mDNS alone
+// and sync. Then bob moves while running, and they must sync again over his
+// new address. Eve, a node of another mesh on the same LAN, is never
+// connected to nor learnt of.
+func TestLANDiscoveryAcrossNamespaces(t *testing.T) {
+	if netnstest.Role() == "node" {
+		nodeChild()
+		return
+	}
+	netnstest.Require(t)
+	lan := netnstest.New(t, 3, 2)
+	ctx := context.Background()
+	const wait = 40 * time.Second
+	start := func(i int) (*netnstest.Proc, string) {
+		p := lan.Start(t, i, "TestLANDiscoveryAcrossNamespaces", "node", "FED_DIR="+t.TempDir())
+		p.Send("start")
+		l := p.Await(ctx, wait, "start", prefixed("started "))
+		return p, strings.Fields(l)[1]
+	}
+	pa, alice := start(0)
+	pb, bob := start(1)
+	pe, eve := start(2)
+
+	pa.Send("invite")
+	qr := strings.Fields(pa.Await(ctx, wait, "invitation", prefixed("invite ")))[1]
+	pb.Send("join " + qr)
+	pb.Await(ctx, wait, "join", prefixed("joined"))
+	for _, p := range []*netnstest.Proc{pa, pb} {
+		p.Send("secret")
+		p.Await(ctx, wait, "the mesh secret", prefixed("secret "))
+	}
+	// Let bob's own registry ops reach alice before the restart.
+	pb.Send("put before x")
+	pa.Send("wait before x")
+	pa.Await(ctx, wait, "the first sync", prefixed("got before"))
+	for _, p := range []*netnstest.Proc{pa, pb} {
+		p.Send("stop")
+		p.Await(ctx, wait, "stop", prefixed("stopped"))
+	}
+
+	lan.Readdress(t, 0, 11, true)
+	lan.Readdress(t, 1, 12, true)
+	pa.Send("start")
+	pa.Await(ctx, wait, "restart", prefixed("started "))
+	pb.Send("start")
+	pb.Await(ctx, wait, "restart", prefixed("started "))
+	pa.Send("put k1 v1")
+	pb.Send("wait k1 v1")
+	pb.Await(ctx, wait, "bob receiving alice's write after both moved", prefixed("got k1"))
+	pa.Await(ctx, wait, "alice's peer-connected event for bob", prefixed("event peer-connected "+bob))
+
+	s := stats(t, pa)
+	if len(s.Devices) != 1 || s.Devices[0].Device.String() != bob {
+		t.Fatalf("alice's stats list %+v, want bob only", s.Devices)
+	}
+	if d := s.Devices[0]; d.Mechanism != "mdns" || !slices.Contains(d.Addrs, lan.IPv4(1, 12)+":"+port(d.Addrs)) || d.LastSeen.IsZero() {
+		t.Fatalf("alice's view of bob: %+v", d)
+	}
+
+	lan.Readdress(t, 1, 22, false)
+	pb.Send("put k2 v2")
+	pa.Send("wait k2 v2")
+	pa.Await(ctx, wait, "alice receiving bob's write after he moved", prefixed("got k2"))
+	moved := func(d DeviceReach) bool {
+		return d.Connected && len(d.Addrs) > 0 && strings.HasPrefix(d.Addrs[0], lan.IPv4(1, 22)+":") && strings.HasPrefix(d.Known[0], lan.IPv4(1, 22)+":")
+	}
+	for deadline := time.Now().Add(wait); ; time.Sleep(200 * time.Millisecond) {
+		d := stats(t, pa).Devices[0]
+		if moved(d) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alice's view of bob after he moved: %+v", d)
+		}
+	}
+
+	if es := stats(t, pe); len(es.Devices) != 0 {
+		t.Fatalf("eve (another mesh) knows of %+v", es.Devices)
+	}
+	for _, p := range []*netnstest.Proc{pa, pb, pe} {
+		for _, l := range p.Lines() {
+			if strings.HasPrefix(l, "started ") {
+				continue
+			}
+			if strings.Contains(l, eve) || (p == pe && (strings.Contains(l, alice) || strings.Contains(l, bob))) {
+				t.Fatalf("the meshes met: %s", l)
+			}
+		}
+	}
+}
+
+// port returns the port of the first address.
+func port(addrs []string) string {
+	if len(addrs) == 0 {
+		return ""
+	}
+	i := strings.LastIndex(addrs[0], ":")
+	return addrs[0][i+1:]
+}
