@@ -22,6 +22,7 @@ import (
 //	                   discovery on) and Start it: "started <id>"
 //	invite             "invite <qr> <code>"
 //	join <qr>          pair with the inviter: "joined"
+//	joincode <code>    pair by the code alone (LAN): "joined"
 //	secret             "secret <generation>" once the mesh secret is held
 //	put <k> <v>        write notes/k: "put <k>"
 //	wait <k> <v>       "got <k>" once notes/k holds v
@@ -78,6 +79,11 @@ func nodeChild() {
 		case "join":
 			if _, err := n.Join(ctx, f[1], JoinOptions{}); err != nil {
 				fail("join", err)
+			}
+			say("joined")
+		case "joincode":
+			if _, err := n.JoinCode(ctx, f[1], JoinOptions{}); err != nil {
+				fail("join by code", err)
 			}
 			say("joined")
 		case "secret":
@@ -238,4 +244,33 @@ func port(addrs []string) string {
 	}
 	i := strings.LastIndex(addrs[0], ":")
 	return addrs[0][i+1:]
+}
+
+// TestPairByCodeAcrossNamespaces: bob, a new device that knows nothing but
+// the code alice shows, finds alice on the LAN through the code-derived
+// announcement, pairs and syncs.
+func TestPairByCodeAcrossNamespaces(t *testing.T) {
+	if netnstest.Role() == "node" {
+		nodeChild()
+		return
+	}
+	netnstest.Require(t)
+	lan := netnstest.New(t, 2, 3)
+	ctx := context.Background()
+	const wait = 40 * time.Second
+	var procs []*netnstest.Proc
+	for i := range 2 {
+		p := lan.Start(t, i, "TestPairByCodeAcrossNamespaces", "node", "FED_DIR="+t.TempDir())
+		p.Send("start")
+		p.Await(ctx, wait, "start", prefixed("started "))
+		procs = append(procs, p)
+	}
+	pa, pb := procs[0], procs[1]
+	pa.Send("invite")
+	code := strings.Fields(pa.Await(ctx, wait, "invitation", prefixed("invite ")))[2]
+	pb.Send("joincode " + strings.ToLower(code))
+	pb.Await(ctx, wait, "bob joining by the code", prefixed("joined"))
+	pa.Send("put hello world")
+	pb.Send("wait hello world")
+	pb.Await(ctx, wait, "bob receiving alice's write", prefixed("got hello"))
 }

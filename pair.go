@@ -66,6 +66,9 @@ func (n *Node) Invite(ctx context.Context, opts InviteOptions) (Invitation, erro
 	if err := n.c.Pairing.Open(inv, opts.Approve); err != nil {
 		return Invitation{}, fmt.Errorf("invite: %w", err)
 	}
+	if err := n.announceCode(inv); err != nil {
+		return Invitation{}, fmt.Errorf("invite: %w", err)
+	}
 	return Invitation{Code: inv.Code(), QR: inv.String(), Expires: inv.Expires}, nil
 }
 
@@ -87,6 +90,11 @@ func (n *Node) Join(ctx context.Context, qr string, opts JoinOptions) (PairReque
 	if err != nil {
 		return PairRequest{}, fmt.Errorf("join: %w", err)
 	}
+	return n.join(ctx, inv, opts)
+}
+
+// join pairs with the issuer of inv (Join, JoinCode).
+func (n *Node) join(ctx context.Context, inv registry.Invitation, opts JoinOptions) (PairRequest, error) {
 	if len(inv.Addrs) == 0 {
 		return PairRequest{}, fmt.Errorf("join: %w: invitation carries no address", core.ErrInvalidArgument)
 	}

@@ -125,3 +125,18 @@ func Key(sec registry.Secret, l Label) [32]byte {
 	Derive(sec, l, k[:])
 	return k
 }
+
+// CodeSecret returns the secret that a pairing code stands for on the
+// local network: the inviting device announces itself under names and a
+// sealing key derived from it, so that the new device, knowing nothing but
+// the code the user typed, finds it. code must be canonical
+// (registry.ParseCode). The code has 45 bits: it hides the announcement
+// from the network for the few minutes an invitation lives, no longer.
+func CodeSecret(code string) registry.Secret {
+	var s registry.Secret
+	r := hkdf.New(sha256.New, []byte(code), []byte(hkdfSalt+"/code"), nil)
+	if _, err := io.ReadFull(r, s.Key[:]); err != nil {
+		panic("discovery: code secret: " + err.Error())
+	}
+	return s
+}

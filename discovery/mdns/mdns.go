@@ -67,6 +67,11 @@ type Config struct {
 	// short-lived pairing announcement, say) gets names of its own. "":
 	// none.
 	Purpose string
+	// AnyKey accepts announcements signed by any key, not only by devices
+	// the Mesh trusts (discovery.OpenAny): for the pairing announcement,
+	// whose secret comes from the code. Run reports nothing then; Find
+	// returns what it hears.
+	AnyKey bool
 	// DisableIPv4 and DisableIPv6 turn one of the protocols off.
 	DisableIPv4, DisableIPv6 bool
 	// Rand supplies nonces (nil: crypto/rand).
@@ -156,7 +161,12 @@ func (m *MDNS) Run(ctx context.Context, self core.PeerInfo, found func(core.Peer
 	defer func() { _ = srv.Shutdown() }()
 	seen := map[core.DeviceID]*sighting{}
 	for {
-		if err := m.lookup(ctx, seen, found); err != nil {
+		err := m.lookup(ctx, func(a discovery.Announcement) {
+			if !m.cfg.AnyKey {
+				m.report(a, seen, found)
+			}
+		})
+		if err != nil {
 			return err
 		}
 		m.expire(seen, found)
@@ -176,8 +186,35 @@ type sighting struct {
 	at    time.Time // the announcement's time
 }
 
-// lookup queries the current service names once and reports what it hears.
-func (m *MDNS) lookup(ctx context.Context, seen map[core.DeviceID]*sighting, found func(core.PeerInfo)) error {
+// Find looks (without answering) until it hears a fresh announcement from
+// another device, and returns it, or until ctx ends.
+func (m *MDNS) Find(ctx context.Context) (discovery.Announcement, error) {
+	for {
+		var got *discovery.Announcement
+		err := m.lookup(ctx, func(a discovery.Announcement) {
+			if got == nil {
+				got = &a
+			}
+		})
+		if got != nil {
+			return *got, nil
+		}
+		if err != nil {
+			return discovery.Announcement{}, err
+		}
+		tick, stop := core.Wait(m.sched, m.cfg.Interval)
+		select {
+		case <-ctx.Done():
+			stop()
+			return discovery.Announcement{}, ctx.Err()
+		case <-tick:
+		}
+	}
+}
+
+// lookup queries the current service names once and hands every fresh,
+// verified announcement of another device to heard.
+func (m *MDNS) lookup(ctx context.Context, heard func(discovery.Announcement)) error {
 	sec, err := m.cfg.Mesh.Secret()
 	if err != nil {
 		m.log.Debug("mdns: no mesh secret yet; not looking", "err", err)
@@ -198,13 +235,13 @@ func (m *MDNS) lookup(ctx context.Context, seen map[core.DeviceID]*sighting, fou
 		for {
 			select {
 			case en := <-entries:
-				m.heard(sec, en, seen, found)
+				m.open(sec, en, heard)
 			case qerr = <-done:
 				break collect
 			}
 		}
 		for len(entries) > 0 {
-			m.heard(sec, <-entries, seen, found)
+			m.open(sec, <-entries, heard)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -216,14 +253,19 @@ func (m *MDNS) lookup(ctx context.Context, seen map[core.DeviceID]*sighting, fou
 	return nil
 }
 
-// heard opens one answer and reports it if it is a fresh announcement of a
-// trusted device.
-func (m *MDNS) heard(sec registry.Secret, en *hmdns.ServiceEntry, seen map[core.DeviceID]*sighting, found func(core.PeerInfo)) {
+// open opens one answer and hands it to heard if it is a fresh
+// announcement of another (trusted, unless AnyKey) device.
+func (m *MDNS) open(sec registry.Secret, en *hmdns.ServiceEntry, heard func(discovery.Announcement)) {
 	blob, err := base64.RawStdEncoding.DecodeString(strings.Join(en.InfoFields, ""))
 	if err != nil {
 		return // not one of ours
 	}
-	a, err := discovery.Open(sec, m.cfg.Purpose+PurposeSeal, blob, m.cfg.Mesh.TrustedKey)
+	var a discovery.Announcement
+	if m.cfg.AnyKey {
+		a, err = discovery.OpenAny(sec, m.cfg.Purpose+PurposeSeal, blob)
+	} else {
+		a, err = discovery.Open(sec, m.cfg.Purpose+PurposeSeal, blob, m.cfg.Mesh.TrustedKey)
+	}
 	if err != nil {
 		m.log.Debug("mdns: ignoring an answer", "err", err)
 		return
@@ -236,6 +278,12 @@ func (m *MDNS) heard(sec registry.Secret, en *hmdns.ServiceEntry, seen map[core.
 		m.log.Debug("mdns: ignoring an answer", "err", err)
 		return
 	}
+	heard(a)
+}
+
+// report records a sighting and reports it.
+func (m *MDNS) report(a discovery.Announcement, seen map[core.DeviceID]*sighting, found func(core.PeerInfo)) {
+	now := m.cfg.Clock.Now()
 	s := seen[a.Device]
 	if s == nil {
 		s = &sighting{}

@@ -302,3 +302,51 @@ func shortErr(err error) string {
 	}
 	return s
 }
+
+// codeMesh is the Mesh of a pairing announcement: the code's secret, this
+// device's identity and addresses, and nobody trusted.
+type codeMesh struct {
+	meshView
+	secret registry.Secret
+}
+
+func (m codeMesh) Secret() (registry.Secret, error) { return m.secret, nil }
+
+func (m codeMesh) TrustedKey(core.DeviceID) (core.PublicKey, bool) { return core.PublicKey{}, false }
+
+// CodeMesh returns the Mesh of the announcement of an invitation whose
+// canonical code is code (see discovery.CodeSecret).
+func (c *Core) CodeMesh(code string) discovery.Mesh {
+	return codeMesh{meshView: meshView{c}, secret: discovery.CodeSecret(code)}
+}
+
+// AnnounceCode runs d, an announcer built on CodeMesh, until until or until
+// the network stops.
+func (c *Core) AnnounceCode(d core.Discoverer, until time.Time) {
+	c.Net.mu.Lock()
+	runCtx := c.Net.runCtx
+	c.Net.mu.Unlock()
+	if runCtx == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(runCtx)
+	expired, stop := core.Wait(core.SchedulerOf(c.Opts.Clock), until.Sub(c.Opts.Clock.Now()))
+	c.wg.Add(2)
+	go func() {
+		defer c.wg.Done()
+		defer stop()
+		select {
+		case <-expired:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	go func() {
+		defer c.wg.Done()
+		defer cancel()
+		err := d.Run(ctx, core.PeerInfo{Device: c.Ident.DeviceID()}, func(core.PeerInfo) {})
+		if ctx.Err() == nil {
+			c.Log.Warn("pairing announcement stopped", "err", err)
+		}
+	}()
+}

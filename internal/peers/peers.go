@@ -264,8 +264,8 @@ func Dialable(addrs []string, sess core.Session) []string {
 type redialState struct {
 	failures int       // dials (or short sessions) since the last stable one
 	next     time.Time // no dial before
-	dialing  bool
-	up       bool // a session was active at the last look
+	dialing  int       // dials in flight (a second one for addresses learnt during the first)
+	up       bool      // a session was active at the last look
 	upSince  time.Time
 	tried    []string // the addresses of the last dial
 }
@@ -306,7 +306,7 @@ func (m *Manager) redialLoop(ctx context.Context, tr core.Transport) {
 		case r := <-results:
 			dialing--
 			st := states[r.peer]
-			st.dialing = false
+			st.dialing--
 			if !r.ok {
 				st.failures++
 				st.next = m.sched.Now().Add(m.redialDelay(st.failures))
@@ -340,8 +340,26 @@ func (m *Manager) redialRound(ctx context.Context, tr core.Transport, states map
 			st = &redialState{}
 			states[id] = st
 		}
-		if st.dialing {
-			continue // its result comes back on results
+		if st.dialing > 0 {
+			// Its result comes back on results. Addresses learnt
+			// meanwhile (the device moved: discovery saw it elsewhere)
+			// are dialled at once, beside a dial that may be waiting
+			// out a dead path's handshake timeout.
+			if fresh := untried(m.peerAddrs(id), st.tried); st.dialing == 1 && len(fresh) > 0 {
+				st.dialing++
+				st.tried = append(st.tried, fresh...)
+				started++
+				dials.Add(1)
+				go func(id core.DeviceID) {
+					defer dials.Done()
+					ok := m.redial(ctx, tr, id, fresh)
+					select {
+					case results <- dialResult{peer: id, ok: ok}:
+					case <-ctx.Done():
+					}
+				}(id)
+			}
+			continue
 		}
 		if m.isActive(id) {
 			if !st.up {
@@ -370,7 +388,7 @@ func (m *Manager) redialRound(ctx context.Context, tr core.Transport, states map
 		if now.Before(st.next) && (st.tried == nil || slices.Equal(st.tried, addrs)) {
 			continue
 		}
-		st.dialing, st.tried = true, addrs
+		st.dialing, st.tried = 1, addrs
 		started++
 		dials.Add(1)
 		go func(id core.DeviceID) {
@@ -389,6 +407,16 @@ func (m *Manager) redialRound(ctx context.Context, tr core.Transport, states map
 func (m *Manager) redial(ctx context.Context, tr core.Transport, id core.DeviceID, addrs []string) bool {
 	m.hold(id)
 	defer m.release(id)
+	m.mu.Lock()
+	m.redialing[id]++
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		if m.redialing[id]--; m.redialing[id] <= 0 {
+			delete(m.redialing, id)
+		}
+		m.mu.Unlock()
+	}()
 	var lastErr error
 	defer func() { m.setDialErr(id, lastErr) }()
 	for _, a := range addrs {
@@ -413,9 +441,20 @@ func (m *Manager) redial(ctx context.Context, tr core.Transport, id core.DeviceI
 }
 
 // activeOthers reports whether id has an active session or dial besides
-// the caller's own hold.
+// the redial loop's own dials.
 func (m *Manager) activeOthers(id core.DeviceID) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.active[id] > 1
+	return m.active[id] > m.redialing[id]
+}
+
+// untried returns the addresses of addrs not in tried.
+func untried(addrs, tried []string) []string {
+	var out []string
+	for _, a := range addrs {
+		if !slices.Contains(tried, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
