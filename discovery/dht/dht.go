@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -253,12 +255,36 @@ func (d *Discoverer) Run(ctx context.Context, self core.PeerInfo, found func(cor
 	return ctx.Err()
 }
 
-// addrsNow returns the addresses to announce.
+// addrsNow returns the addresses to announce: the Mesh's (or those given
+// to Run), and the public address the DHT nodes see this device at.
 func (r *run) addrsNow() []string {
-	if a := r.d.cfg.Mesh.Addrs(); len(a) > 0 {
-		return a
+	a := r.d.cfg.Mesh.Addrs()
+	if len(a) == 0 {
+		a = slices.Clone(r.addrs)
 	}
-	return slices.Clone(r.addrs)
+	if ip, ok := r.n.publicIP(); ok {
+		a = withPublic(a, ip)
+	}
+	return a
+}
+
+// withPublic appends ip with the port of the first of addrs, unless the
+// list holds it already or is full: behind a NAT that keeps ports (or with
+// the port forwarded) devices elsewhere on the internet reach this one
+// there; the local addresses stay first for devices on the same network.
+func withPublic(addrs []string, ip netip.Addr) []string {
+	if len(addrs) == 0 || len(addrs) >= discovery.MaxAddrs {
+		return addrs
+	}
+	_, port, err := net.SplitHostPort(addrs[0])
+	if err != nil {
+		return addrs
+	}
+	pub := net.JoinHostPort(ip.String(), port)
+	if slices.Contains(addrs, pub) {
+		return addrs
+	}
+	return append(addrs, pub)
 }
 
 // changed reports whether the addresses or the secret generation differ

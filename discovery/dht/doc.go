@@ -19,6 +19,13 @@
 //	value       = discovery.Seal(secret, "dht", device, addresses, now)
 //	              followed by random bytes up to ValueSize (896)
 //
+// The addresses are the node's (discovery.Mesh.Addrs: its interfaces'
+// addresses with the QUIC port) plus, once at least two DHT nodes agree on
+// it, the public address they see this device at (BEP 42's "ip" field of
+// their replies) with the same port: reachable from the internet when the
+// device has that address itself, forwards the port, or sits behind a NAT
+// that keeps ports. Devices behind other NATs need the relay.
+//
 // Every member holds the secret, so it computes every trusted device's key
 // pair and target for any epoch and looks them up (Config.Devices lists
 // them); it opens the value with discovery.Open, which checks the device's

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -36,7 +37,13 @@ type node struct {
 
 	mu  sync.Mutex
 	seq map[bep44.Target]int64 // last sequence number put per target
+	// seenAs is the IP address each responding DHT node saw this node's
+	// queries come from (BEP 42's "ip" field), by responder.
+	seenAs map[string]netip.Addr
 }
+
+// maxSeenAs bounds the responders remembered for seenAs.
+const maxSeenAs = 64
 
 // startNode listens on listen (UDP; "" means any port on every address) and
 // starts a DHT server that bootstraps off bootstrap ("host:port" each,
@@ -49,7 +56,7 @@ func startNode(listen string, bootstrap []string, logger *slog.Logger) (*node, e
 	if err != nil {
 		return nil, fmt.Errorf("dht: listen %s: %w", listen, err)
 	}
-	n := &node{bootstrap: append([]string(nil), bootstrap...), log: logger, seq: map[bep44.Target]int64{}}
+	n := &node{bootstrap: append([]string(nil), bootstrap...), log: logger, seq: map[bep44.Target]int64{}, seenAs: map[string]netip.Addr{}}
 	cfg := dht.NewDefaultServerConfig()
 	cfg.Conn = conn
 	cfg.StartingNodes = n.startingNodes
@@ -188,6 +195,9 @@ func (n *node) traverse(ctx context.Context, pub [32]byte) (item, *traversal.Ope
 		Alpha:  8,
 		DoQuery: func(qctx context.Context, addr krpc.NodeAddr) traversal.QueryResult {
 			res := n.srv.Get(qctx, dht.NewAddr(addr.UDP()), target, nil, dht.QueryRateLimiting{})
+			if res.Err == nil {
+				n.observe(addr.String(), res.Reply.IP.IP)
+			}
 			if r := res.Reply.R; r != nil && r.Seq != nil && r.K == pub && r.V != nil &&
 				bep44.Verify(r.K[:], nil, *r.Seq, r.V, r.Sig[:]) {
 				mu.Lock()
@@ -226,6 +236,51 @@ func (n *node) traverse(ctx context.Context, pub [32]byte) (item, *traversal.Ope
 		best = item{}
 	}
 	return best, op, nil
+}
+
+// observe records that the DHT node at responder saw this node as ip.
+func (n *node) observe(responder string, ip net.IP) {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, known := n.seenAs[responder]; !known && len(n.seenAs) >= maxSeenAs {
+		for k := range n.seenAs { // forget one at random
+			delete(n.seenAs, k)
+			break
+		}
+	}
+	n.seenAs[responder] = a.Unmap()
+}
+
+// publicIP returns the public address the DHT nodes see this node at, when
+// at least two of them agree (see pickPublic).
+func (n *node) publicIP() (netip.Addr, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return pickPublic(n.seenAs)
+}
+
+// pickPublic returns the address most responders saw, if at least two did
+// and it is a public unicast address (not private, loopback, link-local
+// or unspecified): the address of this device's NAT, or its own.
+func pickPublic(seenAs map[string]netip.Addr) (netip.Addr, bool) {
+	votes := map[netip.Addr]int{}
+	for _, a := range seenAs {
+		votes[a]++
+	}
+	var best netip.Addr
+	for a, v := range votes {
+		if v > votes[best] || (v == votes[best] && a.Less(best)) {
+			best = a
+		}
+	}
+	if votes[best] < 2 || !best.IsGlobalUnicast() || best.IsPrivate() || best.IsLoopback() || best.IsLinkLocalUnicast() {
+		return netip.Addr{}, false
+	}
+	return best, true
 }
 
 // errNotFound reports a target the DHT holds no usable item for.
