@@ -97,8 +97,8 @@ func eventually(t *testing.T, what string, within time.Duration, cond func() boo
 // discovery off):
 //
 //   - alice pairs bob and rex, then all three restart on new ports, so
-//     every address they exchanged is stale: bob finds alice through the
-//     DHT alone (their Stats say so), connect and sync;
+//     every address they exchanged is stale: alice and bob find each other
+//     through the DHT alone (their Stats say so), connect and sync;
 //   - alice revokes rex (the mesh secret rotates), then moves again: bob
 //     follows her, rex never learns where she went;
 //   - an outsider reading every item every DHT node stores finds none of
