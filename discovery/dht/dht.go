@@ -420,7 +420,9 @@ func (r *run) lookup(ctx context.Context) {
 		switch {
 		case a != nil && len(a.Addrs) > 0:
 			r.known[id] = seen{addrs: a.Addrs, at: a.At}
-			if !had || !slices.Equal(prev.addrs, a.Addrs) {
+			if !had || !slices.Equal(prev.addrs, a.Addrs) || a.At.After(prev.at) {
+				// New, moved, or republished: the sighting time moves on
+				// (the node's last_seen) once per republication.
 				r.report(id, a.Addrs, a.At)
 			}
 		case a != nil: // withdrawn

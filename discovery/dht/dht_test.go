@@ -221,7 +221,8 @@ func TestDHTDiscoveryAppearChangeGo(t *testing.T) {
 	}
 }
 
-// TestDHTDiscoveryExpiry checks that a device that stops republishing
+// TestDHTDiscoveryExpiry checks that republications are reported (with
+// their time) and that a device that stops republishing
 // without withdrawing (here: it lost the mesh secret) is reported gone once
 // its announcement is older than Expire (three republication periods).
 func TestDHTDiscoveryExpiry(t *testing.T) {
@@ -231,6 +232,19 @@ func TestDHTDiscoveryExpiry(t *testing.T) {
 	b := start(t, "b", nw, ms[1], time.Hour, time.Second)
 	idA := ms[0].DeviceID()
 	waitFor(t, "b to find a", func() bool { return b.view(idA) != nil })
+	// Each republication is reported again, with its newer time (the
+	// node's last_seen follows it), though the addresses did not change.
+	waitFor(t, "b to hear a's republication", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		var seen []time.Time
+		for _, e := range b.events {
+			if e.Device == idA && e.Addrs != nil && (len(seen) == 0 || e.Seen.After(seen[len(seen)-1])) {
+				seen = append(seen, e.Seen)
+			}
+		}
+		return len(seen) >= 2
+	})
 	ms[0].set(func(m *fakeMesh) { m.sec = registry.Secret{} })
 	lost := time.Now()
 	waitFor(t, "b to see a expire", func() bool { return b.view(idA) == nil })
