@@ -124,6 +124,11 @@ func (n *Node) peerEvent(peer core.DeviceID, up bool, reason string) {
 // DiscoveryStats says, for every device of the registry but this one, where
 // it was last seen and why it is not connected.
 type DiscoveryStats struct {
+	// Ready reports that this device holds the current mesh secret, so it
+	// announces itself and recognises its devices' announcements (a newly
+	// paired device becomes ready once the registry has synced).
+	Ready bool
+	// Devices lists the registry's devices but this one.
 	Devices []DeviceReach
 }
 
@@ -156,7 +161,8 @@ func (n *Node) discoveryStats(ctx context.Context) (DiscoveryStats, error) {
 	if err != nil {
 		return DiscoveryStats{}, err
 	}
-	out := DiscoveryStats{Devices: make([]DeviceReach, 0, len(rs))}
+	_, secretErr := n.c.Mesh().Secret()
+	out := DiscoveryStats{Ready: secretErr == nil, Devices: make([]DeviceReach, 0, len(rs))}
 	for _, r := range rs {
 		out.Devices = append(out.Devices, DeviceReach{
 			Device: r.Device, Name: r.Name, Connected: r.Connected, LastSeen: r.LastSeen,

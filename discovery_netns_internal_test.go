@@ -144,6 +144,20 @@ func stats(t *testing.T, p *netnstest.Proc) DiscoveryStats {
 	return s
 }
 
+// awaitReach polls p's stats until its only device satisfies ok.
+func awaitReach(t *testing.T, p *netnstest.Proc, what string, ok func(DeviceReach) bool) {
+	t.Helper()
+	for deadline := time.Now().Add(40 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		s := stats(t, p)
+		if len(s.Devices) == 1 && ok(s.Devices[0]) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: stats %+v", what, s.Devices)
+		}
+	}
+}
+
 // TestLANDiscoveryAcrossNamespaces: alice and bob pair, stop, both move to
 // new addresses (so every address they exchanged is stale) and start again
 // with the default configuration: they must find each other by mDNS alone
@@ -197,30 +211,20 @@ func TestLANDiscoveryAcrossNamespaces(t *testing.T) {
 	pb.Await(ctx, wait, "bob receiving alice's write after both moved", prefixed("got k1"))
 	pa.Await(ctx, wait, "alice's peer-connected event for bob", prefixed("event peer-connected "+bob))
 
-	s := stats(t, pa)
-	if len(s.Devices) != 1 || s.Devices[0].Device.String() != bob {
+	if s := stats(t, pa); len(s.Devices) != 1 || s.Devices[0].Device.String() != bob {
 		t.Fatalf("alice's stats list %+v, want bob only", s.Devices)
 	}
-	if d := s.Devices[0]; d.Mechanism != "mdns" || !slices.Contains(d.Addrs, lan.IPv4(1, 12)+":"+port(d.Addrs)) || d.LastSeen.IsZero() {
-		t.Fatalf("alice's view of bob: %+v", d)
-	}
+	awaitReach(t, pa, "alice seeing bob by mDNS at his new address", func(d DeviceReach) bool {
+		return d.Mechanism == "mdns" && slices.Contains(d.Addrs, lan.IPv4(1, 12)+":"+port(d.Addrs)) && !d.LastSeen.IsZero()
+	})
 
 	lan.Readdress(t, 1, 22, false)
 	pb.Send("put k2 v2")
 	pa.Send("wait k2 v2")
 	pa.Await(ctx, wait, "alice receiving bob's write after he moved", prefixed("got k2"))
-	moved := func(d DeviceReach) bool {
+	awaitReach(t, pa, "alice following bob to his new address", func(d DeviceReach) bool {
 		return d.Connected && len(d.Addrs) > 0 && strings.HasPrefix(d.Addrs[0], lan.IPv4(1, 22)+":") && strings.HasPrefix(d.Known[0], lan.IPv4(1, 22)+":")
-	}
-	for deadline := time.Now().Add(wait); ; time.Sleep(200 * time.Millisecond) {
-		d := stats(t, pa).Devices[0]
-		if moved(d) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("alice's view of bob after he moved: %+v", d)
-		}
-	}
+	})
 
 	if es := stats(t, pe); len(es.Devices) != 0 {
 		t.Fatalf("eve (another mesh) knows of %+v", es.Devices)

@@ -23,6 +23,17 @@ func inviteAddrs(addr string) []string {
 	return out
 }
 
+// Addrs returns the addresses another device can dial to reach this
+// node: when it listens on every interface (the default), each
+// interface's address with the listening port; nil before Start.
+func (n *Node) Addrs() []string {
+	addr := n.Addr()
+	if addr == "" {
+		return nil
+	}
+	return inviteAddrs(addr)
+}
+
 // dialAny dials peer at each of addrs in turn and returns the first
 // session and the address that worked.
 func (n *Node) dialAny(ctx context.Context, addrs []string, peer core.DeviceID) (Session, string, error) {

@@ -51,11 +51,16 @@ func scenarios() map[string]scenario {
 		"insync":       {"time to establish two devices are in sync at n = 1M vs n = 1000", runInsync},
 		"repair":       {"bytes of a Merkle repair (changelog truncated) after d of n records changed, per changed byte", runRepair},
 		"merge":        {"resolved conflicts/s for n concurrent record pairs (LWW, chronological) vs plain apply of n changes", runMerge},
+		"discover":     {"time for two paired devices starting on one LAN to sync a record found by mDNS vs the address given by hand (root)", runDiscover},
 	}
 }
 
 func main() {
 	all := scenarios()
+	if len(os.Args) == 3 && os.Args[1] == discoverNodeArg {
+		runDiscoverNode(os.Args[2]) // a node process of runDiscover
+		return
+	}
 	if len(os.Args) < 2 || os.Args[1] == "list" || os.Args[1] == "-h" || os.Args[1] == "--help" {
 		usage(all)
 		return

@@ -18,7 +18,8 @@
 //
 // A device looks for its peers by querying the service names of the
 // epochs around now (clocks may differ by discovery.DefaultMaxSkew) every
-// Config.Interval, and answers queries for them through a hashicorp/mdns
+// Config.Interval (more often in the first seconds of a run), and answers
+// queries for them through a hashicorp/mdns
 // server whose zone is computed at each question, so a secret rotation or an
 // address change is served at once. mDNS answers are sent to the querier
 // (the library's unicast reply to the query's source).

@@ -44,6 +44,12 @@ const (
 	txtChunk = 200
 	// resealAfter is how long a sealed announcement is reused.
 	resealAfter = 30 * time.Second
+	// A run starts with burstLookups quick lookups (each listening
+	// burstQuery, burstWait apart), so that devices starting together find
+	// each other within a second or so, then settles to Config.Interval.
+	burstLookups = 8
+	burstQuery   = 300 * time.Millisecond
+	burstWait    = 100 * time.Millisecond
 )
 
 // Config builds an MDNS.
@@ -160,8 +166,12 @@ func (m *MDNS) Run(ctx context.Context, self core.PeerInfo, found func(core.Peer
 	}
 	defer func() { _ = srv.Shutdown() }()
 	seen := map[core.DeviceID]*sighting{}
-	for {
-		err := m.lookup(ctx, func(a discovery.Announcement) {
+	for n := 0; ; n++ {
+		query, wait := m.cfg.QueryTime, m.cfg.Interval
+		if n < burstLookups {
+			query, wait = min(query, burstQuery), min(wait, burstWait)
+		}
+		err := m.lookup(ctx, query, func(a discovery.Announcement) {
 			if !m.cfg.AnyKey {
 				m.report(a, seen, found)
 			}
@@ -170,7 +180,7 @@ func (m *MDNS) Run(ctx context.Context, self core.PeerInfo, found func(core.Peer
 			return err
 		}
 		m.expire(seen, found)
-		tick, stop := core.Wait(m.sched, m.cfg.Interval)
+		tick, stop := core.Wait(m.sched, wait)
 		select {
 		case <-ctx.Done():
 			stop()
@@ -189,9 +199,13 @@ type sighting struct {
 // Find looks (without answering) until it hears a fresh announcement from
 // another device, and returns it, or until ctx ends.
 func (m *MDNS) Find(ctx context.Context) (discovery.Announcement, error) {
-	for {
+	for n := 0; ; n++ {
+		query, wait := m.cfg.QueryTime, m.cfg.Interval
+		if n < burstLookups {
+			query, wait = min(query, burstQuery), min(wait, burstWait)
+		}
 		var got *discovery.Announcement
-		err := m.lookup(ctx, func(a discovery.Announcement) {
+		err := m.lookup(ctx, query, func(a discovery.Announcement) {
 			if got == nil {
 				got = &a
 			}
@@ -202,7 +216,7 @@ func (m *MDNS) Find(ctx context.Context) (discovery.Announcement, error) {
 		if err != nil {
 			return discovery.Announcement{}, err
 		}
-		tick, stop := core.Wait(m.sched, m.cfg.Interval)
+		tick, stop := core.Wait(m.sched, wait)
 		select {
 		case <-ctx.Done():
 			stop()
@@ -214,7 +228,7 @@ func (m *MDNS) Find(ctx context.Context) (discovery.Announcement, error) {
 
 // lookup queries the current service names once and hands every fresh,
 // verified announcement of another device to heard.
-func (m *MDNS) lookup(ctx context.Context, heard func(discovery.Announcement)) error {
+func (m *MDNS) lookup(ctx context.Context, query time.Duration, heard func(discovery.Announcement)) error {
 	sec, err := m.cfg.Mesh.Secret()
 	if err != nil {
 		m.log.Debug("mdns: no mesh secret yet; not looking", "err", err)
@@ -224,7 +238,7 @@ func (m *MDNS) lookup(ctx context.Context, heard func(discovery.Announcement)) e
 	for _, e := range discovery.Epochs(now, m.cfg.Period, discovery.DefaultMaxSkew) {
 		entries := make(chan *hmdns.ServiceEntry, 64)
 		params := &hmdns.QueryParam{
-			Service: m.ServiceName(sec, e), Domain: "local", Timeout: m.cfg.QueryTime,
+			Service: m.ServiceName(sec, e), Domain: "local", Timeout: query,
 			Entries: entries, DisableIPv4: m.cfg.DisableIPv4, DisableIPv6: m.cfg.DisableIPv6,
 			Logger: m.libLogger(),
 		}

@@ -119,8 +119,8 @@ func foundAt(seed byte, addr string) func(string) bool {
 
 // TestMDNSAcrossNamespaces runs devices in network namespaces joined by a
 // bridge: alice and bob (mesh A) find each other over IPv4, dave (mesh A,
-// IPv6 only) finds alice over IPv6, alice follows bob to a new address,
-// and eve (mesh B, though she knows every key of mesh A and mesh A trusts
+// IPv6 only) finds alice over IPv6, alice follows bob to a new address
+// and reports dave gone once he stops, and eve (mesh B, though she knows every key of mesh A and mesh A trusts
 // hers) is never found by anyone nor finds anyone.
 func TestMDNSAcrossNamespaces(t *testing.T) {
 	if netnstest.Role() == "mdns" {
@@ -148,7 +148,15 @@ func TestMDNSAcrossNamespaces(t *testing.T) {
 	lan.Readdress(t, 1, 22, false)
 	pa.Await(ctx, wait, "alice following bob to his new address", foundAt(bob, lan.IPv4(1, 22)+":4433"))
 
-	time.Sleep(2 * time.Second) // more rounds for eve to be wrongly found or to find
+	// Dave switched off: alice reports him gone once Expire (3 s) passes.
+	pd.Kill()
+	pa.Await(ctx, wait, "alice reporting dave gone", func(l string) bool { return l == "gone "+hexID(dave) })
+	for _, l := range pa.Lines() {
+		if l == "gone "+hexID(bob) {
+			t.Fatal("alice reported bob gone while he was up")
+		}
+	}
+
 	for _, p := range []*netnstest.Proc{pa, pb, pd} {
 		for _, l := range p.Lines() {
 			if strings.Contains(l, hexID(eve)) {
@@ -156,7 +164,6 @@ func TestMDNSAcrossNamespaces(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("alice heard:\n%s", strings.Join(pa.Lines(), "\n"))
 	if l := pe.Lines(); len(l) > 0 {
 		t.Fatalf("eve of mesh B heard mesh A: %q", l)
 	}

@@ -9,7 +9,9 @@
 // (TxBuf), the event fan-out (Hub, generic over the façade's Event), the
 // session handler and roster the connection manager calls (Sessions), the
 // pairing ceremony's two sides (Pairing), the network lifecycle (Net), the
-// guard on the node's directory (DirGuard) and Restore's file work. The
+// guard on the node's directory (DirGuard), Restore's file work, and the
+// discovery mechanisms run while the network is up (discovery.go). The
 // engine reports to the host only through the hooks in Options (Publish,
-// Tampered, Unsettled), so it never sees the façade's types.
+// Tampered, Unsettled, Discovery.PeerEvent), so it never sees the façade's
+// types.
 package engine

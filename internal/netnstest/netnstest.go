@@ -46,11 +46,8 @@ func Role() string { return os.Getenv(RoleEnv) }
 // Require skips t unless the process runs as root with the ip command.
 func Require(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces (CI runs as root): skipped")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs the ip command (iproute2) to create network namespaces: skipped")
+	if err := Usable(); err != nil {
+		t.Skipf("%v (CI runs as root with iproute2): skipped", err)
 	}
 }
 
@@ -62,37 +59,81 @@ type LAN struct {
 	nodes  []string
 }
 
+// Usable returns nil when this process can build LANs (root, with the ip
+// command), else an error saying why not.
+func Usable() error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("needs root to create network namespaces")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return fmt.Errorf("needs the ip command (iproute2): %w", err)
+	}
+	return nil
+}
+
 // New creates a LAN of n node namespaces (subnet numbers the address
 // plan: 10.77.<subnet>.0/24) and deletes it when t ends.
 func New(t testing.TB, n, subnet int) *LAN {
 	t.Helper()
 	Require(t)
+	l, err := Create(n, subnet)
+	if l != nil {
+		t.Cleanup(l.Close)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// Create creates a LAN of n node namespaces; Close deletes it. On error,
+// what was created is returned for Close.
+func Create(n, subnet int) (*LAN, error) {
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	l := &LAN{id: "fed" + hex.EncodeToString(b[:]), subnet: subnet}
 	l.bridge = l.id + "-br"
-	t.Cleanup(func() {
-		for _, ns := range append([]string{l.bridge}, l.nodes...) {
-			_ = exec.Command("ip", "netns", "del", ns).Run()
+	if err := ip("netns", "add", l.bridge); err != nil {
+		return nil, err
+	}
+	steps := [][]string{
+		{"-n", l.bridge, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"},
+		{"-n", l.bridge, "link", "set", "br0", "up"},
+	}
+	for _, st := range steps {
+		if err := ip(st...); err != nil {
+			return l, err
 		}
-	})
-	run(t, "ip", "netns", "add", l.bridge)
-	run(t, "ip", "-n", l.bridge, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
-	run(t, "ip", "-n", l.bridge, "link", "set", "br0", "up")
+	}
 	for i := range n {
 		ns := fmt.Sprintf("%s-%d", l.id, i)
+		if err := ip("netns", "add", ns); err != nil {
+			return l, err
+		}
 		l.nodes = append(l.nodes, ns)
-		run(t, "ip", "netns", "add", ns)
 		v := fmt.Sprintf("v%d", i)
-		run(t, "ip", "-n", l.bridge, "link", "add", v, "type", "veth", "peer", "name", "eth0", "netns", ns)
-		run(t, "ip", "-n", l.bridge, "link", "set", v, "master", "br0", "up")
-		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
-		run(t, "ip", "-n", ns, "link", "set", "eth0", "up")
-		run(t, "ip", "-n", ns, "addr", "add", l.IPv4(i, i+1)+"/24", "dev", "eth0")
-		run(t, "ip", "-n", ns, "addr", "add", l.IPv6(i+1)+"/64", "dev", "eth0", "nodad")
-		run(t, "ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
+		for _, st := range [][]string{
+			{"-n", l.bridge, "link", "add", v, "type", "veth", "peer", "name", "eth0", "netns", ns},
+			{"-n", l.bridge, "link", "set", v, "master", "br0", "up"},
+			{"-n", ns, "link", "set", "lo", "up"},
+			{"-n", ns, "link", "set", "eth0", "up"},
+			{"-n", ns, "addr", "add", l.IPv4(i, i+1) + "/24", "dev", "eth0"},
+			{"-n", ns, "addr", "add", l.IPv6(i+1) + "/64", "dev", "eth0", "nodad"},
+			{"-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"},
+		} {
+			if err := ip(st...); err != nil {
+				return l, err
+			}
+		}
 	}
-	return l
+	return l, nil
+}
+
+// Close deletes the LAN's namespaces (and with them every interface).
+func (l *LAN) Close() {
+	for _, ns := range append([]string{l.bridge}, l.nodes...) {
+		_ = exec.Command("ip", "netns", "del", ns).Run()
+	}
 }
 
 // NS returns the name of node i's namespace.
@@ -109,32 +150,50 @@ func (l *LAN) IPv6(host int) string { return fmt.Sprintf("fd77:%x::%x", l.subnet
 // IPv6 address is left alone unless drop6), as when a laptop moves.
 func (l *LAN) Readdress(t testing.TB, i, host int, drop6 bool) {
 	t.Helper()
+	if err := l.SetAddr(i, host, drop6); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// SetAddr is Readdress returning its error.
+func (l *LAN) SetAddr(i, host int, drop6 bool) error {
 	ns := l.nodes[i]
 	out, err := exec.Command("ip", "-n", ns, "-4", "-o", "addr", "show", "dev", "eth0").CombinedOutput()
 	if err != nil {
-		t.Fatalf("ip addr show: %v: %s", err, out)
+		return fmt.Errorf("ip addr show: %w: %s", err, out)
 	}
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
 		for j := 0; j+1 < len(f); j++ {
 			if f[j] == "inet" {
-				run(t, "ip", "-n", ns, "addr", "del", f[j+1], "dev", "eth0")
+				if err := ip("-n", ns, "addr", "del", f[j+1], "dev", "eth0"); err != nil {
+					return err
+				}
 			}
 		}
 	}
 	if drop6 {
-		run(t, "ip", "-n", ns, "addr", "del", l.IPv6(i+1)+"/64", "dev", "eth0")
+		if err := ip("-n", ns, "addr", "del", l.IPv6(i+1)+"/64", "dev", "eth0"); err != nil {
+			return err
+		}
 	}
-	run(t, "ip", "-n", ns, "addr", "add", l.IPv4(i, host)+"/24", "dev", "eth0")
+	if err := ip("-n", ns, "addr", "add", l.IPv4(i, host)+"/24", "dev", "eth0"); err != nil {
+		return err
+	}
 	// Deleting the last address took the multicast route with it.
-	_ = exec.Command("ip", "-n", ns, "route", "replace", "224.0.0.0/4", "dev", "eth0").Run()
+	return ip("-n", ns, "route", "replace", "224.0.0.0/4", "dev", "eth0")
 }
 
-func run(t testing.TB, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+// Command returns cmd with args to run inside node i's namespace.
+func (l *LAN) Command(i int, name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", l.nodes[i], name}, args...)...)
+}
+
+func ip(args ...string) error {
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
 	}
+	return nil
 }
 
 // Proc is a test process running inside a namespace.
@@ -153,8 +212,7 @@ type Proc struct {
 // The process is killed and waited for when t ends.
 func (l *LAN) Start(t testing.TB, i int, test, role string, env ...string) *Proc {
 	t.Helper()
-	args := []string{"netns", "exec", l.nodes[i], os.Args[0], "-test.run=^" + test + "$", "-test.v=false", "-test.count=1"}
-	cmd := exec.Command("ip", args...)
+	cmd := l.Command(i, os.Args[0], "-test.run=^"+test+"$", "-test.v=false", "-test.count=1")
 	cmd.Env = append(append(os.Environ(), RoleEnv+"="+role), env...)
 	cmd.Stderr = &prefixWriter{t: t, prefix: role + ": "}
 	stdin, err := cmd.StdinPipe()
@@ -190,6 +248,11 @@ func (l *LAN) Start(t testing.TB, i int, test, role string, env ...string) *Proc
 		_ = cmd.Wait()
 	})
 	return p
+}
+
+// Kill ends the process at once (a device switched off).
+func (p *Proc) Kill() {
+	_ = p.cmd.Process.Kill()
 }
 
 // Send writes one line to the process's stdin.
