@@ -62,6 +62,7 @@ func startNode(listen string, bootstrap []string, logger *slog.Logger) (*node, e
 	cfg.StartingNodes = n.startingNodes
 	cfg.Logger = anacrolixLogger(logger)
 	cfg.SendLimiter = rate.NewLimiter(sendRate, sendRate)
+	cfg.Store = newStore(maxStoredItems)
 	srv, err := dht.NewServer(cfg)
 	if err != nil {
 		conn.Close()
