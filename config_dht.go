@@ -18,7 +18,7 @@ import (
 // looks up its trusted devices' items. Setting Bootstrap is all it takes.
 type DHTConfig struct {
 	// Bootstrap lists DHT nodes ("host:port") to join the DHT through.
-	// Empty: no DHT discovery. dht.PublicBootstrap joins the public
+	// Empty: no DHT discovery. dht.PublicBootstrap() joins the public
 	// mainline DHT; there is no default.
 	Bootstrap []string
 	// Listen is the UDP address of the node's own DHT node ("": any port

@@ -53,13 +53,15 @@ const ValueSize = discovery.MaxSealed
 // plaintext (version, XChaCha20 nonce, Poly1305 tag; see discovery.Seal).
 const sealOverhead = 1 + chacha20poly1305.NonceSizeX + chacha20poly1305.Overhead
 
-// PublicBootstrap lists well-known routers of the public mainline DHT. It is
-// never used unless a host passes it as Config.Bootstrap.
-var PublicBootstrap = []string{
-	"router.bittorrent.com:6881",
-	"router.utorrent.com:6881",
-	"dht.transmissionbt.com:6881",
-	"dht.libtorrent.org:25401",
+// PublicBootstrap returns well-known routers of the public mainline DHT.
+// They are never used unless a host passes them as Config.Bootstrap.
+func PublicBootstrap() []string {
+	return []string{
+		"router.bittorrent.com:6881",
+		"router.utorrent.com:6881",
+		"dht.transmissionbt.com:6881",
+		"dht.libtorrent.org:25401",
+	}
 }
 
 // Config configures a Discoverer.
@@ -71,7 +73,7 @@ type Config struct {
 	// so is any the Mesh does not trust), read at every lookup. Required.
 	Devices func() []core.DeviceID
 	// Bootstrap lists DHT nodes ("host:port") to join the DHT through.
-	// Required: there is no default (PublicBootstrap joins the public
+	// Required: there is no default (PublicBootstrap() joins the public
 	// mainline DHT).
 	Bootstrap []string
 	// Listen is the UDP address of this device's DHT node ("": any port).

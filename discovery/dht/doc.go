@@ -8,7 +8,7 @@
 // Each device runs a DHT node of its own (its own UDP socket, Config.Listen)
 // that joins the DHT through Config.Bootstrap only: there is no default and
 // the library's public routers are never consulted unless the host passes
-// PublicBootstrap. It publishes one BEP 44 mutable item:
+// PublicBootstrap(). It publishes one BEP 44 mutable item:
 //
 //	epoch  e    = discovery.Epoch(now, Period)          (hourly by default)
 //	seed        = HKDF(mesh secret, purpose "dht/item", generation, e, device id)
