@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/discovery"
 	"github.com/devicemesh/federation/discovery/dht/dhttest"
+	"github.com/devicemesh/federation/registry"
 )
 
 // TestNodePutGetNewest checks the node wrapper against a loopback DHT: a
@@ -76,3 +79,25 @@ func TestNodeNeedsBootstrap(t *testing.T) {
 		t.Fatalf("join without bootstrap: %v, want ErrNoBootstrap", err)
 	}
 }
+
+// TestNewNeedsBootstrap checks that a Discoverer cannot be built without
+// bootstrap nodes: there is no default, public or otherwise.
+func TestNewNeedsBootstrap(t *testing.T) {
+	if _, err := New(Config{Mesh: nil}); err == nil {
+		t.Fatal("New without Mesh succeeded")
+	}
+	_, err := New(Config{Mesh: nilMesh{}, Devices: func() []core.DeviceID { return nil }})
+	if !errors.Is(err, ErrNoBootstrap) {
+		t.Fatalf("New without bootstrap nodes: %v, want ErrNoBootstrap", err)
+	}
+}
+
+// nilMesh is a discovery.Mesh with nothing in it.
+type nilMesh struct{}
+
+func (nilMesh) DeviceID() core.DeviceID                         { return core.DeviceID{} }
+func (nilMesh) PublicKey() core.PublicKey                       { return core.PublicKey{} }
+func (nilMesh) Sign([]byte) []byte                              { return nil }
+func (nilMesh) Secret() (registry.Secret, error)                { return registry.Secret{}, discovery.ErrNoSecret }
+func (nilMesh) TrustedKey(core.DeviceID) (core.PublicKey, bool) { return core.PublicKey{}, false }
+func (nilMesh) Addrs() []string                                 { return nil }
