@@ -39,6 +39,9 @@ const (
 	DefaultLookup = time.Minute
 	// DefaultOpTimeout bounds one put or one lookup of one item.
 	DefaultOpTimeout = 30 * time.Second
+	// firstLookupGap is the wait before the second lookup after Run
+	// starts; it doubles up to Config.Lookup.
+	firstLookupGap = 2 * time.Second
 	// DefaultWithdrawTimeout bounds the withdrawal put when Run ends.
 	DefaultWithdrawTimeout = 5 * time.Second
 )
@@ -86,7 +89,8 @@ type Config struct {
 	// the addresses or the secret generation change (seen at each lookup).
 	Republish time.Duration
 	// Lookup is how often the other devices' items are read (0:
-	// DefaultLookup).
+	// DefaultLookup), once Run has warmed up: after the start, lookups come
+	// 2 s, 4 s, 8 s ... apart until they are Lookup apart.
 	Lookup time.Duration
 	// Expire is the age past which an announcement no longer counts: the
 	// device is reported gone (0: three times Republish).
@@ -225,6 +229,7 @@ func (d *Discoverer) Run(ctx context.Context, self core.PeerInfo, found func(cor
 		known: map[core.DeviceID]seen{},
 	}
 	nextPublish := d.sched.Now()
+	gap := firstLookupGap
 	for {
 		now := d.sched.Now()
 		if !now.Before(nextPublish) || r.changed() {
@@ -242,7 +247,12 @@ func (d *Discoverer) Run(ctx context.Context, self core.PeerInfo, found func(cor
 		if ctx.Err() != nil {
 			break
 		}
-		wait := min(d.cfg.Lookup, max(nextPublish.Sub(d.sched.Now()), 0))
+		// Right after the start, look again soon and then less and less
+		// often (2 s, 4 s, ... up to Lookup): devices starting together
+		// find each other quickly whichever publishes first.
+		gap = min(gap, d.cfg.Lookup)
+		wait := min(gap, max(nextPublish.Sub(d.sched.Now()), 0))
+		gap *= 2
 		ch, stop := core.Wait(d.sched, wait)
 		select {
 		case <-ctx.Done():

@@ -121,11 +121,19 @@ func start(t *testing.T, name string, nw *dhttest.Network, m *fakeMesh, period, 
 	if republish == 0 {
 		republish = time.Minute
 	}
-	d, err := dht.New(dht.Config{
+	return startWith(t, name, dht.Config{
 		Mesh: m, Devices: m.devices, Bootstrap: nw.Bootstrap(), Listen: "127.0.0.1:0",
 		Period: period, Republish: republish, Lookup: 200 * time.Millisecond,
 		Slack: 100 * time.Millisecond, OpTimeout: 5 * time.Second,
 	})
+}
+
+// startWith runs the mechanism configured by cfg (whose Mesh is a
+// *fakeMesh).
+func startWith(t *testing.T, name string, cfg dht.Config) *device {
+	t.Helper()
+	m := cfg.Mesh.(*fakeMesh)
+	d, err := dht.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,6 +226,31 @@ func TestDHTDiscoveryAppearChangeGo(t *testing.T) {
 		if e.Device == idB {
 			t.Fatalf("b reported itself: %+v", e)
 		}
+	}
+}
+
+// TestDHTLateStarterFoundSoon checks the warm-up of lookups: b starts
+// alone and finds nothing; a starts a moment later; b, whose lookups are a
+// minute apart once warmed up, finds a within seconds all the same.
+func TestDHTLateStarterFoundSoon(t *testing.T) {
+	nw := dhttest.Start(t, 6)
+	ms := newMeshes(t, 2)
+	cfg := func(m *fakeMesh) dht.Config {
+		return dht.Config{Mesh: m, Devices: m.devices, Bootstrap: nw.Bootstrap(), Listen: "127.0.0.1:0",
+			Lookup: time.Minute, OpTimeout: 5 * time.Second}
+	}
+	b := startWith(t, "b", cfg(ms[1]))
+	waitFor(t, "b to publish", func() bool { return len(nw.Items()) > 0 })
+	time.Sleep(500 * time.Millisecond) // b's first lookup, which finds nothing
+	idA := ms[0].DeviceID()
+	if b.view(idA) != nil {
+		t.Fatal("b found a before a started")
+	}
+	startWith(t, "a", cfg(ms[0]))
+	started := time.Now()
+	waitFor(t, "b to find the late starter a", func() bool { return b.view(idA) != nil })
+	if d := time.Since(started); d > 20*time.Second {
+		t.Fatalf("b found a after %v", d)
 	}
 }
 
