@@ -22,10 +22,16 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// sendRate caps this node's outgoing DHT queries per second (the library's
-// default limiter is a package global shared by every server in the
-// process; each node gets its own).
-const sendRate = 50
+// sendRate and sendBurst cap this node's outgoing DHT queries: on average
+// sendRate a second, in bursts of up to sendBurst (a start is one bootstrap,
+// one put and a lookup per device and epoch: a few dozen queries each).
+// The library's default limiter (25 a second) is a package global shared
+// by every server in the process and made lookups take a fifth of a second
+// on loopback once the start had used its burst; each node gets its own.
+const (
+	sendRate  = 100
+	sendBurst = 200
+)
 
 // node is this device's DHT node: an anacrolix/dht server on its own UDP
 // socket that joins the DHT through the configured bootstrap nodes only,
@@ -61,7 +67,7 @@ func startNode(listen string, bootstrap []string, logger *slog.Logger) (*node, e
 	cfg.Conn = conn
 	cfg.StartingNodes = n.startingNodes
 	cfg.Logger = anacrolixLogger(logger)
-	cfg.SendLimiter = rate.NewLimiter(sendRate, sendRate)
+	cfg.SendLimiter = rate.NewLimiter(sendRate, sendBurst)
 	cfg.Store = newStore(maxStoredItems)
 	srv, err := dht.NewServer(cfg)
 	if err != nil {

@@ -30,17 +30,31 @@ type Network struct {
 // closes them when the test ends.
 func Start(tb testing.TB, n int) *Network {
 	tb.Helper()
+	nw, err := New(n)
+	if err != nil {
+		tb.Fatalf("dhttest: %v", err)
+	}
+	tb.Cleanup(nw.Close)
+	return nw
+}
+
+// New starts n DHT servers on 127.0.0.1 that bootstrap off each other (for
+// programs other than tests: benchmarks). Close stops them.
+func New(n int) (*Network, error) {
 	conns := make([]net.PacketConn, n)
 	addrs := make([]dht.Addr, n)
+	nw := &Network{}
 	for i := range conns {
 		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
 		if err != nil {
-			tb.Fatalf("dhttest: listen: %v", err)
+			for _, c := range conns[:i] {
+				c.Close()
+			}
+			return nil, fmt.Errorf("listen: %w", err)
 		}
 		conns[i] = c
 		addrs[i] = dht.NewAddr(c.LocalAddr())
 	}
-	nw := &Network{}
 	for i, c := range conns {
 		others := make([]dht.Addr, 0, n-1)
 		for j, a := range addrs {
@@ -59,13 +73,15 @@ func Start(tb testing.TB, n int) *Network {
 		cfg.QueryResendDelay = func() time.Duration { return 200 * time.Millisecond }
 		s, err := dht.NewServer(cfg)
 		if err != nil {
-			c.Close()
-			tb.Fatalf("dhttest: server %d: %v", i, err)
+			for _, c := range conns[i:] {
+				c.Close()
+			}
+			nw.Close()
+			return nil, fmt.Errorf("server %d: %w", i, err)
 		}
 		nw.servers = append(nw.servers, s)
 		nw.stores = append(nw.stores, st)
 	}
-	tb.Cleanup(nw.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -79,10 +95,11 @@ func Start(tb testing.TB, n int) *Network {
 	wg.Wait()
 	for i, s := range nw.servers {
 		if s.NumNodes() == 0 {
-			tb.Fatalf("dhttest: server %d knows no node after bootstrap", i)
+			nw.Close()
+			return nil, fmt.Errorf("server %d knows no node after bootstrap", i)
 		}
 	}
-	return nw
+	return nw, nil
 }
 
 // QuietLogger is an anacrolix logger that drops everything (the library
