@@ -52,6 +52,7 @@ func scenarios() map[string]scenario {
 		"repair":       {"bytes of a Merkle repair (changelog truncated) after d of n records changed, per changed byte", runRepair},
 		"merge":        {"resolved conflicts/s for n concurrent record pairs (LWW, chronological) vs plain apply of n changes", runMerge},
 		"discover":     {"time for two paired devices starting on one LAN to sync a record found by mDNS vs the address given by hand (root)", runDiscover},
+		"discover-dht": {"time for two paired devices starting on loopback to sync a record found through a loopback DHT vs the address given by hand", runDiscoverDHT},
 	}
 }
 
