@@ -46,9 +46,12 @@
 //
 // What the DHT itself exposes is not hidden: the nodes that store an item
 // see the UDP address of the DHT node that put it (usually the device's
-// public address, which every DHT participant sees anyway), and the timing
-// of its puts. A device that wants its public address kept from DHT nodes
-// needs a relay, not this package.
+// public address, which every DHT participant sees anyway) and the timing
+// of its puts, and they see which addresses read it, so they may guess
+// that the addresses putting and reading a set of targets within one epoch
+// belong to one mesh (never which devices, nor anything that carries over
+// to the next epoch but those addresses themselves). A device that wants
+// its public address kept from DHT nodes needs a relay, not this package.
 //
 // # Rotation, revocation, going away
 //
