@@ -24,6 +24,8 @@ import (
 //	join <qr>          pair with the inviter: "joined"
 //	joincode <code>    pair by the code alone (LAN): "joined"
 //	secret             "secret <generation>" once the mesh secret is held
+//	gen                "gen <generation>" (0: none)
+//	revoke <id>        revoke a device: "revoked"
 //	put <k> <v>        write notes/k: "put <k>"
 //	wait <k> <v>       "got <k>" once notes/k holds v
 //	stats              "stats <json of Stats.Discovery>"
@@ -54,7 +56,7 @@ func nodeChild() {
 		switch f[0] {
 		case "start":
 			var err error
-			n, err = New(Config{Dir: os.Getenv("FED_DIR"), Discovery: DiscoveryConfig{Interval: 300 * time.Millisecond}})
+			n, err = New(Config{Dir: os.Getenv("FED_DIR")}) // the defaults: LAN discovery on
 			if err != nil {
 				fail("open", err)
 			}
@@ -96,6 +98,21 @@ func nodeChild() {
 					time.Sleep(50 * time.Millisecond)
 				}
 			}()
+		case "gen":
+			var g uint64
+			if s, err := n.MeshSecret(); err == nil {
+				g = s.Generation
+			}
+			say("gen %d", g)
+		case "revoke":
+			id, err := ParseDeviceID(f[1])
+			if err != nil {
+				fail("revoke", err)
+			}
+			if err := n.RevokeDevice(ctx, id); err != nil {
+				fail("revoke", err)
+			}
+			say("revoked")
 		case "put":
 			if err := n.Put(ctx, "notes", f[1], []byte(f[2])); err != nil {
 				fail("put", err)
@@ -162,15 +179,15 @@ func awaitReach(t *testing.T, p *netnstest.Proc, what string, ok func(DeviceReac
 // new addresses (so every address they exchanged is stale) and start again
 // with the default configuration: they must find each other by mDNS alone
 // and sync. Then bob moves while running, and they must sync again over his
-// new address. Eve, a node of another mesh on the same LAN, is never
-// connected to nor learnt of.
+// new address. Eve and frank, another mesh on the same LAN, sync with each
+// other and never meet alice or bob (no session, no event, no stats entry).
 func TestLANDiscoveryAcrossNamespaces(t *testing.T) {
 	if netnstest.Role() == "node" {
 		nodeChild()
 		return
 	}
 	netnstest.Require(t)
-	lan := netnstest.New(t, 3, 2)
+	lan := netnstest.New(t, 4, 2)
 	ctx := context.Background()
 	const wait = 40 * time.Second
 	start := func(i int) (*netnstest.Proc, string) {
@@ -182,6 +199,12 @@ func TestLANDiscoveryAcrossNamespaces(t *testing.T) {
 	pa, alice := start(0)
 	pb, bob := start(1)
 	pe, eve := start(2)
+	pf, frank := start(3)
+
+	// Eve and frank are another mesh on the same LAN.
+	pe.Send("invite")
+	pf.Send("join " + strings.Fields(pe.Await(ctx, wait, "eve's invitation", prefixed("invite ")))[1])
+	pf.Await(ctx, wait, "frank joining eve", prefixed("joined"))
 
 	pa.Send("invite")
 	qr := strings.Fields(pa.Await(ctx, wait, "invitation", prefixed("invite ")))[1]
@@ -226,16 +249,26 @@ func TestLANDiscoveryAcrossNamespaces(t *testing.T) {
 		return d.Connected && len(d.Addrs) > 0 && strings.HasPrefix(d.Addrs[0], lan.IPv4(1, 22)+":") && strings.HasPrefix(d.Known[0], lan.IPv4(1, 22)+":")
 	})
 
-	if es := stats(t, pe); len(es.Devices) != 0 {
-		t.Fatalf("eve (another mesh) knows of %+v", es.Devices)
+	// Eve and frank found each other by mDNS too, and nobody else.
+	pf.Send("put other-mesh y")
+	pe.Send("wait other-mesh y")
+	pe.Await(ctx, wait, "eve syncing with frank", prefixed("got other-mesh"))
+	for _, p := range []*netnstest.Proc{pe, pf} {
+		s := stats(t, p)
+		if len(s.Devices) != 1 || (s.Devices[0].Device.String() != eve && s.Devices[0].Device.String() != frank) {
+			t.Fatalf("a device of the other mesh knows of %+v", s.Devices)
+		}
 	}
-	for _, p := range []*netnstest.Proc{pa, pb, pe} {
+	meshOf := map[string]string{alice: "A", bob: "A", eve: "B", frank: "B"}
+	for p, mine := range map[*netnstest.Proc]string{pa: "A", pb: "A", pe: "B", pf: "B"} {
 		for _, l := range p.Lines() {
 			if strings.HasPrefix(l, "started ") {
 				continue
 			}
-			if strings.Contains(l, eve) || (p == pe && (strings.Contains(l, alice) || strings.Contains(l, bob))) {
-				t.Fatalf("the meshes met: %s", l)
+			for id, m := range meshOf {
+				if m != mine && strings.Contains(l, id) {
+					t.Fatalf("the meshes met: %s", l)
+				}
 			}
 		}
 	}
@@ -277,4 +310,89 @@ func TestPairByCodeAcrossNamespaces(t *testing.T) {
 	pa.Send("put hello world")
 	pb.Send("wait hello world")
 	pb.Await(ctx, wait, "bob receiving alice's write", prefixed("got hello"))
+}
+
+// gen returns p's mesh secret generation.
+func gen(t *testing.T, p *netnstest.Proc) uint64 {
+	t.Helper()
+	p.Send("gen")
+	var g uint64
+	fmt.Sscanf(p.Await(context.Background(), 10*time.Second, "gen", prefixed("gen ")), "gen %d", &g)
+	return g
+}
+
+// TestRevokedDeviceBlindOnLAN: carol is revoked and the secret rotated;
+// after all three devices move and restart, alice and bob find each other
+// by mDNS and sync, and carol, still holding the old generation, finds
+// neither of them.
+func TestRevokedDeviceBlindOnLAN(t *testing.T) {
+	if netnstest.Role() == "node" {
+		nodeChild()
+		return
+	}
+	netnstest.Require(t)
+	lan := netnstest.New(t, 3, 4)
+	ctx := context.Background()
+	const wait = 40 * time.Second
+	var procs []*netnstest.Proc
+	var ids []string
+	for i := range 3 {
+		p := lan.Start(t, i, "TestRevokedDeviceBlindOnLAN", "node", "FED_DIR="+t.TempDir())
+		p.Send("start")
+		ids = append(ids, strings.Fields(p.Await(ctx, wait, "start", prefixed("started ")))[1])
+		procs = append(procs, p)
+	}
+	pa, pb, pc := procs[0], procs[1], procs[2]
+	for _, p := range []*netnstest.Proc{pb, pc} {
+		pa.Send("invite")
+		p.Send("join " + strings.Fields(pa.Await(ctx, wait, "invitation", prefixed("invite ")))[1])
+		p.Await(ctx, wait, "join", prefixed("joined"))
+	}
+	pa.Send("put all x")
+	for _, p := range []*netnstest.Proc{pb, pc} {
+		p.Send("wait all x")
+		p.Await(ctx, wait, "the first sync", prefixed("got all"))
+	}
+	old := gen(t, pa)
+	for deadline := time.Now().Add(wait); gen(t, pc) != old || gen(t, pb) != old; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the three devices never shared one secret generation")
+		}
+	}
+	pa.Send("revoke " + ids[2])
+	pa.Await(ctx, wait, "revocation", prefixed("revoked"))
+	for deadline := time.Now().Add(wait); gen(t, pa) <= old || gen(t, pb) != gen(t, pa); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("alice and bob never got the rotated secret")
+		}
+	}
+	if g := gen(t, pc); g > old {
+		t.Fatalf("revoked carol holds generation %d (old %d)", g, old)
+	}
+	for _, p := range procs {
+		p.Send("stop")
+		p.Await(ctx, wait, "stop", prefixed("stopped"))
+	}
+	for i := range 3 {
+		lan.Readdress(t, i, 30+i, true)
+	}
+	for _, p := range procs {
+		p.Send("start")
+		p.Await(ctx, wait, "restart", prefixed("started "))
+	}
+	pa.Send("put after y")
+	pb.Send("wait after y")
+	pb.Await(ctx, wait, "bob syncing with alice after the move", prefixed("got after"))
+	time.Sleep(4 * time.Second) // many lookups for carol
+	t.Logf("carol: generation %d (old %d), ready %v", gen(t, pc), old, stats(t, pc).Ready)
+	for _, d := range stats(t, pc).Devices {
+		if d.Connected || d.Mechanism != "" {
+			t.Fatalf("revoked carol found %+v", d)
+		}
+	}
+	for _, d := range stats(t, pa).Devices {
+		if d.Device.String() == ids[2] && (d.Connected || d.NotConnected != "revoked") {
+			t.Fatalf("alice's view of carol: %+v", d)
+		}
+	}
 }
