@@ -191,6 +191,9 @@ func TestDHTDiscoveryEndToEnd(t *testing.T) {
 	if _, err := rex.n.Get(ctx, "notes", "k2"); err == nil {
 		t.Fatal("revoked rex received a write made after his revocation")
 	}
+	eventually(t, "rex to hold no session with anyone", 20*time.Second, func() bool {
+		return !rex.reach(idA).Connected && !rex.reach(idB).Connected
+	})
 
 	// The outsider's view: every byte every DHT node stores.
 	items := nw.StoredBytes()
