@@ -39,12 +39,13 @@ const (
 	DefaultLookup = time.Minute
 	// DefaultOpTimeout bounds one put or one lookup of one item.
 	DefaultOpTimeout = 30 * time.Second
-	// firstLookupGap is the wait before the second lookup after Run
-	// starts; it doubles up to Config.Lookup.
-	firstLookupGap = 2 * time.Second
 	// DefaultWithdrawTimeout bounds the withdrawal put when Run ends.
 	DefaultWithdrawTimeout = 5 * time.Second
 )
+
+// firstLookupGap is the wait before the second lookup after Run starts;
+// it doubles up to Config.Lookup.
+const firstLookupGap = 2 * time.Second
 
 // ValueSize is the length of every value this mechanism stores in the DHT:
 // the sealed announcement followed by random bytes, so that outsiders see
@@ -237,7 +238,7 @@ func (d *Discoverer) Run(ctx context.Context, self core.PeerInfo, found func(cor
 			now = d.sched.Now()
 			nextPublish = now.Add(d.cfg.Republish)
 			if !ok {
-				nextPublish = now.Add(d.cfg.Lookup) // try again soon
+				nextPublish = now.Add(min(gap, d.cfg.Lookup)) // try again soon
 			}
 			if start := discovery.EpochStart(discovery.Epoch(now, d.cfg.Period)+1, d.cfg.Period); start.Before(nextPublish) {
 				nextPublish = start
