@@ -254,6 +254,35 @@ func TestDHTLateStarterFoundSoon(t *testing.T) {
 	}
 }
 
+// TestDHTPublishesOnceSecretArrives checks that a device that starts
+// before it holds the mesh secret (pairing still under way) publishes
+// within seconds of receiving it, not a lookup period later.
+func TestDHTPublishesOnceSecretArrives(t *testing.T) {
+	nw := dhttest.Start(t, 6)
+	ms := newMeshes(t, 2)
+	sec, _ := ms[0].Secret()
+	ms[0].set(func(m *fakeMesh) { m.sec = registry.Secret{} })
+	cfg := func(m *fakeMesh, lookup time.Duration) dht.Config {
+		return dht.Config{Mesh: m, Devices: m.devices, Bootstrap: nw.Bootstrap(), Listen: "127.0.0.1:0",
+			Lookup: lookup, OpTimeout: 5 * time.Second}
+	}
+	b := startWith(t, "b", cfg(ms[1], 200*time.Millisecond))
+	// a's lookup period is a minute: only its warm-up pace of retrying
+	// the publication can make it findable soon.
+	startWith(t, "a", cfg(ms[0], time.Minute))
+	time.Sleep(time.Second)
+	idA := ms[0].DeviceID()
+	if b.view(idA) != nil {
+		t.Fatal("b found a, which holds no secret")
+	}
+	ms[0].set(func(m *fakeMesh) { m.sec = sec })
+	got := time.Now()
+	waitFor(t, "b to find a once a holds the secret", func() bool { return b.view(idA) != nil })
+	if d := time.Since(got); d > 15*time.Second {
+		t.Fatalf("a published %v after receiving the secret", d)
+	}
+}
+
 // TestDHTDiscoveryExpiry checks that republications are reported (with
 // their time) and that a device that stops republishing
 // without withdrawing (here: it lost the mesh secret) is reported gone once
