@@ -462,3 +462,38 @@ func TestDHTOutsiderLearnsNothing(t *testing.T) {
 		t.Fatalf("no device has items in two epochs (saw %d): the rotation was not exercised", epochsSeen)
 	}
 }
+
+// TestDHTTwoMeshesNeverMeet runs two meshes of two devices on one DHT:
+// each device finds its own mesh's other device and hears nothing of the
+// other mesh, even where it trusts a device of the other mesh (its
+// announcements are at targets, and sealed under a secret, it does not
+// have).
+func TestDHTTwoMeshesNeverMeet(t *testing.T) {
+	nw := dhttest.Start(t, 6)
+	m1, m2 := newMeshes(t, 2), newMeshes(t, 2)
+	// m2[0] also trusts m1[0] (say it was once paired with it).
+	m2[0].set(func(m *fakeMesh) { m.trusted[m1[0].DeviceID()] = m1[0].PublicKey() })
+	var devs []*device
+	for i, m := range append(slices.Clone(m1), m2...) {
+		devs = append(devs, start(t, fmt.Sprintf("d%d", i), nw, m, time.Hour, 0))
+	}
+	waitFor(t, "each device to find its mesh's other device", func() bool {
+		return devs[0].view(m1[1].DeviceID()) != nil && devs[1].view(m1[0].DeviceID()) != nil &&
+			devs[2].view(m2[1].DeviceID()) != nil && devs[3].view(m2[0].DeviceID()) != nil
+	})
+	time.Sleep(time.Second) // more lookups
+	for i, d := range devs {
+		own := m1
+		if i >= 2 {
+			own = m2
+		}
+		d.mu.Lock()
+		for _, e := range d.events {
+			if e.Device != own[0].DeviceID() && e.Device != own[1].DeviceID() {
+				d.mu.Unlock()
+				t.Fatalf("%s heard of a device of the other mesh: %+v", d.name, e)
+			}
+		}
+		d.mu.Unlock()
+	}
+}
