@@ -128,3 +128,36 @@ func TestLANAddressesComeFirst(t *testing.T) {
 	require.Equal(t, []string{"lan-address", "wan-address"}, r.Known[:2], "the LAN path first")
 	require.Equal(t, []string{"wan-address"}, r.Addrs)
 }
+
+// TestDiscoveredAddressesPersist: addresses a mechanism reported are kept
+// in the address book across a restart: the restarted node, with no
+// discovery at all, redials the peer at once.
+func TestDiscoveredAddressesPersist(t *testing.T) {
+	ctx := context.Background()
+	net := transport.NewMemNetwork()
+	b := newNode(t, memstore.New(), func(c *federation.Config) { c.Network.Transport = memFactory(net) })
+	require.NoError(t, b.Start(ctx))
+	dir := t.TempDir()
+	open := func(mechs ...federation.DiscoveryMechanism) (*federation.Node, *federation.Subscription) {
+		a, err := federation.New(federation.Config{Dir: dir, Network: federation.NetworkConfig{Transport: memFactory(net)},
+			Discovery: federation.DiscoveryConfig{Mechanisms: mechs}})
+		require.NoError(t, err)
+		a.TrustDevice(b.PublicKey()) // before Start: a sighting of an untrusted device is ignored
+		b.TrustDevice(a.PublicKey())
+		sub := a.Subscribe(federation.SubscribeOptions{})
+		require.NoError(t, a.Start(ctx))
+		return a, sub
+	}
+	found := make(chan discovery.Static, 1)
+	found <- discovery.Static{b.DeviceID(): {b.Addr()}}
+	a, sub := open(federation.DiscoveryMechanism{Name: "static", New: func(discovery.Mesh) (federation.Discoverer, error) { return waitStatic(found), nil }})
+	awaitEvent(t, sub, federation.EventPeerConnected, b.DeviceID())
+	require.NoError(t, a.Close())
+
+	a, sub = open() // no mechanism
+	defer a.Close()
+	awaitEvent(t, sub, federation.EventPeerConnected, b.DeviceID())
+	r := reachOf(t, a, b.DeviceID())
+	require.Equal(t, "", r.Mechanism, "not sighted in this run")
+	require.Contains(t, r.Known, b.Addr())
+}

@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/discovery"
@@ -34,19 +35,57 @@ func (n *Node) Addrs() []string {
 	return inviteAddrs(addr)
 }
 
-// dialAny dials peer at each of addrs in turn and returns the first
-// session and the address that worked.
+// dialStagger is the head start each invitation address gets over the
+// next one in dialAny.
+const dialStagger = 250 * time.Millisecond
+
+// dialAny dials peer at addrs, each dialStagger after the one before
+// without waiting for it to fail (an address that drops packets would
+// otherwise hold the others up for a handshake timeout), and returns the
+// first session and the address that worked; the others are cancelled or
+// closed.
 func (n *Node) dialAny(ctx context.Context, addrs []string, peer core.DeviceID) (Session, string, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		sess Session
+		addr string
+		err  error
+	}
+	results := make(chan result, len(addrs))
+	sched := core.SchedulerOf(n.cfg.Clock)
+	for i, a := range addrs {
+		go func() {
+			if i > 0 {
+				tick, stop := core.Wait(sched, time.Duration(i)*dialStagger)
+				defer stop()
+				select {
+				case <-tick:
+				case <-ctx.Done():
+					results <- result{addr: a, err: ctx.Err()}
+					return
+				}
+			}
+			sess, err := n.c.Peers.Dial(ctx, a, peer) // within peers.DialDeadline
+			results <- result{sess: sess, addr: a, err: err}
+		}()
+	}
+	var won *result
 	var errs []error
-	for _, a := range addrs {
-		sess, err := n.c.Peers.Dial(ctx, a, peer) // within peers.DialDeadline
-		if err == nil {
-			return sess, a, nil
-		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
+	for range addrs {
+		r := <-results
+		switch {
+		case r.err != nil:
+			errs = append(errs, r.err)
+		case won == nil:
+			won = &r
+			cancel() // the others stop
+		default:
+			_ = r.sess.Close(errors.New("another address answered first"))
 		}
 	}
-	return nil, "", errors.Join(errs...)
+	if won == nil {
+		return nil, "", errors.Join(errs...)
+	}
+	return won.sess, won.addr, nil
 }

@@ -111,18 +111,18 @@ type Manager struct {
 	// reading.
 	idle func(dialing int, at time.Time)
 
-	mu        sync.Mutex
-	addrs     map[core.DeviceID][]string // most recent first
-	active    map[core.DeviceID]int      // sessions running or being dialled
-	links     map[*Link]struct{}         // sessions being served
-	revoked   map[core.DeviceID]bool     // cut off: refused from now on
-	dialErr   map[core.DeviceID]error    // why the last redial failed
-	redialing map[core.DeviceID]int      // the redial loop's dials in flight
-	tr        core.Transport             // nil until Start
-	runCtx    context.Context            // lives until the network stops
-	started   bool
-	closed    bool
-	wg        sync.WaitGroup // the loops, the sessions, the cut-offs
+	mu      sync.Mutex
+	addrs   map[core.DeviceID][]string // most recent first
+	active  map[core.DeviceID]int      // sessions running or being dialled
+	links   map[*Link]struct{}         // sessions being served
+	revoked map[core.DeviceID]bool     // cut off: refused from now on
+	dialErr map[core.DeviceID]error    // why the last redial failed
+	redials map[core.DeviceID]int      // the redial loop's dials in flight
+	tr      core.Transport             // nil until Start
+	runCtx  context.Context            // lives until the network stops
+	started bool
+	closed  bool
+	wg      sync.WaitGroup // the loops, the sessions, the cut-offs
 }
 
 // New returns a Manager; it starts nothing.
@@ -136,16 +136,16 @@ func New(cfg Config) *Manager {
 		sched = core.SystemClock{}
 	}
 	return &Manager{
-		cfg:       cfg,
-		sched:     sched,
-		log:       log,
-		wake:      make(chan struct{}, 1),
-		addrs:     map[core.DeviceID][]string{},
-		active:    map[core.DeviceID]int{},
-		links:     map[*Link]struct{}{},
-		revoked:   map[core.DeviceID]bool{},
-		dialErr:   map[core.DeviceID]error{},
-		redialing: map[core.DeviceID]int{},
+		cfg:     cfg,
+		sched:   sched,
+		log:     log,
+		wake:    make(chan struct{}, 1),
+		addrs:   map[core.DeviceID][]string{},
+		active:  map[core.DeviceID]int{},
+		links:   map[*Link]struct{}{},
+		revoked: map[core.DeviceID]bool{},
+		dialErr: map[core.DeviceID]error{},
+		redials: map[core.DeviceID]int{},
 	}
 }
 

@@ -264,7 +264,7 @@ func Dialable(addrs []string, sess core.Session) []string {
 type redialState struct {
 	failures int       // dials (or short sessions) since the last stable one
 	next     time.Time // no dial before
-	dialing  int       // dials in flight (a second one for addresses learnt during the first)
+	dialing  int       // dials in flight: a second one for addresses learnt during the first
 	up       bool      // a session was active at the last look
 	upSince  time.Time
 	tried    []string // the addresses of the last dial
@@ -408,12 +408,12 @@ func (m *Manager) redial(ctx context.Context, tr core.Transport, id core.DeviceI
 	m.hold(id)
 	defer m.release(id)
 	m.mu.Lock()
-	m.redialing[id]++
+	m.redials[id]++
 	m.mu.Unlock()
 	defer func() {
 		m.mu.Lock()
-		if m.redialing[id]--; m.redialing[id] <= 0 {
-			delete(m.redialing, id)
+		if m.redials[id]--; m.redials[id] <= 0 {
+			delete(m.redials, id)
 		}
 		m.mu.Unlock()
 	}()
@@ -445,7 +445,7 @@ func (m *Manager) redial(ctx context.Context, tr core.Transport, id core.DeviceI
 func (m *Manager) activeOthers(id core.DeviceID) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.active[id] > m.redialing[id]
+	return m.active[id] > m.redials[id]
 }
 
 // untried returns the addresses of addrs not in tried.
