@@ -45,6 +45,8 @@ type DiscoveryConfig struct {
 	// Mechanisms are further mechanisms run alongside mDNS (the DHT,
 	// static addresses), each built on the node's discovery.Mesh at Start.
 	Mechanisms []DiscoveryMechanism
+	// DHT turns on internet discovery through the mainline DHT (lane h28).
+	DHT DHTConfig
 }
 
 // DiscoveryMechanism is a discovery mechanism the node runs.
@@ -69,7 +71,7 @@ func (c DiscoveryConfig) validate() error {
 			return fmt.Errorf("%w: a Discovery.Mechanisms entry needs Name and New", core.ErrInvalidConfig)
 		}
 	}
-	return nil
+	return c.DHT.validate()
 }
 
 // lanOn reports whether LAN discovery runs under cfg.
@@ -103,6 +105,7 @@ func (n *Node) discoveryOptions() engine.DiscoveryOptions {
 				Interval: cfg.Discovery.Interval, Rand: cfg.Rand, Logger: cfg.Logger})
 		}})
 	}
+	mechs = append(mechs, n.dhtMechanisms()...)
 	for _, m := range cfg.Discovery.Mechanisms {
 		mechs = append(mechs, engine.Mechanism{Name: m.Name, New: m.New})
 	}

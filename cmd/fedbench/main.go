@@ -53,6 +53,7 @@ func scenarios() map[string]scenario {
 		"merge":        {"resolved conflicts/s for n concurrent record pairs (LWW, chronological) vs plain apply of n changes", runMerge},
 		"api":          {"records/s written through fednode's API from a client process vs Node.Update in-process, same batches", runAPI},
 		"discover":     {"time for two paired devices starting on one LAN to sync a record found by mDNS vs the address given by hand (root)", runDiscover},
+		"discover-dht": {"time for two paired devices starting on loopback to sync a record found through a loopback DHT vs the address given by hand", runDiscoverDHT},
 	}
 }
 
