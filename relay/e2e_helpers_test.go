@@ -151,7 +151,7 @@ func (p *relayProc) metric(t *testing.T, name string) float64 {
 	body := p.metricsText(t)
 	sum := 0.0
 	for _, l := range strings.Split(body, "\n") {
-		if strings.HasPrefix(l, name+" ") || strings.HasPrefix(l, name+"{") {
+		if strings.HasPrefix(l, name+" ") || (!strings.Contains(name, "{") && strings.HasPrefix(l, name+"{")) {
 			f := strings.Fields(l)
 			v, err := strconv.ParseFloat(f[len(f)-1], 64)
 			if err == nil {
@@ -195,7 +195,7 @@ func (p *relayProc) rss(t *testing.T) int64 {
 // socket of its own and is never blocked.
 type filterConn struct {
 	net.PacketConn
-	blocked        atomic.Bool
+	blocked         atomic.Bool
 	passed, dropped atomic.Int64
 }
 

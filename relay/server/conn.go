@@ -54,7 +54,11 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	if err != nil {
 		s.m.authFail.Inc()
 		s.log.Info("client refused", "remote", conn.RemoteAddr().String(), "err", err)
-		_ = conn.CloseWithError(quic.ApplicationErrorCode(relay.StatusUnauthorized), "refused")
+		code := relay.StatusUnauthorized
+		if errors.Is(err, relay.ErrBusy) {
+			code = relay.StatusBusy
+		}
+		_ = conn.CloseWithError(quic.ApplicationErrorCode(code), "refused")
 		return
 	}
 	defer s.drop(c)
