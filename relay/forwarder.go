@@ -7,8 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/devicemesh/federation/core"
@@ -77,8 +79,11 @@ type Forwarder struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	dropped atomic.Uint64 // received packets dropped, the queue full
+
 	mu      sync.Mutex
 	cur     *Client
+	data    *dataPath // cur's data plane, if any
 	gen     uint64
 	key     [32]byte
 	haveKey bool
@@ -173,15 +178,19 @@ func (f *Forwarder) session() bool {
 		f.log.Debug("relay: register failed", "relay", cc.Addr, "err", err)
 		return false
 	}
-	defer reg.Close()
+	defer reg.st.Close()
+	dp := f.openData(c, reg)
+	if dp != nil {
+		defer dp.pc.Close()
+	}
 	f.mu.Lock()
-	f.cur = c
+	f.cur, f.data = c, dp
 	close(f.up)
 	f.mu.Unlock()
-	f.log.Info("relay: attached", "relay", cc.Addr)
+	f.log.Info("relay: attached", "relay", cc.Addr, "data_plane", dp != nil)
 	defer func() {
 		f.mu.Lock()
-		f.cur = nil
+		f.cur, f.data = nil, nil
 		f.up = make(chan struct{})
 		f.mu.Unlock()
 	}()
@@ -198,11 +207,24 @@ func (f *Forwarder) session() bool {
 			}
 			var src PseudonymOf
 			copy(src[:], b)
-			f.q.Offer(pq.Packet{B: b[PseudonymSize:], From: Addr{Peer: src}})
+			f.offer(pq.Packet{B: b[PseudonymSize:], From: Addr{Peer: src}})
 		}
 	}()
+	if dp != nil {
+		go f.readData(dp)
+	}
+	lastCheck := f.sched.Now()
 	for {
-		tick, stop := core.Wait(f.sched, rotationCheck)
+		// Bind the data plane every bindRetry until the relay answers,
+		// then every rotationCheck (NAT mappings, a restarted relay).
+		every := rotationCheck
+		if dp != nil {
+			dp.bind()
+			if !dp.bound.Load() {
+				every = bindRetry
+			}
+		}
+		tick, stop := core.Wait(f.sched, every)
 		select {
 		case <-f.ctx.Done():
 			stop()
@@ -214,9 +236,79 @@ func (f *Forwarder) session() bool {
 		case <-tick:
 		}
 		stop()
-		if f.refreshSecret() {
-			f.log.Info("relay: mesh secret rotated; reattaching")
-			return true
+		if now := f.sched.Now(); now.Sub(lastCheck) >= rotationCheck {
+			lastCheck = now
+			if f.refreshSecret() {
+				f.log.Info("relay: mesh secret rotated; reattaching")
+				return true
+			}
+		}
+	}
+}
+
+// bindRetry is how often an unanswered data-plane binding is repeated.
+const bindRetry = 250 * time.Millisecond
+
+// dataPath is the UDP data plane of one attachment (see relay/server's
+// data.go): once the relay answered a binding, packets go there as plain
+// UDP instead of as QUIC datagrams.
+type dataPath struct {
+	pc    net.PacketConn
+	relay *net.UDPAddr
+	token [TokenSize]byte
+	bound atomic.Bool
+}
+
+// openData opens the data plane of an attachment over UDP whose relay
+// offers one; nil otherwise (packets go as QUIC datagrams).
+func (f *Forwarder) openData(c *Client, reg registration) *dataPath {
+	if !c.udp || reg.port == 0 {
+		return nil
+	}
+	ra, err := net.ResolveUDPAddr("udp", net.JoinHostPort(c.host, strconv.Itoa(int(reg.port))))
+	if err != nil {
+		return nil
+	}
+	pc, err := net.ListenPacket("udp", ":0")
+	if err != nil {
+		return nil
+	}
+	SetSocketBuffers(pc)
+	return &dataPath{pc: pc, relay: ra, token: reg.token}
+}
+
+func (d *dataPath) bind() {
+	_, _ = d.pc.WriteTo(append([]byte{DataBind}, d.token[:]...), d.relay)
+}
+
+func (d *dataPath) send(dst PseudonymOf, p []byte) {
+	b := make([]byte, 0, 1+TokenSize+PseudonymSize+len(p))
+	b = append(b, DataSend)
+	b = append(b, d.token[:]...)
+	b = append(b, dst[:]...)
+	b = append(b, p...)
+	_, _ = d.pc.WriteTo(b, d.relay)
+}
+
+// readData queues the packets the relay delivers on the data plane until
+// its socket closes.
+func (f *Forwarder) readData(d *dataPath) {
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := d.pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		if ua, ok := from.(*net.UDPAddr); !ok || !ua.IP.Equal(d.relay.IP) || ua.Port != d.relay.Port {
+			continue // only the relay speaks on this socket
+		}
+		switch {
+		case n == 1 && buf[0] == DataBound:
+			d.bound.Store(true)
+		case n > 1+PseudonymSize && buf[0] == DataDeliver:
+			var src PseudonymOf
+			copy(src[:], buf[1:])
+			f.offer(pq.Packet{B: append([]byte(nil), buf[1+PseudonymSize:n]...), From: Addr{Peer: src}})
 		}
 	}
 }
@@ -265,10 +357,14 @@ func (f *Forwarder) WriteTo(b []byte, addr net.Addr) (int, error) {
 		return 0, fmt.Errorf("%w: %v", ErrBadAddr, addr)
 	}
 	f.mu.Lock()
-	c := f.cur
+	c, dp := f.cur, f.data
 	f.mu.Unlock()
 	if c == nil {
 		return len(b), nil // not attached: lost, as on an unplugged link
+	}
+	if dp != nil && dp.bound.Load() {
+		dp.send(a.Peer, b)
+		return len(b), nil
 	}
 	if err := c.sendPacket(a.Peer, b); err != nil && !errors.Is(err, io.EOF) {
 		return len(b), nil // the connection is ending; the loop reconnects
@@ -300,3 +396,28 @@ func (f *Forwarder) SetReadDeadline(t time.Time) error { return f.q.SetReadDeadl
 func (f *Forwarder) SetWriteDeadline(time.Time) error { return nil }
 
 var _ net.PacketConn = (*Forwarder)(nil)
+
+// socketBuffer is the receive and send buffer asked for data-plane
+// sockets: the default (about 200 KiB) overflows at a few hundred Mbit/s
+// and every overflow is a loss that QUIC's congestion control pays for.
+const socketBuffer = 8 << 20
+
+// SetSocketBuffers enlarges pc's socket buffers when it is a UDP socket
+// (best effort: the kernel caps them at net.core.rmem_max / wmem_max).
+func SetSocketBuffers(pc net.PacketConn) {
+	if u, ok := pc.(*net.UDPConn); ok {
+		_ = u.SetReadBuffer(socketBuffer)
+		_ = u.SetWriteBuffer(socketBuffer)
+	}
+}
+
+// offer queues a received packet, or counts it dropped.
+func (f *Forwarder) offer(p pq.Packet) {
+	if !f.q.Offer(p) {
+		f.dropped.Add(1)
+	}
+}
+
+// Dropped returns how many received packets were dropped because the
+// transport did not read them in time (the queue of QueuePackets full).
+func (f *Forwarder) Dropped() uint64 { return f.dropped.Load() }
