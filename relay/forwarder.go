@@ -16,6 +16,7 @@ import (
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/registry"
 	"github.com/devicemesh/federation/relay/internal/pq"
+	"github.com/devicemesh/federation/relay/internal/udpbatch"
 )
 
 // Scheme starts every relay address: "relay:" and the destination's
@@ -181,7 +182,8 @@ func (f *Forwarder) session() bool {
 	defer reg.st.Close()
 	dp := f.openData(c, reg)
 	if dp != nil {
-		defer dp.pc.Close()
+		defer dp.close()
+		go dp.writeData()
 	}
 	f.mu.Lock()
 	f.cur, f.data = c, dp
@@ -251,13 +253,19 @@ const bindRetry = 250 * time.Millisecond
 
 // dataPath is the UDP data plane of one attachment (see relay/server's
 // data.go): once the relay answered a binding, packets go there as plain
-// UDP instead of as QUIC datagrams.
+// UDP instead of as QUIC datagrams, written and read in batches.
 type dataPath struct {
 	pc    net.PacketConn
+	bc    *udpbatch.Conn
 	relay *net.UDPAddr
 	token [TokenSize]byte
 	bound atomic.Bool
+	out   chan []byte   // packets for the writer
+	done  chan struct{} // closed when the attachment ends
 }
+
+// dataQueue bounds the packets waiting for the data-plane writer.
+const dataQueue = 1024
 
 // openData opens the data plane of an attachment over UDP whose relay
 // offers one; nil otherwise (packets go as QUIC datagrams).
@@ -269,46 +277,98 @@ func (f *Forwarder) openData(c *Client, reg registration) *dataPath {
 	if err != nil {
 		return nil
 	}
-	pc, err := net.ListenPacket("udp", ":0")
+	network := "udp6"
+	if ra.IP.To4() != nil {
+		network = "udp4"
+	}
+	pc, err := net.ListenPacket(network, ":0")
 	if err != nil {
 		return nil
 	}
 	SetSocketBuffers(pc)
-	return &dataPath{pc: pc, relay: ra, token: reg.token}
+	return &dataPath{pc: pc, bc: udpbatch.New(pc), relay: ra, token: reg.token, out: make(chan []byte, dataQueue), done: make(chan struct{})}
+}
+
+func (d *dataPath) close() {
+	close(d.done)
+	_ = d.pc.Close()
 }
 
 func (d *dataPath) bind() {
 	_, _ = d.pc.WriteTo(append([]byte{DataBind}, d.token[:]...), d.relay)
 }
 
-func (d *dataPath) send(dst PseudonymOf, p []byte) {
+// send queues p for dst; it reports false when the queue is full.
+func (d *dataPath) send(dst PseudonymOf, p []byte) bool {
 	b := make([]byte, 0, 1+TokenSize+PseudonymSize+len(p))
 	b = append(b, DataSend)
 	b = append(b, d.token[:]...)
 	b = append(b, dst[:]...)
 	b = append(b, p...)
-	_, _ = d.pc.WriteTo(b, d.relay)
+	select {
+	case d.out <- b:
+		return true
+	default:
+		return false
+	}
+}
+
+// writeData writes the queued packets, as many per system call as are
+// waiting, until the attachment ends.
+func (d *dataPath) writeData() {
+	pkts := make([][]byte, 0, 64)
+	var scratch []byte
+	for {
+		select {
+		case <-d.done:
+			return
+		case b := <-d.out:
+			pkts = append(pkts[:0], b)
+		}
+	more:
+		for len(pkts) < cap(pkts) {
+			select {
+			case b := <-d.out:
+				pkts = append(pkts, b)
+			default:
+				break more
+			}
+		}
+		udpbatch.Runs(pkts, func(run [][]byte) {
+			scratch, _ = d.bc.WriteRun(run, d.relay, scratch) // a failed write is a lost packet
+		})
+		clear(pkts)
+	}
 }
 
 // readData queues the packets the relay delivers on the data plane until
 // its socket closes.
 func (f *Forwarder) readData(d *dataPath) {
-	buf := make([]byte, 2048)
-	for {
-		n, from, err := d.pc.ReadFrom(buf)
-		if err != nil {
-			return
-		}
+	buf := make([]byte, udpbatch.ReadBuffer)
+	oob := make([]byte, udpbatch.OOBSize)
+	handle := func(pkt []byte, from net.Addr) {
 		if ua, ok := from.(*net.UDPAddr); !ok || !ua.IP.Equal(d.relay.IP) || ua.Port != d.relay.Port {
-			continue // only the relay speaks on this socket
+			return // only the relay speaks on this socket
 		}
 		switch {
-		case n == 1 && buf[0] == DataBound:
+		case len(pkt) == 1 && pkt[0] == DataBound:
 			d.bound.Store(true)
-		case n > 1+PseudonymSize && buf[0] == DataDeliver:
+		case len(pkt) > 1+PseudonymSize && pkt[0] == DataDeliver:
 			var src PseudonymOf
-			copy(src[:], buf[1:])
-			f.offer(pq.Packet{B: append([]byte(nil), buf[1+PseudonymSize:n]...), From: Addr{Peer: src}})
+			copy(src[:], pkt[1:])
+			f.offer(pq.Packet{B: append([]byte(nil), pkt[1+PseudonymSize:]...), From: Addr{Peer: src}})
+		}
+	}
+	for {
+		if err := d.bc.Read(buf, oob, handle); err != nil {
+			select {
+			case <-d.done:
+				return
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
 		}
 	}
 }
@@ -363,7 +423,9 @@ func (f *Forwarder) WriteTo(b []byte, addr net.Addr) (int, error) {
 		return len(b), nil // not attached: lost, as on an unplugged link
 	}
 	if dp != nil && dp.bound.Load() {
-		dp.send(a.Peer, b)
+		if !dp.send(a.Peer, b) {
+			f.dropped.Add(1)
+		}
 		return len(b), nil
 	}
 	if err := c.sendPacket(a.Peer, b); err != nil && !errors.Is(err, io.EOF) {
@@ -418,6 +480,7 @@ func (f *Forwarder) offer(p pq.Packet) {
 	}
 }
 
-// Dropped returns how many received packets were dropped because the
-// transport did not read them in time (the queue of QueuePackets full).
+// Dropped returns how many packets the Forwarder dropped: received ones
+// the transport did not read in time (QueuePackets full), and sent ones
+// the data plane could not write as fast.
 func (f *Forwarder) Dropped() uint64 { return f.dropped.Load() }

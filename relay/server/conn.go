@@ -292,7 +292,7 @@ func (s *Server) register(c *client, p relay.PseudonymOf) error {
 	sub, err := s.cfg.NATS.Subscribe(subject(k), func(m *nats.Msg) {
 		s.m.fromNATS.Inc()
 		s.tap(m.Data)
-		c.enqueue(m.Data)
+		c.enqueue(m.Data, nil)
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
@@ -313,8 +313,12 @@ func (s *Server) register(c *client, p relay.PseudonymOf) error {
 
 // enqueue queues a packet for the client, or drops it when its queue is
 // full.
-func (c *client) enqueue(b []byte) {
+func (c *client) enqueue(b []byte, ob *outbox) {
 	if a := c.udpAddr.Load(); a != nil && c.s.data != nil {
+		if ob != nil {
+			ob.add(b, *a)
+			return
+		}
 		c.s.sendData(b, *a)
 		return
 	}
@@ -368,14 +372,16 @@ func (c *client) datagramLoop(ctx context.Context) {
 		}
 		var dst relay.PseudonymOf
 		copy(dst[:], b)
-		s.forward(c, dst, b) // b's first bytes become the source pseudonym
+		s.forward(c, dst, b, nil) // b's first bytes become the source pseudonym
 	}
 }
 
 // forward routes b, PseudonymSize bytes of room and the packet, from c to
 // the client that registered dst: locally, else through NATS. It writes
 // c's pseudonym in b's first bytes.
-func (s *Server) forward(c *client, dst relay.PseudonymOf, b []byte) {
+// Data-plane packets for clients bound there go to ob when set (the
+// caller writes them in a batch).
+func (s *Server) forward(c *client, dst relay.PseudonymOf, b []byte, ob *outbox) {
 	s.mu.Lock()
 	src, ok := c.pseud, c.hasPseud
 	to := s.routes[routeKey{c.info.Credential, dst}]
@@ -388,7 +394,7 @@ func (s *Server) forward(c *client, dst relay.PseudonymOf, b []byte) {
 	switch {
 	case to != nil:
 		s.m.forwarded.WithLabelValues("local").Inc()
-		to.enqueue(b)
+		to.enqueue(b, ob)
 	case s.cfg.NATS != nil:
 		if err := s.cfg.NATS.Publish(subject(routeKey{c.info.Credential, dst}), b); err != nil {
 			s.m.dropped.WithLabelValues("nats").Inc()
