@@ -77,8 +77,8 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	qconf := &quic.Config{
 		EnableDatagrams:         true,
 		HandshakeIdleTimeout:    timeout,
-		MaxIdleTimeout:          30 * time.Second,
-		KeepAlivePeriod:         10 * time.Second,
+		MaxIdleTimeout:          15 * time.Second,
+		KeepAlivePeriod:         5 * time.Second,
 		InitialPacketSize:       clientPacketSize,
 		DisablePathMTUDiscovery: true,
 	}

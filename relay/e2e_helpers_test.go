@@ -58,6 +58,7 @@ type relayProc struct {
 	logPath string
 	dataDir string
 	done    chan struct{}
+	exitErr error // once done
 }
 
 // startRelay runs fedrelay with args (plus listen addresses on loopback)
@@ -84,7 +85,7 @@ func startRelay(t *testing.T, args ...string) *relayProc {
 		t.Fatal(err)
 	}
 	go func() {
-		_ = p.cmd.Wait()
+		p.exitErr = p.cmd.Wait()
 		_ = logf.Close()
 		close(p.done)
 	}()

@@ -47,6 +47,9 @@ func TestRelaySeesNoPlaintext(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.stop() // flushes the tap and the logs
+	if r.exitErr != nil {
+		t.Fatalf("fedrelay did not shut down cleanly on SIGTERM: %v", r.exitErr)
+	}
 
 	tap, err := os.ReadFile(tapPath)
 	if err != nil {

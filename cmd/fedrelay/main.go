@@ -10,6 +10,9 @@
 // -nats-only the process runs just an embedded NATS node (with -cluster-port
 // and -routes, nodes of a cluster for the others to share).
 //
+// Clients attach over UDP (-udp, QUIC) or TLS on TCP (-tls); clients over
+// UDP send their forwarded packets to the data plane (-data-udp).
+//
 // It serves /healthz and Prometheus /metrics on -http, shuts down
 // gracefully on SIGTERM or SIGINT, and prints one line "READY udp=...
 // tls=... http=... nats=..." to stdout once it serves.

@@ -140,3 +140,50 @@ func TestAuthRefused(t *testing.T) {
 		t.Fatalf("other credential: %v, want ErrUnauthorized", err)
 	}
 }
+
+// TestForwarderReattaches: the relay restarts (same address, a new data
+// port); the devices' Forwarders reattach by themselves and a new session
+// through the relay works.
+func TestForwarderReattaches(t *testing.T) {
+	s1, err := server.New(server.Config{UDPAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := s1.UDPAddr()
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	done1 := make(chan struct{})
+	go func() { defer close(done1); _ = s1.Serve(ctx1) }()
+	var secret registry.Secret
+	_, _ = rand.Read(secret.Key[:])
+	a := newDevice(t, "quic://"+addr, secret)
+	b := newDevice(t, "quic://"+addr, secret)
+	cancel1()
+	<-done1
+	startServer(t, server.Config{UDPAddr: addr})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go func() {
+		for {
+			sess, err := b.tr.Accept(ctx)
+			if err != nil {
+				return
+			}
+			_ = sess
+		}
+	}()
+	for {
+		dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+		sess, err := a.tr.Dial(dctx, a.fwd.Addrs(b.id.DeviceID())[0], b.id.DeviceID())
+		dcancel()
+		if err == nil {
+			if sess.Peer() != b.id.DeviceID() {
+				t.Fatalf("peer %v", sess.Peer())
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no session through the restarted relay: %v", err)
+		}
+	}
+}

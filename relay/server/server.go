@@ -325,21 +325,32 @@ func (s *Server) Serve(ctx context.Context) error {
 // Close shuts the relay down: it stops listening, closes every client
 // connection and waits for the goroutines. Idempotent.
 func (s *Server) Close() {
-	s.cancel()
-	s.closeListeners()
+	s.cancel() // also ends the TLS-over-TCP carriers
+	for _, ln := range s.lns {
+		_ = ln.Close()
+	}
+	if s.tcp != nil {
+		_ = s.tcp.Close()
+	}
 	s.mu.Lock()
 	cs := make([]*client, 0, len(s.conns))
 	for c := range s.conns {
 		cs = append(cs, c)
 	}
 	s.mu.Unlock()
+	// While the UDP socket is open: the clients hear that the relay is
+	// going and reattach at once (elsewhere, or here after a restart).
 	for _, c := range cs {
 		_ = c.conn.CloseWithError(0, "relay shutting down")
+	}
+	if s.data != nil {
+		_ = s.data.Close()
 	}
 	s.wg.Wait()
 	for _, tr := range s.trs {
 		_ = tr.Close()
 	}
+	s.closeListeners()
 }
 
 func (s *Server) closeListeners() {
