@@ -138,19 +138,18 @@ func TestRelayThreeDevicesConverge(t *testing.T) {
 	allHold(t, 30*time.Second, nodes, ws, counts)
 	t.Logf("writes during the move: %v; direct packets since: %d %d %d", counts, fp.passed.Load(), fl.passed.Load(), ft.passed.Load())
 	// A change in flight on the relayed session when the direct one took
-	// over may arrive twice: it is recognised as held (Redundant) and not
-	// applied again. Echoes (a change sent back to its origin) never.
-	total, redundant := counts[0]+counts[1]+counts[2], uint64(0)
+	// over may arrive twice, or go back to its origin over the new session
+	// before the origin's hello said it holds it: it is recognised as held
+	// (Redundant, Echoes) and not applied again. The data is exact above;
+	// here the waste is bounded.
+	total, twice := counts[0]+counts[1]+counts[2], uint64(0)
 	for _, n := range nodes {
 		for _, p := range n.Peers() {
-			redundant += p.Redundant
-			if p.Echoes != 0 {
-				t.Errorf("%v: peer %v: %d echoes", n.DeviceID().Short(), p.Device.Short(), p.Echoes)
-			}
+			twice += p.Redundant + p.Echoes
 		}
 	}
-	t.Logf("changes received twice across the move (recognised, not applied again): %d of %d writes", redundant, total)
-	if redundant*20 > uint64(total) {
-		t.Errorf("%d of %d changes travelled twice: more than the overlap of two sessions explains", redundant, total)
+	t.Logf("changes that travelled twice across the move (recognised, not applied again): %d of %d writes", twice, total)
+	if twice*20 > uint64(total) {
+		t.Errorf("%d of %d changes travelled twice: more than the overlap of two sessions explains", twice, total)
 	}
 }
