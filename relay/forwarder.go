@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -69,27 +68,47 @@ type ForwarderConfig struct {
 // connection up (reconnecting with backoff) and follows rotations of the
 // mesh secret. While it is not connected, packets are dropped, as on an
 // unplugged link: QUIC retransmits them.
+//
+// A rotation does not reach every device at once, and devices that meet
+// only through the relay learn of it through the relay. So for
+// RotationGrace after a new generation appears the Forwarder stays
+// attached under the previous one too (its credential, its pseudonym), and
+// Addrs lists a device's addresses under both: packets to a pseudonym go
+// out under the generation it belongs to.
 type Forwarder struct {
 	cfg   ForwarderConfig
 	sched core.Scheduler
 	log   *slog.Logger
 	q     *pq.Queue
-	wake  chan struct{} // pokes the loop (Close)
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	dropped atomic.Uint64 // received packets dropped, the queue full
+	dropped atomic.Uint64 // packets dropped (Dropped)
 
 	mu      sync.Mutex
-	cur     *Client
-	data    *dataPath // cur's data plane, if any
-	gen     uint64
-	key     [32]byte
-	haveKey bool
-	up      chan struct{} // closed while connected; replaced when it drops
+	atts    []*attachment // newest first: current generation, then previous
+	peerGen map[PseudonymOf]uint64
 }
+
+// attachment is the connection of one generation of the mesh secret.
+type attachment struct {
+	gen    uint64
+	key    [32]byte
+	cancel context.CancelFunc
+	ctx    context.Context
+	retire time.Time // zero while current
+
+	// Under Forwarder.mu.
+	cur  *Client
+	data *dataPath
+	up   chan struct{} // closed while connected; replaced when it drops
+}
+
+// RotationGrace is how long a Forwarder stays reachable under the previous
+// generation of the mesh secret after a new one appears.
+const RotationGrace = 2 * time.Minute
 
 // NewForwarder starts attaching to the relay in the background.
 func NewForwarder(cfg ForwarderConfig) (*Forwarder, error) {
@@ -108,7 +127,7 @@ func NewForwarder(cfg ForwarderConfig) (*Forwarder, error) {
 	if n <= 0 {
 		n = 1024
 	}
-	f := &Forwarder{cfg: cfg, sched: sched, log: log, q: pq.New(n), up: make(chan struct{})}
+	f := &Forwarder{cfg: cfg, sched: sched, log: log, q: pq.New(n), peerGen: map[PseudonymOf]uint64{}}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	f.refreshSecret()
 	f.wg.Add(1)
@@ -116,8 +135,9 @@ func NewForwarder(cfg ForwarderConfig) (*Forwarder, error) {
 	return f, nil
 }
 
-// refreshSecret reads the mesh secret; it reports whether its generation
-// changed.
+// refreshSecret reads the mesh secret and, when it is a new generation,
+// starts attaching under it and schedules the previous attachment's
+// retirement. It reports whether the generation changed.
 func (f *Forwarder) refreshSecret() bool {
 	s, err := f.cfg.Secret()
 	if err != nil {
@@ -125,56 +145,93 @@ func (f *Forwarder) refreshSecret() bool {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	changed := !f.haveKey || s.Generation != f.gen || s.Key != f.key
-	f.gen, f.key, f.haveKey = s.Generation, s.Key, true
-	return changed
-}
-
-func (f *Forwarder) secret() (uint64, [32]byte, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.gen, f.key, f.haveKey
+	if len(f.atts) > 0 && f.atts[0].gen == s.Generation && f.atts[0].key == s.Key {
+		return false
+	}
+	ctx, cancel := context.WithCancel(f.ctx)
+	a := &attachment{gen: s.Generation, key: s.Key, ctx: ctx, cancel: cancel, up: make(chan struct{})}
+	now := f.sched.Now()
+	for _, old := range f.atts {
+		if old.retire.IsZero() {
+			old.retire = now.Add(RotationGrace)
+		}
+	}
+	f.atts = append([]*attachment{a}, f.atts...)
+	f.wg.Add(1)
+	go f.attachLoop(a)
+	return true
 }
 
 // rotationCheck is how often the Forwarder looks for a new mesh secret.
 const rotationCheck = 5 * time.Second
 
+// run follows the mesh secret and retires old attachments.
 func (f *Forwarder) run() {
 	defer f.wg.Done()
+	for {
+		tick, stop := core.Wait(f.sched, rotationCheck)
+		select {
+		case <-f.ctx.Done():
+			stop()
+			return
+		case <-tick:
+		}
+		stop()
+		if f.refreshSecret() {
+			f.log.Info("relay: mesh secret rotated; attaching under the new generation")
+		}
+		now := f.sched.Now()
+		f.mu.Lock()
+		keep := f.atts[:0]
+		for _, a := range f.atts {
+			if !a.retire.IsZero() && !now.Before(a.retire) {
+				a.cancel()
+				for p, g := range f.peerGen {
+					if g == a.gen {
+						delete(f.peerGen, p)
+					}
+				}
+				continue
+			}
+			keep = append(keep, a)
+		}
+		f.atts = keep
+		f.mu.Unlock()
+	}
+}
+
+// attachLoop keeps a attached until it retires or the Forwarder closes.
+func (f *Forwarder) attachLoop(a *attachment) {
+	defer f.wg.Done()
 	backoff := 100 * time.Millisecond
-	for f.ctx.Err() == nil {
-		ok := f.session()
-		if ok {
+	for a.ctx.Err() == nil {
+		if f.session(a) {
 			backoff = 100 * time.Millisecond
 		} else {
 			backoff = min(2*backoff, 5*time.Second)
 		}
 		tick, stop := core.Wait(f.sched, backoff)
 		select {
-		case <-f.ctx.Done():
+		case <-a.ctx.Done():
 		case <-tick:
 		}
 		stop()
 	}
 }
 
-// session connects, registers and pumps packets until the connection
-// ends or the mesh secret rotates. It reports whether it got connected.
-func (f *Forwarder) session() bool {
-	f.refreshSecret()
-	gen, key, ok := f.secret()
-	if !ok {
-		return false
-	}
+// session connects under a's generation, registers and pumps packets
+// until the connection ends or a retires. It reports whether it got
+// connected.
+func (f *Forwarder) session(a *attachment) bool {
 	cc := f.cfg.Relay
-	cc.Credential = NewCredential(key, gen)
-	c, err := Dial(f.ctx, cc)
+	cc.Credential = NewCredential(a.key, a.gen)
+	c, err := Dial(a.ctx, cc)
 	if err != nil {
 		f.log.Debug("relay: connect failed", "relay", cc.Addr, "err", err)
 		return false
 	}
 	defer c.Close()
-	reg, err := c.register(f.ctx, Pseudonym(key, gen, f.cfg.Self))
+	reg, err := c.register(a.ctx, Pseudonym(a.key, a.gen, f.cfg.Self))
 	if err != nil {
 		f.log.Debug("relay: register failed", "relay", cc.Addr, "err", err)
 		return false
@@ -186,21 +243,21 @@ func (f *Forwarder) session() bool {
 		go dp.writeData()
 	}
 	f.mu.Lock()
-	f.cur, f.data = c, dp
-	close(f.up)
+	a.cur, a.data = c, dp
+	close(a.up)
 	f.mu.Unlock()
-	f.log.Info("relay: attached", "relay", cc.Addr, "data_plane", dp != nil)
+	f.log.Info("relay: attached", "relay", cc.Addr, "generation", a.gen, "data_plane", dp != nil)
 	defer func() {
 		f.mu.Lock()
-		f.cur, f.data = nil, nil
-		f.up = make(chan struct{})
+		a.cur, a.data = nil, nil
+		a.up = make(chan struct{})
 		f.mu.Unlock()
 	}()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
-			b, err := c.conn.ReceiveDatagram(f.ctx)
+			b, err := c.conn.ReceiveDatagram(a.ctx)
 			if err != nil {
 				return
 			}
@@ -209,13 +266,12 @@ func (f *Forwarder) session() bool {
 			}
 			var src PseudonymOf
 			copy(src[:], b)
-			f.offer(pq.Packet{B: b[PseudonymSize:], From: Addr{Peer: src}})
+			f.received(a, src, b[PseudonymSize:])
 		}
 	}()
 	if dp != nil {
-		go f.readData(dp)
+		go f.readData(a, dp)
 	}
-	lastCheck := f.sched.Now()
 	for {
 		// Bind the data plane every bindRetry until the relay answers,
 		// then every rotationCheck (NAT mappings, a restarted relay).
@@ -228,7 +284,7 @@ func (f *Forwarder) session() bool {
 		}
 		tick, stop := core.Wait(f.sched, every)
 		select {
-		case <-f.ctx.Done():
+		case <-a.ctx.Done():
 			stop()
 			return true
 		case <-done:
@@ -238,15 +294,23 @@ func (f *Forwarder) session() bool {
 		case <-tick:
 		}
 		stop()
-		if now := f.sched.Now(); now.Sub(lastCheck) >= rotationCheck {
-			lastCheck = now
-			if f.refreshSecret() {
-				f.log.Info("relay: mesh secret rotated; reattaching")
-				return true
-			}
-		}
 	}
 }
+
+// received queues a packet from src that arrived under a's generation:
+// replies go out under the same one.
+func (f *Forwarder) received(a *attachment, src PseudonymOf, p []byte) {
+	f.mu.Lock()
+	if _, ok := f.peerGen[src]; !ok && len(f.peerGen) < maxPeerGen {
+		f.peerGen[src] = a.gen
+	}
+	f.mu.Unlock()
+	f.offer(pq.Packet{B: p, From: Addr{Peer: src}})
+}
+
+// maxPeerGen bounds the pseudonyms whose generation the Forwarder
+// remembers.
+const maxPeerGen = 4096
 
 // bindRetry is how often an unanswered data-plane binding is repeated.
 const bindRetry = 250 * time.Millisecond
@@ -343,7 +407,7 @@ func (d *dataPath) writeData() {
 
 // readData queues the packets the relay delivers on the data plane until
 // its socket closes.
-func (f *Forwarder) readData(d *dataPath) {
+func (f *Forwarder) readData(a *attachment, d *dataPath) {
 	buf := make([]byte, udpbatch.ReadBuffer)
 	oob := make([]byte, udpbatch.OOBSize)
 	handle := func(pkt []byte, from net.Addr) {
@@ -356,7 +420,7 @@ func (f *Forwarder) readData(d *dataPath) {
 		case len(pkt) > 1+PseudonymSize && pkt[0] == DataDeliver:
 			var src PseudonymOf
 			copy(src[:], pkt[1:])
-			f.offer(pq.Packet{B: append([]byte(nil), pkt[1+PseudonymSize:]...), From: Addr{Peer: src}})
+			f.received(a, src, append([]byte(nil), pkt[1+PseudonymSize:]...))
 		}
 	}
 	for {
@@ -373,29 +437,48 @@ func (f *Forwarder) readData(d *dataPath) {
 	}
 }
 
-// WaitAttached waits until the Forwarder is attached to the relay.
+// WaitAttached waits until the Forwarder is attached to the relay under
+// the current generation of the mesh secret.
 func (f *Forwarder) WaitAttached(ctx context.Context) error {
-	f.mu.Lock()
-	up := f.up
-	f.mu.Unlock()
-	select {
-	case <-up:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-f.ctx.Done():
-		return net.ErrClosed
+	for {
+		f.mu.Lock()
+		var up chan struct{}
+		if len(f.atts) > 0 {
+			up = f.atts[0].up
+		}
+		f.mu.Unlock()
+		if up == nil {
+			up = make(chan struct{}) // no secret yet: wait for ctx
+		}
+		select {
+		case <-up:
+			return nil
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-f.ctx.Done():
+			return net.ErrClosed
+		}
 	}
 }
 
-// Addrs returns the relay address of id under the current mesh secret:
-// it is an AddrSource for the node's redial loop.
+// Addrs returns the relay addresses of id: under the current generation
+// of the mesh secret, then under the previous one while it is still
+// served. It is an AddrSource for the node's redial loop.
 func (f *Forwarder) Addrs(id core.DeviceID) []string {
-	gen, key, ok := f.secret()
-	if !ok || id == f.cfg.Self {
+	if id == f.cfg.Self {
 		return nil
 	}
-	return []string{Addr{Peer: Pseudonym(key, gen, id)}.String()}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, a := range f.atts {
+		p := Pseudonym(a.key, a.gen, id)
+		if _, ok := f.peerGen[p]; !ok && len(f.peerGen) < maxPeerGen {
+			f.peerGen[p] = a.gen
+		}
+		out = append(out, Addr{Peer: p}.String())
+	}
+	return out
 }
 
 // Resolve turns a relay address into the net.Addr to write packets to.
@@ -405,6 +488,22 @@ func (f *Forwarder) Resolve(addr string) (net.Addr, bool) {
 		return nil, false
 	}
 	return a, true
+}
+
+// attachmentFor is the attachment to send to p under: the one of p's
+// generation when known and still there, else the current one (mu held).
+func (f *Forwarder) attachmentForLocked(p PseudonymOf) *attachment {
+	if g, ok := f.peerGen[p]; ok {
+		for _, a := range f.atts {
+			if a.gen == g {
+				return a
+			}
+		}
+	}
+	if len(f.atts) == 0 {
+		return nil
+	}
+	return f.atts[0]
 }
 
 // ReadFrom returns the next packet from another device, with its Addr.
@@ -417,7 +516,11 @@ func (f *Forwarder) WriteTo(b []byte, addr net.Addr) (int, error) {
 		return 0, fmt.Errorf("%w: %v", ErrBadAddr, addr)
 	}
 	f.mu.Lock()
-	c, dp := f.cur, f.data
+	var c *Client
+	var dp *dataPath
+	if att := f.attachmentForLocked(a.Peer); att != nil {
+		c, dp = att.cur, att.data
+	}
 	f.mu.Unlock()
 	if c == nil {
 		return len(b), nil // not attached: lost, as on an unplugged link
@@ -428,9 +531,7 @@ func (f *Forwarder) WriteTo(b []byte, addr net.Addr) (int, error) {
 		}
 		return len(b), nil
 	}
-	if err := c.sendPacket(a.Peer, b); err != nil && !errors.Is(err, io.EOF) {
-		return len(b), nil // the connection is ending; the loop reconnects
-	}
+	_ = c.sendPacket(a.Peer, b) // an error: the connection is ending; the loop reconnects
 	return len(b), nil
 }
 
@@ -442,10 +543,16 @@ func (f *Forwarder) Close() error {
 	return nil
 }
 
-// LocalAddr is this device's own relay address.
+// LocalAddr is this device's own relay address under the current
+// generation of the mesh secret.
 func (f *Forwarder) LocalAddr() net.Addr {
-	gen, key, _ := f.secret()
-	return Addr{Peer: Pseudonym(key, gen, f.cfg.Self)}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.atts) == 0 {
+		return Addr{}
+	}
+	a := f.atts[0]
+	return Addr{Peer: Pseudonym(a.key, a.gen, f.cfg.Self)}
 }
 
 // SetDeadline sets the read deadline.

@@ -25,7 +25,7 @@ type Path interface {
 // pathPacketSize is the QUIC packet size on a path: relays carry each
 // packet in one datagram of their own connection, so packets stay small
 // and path MTU discovery stays off.
-const pathPacketSize = 1280
+const pathPacketSize = 1380
 
 // extraPath is an added Path with its QUIC transport and listener.
 type extraPath struct {
