@@ -35,6 +35,12 @@
 // credential and per connection). No device id, device key or name is ever
 // sent to the relay.
 //
+// A rotation reaches the devices one after the other, and devices that
+// meet only through the relay learn of it through the relay: so for
+// RotationGrace after a new generation appears, a Forwarder stays attached
+// under the previous one too (its credential and pseudonym), and sends to
+// each pseudonym under the generation it belongs to.
+//
 // # Forwarding
 //
 // Each device registers a pseudonym, Pseudonym(secret, device): an HMAC of
