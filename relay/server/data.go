@@ -20,8 +20,10 @@ import (
 // A client whose binding gets no answer (UDP blocked, a TLS-over-TCP
 // attachment) keeps sending QUIC datagrams on its connection instead.
 
-// dataReaders is how many goroutines read the data socket.
-const dataReaders = 2
+// dataReaders is how many goroutines read the data socket: one, so that
+// packets leave in the order they came (two readers reorder them, and QUIC
+// takes reordering for loss and slows down).
+const dataReaders = 1
 
 // issueToken gives c a fresh data-plane token and returns it with the
 // data port (0 without a data plane).
