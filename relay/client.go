@@ -300,3 +300,8 @@ func (c *carried) LocalAddr() net.Addr                { return c.c.LocalAddr() }
 func (c *carried) SetDeadline(t time.Time) error      { return c.c.SetReadDeadline(t) }
 func (c *carried) SetReadDeadline(t time.Time) error  { return c.c.SetReadDeadline(t) }
 func (c *carried) SetWriteDeadline(_ time.Time) error { return nil }
+
+// SetReadBuffer and SetWriteBuffer accept quic-go's requests: a TCP
+// connection's buffers are the kernel's business.
+func (c *carried) SetReadBuffer(int) error  { return nil }
+func (c *carried) SetWriteBuffer(int) error { return nil }

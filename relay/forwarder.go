@@ -591,3 +591,11 @@ func (f *Forwarder) offer(p pq.Packet) {
 // the transport did not read in time (QueuePackets full), and sent ones
 // the data plane could not write as fast.
 func (f *Forwarder) Dropped() uint64 { return f.dropped.Load() }
+
+// SetReadBuffer accepts quic-go's request for a large receive buffer: the
+// Forwarder's sockets get theirs when they open (SetSocketBuffers).
+func (f *Forwarder) SetReadBuffer(int) error { return nil }
+
+// SetWriteBuffer accepts quic-go's request for a large send buffer (see
+// SetReadBuffer).
+func (f *Forwarder) SetWriteBuffer(int) error { return nil }

@@ -90,3 +90,8 @@ func (s *streamPackets) LocalAddr() net.Addr                { return s.local }
 func (s *streamPackets) SetDeadline(t time.Time) error      { return s.q.SetReadDeadline(t) }
 func (s *streamPackets) SetReadDeadline(t time.Time) error  { return s.q.SetReadDeadline(t) }
 func (s *streamPackets) SetWriteDeadline(_ time.Time) error { return nil }
+
+// SetReadBuffer and SetWriteBuffer accept quic-go's requests: the packets
+// come from TCP connections, whose buffers are the kernel's business.
+func (s *streamPackets) SetReadBuffer(int) error  { return nil }
+func (s *streamPackets) SetWriteBuffer(int) error { return nil }
