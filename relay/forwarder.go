@@ -204,11 +204,15 @@ func (f *Forwarder) run() {
 func (f *Forwarder) attachLoop(a *attachment) {
 	defer f.wg.Done()
 	backoff := 100 * time.Millisecond
+	failures := 0
 	for a.ctx.Err() == nil {
 		if f.session(a) {
-			backoff = 100 * time.Millisecond
+			backoff, failures = 100*time.Millisecond, 0
 		} else {
 			backoff = min(2*backoff, 5*time.Second)
+			if failures++; failures == 5 && a.ctx.Err() == nil {
+				f.log.Warn("relay: cannot attach; retrying", "relay", f.cfg.Relay.Addr, "every", 5*time.Second)
+			}
 		}
 		tick, stop := core.Wait(f.sched, backoff)
 		select {
