@@ -260,6 +260,7 @@ func (f *Forwarder) session(a *attachment) bool {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		var last PseudonymOf
 		for {
 			b, err := c.conn.ReceiveDatagram(a.ctx)
 			if err != nil {
@@ -270,7 +271,7 @@ func (f *Forwarder) session(a *attachment) bool {
 			}
 			var src PseudonymOf
 			copy(src[:], b)
-			f.received(a, src, b[PseudonymSize:])
+			f.received(a, src, b[PseudonymSize:], &last)
 		}
 	}()
 	if dp != nil {
@@ -303,12 +304,17 @@ func (f *Forwarder) session(a *attachment) bool {
 
 // received queues a packet from src that arrived under a's generation:
 // replies go out under the same one.
-func (f *Forwarder) received(a *attachment, src PseudonymOf, p []byte) {
-	f.mu.Lock()
-	if _, ok := f.peerGen[src]; !ok && len(f.peerGen) < maxPeerGen {
-		f.peerGen[src] = a.gen
+// last, the previous packet's source at the caller, saves the lock while
+// packets keep coming from the same peer.
+func (f *Forwarder) received(a *attachment, src PseudonymOf, p []byte, last *PseudonymOf) {
+	if *last != src {
+		*last = src
+		f.mu.Lock()
+		if _, ok := f.peerGen[src]; !ok && len(f.peerGen) < maxPeerGen {
+			f.peerGen[src] = a.gen
+		}
+		f.mu.Unlock()
 	}
-	f.mu.Unlock()
 	f.offer(pq.Packet{B: p, From: Addr{Peer: src}})
 }
 
@@ -414,6 +420,7 @@ func (d *dataPath) writeData() {
 func (f *Forwarder) readData(a *attachment, d *dataPath) {
 	buf := make([]byte, udpbatch.ReadBuffer)
 	oob := make([]byte, udpbatch.OOBSize)
+	var last PseudonymOf
 	handle := func(pkt []byte, from net.Addr) {
 		if ua, ok := from.(*net.UDPAddr); !ok || !ua.IP.Equal(d.relay.IP) || ua.Port != d.relay.Port {
 			return // only the relay speaks on this socket
@@ -424,7 +431,7 @@ func (f *Forwarder) readData(a *attachment, d *dataPath) {
 		case len(pkt) > 1+PseudonymSize && pkt[0] == DataDeliver:
 			var src PseudonymOf
 			copy(src[:], pkt[1:])
-			f.received(a, src, append([]byte(nil), pkt[1+PseudonymSize:]...))
+			f.received(a, src, append([]byte(nil), pkt[1+PseudonymSize:]...), &last)
 		}
 	}
 	for {

@@ -292,7 +292,7 @@ func (s *Server) register(c *client, p relay.PseudonymOf) error {
 	sub, err := s.cfg.NATS.Subscribe(subject(k), func(m *nats.Msg) {
 		s.m.fromNATS.Inc()
 		s.tap(m.Data)
-		c.enqueue(m.Data, nil)
+		c.enqueue(m.Data, nil, nil)
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
@@ -313,9 +313,14 @@ func (s *Server) register(c *client, p relay.PseudonymOf) error {
 
 // enqueue queues a packet for the client, or drops it when its queue is
 // full.
-func (c *client) enqueue(b []byte, ob *outbox) {
+func (c *client) enqueue(b []byte, ob *outbox, full []byte) {
 	if a := c.udpAddr.Load(); a != nil && c.s.data != nil {
-		if ob != nil {
+		switch {
+		case ob != nil && full != nil:
+			full[0] = relay.DataDeliver
+			ob.addRaw(full, *a)
+			return
+		case ob != nil:
 			ob.add(b, *a)
 			return
 		}
@@ -372,7 +377,7 @@ func (c *client) datagramLoop(ctx context.Context) {
 		}
 		var dst relay.PseudonymOf
 		copy(dst[:], b)
-		s.forward(c, dst, b, nil) // b's first bytes become the source pseudonym
+		s.forward(c, dst, b, nil, nil) // b's first bytes become the source pseudonym
 	}
 }
 
@@ -380,8 +385,9 @@ func (c *client) datagramLoop(ctx context.Context) {
 // the client that registered dst: locally, else through NATS. It writes
 // c's pseudonym in b's first bytes.
 // Data-plane packets for clients bound there go to ob when set (the
-// caller writes them in a batch).
-func (s *Server) forward(c *client, dst relay.PseudonymOf, b []byte, ob *outbox) {
+// caller writes them in a batch); full, when set, is b with one byte of
+// room before it for the data-plane header, saving a copy.
+func (s *Server) forward(c *client, dst relay.PseudonymOf, b []byte, ob *outbox, full []byte) {
 	s.mu.Lock()
 	src, ok := c.pseud, c.hasPseud
 	to := s.routes[routeKey{c.info.Credential, dst}]
@@ -394,7 +400,7 @@ func (s *Server) forward(c *client, dst relay.PseudonymOf, b []byte, ob *outbox)
 	switch {
 	case to != nil:
 		s.m.forwarded.WithLabelValues("local").Inc()
-		to.enqueue(b, ob)
+		to.enqueue(b, ob, full)
 	case s.cfg.NATS != nil:
 		if err := s.cfg.NATS.Publish(subject(routeKey{c.info.Credential, dst}), b); err != nil {
 			s.m.dropped.WithLabelValues("nats").Inc()

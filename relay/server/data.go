@@ -166,6 +166,8 @@ func (s *Server) handleData(buf []byte, from net.Addr, ob *outbox) {
 		}
 		var dst relay.PseudonymOf
 		copy(dst[:], pkt)
-		s.forward(c, dst, append([]byte(nil), pkt...), ob)
+		full := make([]byte, 1+len(pkt))
+		copy(full[1:], pkt)
+		s.forward(c, dst, full[1:], ob, full)
 	}
 }
