@@ -220,7 +220,7 @@ func (c *client) serveStream(ctx context.Context, st *quic.Stream) {
 }
 
 // stream adapts a QUIC stream to io.ReadWriteCloser; Close ends both
-// directions.
+// directions, CloseWrite (for handlers that assert it) only the relay's.
 type stream struct {
 	s   *quic.Stream
 	tap func([]byte)
@@ -233,6 +233,7 @@ func (s *stream) Read(p []byte) (int, error) {
 }
 
 func (s *stream) Write(p []byte) (int, error) { return s.s.Write(p) }
+func (s *stream) CloseWrite() error           { return s.s.Close() }
 func (s *stream) Close() error {
 	s.s.CancelRead(0)
 	return s.s.Close()
