@@ -85,6 +85,9 @@ type Config struct {
 	// Network says how the node reaches the user's other devices once
 	// Start is called. The zero value listens on QUIC on every interface.
 	Network NetworkConfig
+	// Relay attaches the node to a relay for devices it cannot reach
+	// directly (lane h29). The zero value: no relay.
+	Relay RelayConfig
 
 	// Discovery says how the node finds the user's other devices. The zero
 	// value discovers on the local network (mDNS) with no configuration.

@@ -38,6 +38,10 @@ type QUICConfig struct {
 	// ListenAddr is the UDP address to listen on and dial from.
 	// "": ":0" (every interface, a free port).
 	ListenAddr string
+	// Conn, when set, is the packet conn to run on instead of listening on
+	// ListenAddr (a socket made elsewhere, or one that filters packets in
+	// tests). The transport closes it on Close.
+	Conn net.PacketConn
 	// Limits bound what peers can make the transport spend.
 	Limits Limits
 	// Logger receives connection events, never keys or payloads.
@@ -54,13 +58,17 @@ type QUICConfig struct {
 // It listens and dials from a single UDP socket.
 type QUIC struct {
 	ep     *endpoint
-	udp    *net.UDPConn
+	udp    net.PacketConn
 	tr     *quic.Transport
 	ln     *quic.Listener
 	client *tls.Config
 	qconf  *quic.Config
 	loop   sync.WaitGroup
 	once   sync.Once
+
+	pathMu   sync.Mutex
+	paths    []*extraPath // added by AddPath
+	pathConf *quic.Config
 }
 
 var _ core.Transport = (*QUIC)(nil)
@@ -84,14 +92,16 @@ func NewQUIC(ctx context.Context, cfg QUICConfig) (*QUIC, error) {
 	if addr == "" {
 		addr = ":0"
 	}
-	var lc net.ListenConfig
-	pc, err := lc.ListenPacket(ctx, "udp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	pc := cfg.Conn
+	if pc == nil {
+		var lc net.ListenConfig
+		if pc, err = lc.ListenPacket(ctx, "udp", addr); err != nil {
+			return nil, fmt.Errorf("listen %s: %w", addr, err)
+		}
 	}
 	t := &QUIC{
 		ep:  ep,
-		udp: pc.(*net.UDPConn),
+		udp: pc,
 		// The peer is authenticated by Noise, bound to this TLS session
 		// through the exporter, so the ephemeral certificate needs no
 		// verification of its own.
@@ -105,7 +115,10 @@ func NewQUIC(ctx context.Context, cfg QUICConfig) (*QUIC, error) {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	t.loop.Add(1)
-	go t.acceptLoop()
+	go func() {
+		defer t.loop.Done()
+		t.acceptOn(t.ln)
+	}()
 	return t, nil
 }
 
@@ -145,10 +158,9 @@ func serverTLS(alpn string) (*tls.Config, error) {
 	}, nil
 }
 
-func (t *QUIC) acceptLoop() {
-	defer t.loop.Done()
+func (t *QUIC) acceptOn(ln *quic.Listener) {
 	for {
-		conn, err := t.ln.Accept(t.ep.ctx)
+		conn, err := ln.Accept(t.ep.ctx)
 		if err != nil {
 			return
 		}
@@ -195,6 +207,9 @@ func (t *QUIC) Dial(ctx context.Context, addr string, peer core.DeviceID) (core.
 	if t.ep.isClosed() {
 		return nil, fmt.Errorf("dial: %w", core.ErrClosed)
 	}
+	if x, ra, qconf := t.pathFor(addr); x != nil {
+		return t.dialVia(ctx, x, ra, qconf, addr, peer)
+	}
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
@@ -234,8 +249,10 @@ func (t *QUIC) Close() error {
 	t.once.Do(func() {
 		t.ep.close()
 		_ = t.ln.Close()
+		t.closePaths()
 		t.loop.Wait()
 		_ = t.tr.Close()
+		t.closePathTransports()
 		_ = t.udp.Close()
 	})
 	return nil

@@ -54,6 +54,7 @@ func scenarios() map[string]scenario {
 		"api":          {"records/s written through fednode's API from a client process vs Node.Update in-process, same batches", runAPI},
 		"discover":     {"time for two paired devices starting on one LAN to sync a record found by mDNS vs the address given by hand (root)", runDiscover},
 		"discover-dht": {"time for two paired devices starting on loopback to sync a record found through a loopback DHT vs the address given by hand", runDiscoverDHT},
+		"relay":        {"goodput of a session through a relay vs the direct path; added round-trip time", runRelay},
 	}
 }
 

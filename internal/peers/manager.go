@@ -127,6 +127,7 @@ type Manager struct {
 	paused  map[core.DeviceID]bool     // refused until Resume (host's choice)
 	dialErr map[core.DeviceID]error    // why the last redial failed
 	redials map[core.DeviceID]int      // the redial loop's dials in flight
+	sources []AddrSource               // added by AddSource, after Config.Sources
 	tr      core.Transport             // nil until Start
 	runCtx  context.Context            // lives until the network stops
 	started bool
@@ -332,6 +333,7 @@ type Link struct {
 	sess     core.Session
 	peer     core.DeviceID
 	outbound bool // this node dialled it
+	relayed  bool // the session runs through a relay (relay.go)
 
 	// Under m.mu.
 	member   Member // set by Join
