@@ -1,7 +1,3 @@
-// Package relay is the client side of the federation relay: the protocol a
-// device speaks to a fedrelay over its connection, and what a device seals
-// before the relay ever sees it. Nothing here imports the relay's backbone
-// (NATS): only package relay/server and cmd/fedrelay do.
 package relay
 
 import (

@@ -44,9 +44,6 @@ const (
 	TypeMailErr     wire.Type = 0x4F
 )
 
-// KindMail is the kind byte that opens a mail stream.
-const KindMail byte = 'M'
-
 // Mail protocol limits.
 const (
 	// MaxCollect bounds the mails one Collect returns.

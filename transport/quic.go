@@ -59,6 +59,10 @@ type QUIC struct {
 	qconf  *quic.Config
 	loop   sync.WaitGroup
 	once   sync.Once
+
+	pathMu   sync.Mutex
+	paths    []*extraPath // added by AddPath
+	pathConf *quic.Config
 }
 
 var _ core.Transport = (*QUIC)(nil)
@@ -103,7 +107,10 @@ func NewQUIC(ctx context.Context, cfg QUICConfig) (*QUIC, error) {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	t.loop.Add(1)
-	go t.acceptLoop()
+	go func() {
+		defer t.loop.Done()
+		t.acceptOn(t.ln)
+	}()
 	return t, nil
 }
 
@@ -143,10 +150,9 @@ func serverTLS(alpn string) (*tls.Config, error) {
 	}, nil
 }
 
-func (t *QUIC) acceptLoop() {
-	defer t.loop.Done()
+func (t *QUIC) acceptOn(ln *quic.Listener) {
 	for {
-		conn, err := t.ln.Accept(t.ep.ctx)
+		conn, err := ln.Accept(t.ep.ctx)
 		if err != nil {
 			return
 		}
@@ -193,6 +199,9 @@ func (t *QUIC) Dial(ctx context.Context, addr string, peer core.DeviceID) (core.
 	if t.ep.isClosed() {
 		return nil, fmt.Errorf("dial: %w", core.ErrClosed)
 	}
+	if x, ra, qconf := t.pathFor(addr); x != nil {
+		return t.dialVia(ctx, x, ra, qconf, addr, peer)
+	}
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
@@ -232,8 +241,10 @@ func (t *QUIC) Close() error {
 	t.once.Do(func() {
 		t.ep.close()
 		_ = t.ln.Close()
+		t.closePaths()
 		t.loop.Wait()
 		_ = t.tr.Close()
+		t.closePathTransports()
 		_ = t.udp.Close()
 	})
 	return nil

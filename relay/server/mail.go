@@ -1,6 +1,3 @@
-// Package server is the relay daemon's side of the federation relay (cmd/fedrelay):
-// the services behind the streams clients open, on a NATS backbone. Only
-// this package and cmd/fedrelay import NATS.
 package server
 
 import (
