@@ -37,8 +37,9 @@ type MailConfig struct {
 	// MaxBytes bounds the stream (all mailboxes); a full stream refuses
 	// new mail. 1 GiB.
 	MaxBytes int64
-	// Replicas is the stream's replication factor: 3 on a 3-node (or
-	// larger) NATS cluster, 1 on the embedded server. 1.
+	// Replicas is the stream's replication factor. 0: 3 where the NATS
+	// deployment can hold three replicas (a cluster of 3 nodes or more),
+	// else 1 (the embedded server).
 	Replicas int
 	// ClientRate is the bytes of envelopes per second a client may
 	// deposit over time, ClientBurst the most at once. 64 KiB/s, 16 MiB:
@@ -69,9 +70,6 @@ func (c MailConfig) withDefaults() MailConfig {
 	}
 	if c.MaxBytes <= 0 {
 		c.MaxBytes = 1 << 30
-	}
-	if c.Replicas <= 0 {
-		c.Replicas = 1
 	}
 	if c.ClientRate <= 0 {
 		c.ClientRate = 64 << 10
@@ -120,9 +118,22 @@ type mailClient struct {
 }
 
 // NewMail creates (or updates) the mail stream through js and returns the
-// service.
+// service (a StreamHandler for relay.KindMail).
 func NewMail(ctx context.Context, js jetstream.JetStream, cfg MailConfig) (*Mail, error) {
 	cfg = cfg.withDefaults()
+	if cfg.Replicas <= 0 {
+		m, err := newMail(ctx, js, cfg, 3)
+		if err == nil {
+			return m, nil
+		}
+		cfg.Log.Info("relay mail: a replicated stream is not possible here; one replica", "err", err)
+		return newMail(ctx, js, cfg, 1)
+	}
+	return newMail(ctx, js, cfg, cfg.Replicas)
+}
+
+func newMail(ctx context.Context, js jetstream.JetStream, cfg MailConfig, replicas int) (*Mail, error) {
+	cfg.Replicas = replicas
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:                 cfg.Stream,
 		Description:          "federation relay mail: sealed envelopes by mailbox pseudonym",
@@ -143,6 +154,15 @@ func NewMail(ctx context.Context, js jetstream.JetStream, cfg MailConfig) (*Mail
 	}
 	return &Mail{cfg: cfg, js: js, stream: st, clients: map[string]*mailClient{}}, nil
 }
+
+// ServeStream serves a mail stream (StreamHandler): the client's quota is
+// its credential's, shared by the devices of one mesh.
+func (m *Mail) ServeStream(ctx context.Context, c ClientInfo, s io.ReadWriteCloser) error {
+	return m.Serve(ctx, string(c.Credential), s)
+}
+
+// Replicas returns the mail stream's replication factor.
+func (m *Mail) Replicas() int { return m.cfg.Replicas }
 
 func (m *Mail) subject(mb relay.Mailbox) string { return m.cfg.Subject + "." + mb.String() }
 

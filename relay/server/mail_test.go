@@ -18,7 +18,7 @@ import (
 	"github.com/devicemesh/federation/relay/server/mailtest"
 )
 
-func newMail(t testing.TB, nc *nats.Conn, cfg MailConfig) *Mail {
+func startMail(t testing.TB, nc *nats.Conn, cfg MailConfig) *Mail {
 	t.Helper()
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -82,7 +82,10 @@ func collectAll(t testing.TB, c *relay.MailConn, mb relay.Mailbox) []relay.Mail 
 
 func TestMailDepositCollectAck(t *testing.T) {
 	n := mailtest.Single(t, t.TempDir())
-	m := newMail(t, mailtest.Connect(t, n.URL()), MailConfig{})
+	m := startMail(t, mailtest.Connect(t, n.URL()), MailConfig{})
+	if m.Replicas() != 1 {
+		t.Fatalf("mail stream of %d replicas on one server", m.Replicas())
+	}
 	c := dial(t, m, "client-a")
 	ctx := ctxT(t)
 	mb, other := relay.Mailbox{1}, relay.Mailbox{2}
@@ -145,7 +148,7 @@ func seqs(ms []relay.Mail) []uint64 {
 
 func TestMailTTL(t *testing.T) {
 	n := mailtest.Single(t, t.TempDir())
-	m := newMail(t, mailtest.Connect(t, n.URL()), MailConfig{TTL: time.Second})
+	m := startMail(t, mailtest.Connect(t, n.URL()), MailConfig{TTL: time.Second})
 	c := dial(t, m, "c")
 	mb := relay.Mailbox{3}
 	if _, err := c.Deposit(ctxT(t), mb, envelope(1<<10, 1)); err != nil {
@@ -165,7 +168,7 @@ func TestMailTTL(t *testing.T) {
 
 func TestMailMailboxQuota(t *testing.T) {
 	n := mailtest.Single(t, t.TempDir())
-	m := newMail(t, mailtest.Connect(t, n.URL()), MailConfig{MailboxQuota: 3})
+	m := startMail(t, mailtest.Connect(t, n.URL()), MailConfig{MailboxQuota: 3})
 	c := dial(t, m, "c")
 	ctx := ctxT(t)
 	mb := relay.Mailbox{4}
@@ -202,7 +205,7 @@ func TestMailMailboxQuota(t *testing.T) {
 func TestMailFlood(t *testing.T) {
 	n := mailtest.Single(t, t.TempDir())
 	const burst = 2 << 20
-	m := newMail(t, mailtest.Connect(t, n.URL()), MailConfig{ClientRate: 16 << 10, ClientBurst: burst})
+	m := startMail(t, mailtest.Connect(t, n.URL()), MailConfig{ClientRate: 16 << 10, ClientBurst: burst})
 	flood, good := dial(t, m, "flooder"), dial(t, m, "good")
 	ctx := ctxT(t)
 	stored, refused := 0, 0
@@ -258,7 +261,7 @@ func TestMailSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	n := mailtest.Single(t, dir)
 	nc := mailtest.Connect(t, n.URL())
-	m := newMail(t, nc, MailConfig{})
+	m := startMail(t, nc, MailConfig{})
 	c := dial(t, m, "c")
 	mb := relay.Mailbox{10}
 	env := envelope(16<<10, 1)
@@ -268,7 +271,7 @@ func TestMailSurvivesRestart(t *testing.T) {
 	nc.Close()
 	n.Stop()
 	n.Start(t) // same directory, same port
-	m2 := newMail(t, mailtest.Connect(t, n.URL()), MailConfig{})
+	m2 := startMail(t, mailtest.Connect(t, n.URL()), MailConfig{})
 	got := collectAll(t, dial(t, m2, "c"), mb)
 	if len(got) != 1 || !bytes.Equal(got[0].Envelope, env) {
 		t.Fatalf("after restart: %d mails", len(got))
@@ -280,8 +283,11 @@ func TestMailSurvivesRestart(t *testing.T) {
 // mail is lost.
 func TestMailClusterNodeLoss(t *testing.T) {
 	nodes := mailtest.Cluster(t, t.TempDir(), 3)
-	cfg := MailConfig{Replicas: 3}
-	m := newMail(t, mailtest.Connect(t, mailtest.URLs(nodes...)), cfg)
+	cfg := MailConfig{} // replicas: as many as the cluster holds, 3
+	m := startMail(t, mailtest.Connect(t, mailtest.URLs(nodes...)), cfg)
+	if m.Replicas() != 3 {
+		t.Fatalf("mail stream of %d replicas on a 3-node cluster", m.Replicas())
+	}
 	c := dial(t, m, "c")
 	ctx := ctxT(t)
 	mb := relay.Mailbox{11}
@@ -318,7 +324,7 @@ func TestMailClusterNodeLoss(t *testing.T) {
 			rest = append(rest, n)
 		}
 	}
-	m2 := newMail(t, mailtest.Connect(t, mailtest.URLs(rest...)), cfg)
+	m2 := startMail(t, mailtest.Connect(t, mailtest.URLs(rest...)), cfg)
 	got := collectAll(t, dial(t, m2, "c"), mb)
 	for _, g := range got {
 		delete(sent, string(g.Envelope))
