@@ -67,6 +67,9 @@ type Config struct {
 	// Network says how the node reaches the user's other devices once
 	// Start is called. The zero value listens on QUIC on every interface.
 	Network NetworkConfig
+	// Relay attaches the node to a relay for devices it cannot reach
+	// directly (lane h29). The zero value: no relay.
+	Relay RelayConfig
 
 	// Reembed, when set, is called for every embedding that a merge
 	// marked stale (see ReembedFunc). nil leaves stale vectors flagged for

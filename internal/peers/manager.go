@@ -116,6 +116,7 @@ type Manager struct {
 	active  map[core.DeviceID]int      // sessions running or being dialled
 	links   map[*Link]struct{}         // sessions being served
 	revoked map[core.DeviceID]bool     // cut off: refused from now on
+	sources []AddrSource               // added by AddSource, after Config.Sources
 	tr      core.Transport             // nil until Start
 	runCtx  context.Context            // lives until the network stops
 	started bool
@@ -265,6 +266,7 @@ type Link struct {
 	sess     core.Session
 	peer     core.DeviceID
 	outbound bool // this node dialled it
+	relayed  bool // the session runs through a relay (relay.go)
 
 	// Under m.mu.
 	member   Member // set by Join

@@ -44,7 +44,7 @@ func (m *Manager) serve(ctx context.Context, sess core.Session, outbound bool) {
 		_ = sess.Close(errRevoked)
 		return
 	}
-	l := &Link{m: m, sess: sess, peer: peer, outbound: outbound}
+	l := &Link{m: m, sess: sess, peer: peer, outbound: outbound, relayed: isRelayed(sess)}
 	m.links[l] = struct{}{}
 	m.active[peer]++
 	m.wg.Add(1)
@@ -83,8 +83,13 @@ func (m *Manager) transport() (core.Transport, context.Context, error) {
 
 // dial dials peer at addr within DialDeadline (on the Manager's clock).
 func (m *Manager) dial(ctx context.Context, tr core.Transport, addr string, peer core.DeviceID) (core.Session, error) {
+	return m.dialWithin(ctx, tr, addr, peer, DialDeadline)
+}
+
+// dialWithin dials peer at addr within deadline (on the Manager's clock).
+func (m *Manager) dialWithin(ctx context.Context, tr core.Transport, addr string, peer core.DeviceID, deadline time.Duration) (core.Session, error) {
 	dctx, cancel := context.WithCancelCause(ctx)
-	t := m.sched.AfterFunc(DialDeadline, func() {
+	t := m.sched.AfterFunc(deadline, func() {
 		cancel(fmt.Errorf("dial %s: %w", addr, context.DeadlineExceeded))
 	})
 	defer t.Stop()

@@ -105,7 +105,7 @@ func (m *Manager) Addrs(id core.DeviceID) []string {
 // then each AddrSource's, without duplicates.
 func (m *Manager) peerAddrs(id core.DeviceID) []string {
 	out := m.Addrs(id)
-	for _, src := range m.cfg.Sources {
+	for _, src := range m.allSources() {
 		for _, a := range src.Addrs(id) {
 			if a != "" && !slices.Contains(out, a) {
 				out = append(out, a)
@@ -119,6 +119,7 @@ func (m *Manager) peerAddrs(id core.DeviceID) []string {
 // persists the book when it changed and wakes the redial loop. Addresses of
 // this device and of revoked devices are ignored.
 func (m *Manager) Learn(ctx context.Context, id core.DeviceID, addrs []string) {
+	addrs = withoutRelayed(addrs) // computed by the relay's source, never kept
 	if id.IsZero() || id == m.cfg.Self || len(addrs) == 0 {
 		return
 	}
@@ -210,6 +211,16 @@ func (l *Link) Greet(ctx context.Context, instance uint64, addrs []string) {
 		if o == l || o.peer != l.peer || !o.greeted {
 			continue
 		}
+		if o.instance == l.instance && o.relayed != l.relayed {
+			// A direct path appeared (or only a relayed one did): both
+			// sides keep the direct session.
+			if o.relayed {
+				victims = append(victims, o)
+				continue
+			}
+			victims = append(victims, l)
+			break
+		}
 		if o.instance != l.instance || o.outbound == l.outbound || l.outbound == preferOutbound {
 			// The peer restarted, or we dialled twice (keep the newer), or
 			// the newer session is the one both sides keep.
@@ -246,7 +257,7 @@ func Dialable(addrs []string, sess core.Session) []string {
 		}
 		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 			ra, ok := sess.(remoteAddresser)
-			if !ok {
+			if !ok || isRelayed(sess) {
 				continue
 			}
 			rhost, _, err := net.SplitHostPort(ra.RemoteAddr())
@@ -268,6 +279,7 @@ type redialState struct {
 	up       bool // a session was active at the last look
 	upSince  time.Time
 	tried    []string // the addresses of the last dial
+	probe    probeState
 }
 
 // redialDelay is the jittered backoff after failures failures: uniform in
@@ -281,8 +293,9 @@ func (m *Manager) redialDelay(failures int) time.Duration {
 }
 
 type dialResult struct {
-	peer core.DeviceID
-	ok   bool
+	peer  core.DeviceID
+	ok    bool
+	probe bool // a direct probe beside a relayed session (relay.go)
 }
 
 // redialLoop keeps a session with every device of the roster it has an
@@ -307,7 +320,9 @@ func (m *Manager) redialLoop(ctx context.Context, tr core.Transport) {
 			dialing--
 			st := states[r.peer]
 			st.dialing = false
-			if !r.ok {
+			if r.probe {
+				st.probed(m, r.ok)
+			} else if !r.ok {
 				st.failures++
 				st.next = m.sched.Now().Add(m.redialDelay(st.failures))
 			}
@@ -347,6 +362,7 @@ func (m *Manager) redialRound(ctx context.Context, tr core.Transport, states map
 			if !st.up {
 				st.up, st.upSince = true, now
 			}
+			started += m.probeDirect(ctx, tr, id, st, now, results, dials)
 			continue
 		}
 		addrs := m.peerAddrs(id)
@@ -389,11 +405,12 @@ func (m *Manager) redialRound(ctx context.Context, tr core.Transport, states map
 func (m *Manager) redial(ctx context.Context, tr core.Transport, id core.DeviceID, addrs []string) bool {
 	m.hold(id)
 	defer m.release(id)
+	addrs, deadline := directFirst(addrs)
 	for _, a := range addrs {
 		if m.activeOthers(id) {
 			return true // the peer dialled us meanwhile
 		}
-		sess, err := m.dial(ctx, tr, a, id)
+		sess, err := m.dialWithin(ctx, tr, a, id, deadline(a))
 		if err != nil {
 			if ctx.Err() != nil {
 				return false
