@@ -28,6 +28,9 @@ type Sessions struct {
 	Addr    func() string // the node's address, "" before Start
 	Clock   core.Clock
 	Log     *slog.Logger
+	// Ended, when set, hears what the peer held when a session ended
+	// (relay mail).
+	Ended func(ctx context.Context, peer core.DeviceID, held core.VersionVector)
 }
 
 // PeerSession is one sync session: the protocol (embedded) and the
@@ -64,6 +67,12 @@ func (s *Sessions) Serve(ctx context.Context, link *peers.Link) error {
 	link.Join(ps)
 	defer link.Leave()
 	err := ps.Run(ctx)
+	if s.Ended != nil {
+		st := ps.Status()
+		held := st.Acked.Clone()
+		held.Merge(st.CaughtUp)
+		s.Ended(context.WithoutCancel(ctx), ps.Peer(), held)
+	}
 	s.Record(ctx, audit.SessionClosed(ps.Peer(), CloseReason(err)))
 	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
 		err = nil
