@@ -68,6 +68,13 @@ func startRelay(t *testing.T, dataDir, logPath string, debug bool) *relayProc {
 		args = append(args, "-debug")
 	}
 	p := &relayProc{cmd: exec.Command(fedrelay(t), args...), done: make(chan struct{})}
+	return p.run(t, logPath)
+}
+
+// run starts the process, its log appended to logPath, and waits for its
+// READY line.
+func (p *relayProc) run(t *testing.T, logPath string) *relayProc {
+	t.Helper()
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
