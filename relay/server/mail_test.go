@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -208,6 +209,7 @@ func TestMailFlood(t *testing.T) {
 	m := startMail(t, mailtest.Connect(t, n.URL()), MailConfig{ClientRate: 16 << 10, ClientBurst: burst})
 	flood, good := dial(t, m, "flooder"), dial(t, m, "good")
 	ctx := ctxT(t)
+	heapBefore := liveHeap()
 	stored, refused := 0, 0
 	start := time.Now()
 	for i := 0; time.Since(start) < 2*time.Second; i++ {
@@ -220,6 +222,13 @@ func TestMailFlood(t *testing.T) {
 		default:
 			t.Fatal(err)
 		}
+	}
+	// The relay (and the embedded NATS, in this process) holds what the
+	// quota admitted, not what the flood offered.
+	heapAfter := liveHeap()
+	t.Logf("live heap %.1f MiB before the flood, %.1f MiB after %d MiB offered", float64(heapBefore)/(1<<20), float64(heapAfter)/(1<<20), (stored+refused)*64>>10)
+	if grown := int64(heapAfter) - int64(heapBefore); grown > 32<<20 {
+		t.Fatalf("live heap grew by %d MiB during the flood", grown>>20)
 	}
 	// The burst plus 2-3 s at 16 KiB/s: 32 or 33 mails of 64 KiB.
 	limit := (burst + 4*(16<<10)) / (64 << 10)
@@ -332,4 +341,12 @@ func TestMailClusterNodeLoss(t *testing.T) {
 	if len(got) != 100 || len(sent) != 0 {
 		t.Fatalf("collected %d of 100 mails, %d missing", len(got), len(sent))
 	}
+}
+
+// liveHeap returns the bytes of live heap objects after a collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }
