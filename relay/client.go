@@ -117,6 +117,11 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	}
 	c := &Client{conn: conn, tr: tr, pc: pc}
 	if err := c.auth(dctx, cfg.Credential); err != nil {
+		var ae *quic.ApplicationError
+		if errors.As(err, &ae) && ae.Remote && ae.ErrorCode != 0 {
+			// The relay hung up before its reply was read: the code says why.
+			err = StatusErr(byte(ae.ErrorCode), ae.ErrorMessage)
+		}
 		_ = c.Close()
 		return nil, fmt.Errorf("relay %q: %w", cfg.Addr, err)
 	}

@@ -36,6 +36,10 @@ type QUICConfig struct {
 	// ListenAddr is the UDP address to listen on and dial from.
 	// "": ":0" (every interface, a free port).
 	ListenAddr string
+	// Conn, when set, is the packet conn to run on instead of listening on
+	// ListenAddr (a socket made elsewhere, or one that filters packets in
+	// tests). The transport closes it on Close.
+	Conn net.PacketConn
 	// Limits bound what peers can make the transport spend.
 	Limits Limits
 	// Logger receives connection events, never keys or payloads.
@@ -52,7 +56,7 @@ type QUICConfig struct {
 // It listens and dials from a single UDP socket.
 type QUIC struct {
 	ep     *endpoint
-	udp    *net.UDPConn
+	udp    net.PacketConn
 	tr     *quic.Transport
 	ln     *quic.Listener
 	client *tls.Config
@@ -86,14 +90,16 @@ func NewQUIC(ctx context.Context, cfg QUICConfig) (*QUIC, error) {
 	if addr == "" {
 		addr = ":0"
 	}
-	var lc net.ListenConfig
-	pc, err := lc.ListenPacket(ctx, "udp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	pc := cfg.Conn
+	if pc == nil {
+		var lc net.ListenConfig
+		if pc, err = lc.ListenPacket(ctx, "udp", addr); err != nil {
+			return nil, fmt.Errorf("listen %s: %w", addr, err)
+		}
 	}
 	t := &QUIC{
 		ep:  ep,
-		udp: pc.(*net.UDPConn),
+		udp: pc,
 		// The peer is authenticated by Noise, bound to this TLS session
 		// through the exporter, so the ephemeral certificate needs no
 		// verification of its own.

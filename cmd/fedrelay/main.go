@@ -76,6 +76,7 @@ type config struct {
 	Queue           int    `json:"queue"`
 	MaxMemory       int64  `json:"nats-max-memory"`
 	Debug           bool   `json:"debug"`
+	Tap             string `json:"tap"`
 }
 
 func parse(args []string) (config, error) {
@@ -103,6 +104,7 @@ func parse(args []string) (config, error) {
 	fs.IntVar(&c.CredRate, "credential-rate", 0, "forwarded bytes per second per credential (0: default)")
 	fs.IntVar(&c.Queue, "queue", 0, "packets queued per client before dropping (0: default)")
 	fs.Int64Var(&c.MaxMemory, "nats-max-memory", 0, "JetStream memory limit of the embedded server in bytes (0: NATS default)")
+	fs.StringVar(&c.Tap, "tap", "", "audit file receiving a copy of every byte read from clients after TLS (see server.Config.Tap)")
 	fs.BoolVar(&c.Debug, "debug", false, "debug logs (addresses, credential ids, pseudonyms; never payloads)")
 	if err := fs.Parse(args); err != nil {
 		return c, err

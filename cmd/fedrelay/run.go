@@ -112,6 +112,16 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) error
 		}
 		scfg.Allow = func(id relay.CredentialID) bool { return allowed[id] }
 	}
+	if cfg.Tap != "" {
+		f, err := os.OpenFile(cfg.Tap, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return fmt.Errorf("tap: %w", err)
+		}
+		defer f.Close()
+		w := bufio.NewWriter(f)
+		defer w.Flush()
+		scfg.Tap = w
+	}
 	srv, err := server.New(scfg)
 	if err != nil {
 		return err

@@ -54,7 +54,11 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	if err != nil {
 		s.m.authFail.Inc()
 		s.log.Info("client refused", "remote", conn.RemoteAddr().String(), "err", err)
-		_ = conn.CloseWithError(quic.ApplicationErrorCode(relay.StatusUnauthorized), "refused")
+		code := relay.StatusUnauthorized
+		if errors.Is(err, relay.ErrBusy) {
+			code = relay.StatusBusy
+		}
+		_ = conn.CloseWithError(quic.ApplicationErrorCode(code), "refused")
 		return
 	}
 	defer s.drop(c)
@@ -184,7 +188,7 @@ func (c *client) serveStream(ctx context.Context, st *quic.Stream) {
 		return
 	}
 	c.s.m.streams.WithLabelValues(string(kind[:])).Inc()
-	rw := &stream{st}
+	rw := &stream{s: st, tap: c.s.tap}
 	if kind[0] == relay.KindForward {
 		err := c.serveForward(ctx, rw)
 		if err != nil && ctx.Err() == nil {
@@ -204,9 +208,17 @@ func (c *client) serveStream(ctx context.Context, st *quic.Stream) {
 
 // stream adapts a QUIC stream to io.ReadWriteCloser; Close ends both
 // directions.
-type stream struct{ s *quic.Stream }
+type stream struct {
+	s   *quic.Stream
+	tap func([]byte)
+}
 
-func (s *stream) Read(p []byte) (int, error)  { return s.s.Read(p) }
+func (s *stream) Read(p []byte) (int, error) {
+	n, err := s.s.Read(p)
+	s.tap(p[:n])
+	return n, err
+}
+
 func (s *stream) Write(p []byte) (int, error) { return s.s.Write(p) }
 func (s *stream) Close() error {
 	s.s.CancelRead(0)
@@ -263,6 +275,7 @@ func (s *Server) register(c *client, p relay.PseudonymOf) error {
 	}
 	sub, err := s.cfg.NATS.Subscribe(subject(k), func(m *nats.Msg) {
 		s.m.fromNATS.Inc()
+		s.tap(m.Data)
 		c.enqueue(m.Data)
 	})
 	if err != nil {
@@ -323,6 +336,7 @@ func (c *client) datagramLoop(ctx context.Context) {
 		}
 		s.m.packetsIn.Inc()
 		s.m.bytesIn.Add(float64(len(b)))
+		s.tap(b)
 		if len(b) <= relay.PseudonymSize || len(b) > relay.PseudonymSize+s.lim.MaxPacket {
 			s.m.dropped.WithLabelValues("size").Inc()
 			continue

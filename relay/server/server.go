@@ -127,6 +127,11 @@ type Config struct {
 	Limits Limits
 	// Metrics registers the relay's Prometheus metrics. nil: not exported.
 	Metrics prometheus.Registerer
+	// Tap, when set, receives a copy of everything the relay reads from
+	// clients once their connection's TLS is removed: every datagram, every
+	// stream byte, every packet from NATS, each as a 4-byte length and the
+	// bytes. It is for audits (what the relay can see), not production.
+	Tap io.Writer
 	// Logger receives connection events: addresses, credential ids,
 	// pseudonyms, never payloads. nil: discard.
 	Logger *slog.Logger
@@ -150,10 +155,22 @@ type Server struct {
 	wg     sync.WaitGroup
 	connNo atomic.Uint64
 
+	tapMu sync.Mutex
+
 	mu      sync.Mutex
 	conns   map[*client]struct{}
 	perCred map[relay.CredentialID]*credState
 	routes  map[routeKey]*client
+}
+
+// tap copies b to Config.Tap.
+func (s *Server) tap(b []byte) {
+	if s.cfg.Tap == nil || len(b) == 0 {
+		return
+	}
+	s.tapMu.Lock()
+	defer s.tapMu.Unlock()
+	_ = relay.WriteFrame(s.cfg.Tap, b)
 }
 
 // ALPN of the TLS-over-TCP carrier (the QUIC connection inside speaks

@@ -1,0 +1,14 @@
+package relay
+
+import (
+	"context"
+	"io"
+)
+
+// Register exposes register to the tests (a flooding client).
+func (c *Client) Register(ctx context.Context, p PseudonymOf) (io.Closer, error) {
+	return c.register(ctx, p)
+}
+
+// SendPacket exposes sendPacket to the tests.
+func (c *Client) SendPacket(dst PseudonymOf, p []byte) error { return c.sendPacket(dst, p) }
