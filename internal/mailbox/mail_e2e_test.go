@@ -7,9 +7,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,7 +58,29 @@ func fedrelay(t *testing.T) string {
 type relayProc struct {
 	cmd  *exec.Cmd
 	udp  string
+	http string
 	done chan struct{}
+}
+
+// metric reads one series from the relay's /metrics (-1 when absent).
+func (p *relayProc) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + p.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	return -1
 }
 
 // startRelay runs fedrelay on dataDir (kept across restarts), its log
@@ -103,6 +127,9 @@ func (p *relayProc) run(t *testing.T, logPath string) *relayProc {
 		for _, f := range strings.Fields(l) {
 			if v, ok := strings.CutPrefix(f, "udp="); ok {
 				p.udp = v
+			}
+			if v, ok := strings.CutPrefix(f, "http="); ok {
+				p.http = v
 			}
 		}
 	case <-p.done:
@@ -261,6 +288,13 @@ func TestMailOfflineDevicesConverge(t *testing.T) {
 	time.Sleep(time.Second) // five rounds
 	if st := b.RelayMail(); st.Received != recv || st.Pending != 0 {
 		t.Fatalf("mail left at the relay after ack: received %d then %d, pending %d", recv, st.Received, st.Pending)
+	}
+
+	// The restarted relay stored the forgery (and b's own mail to a, of
+	// its audit heads, say), handed a's mail and the forgery to b, and
+	// deleted both on b's ack.
+	if dep, col, ack := rel.metric(t, "fedrelay_mail_deposited_total"), rel.metric(t, "fedrelay_mail_collected_total"), rel.metric(t, "fedrelay_mail_acked_total"); dep < 1 || col < float64(sentA)+1 || ack < float64(sentA)+1 {
+		t.Fatalf("relay metrics: deposited %v collected %v acked %v", dep, col, ack)
 	}
 
 	markB := "marker-b-" + randHex(t)

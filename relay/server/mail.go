@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/devicemesh/federation/core"
@@ -53,6 +54,8 @@ type MailConfig struct {
 	// Log receives the service's log (never a mailbox name or any
 	// envelope byte). nil: discard.
 	Log *slog.Logger
+	// Metrics registers the fedrelay_mail_ series. nil: not exported.
+	Metrics prometheus.Registerer
 }
 
 func (c MailConfig) withDefaults() MailConfig {
@@ -107,6 +110,7 @@ type Mail struct {
 	cfg    MailConfig
 	js     jetstream.JetStream
 	stream jetstream.Stream
+	m      *mailMetrics
 
 	mu      sync.Mutex
 	clients map[string]*mailClient
@@ -152,7 +156,7 @@ func newMail(ctx context.Context, js jetstream.JetStream, cfg MailConfig, replic
 	if err != nil {
 		return nil, fmt.Errorf("relay mail stream: %w", err)
 	}
-	return &Mail{cfg: cfg, js: js, stream: st, clients: map[string]*mailClient{}}, nil
+	return &Mail{cfg: cfg, js: js, stream: st, m: newMailMetrics(cfg.Metrics), clients: map[string]*mailClient{}}, nil
 }
 
 // ServeStream serves a mail stream (StreamHandler): the client's quota is
@@ -202,6 +206,7 @@ func (m *Mail) Serve(ctx context.Context, client string, s io.ReadWriteCloser) e
 		}
 		if err != nil {
 			code := relay.MailCodeOf(err)
+			m.m.refused.WithLabelValues(reasonLabel(code)).Inc()
 			if code == relay.MailUnavailable {
 				m.cfg.Log.Warn("relay mail", "err", err)
 			}
@@ -213,6 +218,20 @@ func (m *Mail) Serve(ctx context.Context, client string, s io.ReadWriteCloser) e
 			}
 		}
 	}
+}
+
+func reasonLabel(c relay.MailCode) string {
+	switch c {
+	case relay.MailBadRequest:
+		return "malformed"
+	case relay.MailFull:
+		return "full"
+	case relay.MailQuota:
+		return "quota"
+	case relay.MailTooLarge:
+		return "size"
+	}
+	return "unavailable"
 }
 
 // reason is the text sent with a code: fixed, so that no error text of
@@ -327,6 +346,8 @@ func (m *Mail) Deposit(ctx context.Context, client string, mb relay.Mailbox, env
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
 		ack, err := m.js.Publish(ctx, m.subject(mb), env, jetstream.WithMsgID(id))
 		if err == nil {
+			m.m.deposited.Inc()
+			m.m.bytes.Add(float64(len(env)))
 			return ack.Sequence, nil
 		}
 		if full := storeFull(err); full != nil || time.Now().After(deadline) || ctx.Err() != nil {
@@ -378,6 +399,7 @@ func (m *Mail) Collect(ctx context.Context, mb relay.Mailbox, after uint64, limi
 		if err := fn(relay.Mail{Seq: msg.Sequence, Envelope: msg.Data}); err != nil {
 			return err
 		}
+		m.m.collected.Inc()
 		seq = msg.Sequence + 1
 	}
 	return nil
@@ -400,9 +422,11 @@ func (m *Mail) Ack(ctx context.Context, mb relay.Mailbox, seqs []uint64) (int, e
 		if msg.Subject != subj {
 			continue
 		}
-		if err := m.stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		// Overwritten on disk, not only marked deleted.
+		if err := m.stream.SecureDeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 			return n, fmt.Errorf("relay mail ack: %w: %w", relay.ErrMailUnavailable, err)
 		}
+		m.m.acked.Inc()
 		n++
 	}
 	return n, nil
