@@ -111,17 +111,27 @@ type Mailer struct {
 	sched core.Scheduler
 	log   *slog.Logger
 
-	mu    sync.Mutex // one round at a time; guards peers
+	mu    sync.Mutex // one round at a time; guards peers and secrets
 	peers map[core.DeviceID]*peerState
+	// secrets are the last two generations of the mesh secret seen, the
+	// newest first: mail is collected under both (a sender may not have
+	// learnt of the newest, or may mail under the one this device held
+	// when they last met).
+	secrets []registry.Secret
+	loaded  bool
 
 	sent, received, applied, refused, acked, pending atomic.Uint64
 }
 
-// peerState is what this device knows a peer held, and since when the
-// peer is offline (zero: never seen offline, or online).
+// peerState is what this device knows a peer held, since when the peer
+// is offline (zero: never seen offline), and the mesh secret generation
+// current when its session ended: a peer offline while the secret
+// rotated (a revocation) does not know the new one, and looks for its mail
+// under the one it knew.
 type peerState struct {
-	vv    core.VersionVector
-	since time.Time
+	vv     core.VersionVector
+	since  time.Time
+	secret registry.Secret
 }
 
 // New returns a Mailer; Run runs it.
@@ -169,6 +179,9 @@ func (m *Mailer) SessionEnded(ctx context.Context, peer core.DeviceID, vv core.V
 	st := m.loadLocked(ctx, peer)
 	st.vv.Merge(vv)
 	st.since = m.sched.Now()
+	if sec, err := m.cfg.Secret(); err == nil {
+		st.secret = sec
+	}
 	m.saveLocked(ctx, peer, st)
 }
 
@@ -179,10 +192,10 @@ func (m *Mailer) loadLocked(ctx context.Context, peer core.DeviceID) *peerState 
 	st := &peerState{vv: core.VersionVector{}}
 	m.peers[peer] = st
 	b, err := m.cfg.Meta.Meta(ctx, metaPrefix+hex.EncodeToString(peer[:]))
-	if err != nil || len(b) < 8 {
+	if err != nil || len(b) < 8+secretSize {
 		return st
 	}
-	vv, rest, err := wire.DecodeVV(b[8:])
+	vv, rest, err := wire.DecodeVV(b[8+secretSize:])
 	if err != nil || len(rest) != 0 {
 		m.log.Warn("relay mail: unreadable peer state", "peer", peer.Short(), "err", err)
 		return st
@@ -191,14 +204,56 @@ func (m *Mailer) loadLocked(ctx context.Context, peer core.DeviceID) *peerState 
 	if ns := int64(binary.BigEndian.Uint64(b)); ns != 0 {
 		st.since = time.Unix(0, ns)
 	}
+	st.secret = decodeSecret(b[8:])
 	return st
 }
 
+// secretSize is the encoding of a registry.Secret: generation, key.
+const secretSize = 8 + registry.SecretSize
+
+func appendSecret(b []byte, s registry.Secret) []byte {
+	return append(binary.BigEndian.AppendUint64(b, s.Generation), s.Key[:]...)
+}
+
+func decodeSecret(b []byte) registry.Secret {
+	s := registry.Secret{Generation: binary.BigEndian.Uint64(b)}
+	copy(s.Key[:], b[8:secretSize])
+	return s
+}
+
+const metaSecrets = "relay.mail.secrets"
+
+// noteSecretLocked records the current secret among the generations mail
+// is collected under (kept in the store: a restarted node still collects
+// under the generation before).
+func (m *Mailer) noteSecretLocked(ctx context.Context, cur registry.Secret) {
+	if !m.loaded {
+		m.loaded = true
+		if b, err := m.cfg.Meta.Meta(ctx, metaSecrets); err == nil {
+			for ; len(b) >= secretSize; b = b[secretSize:] {
+				m.secrets = append(m.secrets, decodeSecret(b))
+			}
+		}
+	}
+	if len(m.secrets) > 0 && m.secrets[0].Generation >= cur.Generation {
+		return
+	}
+	m.secrets = append([]registry.Secret{cur}, m.secrets...)[:min(len(m.secrets)+1, 2)]
+	var b []byte
+	for _, s := range m.secrets {
+		b = appendSecret(b, s)
+	}
+	if err := m.cfg.Meta.SetMeta(ctx, metaSecrets, b); err != nil {
+		m.log.Warn("relay mail: save mesh secret generations", "err", err)
+	}
+}
+
 func (m *Mailer) saveLocked(ctx context.Context, peer core.DeviceID, st *peerState) {
-	b := make([]byte, 8, 64)
+	b := make([]byte, 8, 128)
 	if !st.since.IsZero() {
 		binary.BigEndian.PutUint64(b, uint64(st.since.UnixNano()))
 	}
+	b = appendSecret(b, st.secret)
 	b = wire.AppendVV(b, st.vv)
 	if err := m.cfg.Meta.SetMeta(ctx, metaPrefix+hex.EncodeToString(peer[:]), b); err != nil {
 		m.log.Warn("relay mail: save peer state", "peer", peer.Short(), "err", err)
@@ -232,12 +287,13 @@ func (m *Mailer) Round(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("relay mail: %w", err)
 	}
+	m.noteSecretLocked(ctx, sec)
 	conn, err := m.cfg.Dial(ctx)
 	if err != nil {
 		return fmt.Errorf("relay mail: %w", err)
 	}
 	defer conn.Close()
-	return errors.Join(m.collect(ctx, conn, sec), m.send(ctx, conn, sec))
+	return errors.Join(m.collect(ctx, conn), m.send(ctx, conn, sec))
 }
 
 // maxCollect bounds the mails read per mailbox per round.
@@ -252,11 +308,11 @@ type letter struct {
 	bad    bool
 }
 
-func (m *Mailer) collect(ctx context.Context, conn Conn, sec registry.Secret) error {
+func (m *Mailer) collect(ctx context.Context, conn Conn) error {
 	now := relay.EpochAt(m.sched.Now(), m.cfg.Epoch)
 	var letters []*letter
-	for _, e := range []uint64{now, now - 1} {
-		mb := relay.MailboxFor(sec.Key, sec.Generation, m.self, e)
+	for _, box := range m.mailboxes(now) {
+		mb, e := box.mb, box.epoch
 		cursor, n := uint64(0), 0
 		for n < maxCollect {
 			mails, next, err := conn.Collect(ctx, mb, cursor, relay.MaxCollect)
@@ -305,6 +361,23 @@ func (m *Mailer) collect(ctx context.Context, conn Conn, sec registry.Secret) er
 		}
 	}
 	return nil
+}
+
+type box struct {
+	mb    relay.Mailbox
+	epoch uint64
+}
+
+// mailboxes are this device's mailboxes to collect at epoch now: of this
+// epoch and the one before, under the last two secret generations.
+func (m *Mailer) mailboxes(now uint64) []box {
+	var out []box
+	for _, s := range m.secrets {
+		for _, e := range []uint64{now, now - 1} {
+			out = append(out, box{relay.MailboxFor(s.Key, s.Generation, m.self, e), e})
+		}
+	}
+	return out
 }
 
 // open opens and checks one mail; a letter marked bad is refused.
@@ -502,6 +575,9 @@ func (m *Mailer) mailPeer(ctx context.Context, conn Conn, sec registry.Secret, p
 		return err
 	}
 	epoch := relay.EpochAt(m.sched.Now(), m.cfg.Epoch)
+	if st.secret.Generation != 0 && st.secret.Generation < sec.Generation {
+		sec = st.secret // the peer may not know the newer one yet
+	}
 	mb := relay.MailboxFor(sec.Key, sec.Generation, peer, epoch)
 	var body []core.Change
 	size, letters := 0, 0

@@ -200,6 +200,7 @@ type device struct {
 	id  *identity.Identity
 	rep *fakeReplica
 	m   *Mailer
+	sec *registry.Secret // nil: the mesh's
 }
 
 type mesh struct {
@@ -225,7 +226,12 @@ func newMesh(t *testing.T, n int) *mesh {
 		d.m = New(Config{
 			Ident: d.id, Replica: d.rep, Meta: &metaMap{m: map[string][]byte{}},
 			Dial:   func(context.Context) (Conn, error) { return ms.relay, nil },
-			Secret: func() (registry.Secret, error) { return ms.secret, nil },
+			Secret: func() (registry.Secret, error) {
+				if d.sec != nil {
+					return *d.sec, nil
+				}
+				return ms.secret, nil
+			},
 			Peers: func(context.Context) ([]core.DeviceID, error) {
 				var out []core.DeviceID
 				for _, o := range ms.devs {
@@ -434,5 +440,41 @@ func TestMailPeerStatePersists(t *testing.T) {
 	}
 	if _, err := a.m.cfg.Meta.Meta(context.Background(), "nothing"); !errors.Is(err, core.ErrNotFound) {
 		t.Fatal(fmt.Sprint("meta fake: ", err))
+	}
+}
+
+// TestMailAcrossRotation: the mesh secret rotates (a revocation) while b
+// is offline: a mails b under the generation b knew, and b, once it
+// learns the new one, still collects under the one before.
+func TestMailAcrossRotation(t *testing.T) {
+	ms := newMesh(t, 2)
+	a, b := ms.devs[0], ms.devs[1]
+	gen1, gen2 := ms.secret, registry.Secret{Generation: 2, Key: [32]byte{9}}
+	a.sec, b.sec = &gen1, &gen1
+	round(t, b) // b collects under gen 1
+	a.m.SessionEnded(context.Background(), ms.id(1), core.VersionVector{})
+	a.sec = &gen2 // rotated while b is away
+	a.rep.write(ms.id(0), "notes", nil, "one")
+	ms.clock.Advance(2 * time.Minute)
+	round(t, a)
+	round(t, b)
+	if !b.rep.holds(ms.id(0), "one") {
+		t.Fatal("b, still on generation 1, missed mail sent after the rotation")
+	}
+	b.sec = &gen2 // b learns the new generation (from the mail itself, in a real mesh)
+	a.rep.write(ms.id(0), "notes", nil, "two")
+	round(t, a) // still under generation 1: a has not met b since
+	round(t, b)
+	if !b.rep.holds(ms.id(0), "two") || ms.relay.count() != 0 {
+		t.Fatal("b, on generation 2, missed mail under generation 1")
+	}
+	// Restarted, b still remembers both generations.
+	again := New(b.m.cfg)
+	again.mu.Lock()
+	again.noteSecretLocked(context.Background(), gen2)
+	gens := len(again.secrets)
+	again.mu.Unlock()
+	if gens != 2 {
+		t.Fatalf("restarted mailer collects under %d generations", gens)
 	}
 }
