@@ -225,7 +225,7 @@ func newMesh(t *testing.T, n int) *mesh {
 	for _, d := range ms.devs {
 		d.m = New(Config{
 			Ident: d.id, Replica: d.rep, Meta: &metaMap{m: map[string][]byte{}},
-			Dial:   func(context.Context) (Conn, error) { return ms.relay, nil },
+			Dial: func(context.Context) (Conn, error) { return ms.relay, nil },
 			Secret: func() (registry.Secret, error) {
 				if d.sec != nil {
 					return *d.sec, nil
