@@ -59,6 +59,22 @@ import (
 // and no one without the sender's key can forge a letter the recipient
 // accepts: the recipient checks the signature against the sender's key in
 // its device registry, and that the letter names it and the epoch.
+//
+// # What the relay learns of mail
+//
+// It sees, for every deposit, collection and acknowledgement: the
+// client's IP address and credential id (its mesh, not its device), the
+// mailbox pseudonym, the size bucket and the time. From these it can tell
+// that some device of a mesh left mail for some (pseudonymous) mailbox,
+// and, since a device collects its own mailboxes, which connection
+// collects which mailbox during one epoch (an IP address may thus be tied
+// to a mailbox for that epoch, never across epochs by the name alone). It
+// cannot see device ids, which device sent a letter, the content, the
+// exact size, or link a mailbox to the next epoch's. Acknowledged mail is
+// deleted (overwritten in the store); unacknowledged mail expires with the
+// relay's TTL. The relay can drop, delay or replay mail: replays change
+// nothing (transactions held already are skipped), losses are repaired by
+// the next session or the next round of mail.
 
 // MailboxSize is the length of a mailbox pseudonym.
 const MailboxSize = 16

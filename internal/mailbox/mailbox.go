@@ -17,6 +17,17 @@
 // An envelope that does not open, is not signed by a trusted device, is
 // addressed to another device or epoch, or carries malformed changes is
 // refused: it is deleted from the relay and nothing of it is applied.
+//
+// Mailboxes are named under the mesh secret (relay.MailboxFor). A peer is
+// mailed under the generation current when its last session ended (a peer
+// offline during a rotation does not know the newer one), and this device
+// collects under the last two generations it has seen, for the current
+// and the previous epoch.
+//
+// Limits: a transaction larger than one envelope (relay.MaxLetterBody) is
+// not mailed (nor anything of its origin after it): a session brings it.
+// What a peer is known to hold is raised as mail is deposited; mail lost
+// at the relay (expired unread) is brought by the next session.
 package mailbox
 
 import (
