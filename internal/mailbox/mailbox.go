@@ -504,8 +504,8 @@ func (m *Mailer) apply(ctx context.Context, letters []*letter) error {
 			m.applied.Add(uint64(res.Txns))
 			continue
 		}
-		if ctx.Err() != nil {
-			return err
+		if ctx.Err() != nil || errors.Is(err, core.ErrClosed) {
+			return err // not the letters' fault: they stay for the next round
 		}
 		// One of them is refused: find it, one transaction at a time.
 		for _, it := range batch {
@@ -513,6 +513,9 @@ func (m *Mailer) apply(ctx context.Context, letters []*letter) error {
 				continue
 			}
 			res, err := m.cfg.Replica.ApplyRemote(ctx, [][]core.Change{it.t})
+			if err != nil && (ctx.Err() != nil || errors.Is(err, core.ErrClosed)) {
+				return err
+			}
 			if err != nil {
 				m.refused.Add(1)
 				m.log.Warn("relay mail: transaction refused", "from", it.l.sender.Short(), "err", err)
