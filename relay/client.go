@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -43,6 +44,8 @@ type Client struct {
 	conn *quic.Conn
 	tr   *quic.Transport
 	pc   net.PacketConn
+	udp  bool   // attached over UDP (not TLS over TCP)
+	host string // the relay's host
 }
 
 // Dial connects to the relay and authenticates.
@@ -115,7 +118,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		_ = pc.Close()
 		return nil, fmt.Errorf("relay %q: %w", cfg.Addr, err)
 	}
-	c := &Client{conn: conn, tr: tr, pc: pc}
+	c := &Client{conn: conn, tr: tr, pc: pc, udp: scheme == "quic" || scheme == "udp", host: host}
 	if err := c.auth(dctx, cfg.Credential); err != nil {
 		var ae *quic.ApplicationError
 		if errors.As(err, &ae) && ae.Remote && ae.ErrorCode != 0 {
@@ -201,29 +204,45 @@ func (c *Client) Close() error {
 	return c.pc.Close()
 }
 
+// registration is a registered pseudonym: the forwarding stream (closing
+// it unregisters) and the data-plane token and port the relay issued (port
+// 0: no data plane).
+type registration struct {
+	st    io.Closer
+	token [TokenSize]byte
+	port  uint16
+}
+
 // register opens a forwarding stream for p; the registration lasts while
 // the stream is open.
-func (c *Client) register(ctx context.Context, p PseudonymOf) (io.Closer, error) {
+func (c *Client) register(ctx context.Context, p PseudonymOf) (registration, error) {
 	st, err := c.OpenStream(ctx, KindForward)
 	if err != nil {
-		return nil, err
+		return registration{}, err
 	}
 	stop := context.AfterFunc(ctx, func() { _ = st.Close() })
 	defer stop()
-	if err := WriteFrame(st, p[:]); err != nil {
+	fail := func(err error) (registration, error) {
 		_ = st.Close()
-		return nil, fmt.Errorf("register: %w", err)
+		return registration{}, fmt.Errorf("register: %w", err)
+	}
+	if err := WriteFrame(st, p[:]); err != nil {
+		return fail(err)
 	}
 	var s [1]byte
 	if _, err := io.ReadFull(st, s[:]); err != nil {
-		_ = st.Close()
-		return nil, fmt.Errorf("register: %w", err)
+		return fail(err)
 	}
 	if err := StatusErr(s[0], "register"); err != nil {
-		_ = st.Close()
-		return nil, err
+		return fail(err)
 	}
-	return st, nil
+	var rest [TokenSize + 2]byte
+	if _, err := io.ReadFull(st, rest[:]); err != nil {
+		return fail(err)
+	}
+	r := registration{st: st, port: binary.BigEndian.Uint16(rest[TokenSize:])}
+	copy(r.token[:], rest[:TokenSize])
+	return r, nil
 }
 
 // sendPacket sends one forwarded packet to dst; a packet too large for a

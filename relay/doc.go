@@ -40,26 +40,46 @@
 // Each device registers a pseudonym, Pseudonym(secret, device): an HMAC of
 // its device id under a key derived from the mesh secret, so only members
 // of the mesh can tell whose it is or compute another device's. Devices
-// reach each other at relay addresses, "relay://host:port/<pseudonym hex>",
-// that every member computes for every other (AddrSource). The node's own
-// QUIC transport dials such an address through a net.PacketConn
-// (PacketConn) whose packets the relay forwards as opaque datagrams: the
-// session is the same end-to-end QUIC + Noise session as on a direct path,
-// authenticated by the devices' keys. A datagram from the client is the
-// destination pseudonym (16 bytes) and the packet; the relay delivers it to
-// the connection that registered the pseudonym under the same credential,
-// locally or through NATS subject "fedrelay.fwd.<credential>.<pseudonym>"
-// when that connection is on another relay instance sharing the NATS
-// cluster, prefixed with the source pseudonym instead. Packets are
-// unreliable, as UDP is: QUIC recovers losses end to end.
+// reach each other at relay addresses, "relay:<pseudonym hex>", that every
+// member computes for every other (Forwarder.Addrs, an AddrSource of the
+// node's redial loop). The node's own QUIC transport dials such an address
+// through a net.PacketConn (Forwarder, added with transport.QUIC.AddPath)
+// whose packets the relay forwards as opaque datagrams: the session is the
+// same end-to-end QUIC + Noise session as on a direct path, authenticated
+// by the devices' keys.
+//
+// The relay delivers a packet to the connection that registered the
+// destination pseudonym under the same credential: locally, or through
+// NATS subject "fedrelay.fwd.<credential>.<pseudonym>" when that connection
+// is on another relay instance sharing the NATS cluster. Packets travel in
+// one of two ways:
+//
+//   - the data plane (clients attached over UDP): registering returns a
+//     random token and the relay's data port; the client binds the token to
+//     its UDP address (DataBind, answered DataBound) and then sends
+//     [DataSend][token][destination][packet] and receives
+//     [DataDeliver][source][packet] as plain UDP. The packets are already
+//     end-to-end encrypted, so there is no second encryption and the relay
+//     does a lookup and one write per packet. The token only routes: whoever
+//     learns it (on the path) can send in the client's name or redirect its
+//     packets, which an on-path attacker could drop anyway; QUIC rejects
+//     anything forged.
+//   - QUIC datagrams on the client's connection (clients over TLS on TCP,
+//     or whose data-plane binding gets no answer): [destination][packet] up,
+//     [source][packet] down.
+//
+// Packets are unreliable, as UDP is: QUIC recovers losses end to end. The
+// relay drops what exceeds a client's rate (per connection and per
+// credential), its queue or the largest packet size, so that a flood from
+// one client costs others nothing but their share of the machine.
 //
 // # What the relay sees, and what it cannot
 //
 // The relay operator (and anyone who reads its memory, disk or NATS
 // traffic) sees:
 //
-//   - the IP address and port of every client connection, and when it
-//     connects and disconnects;
+//   - the IP address and port of every client connection (and data-plane
+//     socket), and when it connects and disconnects;
 //   - the credential id: which connections belong to the same mesh (one
 //     person's devices), until the next rotation of the mesh secret;
 //   - the pseudonym each connection registers, and for every forwarded
@@ -77,7 +97,8 @@
 //   - device ids, device keys, device names, collection names, keys or
 //     values: pseudonyms are HMACs under a key derived from the mesh
 //     secret, which the relay never receives;
-//   - a way to link pseudonyms across rotations of the mesh secret.
+//   - a way to link pseudonyms across rotations of the mesh secret (the
+//     IP addresses, sizes and timing may still let it guess).
 //
 // It can drop, delay, reorder or replay packets (QUIC detects replays and
 // recovers losses), and it can refuse service.

@@ -68,7 +68,7 @@ func startRelay(t *testing.T, args ...string) *relayProc {
 	p := &relayProc{t: t, logPath: filepath.Join(dir, "fedrelay.log"), dataDir: filepath.Join(dir, "data"), done: make(chan struct{})}
 	full := append([]string{"-http", "127.0.0.1:0", "-data", p.dataDir}, args...)
 	if !hasFlag(args, "-nats-only") {
-		full = append(full, "-udp", "127.0.0.1:0", "-tls", "127.0.0.1:0")
+		full = append(full, "-udp", "127.0.0.1:0", "-data-udp", "127.0.0.1:0", "-tls", "127.0.0.1:0")
 	}
 	p.cmd = exec.Command(fedrelayBin(t), full...)
 	logf, err := os.Create(p.logPath)

@@ -7,7 +7,8 @@ import (
 
 // Register exposes register to the tests (a flooding client).
 func (c *Client) Register(ctx context.Context, p PseudonymOf) (io.Closer, error) {
-	return c.register(ctx, p)
+	r, err := c.register(ctx, p)
+	return r.st, err
 }
 
 // SendPacket exposes sendPacket to the tests.

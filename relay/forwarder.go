@@ -7,13 +7,16 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/registry"
 	"github.com/devicemesh/federation/relay/internal/pq"
+	"github.com/devicemesh/federation/relay/internal/udpbatch"
 )
 
 // Scheme starts every relay address: "relay:" and the destination's
@@ -77,8 +80,11 @@ type Forwarder struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	dropped atomic.Uint64 // received packets dropped, the queue full
+
 	mu      sync.Mutex
 	cur     *Client
+	data    *dataPath // cur's data plane, if any
 	gen     uint64
 	key     [32]byte
 	haveKey bool
@@ -173,15 +179,20 @@ func (f *Forwarder) session() bool {
 		f.log.Debug("relay: register failed", "relay", cc.Addr, "err", err)
 		return false
 	}
-	defer reg.Close()
+	defer reg.st.Close()
+	dp := f.openData(c, reg)
+	if dp != nil {
+		defer dp.close()
+		go dp.writeData()
+	}
 	f.mu.Lock()
-	f.cur = c
+	f.cur, f.data = c, dp
 	close(f.up)
 	f.mu.Unlock()
-	f.log.Info("relay: attached", "relay", cc.Addr)
+	f.log.Info("relay: attached", "relay", cc.Addr, "data_plane", dp != nil)
 	defer func() {
 		f.mu.Lock()
-		f.cur = nil
+		f.cur, f.data = nil, nil
 		f.up = make(chan struct{})
 		f.mu.Unlock()
 	}()
@@ -198,11 +209,24 @@ func (f *Forwarder) session() bool {
 			}
 			var src PseudonymOf
 			copy(src[:], b)
-			f.q.Offer(pq.Packet{B: b[PseudonymSize:], From: Addr{Peer: src}})
+			f.offer(pq.Packet{B: b[PseudonymSize:], From: Addr{Peer: src}})
 		}
 	}()
+	if dp != nil {
+		go f.readData(dp)
+	}
+	lastCheck := f.sched.Now()
 	for {
-		tick, stop := core.Wait(f.sched, rotationCheck)
+		// Bind the data plane every bindRetry until the relay answers,
+		// then every rotationCheck (NAT mappings, a restarted relay).
+		every := rotationCheck
+		if dp != nil {
+			dp.bind()
+			if !dp.bound.Load() {
+				every = bindRetry
+			}
+		}
+		tick, stop := core.Wait(f.sched, every)
 		select {
 		case <-f.ctx.Done():
 			stop()
@@ -214,9 +238,137 @@ func (f *Forwarder) session() bool {
 		case <-tick:
 		}
 		stop()
-		if f.refreshSecret() {
-			f.log.Info("relay: mesh secret rotated; reattaching")
-			return true
+		if now := f.sched.Now(); now.Sub(lastCheck) >= rotationCheck {
+			lastCheck = now
+			if f.refreshSecret() {
+				f.log.Info("relay: mesh secret rotated; reattaching")
+				return true
+			}
+		}
+	}
+}
+
+// bindRetry is how often an unanswered data-plane binding is repeated.
+const bindRetry = 250 * time.Millisecond
+
+// dataPath is the UDP data plane of one attachment (see relay/server's
+// data.go): once the relay answered a binding, packets go there as plain
+// UDP instead of as QUIC datagrams, written and read in batches.
+type dataPath struct {
+	pc    net.PacketConn
+	bc    *udpbatch.Conn
+	relay *net.UDPAddr
+	token [TokenSize]byte
+	bound atomic.Bool
+	out   chan []byte   // packets for the writer
+	done  chan struct{} // closed when the attachment ends
+}
+
+// dataQueue bounds the packets waiting for the data-plane writer.
+const dataQueue = 1024
+
+// openData opens the data plane of an attachment over UDP whose relay
+// offers one; nil otherwise (packets go as QUIC datagrams).
+func (f *Forwarder) openData(c *Client, reg registration) *dataPath {
+	if !c.udp || reg.port == 0 {
+		return nil
+	}
+	ra, err := net.ResolveUDPAddr("udp", net.JoinHostPort(c.host, strconv.Itoa(int(reg.port))))
+	if err != nil {
+		return nil
+	}
+	network := "udp6"
+	if ra.IP.To4() != nil {
+		network = "udp4"
+	}
+	pc, err := net.ListenPacket(network, ":0")
+	if err != nil {
+		return nil
+	}
+	SetSocketBuffers(pc)
+	return &dataPath{pc: pc, bc: udpbatch.New(pc), relay: ra, token: reg.token, out: make(chan []byte, dataQueue), done: make(chan struct{})}
+}
+
+func (d *dataPath) close() {
+	close(d.done)
+	_ = d.pc.Close()
+}
+
+func (d *dataPath) bind() {
+	_, _ = d.pc.WriteTo(append([]byte{DataBind}, d.token[:]...), d.relay)
+}
+
+// send queues p for dst; it reports false when the queue is full.
+func (d *dataPath) send(dst PseudonymOf, p []byte) bool {
+	b := make([]byte, 0, 1+TokenSize+PseudonymSize+len(p))
+	b = append(b, DataSend)
+	b = append(b, d.token[:]...)
+	b = append(b, dst[:]...)
+	b = append(b, p...)
+	select {
+	case d.out <- b:
+		return true
+	default:
+		return false
+	}
+}
+
+// writeData writes the queued packets, as many per system call as are
+// waiting, until the attachment ends.
+func (d *dataPath) writeData() {
+	pkts := make([][]byte, 0, 64)
+	var scratch []byte
+	for {
+		select {
+		case <-d.done:
+			return
+		case b := <-d.out:
+			pkts = append(pkts[:0], b)
+		}
+	more:
+		for len(pkts) < cap(pkts) {
+			select {
+			case b := <-d.out:
+				pkts = append(pkts, b)
+			default:
+				break more
+			}
+		}
+		udpbatch.Runs(pkts, func(run [][]byte) {
+			scratch, _ = d.bc.WriteRun(run, d.relay, scratch) // a failed write is a lost packet
+		})
+		clear(pkts)
+	}
+}
+
+// readData queues the packets the relay delivers on the data plane until
+// its socket closes.
+func (f *Forwarder) readData(d *dataPath) {
+	buf := make([]byte, udpbatch.ReadBuffer)
+	oob := make([]byte, udpbatch.OOBSize)
+	handle := func(pkt []byte, from net.Addr) {
+		if ua, ok := from.(*net.UDPAddr); !ok || !ua.IP.Equal(d.relay.IP) || ua.Port != d.relay.Port {
+			return // only the relay speaks on this socket
+		}
+		switch {
+		case len(pkt) == 1 && pkt[0] == DataBound:
+			d.bound.Store(true)
+		case len(pkt) > 1+PseudonymSize && pkt[0] == DataDeliver:
+			var src PseudonymOf
+			copy(src[:], pkt[1:])
+			f.offer(pq.Packet{B: append([]byte(nil), pkt[1+PseudonymSize:]...), From: Addr{Peer: src}})
+		}
+	}
+	for {
+		if err := d.bc.Read(buf, oob, handle); err != nil {
+			select {
+			case <-d.done:
+				return
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
 		}
 	}
 }
@@ -265,10 +417,16 @@ func (f *Forwarder) WriteTo(b []byte, addr net.Addr) (int, error) {
 		return 0, fmt.Errorf("%w: %v", ErrBadAddr, addr)
 	}
 	f.mu.Lock()
-	c := f.cur
+	c, dp := f.cur, f.data
 	f.mu.Unlock()
 	if c == nil {
 		return len(b), nil // not attached: lost, as on an unplugged link
+	}
+	if dp != nil && dp.bound.Load() {
+		if !dp.send(a.Peer, b) {
+			f.dropped.Add(1)
+		}
+		return len(b), nil
 	}
 	if err := c.sendPacket(a.Peer, b); err != nil && !errors.Is(err, io.EOF) {
 		return len(b), nil // the connection is ending; the loop reconnects
@@ -300,3 +458,29 @@ func (f *Forwarder) SetReadDeadline(t time.Time) error { return f.q.SetReadDeadl
 func (f *Forwarder) SetWriteDeadline(time.Time) error { return nil }
 
 var _ net.PacketConn = (*Forwarder)(nil)
+
+// socketBuffer is the receive and send buffer asked for data-plane
+// sockets: the default (about 200 KiB) overflows at a few hundred Mbit/s
+// and every overflow is a loss that QUIC's congestion control pays for.
+const socketBuffer = 8 << 20
+
+// SetSocketBuffers enlarges pc's socket buffers when it is a UDP socket
+// (best effort: the kernel caps them at net.core.rmem_max / wmem_max).
+func SetSocketBuffers(pc net.PacketConn) {
+	if u, ok := pc.(*net.UDPConn); ok {
+		_ = u.SetReadBuffer(socketBuffer)
+		_ = u.SetWriteBuffer(socketBuffer)
+	}
+}
+
+// offer queues a received packet, or counts it dropped.
+func (f *Forwarder) offer(p pq.Packet) {
+	if !f.q.Offer(p) {
+		f.dropped.Add(1)
+	}
+}
+
+// Dropped returns how many packets the Forwarder dropped: received ones
+// the transport did not read in time (QueuePackets full), and sent ones
+// the data plane could not write as fast.
+func (f *Forwarder) Dropped() uint64 { return f.dropped.Load() }

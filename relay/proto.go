@@ -34,6 +34,23 @@ const MaxFrame = 1 << 20
 // PseudonymSize is the size of a forwarding pseudonym.
 const PseudonymSize = 16
 
+// TokenSize is the size of a data-plane token.
+const TokenSize = 16
+
+// Data-plane packets (UDP, to and from the relay's data port; see the
+// package doc): the first byte says which.
+const (
+	// DataSend: client to relay, [DataSend][token][destination][packet].
+	DataSend byte = 0x01
+	// DataDeliver: relay to client, [DataDeliver][source][packet].
+	DataDeliver byte = 0x02
+	// DataBind: client to relay, [DataBind][token]: packets for the
+	// token's pseudonym come to this address from now on.
+	DataBind byte = 0x03
+	// DataBound: relay to client, [DataBound], the answer to DataBind.
+	DataBound byte = 0x04
+)
+
 // Status bytes: the relay's answer to an auth or a registration.
 const (
 	StatusOK           byte = 0

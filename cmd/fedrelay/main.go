@@ -77,6 +77,7 @@ type config struct {
 	MaxMemory       int64  `json:"nats-max-memory"`
 	Debug           bool   `json:"debug"`
 	Tap             string `json:"tap"`
+	DataUDP         string `json:"data-udp"`
 }
 
 func parse(args []string) (config, error) {
@@ -84,6 +85,7 @@ func parse(args []string) (config, error) {
 	fs := flag.NewFlagSet("fedrelay", flag.ContinueOnError)
 	conf := fs.String("config", "", "JSON file of settings (keys are the flag names)")
 	fs.StringVar(&c.UDP, "udp", ":4443", `UDP (QUIC) listen address ("" for none)`)
+	fs.StringVar(&c.DataUDP, "data-udp", ":4444", `UDP data-plane address: forwarded packets of clients attached over UDP ("-" for none: QUIC datagrams)`)
 	fs.StringVar(&c.TLS, "tls", ":4443", `TLS-over-TCP listen address, for networks that block UDP ("" for none)`)
 	fs.StringVar(&c.Cert, "cert", "", "TLS certificate file (PEM); default: self-signed")
 	fs.StringVar(&c.Key, "key", "", "TLS key file (PEM)")

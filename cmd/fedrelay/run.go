@@ -84,6 +84,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) error
 	}
 	scfg := server.Config{
 		UDPAddr:  cfg.UDP,
+		DataAddr: cfg.DataUDP,
 		TCPAddr:  cfg.TLS,
 		NATS:     nc,
 		Handlers: handlers,
@@ -148,7 +149,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) error
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = hs.Serve(ln) }()
 	}
-	fmt.Fprintf(out, "READY udp=%s tls=%s http=%s nats=%s\n", srv.UDPAddr(), srv.TCPAddr(), httpAddr, natsURL)
+	fmt.Fprintf(out, "READY udp=%s data=%s tls=%s http=%s nats=%s\n", srv.UDPAddr(), srv.DataAddr(), srv.TCPAddr(), httpAddr, natsURL)
 	log.Info("fedrelay serving", "udp", srv.UDPAddr(), "tls", srv.TCPAddr(), "http", httpAddr, "nats", natsURL)
 	_ = srv.Serve(ctx) // returns once ctx ends, connections closed
 	log.Info("shutting down")

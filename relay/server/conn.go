@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,10 +26,16 @@ type client struct {
 	lim  *rate.Limiter
 	out  chan []byte // packets waiting to be sent to the client
 
+	// The client's data-plane address (UDP, see data.go), once it bound
+	// its token; nil: packets go as datagrams on conn.
+	udpAddr atomic.Pointer[net.Addr]
+
 	// Under Server.mu.
 	pseud    relay.PseudonymOf
 	hasPseud bool
 	sub      *nats.Subscription
+	token    [relay.TokenSize]byte
+	hasToken bool
 }
 
 // credState is what the connections of one credential share.
@@ -172,6 +181,10 @@ func (s *Server) unrouteLocked(c *client) *nats.Subscription {
 		delete(s.routes, k)
 	}
 	c.hasPseud = false
+	if c.hasToken {
+		delete(s.tokens, c.token)
+		c.hasToken = false
+	}
 	sub := c.sub
 	c.sub = nil
 	return sub
@@ -243,7 +256,10 @@ func (c *client) serveForward(ctx context.Context, st io.ReadWriteCloser) error 
 		_, _ = st.Write([]byte{relay.StatusBusy})
 		return err
 	}
-	if _, err := st.Write([]byte{relay.StatusOK}); err != nil {
+	tok, port := c.s.issueToken(c)
+	reply := append([]byte{relay.StatusOK}, tok[:]...)
+	reply = binary.BigEndian.AppendUint16(reply, port)
+	if _, err := st.Write(reply); err != nil {
 		return err
 	}
 	// The registration lasts until the client closes the stream or the
@@ -276,7 +292,7 @@ func (s *Server) register(c *client, p relay.PseudonymOf) error {
 	sub, err := s.cfg.NATS.Subscribe(subject(k), func(m *nats.Msg) {
 		s.m.fromNATS.Inc()
 		s.tap(m.Data)
-		c.enqueue(m.Data)
+		c.enqueue(m.Data, nil)
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
@@ -297,7 +313,15 @@ func (s *Server) register(c *client, p relay.PseudonymOf) error {
 
 // enqueue queues a packet for the client, or drops it when its queue is
 // full.
-func (c *client) enqueue(b []byte) {
+func (c *client) enqueue(b []byte, ob *outbox) {
+	if a := c.udpAddr.Load(); a != nil && c.s.data != nil {
+		if ob != nil {
+			ob.add(b, *a)
+			return
+		}
+		c.s.sendData(b, *a)
+		return
+	}
 	select {
 	case c.out <- b:
 	default:
@@ -348,27 +372,36 @@ func (c *client) datagramLoop(ctx context.Context) {
 		}
 		var dst relay.PseudonymOf
 		copy(dst[:], b)
-		s.mu.Lock()
-		src, ok := c.pseud, c.hasPseud
-		to := s.routes[routeKey{c.info.Credential, dst}]
-		s.mu.Unlock()
-		if !ok {
-			s.m.dropped.WithLabelValues("unregistered").Inc()
-			continue
+		s.forward(c, dst, b, nil) // b's first bytes become the source pseudonym
+	}
+}
+
+// forward routes b, PseudonymSize bytes of room and the packet, from c to
+// the client that registered dst: locally, else through NATS. It writes
+// c's pseudonym in b's first bytes.
+// Data-plane packets for clients bound there go to ob when set (the
+// caller writes them in a batch).
+func (s *Server) forward(c *client, dst relay.PseudonymOf, b []byte, ob *outbox) {
+	s.mu.Lock()
+	src, ok := c.pseud, c.hasPseud
+	to := s.routes[routeKey{c.info.Credential, dst}]
+	s.mu.Unlock()
+	if !ok {
+		s.m.dropped.WithLabelValues("unregistered").Inc()
+		return
+	}
+	copy(b, src[:]) // the receiver learns the sender's pseudonym
+	switch {
+	case to != nil:
+		s.m.forwarded.WithLabelValues("local").Inc()
+		to.enqueue(b, ob)
+	case s.cfg.NATS != nil:
+		if err := s.cfg.NATS.Publish(subject(routeKey{c.info.Credential, dst}), b); err != nil {
+			s.m.dropped.WithLabelValues("nats").Inc()
+			return
 		}
-		copy(b, src[:]) // the receiver learns the sender's pseudonym
-		switch {
-		case to != nil:
-			s.m.forwarded.WithLabelValues("local").Inc()
-			to.enqueue(b)
-		case s.cfg.NATS != nil:
-			if err := s.cfg.NATS.Publish(subject(routeKey{c.info.Credential, dst}), b); err != nil {
-				s.m.dropped.WithLabelValues("nats").Inc()
-				continue
-			}
-			s.m.forwarded.WithLabelValues("nats").Inc()
-		default:
-			s.m.dropped.WithLabelValues("no_route").Inc()
-		}
+		s.m.forwarded.WithLabelValues("nats").Inc()
+	default:
+		s.m.dropped.WithLabelValues("no_route").Inc()
 	}
 }

@@ -107,6 +107,11 @@ func (l Limits) WithDefaults() Limits {
 type Config struct {
 	// UDPAddr is where QUIC clients connect ("": no UDP listener).
 	UDPAddr string
+	// DataAddr is the UDP address of the data plane, where clients
+	// attached over UDP send and receive forwarded packets without the
+	// QUIC connection's framing (see package relay). "": the host of
+	// UDPAddr, any port; "-": none (packets go as QUIC datagrams).
+	DataAddr string
 	// TCPAddr is where clients connect over TLS on TCP ("": none).
 	TCPAddr string
 	// TLS holds the relay's certificate. nil: a fresh self-signed one
@@ -145,6 +150,7 @@ type Server struct {
 	log     *slog.Logger
 	m       *metrics
 	udp     net.PacketConn
+	data    net.PacketConn // the data plane (data.go); nil: none
 	tcp     net.Listener
 	tcpPkts *streamPackets
 	trs     []*quic.Transport
@@ -161,6 +167,7 @@ type Server struct {
 	conns   map[*client]struct{}
 	perCred map[relay.CredentialID]*credState
 	routes  map[routeKey]*client
+	tokens  map[[relay.TokenSize]byte]*client
 }
 
 // tap copies b to Config.Tap.
@@ -191,6 +198,7 @@ func New(cfg Config) (*Server, error) {
 		conns:   map[*client]struct{}{},
 		perCred: map[relay.CredentialID]*credState{},
 		routes:  map[routeKey]*client{},
+		tokens:  map[[relay.TokenSize]byte]*client{},
 	}
 	s.m = newMetrics(cfg.Metrics, s)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -222,6 +230,17 @@ func New(cfg Config) (*Server, error) {
 			return fail(fmt.Errorf("relay server: quic listen: %w", err))
 		}
 		s.lns = append(s.lns, ln)
+		if cfg.DataAddr != "-" {
+			addr := cfg.DataAddr
+			if addr == "" {
+				host, _, _ := net.SplitHostPort(pc.LocalAddr().String())
+				addr = net.JoinHostPort(host, "0")
+			}
+			if s.data, err = net.ListenPacket("udp", addr); err != nil {
+				return fail(fmt.Errorf("relay server: listen data %s: %w", addr, err))
+			}
+			relay.SetSocketBuffers(s.data)
+		}
 	}
 	if cfg.TCPAddr != "" {
 		ttls := tlsConf.Clone()
@@ -289,6 +308,12 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.wg.Add(1)
 		go s.acceptTCP()
 	}
+	if s.data != nil {
+		for range dataReaders {
+			s.wg.Add(1)
+			go s.dataLoop()
+		}
+	}
 	select {
 	case <-ctx.Done():
 	case <-s.ctx.Done():
@@ -330,6 +355,17 @@ func (s *Server) closeListeners() {
 	if s.udp != nil {
 		_ = s.udp.Close()
 	}
+	if s.data != nil {
+		_ = s.data.Close()
+	}
+}
+
+// DataAddr is the data plane's UDP address ("" without one).
+func (s *Server) DataAddr() string {
+	if s.data == nil {
+		return ""
+	}
+	return s.data.LocalAddr().String()
 }
 
 func (s *Server) acceptLoop(ln *quic.Listener) {
