@@ -15,7 +15,7 @@ import (
 // startRelayOn runs fedrelay on an external NATS cluster (urls).
 func startRelayOn(t *testing.T, urls, logPath string) *relayProc {
 	t.Helper()
-	p := &relayProc{cmd: exec.Command(fedrelay(t), "-udp", "127.0.0.1:0", "-tls", "", "-http", "127.0.0.1:0", "-nats", urls), done: make(chan struct{})}
+	p := &relayProc{cmd: exec.Command(fedrelay(t), "-udp", "127.0.0.1:0", "-data-udp", "127.0.0.1:0", "-tls", "", "-http", "127.0.0.1:0", "-nats", urls), done: make(chan struct{})}
 	return p.run(t, logPath)
 }
 

@@ -87,7 +87,7 @@ func (p *relayProc) metric(t *testing.T, name string) float64 {
 // appended to logPath, and waits for its READY line.
 func startRelay(t *testing.T, dataDir, logPath string, debug bool) *relayProc {
 	t.Helper()
-	args := []string{"-udp", "127.0.0.1:0", "-tls", "", "-http", "127.0.0.1:0", "-data", dataDir}
+	args := []string{"-udp", "127.0.0.1:0", "-data-udp", "127.0.0.1:0", "-tls", "", "-http", "127.0.0.1:0", "-data", dataDir}
 	if debug {
 		args = append(args, "-debug")
 	}
