@@ -620,6 +620,7 @@ func (m *Mailer) mailPeer(ctx context.Context, conn Conn, sec registry.Secret, p
 		body, size = body[:0], 0
 		return nil
 	}
+origins:
 	for _, origin := range local.Devices() {
 		if m.cfg.Replica.OriginDevice(origin) == peer {
 			continue // the peer wrote them: it holds them
@@ -635,12 +636,12 @@ func (m *Mailer) mailPeer(ctx context.Context, conn Conn, sec registry.Secret, p
 			for _, t := range txns {
 				if !m.admits(t) {
 					m.log.Info("relay mail: a change of a collection that does not sync stops the mail of its origin", "origin", origin.Short())
-					return flush()
+					continue origins
 				}
 				ts := txnSize(t)
 				if ts > bodyBudget {
 					m.log.Info("relay mail: a transaction too large for an envelope; left to a session", "origin", origin.Short(), "bytes", ts)
-					return flush()
+					continue origins
 				}
 				if size+ts > bodyBudget {
 					if err := flush(); err != nil {

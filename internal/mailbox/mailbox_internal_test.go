@@ -349,14 +349,23 @@ func TestMailCausalAcrossLetters(t *testing.T) {
 }
 
 // TestMailLocalOnlyNeverLeaves: a change of a collection that does not
-// sync is never packed, nor anything of its origin after it.
+// sync is never packed, nor anything of its origin after it; other
+// origins still go out.
 func TestMailLocalOnlyNeverLeaves(t *testing.T) {
-	ms := newMesh(t, 2)
-	a, b := ms.devs[0], ms.devs[1]
-	a.m.SessionEnded(context.Background(), ms.id(1), core.VersionVector{})
-	a.rep.write(ms.id(0), "notes", nil, "shared")
-	a.rep.write(ms.id(0), "local-secrets", nil, "pin")
-	a.rep.write(ms.id(0), "notes", nil, "after")
+	ms := newMesh(t, 3)
+	// a's origin comes first in the mail (origins go in id order): the
+	// stop on its local-only change must not stop c's.
+	a, b, c := ms.devs[0], ms.devs[1], ms.devs[2]
+	if a.id.DeviceID().Compare(c.id.DeviceID()) > 0 {
+		a, c = c, a
+	}
+	ida, idc := a.id.DeviceID(), c.id.DeviceID()
+	a.m.SessionEnded(context.Background(), b.id.DeviceID(), core.VersionVector{})
+	a.rep.write(ida, "notes", nil, "shared")
+	a.rep.write(ida, "local-secrets", nil, "pin")
+	a.rep.write(ida, "notes", nil, "after")
+	c.rep.write(idc, "notes", nil, "from-c")
+	a.rep.log[idc] = slices.Clone(c.rep.log[idc]) // a holds c's change
 	ms.clock.Advance(2 * time.Minute)
 	round(t, a)
 	for _, box := range ms.relay.boxes {
@@ -369,16 +378,19 @@ func TestMailLocalOnlyNeverLeaves(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, c := range cs {
-				if c.Collection != "notes" || c.Key != "shared" {
-					t.Fatalf("mailed %s/%s", c.Collection, c.Key)
+			for _, ch := range cs {
+				if ch.Collection != "notes" || (ch.Key != "shared" && ch.Key != "from-c") {
+					t.Fatalf("mailed %s/%s", ch.Collection, ch.Key)
 				}
 			}
 		}
 	}
 	round(t, b)
-	if !b.rep.holds(ms.id(0), "shared") || b.rep.holds(ms.id(0), "pin") {
-		t.Fatal("b should hold shared and never pin")
+	if !b.rep.holds(ida, "shared") || b.rep.holds(ida, "pin") || b.rep.holds(ida, "after") {
+		t.Fatal("b should hold shared, never pin nor what follows it")
+	}
+	if !b.rep.holds(idc, "from-c") {
+		t.Fatal("the local-only change of a stopped the mail of c's changes")
 	}
 }
 
