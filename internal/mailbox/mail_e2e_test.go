@@ -58,6 +58,7 @@ func fedrelay(t *testing.T) string {
 type relayProc struct {
 	cmd  *exec.Cmd
 	udp  string
+	tls  string
 	http string
 	done chan struct{}
 }
@@ -87,7 +88,7 @@ func (p *relayProc) metric(t *testing.T, name string) float64 {
 // appended to logPath, and waits for its READY line.
 func startRelay(t *testing.T, dataDir, logPath string, debug bool) *relayProc {
 	t.Helper()
-	args := []string{"-udp", "127.0.0.1:0", "-data-udp", "127.0.0.1:0", "-tls", "", "-http", "127.0.0.1:0", "-data", dataDir}
+	args := []string{"-udp", "127.0.0.1:0", "-data-udp", "127.0.0.1:0", "-tls", "127.0.0.1:0", "-http", "127.0.0.1:0", "-data", dataDir}
 	if debug {
 		args = append(args, "-debug")
 	}
@@ -127,6 +128,9 @@ func (p *relayProc) run(t *testing.T, logPath string) *relayProc {
 		for _, f := range strings.Fields(l) {
 			if v, ok := strings.CutPrefix(f, "udp="); ok {
 				p.udp = v
+			}
+			if v, ok := strings.CutPrefix(f, "tls="); ok {
+				p.tls = v
 			}
 			if v, ok := strings.CutPrefix(f, "http="); ok {
 				p.http = v

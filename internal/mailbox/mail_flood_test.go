@@ -39,7 +39,8 @@ func rssKiB(t *testing.T, pid int) int64 {
 // TestMailFloodOtherMeshDelivers: a client of another mesh floods a
 // fedrelay process with mail, from as many streams as it may open; its
 // quota stops it, the relay's memory stays bounded, and two devices of a
-// mesh still exchange mail through the same relay meanwhile.
+// mesh still exchange mail through the same relay meanwhile, the
+// recipient collecting over TLS on TCP.
 func TestMailFloodOtherMeshDelivers(t *testing.T) {
 	root := t.TempDir()
 	rel := startRelay(t, filepath.Join(root, "relay-data"), filepath.Join(root, "relay.log"), false)
@@ -108,7 +109,8 @@ func TestMailFloodOtherMeshDelivers(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	b = openNode(t, dirB, "b", rel.udp)
+	// b comes back over TLS on TCP (a network that blocks UDP).
+	b = openNode(t, dirB, "b", "tls://"+rel.tls)
 	eventually(t, 30*time.Second, "b collects during the flood", func() bool { return holds(b, "notes", "during-flood", "delivered") })
 
 	stop()
