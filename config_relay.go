@@ -15,4 +15,6 @@ type RelayConfig struct {
 	// TLS verifies the relay's certificate. nil: any certificate (the
 	// relay is trusted with nothing but forwarding).
 	TLS *tls.Config
+	// Mail configures relay mail for offline devices (config_relaymail.go).
+	Mail RelayMailConfig
 }

@@ -58,6 +58,7 @@ func (n *Node) Start(ctx context.Context) error {
 	build := func(ctx context.Context) (Transport, error) {
 		return factory(ctx, TransportParams{Identity: n.c.Ident, Authorizer: n.c.Trust, Keys: n.c.Trust, Logger: n.c.Log})
 	}
+	n.startMail() // relay mail (config_relaymail.go)
 	return n.c.Start(ctx, n.withRelay(build))
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/devicemesh/federation/identity"
 	"github.com/devicemesh/federation/internal/anchor"
 	"github.com/devicemesh/federation/internal/devices"
+	"github.com/devicemesh/federation/internal/mailbox"
 	"github.com/devicemesh/federation/internal/peers"
 	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/internal/syncer"
@@ -90,6 +91,7 @@ type Core struct {
 	Dir *DirGuard // lock on Config.Dir (nil without one)
 
 	disc discoveryState // sightings (discovery.go)
+	Mail *mailbox.Mailer // relay mail (nil: none; mail.go)
 
 	stopReembed context.CancelFunc // stops the re-embed loop
 	closed      chan struct{}

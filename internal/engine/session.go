@@ -31,6 +31,9 @@ type Sessions struct {
 	// PeerEvent, when set, hears of every sync session that starts (up)
 	// and ends (with the reason).
 	PeerEvent func(peer core.DeviceID, up bool, reason string)
+	// Ended, when set, hears what the peer held when a session ended
+	// (relay mail).
+	Ended func(ctx context.Context, peer core.DeviceID, held core.VersionVector)
 }
 
 // PeerSession is one sync session: the protocol (embedded) and the
@@ -68,6 +71,12 @@ func (s *Sessions) Serve(ctx context.Context, link *peers.Link) error {
 	defer link.Leave()
 	s.peerEvent(ps.Peer(), true, "")
 	err := ps.Run(ctx)
+	if s.Ended != nil {
+		st := ps.Status()
+		held := st.Acked.Clone()
+		held.Merge(st.CaughtUp)
+		s.Ended(context.WithoutCancel(ctx), ps.Peer(), held)
+	}
 	s.Record(ctx, audit.SessionClosed(ps.Peer(), CloseReason(err)))
 	s.peerEvent(ps.Peer(), false, CloseReason(err))
 	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
