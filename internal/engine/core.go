@@ -90,7 +90,7 @@ type Core struct {
 
 	Dir *DirGuard // lock on Config.Dir (nil without one)
 
-	disc discoveryState // sightings (discovery.go)
+	disc discoveryState  // sightings (discovery.go)
 	Mail *mailbox.Mailer // relay mail (nil: none; mail.go)
 
 	stopReembed context.CancelFunc // stops the re-embed loop
