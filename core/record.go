@@ -2,6 +2,7 @@ package core
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 )
 
@@ -54,6 +55,11 @@ type Record struct {
 	// ValueDigest is a stub's value digest: ValueDigest(value).
 	ValueDigest [32]byte
 }
+
+// ErrNotFetched reports a record this device holds as a stub: its
+// version is here, its value stays on other devices until the host asks
+// for it (Node.Fetch).
+var ErrNotFetched = errors.New("value not fetched")
 
 // ValueDigest is the digest of a record value that stubs carry and Merkle
 // leaves cover: its SHA-256.
