@@ -53,9 +53,12 @@ type tapSession struct {
 	t *tap
 }
 
+// handshaker is a session with a channel binding (pairing.Session).
+type handshaker interface{ HandshakeHash() []byte }
+
 // HandshakeHash forwards the session's channel binding (pairing needs it).
 func (s tapSession) HandshakeHash() []byte {
-	if h, ok := s.Session.(interface{ HandshakeHash() []byte }); ok {
+	if h, ok := s.Session.(handshaker); ok {
 		return h.HandshakeHash()
 	}
 	return nil

@@ -270,6 +270,7 @@ func (m *Mesh) build(i int) *federation.Node {
 		cfg.Logger = slog.New(newRingHandler(m.ring, fmt.Sprint(i), slog.LevelInfo))
 	}
 	cfg.Network.Transport = m.factory(i)
+	cfg.Collections = wholeValues()
 	if m.opts.Config != nil {
 		m.opts.Config(i, &cfg)
 	}
@@ -287,6 +288,21 @@ func (m *Mesh) build(i int) *federation.Node {
 	m.addrs[n.Addr()] = i
 	m.mu.Unlock()
 	return n
+}
+
+// wholeValues is the default policy table with every collection whose
+// values stay behind (on-demand, summary) made immediate: a Mesh checks
+// that values converge, so its nodes hold them all unless a test's Config
+// says otherwise (selective sync has tests of its own).
+func wholeValues() map[string]federation.Policy {
+	p := federation.DefaultPolicies()
+	for name, pol := range p {
+		if pol.Mode == core.ModeOnDemand || pol.Mode == core.ModeSummary {
+			pol.Mode = core.ModeImmediate
+			p[name] = pol
+		}
+	}
+	return p
 }
 
 // trustAll makes node i trust every other node.

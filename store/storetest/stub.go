@@ -7,6 +7,12 @@ import (
 	"github.com/devicemesh/federation/core"
 )
 
+// manyGetter is a store that reads many keys at once (both of this
+// module's).
+type manyGetter interface {
+	GetMany(ctx context.Context, coll string, keys []string) (map[string]core.Record, error)
+}
+
 // stubBatch is w's next transaction: a stub of a message, a summary held
 // whole, and a summary held as a stub.
 func stubBatch(w *writer) core.Batch {
@@ -60,9 +66,7 @@ func testStubs(t *testing.T, st core.Store) {
 	for i, c := range changes {
 		requireRecord(t, c.Record, b.Changes[i].Record)
 	}
-	if bg, ok := st.(interface {
-		GetMany(ctx context.Context, coll string, keys []string) (map[string]core.Record, error)
-	}); ok {
+	if bg, ok := st.(manyGetter); ok {
 		m, err := bg.GetMany(ctx, "conv", []string{"m1", "s2"})
 		if err != nil {
 			t.Fatal(err)
