@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/devicemesh/federation"
+	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/wire"
 	"github.com/devicemesh/federation/transport"
@@ -365,4 +367,145 @@ func TestOnDemandToFullBackfills(t *testing.T) {
 	// b's host wants the collection whole: a stub of a new write is
 	// fetched as it arrives.
 	waitValue(t, b, "vectors", "new", "sent whole")
+}
+
+// TestWantedListSurvivesRestartServedByAnotherPeer: a fetch asked while no
+// device holding the values is online survives a restart of the fetching
+// device, and is served by another device that holds them while the
+// writer stays offline; keys not asked for stay stubs.
+func TestWantedListSurvivesRestartServedByAnotherPeer(t *testing.T) {
+	ctx := context.Background()
+	var aTap, bTap, cTap tap
+	bDir, cDir := t.TempDir(), t.TempDir()
+	a := tappedNode(t, t.TempDir(), "writer", &aTap, onDemand(federation.ModeOnDemand))
+	b := tappedNode(t, bDir, "fetcher", &bTap, onDemand(federation.ModeOnDemand))
+	c := tappedNode(t, cDir, "full", &cTap, onDemand(federation.ModeImmediate)) // wants every value
+	pairInto(t, a, b)
+	pairInto(t, a, c)
+	val := func(i int) string { return fmt.Sprintf("vector %d of the writer", i) }
+	for i := 0; i < 5; i++ {
+		require.NoError(t, a.Put(ctx, "vectors", fmt.Sprint(i), []byte(val(i))))
+	}
+	for i := 0; i < 5; i++ {
+		waitValue(t, c, "vectors", fmt.Sprint(i), val(i)) // c fetched them by itself
+		require.True(t, waitRecord(t, b, "vectors", fmt.Sprint(i)).Stub)
+	}
+	// Every holder goes offline; the fetcher asks, then restarts.
+	require.NoError(t, a.Close())
+	require.NoError(t, c.Close())
+	require.NoError(t, b.Fetch(ctx, "vectors", "1", "3"))
+	time.Sleep(200 * time.Millisecond)
+	_, err := b.Get(ctx, "vectors", "1")
+	require.ErrorIs(t, err, federation.ErrNotFetched, "nobody online holds it")
+	require.NoError(t, b.Close())
+	b = tappedNode(t, bDir, "fetcher", &bTap, onDemand(federation.ModeOnDemand))
+	c = tappedNode(t, cDir, "full", &cTap, onDemand(federation.ModeImmediate))
+	require.NoError(t, b.Connect(ctx, c.Addr(), c.DeviceID()))
+	waitValue(t, b, "vectors", "1", val(1))
+	waitValue(t, b, "vectors", "3", val(3))
+	for _, k := range []string{"0", "2", "4"} {
+		_, err := b.Get(ctx, "vectors", k)
+		require.ErrorIs(t, err, federation.ErrNotFetched, "key %s was not asked for", k)
+	}
+}
+
+// liar rewrites the values of the Values frames a node sends (one byte
+// flipped, the length kept): a peer that lies about a value.
+type liar struct{ core.Stream }
+
+func (l liar) Write(p []byte) (int, error) {
+	if len(p) > wire.HeaderSize && wire.Type(p[0]) == wire.TypeValues {
+		p = append([]byte(nil), p...)
+		p[len(p)-1] ^= 0xFF // the last value's last byte
+	}
+	return l.Stream.Write(p)
+}
+
+type liarSession struct{ tapSession }
+
+func (s liarSession) OpenStream(ctx context.Context) (core.Stream, error) {
+	st, err := s.tapSession.OpenStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return liar{st}, nil
+}
+
+type liarTransport struct{ tapTransport }
+
+func (tt liarTransport) Dial(ctx context.Context, addr string, peer core.DeviceID) (core.Session, error) {
+	s, err := tt.tapTransport.Dial(ctx, addr, peer)
+	if err != nil {
+		return nil, err
+	}
+	return liarSession{s.(tapSession)}, nil
+}
+
+func (tt liarTransport) Accept(ctx context.Context) (core.Session, error) {
+	s, err := tt.tapTransport.Accept(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return liarSession{s.(tapSession)}, nil
+}
+
+// TestLyingPeerValueRefused: a value whose digest is not the stub's is
+// refused (the key stays a stub, stays wanted, and the refusal is
+// audited), and the key is then served by an honest device.
+func TestLyingPeerValueRefused(t *testing.T) {
+	ctx := context.Background()
+	var aTap, bTap, cTap tap
+	lying := func(ctx context.Context, p federation.TransportParams) (federation.Transport, error) {
+		tr, err := tappedQUIC(&aTap)(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		return liarTransport{tr.(tapTransport)}, nil
+	}
+	// The writer sends vectors whole (its host policy), except to the
+	// fetcher, whose device policy is on-demand; it lies in Values frames.
+	a, err := federation.New(federation.Config{Dir: t.TempDir(), Device: federation.DeviceConfig{Name: "liar"},
+		Network: federation.NetworkConfig{Transport: lying}, Collections: onDemand(federation.ModeImmediate)})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = a.Close() })
+	require.NoError(t, a.Start(ctx))
+	b := tappedNode(t, t.TempDir(), "fetcher", &bTap, onDemand(federation.ModeImmediate))
+	pairInto(t, a, b)
+	require.NoError(t, a.SetDevicePolicy(ctx, b.DeviceID(), []byte(`{"collections": {"vectors": {"mode": "on-demand"}}}`)))
+	require.Eventually(t, func() bool {
+		devs, err := b.Devices(ctx)
+		for _, d := range devs {
+			if err == nil && d.ID == b.DeviceID() && len(d.Policy) > 0 {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, a.Put(ctx, "vectors", "k", []byte("the true value")))
+	require.True(t, waitRecord(t, b, "vectors", "k").Stub)
+	require.NoError(t, b.Fetch(ctx, "vectors", "k"))
+	require.Eventually(t, func() bool { return bTap.frames(false)[wire.TypeValues] > 0 }, 10*time.Second, 5*time.Millisecond, "the liar answers")
+	require.Eventually(t, func() bool {
+		entries, err := b.Audit().Query(ctx, audit.Filter{Kinds: []audit.Kind{audit.KindRefusal}})
+		require.NoError(t, err)
+		for _, e := range entries {
+			if r, ok := e.Detail.Get("reason"); ok && r.Text == "value-digest" {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 5*time.Millisecond, "the refusal is audited")
+	_, err = b.Get(ctx, "vectors", "k")
+	require.ErrorIs(t, err, federation.ErrNotFetched, "the forged value was refused")
+
+	// An honest device that got the value whole from the writer serves
+	// the key that stayed wanted.
+	c := tappedNode(t, t.TempDir(), "honest", &cTap, onDemand(federation.ModeImmediate))
+	pairInto(t, a, c)
+	waitValue(t, c, "vectors", "k", "the true value")
+	require.Eventually(t, func() bool {
+		return slices.ContainsFunc(b.Peers(), func(p federation.PeerStatus) bool { return p.Device == c.DeviceID() }) ||
+			b.Connect(ctx, c.Addr(), c.DeviceID()) == nil
+	}, 10*time.Second, 50*time.Millisecond, "b reaches c")
+	waitValue(t, b, "vectors", "k", "the true value")
 }
