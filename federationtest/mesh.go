@@ -270,10 +270,10 @@ func (m *Mesh) build(i int) *federation.Node {
 		cfg.Logger = slog.New(newRingHandler(m.ring, fmt.Sprint(i), slog.LevelInfo))
 	}
 	cfg.Network.Transport = m.factory(i)
-	cfg.Collections = wholeValues()
 	if m.opts.Config != nil {
 		m.opts.Config(i, &cfg)
 	}
+	cfg.Collections = wholeValues(cfg.Collections)
 	n, err := federation.New(cfg)
 	if err != nil {
 		m.t.Fatalf("federationtest: node %d: %v", i, err)
@@ -290,19 +290,24 @@ func (m *Mesh) build(i int) *federation.Node {
 	return n
 }
 
-// wholeValues is the default policy table with every collection whose
-// values stay behind (on-demand, summary) made immediate: a Mesh checks
-// that values converge, so its nodes hold them all unless a test's Config
-// says otherwise (selective sync has tests of its own).
-func wholeValues() map[string]federation.Policy {
-	p := federation.DefaultPolicies()
-	for name, pol := range p {
-		if pol.Mode == core.ModeOnDemand || pol.Mode == core.ModeSummary {
-			pol.Mode = core.ModeImmediate
-			p[name] = pol
-		}
+// wholeValues returns the host policies set plus, for every default
+// collection whose values stay behind (on-demand, summary) and that set
+// does not name, its default policy made immediate: a Mesh checks that
+// values converge, so its nodes hold them all unless a test's Config says
+// otherwise (selective sync has tests of its own).
+func wholeValues(set map[string]federation.Policy) map[string]federation.Policy {
+	out := make(map[string]federation.Policy, len(set))
+	for name, pol := range set {
+		out[name] = pol
 	}
-	return p
+	for name, pol := range federation.DefaultPolicies() {
+		if _, ok := out[name]; ok || (pol.Mode != core.ModeOnDemand && pol.Mode != core.ModeSummary) {
+			continue
+		}
+		pol.Mode = core.ModeImmediate
+		out[name] = pol
+	}
+	return out
 }
 
 // trustAll makes node i trust every other node.
