@@ -509,3 +509,36 @@ func TestLyingPeerValueRefused(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond, "b reaches c")
 	waitValue(t, b, "vectors", "k", "the true value")
 }
+
+// TestNewerVersionSupersedesWanted: a key asked for while no holder is
+// online gets a newer version meanwhile: the newer value is what arrives
+// (it matches the newer stub), and a key written here meanwhile keeps
+// the value written here.
+func TestNewerVersionSupersedesWanted(t *testing.T) {
+	ctx := context.Background()
+	var aTap, bTap tap
+	aDir := t.TempDir()
+	a := tappedNode(t, aDir, "writer", &aTap, onDemand(federation.ModeOnDemand))
+	b := tappedNode(t, t.TempDir(), "fetcher", &bTap, onDemand(federation.ModeOnDemand))
+	pairInto(t, a, b)
+	require.NoError(t, a.Put(ctx, "vectors", "k", []byte("old")))
+	require.NoError(t, a.Put(ctx, "vectors", "mine", []byte("theirs")))
+	require.True(t, waitRecord(t, b, "vectors", "k").Stub)
+	require.True(t, waitRecord(t, b, "vectors", "mine").Stub)
+	require.NoError(t, a.Close()) // the only holder goes away
+	require.NoError(t, b.Fetch(ctx, "vectors", "k", "mine"))
+	require.NoError(t, b.Put(ctx, "vectors", "mine", []byte("written here")))
+
+	a = tappedNode(t, aDir, "writer", &aTap, onDemand(federation.ModeOnDemand))
+	require.NoError(t, a.Put(ctx, "vectors", "k", []byte("new")))
+	require.NoError(t, b.Connect(ctx, a.Addr(), a.DeviceID()))
+	waitValue(t, b, "vectors", "k", "new")
+	require.Eventually(t, func() bool {
+		r, err := a.GetRecord(ctx, "vectors", "mine")
+		return err == nil && r.Stub && r.Digest() == core.ValueDigest([]byte("written here"))
+	}, 10*time.Second, 5*time.Millisecond, "a gets b's version, as a stub")
+	v, err := b.Get(ctx, "vectors", "mine")
+	require.NoError(t, err)
+	require.Equal(t, "written here", string(v))
+	require.False(t, bytes.Contains(bTap.received(), []byte("old")), "the superseded value never travelled")
+}

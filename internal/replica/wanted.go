@@ -288,14 +288,24 @@ func (n *Replica) Backfill(ctx context.Context) (int, error) {
 	return total, nil
 }
 
+// Fetched is a value received for a stub: the value of the version
+// (Origin, Seq) of its key.
+type Fetched struct {
+	Origin core.DeviceID
+	Seq    uint64
+	Value  []byte
+}
+
 // Fill installs values received for stubs of coll (vals: key -> value).
-// A value replaces the stub only if it matches the stub's size and digest;
-// one that does not is refused (its key returned in refused, and kept on
-// the wanted list). A key whose current version is no stub any more (a
-// newer version arrived, or the value did) is dropped from the wanted
-// list. The installed versions are the stubs' versions, whole: the Merkle
-// trees do not change.
-func (n *Replica) Fill(ctx context.Context, coll string, vals map[string][]byte) (filled int, refused []string, err error) {
+// A value of the stub's version replaces the stub only if it matches the
+// stub's size and digest; one that does not is refused (its key returned
+// in refused, and kept on the wanted list). A value of another version
+// (the sender holds a newer one, or an older one) is returned in stale
+// and the key stays wanted, to be asked again once the versions agree. A
+// key whose current version is no stub any more (a newer version arrived,
+// or the value did) is dropped from the wanted list. The installed
+// versions are the stubs' versions, whole: the Merkle trees do not change.
+func (n *Replica) Fill(ctx context.Context, coll string, vals map[string]Fetched) (filled int, refused, stale []string, err error) {
 	err = n.Exclusive(ctx, "", func() error {
 		if err := n.alive(); err != nil {
 			return err
@@ -312,13 +322,17 @@ func (n *Replica) Fill(ctx context.Context, coll string, vals map[string][]byte)
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			v := vals[k]
+			f := vals[k]
+			v := f.Value
 			cur, err := n.store.Get(ctx, coll, k)
 			switch {
 			case errors.Is(err, core.ErrNotFound):
 			case err != nil:
 				return fmt.Errorf("fill: %w", err)
 			case !cur.Stub:
+			case cur.Origin != f.Origin || cur.Seq != f.Seq:
+				stale = append(stale, k)
+				continue
 			case len(v) != cur.ValueSize || core.ValueDigest(v) != cur.ValueDigest:
 				refused = append(refused, k)
 				continue
@@ -338,5 +352,5 @@ func (n *Replica) Fill(ctx context.Context, coll string, vals map[string][]byte)
 		}
 		return n.commit(ctx, SourceFetch, b, events, ts)
 	})
-	return filled, refused, err
+	return filled, refused, stale, err
 }

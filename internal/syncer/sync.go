@@ -99,8 +99,9 @@ type Session struct {
 	// repairRecv counts records received since the peer's last Repair
 	// frame (receive goroutine only).
 	repairRecv uint64
-	// asked holds the wanted keys asked of the peer, and when (send
-	// goroutine only: sync_fetch.go).
+	// asked holds the wanted keys asked of the peer, and when
+	// (sync_fetch.go).
+	askMu sync.Mutex
 	asked map[replica.Wanted]time.Time
 	// Acks and requests from the receive goroutine to the send goroutine
 	// (sync_control.go).

@@ -27,8 +27,9 @@ type Wants interface {
 	// WantedGrew returns a channel closed when keys are next added.
 	WantedGrew() <-chan struct{}
 	// Fill installs values over the stubs of coll they match; refused
-	// names the keys whose value did not match.
-	Fill(ctx context.Context, coll string, vals map[string][]byte) (filled int, refused []string, err error)
+	// names the keys whose value did not match their version's stub,
+	// stale those whose value is of another version than the stub.
+	Fill(ctx context.Context, coll string, vals map[string]replica.Fetched) (filled int, refused, stale []string, err error)
 }
 
 // Fetch limits.
@@ -83,10 +84,9 @@ func (ps *Session) askWanted() error {
 		if !ps.cfg.Policy.Syncs(k.Collection) {
 			continue
 		}
-		if at, ok := ps.asked[k]; ok && now.Sub(at) < wantRetry {
+		if ps.wasAsked(k, now) {
 			continue
 		}
-		ps.asked[k] = now
 		if byColl[k.Collection] == nil {
 			order = append(order, k.Collection)
 		}
@@ -104,6 +104,18 @@ func (ps *Session) askWanted() error {
 		}
 	}
 	return nil
+}
+
+// wasAsked reports whether k was asked of the peer less than wantRetry
+// before now, and if not, records that it is asked now.
+func (ps *Session) wasAsked(k replica.Wanted, now time.Time) bool {
+	ps.askMu.Lock()
+	defer ps.askMu.Unlock()
+	if at, ok := ps.asked[k]; ok && now.Sub(at) < wantRetry {
+		return true
+	}
+	ps.asked[k] = now
+	return false
 }
 
 // wantedGrew is the wanted list's wake-up channel (nil without one).
@@ -142,7 +154,7 @@ func (ps *Session) answerWant(ctx context.Context, payload []byte) error {
 			case err != nil:
 				return err
 			case !r.Stub && !r.Deleted:
-				v.Held, v.Value = true, r.Value
+				v.Held, v.Origin, v.Seq, v.Value = true, r.Origin, r.Seq, r.Value
 			}
 		}
 		if len(vals) > 0 && size+len(v.Value)+len(k)+16 > batchBytes {
@@ -170,18 +182,27 @@ func (ps *Session) receiveValues(ctx context.Context, payload []byte) error {
 	if ps.cfg.Wants == nil {
 		return nil
 	}
-	held := make(map[string][]byte, len(vals))
+	held := make(map[string]replica.Fetched, len(vals))
 	for _, v := range vals {
 		if v.Held {
-			held[v.Key] = v.Value
+			held[v.Key] = replica.Fetched{Origin: v.Origin, Seq: v.Seq, Value: v.Value}
 		}
 	}
 	if len(held) == 0 {
 		return nil
 	}
-	filled, refused, err := ps.cfg.Wants.Fill(ctx, coll, held)
+	filled, refused, stale, err := ps.cfg.Wants.Fill(ctx, coll, held)
 	if err != nil {
 		return fmt.Errorf("sync fetch: %w", err)
+	}
+	if len(stale) > 0 {
+		// The peer holds another version: ask again once ours changes
+		// (the next round of the sender after a commit).
+		ps.askMu.Lock()
+		for _, k := range stale {
+			delete(ps.asked, replica.Wanted{Collection: coll, Key: k})
+		}
+		ps.askMu.Unlock()
 	}
 	ps.stats.valuesRecv.Add(uint64(filled))
 	if len(refused) > 0 {

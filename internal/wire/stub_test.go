@@ -65,7 +65,7 @@ func TestStubRefusals(t *testing.T) {
 }
 
 func TestValuesRoundTrip(t *testing.T) {
-	in := []Value{{Key: "a", Held: true, Value: []byte("x")}, {Key: "b"}, {Key: "", Held: true, Value: []byte{}}}
+	in := []Value{{Key: "a", Held: true, Origin: core.DeviceID{7}, Seq: 300, Value: []byte("x")}, {Key: "b"}, {Key: "", Held: true, Value: []byte{}}}
 	c, out, err := DecodeValues(AppendValues(nil, "media", in))
 	require.NoError(t, err)
 	require.Equal(t, "media", c)
@@ -77,7 +77,8 @@ func TestValuesRoundTrip(t *testing.T) {
 		"no collection":  AppendValues(nil, "", in),
 		"bad held flag":  {1, 'c', 1, 0, 2},
 		"count too big":  {1, 'c', 0xff, 0xff, 0x03, 0, 0},
-		"value too long": append([]byte{1, 'c', 1, 0, 1}, binary.AppendUvarint(nil, core.MaxValueLen+1)...),
+		"value too long": append(append([]byte{1, 'c', 1, 0, 1}, make([]byte, 33)...), binary.AppendUvarint(nil, core.MaxValueLen+1)...),
+		"short origin":   {1, 'c', 1, 0, 1, 0, 0},
 	} {
 		_, _, err := DecodeValues(b)
 		require.ErrorIs(t, err, core.ErrProtocol, name)

@@ -59,8 +59,10 @@ import (
 //	Want      (0x1D)  as Fetch: keys of one collection whose values the
 //	                  sender holds as stubs and wants (selective sync)
 //	Values    (0x1E)  collection (len+bytes), n, n x (key (len+bytes),
-//	                  held (1 byte: 0 or 1), when held value (len+bytes)):
-//	                  the answer to a Want, every key asked, in order; a
+//	                  held (1 byte: 0 or 1), when held the version's origin
+//	                  (32 bytes) and seq, then value (len+bytes)):
+//	                  the answer to a Want, in one or more frames (each
+//	                  about a batch's size), every key asked, in order; a
 //	                  value is the sender's current version's, whole
 //
 // A VV is: count, then count x (32-byte device id, counter) in ascending
@@ -418,11 +420,14 @@ func DecodeFetch(b []byte) (collection string, keys []string, err error) {
 	return string(c), keys, nil
 }
 
-// Value is one answer of a Values frame: Key's value, when Held.
+// Value is one answer of a Values frame: Key's value, when Held, and the
+// version it is the value of (Origin, Seq).
 type Value struct {
-	Key   string
-	Held  bool
-	Value []byte
+	Key    string
+	Held   bool
+	Origin core.DeviceID
+	Seq    uint64
+	Value  []byte
 }
 
 // AppendValues appends a Values payload.
@@ -436,6 +441,8 @@ func AppendValues(dst []byte, collection string, vals []Value) []byte {
 			continue
 		}
 		dst = append(dst, 1)
+		dst = append(dst, v.Origin[:]...)
+		dst = binary.AppendUvarint(dst, v.Seq)
 		dst = appendBytes(dst, v.Value)
 	}
 	return dst
@@ -455,6 +462,8 @@ func DecodeValues(b []byte) (collection string, vals []Value, err error) {
 		case 0:
 		case 1:
 			v.Held = true
+			v.Origin = d.device()
+			v.Seq = d.uvarint()
 			raw := d.bytes(core.MaxValueLen)
 			v.Value = append(make([]byte, 0, len(raw)), raw...)
 		default:
