@@ -63,13 +63,16 @@
 // wanted list (a local-only internal collection, written in the same
 // commit as the stubs or by Node.Fetch, so it survives a restart). A
 // session asks its peer for the wanted keys it has not asked yet (Want
-// frame), after its hello and whenever the list grows; the peer answers
-// every key (Values frame) with the value when it holds the current
-// version whole, or "missing" (it holds a stub, or another version). The
-// receiver hashes a value and installs it only if it matches the digest
-// of the stub it holds now, in one commit that also drops the wanted
-// entry; a value that does not match is refused and the key stays
-// wanted, to be asked of the next peer. A newer version of the key
+// frame), after its hello and whenever the list grows (a key a peer did
+// not hold is asked of it again after 30 s); the peer answers every key
+// (Values frame) with the value and the version (origin, sequence) of
+// what it holds whole, or "missing" (it holds a stub, or nothing). The
+// receiver installs a value of its stub's version only if it matches the
+// stub's size and digest, in one commit that also drops the wanted entry;
+// a value that does not match is refused (audited as a refusal) and the
+// key stays wanted, to be asked of the next peer; a value of another
+// version is not a lie but a race: the key is asked again once this
+// device's version changes. A newer version of the key
 // supersedes an entry: an entry whose key holds no stub any more is
 // dropped, and one whose stub changed wants the new digest. Every new
 // session asks again, so a key is served by whichever connected peer

@@ -28,10 +28,6 @@ const WantedCollection = InternalPrefix + "wanted"
 // line): backfill scans only those.
 const metaStubs = "node.stubs"
 
-// ErrDigestMismatch reports a value whose digest is not the one of the
-// stub it was to replace: the peer that sent it is refused.
-var ErrDigestMismatch = errors.New("value does not match the stub's digest")
-
 // Wanted is one entry of the wanted list.
 type Wanted struct{ Collection, Key string }
 
