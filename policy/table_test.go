@@ -106,14 +106,13 @@ func TestDecideOverrides(t *testing.T) {
 }
 
 func TestCarry(t *testing.T) {
-	pl := policy.NewPlanner(table())
 	tab := table()
 	tab.Set("conversations", core.Policy{Priority: core.PriorityMedium, Mode: core.ModeImmediate})
 	tab.SetDevice(laptop, policy.Device{Collections: map[string]policy.Override{
 		"conversations": {Mode: ptr(core.ModeSummary)},
 		"profile":       {Mode: ptr(core.ModeLocalOnly)},
 	}})
-	pl = policy.NewPlanner(tab)
+	pl := policy.NewPlanner(tab)
 	for _, summary := range []bool{false, true} {
 		require.Equal(t, policy.CarryNothing, pl.Decide(phone, "cache").Carry(summary))
 		require.Equal(t, policy.CarryNothing, pl.Decide(phone, "_fed.trees").Carry(summary))
