@@ -177,6 +177,21 @@ func marker(t *testing.T) string {
 	return "MARK-" + hex.EncodeToString(b[:])
 }
 
+// waitPolicy waits until n's registry gives n the sync policy pol (then
+// n no longer wants what it leaves behind).
+func waitPolicy(t *testing.T, n *federation.Node, pol []byte) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		devs, err := n.Devices(context.Background())
+		for _, d := range devs {
+			if err == nil && d.ID == n.DeviceID() && bytes.Equal(d.Policy, pol) {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 5*time.Millisecond, "%s learns its policy", n.DeviceID().Short())
+}
+
 // repairFrames are the frame types of a Merkle repair.
 var repairFrames = []wire.Type{wire.TypeRepair, wire.TypeRoots, wire.TypeMerkleReq, wire.TypeMerkleResp, wire.TypeFetch, wire.TypeRecords, wire.TypeRepaired}
 
@@ -217,18 +232,7 @@ func TestSummaryDeviceNeverReceivesFullMessage(t *testing.T) {
 	pairInto(t, laptop, watch)
 	pol := []byte(`{"collections": {"conversations": {"mode": "summary"}}}`)
 	require.NoError(t, laptop.SetDevicePolicy(ctx, watch.DeviceID(), pol))
-	require.Eventually(t, func() bool {
-		devs, err := watch.Devices(ctx)
-		if err != nil {
-			return false
-		}
-		for _, d := range devs {
-			if d.ID == watch.DeviceID() && bytes.Equal(d.Policy, pol) {
-				return true
-			}
-		}
-		return false
-	}, 10*time.Second, 5*time.Millisecond, "the watch learns its policy")
+	waitPolicy(t, watch, pol)
 
 	mark := marker(t)
 	msg := func(i int) string { return fmt.Sprintf("%s message %d: the whole text of it", mark, i) }
@@ -471,16 +475,9 @@ func TestLyingPeerValueRefused(t *testing.T) {
 	require.NoError(t, a.Start(ctx))
 	b := tappedNode(t, t.TempDir(), "fetcher", &bTap, onDemand(federation.ModeImmediate))
 	pairInto(t, a, b)
-	require.NoError(t, a.SetDevicePolicy(ctx, b.DeviceID(), []byte(`{"collections": {"vectors": {"mode": "on-demand"}}}`)))
-	require.Eventually(t, func() bool {
-		devs, err := b.Devices(ctx)
-		for _, d := range devs {
-			if err == nil && d.ID == b.DeviceID() && len(d.Policy) > 0 {
-				return true
-			}
-		}
-		return false
-	}, 10*time.Second, 5*time.Millisecond)
+	pol := []byte(`{"collections": {"vectors": {"mode": "on-demand"}}}`)
+	require.NoError(t, a.SetDevicePolicy(ctx, b.DeviceID(), pol))
+	waitPolicy(t, b, pol)
 	require.NoError(t, a.Put(ctx, "vectors", "k", []byte("the true value")))
 	require.True(t, waitRecord(t, b, "vectors", "k").Stub)
 	require.NoError(t, b.Fetch(ctx, "vectors", "k"))
@@ -541,4 +538,36 @@ func TestNewerVersionSupersedesWanted(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "written here", string(v))
 	require.False(t, bytes.Contains(bTap.received(), []byte("old")), "the superseded value never travelled")
+}
+
+// TestWithheldCollectionTravelsAsStubs: a device policy that keeps a
+// collection from a device (local-only for it) sends that device stubs,
+// so its version vector stays contiguous: the changes written after them
+// arrive whole, and the device's vector catches up with the writer's.
+func TestWithheldCollectionTravelsAsStubs(t *testing.T) {
+	ctx := context.Background()
+	var aTap, bTap tap
+	a := tappedNode(t, t.TempDir(), "laptop", &aTap, nil)
+	b := tappedNode(t, t.TempDir(), "phone", &bTap, nil)
+	pairInto(t, a, b)
+	pol := []byte(`{"collections": {"notes": {"mode": "local-only"}}}`)
+	require.NoError(t, a.SetDevicePolicy(ctx, b.DeviceID(), pol))
+	waitPolicy(t, b, pol)
+	mark := marker(t)
+	for i := 0; i < 5; i++ {
+		require.NoError(t, a.Put(ctx, "notes", fmt.Sprint(i), []byte(mark+" note")))
+	}
+	require.NoError(t, a.Put(ctx, "todo", "after", []byte("arrives whole")))
+	waitValue(t, b, "todo", "after", "arrives whole")
+	for i := 0; i < 5; i++ {
+		r := waitRecord(t, b, "notes", fmt.Sprint(i))
+		require.True(t, r.Stub)
+	}
+	require.False(t, bytes.Contains(bTap.received(), []byte(mark)), "a withheld value reached the phone")
+	require.Eventually(t, func() bool {
+		sa, errA := a.Stats(ctx)
+		sb, errB := b.Stats(ctx)
+		return errA == nil && errB == nil && sa.VersionVector.Compare(sb.VersionVector) == core.Equal
+	}, 10*time.Second, 10*time.Millisecond, "version vectors meet")
+	require.Equal(t, a.Roots(), b.Roots())
 }
