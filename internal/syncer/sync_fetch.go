@@ -47,9 +47,19 @@ const (
 // itself when nothing changes.
 func (ps *Session) stubbed(changes []core.Change) []core.Change {
 	var out []core.Change
+	// A frame is mostly one collection: ask the policy once per run of it.
+	var lastColl string
+	var lastSummary, lastStub, asked bool
+	stub := func(c *core.Change) bool {
+		if !asked || c.Collection != lastColl || c.Summary != lastSummary {
+			lastColl, lastSummary, asked = c.Collection, c.Summary, true
+			lastStub = ps.cfg.Policy.Stub(ps.peer, c.Collection, c.Summary)
+		}
+		return lastStub
+	}
 	for i := range changes {
 		c := &changes[i]
-		if c.Stub || c.Deleted || !ps.cfg.Policy.Stub(ps.peer, c.Collection, c.Summary) {
+		if c.Stub || c.Deleted || !stub(c) {
 			if out != nil {
 				out = append(out, *c)
 			}
