@@ -571,3 +571,35 @@ func TestWithheldCollectionTravelsAsStubs(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond, "version vectors meet")
 	require.Equal(t, a.Roots(), b.Roots())
 }
+
+// TestSummaryPolicySetWhileOffline: the watch's summary policy is set
+// while it is offline and messages are written; on reconnecting it gets
+// the policy and the messages together (possibly in one batch), and still
+// no message crosses: what it wants is decided once the policy is in force.
+func TestSummaryPolicySetWhileOffline(t *testing.T) {
+	ctx := context.Background()
+	var lapTap, watchTap tap
+	watchDir := t.TempDir()
+	laptop := tappedNode(t, t.TempDir(), "laptop", &lapTap, nil)
+	watch := tappedNode(t, watchDir, "watch", &watchTap, nil)
+	pairInto(t, laptop, watch)
+	require.NoError(t, watch.Close())
+	pol := []byte(`{"collections": {"conversations": {"mode": "summary"}}}`)
+	require.NoError(t, laptop.SetDevicePolicy(ctx, watch.DeviceID(), pol))
+	mark := marker(t)
+	for i := 0; i < 10; i++ {
+		require.NoError(t, laptop.Put(ctx, federation.CollectionConversation, fmt.Sprint(i), []byte(mark+" message")))
+	}
+	var tap2 tap
+	watch = tappedNode(t, watchDir, "watch", &tap2, nil)
+	require.NoError(t, watch.Connect(ctx, laptop.Addr(), laptop.DeviceID()))
+	for i := 0; i < 10; i++ {
+		require.True(t, waitRecord(t, watch, federation.CollectionConversation, fmt.Sprint(i)).Stub)
+	}
+	time.Sleep(300 * time.Millisecond)
+	require.False(t, bytes.Contains(tap2.received(), []byte(mark)), "a message reached the watch")
+	for i := 0; i < 10; i++ {
+		_, err := watch.Get(ctx, federation.CollectionConversation, fmt.Sprint(i))
+		require.ErrorIs(t, err, federation.ErrNotFetched)
+	}
+}

@@ -60,9 +60,12 @@
 // behind. Records a repair pushes travel under the same Carry rule.
 //
 // Values come later, on request. The receiving node keeps a durable
-// wanted list (a local-only internal collection, written in the same
-// commit as the stubs or by Node.Fetch, so it survives a restart). A
-// session asks its peer for the wanted keys it has not asked yet (Want
+// wanted list (a local-only internal collection, so it survives a
+// restart), written by Node.Fetch, by the backfill, and right after a
+// commit that installs stubs of a collection the device wants whole,
+// once the work that commit's observers handed off is done (a registry
+// operation in the same batch may change what the device wants; a crash
+// in between is made good by the backfill at the next open). A session asks its peer for the wanted keys it has not asked yet (Want
 // frame), after its hello and whenever the list grows (a key a peer did
 // not hold is asked of it again after 30 s); the peer answers every key
 // (Values frame) with the value and the version (origin, sequence) of

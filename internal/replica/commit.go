@@ -41,7 +41,8 @@ func (n *Replica) commit(ctx context.Context, src Source, b core.Batch, events [
 	if len(b.Records) == 0 && len(b.Changes) == 0 && len(b.Advance) == 0 {
 		return nil
 	}
-	if _, err := n.noteStubs(ctx, &b, ts); err != nil {
+	stubs, err := n.noteStubs(ctx, &b)
+	if err != nil {
 		return err
 	}
 	if err := n.commitStore(ctx, b); err != nil {
@@ -50,6 +51,9 @@ func (n *Replica) commit(ctx context.Context, src Source, b core.Batch, events [
 	n.wantedCommitted(b.Records)
 	settle()
 	n.afterCommit(src, b.Records)
+	if len(stubs) > 0 {
+		n.after = append(n.after, func() { n.wantStubs(stubs) })
+	}
 	for _, e := range events {
 		n.publish(e)
 	}

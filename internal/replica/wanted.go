@@ -97,13 +97,13 @@ func (n *Replica) wantedRecord(coll, key string, drop bool, ts core.Timestamp) c
 	return r
 }
 
-// noteStubs completes a batch about to commit: every stub of a collection
-// whose values this device wants goes on the wanted list, in the same
-// commit, and a collection holding a stub for the first time is
-// remembered (before the commit: a name too many costs a scan, one
-// missing a backfill). It returns the keys added. Called with writeMu.
-func (n *Replica) noteStubs(ctx context.Context, b *core.Batch, ts core.Timestamp) ([]txKey, error) {
-	var added []txKey
+// noteStubs looks at a batch about to commit: a collection holding a stub
+// for the first time is remembered (before the commit: a name too many
+// costs a scan, one missing a backfill), and the stubs' keys are returned,
+// for wantStubs to put on the wanted list once the commit is done. Called
+// with writeMu.
+func (n *Replica) noteStubs(ctx context.Context, b *core.Batch) ([]txKey, error) {
+	var stubs []txKey
 	var newColls []string
 	n.want.mu.Lock()
 	for _, r := range b.Records {
@@ -113,11 +113,9 @@ func (n *Replica) noteStubs(ctx context.Context, b *core.Batch, ts core.Timestam
 		if !n.want.stubs[r.Collection] && !slices.Contains(newColls, r.Collection) {
 			newColls = append(newColls, r.Collection)
 		}
-		k := txKey{r.Collection, r.Key}
-		if _, ok := n.want.keys[k]; ok || !n.wantsValues(r.Collection) || slices.Contains(added, k) {
-			continue
+		if _, ok := n.want.keys[txKey{r.Collection, r.Key}]; !ok {
+			stubs = append(stubs, txKey{r.Collection, r.Key})
 		}
-		added = append(added, k)
 	}
 	n.want.mu.Unlock()
 	if len(newColls) > 0 {
@@ -125,10 +123,32 @@ func (n *Replica) noteStubs(ctx context.Context, b *core.Batch, ts core.Timestam
 			return nil, err
 		}
 	}
-	for _, k := range added {
-		b.Records = append(b.Records, n.wantedRecord(k.collection, k.key, false, ts))
+	return stubs, nil
+}
+
+// wantStubs puts on the wanted list the stubs a commit installed, of the
+// collections whose values this device wants. It runs after that commit
+// and after the work its observers handed off (a registry operation in
+// the same batch may have changed this device's own policy: it is in
+// force by now), in a commit of its own; a crash in between is made good
+// by the backfill at the next open.
+func (n *Replica) wantStubs(keys []txKey) {
+	byColl := map[string][]string{}
+	var colls []string
+	for _, k := range keys {
+		if !n.wantsValues(k.collection) {
+			continue
+		}
+		if byColl[k.collection] == nil {
+			colls = append(colls, k.collection)
+		}
+		byColl[k.collection] = append(byColl[k.collection], k.key)
 	}
-	return added, nil
+	for _, c := range colls {
+		if err := n.Want(context.Background(), c, byColl[c]); err != nil && !errors.Is(err, core.ErrClosed) {
+			n.log.Warn("put stubs on the wanted list", "collection", c, "err", err)
+		}
+	}
 }
 
 // saveStubColls adds colls to the persisted set of stub collections.
