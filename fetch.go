@@ -11,8 +11,9 @@ import (
 // the host did not mark as summaries; a device policy that keeps the
 // collection from a device) reaches a device as stubs: each record's
 // version, key, size and value digest, without the value. Get on a stub
-// fails with ErrNotFetched; GetRecord returns it with Stub set
-// (Record.Size and Record.Digest describe the value). Fetch asks for the
+// fails with ErrNotFetched; GetRecord and Scan return it with Stub set
+// and no value (Record.Size and Record.Digest describe the value). A
+// fetched value installed over its stub is published as a change event. Fetch asks for the
 // values; a device whose own policy carries a collection's values fetches
 // its stubs by itself (also after its policy changes to carry them).
 
