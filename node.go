@@ -127,7 +127,9 @@ func (n *Node) Delete(ctx context.Context, collection, key string) error {
 }
 
 // Get returns the current value of (collection, key), or an error wrapping
-// ErrNotFound when it is absent or deleted. The slice belongs to the caller.
+// ErrNotFound when it is absent or deleted, or ErrNotFetched when this
+// device holds it as a stub (selective sync: see Fetch). The slice belongs
+// to the caller.
 func (n *Node) Get(ctx context.Context, collection, key string) ([]byte, error) {
 	r, err := n.GetRecord(ctx, collection, key)
 	if err != nil {
@@ -136,11 +138,16 @@ func (n *Node) Get(ctx context.Context, collection, key string) ([]byte, error) 
 	if r.Deleted {
 		return nil, fmt.Errorf("get %s/%q: %w", collection, key, ErrNotFound)
 	}
+	if r.Stub {
+		return nil, fmt.Errorf("get %s/%q: %w", collection, key, ErrNotFetched)
+	}
 	return r.Value, nil
 }
 
 // GetRecord returns the current version of (collection, key) with its
-// metadata; tombstones are returned with Deleted set.
+// metadata; tombstones are returned with Deleted set, stubs with Stub set
+// and no value (Record.Size and Record.Digest describe the value either
+// way).
 func (n *Node) GetRecord(ctx context.Context, collection, key string) (Record, error) {
 	if err := n.checkCollection(collection); err != nil {
 		return Record{}, err

@@ -74,7 +74,14 @@ const (
 	ModeOnDemand
 	// ModeLocalOnly never leaves the device.
 	ModeLocalOnly
+	// ModeSummary sends in full only the versions the host marked as
+	// summaries (Tx.PutSummary); every other change travels as a stub
+	// (key, size, digest), its value on demand.
+	ModeSummary
 )
+
+// lastMode is the highest Mode: ParseMode and MarshalText accept up to it.
+const lastMode = ModeSummary
 
 // String names the mode.
 func (m Mode) String() string {
@@ -87,13 +94,15 @@ func (m Mode) String() string {
 		return "on-demand"
 	case ModeLocalOnly:
 		return "local-only"
+	case ModeSummary:
+		return "summary"
 	}
 	return "mode(?)"
 }
 
 // ParseMode parses a mode's String form.
 func ParseMode(s string) (Mode, error) {
-	for m := ModeImmediate; m <= ModeLocalOnly; m++ {
+	for m := ModeImmediate; m <= lastMode; m++ {
 		if m.String() == s {
 			return m, nil
 		}
@@ -103,7 +112,7 @@ func ParseMode(s string) (Mode, error) {
 
 // MarshalText encodes the mode as its String form.
 func (m Mode) MarshalText() ([]byte, error) {
-	if m < ModeImmediate || m > ModeLocalOnly {
+	if m < ModeImmediate || m > lastMode {
 		return nil, fmt.Errorf("%w: mode %d", ErrInvalidArgument, int(m))
 	}
 	return []byte(m.String()), nil

@@ -1,6 +1,8 @@
 package core
 
 import (
+	"crypto/sha256"
+	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -41,11 +43,64 @@ type Record struct {
 	// including its own (Origin, Seq). Two versions conflict only when their
 	// contexts are concurrent.
 	Context VersionVector
+	// Summary marks a version the host wrote as a summary (Tx.PutSummary):
+	// it travels whole to a device with the summary policy
+	// (ModeSummary), where other versions travel as stubs.
+	Summary bool
+	// Stub marks a version held without its value (selective sync): Value
+	// is nil, ValueSize and ValueDigest describe the value that devices
+	// holding it whole have. A full version has Stub false and zero
+	// ValueSize and ValueDigest (see Size and Digest).
+	Stub bool
+	// ValueSize is a stub's value length in bytes.
+	ValueSize int
+	// ValueDigest is a stub's value digest: ValueDigest(value).
+	ValueDigest [32]byte
+}
+
+// ErrNotFetched reports a record this device holds as a stub: its
+// version is here, its value stays on other devices until the host asks
+// for it (Node.Fetch).
+var ErrNotFetched = errors.New("value not fetched")
+
+// ValueDigest is the digest of a record value that stubs carry and Merkle
+// leaves cover: its SHA-256.
+func ValueDigest(value []byte) [32]byte { return sha256.Sum256(value) }
+
+// Digest returns the digest of the record's value, held or not (a
+// tombstone's is that of an empty value).
+func (r *Record) Digest() [32]byte {
+	if r.Stub {
+		return r.ValueDigest
+	}
+	return ValueDigest(r.Value)
+}
+
+// Size returns the length of the record's value, held or not.
+func (r *Record) Size() int {
+	if r.Stub {
+		return r.ValueSize
+	}
+	return len(r.Value)
+}
+
+// AsStub returns the record without its value: a stub carrying the
+// value's size and digest (a tombstone or a stub is returned as it is).
+func (r Record) AsStub() Record {
+	if r.Stub || r.Deleted {
+		return r
+	}
+	r.ValueSize, r.ValueDigest = len(r.Value), ValueDigest(r.Value)
+	r.Value, r.Stub = nil, true
+	return r
 }
 
 // Validate checks the host-controlled fields against the limits.
 func (r *Record) Validate() error {
-	return ValidateKey(r.Collection, r.Key, len(r.Value))
+	if r.Stub && (len(r.Value) > 0 || r.Deleted || r.ValueSize < 0) {
+		return fmt.Errorf("%w: stub with a value, a tombstone flag or a negative size", ErrInvalidArgument)
+	}
+	return ValidateKey(r.Collection, r.Key, r.Size())
 }
 
 // ValidateHostKey checks a write from the host: ValidateKey's limits, and

@@ -119,11 +119,21 @@ func (s Snapshot) diff(o Snapshot) string {
 	return ""
 }
 
+// sameRecord compares two versions, values by their digests: a stub (a
+// version held without its value, selective sync) is the same record as
+// the full version whose value has its digest.
 func sameRecord(a, b core.Record) bool {
-	return string(a.Value) == string(b.Value) && a.Deleted == b.Deleted && a.Timestamp == b.Timestamp &&
+	same := string(a.Value) == string(b.Value)
+	if a.Stub || b.Stub {
+		same = a.Digest() == b.Digest() && a.Size() == b.Size()
+	}
+	return same && a.Summary == b.Summary && a.Deleted == b.Deleted && a.Timestamp == b.Timestamp &&
 		a.Origin == b.Origin && a.Seq == b.Seq && a.Context.Compare(b.Context) == core.Equal
 }
 
 func describe(r core.Record) string {
+	if r.Stub {
+		return fmt.Sprintf("{stub of %d bytes %x ts=%v origin=%s seq=%d ctx=%v}", r.ValueSize, r.ValueDigest[:6], r.Timestamp, r.Origin.Short(), r.Seq, r.Context)
+	}
 	return fmt.Sprintf("{%q deleted=%v ts=%v origin=%s seq=%d ctx=%v}", r.Value, r.Deleted, r.Timestamp, r.Origin.Short(), r.Seq, r.Context)
 }

@@ -273,6 +273,7 @@ func (m *Mesh) build(i int) *federation.Node {
 	if m.opts.Config != nil {
 		m.opts.Config(i, &cfg)
 	}
+	cfg.Collections = wholeValues(cfg.Collections)
 	n, err := federation.New(cfg)
 	if err != nil {
 		m.t.Fatalf("federationtest: node %d: %v", i, err)
@@ -287,6 +288,26 @@ func (m *Mesh) build(i int) *federation.Node {
 	m.addrs[n.Addr()] = i
 	m.mu.Unlock()
 	return n
+}
+
+// wholeValues returns the host policies set plus, for every default
+// collection whose values stay behind (on-demand, summary) and that set
+// does not name, its default policy made immediate: a Mesh checks that
+// values converge, so its nodes hold them all unless a test's Config says
+// otherwise (selective sync has tests of its own).
+func wholeValues(set map[string]federation.Policy) map[string]federation.Policy {
+	out := make(map[string]federation.Policy, len(set))
+	for name, pol := range set {
+		out[name] = pol
+	}
+	for name, pol := range federation.DefaultPolicies() {
+		if _, ok := out[name]; ok || (pol.Mode != core.ModeOnDemand && pol.Mode != core.ModeSummary) {
+			continue
+		}
+		pol.Mode = core.ModeImmediate
+		out[name] = pol
+	}
+	return out
 }
 
 // trustAll makes node i trust every other node.

@@ -19,7 +19,7 @@ func (d Digest) String() string { return hex.EncodeToString(d[:]) }
 // Domain separation tags: every hash this package computes starts with one,
 // so a value of one kind can never be mistaken for another.
 const (
-	tagRecord = "devicemesh/merkle/record/v1\x00"
+	tagRecord = "devicemesh/merkle/record/v2\x00"
 	tagPlace  = 0x01
 	tagEntry  = 0x02
 	tagRoot   = 0x03
@@ -27,8 +27,10 @@ const (
 )
 
 // RecordDigest digests everything about a record that must converge:
-// collection, key, value, tombstone flag, timestamp, origin, sequence number
-// and causal context. The context is canonicalised (sorted by device id,
+// collection, key, value (through its digest, core.Record.Digest, so a
+// stub, which carries the digest without the value, hashes exactly like
+// the full version), tombstone and summary flags, timestamp, origin,
+// sequence number and causal context. The context is canonicalised (sorted by device id,
 // zero counters dropped, as Compare treats them as absent), and a nil value
 // digests like an empty one, so two records with equal digests are the same
 // version for every purpose of the SDK.
@@ -43,12 +45,16 @@ func RecordDigest(r core.Record) Digest {
 	h.Write([]byte(tagRecord))
 	writeBytes([]byte(r.Collection))
 	writeBytes([]byte(r.Key))
-	writeBytes(r.Value)
+	vd := r.Digest()
+	h.Write(vd[:])
+	var flags byte
 	if r.Deleted {
-		h.Write([]byte{1})
-	} else {
-		h.Write([]byte{0})
+		flags |= 1
 	}
+	if r.Summary {
+		flags |= 2
+	}
+	h.Write([]byte{flags})
 	binary.LittleEndian.PutUint64(buf[:8], uint64(r.Timestamp))
 	h.Write(buf[:8])
 	h.Write(r.Origin[:])

@@ -28,17 +28,71 @@
 // first, strictly, and by weighted fair share among collections of equal
 // priority; Queue.Sent charges what went out.
 //
-// # Modes still to come
+// # Values that stay behind: stubs (selective sync)
 //
-// The selective-sync issue fills in the modes that send less than every
-// value: on-demand (keys and digests travel, values when the host asks)
-// and summary (per device, for conversations). Decision.Carry is where
-// they slot in (CarryDigest is reserved for them); until the syncer can
-// send a change without its value, on-demand collections travel whole,
-// as before, and a device override that keeps a collection from a peer
-// (Mode local-only) is planned here but needs that same ability to be
-// honoured: a change's sequence number must still reach the peer, or its
-// version vector would have a hole (see the design below).
+// Three cases send a change to a peer without its value: the collection
+// is on-demand (core.ModeOnDemand: keys, sizes and digests travel, values
+// when the host asks), it is summary towards the peer (core.ModeSummary:
+// only the versions the host marked as summaries travel whole), or a
+// device override keeps it from the peer (Mode local-only in the peer's
+// sync policy). Decision.Carry decides per (peer, collection, record):
+// CarryValue, or CarryDigest for a stub; CarryNothing only for what never
+// leaves the device, which takes no sequence number at all.
+//
+// A stub is a change with everything but its value: the dot (origin,
+// sequence), transaction bounds, timestamp, causal context, collection,
+// key, the tombstone and summary flags, the value's size and its SHA-256
+// (core.Record.Stub, ValueSize, ValueDigest, Summary). It enters the
+// receiver's changelog and raises its version vector like any change, so
+// the vector stays contiguous: Acks, CaughtUp checks, forwarding and the
+// gap-to-repair path are untouched. A receiver stores a stub as the
+// record's current version, a record with metadata and no value (both
+// stores keep the flag, size and digest in the record and in the
+// changelog entry; the storetest conformance suite checks it), merges it
+// by causal context like a full version, and forwards it as a stub.
+//
+// Merkle leaves cover a value only through its digest: RecordDigest
+// hashes collection, key, the SHA-256 of the value, the flags, timestamp,
+// origin, sequence and context. A stub carries that digest, so its leaf
+// equals the full record's, and a partial replica's roots equal a full
+// replica's: CaughtUp reports no divergence, and a repair, which only
+// exchanges keys whose leaves differ, never pulls a value the policy left
+// behind. Records a repair pushes travel under the same Carry rule.
+//
+// Values come later, on request. The receiving node keeps a durable
+// wanted list (a local-only internal collection, so it survives a
+// restart), written by Node.Fetch, by the backfill, and right after a
+// commit that installs stubs of a collection the device wants whole,
+// once the work that commit's observers handed off is done (a registry
+// operation in the same batch may change what the device wants; a crash
+// in between is made good by the backfill at the next open). A session asks its peer for the wanted keys it has not asked yet (Want
+// frame), after its hello and whenever the list grows (a key a peer did
+// not hold is asked of it again after 30 s); the peer answers every key
+// (Values frame) with the value and the version (origin, sequence) of
+// what it holds whole, or "missing" (it holds a stub, or nothing). The
+// receiver installs a value of its stub's version only if it matches the
+// stub's size and digest, in one commit that also drops the wanted entry;
+// a value that does not match is refused (audited as a refusal) and the
+// key stays wanted, to be asked of the next peer; a value of another
+// version is not a lie but a race: the key is asked again once this
+// device's version changes. A newer version of the key
+// supersedes an entry: an entry whose key holds no stub any more is
+// dropped, and one whose stub changed wants the new digest. Every new
+// session asks again, so a key is served by whichever connected peer
+// holds it.
+//
+// Backfill: a device wants every value of a collection whose own
+// decision (its table, with its own device policy applied) carries
+// values; stubs of such a collection go on the wanted list as they
+// arrive, and when a policy changes to carry values (host Config at
+// open, a device policy in the registry) every stub of the collection is
+// put on it (the node remembers which collections hold stubs).
+//
+// Concurrent versions of which one is a stub cannot be merged by a value
+// resolver: they settle by last-writer-wins on every device (a summary
+// or on-demand collection whose resolver merges values keeps that merge
+// for devices that hold both values; a device holding a stub settles by
+// version, which may differ until it fetches the key).
 //
 // # Overtaking on one session: the syncer's side of priorities
 //
@@ -100,8 +154,6 @@
 // collection and origin, each with its own sequence numbers): they make
 // priorities free but change the changelog, the version vectors and the
 // repair protocol everywhere, for a gain the exception scheme gets with
-// one frame type. The same exception scheme carries the modes still to
-// come: a change kept from a peer (local-only for that device, on-demand
-// without its value) travels as its dot and digest, so the peer's vector
-// stays contiguous without the value.
+// one frame type. A change kept from a peer travels as a stub (above), so
+// the peer's vector stays contiguous without the value.
 package policy

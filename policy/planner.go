@@ -20,10 +20,9 @@ const (
 	CarryNothing Carry = iota
 	// CarryValue: every change travels whole.
 	CarryValue
-	// CarryDigest: a change travels as its key, version and digest, its
-	// value when the host asks (on-demand), or as a summary. Reserved for
-	// the selective-sync issue, which teaches the syncer to send a change
-	// without its value; Decision.Carry does not return it yet.
+	// CarryDigest: a change travels as a stub (core.Record.AsStub): its
+	// key, version, size and value digest, without the value, which the
+	// peer fetches when it wants it (see the package documentation).
 	CarryDigest
 )
 
@@ -54,20 +53,50 @@ type Decision struct {
 	// Weight is the collection's share of the bandwidth among collections
 	// of its priority with a backlog at the same time (at least 1).
 	Weight int
+	// Withheld is set when a device override keeps the collection from
+	// the peer (Mode local-only for it): its changes still travel, as
+	// stubs, so that the peer's version vector stays contiguous.
+	Withheld bool
 }
 
 // Admitted reports whether the collection's changes travel to the peer at
 // all.
 func (d Decision) Admitted() bool { return d.Mode != core.ModeLocalOnly }
 
-// Carry says what of each change travels. Until the syncer can send a
-// change without its value (the selective-sync issue), on-demand changes
-// travel whole, as immediate ones do.
-func (d Decision) Carry() Carry {
-	if !d.Admitted() {
+// Carry says what of one change travels to the peer; summary is the
+// change's core.Record.Summary flag. A collection withheld from the peer
+// by a device override, or on-demand, travels as stubs (CarryDigest); a
+// summary one whole for the versions the host marked as summaries, as
+// stubs otherwise; local-only never (its changes take no sequence number);
+// every other mode whole.
+func (d Decision) Carry(summary bool) Carry {
+	switch {
+	case d.Withheld:
+		return CarryDigest
+	case d.Mode == core.ModeLocalOnly:
 		return CarryNothing
+	case d.Mode == core.ModeOnDemand:
+		return CarryDigest
+	case d.Mode == core.ModeSummary && !summary:
+		return CarryDigest
 	}
 	return CarryValue
+}
+
+// WantsValues reports whether a device whose own decision for a
+// collection is d wants every value of it: no mode or override of its
+// leaves values behind. Stubs of such a collection go on the device's
+// wanted list (backfill).
+func (d Decision) WantsValues() bool {
+	return d.Carry(false) == CarryValue
+}
+
+// DecideDevice returns how collection travels to a peer whose sync policy
+// is dev: Table.Decide with dev's overrides in place of those set with
+// SetDevice (for a node that reads device policies from its registry as
+// they change, without rebuilding the table).
+func (p *Planner) DecideDevice(dev Device, collection string) Decision {
+	return p.t.decide(collection, dev)
 }
 
 // Due reports whether changes of the collection written since last (the

@@ -118,6 +118,11 @@ func (t *Table) Collections() []string {
 // whatever an override says (an override can keep a collection from one
 // peer, never send one that never leaves the device).
 func (t *Table) Decide(peer core.DeviceID, collection string) Decision {
+	return t.decide(collection, t.devices[peer])
+}
+
+// decide applies dev's override of collection to the table's policy.
+func (t *Table) decide(collection string, dev Device) Decision {
 	p := t.Policy(collection)
 	d := Decision{Collection: collection, Priority: p.Priority, Mode: p.Mode, Interval: p.Interval, Weight: max(1, t.weights[collection])}
 	if d.Mode == core.ModePeriodic && d.Interval <= 0 {
@@ -126,7 +131,7 @@ func (t *Table) Decide(peer core.DeviceID, collection string) Decision {
 	if _, pinned := t.pinned[collection]; pinned || d.Mode == core.ModeLocalOnly {
 		return d
 	}
-	o, ok := t.devices[peer].Collections[collection]
+	o, ok := dev.Collections[collection]
 	if !ok {
 		return d
 	}
@@ -135,6 +140,7 @@ func (t *Table) Decide(peer core.DeviceID, collection string) Decision {
 	}
 	if o.Mode != nil {
 		d.Mode = *o.Mode
+		d.Withheld = d.Mode == core.ModeLocalOnly
 		if d.Mode == core.ModePeriodic && d.Interval <= 0 {
 			d.Interval = DefaultInterval
 		}

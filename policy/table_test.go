@@ -82,7 +82,7 @@ func TestDecideOverrides(t *testing.T) {
 		collection string
 		want       policy.Decision
 	}{
-		{phone, "media", policy.Decision{Collection: "media", Priority: core.PriorityLow, Mode: core.ModeLocalOnly, Weight: 1}},
+		{phone, "media", policy.Decision{Collection: "media", Priority: core.PriorityLow, Mode: core.ModeLocalOnly, Weight: 1, Withheld: true}},
 		{laptop, "media", policy.Decision{Collection: "media", Priority: core.PriorityLow, Mode: core.ModeOnDemand, Weight: 1}},
 		{phone, "conversations", policy.Decision{Collection: "conversations", Priority: core.PriorityHigh, Mode: core.ModePeriodic, Interval: policy.DefaultInterval, Weight: 3}},
 		{laptop, "conversations", policy.Decision{Collection: "conversations", Priority: core.PriorityMedium, Mode: core.ModeImmediate, Weight: 3}},
@@ -106,12 +106,33 @@ func TestDecideOverrides(t *testing.T) {
 }
 
 func TestCarry(t *testing.T) {
-	pl := policy.NewPlanner(table())
-	require.Equal(t, policy.CarryNothing, pl.Decide(phone, "cache").Carry())
-	require.Equal(t, policy.CarryNothing, pl.Decide(phone, "_fed.trees").Carry())
-	require.Equal(t, policy.CarryValue, pl.Decide(phone, "profile").Carry())
-	// On-demand travels whole until selective sync sends digests.
-	require.Equal(t, policy.CarryValue, pl.Decide(phone, "media").Carry())
+	tab := table()
+	tab.Set("conversations", core.Policy{Priority: core.PriorityMedium, Mode: core.ModeImmediate})
+	tab.SetDevice(laptop, policy.Device{Collections: map[string]policy.Override{
+		"conversations": {Mode: ptr(core.ModeSummary)},
+		"profile":       {Mode: ptr(core.ModeLocalOnly)},
+	}})
+	pl := policy.NewPlanner(tab)
+	for _, summary := range []bool{false, true} {
+		require.Equal(t, policy.CarryNothing, pl.Decide(phone, "cache").Carry(summary))
+		require.Equal(t, policy.CarryNothing, pl.Decide(phone, "_fed.trees").Carry(summary))
+		require.Equal(t, policy.CarryValue, pl.Decide(phone, "profile").Carry(summary))
+		require.Equal(t, policy.CarryValue, pl.Decide(phone, "conversations").Carry(summary))
+		// On-demand: stubs, summaries or not.
+		require.Equal(t, policy.CarryDigest, pl.Decide(phone, "media").Carry(summary))
+		// An override that keeps profile from the laptop: stubs.
+		require.Equal(t, policy.CarryDigest, pl.Decide(laptop, "profile").Carry(summary))
+	}
+	// Summary towards the laptop: whole for summaries only.
+	require.Equal(t, policy.CarryDigest, pl.Decide(laptop, "conversations").Carry(false))
+	require.Equal(t, policy.CarryValue, pl.Decide(laptop, "conversations").Carry(true))
+	require.False(t, pl.Decide(laptop, "conversations").WantsValues())
+	require.True(t, pl.Decide(phone, "conversations").WantsValues())
+	require.False(t, pl.Decide(phone, "media").WantsValues())
+	// DecideDevice applies a device policy given in place of the table's.
+	dev := policy.Device{Collections: map[string]policy.Override{"media": {Mode: ptr(core.ModeImmediate)}}}
+	require.True(t, pl.DecideDevice(dev, "media").WantsValues())
+	require.False(t, pl.DecideDevice(policy.Device{}, "media").WantsValues())
 	require.Equal(t, "digest", policy.CarryDigest.String())
 }
 

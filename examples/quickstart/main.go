@@ -79,6 +79,11 @@ func run(ctx context.Context) error {
 			Network: federation.NetworkConfig{ListenAddr: "127.0.0.1:0"},
 			Collections: map[string]federation.Policy{
 				decisions: {Priority: federation.PriorityHigh, Resolver: conflict.Manual{}},
+				// Embeddings and media are on-demand by default (their
+				// values stay behind until Node.Fetch); this demo shows
+				// their merges, so every device takes them whole.
+				federation.CollectionEmbeddings: {Priority: federation.PriorityLow, Resolver: conflict.Default(federation.CollectionEmbeddings)},
+				federation.CollectionMedia:      {Priority: federation.PriorityLow, Resolver: conflict.Default(federation.CollectionMedia)},
 			},
 			// Stale embeddings (divergent content merged) are re-embedded
 			// by the host's model; here, a stand-in that returns a vector.

@@ -78,6 +78,7 @@ type Core struct {
 	// holds the write lock (internal/replica).
 	Rep    *replica.Replica
 	Urgent syncer.UrgentIndex // recent top-priority changes, for overtaking
+	Sel    *Selective         // selective sync: stubs, wanted values (selective.go)
 
 	Peers    *peers.Manager // sessions: dial, accept, redial, cut-off
 	Sessions *Sessions      // what runs on each session
@@ -120,6 +121,7 @@ func Open(ctx context.Context, opts Options, st core.Store) (*Core, error) {
 		closed: make(chan struct{}),
 	}
 	c.Sessions = &Sessions{}
+	c.Sel = &Selective{c: c}
 	c.Peers = peers.New(peers.Config{
 		Self: ident.DeviceID(), Handler: c.Sessions, Roster: c.Sessions, Book: st,
 		Clock: opts.Clock, Rand: opts.Rand, Logger: c.Log, Notice: c.acceptNotice,
@@ -155,6 +157,10 @@ func Open(ctx context.Context, opts Options, st core.Store) (*Core, error) {
 	}
 	c.Rep.Observe(c.Reg)
 	c.Rep.Observe(UrgentHook{Policy: opts.Policy, Urgent: &c.Urgent})
+	c.Rep.Observe(c.Sel)
+	if err := c.Sel.start(ctx); err != nil {
+		return nil, err
+	}
 	StartAnchor(ctx, c.Anchor, &c.wg, c.closed)
 	if opts.Reembed != nil {
 		re := replica.NewReembedder(c.Rep, opts.Reembed)
@@ -191,6 +197,7 @@ func (c *Core) newReplica(ctx context.Context, created bool) (*replica.Replica, 
 		Audit:         c.Record,
 		Publish:       c.Opts.Publish,
 		Alive:         c.Alive,
+		WantValues:    func(coll string) bool { return c.Sel.WantValues(coll) },
 	})
 }
 
@@ -226,6 +233,7 @@ func (c *Core) syncerConfig() syncer.Config {
 		Events:    syncerEvents{c},
 		Policy:    syncerPolicy{c},
 		Urgent:    &c.Urgent,
+		Wants:     c.Rep,
 		Scheduler: core.SchedulerOf(c.Opts.Clock),
 		Log:       c.Log,
 		Rand:      c.Random(),
@@ -262,6 +270,10 @@ func (p syncerPolicy) Admit(peer core.DeviceID, coll string) bool {
 
 func (p syncerPolicy) Priority(peer core.DeviceID, coll string) core.Priority {
 	return p.c.Opts.Planner().Priority(peer, coll)
+}
+
+func (p syncerPolicy) Stub(peer core.DeviceID, coll string, summary bool) bool {
+	return p.c.Sel.Stub(peer, coll, summary)
 }
 
 // Random returns the node's source of randomness.

@@ -211,6 +211,19 @@ func (n *Replica) merge(ctx context.Context, cur *core.Record, rem core.Record) 
 		// equal version vectors; settle the pair as concurrent versions
 		// instead, which gives the same record on both devices.
 	}
+	if cur.Stub || rem.Stub {
+		// A stub has no value to merge: concurrent versions of which one
+		// is held as a stub settle by version (last writer wins), the
+		// winner kept as it is held, stub or not (policy/doc.go).
+		win := *cur
+		if conflict.Compare(rem, *cur) > 0 {
+			win = rem
+		}
+		out = win
+		out.Context = cur.Context.Clone()
+		out.Context.Merge(rem.Context)
+		return out, true, true, nil
+	}
 	c := core.Conflict{Collection: rem.Collection, Key: rem.Key, Local: *cur, Remote: rem}
 	res, err := n.resolver(rem.Collection).Resolve(ctx, c)
 	if err != nil {
@@ -240,6 +253,7 @@ func (n *Replica) merge(ctx context.Context, cur *core.Record, rem core.Record) 
 		Origin:     win.Origin,
 		Seq:        win.Seq,
 		Context:    cur.Context.Clone(),
+		Summary:    win.Summary,
 	}
 	out.Context.Merge(rem.Context)
 	if out.Deleted {

@@ -25,6 +25,9 @@ type Op struct {
 	Collection, Key string
 	Value           []byte
 	Deleted         bool
+	// Summary marks the write as a summary (Tx.PutSummary): it travels
+	// whole to devices with the summary policy (core.ModeSummary).
+	Summary bool
 }
 
 type txKey struct{ collection, key string }
@@ -38,11 +41,19 @@ func (n *Replica) commit(ctx context.Context, src Source, b core.Batch, events [
 	if len(b.Records) == 0 && len(b.Changes) == 0 && len(b.Advance) == 0 {
 		return nil
 	}
+	stubs, err := n.noteStubs(ctx, &b)
+	if err != nil {
+		return err
+	}
 	if err := n.commitStore(ctx, b); err != nil {
 		return err
 	}
+	n.wantedCommitted(b.Records)
 	settle()
 	n.afterCommit(src, b.Records)
+	if len(stubs) > 0 {
+		n.after = append(n.after, func() { n.wantStubs(stubs) })
+	}
 	for _, e := range events {
 		n.publish(e)
 	}
@@ -112,6 +123,7 @@ func (n *Replica) commitLocal(ctx context.Context, ops []Op) error {
 			Deleted:    op.Deleted,
 			Timestamp:  ts,
 			Origin:     dev,
+			Summary:    op.Summary && !op.Deleted,
 		}
 		if stamps != nil && stamps[i] != 0 {
 			rec.Timestamp = stamps[i]
@@ -193,7 +205,7 @@ func (n *Replica) prepareOps(ctx context.Context, ops []Op, ts core.Timestamp, d
 		if !cloned {
 			out, cloned = slices.Clone(ops), true
 		}
-		out[i] = Op{Collection: op.Collection, Key: op.Key, Value: v}
+		out[i] = Op{Collection: op.Collection, Key: op.Key, Value: v, Summary: op.Summary}
 	}
 	return out, nil
 }

@@ -70,6 +70,11 @@ type Config struct {
 	// Alive reports whether the node still runs (nil: always): remote
 	// writes fail with its error once the node closes.
 	Alive func() error
+	// WantValues reports whether this device wants every value of a
+	// collection (its own policy carries values: policy.Decision
+	// WantsValues): stubs of it go on the wanted list (wanted.go). nil:
+	// no collection's.
+	WantValues func(collection string) bool
 }
 
 // Replica is the commit pipeline of one open store. It is safe for
@@ -108,6 +113,8 @@ type Replica struct {
 	observers []Observer // under writeMu
 
 	clockDrift atomic.Uint64 // batches beyond the drift bound
+
+	want wantedState // the wanted list (wanted.go)
 }
 
 // New opens the pipeline on cfg.Store: it restores the clock, the far-future
@@ -173,6 +180,9 @@ func New(ctx context.Context, cfg Config) (*Replica, error) {
 	if err := n.loadReplicas(ctx); err != nil {
 		return nil, err
 	}
+	if err := n.loadWanted(ctx); err != nil {
+		return nil, err
+	}
 	return n, nil
 }
 
@@ -189,6 +199,9 @@ const (
 	SourceRepair
 	// SourceAdvance raises the version vector after a repair (Advance).
 	SourceAdvance
+	// SourceFetch installs fetched values over stubs, or changes the
+	// wanted list (Fill, Want: wanted.go).
+	SourceFetch
 )
 
 // String names the source.
@@ -202,6 +215,8 @@ func (s Source) String() string {
 		return "repair"
 	case SourceAdvance:
 		return "advance"
+	case SourceFetch:
+		return "fetch"
 	}
 	return "source(?)"
 }

@@ -130,6 +130,10 @@ type Policy interface {
 	// change of a higher priority than the next one of the in-order stream
 	// overtakes it (sync_priority.go).
 	Priority(peer core.DeviceID, collection string) core.Priority
+	// Stub reports whether a change of collection (summary: the change's
+	// core.Record.Summary) travels to peer as a stub, without its value
+	// (policy.Decision.Carry: sync_fetch.go).
+	Stub(peer core.DeviceID, collection string, summary bool) bool
 }
 
 // Links is a Session's view of the node's other sessions with this peer
@@ -188,6 +192,7 @@ type Config struct {
 	Events    Events
 	Policy    Policy
 	Urgent    Urgent         // recent top-priority changes (sync_priority.go)
+	Wants     Wants          // the wanted list (sync_fetch.go); nil: fetch nothing
 	Scheduler core.Scheduler // every timer; nil: the system clock
 	Log       *slog.Logger   // nil: discard
 	Rand      io.Reader      // repair salts; nil: crypto/rand

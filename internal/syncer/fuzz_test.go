@@ -55,7 +55,20 @@ func fuzzSeeds() [][]byte {
 		// A transaction sent ahead of the stream (twice), then the stream
 		// that reaches it.
 		frames(hello, noDirect, fr(wire.TypePriority, wire.AppendChanges(nil, t2)), fr(wire.TypePriority, wire.AppendChanges(nil, t2)), fr(wire.TypeChanges, wire.AppendChanges(nil, t1)), caught),
+		// Selective sync: stubs in the stream, a Want, Values.
+		frames(hello, noDirect, fr(wire.TypeChanges, wire.AppendChanges(nil, stubs(t1))), fr(wire.TypeWant, wire.AppendFetch(nil, "c", []string{"k0", "k1"})),
+			fr(wire.TypeValues, wire.AppendValues(nil, "c", []wire.Value{{Key: "k0", Held: true, Origin: devP, Seq: 1, Value: []byte("v")}, {Key: "k1"}})), caught),
 	}
+}
+
+// stubs returns txn's changes as stubs.
+func stubs(txn []core.Change) []core.Change {
+	out := make([]core.Change, len(txn))
+	for i, c := range txn {
+		c.Record = c.Record.AsStub()
+		out[i] = c
+	}
+	return out
 }
 
 // FuzzSession feeds arbitrary bytes, as the peer's sync stream, into a

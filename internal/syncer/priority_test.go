@@ -18,8 +18,9 @@ import (
 // other collections are medium.
 type prioPolicy map[string]core.Priority
 
-func (p prioPolicy) Syncs(string) bool                { return true }
-func (p prioPolicy) Admit(core.DeviceID, string) bool { return true }
+func (p prioPolicy) Syncs(string) bool                     { return true }
+func (p prioPolicy) Admit(core.DeviceID, string) bool      { return true }
+func (p prioPolicy) Stub(core.DeviceID, string, bool) bool { return false }
 func (p prioPolicy) Priority(_ core.DeviceID, c string) core.Priority {
 	if pr, ok := p[c]; ok {
 		return pr

@@ -99,6 +99,10 @@ type Session struct {
 	// repairRecv counts records received since the peer's last Repair
 	// frame (receive goroutine only).
 	repairRecv uint64
+	// asked holds the wanted keys asked of the peer, and when
+	// (sync_fetch.go).
+	askMu sync.Mutex
+	asked map[replica.Wanted]time.Time
 	// Acks and requests from the receive goroutine to the send goroutine
 	// (sync_control.go).
 	ctlMu   sync.Mutex
@@ -128,6 +132,11 @@ type sessionStats struct {
 	// the session began. redundant counts changes received that this
 	// device already held. Both are waste a correct sender avoids.
 	echoes, redundant atomic.Uint64
+	// Selective sync (sync_fetch.go): changes sent as stubs, keys asked
+	// in Want frames, values sent and installed, values refused (their
+	// digest did not match).
+	stubsSent, wantsSent                  atomic.Uint64
+	valuesSent, valuesRecv, valuesRefused atomic.Uint64
 }
 
 // New returns the Session for sess; links is its view of the node's
@@ -168,6 +177,7 @@ func New(cfg Config, sess core.Session, links Links) *Session {
 		direct:    map[core.DeviceID]bool{},
 		routed:    make(chan struct{}),
 		open:      map[core.DeviceID]openTxn{},
+		asked:     map[replica.Wanted]time.Time{},
 		stalls:    map[core.DeviceID]stall{},
 		update:    replica.NewNotifier(),
 		repairIn:  make(chan wire.Frame, 1),
@@ -191,6 +201,8 @@ func (allSync) Syncs(string) bool { return true }
 func (allSync) Admit(core.DeviceID, string) bool { return true }
 
 func (allSync) Priority(core.DeviceID, string) core.Priority { return core.PriorityMedium }
+
+func (allSync) Stub(core.DeviceID, string, bool) bool { return false }
 
 type noUrgent struct{}
 
@@ -306,6 +318,7 @@ func (ps *Session) send(t wire.Type, payload []byte) error {
 // in place in the session's scratch buffer and writes it. Only the send
 // goroutine calls it.
 func (ps *Session) sendChanges(t wire.Type, changes []core.Change) error {
+	changes = ps.stubbed(changes)
 	f := wire.AppendChanges(wire.StartFrame(ps.frameBuf[:0], t), changes)
 	if err := wire.FinishFrame(f); err != nil {
 		return err
@@ -344,6 +357,10 @@ type Status struct {
 	Conflicts                         uint64
 	Repairs, RecordsSent, RecordsRecv uint64
 	Echoes, Redundant                 uint64
+	// Selective sync: changes sent as stubs, keys asked, values sent,
+	// received (installed) and refused (digest mismatch).
+	StubsSent, WantsSent                  uint64
+	ValuesSent, ValuesRecv, ValuesRefused uint64
 }
 
 // Status returns the session's progress and traffic so far.
@@ -366,5 +383,11 @@ func (ps *Session) Status() Status {
 		RecordsRecv: ps.stats.recordsRecv.Load(),
 		Echoes:      ps.stats.echoes.Load(),
 		Redundant:   ps.stats.redundant.Load(),
+
+		StubsSent:     ps.stats.stubsSent.Load(),
+		WantsSent:     ps.stats.wantsSent.Load(),
+		ValuesSent:    ps.stats.valuesSent.Load(),
+		ValuesRecv:    ps.stats.valuesRecv.Load(),
+		ValuesRefused: ps.stats.valuesRefused.Load(),
 	}
 }

@@ -92,6 +92,8 @@ func (ps *Session) answer(ctx context.Context, f wire.Frame) error {
 			return err
 		}
 		return ps.sendRecords(ctx, coll, keys)
+	case wire.TypeWant:
+		return ps.answerWant(ctx, f.Payload)
 	}
 	return fmt.Errorf("%w: %v is not a request", core.ErrProtocol, f.Type)
 }

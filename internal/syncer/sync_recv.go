@@ -74,6 +74,18 @@ func (ps *Session) receive(ctx context.Context, in core.Stream) error {
 			if err := ps.receivePriority(ctx, f.Payload); err != nil {
 				return err
 			}
+		case wire.TypeWant:
+			// Validate now, answer from the send goroutine.
+			if _, _, err := wire.DecodeFetch(f.Payload); err != nil {
+				return fmt.Errorf("sync receive: %w", err)
+			}
+			if err := ps.queueRequest(f); err != nil {
+				return err
+			}
+		case wire.TypeValues:
+			if err := ps.receiveValues(ctx, f.Payload); err != nil {
+				return err
+			}
 		case wire.TypeAck, wire.TypeCaughtUp:
 			vv, rest, err := wire.DecodeVV(f.Payload)
 			if err != nil {

@@ -26,7 +26,11 @@ func (ps *Session) sendLoop(ctx context.Context) error {
 	repairs := 0 // repairs since the last round that sent changes normally
 	for {
 		wake := ps.r.Changed() // before reading state, so no commit is missed
+		wanted := ps.wantedGrew()
 		if err := ps.serveControl(ctx); err != nil {
+			return err
+		}
+		if err := ps.askWanted(); err != nil {
 			return err
 		}
 		vv, err := ps.r.VersionVector(ctx)
@@ -88,6 +92,7 @@ func (ps *Session) sendLoop(ctx context.Context) error {
 		beat, release := core.Wait(ps.sched, heartbeat)
 		select {
 		case <-wake:
+		case <-wanted:
 		case <-ps.kick:
 		case <-ctx.Done():
 			return ctx.Err()

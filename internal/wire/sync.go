@@ -26,9 +26,12 @@ import (
 //	                  n, n x change; a change is:
 //	                    origin (dictionary index), seq, seq-TxnFirst, TxnLen,
 //	                    timestamp (8 bytes big-endian HLC), flags (1 byte:
-//	                    bit 0 tombstone), collection (len+bytes),
-//	                    key (len+bytes), context (m, m x (index, counter)),
-//	                    value (len+bytes)
+//	                    bit 0 tombstone, bit 1 stub, bit 2 summary),
+//	                    collection (len+bytes), key (len+bytes),
+//	                    context (m, m x (index, counter)), then
+//	                    value (len+bytes), or for a stub the value's
+//	                    size (uvarint, <= core.MaxValueLen) and its
+//	                    32-byte SHA-256 (core.ValueDigest)
 //	Ack       (0x12)  VV: what the receiver holds after applying
 //	CaughtUp  (0x13)  VV, then Roots (below): the sender has sent everything
 //	                  it holds up to VV, and these are its Merkle roots; with
@@ -53,6 +56,14 @@ import (
 //	                  the backlog before it): the receiver applies its records
 //	                  now and commits it to its changelog when the stream
 //	                  reaches it; the stream skips it
+//	Want      (0x1D)  as Fetch: keys of one collection whose values the
+//	                  sender holds as stubs and wants (selective sync)
+//	Values    (0x1E)  collection (len+bytes), n, n x (key (len+bytes),
+//	                  held (1 byte: 0 or 1), when held the version's origin
+//	                  (32 bytes) and seq, then value (len+bytes)):
+//	                  the answer to a Want, in one or more frames (each
+//	                  about a batch's size), every key asked, in order; a
+//	                  value is the sender's current version's, whole
 //
 // A VV is: count, then count x (32-byte device id, counter) in ascending
 // device order.
@@ -70,6 +81,8 @@ const (
 	TypeRepaired   Type = 0x1A // end of a repair: the receiver may raise its VV
 	TypeDirect     Type = 0x1B // origins the sender gets from their own devices
 	TypePriority   Type = 0x1C // a transaction sent ahead of its origin's stream
+	TypeWant       Type = 0x1D // values the sender holds as stubs and wants (lane h24)
+	TypeValues     Type = 0x1E // the answer to a Want (lane h24)
 )
 
 // AppendVV appends a version vector: count (uvarint), then per entry the
@@ -153,7 +166,7 @@ func AppendChanges(dst []byte, changes []core.Change) []byte {
 		// Fixed fields, three length prefixes, and up to 20 bytes per
 		// context entry.
 		size += 4*binary.MaxVarintLen64 + 9 + 3*binary.MaxVarintLen32 +
-			len(c.Collection) + len(c.Key) + len(c.Value) + 20*len(c.Context)
+			len(c.Collection) + len(c.Key) + len(c.Value) + 20*len(c.Context) + 32
 	}
 	size += len(devs) * len(core.DeviceID{})
 	dst = slices.Grow(dst, size)
@@ -171,7 +184,13 @@ func AppendChanges(dst []byte, changes []core.Change) []byte {
 		dst = binary.BigEndian.AppendUint64(dst, uint64(c.Timestamp))
 		var flags byte
 		if c.Deleted {
-			flags |= 1
+			flags |= flagDeleted
+		}
+		if c.Stub {
+			flags |= flagStub
+		}
+		if c.Summary {
+			flags |= flagSummary
 		}
 		dst = append(dst, flags)
 		dst = appendString(dst, c.Collection)
@@ -182,10 +201,23 @@ func AppendChanges(dst []byte, changes []core.Change) []byte {
 			dst = binary.AppendUvarint(dst, dict[d])
 			dst = binary.AppendUvarint(dst, c.Context[d])
 		}
+		if c.Stub {
+			dst = binary.AppendUvarint(dst, uint64(c.ValueSize))
+			dst = append(dst, c.ValueDigest[:]...)
+			continue
+		}
 		dst = appendBytes(dst, c.Value)
 	}
 	return dst
 }
+
+// Flags of an encoded change.
+const (
+	flagDeleted = 1 << iota
+	flagStub
+	flagSummary
+	flagsKnown = flagDeleted | flagStub | flagSummary
+)
 
 // DecodeChanges decodes a Changes payload. Values are copied out of b.
 // A device listed twice in the dictionary, or named twice in one causal
@@ -235,10 +267,15 @@ func DecodeChanges(b []byte) ([]core.Change, error) {
 		c.TxnLen = uint32(txnLen)
 		c.Timestamp = core.Timestamp(d.uint64())
 		flags := d.byte()
-		if flags&^1 != 0 {
+		if flags&^flagsKnown != 0 {
 			d.fail("unknown change flags")
 		}
-		c.Deleted = flags&1 != 0
+		c.Deleted = flags&flagDeleted != 0
+		c.Stub = flags&flagStub != 0
+		c.Summary = flags&flagSummary != 0
+		if c.Stub && c.Deleted && d.err == nil {
+			d.fail("tombstone sent as a stub")
+		}
 		if cb := d.bytes(core.MaxCollectionLen); string(cb) == lastColl {
 			c.Collection = lastColl
 		} else {
@@ -258,6 +295,16 @@ func DecodeChanges(b []byte) ([]core.Change, error) {
 				d.fail("device named twice in a causal context")
 			}
 			c.Context[id] = d.uvarint()
+		}
+		if c.Stub {
+			size := d.uvarint()
+			if size > core.MaxValueLen && d.err == nil {
+				d.fail("stub size beyond the value limit")
+			}
+			c.ValueSize = int(size)
+			c.ValueDigest = d.device() // 32 bytes
+			out = append(out, c)
+			continue
 		}
 		v := d.bytes(core.MaxValueLen)
 		switch {
@@ -371,6 +418,66 @@ func DecodeFetch(b []byte) (collection string, keys []string, err error) {
 		return "", nil, d.err
 	}
 	return string(c), keys, nil
+}
+
+// Value is one answer of a Values frame: Key's value, when Held, and the
+// version it is the value of (Origin, Seq).
+type Value struct {
+	Key    string
+	Held   bool
+	Origin core.DeviceID
+	Seq    uint64
+	Value  []byte
+}
+
+// AppendValues appends a Values payload.
+func AppendValues(dst []byte, collection string, vals []Value) []byte {
+	dst = appendBytes(dst, []byte(collection))
+	dst = binary.AppendUvarint(dst, uint64(len(vals)))
+	for _, v := range vals {
+		dst = appendString(dst, v.Key)
+		if !v.Held {
+			dst = append(dst, 0)
+			continue
+		}
+		dst = append(dst, 1)
+		dst = append(dst, v.Origin[:]...)
+		dst = binary.AppendUvarint(dst, v.Seq)
+		dst = appendBytes(dst, v.Value)
+	}
+	return dst
+}
+
+// DecodeValues decodes a Values payload; values are copied out of b. A
+// count beyond what the payload can hold, a value beyond
+// core.MaxValueLen, an unknown held byte or trailing bytes are refused.
+func DecodeValues(b []byte) (collection string, vals []Value, err error) {
+	d := decoder{b: b}
+	c := d.bytes(core.MaxCollectionLen)
+	n := d.count(2) // an empty key and a held byte
+	vals = make([]Value, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		v := Value{Key: string(d.bytes(core.MaxKeyLen))}
+		switch d.byte() {
+		case 0:
+		case 1:
+			v.Held = true
+			v.Origin = d.device()
+			v.Seq = d.uvarint()
+			raw := d.bytes(core.MaxValueLen)
+			v.Value = append(make([]byte, 0, len(raw)), raw...)
+		default:
+			d.fail("bad held flag")
+		}
+		vals = append(vals, v)
+	}
+	if d.err == nil && (len(c) == 0 || len(d.b) != 0) {
+		d.fail("bad values")
+	}
+	if d.err != nil {
+		return "", nil, d.err
+	}
+	return string(c), vals, nil
 }
 
 // contextDevices returns the devices v names (with a count above zero) in

@@ -3,6 +3,7 @@ package libsqlstore
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"strings"
 
@@ -268,7 +269,44 @@ const changeCols = 5
 const (
 	flagDeleted   = 1
 	flagInstalled = 2 // the change is its key's current version (trigger)
+	flagStub      = 4 // held without its value: the value column is a stub envelope
+	flagSummary   = 8 // the host marked the version as a summary
 )
+
+// kindFlags returns the stub and summary flags of r (changelog flags, and
+// an inline record's kind column).
+func kindFlags(r *core.Record) int {
+	f := 0
+	if r.Stub {
+		f |= flagStub
+	}
+	if r.Summary {
+		f |= flagSummary
+	}
+	return f
+}
+
+// stubEnvelope is what a stub stores in place of its value: uvarint(size),
+// then the 32-byte value digest.
+func stubEnvelope(r *core.Record) []byte {
+	return append(binary.AppendUvarint(nil, uint64(r.ValueSize)), r.ValueDigest[:]...)
+}
+
+// setKind decodes the stub and summary flags (and a stub's envelope from
+// value) into r.
+func setKind(r *core.Record, flags int64, value []byte) error {
+	r.Summary = flags&flagSummary != 0
+	if flags&flagStub == 0 {
+		return nil
+	}
+	size, n := binary.Uvarint(value)
+	if n <= 0 || len(value) != n+32 || size > core.MaxValueLen {
+		return fmt.Errorf("%w: bad stub of %s/%q", core.ErrCorrupt, r.Collection, r.Key)
+	}
+	r.Stub, r.ValueSize = true, int(size)
+	copy(r.ValueDigest[:], value[n:])
+	return nil
+}
 
 func (s *Store) insertChanges(ctx context.Context, cs []core.Change, fresh, install []bool) error {
 	s.buf.args = s.buf.args[:0]
@@ -284,6 +322,7 @@ func (s *Store) insertChanges(ctx context.Context, cs []core.Change, fresh, inst
 		if c.Deleted {
 			flags |= flagDeleted
 		}
+		flags |= kindFlags(&c.Record)
 		if install[i] {
 			flags |= flagInstalled
 		}
@@ -310,7 +349,7 @@ func (s *Store) cut(start int) []byte {
 	return s.buf.enc[start:len(s.buf.enc):len(s.buf.enc)]
 }
 
-const inlineCols = 4
+const inlineCols = 5
 
 // insertInline writes the records at the given indices with their version
 // inline.
@@ -327,7 +366,7 @@ func (s *Store) insertInline(ctx context.Context, rs []core.Record, which []int)
 		start = len(s.buf.enc)
 		s.buf.enc = appendRecordMeta(s.buf.enc, r.Timestamp, origin, r.Seq, s.dict.encodeContext(nil, r.Context))
 		meta := s.cut(start)
-		s.buf.args = append(s.buf.args, ck, r.Deleted, meta, valueArg(r))
+		s.buf.args = append(s.buf.args, ck, r.Deleted, meta, valueArg(r), kindFlags(r))
 		if rows++; rows == rowsPerInsert {
 			if err := s.flush(ctx, stmtInline, rows, inlineCols); err != nil {
 				return err
@@ -344,6 +383,9 @@ func valueArg(r *core.Record) any {
 	if r.Deleted {
 		return nil
 	}
+	if r.Stub {
+		return stubEnvelope(r)
+	}
 	if r.Value == nil {
 		return []byte{}
 	}
@@ -357,6 +399,7 @@ func valueArg(r *core.Record) any {
 func sameContent(r, c *core.Record) bool {
 	return r.Collection == c.Collection && r.Key == c.Key && r.Deleted == c.Deleted &&
 		r.Timestamp == c.Timestamp && r.Context.Compare(c.Context) == core.Equal &&
+		r.Stub == c.Stub && r.Summary == c.Summary && r.ValueDigest == c.ValueDigest && r.ValueSize == c.ValueSize &&
 		(r.Deleted || bytes.Equal(r.Value, c.Value))
 }
 
@@ -377,7 +420,7 @@ func (s *Store) flush(ctx context.Context, head string, rows, cols int) error {
 // Heads of the multi-row INSERT statements.
 const (
 	stmtChanges = "INSERT INTO changelog (id, ck, flags, meta, value) VALUES "
-	stmtInline  = "INSERT OR REPLACE INTO records (ck, deleted, meta, value) VALUES "
+	stmtInline  = "INSERT OR REPLACE INTO records (ck, deleted, meta, value, kind) VALUES "
 )
 
 // insertSQL returns head followed by rows placeholders of cols values.

@@ -21,7 +21,8 @@ const (
 // recordSelect selects a record's current version: the record row and,
 // when it refers to one, the changelog row holding the version.
 const recordSelect = `SELECT r.ck, r.deleted, r.ref, r.meta, c.id, c.meta,
-	CASE WHEN r.ref IS NULL THEN r.value ELSE c.value END
+	CASE WHEN r.ref IS NULL THEN r.value ELSE c.value END,
+	CASE WHEN r.ref IS NULL THEN r.kind ELSE c.flags END
 	FROM records r LEFT JOIN changelog c ON c.id = r.ref `
 
 // rawRecord is a record row before decoding.
@@ -32,14 +33,17 @@ type rawRecord struct {
 	meta, cmeta []byte
 	value       []byte
 	hasValue    bool
+	flags       int64 // kind flags (flagStub, flagSummary)
 }
 
 func scanRecord(rows *sql.Rows) (rawRecord, error) {
 	var r rawRecord
 	var value sql.RawBytes
-	if err := rows.Scan(&r.ck, &r.deleted, &r.ref, &r.meta, &r.id, &r.cmeta, &value); err != nil {
+	var flags sql.NullInt64
+	if err := rows.Scan(&r.ck, &r.deleted, &r.ref, &r.meta, &r.id, &r.cmeta, &value, &flags); err != nil {
 		return r, err
 	}
+	r.flags = flags.Int64
 	r.hasValue = value != nil
 	if r.hasValue {
 		r.value = append(make([]byte, 0, len(value)), value...)
@@ -85,9 +89,12 @@ func (s *Store) record(raw rawRecord) (core.Record, error) {
 	case r.Deleted:
 	case !raw.hasValue:
 		return r, fmt.Errorf("%w: value of %s/%q missing", core.ErrCorrupt, r.Collection, r.Key)
+	case raw.flags&flagStub != 0:
+		return r, setKind(&r, raw.flags, raw.value)
 	default:
 		r.Value = raw.value
 	}
+	r.Summary = raw.flags&flagSummary != 0
 	return r, nil
 }
 
@@ -345,9 +352,12 @@ func (s *Store) change(origin core.DeviceID, id, flags int64, ck, meta, value []
 	case c.Deleted:
 	case value == nil:
 		return c, fmt.Errorf("%w: value of change %d missing", core.ErrCorrupt, c.Seq)
+	case flags&flagStub != 0:
+		return c, setKind(&c.Record, flags, value)
 	default:
 		c.Value = value
 	}
+	c.Summary = flags&flagSummary != 0
 	return c, nil
 }
 

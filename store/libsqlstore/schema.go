@@ -91,12 +91,18 @@ func migrations() []migration {
 			hash      BLOB    NOT NULL
 		)`,
 		},
+		// 3: selective sync: an inline record's stub and summary flags
+		// (flagStub, flagSummary; a record that refers to its changelog row
+		// takes them from that row's flags).
+		{
+			`ALTER TABLE records ADD COLUMN kind INTEGER NOT NULL DEFAULT 0`,
+		},
 	}
 }
 
 // SchemaVersion is the schema version this package writes (the file's
 // PRAGMA user_version once Open returns).
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // migrate applies the steps of ms that conn's file lacks, in one
 // transaction, and returns the versions before and after. A file newer than

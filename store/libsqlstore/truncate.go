@@ -105,10 +105,11 @@ func (s *Store) inlineReferenced(ctx context.Context, origin, lo, hi int64) erro
 		type moved struct {
 			ck, meta, value []byte
 			deleted         bool
+			kind            int64
 		}
 		var batch []moved
 		// Driven by the changelog's id range, each record found by its key.
-		rows, err := s.w.QueryContext(ctx, `SELECT c.id, c.ck, c.meta, c.value, r.deleted
+		rows, err := s.w.QueryContext(ctx, `SELECT c.id, c.ck, c.meta, c.value, r.deleted, c.flags
 			FROM changelog c JOIN records r ON r.ck = c.ck AND r.ref = c.id
 			WHERE c.id > ? AND c.id <= ? ORDER BY c.id LIMIT 256`, lo, hi)
 		if err != nil {
@@ -119,7 +120,7 @@ func (s *Store) inlineReferenced(ctx context.Context, origin, lo, hi int64) erro
 			var id int64
 			var m moved
 			var cmeta []byte
-			if err := rows.Scan(&id, &m.ck, &cmeta, &m.value, &m.deleted); err != nil {
+			if err := rows.Scan(&id, &m.ck, &cmeta, &m.value, &m.deleted, &m.kind); err != nil {
 				_ = rows.Close()
 				return err
 			}
@@ -140,7 +141,7 @@ func (s *Store) inlineReferenced(ctx context.Context, origin, lo, hi int64) erro
 			return nil
 		}
 		for _, m := range batch {
-			_, err := s.w.ExecContext(ctx, "UPDATE records SET ref = NULL, meta = ?, value = ? WHERE ck = ?", m.meta, m.value, m.ck)
+			_, err := s.w.ExecContext(ctx, "UPDATE records SET ref = NULL, meta = ?, value = ?, kind = ? WHERE ck = ?", m.meta, m.value, m.kind&(flagStub|flagSummary), m.ck)
 			if err != nil {
 				return err
 			}

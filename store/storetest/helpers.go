@@ -83,6 +83,11 @@ func sameRecord(got, want core.Record) string {
 		return fmt.Sprintf("record %s/%q, want %s/%q", got.Collection, got.Key, want.Collection, want.Key)
 	case got.Deleted != want.Deleted:
 		return fmt.Sprintf("%s/%q: deleted=%v, want %v", got.Collection, got.Key, got.Deleted, want.Deleted)
+	case got.Stub != want.Stub || got.Summary != want.Summary:
+		return fmt.Sprintf("%s/%q: stub=%v summary=%v, want %v, %v", got.Collection, got.Key, got.Stub, got.Summary, want.Stub, want.Summary)
+	case got.Stub && (got.ValueSize != want.ValueSize || got.ValueDigest != want.ValueDigest || len(got.Value) != 0):
+		return fmt.Sprintf("%s/%q: stub of %d bytes, want %d (or a digest that differs, or a value)", got.Collection, got.Key, got.ValueSize, want.ValueSize)
+	case got.Stub:
 	case !got.Deleted && !bytes.Equal(got.Value, want.Value):
 		return fmt.Sprintf("%s/%q: value %.40q, want %.40q", got.Collection, got.Key, got.Value, want.Value)
 	case got.Deleted && len(got.Value) != 0:

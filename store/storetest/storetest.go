@@ -49,6 +49,9 @@ func Run(t *testing.T, open func(t *testing.T) core.Store) {
 		{"TruncateAfterAdvance", testTruncateAfterAdvance},
 		{"AdvanceReplayIsNoOp", testAdvanceReplay},
 		{"Close", testClose},
+		{"Stubs", testStubs},
+		{"StubFilledInPlace", testStubFilled},
+		{"TruncateKeepsStubs", testTruncateKeepsStubs},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
