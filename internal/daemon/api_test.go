@@ -136,10 +136,12 @@ func TestAPIDataMethods(t *testing.T) {
 	require.Greater(t, backup.Len(), 4096)
 	require.True(t, bytes.HasPrefix(backup.Bytes(), []byte("SQLite format 3\x00")), "a self-contained database file")
 
-	// Fetch waits for selective sync: a clear unimplemented error.
+	// Fetch goes to Node.Fetch: a key this device does not hold as a
+	// stub is ignored; a missing collection is bad input.
 	_, err = c.Fetch(ctx, req(&v1.FetchRequest{Collection: "media", Keys: []string{"x"}}))
-	require.Equal(t, connect.CodeUnimplemented, code(err), "%v", err)
-	require.Contains(t, err.Error(), "selective sync")
+	require.NoError(t, err)
+	_, err = c.Fetch(ctx, req(&v1.FetchRequest{Keys: []string{"x"}}))
+	require.Equal(t, connect.CodeInvalidArgument, code(err), "%v", err)
 }
 
 // rawCall posts body to method on the TCP door with the given headers and
@@ -442,7 +444,7 @@ type fetchRecorder struct {
 	err        error
 }
 
-func (f *fetchRecorder) Fetch(_ context.Context, collection string, keys []string) error {
+func (f *fetchRecorder) Fetch(_ context.Context, collection string, keys ...string) error {
 	f.collection, f.keys = collection, keys
 	return f.err
 }

@@ -172,12 +172,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Info)) (e
 			log.Warn("connect at start", "addr", addr, "err", err)
 		}
 	}
-	opts := Options{Logger: log}
-	// Selective sync's Node.Fetch serves Fetch as soon as the node has one
-	// with this signature; until then Fetch answers unimplemented.
-	if f, ok := any(node).(Fetcher); ok {
-		opts.Fetcher = f
-	}
+	opts := Options{Logger: log, Fetcher: node}
 	svc := New(node, opts)
 	defer svc.Close()
 	info := Info{Device: node.DeviceID().String(), Addr: node.Addr()}

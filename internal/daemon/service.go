@@ -51,7 +51,7 @@ var ErrUnimplemented = errors.New("unimplemented")
 // Fetcher brings the values of on-demand records to this device (selective
 // sync's Node.Fetch). The daemon serves Fetch through it.
 type Fetcher interface {
-	Fetch(ctx context.Context, collection string, keys []string) error
+	Fetch(ctx context.Context, collection string, keys ...string) error
 }
 
 // Options tune a Service. The zero value is usable.
@@ -437,7 +437,7 @@ func (s *Service) Fetch(ctx context.Context, req *v1.FetchRequest) (*v1.FetchRes
 	if s.opts.Fetcher == nil {
 		return nil, ToConnectError(fmt.Errorf("fetch: %w: this fednode has no selective sync yet", ErrUnimplemented))
 	}
-	if err := s.opts.Fetcher.Fetch(ctx, req.GetCollection(), req.GetKeys()); err != nil {
+	if err := s.opts.Fetcher.Fetch(ctx, req.GetCollection(), req.GetKeys()...); err != nil {
 		return nil, ToConnectError(fmt.Errorf("fetch: %w", err))
 	}
 	return &v1.FetchResponse{}, nil
