@@ -46,6 +46,12 @@ const (
 // and its own collections.
 func policies() map[string]federation.Policy {
 	p := federation.DefaultPolicies()
+	// The companion recalls memories on every device, offline too: its
+	// embeddings travel whole (the default leaves them on demand, for
+	// devices that fetch what they need with Node.Fetch).
+	emb := p[federation.CollectionEmbeddings]
+	emb.Mode = federation.ModeImmediate
+	p[federation.CollectionEmbeddings] = emb
 	p[reminders] = federation.Policy{Priority: federation.PriorityHigh, Mode: federation.ModeImmediate, Resolver: conflict.Manual{}}
 	p[settings] = federation.Policy{Priority: federation.PriorityMedium, Mode: federation.ModeImmediate, Resolver: conflict.LWW{}}
 	return p
