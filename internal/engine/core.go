@@ -82,6 +82,9 @@ type Core struct {
 
 	Dir *DirGuard // lock on Config.Dir (nil without one)
 
+	// Policies is the policy planner with the registry's device policies.
+	Policies *DevicePolicies
+
 	stopReembed context.CancelFunc // stops the re-embed loop
 	closed      chan struct{}
 	wg          sync.WaitGroup
@@ -140,6 +143,8 @@ func Open(ctx context.Context, opts Options, st core.Store) (*Core, error) {
 		Record: c.Record, Addr: c.Net.Addr, Clock: opts.Clock, Log: c.Log,
 	}
 	c.Rep.Observe(c.Reg)
+	c.Policies = NewDevicePolicies(ctx, opts.Planner, c.Trust, c.Log)
+	c.Rep.Observe(c.Policies)
 	c.Rep.Observe(UrgentHook{Policy: opts.Policy, Urgent: &c.Urgent})
 	StartAnchor(ctx, c.Anchor, &c.wg, c.closed)
 	if opts.Reembed != nil {
@@ -243,11 +248,11 @@ type syncerPolicy struct{ c *Core }
 func (p syncerPolicy) Syncs(coll string) bool { return p.c.Opts.Policy(coll).Syncs() }
 
 func (p syncerPolicy) Admit(peer core.DeviceID, coll string) bool {
-	return p.c.Opts.Planner().Admit(peer, coll)
+	return p.c.Policies.Planner().Admit(peer, coll)
 }
 
 func (p syncerPolicy) Priority(peer core.DeviceID, coll string) core.Priority {
-	return p.c.Opts.Planner().Priority(peer, coll)
+	return p.c.Policies.Planner().Priority(peer, coll)
 }
 
 // Random returns the node's source of randomness.

@@ -96,6 +96,8 @@ type Session struct {
 	stalls map[core.DeviceID]stall
 	// prio is the state of transactions sent ahead (sync_priority.go).
 	prio prioState
+	// batch is the state of periodic batches (sync_batch.go).
+	batch batchState
 	// repairRecv counts records received since the peer's last Repair
 	// frame (receive goroutine only).
 	repairRecv uint64
