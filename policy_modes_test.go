@@ -112,3 +112,52 @@ func TestPeriodicShipsOneBatchPerInterval(t *testing.T) {
 	waitValue(t, b, "stats", "later", "next batch")
 	require.Len(t, tp.changesOf(t, "stats"), 2)
 }
+
+// immediateAnalytics makes analytics travel as they are written (their
+// default is periodic), keeping their resolver: for tests about merging.
+func immediateAnalytics(c *federation.Config) {
+	p := federation.DefaultPolicies()[federation.CollectionAnalytics]
+	p.Mode = federation.ModeImmediate
+	if c.Collections == nil {
+		c.Collections = map[string]federation.Policy{}
+	}
+	c.Collections[federation.CollectionAnalytics] = p
+}
+
+// TestDevicePolicyReachesEveryDevice: a sync policy set on one device for
+// another (the laptop makes notes periodic towards the tablet) is a
+// registry operation: it reaches the phone, whose sender then holds the
+// phone's notes back from the tablet while the laptop gets them at once;
+// clearing it, again from the laptop, releases them.
+func TestDevicePolicyReachesEveryDevice(t *testing.T) {
+	ctx := context.Background()
+	phone, laptop, tablet := quicNode(t, "phone"), quicNode(t, "laptop"), quicNode(t, "tablet")
+	pairInto(t, phone, laptop)
+	pairInto(t, phone, tablet)
+	require.Eventually(t, func() bool { return trusts(ctx, laptop, tablet.DeviceID(), federation.TrustTrusted) }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, phone.Put(ctx, "notes", "first", []byte("to all")))
+	waitValue(t, tablet, "notes", "first", "to all")
+	waitValue(t, laptop, "notes", "first", "to all")
+
+	require.NoError(t, laptop.SetDevicePolicy(ctx, tablet.DeviceID(), []byte(`{"collections": {"notes": {"mode": "periodic"}}}`)))
+	policyAt := func(n *federation.Node) string {
+		devs, err := n.Devices(ctx)
+		require.NoError(t, err)
+		for _, d := range devs {
+			if d.ID == tablet.DeviceID() {
+				return string(d.Policy)
+			}
+		}
+		return ""
+	}
+	require.Eventually(t, func() bool { return policyAt(phone) != "" }, 5*time.Second, 5*time.Millisecond, "the policy reaches the phone")
+
+	require.NoError(t, phone.Put(ctx, "notes", "second", []byte("held from the tablet")))
+	waitValue(t, laptop, "notes", "second", "held from the tablet")
+	time.Sleep(2 * time.Second) // two heartbeats of every sender
+	_, err := tablet.Get(ctx, "notes", "second")
+	require.ErrorIs(t, err, federation.ErrNotFound, "the tablet's periodic policy holds the note back (interval: one minute)")
+
+	require.NoError(t, laptop.SetDevicePolicy(ctx, tablet.DeviceID(), nil))
+	waitValue(t, tablet, "notes", "second", "held from the tablet")
+}
