@@ -52,14 +52,14 @@ const maxAheadTxnBytes = maxHeldBytes / 2 / maxAhead
 // batchState is one session's periodic batching (send goroutine only,
 // except the timer's poke).
 type batchState struct {
-	last  map[string]time.Time // end of the previous flush, per collection
-	open  map[string]bool      // flushes in progress
+	last map[string]time.Time // end of the previous flush, per collection
+	open map[string]bool      // flushes in progress
 	// since is the end of the session's first round that sent nothing
 	// (zero until then): the first interval of a collection not flushed
 	// yet starts there.
 	since time.Time
-	timer core.Timer           // wakes the sender when a batch falls due
-	wake  time.Time            // when timer fires (zero: not armed)
+	timer core.Timer // wakes the sender when a batch falls due
+	wake  time.Time  // when timer fires (zero: not armed)
 	// held is the first sequence number held back per origin in the
 	// current round (the sender looks past it for transactions that may
 	// go ahead).
