@@ -210,3 +210,19 @@ func (s *tappedStream) Read(p []byte) (int, error) {
 	s.mu.Unlock()
 	return n, err
 }
+
+// HandshakeHash forwards the session's channel binding (pairing needs it).
+func (s *tapSession) HandshakeHash() []byte {
+	if h, ok := s.Session.(interface{ HandshakeHash() []byte }); ok {
+		return h.HandshakeHash()
+	}
+	return nil
+}
+
+// RemoteAddr forwards the peer's address, when the transport knows it.
+func (s *tapSession) RemoteAddr() string {
+	if r, ok := s.Session.(interface{ RemoteAddr() string }); ok {
+		return r.RemoteAddr()
+	}
+	return ""
+}
