@@ -35,6 +35,13 @@ const (
 	// head forks from the one held here (Origin is that peer). Counted in
 	// Stats.AuditTampered.
 	EventAuditTampered
+	// EventSyncProgress reports how a sync towards a peer (Origin) stands
+	// for one collection (Collection; empty for an offline peer):
+	// Progress holds the records and bytes done and needed, the rate, and
+	// what waits and why (lane h25). Raised during syncs that last longer
+	// than a quarter of a second, at most four times a second per peer,
+	// and once when such a sync ends; also in Stats.Sync.
+	EventSyncProgress
 )
 
 // String names the kind.
@@ -52,6 +59,8 @@ func (k EventKind) String() string {
 		return "repair-unsettled"
 	case EventAuditTampered:
 		return "audit-tampered"
+	case EventSyncProgress:
+		return "sync-progress"
 	}
 	return "event(?)"
 }
@@ -78,6 +87,8 @@ type Event struct {
 	// EventAuditTampered in a few
 	// words (never personal data).
 	Reason string
+	// Progress is the state of an EventSyncProgress (nil otherwise).
+	Progress *SyncProgress
 }
 
 // SubscribeOptions filters a subscription.

@@ -97,6 +97,7 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		SyncTimeout: cfg.SyncTimeout, Limits: cfg.Network.Limits, Logger: cfg.Logger, Rand: cfg.Rand,
 		Policy: n.cfg.policy, Planner: n.cfg.planner, Collections: cfg.Collections, Reembed: cfg.Reembed,
 		RestoreMarker: marker, Publish: n.publishReplica, Tampered: n.tampered, Unsettled: n.reportUnsettled,
+		Progress: n.publishProgress,
 	}, st)
 	if err != nil {
 		return nil, err
@@ -199,6 +200,8 @@ type Stats struct {
 	// history, this device's or a peer's (each also raised
 	// EventAuditTampered; see Node.VerifyAudit).
 	AuditTampered uint64
+	// Sync is how the sync towards each peer stands (see SyncProgress).
+	Sync SyncStats
 }
 
 // Stats returns a snapshot of the node's counters. It is taken between
@@ -210,9 +213,13 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 		return Stats{}, err
 	}
 	subs, dropped := n.events.Counts()
+	sync, err := n.syncStats(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
 	return Stats{Device: n.DeviceID(), Store: ss, VersionVector: vv, Subscribers: subs, EventsDropped: dropped,
 		ClockDrift: n.c.Rep.ClockDrift(), RepairsUnsettled: n.health.repairsUnsettled.Load(),
-		AuditTampered: n.c.Anchor.Detected()}, nil
+		AuditTampered: n.c.Anchor.Detected(), Sync: sync}, nil
 }
 
 // Close stops everything the node started, waits for it, ends every

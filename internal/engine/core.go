@@ -49,6 +49,8 @@ type Options struct {
 	Tampered func(origin core.DeviceID, reason string)
 	// Unsettled reports repairs with peer that do not settle.
 	Unsettled func(peer core.DeviceID, tries int, ours, theirs map[string][32]byte)
+	// Progress reports sync progress and what waits (nil: not reported).
+	Progress func(ps []syncer.Progress)
 }
 
 // Core is the assembled node below the façade: the store, the identity,
@@ -84,6 +86,8 @@ type Core struct {
 
 	// Policies is the policy planner with the registry's device policies.
 	Policies *DevicePolicies
+	// Progress is the sessions' progress and what waits (progress.go).
+	Progress ProgressBook
 
 	stopReembed context.CancelFunc // stops the re-embed loop
 	closed      chan struct{}
@@ -145,6 +149,7 @@ func Open(ctx context.Context, opts Options, st core.Store) (*Core, error) {
 	c.Rep.Observe(c.Reg)
 	c.Policies = NewDevicePolicies(ctx, opts.Planner, c.Trust, c.Log)
 	c.Rep.Observe(c.Policies)
+	c.Rep.Observe(offlineObserver{c})
 	c.Rep.Observe(UrgentHook{Policy: opts.Policy, Urgent: &c.Urgent})
 	StartAnchor(ctx, c.Anchor, &c.wg, c.closed)
 	if opts.Reembed != nil {
@@ -217,6 +222,7 @@ func (c *Core) syncerConfig() syncer.Config {
 		Events:    syncerEvents{c},
 		Policy:    syncerPolicy{c},
 		Urgent:    &c.Urgent,
+		Progress:  progressSink{c},
 		Scheduler: core.SchedulerOf(c.Opts.Clock),
 		Log:       c.Log,
 		Rand:      c.Random(),

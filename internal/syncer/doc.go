@@ -188,6 +188,7 @@ type Config struct {
 	Events    Events
 	Policy    Policy
 	Urgent    Urgent         // recent top-priority changes (sync_priority.go)
+	Progress  ProgressSink   // progress reports (progress.go); nil: none
 	Scheduler core.Scheduler // every timer; nil: the system clock
 	Log       *slog.Logger   // nil: discard
 	Rand      io.Reader      // repair salts; nil: crypto/rand

@@ -104,6 +104,7 @@ func (ps *Session) holdPeriodic(origin core.DeviceID, batch []core.Change) (_ []
 			continue
 		}
 		ps.armBatch(next)
+		ps.progressHeld(c.Collection)
 		j := i
 		for j > 0 && batch[j-1].Seq >= c.TxnFirst {
 			j--
@@ -142,10 +143,12 @@ func (ps *Session) armBatch(at time.Time) {
 	b.timer = ps.sched.AfterFunc(at.Sub(ps.sched.Now()), ps.poke)
 }
 
-// endRound is called by the send loop after each round: a round that sent
+// endRound is called by the send loop after each round (vv is what this
+// device held; sent and waiting as sendMissing says): a round that sent
 // nothing ends the flushes in progress (their next interval starts now),
 // and forgets the hold points; a timer that fired is disarmed.
-func (ps *Session) endRound(sent bool) {
+func (ps *Session) endRound(ctx context.Context, vv core.VersionVector, sent, waiting bool) {
+	ps.progressRound(ctx, vv, sent, waiting) // progress.go
 	b := &ps.batch
 	now := ps.sched.Now()
 	if !b.wake.IsZero() && !now.Before(b.wake) {
@@ -167,8 +170,10 @@ func (ps *Session) endRound(sent bool) {
 	clear(b.open)
 }
 
-// stopBatch stops the batch timer (the session ends).
+// stopBatch stops the batch timer and the progress census (the session
+// ends).
 func (ps *Session) stopBatch() {
+	ps.stopProgress()
 	if ps.batch.timer != nil {
 		ps.batch.timer.Stop()
 	}

@@ -51,7 +51,7 @@ func (ps *Session) sendLoop(ctx context.Context) error {
 			return err
 		}
 		repairs = 0
-		ps.endRound(sent) // periodic batches (sync_batch.go)
+		ps.endRound(ctx, vv, sent, waiting) // periodic batches and progress (sync_batch.go)
 		// Say what we hold when the peer cannot know it otherwise: changes
 		// of origins it leaves to other devices, which may hold up its
 		// own sending to us (a change of its that depends on them), or,
