@@ -51,6 +51,7 @@ func scenarios() map[string]scenario {
 		"insync":       {"time to establish two devices are in sync at n = 1M vs n = 1000", runInsync},
 		"repair":       {"bytes of a Merkle repair (changelog truncated) after d of n records changed, per changed byte", runRepair},
 		"merge":        {"resolved conflicts/s for n concurrent record pairs (LWW, chronological) vs plain apply of n changes", runMerge},
+		"latency":      {"p50/p99 from Put to visible at a connected peer vs a bare quic-go ping-pong, idle and while a 100,000-record low-priority backlog moves", runLatency},
 	}
 }
 
