@@ -11,6 +11,7 @@ import (
 	"github.com/devicemesh/federation"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/wire"
+	"github.com/devicemesh/federation/pairing"
 )
 
 // tap records every byte written to and read from every stream of every
@@ -213,15 +214,19 @@ func (s *tappedStream) Read(p []byte) (int, error) {
 
 // HandshakeHash forwards the session's channel binding (pairing needs it).
 func (s *tapSession) HandshakeHash() []byte {
-	if h, ok := s.Session.(interface{ HandshakeHash() []byte }); ok {
+	if h, ok := s.Session.(pairing.Session); ok {
 		return h.HandshakeHash()
 	}
 	return nil
 }
 
+// remoteAddrer is a session that knows the peer's address (as
+// internal/peers asks).
+type remoteAddrer interface{ RemoteAddr() string }
+
 // RemoteAddr forwards the peer's address, when the transport knows it.
 func (s *tapSession) RemoteAddr() string {
-	if r, ok := s.Session.(interface{ RemoteAddr() string }); ok {
+	if r, ok := s.Session.(remoteAddrer); ok {
 		return r.RemoteAddr()
 	}
 	return ""

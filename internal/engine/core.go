@@ -88,6 +88,8 @@ type Core struct {
 	Policies *DevicePolicies
 	// Progress is the sessions' progress and what waits (progress.go).
 	Progress ProgressBook
+	// Batches remembers the periodic flushes per peer (syncer.Batches).
+	Batches syncer.Batches
 
 	stopReembed context.CancelFunc // stops the re-embed loop
 	closed      chan struct{}
@@ -223,6 +225,7 @@ func (c *Core) syncerConfig() syncer.Config {
 		Policy:    syncerPolicy{c},
 		Urgent:    &c.Urgent,
 		Progress:  progressSink{c},
+		Batches:   &c.Batches,
 		Scheduler: core.SchedulerOf(c.Opts.Clock),
 		Log:       c.Log,
 		Rand:      c.Random(),

@@ -18,7 +18,7 @@ import (
 // with Node.SetDevicePolicy, a signed, replicated registry operation) is
 // parsed (policy.ParseDevice) into the overrides of the table this
 // device's senders plan with towards that device. The table is rebuilt
-// whole after every commit that touches the registry and swapped in
+// whole by every commit that touches the registry and swapped in
 // atomically: a sender reads one consistent table per question. A policy
 // that does not parse is ignored (the table's own policies apply to that
 // device) with a warning: a newer version's policy is refused rather than
@@ -73,16 +73,16 @@ func (d *DevicePolicies) Reload(ctx context.Context) {
 }
 
 // Committed reloads the planner after a commit that touches the device
-// registry (replica.Observer: the registry folded the commit first, under
-// the write lock; the reload runs once the lock is released).
+// registry (replica.Observer), under the write lock, after the registry
+// folded the commit into its table: the next write, and every sender
+// after it, plans with the new policies.
 func (d *DevicePolicies) Committed(c replica.Commit) func() {
 	for _, r := range c.Records {
 		if r.Collection == devices.Collection {
-			return func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				d.Reload(ctx)
-			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			d.Reload(ctx)
+			return nil
 		}
 	}
 	return nil

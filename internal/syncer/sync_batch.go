@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/devicemesh/federation/audit"
@@ -26,8 +28,11 @@ import (
 // written meanwhile goes out in that one flush (in as few Changes frames
 // as their size allows: batchBytes each). The flush ends when the sender
 // has nothing more to send; the next interval starts then
-// (policy.Decision.Due). A session starts with every periodic collection
-// due: what a peer lacks on connecting is not held back.
+// (policy.Decision.Due). The first session with a peer since the node
+// started begins with every periodic collection due (what the peer lacks
+// on connecting is not held back); a later one goes on with the
+// intervals the previous one left (Config.Batches), so a connection that
+// comes and goes does not flush early.
 //
 // Transactions of other collections committed behind a held one do not
 // wait for the flush: they go ahead of the stream in Priority frames
@@ -54,6 +59,8 @@ const maxAheadTxnBytes = maxHeldBytes / 2 / maxAhead
 type batchState struct {
 	last map[string]time.Time // end of the previous flush, per collection
 	open map[string]bool      // flushes in progress
+	// loaded is set once the state was seeded from Config.Batches.
+	loaded bool
 	// since is the end of the session's first round that sent nothing
 	// (zero until then): the first interval of a collection not flushed
 	// yet starts there.
@@ -85,7 +92,7 @@ func (ps *Session) holdPeriodic(origin core.DeviceID, batch []core.Change) (_ []
 	if _, ok := ps.cfg.Policy.(Periodic); !ok || len(batch) == 0 {
 		return batch, false
 	}
-	b := &ps.batch
+	b := ps.batchState()
 	now := ps.sched.Now()
 	for i, c := range batch {
 		iv := ps.interval(c.Collection)
@@ -120,6 +127,48 @@ func (ps *Session) holdPeriodic(origin core.DeviceID, batch []core.Change) (_ []
 	return batch, false
 }
 
+// Batches remembers, per peer, when each periodic collection's previous
+// flush ended and when the first session's catch-up did, across sessions
+// (Config.Batches): a session that restarts does not flush early. Safe
+// for concurrent use; the zero value is empty.
+type Batches struct {
+	mu sync.Mutex
+	m  map[core.DeviceID]batchMemory
+}
+
+type batchMemory struct {
+	since time.Time
+	last  map[string]time.Time
+}
+
+// load seeds a session's batch state with what the book remembers of
+// peer.
+func (bs *Batches) load(peer core.DeviceID, b *batchState) {
+	if bs == nil {
+		return
+	}
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	m, ok := bs.m[peer]
+	if !ok {
+		return
+	}
+	b.since, b.last = m.since, maps.Clone(m.last)
+}
+
+// save remembers a session's batch state for peer.
+func (bs *Batches) save(peer core.DeviceID, b *batchState) {
+	if bs == nil {
+		return
+	}
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if bs.m == nil {
+		bs.m = map[core.DeviceID]batchMemory{}
+	}
+	bs.m[peer] = batchMemory{since: b.since, last: maps.Clone(b.last)}
+}
+
 // lastFlush returns the end of collection's previous flush: the end of
 // the session's catch-up when it had none (zero during the catch-up:
 // due).
@@ -128,6 +177,17 @@ func (b *batchState) lastFlush(collection string) time.Time {
 		return t
 	}
 	return b.since
+}
+
+// batchState returns the session's batch state, seeded from
+// Config.Batches on first use.
+func (ps *Session) batchState() *batchState {
+	b := &ps.batch
+	if !b.loaded {
+		b.loaded = true
+		ps.cfg.Batches.load(ps.peer, b)
+	}
+	return b
 }
 
 // armBatch sets the sender's wake-up for at (the earliest batch due).
@@ -149,7 +209,7 @@ func (ps *Session) armBatch(at time.Time) {
 // and forgets the hold points; a timer that fired is disarmed.
 func (ps *Session) endRound(ctx context.Context, vv core.VersionVector, sent, waiting bool) {
 	ps.progressRound(ctx, vv, sent, waiting) // progress.go
-	b := &ps.batch
+	b := ps.batchState()
 	now := ps.sched.Now()
 	if !b.wake.IsZero() && !now.Before(b.wake) {
 		b.wake = time.Time{}
@@ -158,9 +218,15 @@ func (ps *Session) endRound(ctx context.Context, vv core.VersionVector, sent, wa
 	if sent {
 		return
 	}
+	changed := len(b.open) > 0
 	if b.since.IsZero() {
-		b.since = now
+		b.since, changed = now, true
 	}
+	defer func() {
+		if changed {
+			ps.cfg.Batches.save(ps.peer, b)
+		}
+	}()
 	if b.last == nil {
 		b.last = map[string]time.Time{}
 	}
