@@ -37,6 +37,7 @@ type latencyParams struct {
 	backlog  int           // records of the backlog load
 	valueLen int           // bytes per record
 	gap      time.Duration // pause between two samples
+	rounds   int           // times each load is run
 }
 
 // latencyLoad is one background load under which latency is measured
@@ -51,9 +52,11 @@ type latencyLoad struct {
 
 // latencyLoads lists the loads measured after the idle phase, in order.
 func latencyLoads(p latencyParams) []latencyLoad {
+	seq := 0 // backlog rounds write new keys
 	return []latencyLoad{
 		{fmt.Sprintf("backlog%d", p.backlog), func(ctx context.Context, a, b *benchNode) (func() bool, error) {
-			return startBacklog(ctx, a, b, p.backlog, p.valueLen)
+			seq++
+			return startBacklog(ctx, a, b, fmt.Sprintf("r%d-", seq), p.backlog, p.valueLen)
 		}},
 	}
 }
@@ -65,11 +68,12 @@ func runLatency(ctx context.Context, args []string) (result, error) {
 	fs.IntVar(&p.backlog, "backlog", 100_000, "records of the low-priority backlog load")
 	fs.IntVar(&p.valueLen, "value", 100, "bytes per record")
 	fs.DurationVar(&p.gap, "gap", time.Millisecond, "pause between two samples")
+	fs.IntVar(&p.rounds, "rounds", 3, "times each load is run (its samples pooled)")
 	if err := fs.Parse(args); err != nil {
 		return result{}, err
 	}
-	if p.n < 10 || p.backlog < 1 || p.valueLen < 1 {
-		return result{}, fmt.Errorf("bad -n %d, -backlog %d or -value %d", p.n, p.backlog, p.valueLen)
+	if p.n < 10 || p.backlog < 1 || p.valueLen < 1 || p.rounds < 1 {
+		return result{}, fmt.Errorf("bad -n %d, -backlog %d, -value %d or -rounds %d", p.n, p.backlog, p.valueLen, p.rounds)
 	}
 	root, err := os.MkdirTemp("", "fedbench-latency-")
 	if err != nil {
@@ -161,21 +165,25 @@ func runLatency(ctx context.Context, args []string) (result, error) {
 		return result{}, err
 	}
 	for _, load := range latencyLoads(p) {
-		moving, err := load.start(ctx, a, b)
-		if err != nil {
-			return result{}, fmt.Errorf("load %s: %w", load.name, err)
+		var ps phaseStats
+		for round := range p.rounds {
+			moving, err := load.start(ctx, a, b)
+			if err != nil {
+				return result{}, fmt.Errorf("load %s: %w", load.name, err)
+			}
+			began := time.Now()
+			got, err := measure(load.name, func(int) bool { return moving() })
+			if err != nil {
+				return result{}, err
+			}
+			progress("%s round %d: moved in %.2fs, %d samples during it", load.name, round+1, time.Since(began).Seconds(), len(got.ours))
+			ps.ours, ps.base = append(ps.ours, got.ours...), append(ps.base, got.base...)
+			if _, err := waitSame(ctx, load.name, a, b, time.Now(), 20*time.Millisecond, 5*time.Minute); err != nil {
+				return result{}, err
+			}
 		}
-		began := time.Now()
-		ps, err := measure(load.name, func(int) bool { return moving() })
-		if err != nil {
-			return result{}, err
-		}
-		progress("%s: moved in %.2fs, %d samples during it", load.name, time.Since(began).Seconds(), len(ps.ours))
-		if len(ps.ours) < 20 {
-			return result{}, fmt.Errorf("load %s moved in %v: too few samples (%d) during it; make it larger", load.name, time.Since(began), len(ps.ours))
-		}
-		if _, err := waitSame(ctx, load.name, a, b, time.Now(), 20*time.Millisecond, 5*time.Minute); err != nil {
-			return result{}, err
+		if len(ps.ours) < 10 {
+			return result{}, fmt.Errorf("load %s: too few samples (%d) while it moved; make it larger", load.name, len(ps.ours))
 		}
 		phases = append(phases, load.name)
 		stats[load.name] = ps
@@ -269,10 +277,11 @@ func waitConnected(ctx context.Context, a, b *benchNode) error {
 	return nil
 }
 
-// startBacklog disconnects the pair, writes n low-priority records on a,
+// startBacklog disconnects the pair, writes n low-priority records on a
+// (keys under prefix),
 // reconnects, and reports the backlog moving until b holds all of a's
 // changes.
-func startBacklog(ctx context.Context, a, b *benchNode, n, valueLen int) (func() bool, error) {
+func startBacklog(ctx context.Context, a, b *benchNode, prefix string, n, valueLen int) (func() bool, error) {
 	if err := disconnect(ctx, a, b); err != nil {
 		return nil, err
 	}
@@ -280,7 +289,7 @@ func startBacklog(ctx context.Context, a, b *benchNode, n, valueLen int) (func()
 	for i := 0; i < n; i += syncTxn {
 		err := a.node.Update(ctx, func(tx *federation.Tx) error {
 			for j := i; j < min(i+syncTxn, n); j++ {
-				if err := tx.Put(backlogColl, fmt.Sprintf("b%08d", j), value); err != nil {
+				if err := tx.Put(backlogColl, fmt.Sprintf("%s%08d", prefix, j), value); err != nil {
 					return err
 				}
 			}
