@@ -24,7 +24,10 @@ import (
 // low-priority backlog moving between the two devices): the sampled
 // collection is high priority, so its writes overtake the backlog.
 // The ratio compared with the target is p99 against p99, per phase; the
-// headline is the worst phase.
+// headline is the worst phase. The p50 ratio is reported beside it and
+// must meet the same bound for the run to pass: under a load the
+// baseline's p99 is mostly the machine's scheduling noise, which would
+// let a slow p99 pass.
 
 const (
 	latencyColl = "latency" // high priority, immediate: what is sampled
@@ -190,7 +193,7 @@ func runLatency(ctx context.Context, args []string) (result, error) {
 	}
 
 	extra := map[string]any{"value_bytes": p.valueLen, "backlog_records": p.backlog}
-	res := result{Scenario: "latency", Unit: "ms (p99, Put to visible at the peer)", Target: "p99 ratio <= 10 in every phase", Pass: true}
+	res := result{Scenario: "latency", Unit: "ms (p99, Put to visible at the peer)", Target: "p99 ratio <= 10 (and p50 ratio <= 10) in every phase", Pass: true}
 	for _, name := range phases {
 		ps := stats[name]
 		o50, o99 := percentile(ps.ours, 50), percentile(ps.ours, 99)
@@ -200,9 +203,10 @@ func runLatency(ctx context.Context, args []string) (result, error) {
 		extra[name+"_p50_ms"], extra[name+"_p99_ms"] = o50, o99
 		extra[name+"_pingpong_p50_ms"], extra[name+"_pingpong_p99_ms"] = b50, b99
 		extra[name+"_p99_ratio"] = ratio
-		progress("%s: Put to visible p50 %.3f ms, p99 %.3f ms; bare quic-go ping-pong p50 %.3f ms, p99 %.3f ms; p99 ratio %.2f",
-			name, o50, o99, b50, b99, ratio)
-		if ratio > 10 {
+		extra[name+"_p50_ratio"] = o50 / b50
+		progress("%s: Put to visible p50 %.3f ms, p99 %.3f ms; bare quic-go ping-pong p50 %.3f ms, p99 %.3f ms; p99 ratio %.2f (p50 ratio %.1f)",
+			name, o50, o99, b50, b99, ratio, o50/b50)
+		if ratio > 10 || o50/b50 > 10 {
 			res.Pass = false
 		}
 		if ratio >= res.Ratio {
