@@ -161,3 +161,30 @@ func TestDevicePolicyReachesEveryDevice(t *testing.T) {
 	require.NoError(t, laptop.SetDevicePolicy(ctx, tablet.DeviceID(), nil))
 	waitValue(t, tablet, "notes", "second", "held from the tablet")
 }
+
+// TestPeriodicSurvivesReconnect: a session that ends and comes back
+// within the interval does not flush the waiting batch on connecting: the
+// node remembers when the previous flush to that peer ended.
+func TestPeriodicSurvivesReconnect(t *testing.T) {
+	ctx := context.Background()
+	const interval = 10 * time.Minute
+	colls := map[string]federation.Policy{"stats": {Priority: federation.PriorityLow, Mode: federation.ModePeriodic, Interval: interval}}
+	a, b, clock, tp := manualPair(t, colls)
+	require.NoError(t, a.Put(ctx, "notes", "hello", []byte("connected")))
+	waitValue(t, b, "notes", "hello", "connected")
+	require.NoError(t, a.Put(ctx, "stats", "s", []byte("waits")))
+	time.Sleep(100 * time.Millisecond)
+
+	tp.closeAll()
+	require.Eventually(t, func() bool { return len(a.Peers()) == 0 && len(b.Peers()) == 0 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, a.Connect(ctx, b.Addr(), b.DeviceID()))
+	require.NoError(t, a.Put(ctx, "notes", "again", []byte("reconnected")))
+	waitValue(t, b, "notes", "again", "reconnected")
+	time.Sleep(200 * time.Millisecond)
+	_, err := b.Get(ctx, "stats", "s")
+	require.ErrorIs(t, err, federation.ErrNotFound, "the new session flushed the batch early")
+	require.Empty(t, tp.changesOf(t, "stats"))
+
+	clock.Advance(interval)
+	waitValue(t, b, "stats", "s", "waits")
+}

@@ -22,6 +22,18 @@ type tap struct {
 	mu      sync.Mutex
 	streams []*tappedStream
 	sess    int
+	live    []core.Session
+}
+
+// closeAll closes every session that went through the tap.
+func (tp *tap) closeAll() {
+	tp.mu.Lock()
+	live := tp.live
+	tp.live = nil
+	tp.mu.Unlock()
+	for _, s := range live {
+		_ = s.Close(nil)
+	}
 }
 
 // wrap returns a factory building base's transport behind the tap.
@@ -157,6 +169,7 @@ func (t *tapTransport) Accept(ctx context.Context) (core.Session, error) {
 func (tp *tap) session(s core.Session) core.Session {
 	tp.mu.Lock()
 	tp.sess++
+	tp.live = append(tp.live, s)
 	tp.mu.Unlock()
 	return &tapSession{Session: s, tp: tp}
 }
