@@ -79,6 +79,9 @@ func run(ctx context.Context) error {
 			Network: federation.NetworkConfig{ListenAddr: "127.0.0.1:0"},
 			Collections: map[string]federation.Policy{
 				decisions: {Priority: federation.PriorityHigh, Resolver: conflict.Manual{}},
+				// Analytics are periodic (one batch per interval); a
+				// demo's interval is short.
+				federation.CollectionAnalytics: {Priority: federation.PriorityLow, Mode: federation.ModePeriodic, Interval: time.Second, Resolver: conflict.Union{}},
 			},
 			// Stale embeddings (divergent content merged) are re-embedded
 			// by the host's model; here, a stand-in that returns a vector.
