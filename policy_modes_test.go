@@ -188,3 +188,27 @@ func TestPeriodicSurvivesReconnect(t *testing.T) {
 	clock.Advance(interval)
 	waitValue(t, b, "stats", "s", "waits")
 }
+
+// TestPeriodicHighPriorityDoesNotOvertake: a high-priority collection
+// that is periodic waits for its interval too, even when the stream is
+// held on a low-priority batch that it would otherwise overtake.
+func TestPeriodicHighPriorityDoesNotOvertake(t *testing.T) {
+	ctx := context.Background()
+	const interval = 10 * time.Minute
+	colls := map[string]federation.Policy{
+		"stats": {Priority: federation.PriorityLow, Mode: federation.ModePeriodic, Interval: interval},
+		"vip":   {Priority: federation.PriorityHigh, Mode: federation.ModePeriodic, Interval: interval},
+	}
+	a, b, clock, tp := manualPair(t, colls)
+	require.NoError(t, a.Put(ctx, "notes", "hello", []byte("connected")))
+	waitValue(t, b, "notes", "hello", "connected")
+	require.NoError(t, a.Put(ctx, "stats", "s", []byte("low")))
+	require.NoError(t, a.Put(ctx, "vip", "v", []byte("high")))
+	require.NoError(t, a.Put(ctx, "notes", "after", []byte("immediate")))
+	waitValue(t, b, "notes", "after", "immediate")
+	time.Sleep(200 * time.Millisecond)
+	require.Empty(t, tp.changesOf(t, "vip"), "a periodic high-priority change went ahead of its interval")
+	clock.Advance(interval)
+	waitValue(t, b, "vip", "v", "high")
+	waitValue(t, b, "stats", "s", "low")
+}

@@ -300,7 +300,10 @@ func (ps *Session) sendPastHeld(ctx context.Context, origin core.DeviceID, upTo 
 // holdsPeriodic reports whether txn touches a periodic collection that is
 // not due (nor being flushed) at now.
 func (ps *Session) holdsPeriodic(txn []core.Change, now time.Time) bool {
-	b := &ps.batch
+	if _, ok := ps.cfg.Policy.(Periodic); !ok {
+		return false
+	}
+	b := ps.batchState()
 	for _, c := range txn {
 		iv := ps.interval(c.Collection)
 		if iv <= 0 || b.open[c.Collection] {
