@@ -47,6 +47,13 @@ const (
 	// EventPeerDisconnected reports a sync session with Origin that ended;
 	// Reason says why ("done", "timeout", "unauthorized", ...) (lane h27).
 	EventPeerDisconnected
+	// EventSyncProgress reports how a sync towards a peer (Origin) stands
+	// for one collection (Collection; empty for an offline peer):
+	// Progress holds the records and bytes done and needed, the rate, and
+	// what waits and why (lane h25). Raised during syncs that last longer
+	// than a quarter of a second, at most four times a second per peer,
+	// and once when such a sync ends; also in Stats.Sync.
+	EventSyncProgress
 )
 
 // String names the kind.
@@ -70,6 +77,8 @@ func (k EventKind) String() string {
 		return "peer-connected"
 	case EventPeerDisconnected:
 		return "peer-disconnected"
+	case EventSyncProgress:
+		return "sync-progress"
 	}
 	return "event(?)"
 }
@@ -96,6 +105,8 @@ type Event struct {
 	// EventAuditTampered in a few
 	// words (never personal data).
 	Reason string
+	// Progress is the state of an EventSyncProgress (nil otherwise).
+	Progress *SyncProgress
 }
 
 // SubscribeOptions filters a subscription.

@@ -3,6 +3,7 @@ package federation
 import (
 	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/policy"
 )
 
 // The domain types live in package core so that the plug-in implementations
@@ -95,23 +96,18 @@ var (
 // ParseDeviceID parses a device id's checkable text form.
 func ParseDeviceID(s string) (DeviceID, error) { return core.ParseDeviceID(s) }
 
-// DefaultPolicies returns the policy table of the design, one entry per
-// standard collection, each with its resolver from conflict.Default
-// (field merge for the profile, chronological merge for conversations,
-// weighted averaging for the personality model, vector merge for
-// embeddings, union for analytics, last-writer-wins for media). Collections
-// not in a node's table get Policy{Priority: PriorityMedium, Mode:
-// ModeImmediate} and last-writer-wins.
+// DefaultPolicies returns the policy table of the design (policy.Default:
+// profile and personality high and immediate, conversations medium and
+// immediate, embeddings and media low and on demand, analytics low and
+// periodic, cache local-only), one entry per standard collection, each
+// with its resolver from conflict.Default (field merge for the profile,
+// chronological merge for conversations, weighted averaging for the
+// personality model, vector merge for embeddings, union for analytics,
+// last-writer-wins for media). Collections not in a node's table get
+// Policy{Priority: PriorityMedium, Mode: ModeImmediate} and
+// last-writer-wins.
 func DefaultPolicies() map[string]Policy {
-	p := map[string]Policy{
-		CollectionProfile:      {Priority: PriorityHigh, Mode: ModeImmediate},
-		CollectionConversation: {Priority: PriorityMedium, Mode: ModeImmediate},
-		CollectionPersonality:  {Priority: PriorityHigh, Mode: ModeImmediate},
-		CollectionEmbeddings:   {Priority: PriorityLow, Mode: ModeOnDemand},
-		CollectionAnalytics:    {Priority: PriorityLow, Mode: ModePeriodic},
-		CollectionMedia:        {Priority: PriorityLow, Mode: ModeOnDemand},
-		CollectionCache:        {Priority: PriorityNone, Mode: ModeLocalOnly},
-	}
+	p := policy.Default()
 	for name, pol := range p {
 		pol.Resolver = conflict.Default(name)
 		p[name] = pol

@@ -62,7 +62,8 @@ func TestJoinDeleteRacingUpdateConverges(t *testing.T) {
 	} {
 		t.Run(tc.coll, func(t *testing.T) {
 			ctx := context.Background()
-			m := federationtest.NewMesh(t, 3, federationtest.Options{Seed: 1})
+			// Analytics travel as written (their default is periodic).
+			m := federationtest.NewMesh(t, 3, federationtest.Options{Seed: 1, Config: func(_ int, c *federation.Config) { immediateAnalytics(c) }})
 			stop := m.KeepConnected(5 * time.Millisecond)
 			t.Cleanup(stop)
 			const key = "k"

@@ -58,7 +58,7 @@ func TestMeshConcurrentWritesNoWasteLossy(t *testing.T) {
 func connectedMesh(t *testing.T, dial func(*federation.Node) string) []*federation.Node {
 	t.Helper()
 	ctx := context.Background()
-	nodes := []*federation.Node{quicNode(t, "phone"), quicNode(t, "laptop"), quicNode(t, "tablet")}
+	nodes := []*federation.Node{quicNode(t, "phone", immediateAnalytics), quicNode(t, "laptop", immediateAnalytics), quicNode(t, "tablet", immediateAnalytics)}
 	for _, a := range nodes {
 		for _, b := range nodes {
 			if a != b {

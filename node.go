@@ -97,7 +97,7 @@ func newNode(ctx context.Context, cfg Config, st Store) (*Node, error) {
 		SyncTimeout: cfg.SyncTimeout, Limits: cfg.Network.Limits, Logger: cfg.Logger, Rand: cfg.Rand,
 		Policy: n.cfg.policy, Planner: n.cfg.planner, Collections: cfg.Collections, Reembed: cfg.Reembed,
 		RestoreMarker: marker, Publish: n.publishReplica, Tampered: n.tampered, SelfRevoked: n.selfRevoked, Unsettled: n.reportUnsettled,
-		Discovery: n.discoveryOptions(),
+		Discovery: n.discoveryOptions(), Progress: n.publishProgress,
 	}, st)
 	if err != nil {
 		return nil, err
@@ -216,6 +216,8 @@ type Stats struct {
 	// Discovery says where each known device was last seen and why it is
 	// not connected.
 	Discovery DiscoveryStats
+	// Sync is how the sync towards each peer stands (see SyncProgress).
+	Sync SyncStats
 }
 
 // Stats returns a snapshot of the node's counters. It is taken between
@@ -231,9 +233,13 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
+	sync, err := n.syncStats(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
 	return Stats{Discovery: disc, Device: n.DeviceID(), Store: ss, VersionVector: vv, Subscribers: subs, EventsDropped: dropped,
 		ClockDrift: n.c.Rep.ClockDrift(), RepairsUnsettled: n.health.repairsUnsettled.Load(),
-		AuditTampered: n.c.Anchor.Detected()}, nil
+		AuditTampered: n.c.Anchor.Detected(), Sync: sync}, nil
 }
 
 // Close stops everything the node started, waits for it, ends every

@@ -24,13 +24,17 @@ func deviceType(name string) string {
 	return ""
 }
 
-func quicNode(t *testing.T, name string) *federation.Node {
+func quicNode(t *testing.T, name string, mut ...func(*federation.Config)) *federation.Node {
 	t.Helper()
-	n, err := federation.New(federation.Config{
+	cfg := federation.Config{
 		Dir:     t.TempDir(),
 		Device:  federation.DeviceConfig{Name: name, Type: deviceType(name)},
 		Network: federation.NetworkConfig{ListenAddr: "127.0.0.1:0"},
-	})
+	}
+	for _, m := range mut {
+		m(&cfg)
+	}
+	n, err := federation.New(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = n.Close() })
 	require.NoError(t, n.Start(context.Background()))

@@ -3,8 +3,6 @@ package federation_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"slices"
 	"sync"
@@ -20,21 +18,21 @@ import (
 	"github.com/devicemesh/federation/transport"
 )
 
-// tap records every byte a node's sessions carry, per stream and
+// streamTap records every byte a node's sessions carry, per stream and
 // direction, above the transport's encryption: what the application
 // protocol sent and received.
-type tap struct {
+type streamTap struct {
 	mu      sync.Mutex
-	streams []*tapStream
+	streams []*streamTapStream
 }
 
-type tapStream struct {
+type streamTapStream struct {
 	core.Stream
 	mu      sync.Mutex
 	in, out bytes.Buffer
 }
 
-func (s *tapStream) Read(p []byte) (int, error) {
+func (s *streamTapStream) Read(p []byte) (int, error) {
 	n, err := s.Stream.Read(p)
 	s.mu.Lock()
 	s.in.Write(p[:n])
@@ -42,7 +40,7 @@ func (s *tapStream) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (s *tapStream) Write(p []byte) (int, error) {
+func (s *streamTapStream) Write(p []byte) (int, error) {
 	n, err := s.Stream.Write(p)
 	s.mu.Lock()
 	s.out.Write(p[:n])
@@ -50,64 +48,64 @@ func (s *tapStream) Write(p []byte) (int, error) {
 	return n, err
 }
 
-type tapSession struct {
+type streamTapSession struct {
 	core.Session
-	t *tap
+	t *streamTap
 }
 
 // handshaker is a session with a channel binding (pairing.Session).
 type handshaker interface{ HandshakeHash() []byte }
 
 // HandshakeHash forwards the session's channel binding (pairing needs it).
-func (s tapSession) HandshakeHash() []byte {
+func (s streamTapSession) HandshakeHash() []byte {
 	if h, ok := s.Session.(handshaker); ok {
 		return h.HandshakeHash()
 	}
 	return nil
 }
 
-func (t *tap) wrap(st core.Stream, err error) (core.Stream, error) {
+func (t *streamTap) wrap(st core.Stream, err error) (core.Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	ts := &tapStream{Stream: st}
+	ts := &streamTapStream{Stream: st}
 	t.mu.Lock()
 	t.streams = append(t.streams, ts)
 	t.mu.Unlock()
 	return ts, nil
 }
 
-func (s tapSession) OpenStream(ctx context.Context) (core.Stream, error) {
+func (s streamTapSession) OpenStream(ctx context.Context) (core.Stream, error) {
 	return s.t.wrap(s.Session.OpenStream(ctx))
 }
 
-func (s tapSession) AcceptStream(ctx context.Context) (core.Stream, error) {
+func (s streamTapSession) AcceptStream(ctx context.Context) (core.Stream, error) {
 	return s.t.wrap(s.Session.AcceptStream(ctx))
 }
 
-type tapTransport struct {
+type streamTapTransport struct {
 	core.Transport
-	t *tap
+	t *streamTap
 }
 
-func (tt tapTransport) Dial(ctx context.Context, addr string, peer core.DeviceID) (core.Session, error) {
+func (tt streamTapTransport) Dial(ctx context.Context, addr string, peer core.DeviceID) (core.Session, error) {
 	s, err := tt.Transport.Dial(ctx, addr, peer)
 	if err != nil {
 		return nil, err
 	}
-	return tapSession{s, tt.t}, nil
+	return streamTapSession{s, tt.t}, nil
 }
 
-func (tt tapTransport) Accept(ctx context.Context) (core.Session, error) {
+func (tt streamTapTransport) Accept(ctx context.Context) (core.Session, error) {
 	s, err := tt.Transport.Accept(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return tapSession{s, tt.t}, nil
+	return streamTapSession{s, tt.t}, nil
 }
 
 // received returns every byte the node received on its streams so far.
-func (t *tap) received() []byte {
+func (t *streamTap) received() []byte {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var all []byte
@@ -122,7 +120,7 @@ func (t *tap) received() []byte {
 
 // frames counts the frames the node sent (out) or received, by type: each
 // stream is a sequence of frames.
-func (t *tap) frames(out bool) map[wire.Type]int {
+func (t *streamTap) frames(out bool) map[wire.Type]int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := map[wire.Type]int{}
@@ -146,18 +144,18 @@ func (t *tap) frames(out bool) map[wire.Type]int {
 }
 
 // tappedQUIC builds the default QUIC transport on loopback, tapped by t.
-func tappedQUIC(t *tap) federation.TransportFactory {
+func tappedQUIC(t *streamTap) federation.TransportFactory {
 	return func(ctx context.Context, p federation.TransportParams) (federation.Transport, error) {
 		q, err := transport.NewQUIC(ctx, transport.QUICConfig{ListenAddr: "127.0.0.1:0", Identity: p.Identity, Authorizer: p.Authorizer, Keys: p.Keys, Logger: p.Logger})
 		if err != nil {
 			return nil, err
 		}
-		return tapTransport{q, t}, nil
+		return streamTapTransport{q, t}, nil
 	}
 }
 
 // tappedNode is a node on a libSQL file in dir, over tapped QUIC, started.
-func tappedNode(t *testing.T, dir, name string, tp *tap, colls map[string]federation.Policy) *federation.Node {
+func tappedNode(t *testing.T, dir, name string, tp *streamTap, colls map[string]federation.Policy) *federation.Node {
 	t.Helper()
 	n, err := federation.New(federation.Config{
 		Dir: dir, Device: federation.DeviceConfig{Name: name},
@@ -168,13 +166,6 @@ func tappedNode(t *testing.T, dir, name string, tp *tap, colls map[string]federa
 	t.Cleanup(func() { _ = n.Close() })
 	require.NoError(t, n.Start(context.Background()))
 	return n
-}
-
-func marker(t *testing.T) string {
-	var b [8]byte
-	_, err := rand.Read(b[:])
-	require.NoError(t, err)
-	return "MARK-" + hex.EncodeToString(b[:])
 }
 
 // waitPolicy waits until n's registry gives n the sync policy pol (then
@@ -195,7 +186,7 @@ func waitPolicy(t *testing.T, n *federation.Node, pol []byte) {
 // repairFrames are the frame types of a Merkle repair.
 var repairFrames = []wire.Type{wire.TypeRepair, wire.TypeRoots, wire.TypeMerkleReq, wire.TypeMerkleResp, wire.TypeFetch, wire.TypeRecords, wire.TypeRepaired}
 
-func countRepairFrames(tp *tap) int {
+func countRepairFrames(tp *streamTap) int {
 	n := 0
 	for _, out := range []bool{false, true} {
 		f := tp.frames(out)
@@ -226,7 +217,7 @@ func waitRecord(t *testing.T, n *federation.Node, coll, key string) federation.R
 // or an unsettled repair. libSQL files, QUIC on loopback.
 func TestSummaryDeviceNeverReceivesFullMessage(t *testing.T) {
 	ctx := context.Background()
-	var lapTap, watchTap tap
+	var lapTap, watchTap streamTap
 	laptop := tappedNode(t, t.TempDir(), "laptop", &lapTap, nil)
 	watch := tappedNode(t, t.TempDir(), "watch", &watchTap, nil)
 	pairInto(t, laptop, watch)
@@ -234,7 +225,7 @@ func TestSummaryDeviceNeverReceivesFullMessage(t *testing.T) {
 	require.NoError(t, laptop.SetDevicePolicy(ctx, watch.DeviceID(), pol))
 	waitPolicy(t, watch, pol)
 
-	mark := marker(t)
+	mark := marker(t, "value")
 	msg := func(i int) string { return fmt.Sprintf("%s message %d: the whole text of it", mark, i) }
 	const n = 20
 	for i := 0; i < n; i++ {
@@ -301,11 +292,11 @@ func onDemand(mode federation.Mode) map[string]federation.Policy {
 // travels as it is.
 func TestOnDemandKeysSizesDigestsThenFetch(t *testing.T) {
 	ctx := context.Background()
-	var aTap, bTap tap
+	var aTap, bTap streamTap
 	a := tappedNode(t, t.TempDir(), "a", &aTap, onDemand(federation.ModeOnDemand))
 	b := tappedNode(t, t.TempDir(), "b", &bTap, onDemand(federation.ModeOnDemand))
 	pairInto(t, a, b)
-	mark := marker(t)
+	mark := marker(t, "value")
 	val := func(i int) string { return fmt.Sprintf("%s vector %d %s", mark, i, bytes.Repeat([]byte{'x'}, i*100)) }
 	for i := 0; i < 10; i++ {
 		require.NoError(t, a.Put(ctx, "vectors", fmt.Sprint(i), []byte(val(i))))
@@ -338,7 +329,7 @@ func TestOnDemandKeysSizesDigestsThenFetch(t *testing.T) {
 // a new host Config, and after a device policy change in the registry.
 func TestOnDemandToFullBackfills(t *testing.T) {
 	ctx := context.Background()
-	var aTap, bTap, cTap tap
+	var aTap, bTap, cTap streamTap
 	a := tappedNode(t, t.TempDir(), "a", &aTap, onDemand(federation.ModeOnDemand))
 	bDir := t.TempDir()
 	b := tappedNode(t, bDir, "b", &bTap, onDemand(federation.ModeOnDemand))
@@ -379,7 +370,7 @@ func TestOnDemandToFullBackfills(t *testing.T) {
 // writer stays offline; keys not asked for stay stubs.
 func TestWantedListSurvivesRestartServedByAnotherPeer(t *testing.T) {
 	ctx := context.Background()
-	var aTap, bTap, cTap tap
+	var aTap, bTap, cTap streamTap
 	bDir, cDir := t.TempDir(), t.TempDir()
 	a := tappedNode(t, t.TempDir(), "writer", &aTap, onDemand(federation.ModeOnDemand))
 	b := tappedNode(t, bDir, "fetcher", &bTap, onDemand(federation.ModeOnDemand))
@@ -425,32 +416,32 @@ func (l liar) Write(p []byte) (int, error) {
 	return l.Stream.Write(p)
 }
 
-type liarSession struct{ tapSession }
+type liarSession struct{ streamTapSession }
 
 func (s liarSession) OpenStream(ctx context.Context) (core.Stream, error) {
-	st, err := s.tapSession.OpenStream(ctx)
+	st, err := s.streamTapSession.OpenStream(ctx)
 	if err != nil {
 		return nil, err
 	}
 	return liar{st}, nil
 }
 
-type liarTransport struct{ tapTransport }
+type liarTransport struct{ streamTapTransport }
 
 func (tt liarTransport) Dial(ctx context.Context, addr string, peer core.DeviceID) (core.Session, error) {
-	s, err := tt.tapTransport.Dial(ctx, addr, peer)
+	s, err := tt.streamTapTransport.Dial(ctx, addr, peer)
 	if err != nil {
 		return nil, err
 	}
-	return liarSession{s.(tapSession)}, nil
+	return liarSession{s.(streamTapSession)}, nil
 }
 
 func (tt liarTransport) Accept(ctx context.Context) (core.Session, error) {
-	s, err := tt.tapTransport.Accept(ctx)
+	s, err := tt.streamTapTransport.Accept(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return liarSession{s.(tapSession)}, nil
+	return liarSession{s.(streamTapSession)}, nil
 }
 
 // TestLyingPeerValueRefused: a value whose digest is not the stub's is
@@ -458,13 +449,13 @@ func (tt liarTransport) Accept(ctx context.Context) (core.Session, error) {
 // audited), and the key is then served by an honest device.
 func TestLyingPeerValueRefused(t *testing.T) {
 	ctx := context.Background()
-	var aTap, bTap, cTap tap
+	var aTap, bTap, cTap streamTap
 	lying := func(ctx context.Context, p federation.TransportParams) (federation.Transport, error) {
 		tr, err := tappedQUIC(&aTap)(ctx, p)
 		if err != nil {
 			return nil, err
 		}
-		return liarTransport{tr.(tapTransport)}, nil
+		return liarTransport{tr.(streamTapTransport)}, nil
 	}
 	// The writer sends vectors whole (its host policy), except to the
 	// fetcher, whose device policy is on-demand; it lies in Values frames.
@@ -513,7 +504,7 @@ func TestLyingPeerValueRefused(t *testing.T) {
 // the value written here.
 func TestNewerVersionSupersedesWanted(t *testing.T) {
 	ctx := context.Background()
-	var aTap, bTap tap
+	var aTap, bTap streamTap
 	aDir := t.TempDir()
 	a := tappedNode(t, aDir, "writer", &aTap, onDemand(federation.ModeOnDemand))
 	b := tappedNode(t, t.TempDir(), "fetcher", &bTap, onDemand(federation.ModeOnDemand))
@@ -546,14 +537,14 @@ func TestNewerVersionSupersedesWanted(t *testing.T) {
 // arrive whole, and the device's vector catches up with the writer's.
 func TestWithheldCollectionTravelsAsStubs(t *testing.T) {
 	ctx := context.Background()
-	var aTap, bTap tap
+	var aTap, bTap streamTap
 	a := tappedNode(t, t.TempDir(), "laptop", &aTap, nil)
 	b := tappedNode(t, t.TempDir(), "phone", &bTap, nil)
 	pairInto(t, a, b)
 	pol := []byte(`{"collections": {"notes": {"mode": "local-only"}}}`)
 	require.NoError(t, a.SetDevicePolicy(ctx, b.DeviceID(), pol))
 	waitPolicy(t, b, pol)
-	mark := marker(t)
+	mark := marker(t, "value")
 	for i := 0; i < 5; i++ {
 		require.NoError(t, a.Put(ctx, "notes", fmt.Sprint(i), []byte(mark+" note")))
 	}
@@ -578,7 +569,7 @@ func TestWithheldCollectionTravelsAsStubs(t *testing.T) {
 // no message crosses: what it wants is decided once the policy is in force.
 func TestSummaryPolicySetWhileOffline(t *testing.T) {
 	ctx := context.Background()
-	var lapTap, watchTap tap
+	var lapTap, watchTap streamTap
 	watchDir := t.TempDir()
 	laptop := tappedNode(t, t.TempDir(), "laptop", &lapTap, nil)
 	watch := tappedNode(t, watchDir, "watch", &watchTap, nil)
@@ -586,11 +577,11 @@ func TestSummaryPolicySetWhileOffline(t *testing.T) {
 	require.NoError(t, watch.Close())
 	pol := []byte(`{"collections": {"conversations": {"mode": "summary"}}}`)
 	require.NoError(t, laptop.SetDevicePolicy(ctx, watch.DeviceID(), pol))
-	mark := marker(t)
+	mark := marker(t, "value")
 	for i := 0; i < 10; i++ {
 		require.NoError(t, laptop.Put(ctx, federation.CollectionConversation, fmt.Sprint(i), []byte(mark+" message")))
 	}
-	var tap2 tap
+	var tap2 streamTap
 	watch = tappedNode(t, watchDir, "watch", &tap2, nil)
 	require.NoError(t, watch.Connect(ctx, laptop.Addr(), laptop.DeviceID()))
 	for i := 0; i < 10; i++ {

@@ -28,7 +28,13 @@ import (
 // dataMesh returns a connected three-device mesh.
 func dataMesh(t *testing.T, n int) *federationtest.Mesh {
 	t.Helper()
-	m := federationtest.NewMesh(t, n, federationtest.Options{Seed: 1})
+	// Analytics travel as written here (their default is periodic): these
+	// tests are about the resolvers.
+	m := federationtest.NewMesh(t, n, federationtest.Options{Seed: 1, Config: func(_ int, c *federation.Config) {
+		p := federation.DefaultPolicies()[federation.CollectionAnalytics]
+		p.Mode = federation.ModeImmediate
+		c.Collections = map[string]federation.Policy{federation.CollectionAnalytics: p}
+	}})
 	stop := m.KeepConnected(5 * time.Millisecond)
 	t.Cleanup(stop)
 	return m

@@ -97,6 +97,11 @@ func customPolicies() map[string]federation.Policy {
 			out[c.name] = federation.Policy{Priority: federation.PriorityMedium, Mode: federation.ModeImmediate, Resolver: r[c.kind]}
 		}
 	}
+	// Analytics travel as written here (their default is periodic: one
+	// batch a minute); the test is about merging.
+	a := federation.DefaultPolicies()[federation.CollectionAnalytics]
+	a.Mode = federation.ModeImmediate
+	out[federation.CollectionAnalytics] = a
 	return out
 }
 

@@ -28,6 +28,16 @@
 // first, strictly, and by weighted fair share among collections of equal
 // priority; Queue.Sent charges what went out.
 //
+// # Periodic batches in the syncer
+//
+// The syncer honours Decision.Due per peer (internal/syncer,
+// sync_batch.go): the in-order stream of an origin stops before the first
+// transaction touching a periodic collection that is not due, a timer on
+// the node's clock wakes the sender when it falls due, and everything
+// written meanwhile goes out in one flush; transactions of other
+// collections behind it go ahead as Priority frames (below). Queue plans
+// the same rule among collections for a sender that sends per collection.
+//
 // # Values that stay behind: stubs (selective sync)
 //
 // Three cases send a change to a peer without its value: the collection

@@ -55,6 +55,7 @@ func scenarios() map[string]scenario {
 		"discover":     {"time for two paired devices starting on one LAN to sync a record found by mDNS vs the address given by hand (root)", runDiscover},
 		"discover-dht": {"time for two paired devices starting on loopback to sync a record found through a loopback DHT vs the address given by hand", runDiscoverDHT},
 		"relay":        {"goodput of a session through a relay vs the direct path; added round-trip time", runRelay},
+		"latency":      {"p50/p99 from Put to visible at a connected peer vs a bare quic-go ping-pong, idle and while a 100,000-record low-priority backlog moves", runLatency},
 	}
 }
 

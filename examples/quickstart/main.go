@@ -84,6 +84,9 @@ func run(ctx context.Context) error {
 				// their merges, so every device takes them whole.
 				federation.CollectionEmbeddings: {Priority: federation.PriorityLow, Resolver: conflict.Default(federation.CollectionEmbeddings)},
 				federation.CollectionMedia:      {Priority: federation.PriorityLow, Resolver: conflict.Default(federation.CollectionMedia)},
+				// Analytics are periodic (one batch per interval); a
+				// demo's interval is short.
+				federation.CollectionAnalytics: {Priority: federation.PriorityLow, Mode: federation.ModePeriodic, Interval: time.Second, Resolver: conflict.Union{}},
 			},
 			// Stale embeddings (divergent content merged) are re-embedded
 			// by the host's model; here, a stand-in that returns a vector.

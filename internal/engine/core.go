@@ -57,6 +57,8 @@ type Options struct {
 	Unsettled func(peer core.DeviceID, tries int, ours, theirs map[string][32]byte)
 	// Discovery says how the node finds its peers and reports sessions.
 	Discovery DiscoveryOptions
+	// Progress reports sync progress and what waits (nil: not reported).
+	Progress func(ps []syncer.Progress)
 }
 
 // Core is the assembled node below the façade: the store, the identity,
@@ -93,6 +95,12 @@ type Core struct {
 
 	disc discoveryState  // sightings (discovery.go)
 	Mail *mailbox.Mailer // relay mail (nil: none; mail.go)
+	// Policies is the policy planner with the registry's device policies.
+	Policies *DevicePolicies
+	// Progress is the sessions' progress and what waits (progress.go).
+	Progress ProgressBook
+	// Batches remembers the periodic flushes per peer (syncer.Batches).
+	Batches syncer.Batches
 
 	stopReembed context.CancelFunc // stops the re-embed loop
 	closed      chan struct{}
@@ -156,6 +164,9 @@ func Open(ctx context.Context, opts Options, st core.Store) (*Core, error) {
 		PeerEvent: opts.Discovery.PeerEvent,
 	}
 	c.Rep.Observe(c.Reg)
+	c.Policies = NewDevicePolicies(ctx, opts.Planner, c.Trust, c.Log)
+	c.Rep.Observe(c.Policies)
+	c.Rep.Observe(offlineObserver{c})
 	c.Rep.Observe(UrgentHook{Policy: opts.Policy, Urgent: &c.Urgent})
 	c.Rep.Observe(c.Sel)
 	if err := c.Sel.start(ctx); err != nil {
@@ -234,6 +245,8 @@ func (c *Core) syncerConfig() syncer.Config {
 		Policy:    syncerPolicy{c},
 		Urgent:    &c.Urgent,
 		Wants:     c.Rep,
+		Progress:  progressSink{c},
+		Batches:   &c.Batches,
 		Scheduler: core.SchedulerOf(c.Opts.Clock),
 		Log:       c.Log,
 		Rand:      c.Random(),
@@ -265,11 +278,11 @@ type syncerPolicy struct{ c *Core }
 func (p syncerPolicy) Syncs(coll string) bool { return p.c.Opts.Policy(coll).Syncs() }
 
 func (p syncerPolicy) Admit(peer core.DeviceID, coll string) bool {
-	return p.c.Opts.Planner().Admit(peer, coll)
+	return p.c.Policies.Planner().Admit(peer, coll)
 }
 
 func (p syncerPolicy) Priority(peer core.DeviceID, coll string) core.Priority {
-	return p.c.Opts.Planner().Priority(peer, coll)
+	return p.c.Policies.Planner().Priority(peer, coll)
 }
 
 func (p syncerPolicy) Stub(peer core.DeviceID, coll string, summary bool) bool {

@@ -193,6 +193,8 @@ type Config struct {
 	Policy    Policy
 	Urgent    Urgent         // recent top-priority changes (sync_priority.go)
 	Wants     Wants          // the wanted list (sync_fetch.go); nil: fetch nothing
+	Progress  ProgressSink   // progress reports (progress.go); nil: none
+	Batches   *Batches       // periodic flushes per peer across sessions (sync_batch.go); nil: per session
 	Scheduler core.Scheduler // every timer; nil: the system clock
 	Log       *slog.Logger   // nil: discard
 	Rand      io.Reader      // repair salts; nil: crypto/rand

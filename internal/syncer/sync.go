@@ -96,6 +96,10 @@ type Session struct {
 	stalls map[core.DeviceID]stall
 	// prio is the state of transactions sent ahead (sync_priority.go).
 	prio prioState
+	// batch is the state of periodic batches (sync_batch.go).
+	batch batchState
+	// prog is the progress accounting (progress.go).
+	prog progressState
 	// repairRecv counts records received since the peer's last Repair
 	// frame (receive goroutine only).
 	repairRecv uint64
@@ -334,6 +338,7 @@ func (ps *Session) sendChanges(t wire.Type, changes []core.Change) error {
 	}
 	ps.stats.framesSent.Add(1)
 	ps.stats.bytesSent.Add(uint64(len(f)))
+	ps.progressSent(changes) // progress.go
 	return nil
 }
 

@@ -259,7 +259,7 @@ func (ps *Session) mayOvertake(txn []core.Change, floor core.Priority) bool {
 		}
 		top = max(top, ps.cfg.Policy.Priority(ps.peer, c.Collection))
 	}
-	if top <= floor {
+	if top <= floor || ps.holdsPeriodic(txn, ps.sched.Now()) { // a periodic batch waits (sync_batch.go)
 		return false
 	}
 	n := 0

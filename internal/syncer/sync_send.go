@@ -19,6 +19,7 @@ func (ps *Session) sendLoop(ctx context.Context) error {
 	if err := ps.awaitRoutes(ctx); err != nil {
 		return err
 	}
+	defer ps.stopBatch()
 	var announced core.VersionVector
 	ps.mu.Lock()
 	said := ps.startVV // the last version vector told the peer (Hello, Ack)
@@ -54,6 +55,7 @@ func (ps *Session) sendLoop(ctx context.Context) error {
 			return err
 		}
 		repairs = 0
+		ps.endRound(ctx, vv, sent, waiting) // periodic batches and progress (sync_batch.go)
 		// Say what we hold when the peer cannot know it otherwise: changes
 		// of origins it leaves to other devices, which may hold up its
 		// own sending to us (a change of its that depends on them), or,
@@ -294,6 +296,11 @@ func (ps *Session) sendOrigin(ctx context.Context, origin core.DeviceID, upTo ui
 		var skip bool
 		if batch, skip = ps.skipAhead(origin, batch); skip {
 			continue // sent ahead
+		}
+		var held bool
+		if batch, held = ps.holdPeriodic(origin, batch); held && len(batch) == 0 {
+			n, err := ps.sendPastHeld(ctx, origin, limit) // sync_batch.go
+			return total + n, true, err
 		}
 		cut, dep, need := ps.causalCut(batch, limit)
 		if err := ps.sendBatch(origin, batch[:cut]); err != nil {
