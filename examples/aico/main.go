@@ -52,6 +52,11 @@ func policies() map[string]federation.Policy {
 	emb := p[federation.CollectionEmbeddings]
 	emb.Mode = federation.ModeImmediate
 	p[federation.CollectionEmbeddings] = emb
+	// Usage analytics ship in one batch per interval (periodic); this
+	// demo's interval is short so that it ends quickly.
+	an := p[federation.CollectionAnalytics]
+	an.Interval = 2 * time.Second
+	p[federation.CollectionAnalytics] = an
 	p[reminders] = federation.Policy{Priority: federation.PriorityHigh, Mode: federation.ModeImmediate, Resolver: conflict.Manual{}}
 	p[settings] = federation.Policy{Priority: federation.PriorityMedium, Mode: federation.ModeImmediate, Resolver: conflict.LWW{}}
 	return p

@@ -15,18 +15,21 @@ import (
 // change once they carry these names; any other name arrives as
 // EVENT_KIND_OTHER with kind_name set.
 var eventKinds = map[string]v1.EventKind{
-	"change":           v1.EventKind_EVENT_KIND_CHANGE,
-	"conflict":         v1.EventKind_EVENT_KIND_CONFLICT,
-	"resolved":         v1.EventKind_EVENT_KIND_RESOLVED,
-	"clock-drift":      v1.EventKind_EVENT_KIND_CLOCK_DRIFT,
-	"repair-unsettled": v1.EventKind_EVENT_KIND_REPAIR_UNSETTLED,
-	"audit-tampered":   v1.EventKind_EVENT_KIND_AUDIT_TAMPERED,
-	"connected":        v1.EventKind_EVENT_KIND_CONNECTED,
-	"connect":          v1.EventKind_EVENT_KIND_CONNECTED,
-	"disconnected":     v1.EventKind_EVENT_KIND_DISCONNECTED,
-	"disconnect":       v1.EventKind_EVENT_KIND_DISCONNECTED,
-	"sync-progress":    v1.EventKind_EVENT_KIND_SYNC_PROGRESS,
-	"registry":         v1.EventKind_EVENT_KIND_REGISTRY,
+	"change":            v1.EventKind_EVENT_KIND_CHANGE,
+	"conflict":          v1.EventKind_EVENT_KIND_CONFLICT,
+	"resolved":          v1.EventKind_EVENT_KIND_RESOLVED,
+	"clock-drift":       v1.EventKind_EVENT_KIND_CLOCK_DRIFT,
+	"repair-unsettled":  v1.EventKind_EVENT_KIND_REPAIR_UNSETTLED,
+	"audit-tampered":    v1.EventKind_EVENT_KIND_AUDIT_TAMPERED,
+	"peer-connected":    v1.EventKind_EVENT_KIND_CONNECTED,
+	"peer-disconnected": v1.EventKind_EVENT_KIND_DISCONNECTED,
+	"revoked":           v1.EventKind_EVENT_KIND_REVOKED,
+	"connected":         v1.EventKind_EVENT_KIND_CONNECTED,
+	"connect":           v1.EventKind_EVENT_KIND_CONNECTED,
+	"disconnected":      v1.EventKind_EVENT_KIND_DISCONNECTED,
+	"disconnect":        v1.EventKind_EVENT_KIND_DISCONNECTED,
+	"sync-progress":     v1.EventKind_EVENT_KIND_SYNC_PROGRESS,
+	"registry":          v1.EventKind_EVENT_KIND_REGISTRY,
 }
 
 // EventOf converts a node event.
@@ -40,6 +43,11 @@ func EventOf(e federation.Event) *v1.Event {
 		Local: e.Local, Timestamp: uint64(e.Timestamp), ConflictId: e.ConflictID, Reason: e.Reason}
 	if e.Origin != (federation.DeviceID{}) {
 		out.Origin = e.Origin.String()
+	}
+	if p := e.Progress; p != nil {
+		out.Sync = &v1.SyncProgress{Peer: p.Peer.String(), Collection: p.Collection,
+			RecordsDone: p.RecordsDone, RecordsTotal: p.RecordsTotal, BytesDone: p.BytesDone, BytesTotal: p.BytesTotal,
+			Rate: p.Rate, Waiting: p.Waiting, Reason: p.Reason.String()}
 	}
 	return out
 }

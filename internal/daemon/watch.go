@@ -10,11 +10,10 @@ import (
 	v1 "github.com/devicemesh/federation/api/federation/v1"
 )
 
-// watcher raises the session and registry events that the node does not
-// publish itself (connect, disconnect, sync progress, registry changes) by
-// looking at Node.Peers and Node.Devices every poll interval, and hands
-// them to its listeners. When the node publishes such kinds itself, the
-// lead can drop the matching part of this.
+// watcher raises the registry events that the node does not publish
+// itself (a device added, renamed or revoked) by looking at Node.Devices
+// every poll interval, and hands them to its listeners. Session events
+// (peer-connected, peer-disconnected, sync-progress) come from the node.
 type watcher struct {
 	node *federation.Node
 	poll time.Duration
@@ -62,11 +61,10 @@ type deviceState struct {
 func (w *watcher) run(stop <-chan struct{}) {
 	tick := time.NewTicker(w.poll)
 	defer tick.Stop()
-	peers := map[federation.DeviceID]federation.PeerStatus{}
 	devices := map[federation.DeviceID]deviceState{}
 	first := true
 	for {
-		w.step(peers, devices, first)
+		w.step(devices, first)
 		first = false
 		select {
 		case <-tick.C:
@@ -76,25 +74,7 @@ func (w *watcher) run(stop <-chan struct{}) {
 	}
 }
 
-func (w *watcher) step(peers map[federation.DeviceID]federation.PeerStatus, devices map[federation.DeviceID]deviceState, first bool) {
-	seen := map[federation.DeviceID]bool{}
-	for _, p := range w.node.Peers() {
-		seen[p.Device] = true
-		old, ok := peers[p.Device]
-		peers[p.Device] = p
-		switch {
-		case !ok:
-			w.emit(&v1.Event{Kind: v1.EventKind_EVENT_KIND_CONNECTED, KindName: "connected", Origin: p.Device.String(), Progress: peerStats(p)})
-		case old.ChangesSent != p.ChangesSent || old.ChangesRecv != p.ChangesRecv || old.RecordsRecv != p.RecordsRecv || old.RecordsSent != p.RecordsSent:
-			w.emit(&v1.Event{Kind: v1.EventKind_EVENT_KIND_SYNC_PROGRESS, KindName: "sync-progress", Origin: p.Device.String(), Progress: peerStats(p)})
-		}
-	}
-	for id := range peers {
-		if !seen[id] {
-			delete(peers, id)
-			w.emit(&v1.Event{Kind: v1.EventKind_EVENT_KIND_DISCONNECTED, KindName: "disconnected", Origin: id.String()})
-		}
-	}
+func (w *watcher) step(devices map[federation.DeviceID]deviceState, first bool) {
 	devs, err := w.node.Devices(context.Background())
 	if err != nil {
 		return

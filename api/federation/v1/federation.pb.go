@@ -61,6 +61,8 @@ const (
 	EventKind_EVENT_KIND_SYNC_PROGRESS EventKind = 9
 	// The device registry changed (device added, renamed, revoked).
 	EventKind_EVENT_KIND_REGISTRY EventKind = 10
+	// This device was revoked by another device (origin).
+	EventKind_EVENT_KIND_REVOKED EventKind = 11
 	// A kind this schema does not name: see kind_name.
 	EventKind_EVENT_KIND_OTHER EventKind = 32
 )
@@ -79,6 +81,7 @@ var (
 		8:  "EVENT_KIND_DISCONNECTED",
 		9:  "EVENT_KIND_SYNC_PROGRESS",
 		10: "EVENT_KIND_REGISTRY",
+		11: "EVENT_KIND_REVOKED",
 		32: "EVENT_KIND_OTHER",
 	}
 	EventKind_value = map[string]int32{
@@ -93,6 +96,7 @@ var (
 		"EVENT_KIND_DISCONNECTED":     8,
 		"EVENT_KIND_SYNC_PROGRESS":    9,
 		"EVENT_KIND_REGISTRY":         10,
+		"EVENT_KIND_REVOKED":          11,
 		"EVENT_KIND_OTHER":            32,
 	}
 )
@@ -823,11 +827,15 @@ type Event struct {
 	Timestamp  uint64 `protobuf:"varint,8,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
 	ConflictId string `protobuf:"bytes,9,opt,name=conflict_id,json=conflictId,proto3" json:"conflict_id,omitempty"`
 	Reason     string `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"`
-	// progress is set on EVENT_KIND_SYNC_PROGRESS and EVENT_KIND_CONNECTED.
+	// progress is reserved (session counters are in Stats; a sync-progress
+	// event carries sync).
 	Progress *PeerStats `protobuf:"bytes,11,opt,name=progress,proto3" json:"progress,omitempty"`
 	// dropped is how many events this subscription lost so far to a full
 	// buffer (a slow reader).
-	Dropped       uint64 `protobuf:"varint,12,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	Dropped uint64 `protobuf:"varint,12,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// sync is set on EVENT_KIND_SYNC_PROGRESS events the node raises: how
+	// the sync of one collection towards the peer (origin) stands.
+	Sync          *SyncProgress `protobuf:"bytes,13,opt,name=sync,proto3" json:"sync,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -946,6 +954,126 @@ func (x *Event) GetDropped() uint64 {
 	return 0
 }
 
+func (x *Event) GetSync() *SyncProgress {
+	if x != nil {
+		return x.Sync
+	}
+	return nil
+}
+
+// SyncProgress is the state of a sync towards a peer, for one collection
+// (empty for an offline peer).
+type SyncProgress struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Peer         string                 `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
+	Collection   string                 `protobuf:"bytes,2,opt,name=collection,proto3" json:"collection,omitempty"`
+	RecordsDone  uint64                 `protobuf:"varint,3,opt,name=records_done,json=recordsDone,proto3" json:"records_done,omitempty"`
+	RecordsTotal uint64                 `protobuf:"varint,4,opt,name=records_total,json=recordsTotal,proto3" json:"records_total,omitempty"`
+	BytesDone    uint64                 `protobuf:"varint,5,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	BytesTotal   uint64                 `protobuf:"varint,6,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	// rate is bytes per second since the previous report.
+	Rate float64 `protobuf:"fixed64,7,opt,name=rate,proto3" json:"rate,omitempty"`
+	// waiting counts records held back, for reason ("periodic", "offline",
+	// "on-demand", or empty).
+	Waiting       uint64 `protobuf:"varint,8,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	Reason        string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncProgress) Reset() {
+	*x = SyncProgress{}
+	mi := &file_federation_v1_federation_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncProgress) ProtoMessage() {}
+
+func (x *SyncProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_v1_federation_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncProgress.ProtoReflect.Descriptor instead.
+func (*SyncProgress) Descriptor() ([]byte, []int) {
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SyncProgress) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *SyncProgress) GetCollection() string {
+	if x != nil {
+		return x.Collection
+	}
+	return ""
+}
+
+func (x *SyncProgress) GetRecordsDone() uint64 {
+	if x != nil {
+		return x.RecordsDone
+	}
+	return 0
+}
+
+func (x *SyncProgress) GetRecordsTotal() uint64 {
+	if x != nil {
+		return x.RecordsTotal
+	}
+	return 0
+}
+
+func (x *SyncProgress) GetBytesDone() uint64 {
+	if x != nil {
+		return x.BytesDone
+	}
+	return 0
+}
+
+func (x *SyncProgress) GetBytesTotal() uint64 {
+	if x != nil {
+		return x.BytesTotal
+	}
+	return 0
+}
+
+func (x *SyncProgress) GetRate() float64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *SyncProgress) GetWaiting() uint64 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *SyncProgress) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type SubscribeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// collections limits events to these collections (empty: all). Session
@@ -957,7 +1085,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_federation_v1_federation_proto_msgTypes[13]
+	mi := &file_federation_v1_federation_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1097,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[13]
+	mi := &file_federation_v1_federation_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1110,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{13}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SubscribeRequest) GetCollections() []string {
@@ -1005,7 +1133,7 @@ type SetProfileFieldRequest struct {
 
 func (x *SetProfileFieldRequest) Reset() {
 	*x = SetProfileFieldRequest{}
-	mi := &file_federation_v1_federation_proto_msgTypes[14]
+	mi := &file_federation_v1_federation_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1145,7 @@ func (x *SetProfileFieldRequest) String() string {
 func (*SetProfileFieldRequest) ProtoMessage() {}
 
 func (x *SetProfileFieldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[14]
+	mi := &file_federation_v1_federation_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1158,7 @@ func (x *SetProfileFieldRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetProfileFieldRequest.ProtoReflect.Descriptor instead.
 func (*SetProfileFieldRequest) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{14}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetProfileFieldRequest) GetKey() string {
@@ -1062,7 +1190,7 @@ type SetProfileFieldResponse struct {
 
 func (x *SetProfileFieldResponse) Reset() {
 	*x = SetProfileFieldResponse{}
-	mi := &file_federation_v1_federation_proto_msgTypes[15]
+	mi := &file_federation_v1_federation_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1074,7 +1202,7 @@ func (x *SetProfileFieldResponse) String() string {
 func (*SetProfileFieldResponse) ProtoMessage() {}
 
 func (x *SetProfileFieldResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[15]
+	mi := &file_federation_v1_federation_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1087,7 +1215,7 @@ func (x *SetProfileFieldResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetProfileFieldResponse.ProtoReflect.Descriptor instead.
 func (*SetProfileFieldResponse) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{15}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{16}
 }
 
 type GetProfileRequest struct {
@@ -1099,7 +1227,7 @@ type GetProfileRequest struct {
 
 func (x *GetProfileRequest) Reset() {
 	*x = GetProfileRequest{}
-	mi := &file_federation_v1_federation_proto_msgTypes[16]
+	mi := &file_federation_v1_federation_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1239,7 @@ func (x *GetProfileRequest) String() string {
 func (*GetProfileRequest) ProtoMessage() {}
 
 func (x *GetProfileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[16]
+	mi := &file_federation_v1_federation_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1252,7 @@ func (x *GetProfileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProfileRequest.ProtoReflect.Descriptor instead.
 func (*GetProfileRequest) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{16}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetProfileRequest) GetKey() string {
@@ -1144,7 +1272,7 @@ type GetProfileResponse struct {
 
 func (x *GetProfileResponse) Reset() {
 	*x = GetProfileResponse{}
-	mi := &file_federation_v1_federation_proto_msgTypes[17]
+	mi := &file_federation_v1_federation_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1284,7 @@ func (x *GetProfileResponse) String() string {
 func (*GetProfileResponse) ProtoMessage() {}
 
 func (x *GetProfileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[17]
+	mi := &file_federation_v1_federation_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1297,7 @@ func (x *GetProfileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProfileResponse.ProtoReflect.Descriptor instead.
 func (*GetProfileResponse) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{17}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetProfileResponse) GetFields() map[string]string {
@@ -1192,7 +1320,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_federation_v1_federation_proto_msgTypes[18]
+	mi := &file_federation_v1_federation_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1332,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[18]
+	mi := &file_federation_v1_federation_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1345,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{18}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Message) GetId() string {
@@ -1268,7 +1396,7 @@ type AppendMessageRequest struct {
 
 func (x *AppendMessageRequest) Reset() {
 	*x = AppendMessageRequest{}
-	mi := &file_federation_v1_federation_proto_msgTypes[19]
+	mi := &file_federation_v1_federation_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1408,7 @@ func (x *AppendMessageRequest) String() string {
 func (*AppendMessageRequest) ProtoMessage() {}
 
 func (x *AppendMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[19]
+	mi := &file_federation_v1_federation_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1421,7 @@ func (x *AppendMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendMessageRequest.ProtoReflect.Descriptor instead.
 func (*AppendMessageRequest) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{19}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AppendMessageRequest) GetConversation() string {
@@ -1325,7 +1453,7 @@ type AppendMessageResponse struct {
 
 func (x *AppendMessageResponse) Reset() {
 	*x = AppendMessageResponse{}
-	mi := &file_federation_v1_federation_proto_msgTypes[20]
+	mi := &file_federation_v1_federation_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1465,7 @@ func (x *AppendMessageResponse) String() string {
 func (*AppendMessageResponse) ProtoMessage() {}
 
 func (x *AppendMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[20]
+	mi := &file_federation_v1_federation_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1478,7 @@ func (x *AppendMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendMessageResponse.ProtoReflect.Descriptor instead.
 func (*AppendMessageResponse) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{20}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{21}
 }
 
 type ListMessagesRequest struct {
@@ -1362,7 +1490,7 @@ type ListMessagesRequest struct {
 
 func (x *ListMessagesRequest) Reset() {
 	*x = ListMessagesRequest{}
-	mi := &file_federation_v1_federation_proto_msgTypes[21]
+	mi := &file_federation_v1_federation_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1502,7 @@ func (x *ListMessagesRequest) String() string {
 func (*ListMessagesRequest) ProtoMessage() {}
 
 func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[21]
+	mi := &file_federation_v1_federation_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1515,7 @@ func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
 func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{21}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListMessagesRequest) GetConversation() string {
@@ -1406,7 +1534,7 @@ type ListMessagesResponse struct {
 
 func (x *ListMessagesResponse) Reset() {
 	*x = ListMessagesResponse{}
-	mi := &file_federation_v1_federation_proto_msgTypes[22]
+	mi := &file_federation_v1_federation_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +1546,7 @@ func (x *ListMessagesResponse) String() string {
 func (*ListMessagesResponse) ProtoMessage() {}
 
 func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[22]
+	mi := &file_federation_v1_federation_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +1559,7 @@ func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
 func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{22}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListMessagesResponse) GetMessages() []*Message {
@@ -1457,7 +1585,7 @@ type PairRequest struct {
 
 func (x *PairRequest) Reset() {
 	*x = PairRequest{}
-	mi := &file_federation_v1_federation_proto_msgTypes[23]
+	mi := &file_federation_v1_federation_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1597,7 @@ func (x *PairRequest) String() string {
 func (*PairRequest) ProtoMessage() {}
 
 func (x *PairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[23]
+	mi := &file_federation_v1_federation_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1610,7 @@ func (x *PairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PairRequest.ProtoReflect.Descriptor instead.
 func (*PairRequest) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{23}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PairRequest) GetRequestId() string {
@@ -1516,7 +1644,7 @@ type InviteRequest struct {
 
 func (x *InviteRequest) Reset() {
 	*x = InviteRequest{}
-	mi := &file_federation_v1_federation_proto_msgTypes[24]
+	mi := &file_federation_v1_federation_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1656,7 @@ func (x *InviteRequest) String() string {
 func (*InviteRequest) ProtoMessage() {}
 
 func (x *InviteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[24]
+	mi := &file_federation_v1_federation_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1669,7 @@ func (x *InviteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InviteRequest.ProtoReflect.Descriptor instead.
 func (*InviteRequest) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{24}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *InviteRequest) GetTtlSeconds() uint32 {
@@ -1565,7 +1693,7 @@ type Invitation struct {
 
 func (x *Invitation) Reset() {
 	*x = Invitation{}
-	mi := &file_federation_v1_federation_proto_msgTypes[25]
+	mi := &file_federation_v1_federation_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +1705,7 @@ func (x *Invitation) String() string {
 func (*Invitation) ProtoMessage() {}
 
 func (x *Invitation) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[25]
+	mi := &file_federation_v1_federation_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +1718,7 @@ func (x *Invitation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Invitation.ProtoReflect.Descriptor instead.
 func (*Invitation) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{25}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Invitation) GetCode() string {
@@ -1629,7 +1757,7 @@ type InviteUpdate struct {
 
 func (x *InviteUpdate) Reset() {
 	*x = InviteUpdate{}
-	mi := &file_federation_v1_federation_proto_msgTypes[26]
+	mi := &file_federation_v1_federation_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1641,7 +1769,7 @@ func (x *InviteUpdate) String() string {
 func (*InviteUpdate) ProtoMessage() {}
 
 func (x *InviteUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[26]
+	mi := &file_federation_v1_federation_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1654,7 +1782,7 @@ func (x *InviteUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InviteUpdate.ProtoReflect.Descriptor instead.
 func (*InviteUpdate) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{26}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *InviteUpdate) GetUpdate() isInviteUpdate_Update {
@@ -1746,7 +1874,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_federation_v1_federation_proto_msgTypes[27]
+	mi := &file_federation_v1_federation_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1886,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[27]
+	mi := &file_federation_v1_federation_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1899,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{27}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *JoinRequest) GetInvitation() string {
@@ -1801,7 +1929,7 @@ type JoinUpdate struct {
 
 func (x *JoinUpdate) Reset() {
 	*x = JoinUpdate{}
-	mi := &file_federation_v1_federation_proto_msgTypes[28]
+	mi := &file_federation_v1_federation_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +1941,7 @@ func (x *JoinUpdate) String() string {
 func (*JoinUpdate) ProtoMessage() {}
 
 func (x *JoinUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[28]
+	mi := &file_federation_v1_federation_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +1954,7 @@ func (x *JoinUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinUpdate.ProtoReflect.Descriptor instead.
 func (*JoinUpdate) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{28}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JoinUpdate) GetUpdate() isJoinUpdate_Update {
@@ -1882,7 +2010,7 @@ type ApproveRequest struct {
 
 func (x *ApproveRequest) Reset() {
 	*x = ApproveRequest{}
-	mi := &file_federation_v1_federation_proto_msgTypes[29]
+	mi := &file_federation_v1_federation_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +2022,7 @@ func (x *ApproveRequest) String() string {
 func (*ApproveRequest) ProtoMessage() {}
 
 func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[29]
+	mi := &file_federation_v1_federation_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +2035,7 @@ func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRequest) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{29}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ApproveRequest) GetRequestId() string {
@@ -1932,7 +2060,7 @@ type ApproveResponse struct {
 
 func (x *ApproveResponse) Reset() {
 	*x = ApproveResponse{}
-	mi := &file_federation_v1_federation_proto_msgTypes[30]
+	mi := &file_federation_v1_federation_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1944,7 +2072,7 @@ func (x *ApproveResponse) String() string {
 func (*ApproveResponse) ProtoMessage() {}
 
 func (x *ApproveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[30]
+	mi := &file_federation_v1_federation_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1957,7 +2085,7 @@ func (x *ApproveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveResponse.ProtoReflect.Descriptor instead.
 func (*ApproveResponse) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{30}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{31}
 }
 
 type Device struct {
@@ -1981,7 +2109,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_federation_v1_federation_proto_msgTypes[31]
+	mi := &file_federation_v1_federation_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1993,7 +2121,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[31]
+	mi := &file_federation_v1_federation_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2006,7 +2134,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{31}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Device) GetId() string {
@@ -2073,7 +2201,7 @@ type DevicesRequest struct {
 
 func (x *DevicesRequest) Reset() {
 	*x = DevicesRequest{}
-	mi := &file_federation_v1_federation_proto_msgTypes[32]
+	mi := &file_federation_v1_federation_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2085,7 +2213,7 @@ func (x *DevicesRequest) String() string {
 func (*DevicesRequest) ProtoMessage() {}
 
 func (x *DevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[32]
+	mi := &file_federation_v1_federation_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2098,7 +2226,7 @@ func (x *DevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DevicesRequest.ProtoReflect.Descriptor instead.
 func (*DevicesRequest) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{32}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{33}
 }
 
 type DevicesResponse struct {
@@ -2110,7 +2238,7 @@ type DevicesResponse struct {
 
 func (x *DevicesResponse) Reset() {
 	*x = DevicesResponse{}
-	mi := &file_federation_v1_federation_proto_msgTypes[33]
+	mi := &file_federation_v1_federation_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2250,7 @@ func (x *DevicesResponse) String() string {
 func (*DevicesResponse) ProtoMessage() {}
 
 func (x *DevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[33]
+	mi := &file_federation_v1_federation_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2263,7 @@ func (x *DevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DevicesResponse.ProtoReflect.Descriptor instead.
 func (*DevicesResponse) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{33}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DevicesResponse) GetDevices() []*Device {
@@ -2154,7 +2282,7 @@ type RevokeRequest struct {
 
 func (x *RevokeRequest) Reset() {
 	*x = RevokeRequest{}
-	mi := &file_federation_v1_federation_proto_msgTypes[34]
+	mi := &file_federation_v1_federation_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2166,7 +2294,7 @@ func (x *RevokeRequest) String() string {
 func (*RevokeRequest) ProtoMessage() {}
 
 func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[34]
+	mi := &file_federation_v1_federation_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2179,7 +2307,7 @@ func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeRequest) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{34}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RevokeRequest) GetDeviceId() string {
@@ -2197,7 +2325,7 @@ type RevokeResponse struct {
 
 func (x *RevokeResponse) Reset() {
 	*x = RevokeResponse{}
-	mi := &file_federation_v1_federation_proto_msgTypes[35]
+	mi := &file_federation_v1_federation_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2337,7 @@ func (x *RevokeResponse) String() string {
 func (*RevokeResponse) ProtoMessage() {}
 
 func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[35]
+	mi := &file_federation_v1_federation_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2350,7 @@ func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeResponse) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{35}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{36}
 }
 
 type Conflict struct {
@@ -2239,7 +2367,7 @@ type Conflict struct {
 
 func (x *Conflict) Reset() {
 	*x = Conflict{}
-	mi := &file_federation_v1_federation_proto_msgTypes[36]
+	mi := &file_federation_v1_federation_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2251,7 +2379,7 @@ func (x *Conflict) String() string {
 func (*Conflict) ProtoMessage() {}
 
 func (x *Conflict) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[36]
+	mi := &file_federation_v1_federation_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2264,7 +2392,7 @@ func (x *Conflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conflict.ProtoReflect.Descriptor instead.
 func (*Conflict) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{36}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Conflict) GetId() string {
@@ -2310,7 +2438,7 @@ type ConflictsRequest struct {
 
 func (x *ConflictsRequest) Reset() {
 	*x = ConflictsRequest{}
-	mi := &file_federation_v1_federation_proto_msgTypes[37]
+	mi := &file_federation_v1_federation_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2322,7 +2450,7 @@ func (x *ConflictsRequest) String() string {
 func (*ConflictsRequest) ProtoMessage() {}
 
 func (x *ConflictsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[37]
+	mi := &file_federation_v1_federation_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2335,7 +2463,7 @@ func (x *ConflictsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConflictsRequest.ProtoReflect.Descriptor instead.
 func (*ConflictsRequest) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{37}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{38}
 }
 
 type ConflictsResponse struct {
@@ -2347,7 +2475,7 @@ type ConflictsResponse struct {
 
 func (x *ConflictsResponse) Reset() {
 	*x = ConflictsResponse{}
-	mi := &file_federation_v1_federation_proto_msgTypes[38]
+	mi := &file_federation_v1_federation_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2359,7 +2487,7 @@ func (x *ConflictsResponse) String() string {
 func (*ConflictsResponse) ProtoMessage() {}
 
 func (x *ConflictsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[38]
+	mi := &file_federation_v1_federation_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2372,7 +2500,7 @@ func (x *ConflictsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConflictsResponse.ProtoReflect.Descriptor instead.
 func (*ConflictsResponse) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{38}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ConflictsResponse) GetConflicts() []*Conflict {
@@ -2395,7 +2523,7 @@ type ResolveRequest struct {
 
 func (x *ResolveRequest) Reset() {
 	*x = ResolveRequest{}
-	mi := &file_federation_v1_federation_proto_msgTypes[39]
+	mi := &file_federation_v1_federation_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2407,7 +2535,7 @@ func (x *ResolveRequest) String() string {
 func (*ResolveRequest) ProtoMessage() {}
 
 func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[39]
+	mi := &file_federation_v1_federation_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2420,7 +2548,7 @@ func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRequest) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{39}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ResolveRequest) GetId() string {
@@ -2452,7 +2580,7 @@ type ResolveResponse struct {
 
 func (x *ResolveResponse) Reset() {
 	*x = ResolveResponse{}
-	mi := &file_federation_v1_federation_proto_msgTypes[40]
+	mi := &file_federation_v1_federation_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2464,7 +2592,7 @@ func (x *ResolveResponse) String() string {
 func (*ResolveResponse) ProtoMessage() {}
 
 func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[40]
+	mi := &file_federation_v1_federation_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2477,7 +2605,7 @@ func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
 func (*ResolveResponse) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{40}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{41}
 }
 
 type FetchRequest struct {
@@ -2490,7 +2618,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_federation_v1_federation_proto_msgTypes[41]
+	mi := &file_federation_v1_federation_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2502,7 +2630,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[41]
+	mi := &file_federation_v1_federation_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2515,7 +2643,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{41}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *FetchRequest) GetCollection() string {
@@ -2540,7 +2668,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_federation_v1_federation_proto_msgTypes[42]
+	mi := &file_federation_v1_federation_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2552,7 +2680,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[42]
+	mi := &file_federation_v1_federation_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2565,7 +2693,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{42}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{43}
 }
 
 type PeerStats struct {
@@ -2585,7 +2713,7 @@ type PeerStats struct {
 
 func (x *PeerStats) Reset() {
 	*x = PeerStats{}
-	mi := &file_federation_v1_federation_proto_msgTypes[43]
+	mi := &file_federation_v1_federation_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2597,7 +2725,7 @@ func (x *PeerStats) String() string {
 func (*PeerStats) ProtoMessage() {}
 
 func (x *PeerStats) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[43]
+	mi := &file_federation_v1_federation_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2610,7 +2738,7 @@ func (x *PeerStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStats.ProtoReflect.Descriptor instead.
 func (*PeerStats) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{43}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PeerStats) GetDevice() string {
@@ -2684,7 +2812,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_federation_v1_federation_proto_msgTypes[44]
+	mi := &file_federation_v1_federation_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2696,7 +2824,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[44]
+	mi := &file_federation_v1_federation_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2709,7 +2837,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{44}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{45}
 }
 
 type StatsResponse struct {
@@ -2735,7 +2863,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_federation_v1_federation_proto_msgTypes[45]
+	mi := &file_federation_v1_federation_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2747,7 +2875,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[45]
+	mi := &file_federation_v1_federation_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2760,7 +2888,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{45}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *StatsResponse) GetDevice() string {
@@ -2855,7 +2983,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_federation_v1_federation_proto_msgTypes[46]
+	mi := &file_federation_v1_federation_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2867,7 +2995,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[46]
+	mi := &file_federation_v1_federation_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2880,7 +3008,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{46}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{47}
 }
 
 type BackupChunk struct {
@@ -2892,7 +3020,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_federation_v1_federation_proto_msgTypes[47]
+	mi := &file_federation_v1_federation_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2904,7 +3032,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[47]
+	mi := &file_federation_v1_federation_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2917,7 +3045,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{47}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -2935,7 +3063,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_federation_v1_federation_proto_msgTypes[48]
+	mi := &file_federation_v1_federation_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2947,7 +3075,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[48]
+	mi := &file_federation_v1_federation_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2960,7 +3088,7 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{48}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{49}
 }
 
 type HealthResponse struct {
@@ -2977,7 +3105,7 @@ type HealthResponse struct {
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_federation_v1_federation_proto_msgTypes[49]
+	mi := &file_federation_v1_federation_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2989,7 +3117,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_v1_federation_proto_msgTypes[49]
+	mi := &file_federation_v1_federation_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3002,7 +3130,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_federation_v1_federation_proto_rawDescGZIP(), []int{49}
+	return file_federation_v1_federation_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *HealthResponse) GetServing() bool {
@@ -3101,7 +3229,7 @@ const file_federation_v1_federation_proto_rawDesc = "" +
 	"\fScanResponse\x12:\n" +
 	"\arecords\x18\x01 \x03(\v2 .devicemesh.federation.v1.RecordR\arecords\x12\x1d\n" +
 	"\n" +
-	"next_start\x18\x02 \x01(\tR\tnextStart\"\x89\x03\n" +
+	"next_start\x18\x02 \x01(\tR\tnextStart\"\xc5\x03\n" +
 	"\x05Event\x127\n" +
 	"\x04kind\x18\x01 \x01(\x0e2#.devicemesh.federation.v1.EventKindR\x04kind\x12\x1b\n" +
 	"\tkind_name\x18\x02 \x01(\tR\bkindName\x12\x1e\n" +
@@ -3118,7 +3246,22 @@ const file_federation_v1_federation_proto_rawDesc = "" +
 	"\x06reason\x18\n" +
 	" \x01(\tR\x06reason\x12?\n" +
 	"\bprogress\x18\v \x01(\v2#.devicemesh.federation.v1.PeerStatsR\bprogress\x12\x18\n" +
-	"\adropped\x18\f \x01(\x04R\adropped\"4\n" +
+	"\adropped\x18\f \x01(\x04R\adropped\x12:\n" +
+	"\x04sync\x18\r \x01(\v2&.devicemesh.federation.v1.SyncProgressR\x04sync\"\x90\x02\n" +
+	"\fSyncProgress\x12\x12\n" +
+	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x1e\n" +
+	"\n" +
+	"collection\x18\x02 \x01(\tR\n" +
+	"collection\x12!\n" +
+	"\frecords_done\x18\x03 \x01(\x04R\vrecordsDone\x12#\n" +
+	"\rrecords_total\x18\x04 \x01(\x04R\frecordsTotal\x12\x1d\n" +
+	"\n" +
+	"bytes_done\x18\x05 \x01(\x04R\tbytesDone\x12\x1f\n" +
+	"\vbytes_total\x18\x06 \x01(\x04R\n" +
+	"bytesTotal\x12\x12\n" +
+	"\x04rate\x18\a \x01(\x01R\x04rate\x12\x18\n" +
+	"\awaiting\x18\b \x01(\x04R\awaiting\x12\x16\n" +
+	"\x06reason\x18\t \x01(\tR\x06reason\"4\n" +
 	"\x10SubscribeRequest\x12 \n" +
 	"\vcollections\x18\x01 \x03(\tR\vcollections\"_\n" +
 	"\x16SetProfileFieldRequest\x12\x10\n" +
@@ -3269,7 +3412,7 @@ const file_federation_v1_federation_proto_rawDesc = "" +
 	"\x06device\x18\x02 \x01(\tR\x06device\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
 	"\x04addr\x18\x04 \x01(\tR\x04addr\x12\x14\n" +
-	"\x05peers\x18\x05 \x01(\rR\x05peers*\xd0\x02\n" +
+	"\x05peers\x18\x05 \x01(\rR\x05peers*\xe8\x02\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11EVENT_KIND_CHANGE\x10\x01\x12\x17\n" +
@@ -3282,7 +3425,8 @@ const file_federation_v1_federation_proto_rawDesc = "" +
 	"\x17EVENT_KIND_DISCONNECTED\x10\b\x12\x1c\n" +
 	"\x18EVENT_KIND_SYNC_PROGRESS\x10\t\x12\x17\n" +
 	"\x13EVENT_KIND_REGISTRY\x10\n" +
-	"\x12\x14\n" +
+	"\x12\x16\n" +
+	"\x12EVENT_KIND_REVOKED\x10\v\x12\x14\n" +
 	"\x10EVENT_KIND_OTHER\x10 2\xeb\x0f\n" +
 	"\x11FederationService\x12R\n" +
 	"\x03Put\x12$.devicemesh.federation.v1.PutRequest\x1a%.devicemesh.federation.v1.PutResponse\x12R\n" +
@@ -3321,7 +3465,7 @@ func file_federation_v1_federation_proto_rawDescGZIP() []byte {
 }
 
 var file_federation_v1_federation_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_federation_v1_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_federation_v1_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_federation_v1_federation_proto_goTypes = []any{
 	(EventKind)(0),                  // 0: devicemesh.federation.v1.EventKind
 	(*Record)(nil),                  // 1: devicemesh.federation.v1.Record
@@ -3337,116 +3481,118 @@ var file_federation_v1_federation_proto_goTypes = []any{
 	(*ScanRequest)(nil),             // 11: devicemesh.federation.v1.ScanRequest
 	(*ScanResponse)(nil),            // 12: devicemesh.federation.v1.ScanResponse
 	(*Event)(nil),                   // 13: devicemesh.federation.v1.Event
-	(*SubscribeRequest)(nil),        // 14: devicemesh.federation.v1.SubscribeRequest
-	(*SetProfileFieldRequest)(nil),  // 15: devicemesh.federation.v1.SetProfileFieldRequest
-	(*SetProfileFieldResponse)(nil), // 16: devicemesh.federation.v1.SetProfileFieldResponse
-	(*GetProfileRequest)(nil),       // 17: devicemesh.federation.v1.GetProfileRequest
-	(*GetProfileResponse)(nil),      // 18: devicemesh.federation.v1.GetProfileResponse
-	(*Message)(nil),                 // 19: devicemesh.federation.v1.Message
-	(*AppendMessageRequest)(nil),    // 20: devicemesh.federation.v1.AppendMessageRequest
-	(*AppendMessageResponse)(nil),   // 21: devicemesh.federation.v1.AppendMessageResponse
-	(*ListMessagesRequest)(nil),     // 22: devicemesh.federation.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),    // 23: devicemesh.federation.v1.ListMessagesResponse
-	(*PairRequest)(nil),             // 24: devicemesh.federation.v1.PairRequest
-	(*InviteRequest)(nil),           // 25: devicemesh.federation.v1.InviteRequest
-	(*Invitation)(nil),              // 26: devicemesh.federation.v1.Invitation
-	(*InviteUpdate)(nil),            // 27: devicemesh.federation.v1.InviteUpdate
-	(*JoinRequest)(nil),             // 28: devicemesh.federation.v1.JoinRequest
-	(*JoinUpdate)(nil),              // 29: devicemesh.federation.v1.JoinUpdate
-	(*ApproveRequest)(nil),          // 30: devicemesh.federation.v1.ApproveRequest
-	(*ApproveResponse)(nil),         // 31: devicemesh.federation.v1.ApproveResponse
-	(*Device)(nil),                  // 32: devicemesh.federation.v1.Device
-	(*DevicesRequest)(nil),          // 33: devicemesh.federation.v1.DevicesRequest
-	(*DevicesResponse)(nil),         // 34: devicemesh.federation.v1.DevicesResponse
-	(*RevokeRequest)(nil),           // 35: devicemesh.federation.v1.RevokeRequest
-	(*RevokeResponse)(nil),          // 36: devicemesh.federation.v1.RevokeResponse
-	(*Conflict)(nil),                // 37: devicemesh.federation.v1.Conflict
-	(*ConflictsRequest)(nil),        // 38: devicemesh.federation.v1.ConflictsRequest
-	(*ConflictsResponse)(nil),       // 39: devicemesh.federation.v1.ConflictsResponse
-	(*ResolveRequest)(nil),          // 40: devicemesh.federation.v1.ResolveRequest
-	(*ResolveResponse)(nil),         // 41: devicemesh.federation.v1.ResolveResponse
-	(*FetchRequest)(nil),            // 42: devicemesh.federation.v1.FetchRequest
-	(*FetchResponse)(nil),           // 43: devicemesh.federation.v1.FetchResponse
-	(*PeerStats)(nil),               // 44: devicemesh.federation.v1.PeerStats
-	(*StatsRequest)(nil),            // 45: devicemesh.federation.v1.StatsRequest
-	(*StatsResponse)(nil),           // 46: devicemesh.federation.v1.StatsResponse
-	(*BackupRequest)(nil),           // 47: devicemesh.federation.v1.BackupRequest
-	(*BackupChunk)(nil),             // 48: devicemesh.federation.v1.BackupChunk
-	(*HealthRequest)(nil),           // 49: devicemesh.federation.v1.HealthRequest
-	(*HealthResponse)(nil),          // 50: devicemesh.federation.v1.HealthResponse
-	nil,                             // 51: devicemesh.federation.v1.GetProfileResponse.FieldsEntry
-	nil,                             // 52: devicemesh.federation.v1.StatsResponse.VersionVectorEntry
-	nil,                             // 53: devicemesh.federation.v1.StatsResponse.RootsEntry
+	(*SyncProgress)(nil),            // 14: devicemesh.federation.v1.SyncProgress
+	(*SubscribeRequest)(nil),        // 15: devicemesh.federation.v1.SubscribeRequest
+	(*SetProfileFieldRequest)(nil),  // 16: devicemesh.federation.v1.SetProfileFieldRequest
+	(*SetProfileFieldResponse)(nil), // 17: devicemesh.federation.v1.SetProfileFieldResponse
+	(*GetProfileRequest)(nil),       // 18: devicemesh.federation.v1.GetProfileRequest
+	(*GetProfileResponse)(nil),      // 19: devicemesh.federation.v1.GetProfileResponse
+	(*Message)(nil),                 // 20: devicemesh.federation.v1.Message
+	(*AppendMessageRequest)(nil),    // 21: devicemesh.federation.v1.AppendMessageRequest
+	(*AppendMessageResponse)(nil),   // 22: devicemesh.federation.v1.AppendMessageResponse
+	(*ListMessagesRequest)(nil),     // 23: devicemesh.federation.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),    // 24: devicemesh.federation.v1.ListMessagesResponse
+	(*PairRequest)(nil),             // 25: devicemesh.federation.v1.PairRequest
+	(*InviteRequest)(nil),           // 26: devicemesh.federation.v1.InviteRequest
+	(*Invitation)(nil),              // 27: devicemesh.federation.v1.Invitation
+	(*InviteUpdate)(nil),            // 28: devicemesh.federation.v1.InviteUpdate
+	(*JoinRequest)(nil),             // 29: devicemesh.federation.v1.JoinRequest
+	(*JoinUpdate)(nil),              // 30: devicemesh.federation.v1.JoinUpdate
+	(*ApproveRequest)(nil),          // 31: devicemesh.federation.v1.ApproveRequest
+	(*ApproveResponse)(nil),         // 32: devicemesh.federation.v1.ApproveResponse
+	(*Device)(nil),                  // 33: devicemesh.federation.v1.Device
+	(*DevicesRequest)(nil),          // 34: devicemesh.federation.v1.DevicesRequest
+	(*DevicesResponse)(nil),         // 35: devicemesh.federation.v1.DevicesResponse
+	(*RevokeRequest)(nil),           // 36: devicemesh.federation.v1.RevokeRequest
+	(*RevokeResponse)(nil),          // 37: devicemesh.federation.v1.RevokeResponse
+	(*Conflict)(nil),                // 38: devicemesh.federation.v1.Conflict
+	(*ConflictsRequest)(nil),        // 39: devicemesh.federation.v1.ConflictsRequest
+	(*ConflictsResponse)(nil),       // 40: devicemesh.federation.v1.ConflictsResponse
+	(*ResolveRequest)(nil),          // 41: devicemesh.federation.v1.ResolveRequest
+	(*ResolveResponse)(nil),         // 42: devicemesh.federation.v1.ResolveResponse
+	(*FetchRequest)(nil),            // 43: devicemesh.federation.v1.FetchRequest
+	(*FetchResponse)(nil),           // 44: devicemesh.federation.v1.FetchResponse
+	(*PeerStats)(nil),               // 45: devicemesh.federation.v1.PeerStats
+	(*StatsRequest)(nil),            // 46: devicemesh.federation.v1.StatsRequest
+	(*StatsResponse)(nil),           // 47: devicemesh.federation.v1.StatsResponse
+	(*BackupRequest)(nil),           // 48: devicemesh.federation.v1.BackupRequest
+	(*BackupChunk)(nil),             // 49: devicemesh.federation.v1.BackupChunk
+	(*HealthRequest)(nil),           // 50: devicemesh.federation.v1.HealthRequest
+	(*HealthResponse)(nil),          // 51: devicemesh.federation.v1.HealthResponse
+	nil,                             // 52: devicemesh.federation.v1.GetProfileResponse.FieldsEntry
+	nil,                             // 53: devicemesh.federation.v1.StatsResponse.VersionVectorEntry
+	nil,                             // 54: devicemesh.federation.v1.StatsResponse.RootsEntry
 }
 var file_federation_v1_federation_proto_depIdxs = []int32{
 	1,  // 0: devicemesh.federation.v1.GetResponse.record:type_name -> devicemesh.federation.v1.Record
 	8,  // 1: devicemesh.federation.v1.BatchRequest.writes:type_name -> devicemesh.federation.v1.Write
 	1,  // 2: devicemesh.federation.v1.ScanResponse.records:type_name -> devicemesh.federation.v1.Record
 	0,  // 3: devicemesh.federation.v1.Event.kind:type_name -> devicemesh.federation.v1.EventKind
-	44, // 4: devicemesh.federation.v1.Event.progress:type_name -> devicemesh.federation.v1.PeerStats
-	51, // 5: devicemesh.federation.v1.GetProfileResponse.fields:type_name -> devicemesh.federation.v1.GetProfileResponse.FieldsEntry
-	19, // 6: devicemesh.federation.v1.ListMessagesResponse.messages:type_name -> devicemesh.federation.v1.Message
-	32, // 7: devicemesh.federation.v1.PairRequest.peer:type_name -> devicemesh.federation.v1.Device
-	26, // 8: devicemesh.federation.v1.InviteUpdate.invitation:type_name -> devicemesh.federation.v1.Invitation
-	24, // 9: devicemesh.federation.v1.InviteUpdate.request:type_name -> devicemesh.federation.v1.PairRequest
-	32, // 10: devicemesh.federation.v1.InviteUpdate.paired:type_name -> devicemesh.federation.v1.Device
-	24, // 11: devicemesh.federation.v1.InviteUpdate.refused:type_name -> devicemesh.federation.v1.PairRequest
-	24, // 12: devicemesh.federation.v1.JoinUpdate.request:type_name -> devicemesh.federation.v1.PairRequest
-	32, // 13: devicemesh.federation.v1.JoinUpdate.joined:type_name -> devicemesh.federation.v1.Device
-	32, // 14: devicemesh.federation.v1.DevicesResponse.devices:type_name -> devicemesh.federation.v1.Device
-	1,  // 15: devicemesh.federation.v1.Conflict.ours:type_name -> devicemesh.federation.v1.Record
-	1,  // 16: devicemesh.federation.v1.Conflict.theirs:type_name -> devicemesh.federation.v1.Record
-	37, // 17: devicemesh.federation.v1.ConflictsResponse.conflicts:type_name -> devicemesh.federation.v1.Conflict
-	52, // 18: devicemesh.federation.v1.StatsResponse.version_vector:type_name -> devicemesh.federation.v1.StatsResponse.VersionVectorEntry
-	44, // 19: devicemesh.federation.v1.StatsResponse.peers:type_name -> devicemesh.federation.v1.PeerStats
-	53, // 20: devicemesh.federation.v1.StatsResponse.roots:type_name -> devicemesh.federation.v1.StatsResponse.RootsEntry
-	2,  // 21: devicemesh.federation.v1.FederationService.Put:input_type -> devicemesh.federation.v1.PutRequest
-	4,  // 22: devicemesh.federation.v1.FederationService.Get:input_type -> devicemesh.federation.v1.GetRequest
-	6,  // 23: devicemesh.federation.v1.FederationService.Delete:input_type -> devicemesh.federation.v1.DeleteRequest
-	9,  // 24: devicemesh.federation.v1.FederationService.Batch:input_type -> devicemesh.federation.v1.BatchRequest
-	11, // 25: devicemesh.federation.v1.FederationService.Scan:input_type -> devicemesh.federation.v1.ScanRequest
-	14, // 26: devicemesh.federation.v1.FederationService.Subscribe:input_type -> devicemesh.federation.v1.SubscribeRequest
-	15, // 27: devicemesh.federation.v1.FederationService.SetProfileField:input_type -> devicemesh.federation.v1.SetProfileFieldRequest
-	17, // 28: devicemesh.federation.v1.FederationService.GetProfile:input_type -> devicemesh.federation.v1.GetProfileRequest
-	20, // 29: devicemesh.federation.v1.FederationService.AppendMessage:input_type -> devicemesh.federation.v1.AppendMessageRequest
-	22, // 30: devicemesh.federation.v1.FederationService.ListMessages:input_type -> devicemesh.federation.v1.ListMessagesRequest
-	25, // 31: devicemesh.federation.v1.FederationService.Invite:input_type -> devicemesh.federation.v1.InviteRequest
-	28, // 32: devicemesh.federation.v1.FederationService.Join:input_type -> devicemesh.federation.v1.JoinRequest
-	30, // 33: devicemesh.federation.v1.FederationService.Approve:input_type -> devicemesh.federation.v1.ApproveRequest
-	33, // 34: devicemesh.federation.v1.FederationService.Devices:input_type -> devicemesh.federation.v1.DevicesRequest
-	35, // 35: devicemesh.federation.v1.FederationService.Revoke:input_type -> devicemesh.federation.v1.RevokeRequest
-	38, // 36: devicemesh.federation.v1.FederationService.Conflicts:input_type -> devicemesh.federation.v1.ConflictsRequest
-	40, // 37: devicemesh.federation.v1.FederationService.Resolve:input_type -> devicemesh.federation.v1.ResolveRequest
-	42, // 38: devicemesh.federation.v1.FederationService.Fetch:input_type -> devicemesh.federation.v1.FetchRequest
-	45, // 39: devicemesh.federation.v1.FederationService.Stats:input_type -> devicemesh.federation.v1.StatsRequest
-	47, // 40: devicemesh.federation.v1.FederationService.Backup:input_type -> devicemesh.federation.v1.BackupRequest
-	49, // 41: devicemesh.federation.v1.FederationService.Health:input_type -> devicemesh.federation.v1.HealthRequest
-	3,  // 42: devicemesh.federation.v1.FederationService.Put:output_type -> devicemesh.federation.v1.PutResponse
-	5,  // 43: devicemesh.federation.v1.FederationService.Get:output_type -> devicemesh.federation.v1.GetResponse
-	7,  // 44: devicemesh.federation.v1.FederationService.Delete:output_type -> devicemesh.federation.v1.DeleteResponse
-	10, // 45: devicemesh.federation.v1.FederationService.Batch:output_type -> devicemesh.federation.v1.BatchResponse
-	12, // 46: devicemesh.federation.v1.FederationService.Scan:output_type -> devicemesh.federation.v1.ScanResponse
-	13, // 47: devicemesh.federation.v1.FederationService.Subscribe:output_type -> devicemesh.federation.v1.Event
-	16, // 48: devicemesh.federation.v1.FederationService.SetProfileField:output_type -> devicemesh.federation.v1.SetProfileFieldResponse
-	18, // 49: devicemesh.federation.v1.FederationService.GetProfile:output_type -> devicemesh.federation.v1.GetProfileResponse
-	21, // 50: devicemesh.federation.v1.FederationService.AppendMessage:output_type -> devicemesh.federation.v1.AppendMessageResponse
-	23, // 51: devicemesh.federation.v1.FederationService.ListMessages:output_type -> devicemesh.federation.v1.ListMessagesResponse
-	27, // 52: devicemesh.federation.v1.FederationService.Invite:output_type -> devicemesh.federation.v1.InviteUpdate
-	29, // 53: devicemesh.federation.v1.FederationService.Join:output_type -> devicemesh.federation.v1.JoinUpdate
-	31, // 54: devicemesh.federation.v1.FederationService.Approve:output_type -> devicemesh.federation.v1.ApproveResponse
-	34, // 55: devicemesh.federation.v1.FederationService.Devices:output_type -> devicemesh.federation.v1.DevicesResponse
-	36, // 56: devicemesh.federation.v1.FederationService.Revoke:output_type -> devicemesh.federation.v1.RevokeResponse
-	39, // 57: devicemesh.federation.v1.FederationService.Conflicts:output_type -> devicemesh.federation.v1.ConflictsResponse
-	41, // 58: devicemesh.federation.v1.FederationService.Resolve:output_type -> devicemesh.federation.v1.ResolveResponse
-	43, // 59: devicemesh.federation.v1.FederationService.Fetch:output_type -> devicemesh.federation.v1.FetchResponse
-	46, // 60: devicemesh.federation.v1.FederationService.Stats:output_type -> devicemesh.federation.v1.StatsResponse
-	48, // 61: devicemesh.federation.v1.FederationService.Backup:output_type -> devicemesh.federation.v1.BackupChunk
-	50, // 62: devicemesh.federation.v1.FederationService.Health:output_type -> devicemesh.federation.v1.HealthResponse
-	42, // [42:63] is the sub-list for method output_type
-	21, // [21:42] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	45, // 4: devicemesh.federation.v1.Event.progress:type_name -> devicemesh.federation.v1.PeerStats
+	14, // 5: devicemesh.federation.v1.Event.sync:type_name -> devicemesh.federation.v1.SyncProgress
+	52, // 6: devicemesh.federation.v1.GetProfileResponse.fields:type_name -> devicemesh.federation.v1.GetProfileResponse.FieldsEntry
+	20, // 7: devicemesh.federation.v1.ListMessagesResponse.messages:type_name -> devicemesh.federation.v1.Message
+	33, // 8: devicemesh.federation.v1.PairRequest.peer:type_name -> devicemesh.federation.v1.Device
+	27, // 9: devicemesh.federation.v1.InviteUpdate.invitation:type_name -> devicemesh.federation.v1.Invitation
+	25, // 10: devicemesh.federation.v1.InviteUpdate.request:type_name -> devicemesh.federation.v1.PairRequest
+	33, // 11: devicemesh.federation.v1.InviteUpdate.paired:type_name -> devicemesh.federation.v1.Device
+	25, // 12: devicemesh.federation.v1.InviteUpdate.refused:type_name -> devicemesh.federation.v1.PairRequest
+	25, // 13: devicemesh.federation.v1.JoinUpdate.request:type_name -> devicemesh.federation.v1.PairRequest
+	33, // 14: devicemesh.federation.v1.JoinUpdate.joined:type_name -> devicemesh.federation.v1.Device
+	33, // 15: devicemesh.federation.v1.DevicesResponse.devices:type_name -> devicemesh.federation.v1.Device
+	1,  // 16: devicemesh.federation.v1.Conflict.ours:type_name -> devicemesh.federation.v1.Record
+	1,  // 17: devicemesh.federation.v1.Conflict.theirs:type_name -> devicemesh.federation.v1.Record
+	38, // 18: devicemesh.federation.v1.ConflictsResponse.conflicts:type_name -> devicemesh.federation.v1.Conflict
+	53, // 19: devicemesh.federation.v1.StatsResponse.version_vector:type_name -> devicemesh.federation.v1.StatsResponse.VersionVectorEntry
+	45, // 20: devicemesh.federation.v1.StatsResponse.peers:type_name -> devicemesh.federation.v1.PeerStats
+	54, // 21: devicemesh.federation.v1.StatsResponse.roots:type_name -> devicemesh.federation.v1.StatsResponse.RootsEntry
+	2,  // 22: devicemesh.federation.v1.FederationService.Put:input_type -> devicemesh.federation.v1.PutRequest
+	4,  // 23: devicemesh.federation.v1.FederationService.Get:input_type -> devicemesh.federation.v1.GetRequest
+	6,  // 24: devicemesh.federation.v1.FederationService.Delete:input_type -> devicemesh.federation.v1.DeleteRequest
+	9,  // 25: devicemesh.federation.v1.FederationService.Batch:input_type -> devicemesh.federation.v1.BatchRequest
+	11, // 26: devicemesh.federation.v1.FederationService.Scan:input_type -> devicemesh.federation.v1.ScanRequest
+	15, // 27: devicemesh.federation.v1.FederationService.Subscribe:input_type -> devicemesh.federation.v1.SubscribeRequest
+	16, // 28: devicemesh.federation.v1.FederationService.SetProfileField:input_type -> devicemesh.federation.v1.SetProfileFieldRequest
+	18, // 29: devicemesh.federation.v1.FederationService.GetProfile:input_type -> devicemesh.federation.v1.GetProfileRequest
+	21, // 30: devicemesh.federation.v1.FederationService.AppendMessage:input_type -> devicemesh.federation.v1.AppendMessageRequest
+	23, // 31: devicemesh.federation.v1.FederationService.ListMessages:input_type -> devicemesh.federation.v1.ListMessagesRequest
+	26, // 32: devicemesh.federation.v1.FederationService.Invite:input_type -> devicemesh.federation.v1.InviteRequest
+	29, // 33: devicemesh.federation.v1.FederationService.Join:input_type -> devicemesh.federation.v1.JoinRequest
+	31, // 34: devicemesh.federation.v1.FederationService.Approve:input_type -> devicemesh.federation.v1.ApproveRequest
+	34, // 35: devicemesh.federation.v1.FederationService.Devices:input_type -> devicemesh.federation.v1.DevicesRequest
+	36, // 36: devicemesh.federation.v1.FederationService.Revoke:input_type -> devicemesh.federation.v1.RevokeRequest
+	39, // 37: devicemesh.federation.v1.FederationService.Conflicts:input_type -> devicemesh.federation.v1.ConflictsRequest
+	41, // 38: devicemesh.federation.v1.FederationService.Resolve:input_type -> devicemesh.federation.v1.ResolveRequest
+	43, // 39: devicemesh.federation.v1.FederationService.Fetch:input_type -> devicemesh.federation.v1.FetchRequest
+	46, // 40: devicemesh.federation.v1.FederationService.Stats:input_type -> devicemesh.federation.v1.StatsRequest
+	48, // 41: devicemesh.federation.v1.FederationService.Backup:input_type -> devicemesh.federation.v1.BackupRequest
+	50, // 42: devicemesh.federation.v1.FederationService.Health:input_type -> devicemesh.federation.v1.HealthRequest
+	3,  // 43: devicemesh.federation.v1.FederationService.Put:output_type -> devicemesh.federation.v1.PutResponse
+	5,  // 44: devicemesh.federation.v1.FederationService.Get:output_type -> devicemesh.federation.v1.GetResponse
+	7,  // 45: devicemesh.federation.v1.FederationService.Delete:output_type -> devicemesh.federation.v1.DeleteResponse
+	10, // 46: devicemesh.federation.v1.FederationService.Batch:output_type -> devicemesh.federation.v1.BatchResponse
+	12, // 47: devicemesh.federation.v1.FederationService.Scan:output_type -> devicemesh.federation.v1.ScanResponse
+	13, // 48: devicemesh.federation.v1.FederationService.Subscribe:output_type -> devicemesh.federation.v1.Event
+	17, // 49: devicemesh.federation.v1.FederationService.SetProfileField:output_type -> devicemesh.federation.v1.SetProfileFieldResponse
+	19, // 50: devicemesh.federation.v1.FederationService.GetProfile:output_type -> devicemesh.federation.v1.GetProfileResponse
+	22, // 51: devicemesh.federation.v1.FederationService.AppendMessage:output_type -> devicemesh.federation.v1.AppendMessageResponse
+	24, // 52: devicemesh.federation.v1.FederationService.ListMessages:output_type -> devicemesh.federation.v1.ListMessagesResponse
+	28, // 53: devicemesh.federation.v1.FederationService.Invite:output_type -> devicemesh.federation.v1.InviteUpdate
+	30, // 54: devicemesh.federation.v1.FederationService.Join:output_type -> devicemesh.federation.v1.JoinUpdate
+	32, // 55: devicemesh.federation.v1.FederationService.Approve:output_type -> devicemesh.federation.v1.ApproveResponse
+	35, // 56: devicemesh.federation.v1.FederationService.Devices:output_type -> devicemesh.federation.v1.DevicesResponse
+	37, // 57: devicemesh.federation.v1.FederationService.Revoke:output_type -> devicemesh.federation.v1.RevokeResponse
+	40, // 58: devicemesh.federation.v1.FederationService.Conflicts:output_type -> devicemesh.federation.v1.ConflictsResponse
+	42, // 59: devicemesh.federation.v1.FederationService.Resolve:output_type -> devicemesh.federation.v1.ResolveResponse
+	44, // 60: devicemesh.federation.v1.FederationService.Fetch:output_type -> devicemesh.federation.v1.FetchResponse
+	47, // 61: devicemesh.federation.v1.FederationService.Stats:output_type -> devicemesh.federation.v1.StatsResponse
+	49, // 62: devicemesh.federation.v1.FederationService.Backup:output_type -> devicemesh.federation.v1.BackupChunk
+	51, // 63: devicemesh.federation.v1.FederationService.Health:output_type -> devicemesh.federation.v1.HealthResponse
+	43, // [43:64] is the sub-list for method output_type
+	22, // [22:43] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_federation_v1_federation_proto_init() }
@@ -3454,13 +3600,13 @@ func file_federation_v1_federation_proto_init() {
 	if File_federation_v1_federation_proto != nil {
 		return
 	}
-	file_federation_v1_federation_proto_msgTypes[26].OneofWrappers = []any{
+	file_federation_v1_federation_proto_msgTypes[27].OneofWrappers = []any{
 		(*InviteUpdate_Invitation)(nil),
 		(*InviteUpdate_Request)(nil),
 		(*InviteUpdate_Paired)(nil),
 		(*InviteUpdate_Refused)(nil),
 	}
-	file_federation_v1_federation_proto_msgTypes[28].OneofWrappers = []any{
+	file_federation_v1_federation_proto_msgTypes[29].OneofWrappers = []any{
 		(*JoinUpdate_Request)(nil),
 		(*JoinUpdate_Joined)(nil),
 	}
@@ -3470,7 +3616,7 @@ func file_federation_v1_federation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_federation_v1_federation_proto_rawDesc), len(file_federation_v1_federation_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   53,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
