@@ -126,9 +126,10 @@ type DeviceConfig struct {
 	// means "device".
 	Name string
 	// Type is the kind of hardware: "phone", "tablet", "laptop",
-	// "desktop", "server" or "unknown" (empty means "unknown"; anything
-	// else is ErrInvalidConfig). It is recorded in the device registry and
-	// reaches every device of the mesh (Device.Type).
+	// "desktop", "server" or "unknown" (empty means "unknown"). It is
+	// recorded in the device registry and reaches every device of the
+	// mesh (Device.Type); any other text is recorded as "unknown", with a
+	// warning in the log.
 	Type string
 }
 
@@ -216,17 +217,18 @@ func (c Config) validate() (Config, error) {
 	if c.Device.Type == "" {
 		c.Device.Type = "unknown"
 	}
-	typ, err := registry.ParseDeviceType(c.Device.Type)
-	if err != nil {
-		return c, fmt.Errorf("%w: Device.Type %q: one of unknown, phone, tablet, laptop, desktop, server", core.ErrInvalidConfig, c.Device.Type)
-	}
-	c.devType = typ
 	if c.Clock == nil {
 		c.Clock = core.SystemClock{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	typ, err := registry.ParseDeviceType(c.Device.Type)
+	if err != nil {
+		c.Logger.Warn("Device.Type is not a device type the registry records (unknown, phone, tablet, laptop, desktop, server): other devices see it as unknown", "type", c.Device.Type)
+		typ = registry.TypeUnknown
+	}
+	c.devType = typ
 	policies := DefaultPolicies()
 	for name, p := range c.Collections {
 		if err := core.ValidateKey(name, "", 0); err != nil {

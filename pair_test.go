@@ -163,6 +163,16 @@ func TestDeviceTypeReachesOtherDevices(t *testing.T) {
 	require.Equal(t, []string{"notes"}, slices.Sorted(maps.Keys(phone.Roots())))
 	require.NotEqual(t, phone.Root("no-such-collection"), phone.Root("_fed.registry"))
 
-	_, err := federation.New(federation.Config{Dir: t.TempDir(), Device: federation.DeviceConfig{Type: "toaster"}})
-	require.ErrorIs(t, err, federation.ErrInvalidConfig)
+	// A type the registry does not know is recorded as unknown.
+	toaster, err := federation.New(federation.Config{Dir: t.TempDir(), Network: federation.NetworkConfig{ListenAddr: "127.0.0.1:0"},
+		Device: federation.DeviceConfig{Type: "toaster"}})
+	require.NoError(t, err)
+	defer toaster.Close()
+	require.NoError(t, toaster.Start(ctx))
+	_, err = toaster.Invite(ctx, federation.InviteOptions{Approve: func(context.Context, federation.PairRequest) (bool, error) { return false, nil }})
+	require.NoError(t, err) // founds its mesh: its own registry entry
+	ds, err := toaster.Devices(ctx)
+	require.NoError(t, err)
+	require.Len(t, ds, 1)
+	require.Equal(t, registry.TypeUnknown, ds[0].Type)
 }
