@@ -1,0 +1,320 @@
+package blob
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// KeySize is the size of Options.Key.
+const KeySize = 32
+
+// Options configures a Store.
+type Options struct {
+	// Key is the node's at-rest key (32 bytes); the store derives its own
+	// keys from it. nil stores chunks and manifests in plain.
+	Key []byte
+}
+
+// Store is a content-addressed chunk store in one directory. Its methods
+// are safe for concurrent use; GC waits for writes in progress.
+type Store struct {
+	dir     string
+	aead    cipher.AEAD // nil: plain
+	nameKey []byte      // nil: plain names
+
+	// gc is held shared by every write that adds chunks before the
+	// manifest listing them (Put, a fetch), exclusively by GC.
+	gc sync.RWMutex
+}
+
+// Open opens (creating it if need be) the store in dir.
+func Open(dir string, opts Options) (*Store, error) {
+	s := &Store{dir: dir}
+	if opts.Key != nil {
+		if len(opts.Key) != KeySize {
+			return nil, fmt.Errorf("open blob store: key has %d bytes, want %d", len(opts.Key), KeySize)
+		}
+		enc, err := hkdf.Key(sha256.New, opts.Key, nil, "federation blob store v1: chunk encryption", 32)
+		if err != nil {
+			return nil, fmt.Errorf("open blob store: %w", err)
+		}
+		if s.nameKey, err = hkdf.Key(sha256.New, opts.Key, nil, "federation blob store v1: file names", 32); err != nil {
+			return nil, fmt.Errorf("open blob store: %w", err)
+		}
+		blk, err := aes.NewCipher(enc)
+		if err != nil {
+			return nil, fmt.Errorf("open blob store: %w", err)
+		}
+		if s.aead, err = cipher.NewGCM(blk); err != nil {
+			return nil, fmt.Errorf("open blob store: %w", err)
+		}
+	}
+	for _, d := range []string{"chunks", "manifests", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, fmt.Errorf("open blob store: %w", err)
+		}
+	}
+	// Leftovers of writes a crash interrupted.
+	if ents, err := os.ReadDir(filepath.Join(dir, "tmp")); err == nil {
+		for _, e := range ents {
+			_ = os.Remove(filepath.Join(dir, "tmp", e.Name()))
+		}
+	}
+	return s, nil
+}
+
+// Dir returns the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// kind prefixes an ID in names and associated data.
+type kind string
+
+const (
+	kindChunk    kind = "chunk:"
+	kindManifest kind = "manifest:"
+)
+
+// name is the file name of an object: HMAC of its ID with a key, its ID in
+// hex without.
+func (s *Store) name(k kind, id ID) string {
+	if s.nameKey == nil {
+		return hex.EncodeToString(id[:])
+	}
+	h := hmac.New(sha256.New, s.nameKey)
+	h.Write([]byte(k))
+	h.Write(id[:])
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (s *Store) chunkPath(id ID) string {
+	n := s.name(kindChunk, id)
+	return filepath.Join(s.dir, "chunks", n[:2], n)
+}
+
+func (s *Store) manifestPath(id ID) string {
+	return filepath.Join(s.dir, "manifests", s.name(kindManifest, id))
+}
+
+// seal encrypts plain for the file of (k, id), appending to dst.
+func (s *Store) seal(dst []byte, k kind, id ID, plain []byte) ([]byte, error) {
+	if s.aead == nil {
+		return append(dst, plain...), nil
+	}
+	n := s.aead.NonceSize()
+	dst = append(dst, make([]byte, n)...)
+	nonce := dst[len(dst)-n:]
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("nonce: %w", err)
+	}
+	return s.aead.Seal(dst, nonce, plain, ad(k, id)), nil
+}
+
+// open decrypts a file's bytes in place.
+func (s *Store) open(k kind, id ID, b []byte) ([]byte, error) {
+	if s.aead == nil {
+		return b, nil
+	}
+	n := s.aead.NonceSize()
+	if len(b) < n+s.aead.Overhead() {
+		return nil, fmt.Errorf("%w: short file", ErrCorrupt)
+	}
+	p, err := s.aead.Open(b[n:n], b[:n], b[n:], ad(k, id))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return p, nil
+}
+
+func ad(k kind, id ID) []byte { return append([]byte(k), id[:]...) }
+
+// writeFile writes b whole to path through tmp/ and a rename.
+func (s *Store) writeFile(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "w")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+		if errors.Is(err, fs.ErrNotExist) { // the chunk's directory is new
+			if err = os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
+				err = os.Rename(f.Name(), path)
+			}
+		}
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+	}
+	return err
+}
+
+// HasChunk reports whether the chunk's file exists (its content is checked
+// when read).
+func (s *Store) HasChunk(id ID) bool {
+	_, err := os.Stat(s.chunkPath(id))
+	return err == nil
+}
+
+// chunkBuf is a scratch buffer for one chunk and its encryption overhead.
+func chunkBuf() []byte { return make([]byte, 0, MaxChunk+64) }
+
+// ReadChunk reads and verifies the chunk id into buf (reused when large
+// enough) and returns its bytes. A chunk that fails verification is
+// deleted and reported as ErrCorrupt; a missing one as ErrNotFound.
+func (s *Store) ReadChunk(id ID, buf []byte) ([]byte, error) {
+	p := s.chunkPath(id)
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	if st.Size() > MaxChunk+64 {
+		_ = os.Remove(p)
+		return nil, fmt.Errorf("chunk %s: %w: %d bytes", id, ErrCorrupt, st.Size())
+	}
+	if int64(cap(buf)) < st.Size() {
+		buf = make([]byte, st.Size())
+	}
+	b := buf[:st.Size()]
+	if _, err := readFull(f, b); err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	plain, err := s.open(kindChunk, id, b)
+	if err == nil && sha256.Sum256(plain) != id {
+		err = fmt.Errorf("%w: hash mismatch", ErrCorrupt)
+	}
+	if err != nil {
+		_ = os.Remove(p) // counts as absent: fetched again
+		return nil, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	return plain, nil
+}
+
+// WriteChunk verifies that data hashes to id and stores it, unless the
+// store holds it already. scratch (may be nil) is reused for the
+// encryption. A mismatch is ErrCorrupt.
+func (s *Store) WriteChunk(id ID, data, scratch []byte) error {
+	if len(data) == 0 || len(data) > MaxChunk {
+		return fmt.Errorf("chunk %s: %w: %d bytes", id, ErrCorrupt, len(data))
+	}
+	if sha256.Sum256(data) != id {
+		return fmt.Errorf("chunk %s: %w: hash mismatch", id, ErrCorrupt)
+	}
+	return s.putChunk(id, data, scratch)
+}
+
+// putChunk stores a verified chunk unless present.
+func (s *Store) putChunk(id ID, data, scratch []byte) error {
+	p := s.chunkPath(id)
+	if _, err := os.Stat(p); err == nil {
+		return nil
+	}
+	b, err := s.seal(scratch[:0], kindChunk, id, data)
+	if err != nil {
+		return err
+	}
+	if err := s.writeFile(p, b); err != nil {
+		return fmt.Errorf("write chunk: %w", err)
+	}
+	return nil
+}
+
+// PutManifest stores m (a fetch stores it before its chunks).
+func (s *Store) PutManifest(m Manifest) error {
+	id := m.ID()
+	// The ID is the plain bytes' hash, checked on read: the associated data
+	// need not carry it, so Manifests can list the store without it.
+	b, err := s.seal(nil, kindManifest, ID{}, m.Encode())
+	if err != nil {
+		return err
+	}
+	if err := s.writeFile(s.manifestPath(id), b); err != nil {
+		return fmt.Errorf("write manifest: %w", err)
+	}
+	return nil
+}
+
+// Manifest returns the stored manifest of blob id, or ErrNotFound.
+func (s *Store) Manifest(id ID) (Manifest, error) {
+	b, err := os.ReadFile(s.manifestPath(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Manifest{}, fmt.Errorf("manifest %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Manifest{}, fmt.Errorf("manifest %s: %w", id, err)
+	}
+	return s.decodeManifest(id, b)
+}
+
+func (s *Store) decodeManifest(id ID, b []byte) (Manifest, error) {
+	plain, err := s.open(kindManifest, ID{}, b)
+	if err == nil && sha256.Sum256(plain) != id {
+		err = fmt.Errorf("%w: manifest hash mismatch", ErrCorrupt)
+	}
+	if err != nil {
+		return Manifest{}, fmt.Errorf("manifest %s: %w", id, err)
+	}
+	return DecodeManifest(plain)
+}
+
+// DeleteManifest drops blob id's manifest; GC then deletes the chunks no
+// other manifest lists. Deleting a missing manifest is not an error.
+func (s *Store) DeleteManifest(id ID) error {
+	if err := os.Remove(s.manifestPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete manifest: %w", err)
+	}
+	return nil
+}
+
+// Missing returns the chunks of m the store lacks, each once, in order, and
+// their total size.
+func (s *Store) Missing(m Manifest) ([]ChunkRef, int64) {
+	seen := make(map[ID]bool, len(m.Chunks))
+	var out []ChunkRef
+	var n int64
+	for _, c := range m.Chunks {
+		if seen[c.ID] {
+			continue
+		}
+		seen[c.ID] = true
+		if !s.HasChunk(c.ID) {
+			out = append(out, c)
+			n += int64(c.Size)
+		}
+	}
+	return out, n
+}
+
+// Complete reports whether every chunk of blob id is stored.
+func (s *Store) Complete(id ID) (bool, error) {
+	m, err := s.Manifest(id)
+	if err != nil {
+		return false, err
+	}
+	miss, _ := s.Missing(m)
+	return len(miss) == 0, nil
+}
+
+func readFull(f *os.File, b []byte) (int, error) { return io.ReadFull(f, b) }
