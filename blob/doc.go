@@ -61,14 +61,15 @@
 // Frames on a transfer stream are a type byte, a 4-byte big-endian length
 // and the payload:
 //
-//	'M' get manifest   id[32]                      receiver to sender
+//	'M' get manifest   id[32] [1]                  receiver to sender
 //	'W' want chunks    n × id[32]                  receiver to sender
 //	'm' manifest       the manifest's encoding     sender to receiver
 //	'n' no manifest    id[32]                      sender to receiver
 //	'c' chunk          id[32] data                 sender to receiver
 //	'x' no chunk       id[32]                      sender to receiver
 //
-// A sender answers a want with one 'c' or 'x' per ID, in order. It serves
+// A receiver that holds the manifest (a resumed fetch) adds the byte 1 to
+// 'M', and the answer 'm' is empty. A sender answers a want with one 'c' or 'x' per ID, in order. It serves
 // only chunks listed in a manifest asked for on the same stream, so a peer
 // cannot probe for content it does not already know to be part of a blob.
 // The manifest's encoding is 'FBM1', size u64, digest [32], count u32, then

@@ -45,7 +45,7 @@ const (
 	manifestEntry  = 32 + 4
 	// MaxBlobSize bounds one blob, so that a manifest stays small enough to
 	// hold in memory (about 1.2 MB per GiB).
-	MaxBlobSize = 64 << 30
+	MaxBlobSize = 16 << 30
 	// maxManifest bounds a manifest's encoding.
 	maxManifest = manifestHeader + manifestEntry*(MaxBlobSize/MinChunk+1)
 )
