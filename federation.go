@@ -68,6 +68,7 @@ const (
 	ModePeriodic  = core.ModePeriodic
 	ModeOnDemand  = core.ModeOnDemand
 	ModeLocalOnly = core.ModeLocalOnly
+	ModeThumbnail = core.ModeThumbnail // lane h26
 
 	CollectionProfile      = core.CollectionProfile
 	CollectionConversation = core.CollectionConversation
@@ -109,7 +110,7 @@ func DefaultPolicies() map[string]Policy {
 		CollectionPersonality:  {Priority: PriorityHigh, Mode: ModeImmediate},
 		CollectionEmbeddings:   {Priority: PriorityLow, Mode: ModeOnDemand},
 		CollectionAnalytics:    {Priority: PriorityLow, Mode: ModePeriodic},
-		CollectionMedia:        {Priority: PriorityLow, Mode: ModeOnDemand},
+		CollectionMedia:        {Priority: PriorityLow, Mode: ModeThumbnail},
 		CollectionCache:        {Priority: PriorityNone, Mode: ModeLocalOnly},
 	}
 	for name, pol := range p {

@@ -74,6 +74,10 @@ const (
 	ModeOnDemand
 	// ModeLocalOnly never leaves the device.
 	ModeLocalOnly
+	// ModeThumbnail (lane h26) is for media: records (blob references
+	// with their thumbnails) are pushed at once like ModeImmediate, the
+	// originals they reference travel when the host asks (Node.FetchBlob).
+	ModeThumbnail
 )
 
 // String names the mode.
@@ -87,13 +91,15 @@ func (m Mode) String() string {
 		return "on-demand"
 	case ModeLocalOnly:
 		return "local-only"
+	case ModeThumbnail:
+		return "thumbnail"
 	}
 	return "mode(?)"
 }
 
 // ParseMode parses a mode's String form.
 func ParseMode(s string) (Mode, error) {
-	for m := ModeImmediate; m <= ModeLocalOnly; m++ {
+	for m := ModeImmediate; m <= ModeThumbnail; m++ {
 		if m.String() == s {
 			return m, nil
 		}
@@ -103,7 +109,7 @@ func ParseMode(s string) (Mode, error) {
 
 // MarshalText encodes the mode as its String form.
 func (m Mode) MarshalText() ([]byte, error) {
-	if m < ModeImmediate || m > ModeLocalOnly {
+	if m < ModeImmediate || m > ModeThumbnail {
 		return nil, fmt.Errorf("%w: mode %d", ErrInvalidArgument, int(m))
 	}
 	return []byte(m.String()), nil
