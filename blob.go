@@ -70,6 +70,9 @@ type BlobStats struct {
 	ChunksSent, ChunkBytesSent         int64 // served to peers
 	ChunksReceived, ChunkBytesReceived int64 // received (verified or not)
 	ChunksRejected                     int64 // received chunks that failed verification
+	// WireSent and WireReceived count every byte of the blob streams'
+	// frames, both directions, both roles (QUIC's own overhead aside).
+	WireSent, WireReceived int64
 }
 
 // BlobGCStats says what CollectBlobs removed.
@@ -253,6 +256,7 @@ func (n *Node) BlobStats() BlobStats {
 		ChunksSent: s.ChunksSent.Load(), ChunkBytesSent: s.ChunkBytesSent.Load(),
 		ChunksReceived: f.ChunksRecv.Load(), ChunkBytesReceived: f.ChunkBytesRecv.Load(),
 		ChunksRejected: f.Corrupt.Load(),
+		WireSent:       s.WireSent.Load() + f.WireSent.Load(), WireReceived: s.WireRecv.Load() + f.WireRecv.Load(),
 	}
 }
 

@@ -47,6 +47,9 @@ type Counters struct {
 	ChunksSent, ChunkBytesSent atomic.Int64 // chunks served (data bytes)
 	ChunksRecv, ChunkBytesRecv atomic.Int64 // chunks received (data bytes, verified or not)
 	Corrupt                    atomic.Int64 // received chunks that failed verification
+	// WireSent and WireRecv count every frame byte written and read on
+	// transfer streams (requests, manifests, chunks, headers).
+	WireSent, WireRecv atomic.Int64
 }
 
 // FetchOptions tunes Fetch. The zero value is usable.
@@ -63,13 +66,14 @@ type FetchOptions struct {
 // frameConn reads and writes transfer frames.
 type frameConn struct {
 	c   io.ReadWriteCloser
+	n   *Counters
 	r   *bufio.Reader
 	out []byte // scratch for outgoing frames
 	in  []byte // scratch for incoming payloads
 }
 
-func newFrameConn(c io.ReadWriteCloser) *frameConn {
-	return &frameConn{c: c, r: bufio.NewReaderSize(c, 64<<10)}
+func newFrameConn(c io.ReadWriteCloser, n *Counters) *frameConn {
+	return &frameConn{c: c, n: n, r: bufio.NewReaderSize(c, 64<<10)}
 }
 
 // write sends one frame whose payload is the concatenation of parts.
@@ -84,7 +88,8 @@ func (f *frameConn) write(t byte, parts ...[]byte) error {
 		b = append(b, p...)
 	}
 	f.out = b
-	_, err := f.c.Write(b)
+	w, err := f.c.Write(b)
+	f.n.WireSent.Add(int64(w))
 	return err
 }
 
@@ -95,6 +100,7 @@ func (f *frameConn) read(max int) (byte, []byte, error) {
 	if _, err := io.ReadFull(f.r, h[:]); err != nil {
 		return 0, nil, err
 	}
+	f.n.WireRecv.Add(frameHeader)
 	n := int(binary.BigEndian.Uint32(h[1:]))
 	if n > max {
 		return 0, nil, fmt.Errorf("%w: %q frame of %d bytes", ErrProtocol, h[0], n)
@@ -103,7 +109,9 @@ func (f *frameConn) read(max int) (byte, []byte, error) {
 		f.in = make([]byte, n)
 	}
 	b := f.in[:n]
-	if _, err := io.ReadFull(f.r, b); err != nil {
+	k, err := io.ReadFull(f.r, b)
+	f.n.WireRecv.Add(int64(k))
+	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
@@ -126,7 +134,7 @@ func Serve(ctx context.Context, s *Store, conn Conn, c *Counters) error {
 		c = &Counters{}
 	}
 	defer closeOnDone(ctx, conn)()
-	f := newFrameConn(conn)
+	f := newFrameConn(conn, c)
 	allowed := map[ID]bool{}
 	buf := chunkBuf()
 	for {
@@ -200,7 +208,7 @@ func Fetch(ctx context.Context, s *Store, conn Conn, id ID, opts FetchOptions) e
 		opts.GroupBytes = GroupBytes
 	}
 	defer closeOnDone(ctx, conn)()
-	f := newFrameConn(conn)
+	f := newFrameConn(conn, opts.Counters)
 	m, err := s.Manifest(id)
 	if err == nil {
 		err = openManifest(f, id)

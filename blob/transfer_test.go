@@ -170,7 +170,7 @@ func TestServeRefusesUnlistedChunksAndUnknownBlobs(t *testing.T) {
 	// A receiver that asks for a chunk without its manifest gets nothing.
 	a, b := connPair()
 	go func() { _ = Serve(context.Background(), src, a, nil); _ = a.Close() }()
-	f := newFrameConn(b)
+	f := newFrameConn(b, &Counters{})
 	if err := f.write(frameWant, m.Chunks[0].ID[:]); err != nil {
 		t.Fatal(err)
 	}

@@ -51,6 +51,9 @@ func scenarios() map[string]scenario {
 		"insync":       {"time to establish two devices are in sync at n = 1M vs n = 1000", runInsync},
 		"repair":       {"bytes of a Merkle repair (changelog truncated) after d of n records changed, per changed byte", runRepair},
 		"merge":        {"resolved conflicts/s for n concurrent record pairs (LWW, chronological) vs plain apply of n changes", runMerge},
+		// lane h26
+		"blob":      {"media goodput: a node fetching a blob from its peer vs raw quic-go file to file", runBlob},
+		"blob-edit": {"blob-stream bytes to update a peer after a 1 MiB edit in a 256 MiB blob, vs 1 MiB", runBlobEdit},
 	}
 }
 
