@@ -22,9 +22,11 @@
 //
 // On disk, under the store's directory:
 //
-//	chunks/xx/<name>     one file per chunk
+//	chunks/xx/<name>     one file per chunk (xx: the name's first byte)
 //	manifests/<name>     one file per manifest
-//	tmp/                 files being written (renamed into place when whole)
+//
+// A file is written whole under a temporary name beside its own
+// (<name>.<n>.tmp) and renamed into place; GC deletes leftovers.
 //
 // With a key (the node's at-rest key, Options.Key), two keys are derived
 // from it with HKDF-SHA256: one encrypts every chunk and manifest file with
@@ -35,10 +37,10 @@
 // the device holds. Without a key, files are plain and named by their ID in
 // hex.
 //
-// Chunk files are written whole to tmp/ and renamed into place, without
-// fsync: a file that a crash or power loss left damaged fails its check
-// (the AEAD, or the hash without a key) when read, is deleted, and counts
-// as absent, so a transfer fetches it again.
+// Chunk files are written without fsync: a file that a crash or power
+// loss left damaged fails its check (the AEAD, or the hash without a key)
+// when read, is deleted, and counts as absent, so a transfer fetches it
+// again.
 //
 // Put writes a blob from an io.Reader and Open reads it as an io.Reader,
 // one chunk in memory at a time. GC deletes the chunks that no stored

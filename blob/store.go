@@ -14,7 +14,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // KeySize is the size of Options.Key.
@@ -37,6 +40,8 @@ type Store struct {
 	// gc is held shared by every write that adds chunks before the
 	// manifest listing them (Put, a fetch), exclusively by GC.
 	gc sync.RWMutex
+	// tmpSeq numbers the temporary files (see writeFile).
+	tmpSeq atomic.Uint64
 }
 
 // Open opens (creating it if need be) the store in dir.
@@ -61,15 +66,23 @@ func Open(dir string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open blob store: %w", err)
 		}
 	}
-	for _, d := range []string{"chunks", "manifests", "tmp"} {
+	for _, d := range []string{"chunks", "manifests"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return nil, fmt.Errorf("open blob store: %w", err)
 		}
 	}
-	// Leftovers of writes a crash interrupted.
-	if ents, err := os.ReadDir(filepath.Join(dir, "tmp")); err == nil {
+	for i := range 256 {
+		if err := os.MkdirAll(filepath.Join(dir, "chunks", fmt.Sprintf("%02x", i)), 0o700); err != nil {
+			return nil, fmt.Errorf("open blob store: %w", err)
+		}
+	}
+	// Leftovers of writes a crash interrupted (those of chunks go at the
+	// next GC).
+	if ents, err := os.ReadDir(filepath.Join(dir, "manifests")); err == nil {
 		for _, e := range ents {
-			_ = os.Remove(filepath.Join(dir, "tmp", e.Name()))
+			if strings.HasSuffix(e.Name(), tmpSuffix) {
+				_ = os.Remove(filepath.Join(dir, "manifests", e.Name()))
+			}
 		}
 	}
 	return s, nil
@@ -139,9 +152,13 @@ func (s *Store) open(k kind, id ID, b []byte) ([]byte, error) {
 
 func ad(k kind, id ID) []byte { return append([]byte(k), id[:]...) }
 
-// writeFile writes b whole to path through tmp/ and a rename.
+// writeFile writes b whole to path: to a temporary file beside it, then
+// renamed. (Temporary files in one directory of their own, os.CreateTemp's
+// way, cost most of a transfer's time on ext4: creating names in a
+// directory that churns through thousands of them is slow.)
 func (s *Store) writeFile(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "w")
+	tmp := path + "." + strconv.FormatUint(s.tmpSeq.Add(1), 10) + tmpSuffix
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
@@ -150,18 +167,16 @@ func (s *Store) writeFile(path string, b []byte) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(f.Name(), path)
-		if errors.Is(err, fs.ErrNotExist) { // the chunk's directory is new
-			if err = os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
-				err = os.Rename(f.Name(), path)
-			}
-		}
+		err = os.Rename(tmp, path)
 	}
 	if err != nil {
-		_ = os.Remove(f.Name())
+		_ = os.Remove(tmp)
 	}
 	return err
 }
+
+// tmpSuffix ends the names of files being written.
+const tmpSuffix = ".tmp"
 
 // HasChunk reports whether the chunk's file exists (its content is checked
 // when read).

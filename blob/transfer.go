@@ -207,6 +207,8 @@ func Fetch(ctx context.Context, s *Store, conn Conn, id ID, opts FetchOptions) e
 	if opts.GroupBytes <= 0 {
 		opts.GroupBytes = GroupBytes
 	}
+	s.gc.RLock() // GC would take chunks being written for garbage
+	defer s.gc.RUnlock()
 	defer closeOnDone(ctx, conn)()
 	f := newFrameConn(conn, opts.Counters)
 	m, err := s.Manifest(id)
