@@ -306,3 +306,12 @@ func (n *Node) CollectBlobs(ctx context.Context) (BlobGCStats, error) {
 	}
 	return st, nil
 }
+
+// closeLast ends the subscriptions and closes the blob store: the last
+// step of Close, once every session ended.
+func (n *Node) closeLast() {
+	n.events.Close()
+	if n.blobs.b != nil {
+		n.blobs.b.Store.Close()
+	}
+}

@@ -231,7 +231,7 @@ func (n *Node) Close() error {
 	if n.c.Rep.InUpdate() {
 		return fmt.Errorf("close: %w", ErrReentrantWrite)
 	}
-	n.closeOnce.Do(func() { n.closeErr = n.c.Close(n.events.Close) })
+	n.closeOnce.Do(func() { n.closeErr = n.c.Close(n.closeLast) })
 	return n.closeErr
 }
 

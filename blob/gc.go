@@ -3,17 +3,20 @@ package blob
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // GCStats says what GC did.
 type GCStats struct {
-	Manifests     int   // manifests kept
-	ChunksKept    int   // chunks listed by a kept manifest
-	ChunksDeleted int   // chunks no manifest listed
-	BytesDeleted  int64 // their file sizes
+	Manifests      int   // manifests kept
+	ChunksKept     int   // chunks listed by a kept manifest and stored
+	ChunksDeleted  int   // chunks no manifest listed
+	BytesDeleted   int64 // their records' sizes
+	PacksRewritten int   // packs whose live chunks were copied and the pack deleted
 }
 
 // Manifests returns the IDs of the stored manifests.
@@ -24,12 +27,14 @@ func (s *Store) Manifests() ([]ID, error) {
 	}
 	out := make([]ID, 0, len(ents))
 	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), tmpSuffix) {
+			continue
+		}
 		b, err := os.ReadFile(filepath.Join(s.dir, "manifests", e.Name()))
 		if err != nil {
 			return nil, fmt.Errorf("list manifests: %w", err)
 		}
-		id, ok := s.manifestID(e.Name(), b)
-		if ok {
+		if id, ok := s.manifestID(e.Name(), b); ok {
 			out = append(out, id)
 		}
 	}
@@ -44,11 +49,14 @@ func (s *Store) manifestID(name string, b []byte) (ID, bool) {
 		return ID{}, false
 	}
 	id := ID(sha256.Sum256(plain))
-	return id, s.name(kindManifest, id) == name
+	n := s.name(kindManifest, id)
+	return id, hex.EncodeToString(n[:]) == name
 }
 
-// GC deletes every chunk that no stored manifest lists. It waits for writes
-// in progress (Put, fetches) and holds them off while it runs.
+// GC deletes every chunk that no stored manifest lists: it forgets them,
+// then rewrites each pack that held any (copying its live chunks to the
+// active pack) and deletes it. It waits for writes and reads in progress
+// and holds them off while it runs.
 func (s *Store) GC(ctx context.Context) (GCStats, error) {
 	s.gc.Lock()
 	defer s.gc.Unlock()
@@ -57,7 +65,7 @@ func (s *Store) GC(ctx context.Context) (GCStats, error) {
 	if err != nil {
 		return st, err
 	}
-	live := map[string]bool{}
+	live := map[[32]byte]bool{}
 	for _, id := range ids {
 		m, err := s.Manifest(id)
 		if err != nil {
@@ -68,32 +76,75 @@ func (s *Store) GC(ctx context.Context) (GCStats, error) {
 			live[s.name(kindChunk, c.ID)] = true
 		}
 	}
-	st.ChunksKept = len(live)
-	root := filepath.Join(s.dir, "chunks")
-	dirs, err := os.ReadDir(root)
-	if err != nil {
-		return st, fmt.Errorf("gc: %w", err)
-	}
-	for _, d := range dirs {
-		if err := ctx.Err(); err != nil {
-			return st, err
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Every pack but the active one holding garbage is rewritten; so is the
+	// active one, after a new pack takes its place.
+	dirty := map[uint32]bool{}
+	packBytes := map[uint32]int64{}
+	for name, l := range s.index {
+		packBytes[l.pack] += recordHeader + int64(l.n)
+		if live[name] {
+			st.ChunksKept++
+			continue
 		}
-		files, err := os.ReadDir(filepath.Join(root, d.Name()))
+		delete(s.index, name)
+		st.ChunksDeleted++
+		st.BytesDeleted += recordHeader + int64(l.n)
+		dirty[l.pack] = true
+	}
+	// Packs whose size exceeds their indexed records hold dropped chunks.
+	for n, f := range s.files {
+		fi, err := f.Stat()
 		if err != nil {
 			return st, fmt.Errorf("gc: %w", err)
 		}
-		for _, f := range files {
-			if live[f.Name()] {
-				continue
-			}
-			if info, err := f.Info(); err == nil {
-				st.BytesDeleted += info.Size()
-			}
-			if err := os.Remove(filepath.Join(root, d.Name(), f.Name())); err != nil {
-				return st, fmt.Errorf("gc: %w", err)
-			}
-			st.ChunksDeleted++
+		size := fi.Size()
+		if n == s.active {
+			size = s.size
+		}
+		if size > packBytes[n] {
+			dirty[n] = true
 		}
 	}
+	if dirty[s.active] {
+		if err := s.newPackLocked(s.active + 1); err != nil {
+			return st, fmt.Errorf("gc: %w", err)
+		}
+	}
+	for n := range dirty {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		if err := s.rewritePackLocked(n); err != nil {
+			return st, fmt.Errorf("gc: %w", err)
+		}
+		st.PacksRewritten++
+	}
 	return st, nil
+}
+
+// rewritePackLocked copies pack n's indexed records to the active pack and
+// deletes pack n. A crash midway leaves both copies; the index keeps one.
+// (Records appended meanwhile go to the active pack, never n, so the
+// iteration skips them.)
+func (s *Store) rewritePackLocked(n uint32) error {
+	f := s.files[n]
+	buf := chunkBuf()
+	for name, l := range s.index {
+		if l.pack != n {
+			continue
+		}
+		b := buf[:l.n]
+		if _, err := f.ReadAt(b, l.off); err != nil {
+			return err
+		}
+		delete(s.index, name)
+		if err := s.appendRecordLocked(name, b); err != nil {
+			return err
+		}
+	}
+	_ = f.Close()
+	delete(s.files, n)
+	return os.Remove(s.packPath(n))
 }

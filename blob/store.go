@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -38,15 +37,26 @@ type Store struct {
 	nameKey []byte      // nil: plain names
 
 	// gc is held shared by every write that adds chunks before the
-	// manifest listing them (Put, a fetch), exclusively by GC.
+	// manifest listing them (Put, a fetch) and by chunk reads,
+	// exclusively by GC.
 	gc sync.RWMutex
 	// tmpSeq numbers the temporary files (see writeFile).
 	tmpSeq atomic.Uint64
+
+	mu    sync.Mutex // guards the fields below
+	index map[[32]byte]loc
+	files map[uint32]*os.File // open packs
+	// active is the pack chunks are appended to, size its length.
+	active uint32
+	size   int64
+	closed bool
 }
 
-// Open opens (creating it if need be) the store in dir.
+// Open opens (creating it if need be) the store in dir: it reads every
+// pack's record headers to build the chunk index, cutting a record that a
+// crash left torn at a pack's end. Close it when done.
 func Open(dir string, opts Options) (*Store, error) {
-	s := &Store{dir: dir}
+	s := &Store{dir: dir, index: map[[32]byte]loc{}, files: map[uint32]*os.File{}}
 	if opts.Key != nil {
 		if len(opts.Key) != KeySize {
 			return nil, fmt.Errorf("open blob store: key has %d bytes, want %d", len(opts.Key), KeySize)
@@ -55,7 +65,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open blob store: %w", err)
 		}
-		if s.nameKey, err = hkdf.Key(sha256.New, opts.Key, nil, "federation blob store v1: file names", 32); err != nil {
+		if s.nameKey, err = hkdf.Key(sha256.New, opts.Key, nil, "federation blob store v1: chunk names", 32); err != nil {
 			return nil, fmt.Errorf("open blob store: %w", err)
 		}
 		blk, err := aes.NewCipher(enc)
@@ -66,18 +76,12 @@ func Open(dir string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open blob store: %w", err)
 		}
 	}
-	for _, d := range []string{"chunks", "manifests"} {
+	for _, d := range []string{"packs", "manifests"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return nil, fmt.Errorf("open blob store: %w", err)
 		}
 	}
-	for i := range 256 {
-		if err := os.MkdirAll(filepath.Join(dir, "chunks", fmt.Sprintf("%02x", i)), 0o700); err != nil {
-			return nil, fmt.Errorf("open blob store: %w", err)
-		}
-	}
-	// Leftovers of writes a crash interrupted (those of chunks go at the
-	// next GC).
+	// Leftovers of manifest writes a crash interrupted.
 	if ents, err := os.ReadDir(filepath.Join(dir, "manifests")); err == nil {
 		for _, e := range ents {
 			if strings.HasSuffix(e.Name(), tmpSuffix) {
@@ -85,7 +89,23 @@ func Open(dir string, opts Options) (*Store, error) {
 			}
 		}
 	}
+	if err := s.loadPacks(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open blob store: %w", err)
+	}
 	return s, nil
+}
+
+// Close closes the store's files. Later calls fail with ErrClosed-like
+// errors from the file system; Close is idempotent.
+func (s *Store) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for n, f := range s.files {
+		_ = f.Close()
+		delete(s.files, n)
+	}
 }
 
 // Dir returns the store's directory.
@@ -99,28 +119,24 @@ const (
 	kindManifest kind = "manifest:"
 )
 
-// name is the file name of an object: HMAC of its ID with a key, its ID in
-// hex without.
-func (s *Store) name(k kind, id ID) string {
+// name is the name of an object: HMAC of its ID with a key, its ID
+// without.
+func (s *Store) name(k kind, id ID) [32]byte {
 	if s.nameKey == nil {
-		return hex.EncodeToString(id[:])
+		return id
 	}
 	h := hmac.New(sha256.New, s.nameKey)
 	h.Write([]byte(k))
 	h.Write(id[:])
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-func (s *Store) chunkPath(id ID) string {
-	n := s.name(kindChunk, id)
-	return filepath.Join(s.dir, "chunks", n[:2], n)
+	return [32]byte(h.Sum(nil))
 }
 
 func (s *Store) manifestPath(id ID) string {
-	return filepath.Join(s.dir, "manifests", s.name(kindManifest, id))
+	n := s.name(kindManifest, id)
+	return filepath.Join(s.dir, "manifests", hex.EncodeToString(n[:]))
 }
 
-// seal encrypts plain for the file of (k, id), appending to dst.
+// seal encrypts plain for (k, id), appending to dst.
 func (s *Store) seal(dst []byte, k kind, id ID, plain []byte) ([]byte, error) {
 	if s.aead == nil {
 		return append(dst, plain...), nil
@@ -134,14 +150,14 @@ func (s *Store) seal(dst []byte, k kind, id ID, plain []byte) ([]byte, error) {
 	return s.aead.Seal(dst, nonce, plain, ad(k, id)), nil
 }
 
-// open decrypts a file's bytes in place.
+// open decrypts sealed bytes in place.
 func (s *Store) open(k kind, id ID, b []byte) ([]byte, error) {
 	if s.aead == nil {
 		return b, nil
 	}
 	n := s.aead.NonceSize()
 	if len(b) < n+s.aead.Overhead() {
-		return nil, fmt.Errorf("%w: short file", ErrCorrupt)
+		return nil, fmt.Errorf("%w: short record", ErrCorrupt)
 	}
 	p, err := s.aead.Open(b[n:n], b[:n], b[n:], ad(k, id))
 	if err != nil {
@@ -153,9 +169,7 @@ func (s *Store) open(k kind, id ID, b []byte) ([]byte, error) {
 func ad(k kind, id ID) []byte { return append([]byte(k), id[:]...) }
 
 // writeFile writes b whole to path: to a temporary file beside it, then
-// renamed. (Temporary files in one directory of their own, os.CreateTemp's
-// way, cost most of a transfer's time on ext4: creating names in a
-// directory that churns through thousands of them is slow.)
+// renamed.
 func (s *Store) writeFile(path string, b []byte) error {
 	tmp := path + "." + strconv.FormatUint(s.tmpSeq.Add(1), 10) + tmpSuffix
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -178,11 +192,14 @@ func (s *Store) writeFile(path string, b []byte) error {
 // tmpSuffix ends the names of files being written.
 const tmpSuffix = ".tmp"
 
-// HasChunk reports whether the chunk's file exists (its content is checked
-// when read).
+// HasChunk reports whether the store holds the chunk (its bytes are
+// checked when read).
 func (s *Store) HasChunk(id ID) bool {
-	_, err := os.Stat(s.chunkPath(id))
-	return err == nil
+	n := s.name(kindChunk, id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.index[n]
+	return ok
 }
 
 // chunkBuf is a scratch buffer for one chunk and its encryption overhead.
@@ -190,30 +207,14 @@ func chunkBuf() []byte { return make([]byte, 0, MaxChunk+64) }
 
 // ReadChunk reads and verifies the chunk id into buf (reused when large
 // enough) and returns its bytes. A chunk that fails verification is
-// deleted and reported as ErrCorrupt; a missing one as ErrNotFound.
+// dropped from the store and reported as ErrCorrupt; a missing one as
+// ErrNotFound.
 func (s *Store) ReadChunk(id ID, buf []byte) ([]byte, error) {
-	p := s.chunkPath(id)
-	f, err := os.Open(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
-	}
+	s.gc.RLock() // GC moves chunks between packs
+	defer s.gc.RUnlock()
+	name := s.name(kindChunk, id)
+	b, err := s.readRecord(name, buf)
 	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", id, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", id, err)
-	}
-	if st.Size() > MaxChunk+64 {
-		_ = os.Remove(p)
-		return nil, fmt.Errorf("chunk %s: %w: %d bytes", id, ErrCorrupt, st.Size())
-	}
-	if int64(cap(buf)) < st.Size() {
-		buf = make([]byte, st.Size())
-	}
-	b := buf[:st.Size()]
-	if _, err := readFull(f, b); err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", id, err)
 	}
 	plain, err := s.open(kindChunk, id, b)
@@ -221,7 +222,7 @@ func (s *Store) ReadChunk(id ID, buf []byte) ([]byte, error) {
 		err = fmt.Errorf("%w: hash mismatch", ErrCorrupt)
 	}
 	if err != nil {
-		_ = os.Remove(p) // counts as absent: fetched again
+		s.drop(name) // counts as absent: fetched again
 		return nil, fmt.Errorf("chunk %s: %w", id, err)
 	}
 	return plain, nil
@@ -242,15 +243,14 @@ func (s *Store) WriteChunk(id ID, data, scratch []byte) error {
 
 // putChunk stores a verified chunk unless present.
 func (s *Store) putChunk(id ID, data, scratch []byte) error {
-	p := s.chunkPath(id)
-	if _, err := os.Stat(p); err == nil {
+	if s.HasChunk(id) {
 		return nil
 	}
 	b, err := s.seal(scratch[:0], kindChunk, id, data)
 	if err != nil {
 		return err
 	}
-	if err := s.writeFile(p, b); err != nil {
+	if err := s.appendRecord(s.name(kindChunk, id), b); err != nil {
 		return fmt.Errorf("write chunk: %w", err)
 	}
 	return nil
@@ -331,5 +331,3 @@ func (s *Store) Complete(id ID) (bool, error) {
 	miss, _ := s.Missing(m)
 	return len(miss) == 0, nil
 }
-
-func readFull(f *os.File, b []byte) (int, error) { return io.ReadFull(f, b) }
