@@ -66,9 +66,14 @@ func TestEditSendsOnlyTouchedChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	sent := sc.ChunkBytesSent.Load()
-	t.Logf("1 MiB edit in 256 MiB: %d chunk bytes sent (%.3f MiB, %d chunks)", sent, float64(sent)/(1<<20), sc.ChunksSent.Load())
+	wire := rc.WireRecv.Load() + rc.WireSent.Load()
+	t.Logf("1 MiB edit in 256 MiB: %d chunk bytes sent (%.3f MiB, %d chunks), %d manifest bytes, %d bytes on the stream (%.3f MiB)",
+		sent, float64(sent)/(1<<20), sc.ChunksSent.Load(), sc.ManifestBytesSent.Load(), wire, float64(wire)/(1<<20))
 	if sent < edit || float64(sent) > 1.1*edit {
 		t.Fatalf("sent %d bytes of chunks for a 1 MiB edit, want 1 MiB to 1.1 MiB", sent)
+	}
+	if float64(wire) > 1.1*edit {
+		t.Fatalf("%d bytes on the stream (both ways, manifest included) for a 1 MiB edit, want at most 1.1 MiB", wire)
 	}
 	r, _, err := dst.Open(ctx, m2.ID())
 	if err != nil {

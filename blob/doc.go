@@ -17,9 +17,15 @@
 // lukechampine.com/blake3, and it needs no dependency.
 //
 // A blob's Manifest lists its chunks in order (ID and size), its total size
-// and the SHA-256 of its whole content; the blob's ID is the SHA-256 of the
-// manifest's encoding, so a manifest received from anyone is verified by its
-// ID, and each chunk by its own.
+// and the SHA-256 of its whole content. It is kept in two levels (see
+// Manifest): pages of about 64 chunk entries, cut where a chunk ID's first
+// byte is small so that an edit changes only the pages around it, stored
+// and sent as chunks themselves; and a top listing the pages, whose
+// SHA-256 is the blob's ID. So a manifest received from anyone is verified
+// by its ID, each page and chunk by its own, and a peer that holds an
+// older version of a blob fetches only the pages (and chunks) that
+// changed: for a 1 MiB edit in 256 MiB, 10 KB of manifest instead of
+// 300 KB.
 //
 // On disk, under the store's directory:
 //
@@ -61,9 +67,9 @@
 //
 // Serve and Fetch move blobs over one stream (any io.ReadWriteCloser; the
 // node runs them on an extra stream of a peer session). The receiver drives:
-// it asks for the manifest unless it holds it already (a resumed
-// transfer), stores it, then asks for the chunks it lacks, in groups of up
-// to GroupBytes, one group at a time. Every chunk is verified against its
+// it asks for the manifest's top unless it holds it already (a resumed
+// transfer) and stores it, then asks for the pages it lacks, then for the
+// chunks it lacks, in groups of up to GroupBytes, one group at a time. Every chunk is verified against its
 // ID on receipt and stored at once; a chunk that fails is counted, dropped
 // and asked for again (up to MaxRetries times). Since each verified chunk is
 // stored as it arrives and the manifest first, a transfer cut off by a
@@ -76,7 +82,7 @@
 //
 //	'M' get manifest   id[32] [1]                  receiver to sender
 //	'W' want chunks    n × id[32]                  receiver to sender
-//	'm' manifest       the manifest's encoding     sender to receiver
+//	'm' manifest       the top encoding            sender to receiver
 //	'n' no manifest    id[32]                      sender to receiver
 //	'c' chunk          id[32] data                 sender to receiver
 //	'x' no chunk       id[32]                      sender to receiver
@@ -85,6 +91,5 @@
 // 'M', and the answer 'm' is empty. A sender answers a want with one 'c' or 'x' per ID, in order. It serves
 // only chunks listed in a manifest asked for on the same stream, so a peer
 // cannot probe for content it does not already know to be part of a blob.
-// The manifest's encoding is 'FBM1', size u64, digest [32], count u32, then
-// count × (id [32], size u32), integers big-endian.
+// Pages are asked for and sent as chunks.
 package blob

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -53,6 +54,31 @@ func (s *Store) manifestID(name string, b []byte) (ID, bool) {
 	return id, hex.EncodeToString(n[:]) == name
 }
 
+// manifestHeld returns the chunks listed by the pages of t the store
+// holds.
+func (s *Store) manifestHeld(id ID, t top) ([]ChunkRef, error) {
+	var out []ChunkRef
+	buf := chunkBuf()
+	for _, g := range t.Pages {
+		name := s.name(kindChunk, g.ID)
+		b, err := s.readRecord(name, buf)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		plain, err := s.open(kindChunk, g.ID, b)
+		if err != nil || sha256.Sum256(plain) != g.ID {
+			continue // damaged: fetched again, with its chunks
+		}
+		if out, err = appendPage(out, plain); err != nil {
+			return nil, fmt.Errorf("manifest %s: %w", id, err)
+		}
+	}
+	return out, nil
+}
+
 // GC deletes every chunk that no stored manifest lists: it forgets them,
 // then rewrites each pack that held any (copying its live chunks to the
 // active pack) and deletes it. It waits for writes and reads in progress
@@ -67,12 +93,21 @@ func (s *Store) GC(ctx context.Context) (GCStats, error) {
 	}
 	live := map[[32]byte]bool{}
 	for _, id := range ids {
-		m, err := s.Manifest(id)
+		t, _, err := s.top(id)
 		if err != nil {
 			return st, fmt.Errorf("gc: %w", err)
 		}
 		st.Manifests++
-		for _, c := range m.Chunks {
+		for _, g := range t.Pages {
+			live[s.name(kindChunk, g.ID)] = true
+		}
+		// A blob being fetched may lack pages still: the chunks of those
+		// are not stored yet either.
+		m, err := s.manifestHeld(id, t)
+		if err != nil {
+			return st, fmt.Errorf("gc: %w", err)
+		}
+		for _, c := range m {
 			live[s.name(kindChunk, c.ID)] = true
 		}
 	}

@@ -212,6 +212,11 @@ func chunkBuf() []byte { return make([]byte, 0, MaxChunk+64) }
 func (s *Store) ReadChunk(id ID, buf []byte) ([]byte, error) {
 	s.gc.RLock() // GC moves chunks between packs
 	defer s.gc.RUnlock()
+	return s.readChunk(id, buf)
+}
+
+// readChunk is ReadChunk for callers holding s.gc.
+func (s *Store) readChunk(id ID, buf []byte) ([]byte, error) {
 	name := s.name(kindChunk, id)
 	b, err := s.readRecord(name, buf)
 	if err != nil {
@@ -256,12 +261,23 @@ func (s *Store) putChunk(id ID, data, scratch []byte) error {
 	return nil
 }
 
-// PutManifest stores m (a fetch stores it before its chunks).
+// PutManifest stores m: its pages as chunks, then its top.
 func (s *Store) PutManifest(m Manifest) error {
-	id := m.ID()
+	t, pages := m.encode()
+	scratch := chunkBuf()
+	for _, g := range pages {
+		if err := s.putChunk(sha256.Sum256(g), g, scratch); err != nil {
+			return fmt.Errorf("write manifest: %w", err)
+		}
+	}
+	return s.putTop(sha256.Sum256(t), t)
+}
+
+// putTop stores a manifest's top encoding (a fetch stores it first).
+func (s *Store) putTop(id ID, t []byte) error {
 	// The ID is the plain bytes' hash, checked on read: the associated data
 	// need not carry it, so Manifests can list the store without it.
-	b, err := s.seal(nil, kindManifest, ID{}, m.Encode())
+	b, err := s.seal(nil, kindManifest, ID{}, t)
 	if err != nil {
 		return err
 	}
@@ -271,27 +287,62 @@ func (s *Store) PutManifest(m Manifest) error {
 	return nil
 }
 
-// Manifest returns the stored manifest of blob id, or ErrNotFound.
-func (s *Store) Manifest(id ID) (Manifest, error) {
+// top returns the stored top of blob id, decoded and encoded, or
+// ErrNotFound.
+func (s *Store) top(id ID) (top, []byte, error) {
 	b, err := os.ReadFile(s.manifestPath(id))
 	if errors.Is(err, fs.ErrNotExist) {
-		return Manifest{}, fmt.Errorf("manifest %s: %w", id, ErrNotFound)
+		return top{}, nil, fmt.Errorf("manifest %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
-		return Manifest{}, fmt.Errorf("manifest %s: %w", id, err)
+		return top{}, nil, fmt.Errorf("manifest %s: %w", id, err)
 	}
-	return s.decodeManifest(id, b)
-}
-
-func (s *Store) decodeManifest(id ID, b []byte) (Manifest, error) {
 	plain, err := s.open(kindManifest, ID{}, b)
 	if err == nil && sha256.Sum256(plain) != id {
 		err = fmt.Errorf("%w: manifest hash mismatch", ErrCorrupt)
 	}
 	if err != nil {
+		return top{}, nil, fmt.Errorf("manifest %s: %w", id, err)
+	}
+	t, err := decodeTop(plain)
+	return t, plain, err
+}
+
+// Manifest returns the stored manifest of blob id: ErrNotFound when its
+// top is not stored, ErrIncomplete when one of its pages is not.
+func (s *Store) Manifest(id ID) (Manifest, error) {
+	s.gc.RLock()
+	defer s.gc.RUnlock()
+	return s.manifest(id)
+}
+
+// manifest is Manifest for callers holding s.gc.
+func (s *Store) manifest(id ID) (Manifest, error) {
+	t, _, err := s.top(id)
+	if err != nil {
+		return Manifest{}, err
+	}
+	m := Manifest{Size: t.Size, Digest: t.Digest}
+	buf := chunkBuf()
+	for _, g := range t.Pages {
+		b, err := s.readChunk(g.ID, buf)
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) {
+			return Manifest{}, fmt.Errorf("manifest %s: %w: %w", id, ErrIncomplete, err)
+		}
+		if err != nil {
+			return Manifest{}, fmt.Errorf("manifest %s: %w", id, err)
+		}
+		if len(b) != int(g.Entries)*entrySize {
+			return Manifest{}, fmt.Errorf("manifest %s: %w: page of %d bytes", id, ErrCorrupt, len(b))
+		}
+		if m.Chunks, err = appendPage(m.Chunks, b); err != nil {
+			return Manifest{}, fmt.Errorf("manifest %s: %w", id, err)
+		}
+	}
+	if err := m.check(); err != nil {
 		return Manifest{}, fmt.Errorf("manifest %s: %w", id, err)
 	}
-	return DecodeManifest(plain)
+	return m, nil
 }
 
 // DeleteManifest drops blob id's manifest; GC then deletes the chunks no

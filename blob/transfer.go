@@ -3,6 +3,7 @@ package blob
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -47,6 +48,9 @@ type Counters struct {
 	ChunksSent, ChunkBytesSent atomic.Int64 // chunks served (data bytes)
 	ChunksRecv, ChunkBytesRecv atomic.Int64 // chunks received (data bytes, verified or not)
 	Corrupt                    atomic.Int64 // received chunks that failed verification
+	// ManifestBytesSent and ManifestBytesRecv count manifest pages, served
+	// and received (not in the chunk counts).
+	ManifestBytesSent, ManifestBytesRecv atomic.Int64
 	// WireSent and WireRecv count every frame byte written and read on
 	// transfer streams (requests, manifests, chunks, headers).
 	WireSent, WireRecv atomic.Int64
@@ -135,7 +139,7 @@ func Serve(ctx context.Context, s *Store, conn Conn, c *Counters) error {
 	}
 	defer closeOnDone(ctx, conn)()
 	f := newFrameConn(conn, c)
-	allowed := map[ID]bool{}
+	allowed := map[ID]byte{}
 	buf := chunkBuf()
 	for {
 		t, p, err := f.read(maxWant * 32)
@@ -147,20 +151,7 @@ func Serve(ctx context.Context, s *Store, conn Conn, c *Counters) error {
 		}
 		switch {
 		case t == frameGetManifest && (len(p) == 32 || len(p) == 33):
-			id, held := ID(p[:32]), len(p) == 33
-			m, err := s.Manifest(id)
-			switch {
-			case err != nil:
-				err = f.write(frameNoManifest, id[:])
-			case held: // a resumed fetch: it has the manifest
-				err = f.write(frameManifest)
-			default:
-				err = f.write(frameManifest, m.Encode())
-			}
-			for _, ch := range m.Chunks {
-				allowed[ch.ID] = true
-			}
-			if err != nil {
+			if err := serveManifest(s, f, ID(p[:32]), len(p) == 33, allowed); err != nil {
 				return fmt.Errorf("serve blob: %w", err)
 			}
 		case t == frameWant && len(p)%32 == 0:
@@ -179,16 +170,52 @@ func Serve(ctx context.Context, s *Store, conn Conn, c *Counters) error {
 	}
 }
 
-func serveChunk(s *Store, f *frameConn, id ID, allowed bool, buf []byte, c *Counters) error {
-	if !allowed {
+// serveManifest answers a get-manifest frame: with the top encoding (or
+// nothing, when the receiver holds it), and allows the pages and chunks it
+// lists.
+func serveManifest(s *Store, f *frameConn, id ID, held bool, allowed map[ID]byte) error {
+	s.gc.RLock()
+	t, enc, err := s.top(id)
+	var chunks []ChunkRef
+	if err == nil {
+		chunks, err = s.manifestHeld(id, t)
+	}
+	s.gc.RUnlock()
+	if err != nil {
+		return f.write(frameNoManifest, id[:])
+	}
+	for _, p := range t.Pages {
+		allowed[p.ID] = allowPage
+	}
+	for _, ch := range chunks {
+		allowed[ch.ID] = allowChunk
+	}
+	if held { // a resumed fetch: it has the top
+		return f.write(frameManifest)
+	}
+	return f.write(frameManifest, enc)
+}
+
+// What a sender may serve on a stream (Serve's allowed map).
+const (
+	allowChunk = 1 // a chunk of a manifest asked for
+	allowPage  = 2 // a page of a manifest asked for
+)
+
+func serveChunk(s *Store, f *frameConn, id ID, allowed byte, buf []byte, c *Counters) error {
+	if allowed == 0 {
 		return f.write(frameNoChunk, id[:])
 	}
 	data, err := s.ReadChunk(id, buf)
 	if err != nil {
 		return f.write(frameNoChunk, id[:])
 	}
-	c.ChunksSent.Add(1)
-	c.ChunkBytesSent.Add(int64(len(data)))
+	if allowed == allowPage {
+		c.ManifestBytesSent.Add(int64(len(data)))
+	} else {
+		c.ChunksSent.Add(1)
+		c.ChunkBytesSent.Add(int64(len(data)))
+	}
 	return f.write(frameChunk, id[:], data)
 }
 
@@ -211,12 +238,8 @@ func Fetch(ctx context.Context, s *Store, conn Conn, id ID, opts FetchOptions) e
 	defer s.gc.RUnlock()
 	defer closeOnDone(ctx, conn)()
 	f := newFrameConn(conn, opts.Counters)
-	m, err := s.Manifest(id)
-	if err == nil {
-		err = openManifest(f, id)
-	} else if errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) {
-		m, err = fetchManifest(s, f, id)
-	}
+	rc := &receiver{s: s, f: f, opts: opts, tries: map[ID]int{}, scratch: chunkBuf()}
+	m, err := rc.manifest(id)
 	if err != nil {
 		return fmt.Errorf("fetch blob %s: %w", id, err)
 	}
@@ -229,68 +252,86 @@ func Fetch(ctx context.Context, s *Store, conn Conn, id ID, opts FetchOptions) e
 			total += int64(ch.Size)
 		}
 	}
-	done := total - missing
+	rc.done, rc.total = total-missing, total
 	if opts.Progress != nil {
-		opts.Progress(done, total)
+		opts.Progress(rc.done, rc.total)
 	}
-	rc := &receiver{s: s, f: f, opts: opts, done: done, total: total, tries: map[ID]int{}, scratch: chunkBuf()}
+	if err := rc.all(queue, false); err != nil {
+		return fmt.Errorf("fetch blob %s: %w", id, err)
+	}
+	_ = conn.CloseWrite()
+	return nil
+}
+
+// manifest returns blob id's manifest: the top from the store (telling
+// the sender which blob this is) or from the sender (stored), then the
+// pages the store lacks from the sender.
+func (rc *receiver) manifest(id ID) (Manifest, error) {
+	t, _, err := rc.s.top(id)
+	held := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrCorrupt) {
+		return Manifest{}, err
+	}
+	req := [][]byte{id[:]}
+	if held {
+		req = append(req, []byte{1})
+	}
+	if err := rc.f.write(frameGetManifest, req...); err != nil {
+		return Manifest{}, err
+	}
+	typ, p, err := rc.f.read(maxTop)
+	switch {
+	case err != nil:
+		return Manifest{}, err
+	case typ == frameNoManifest:
+		return Manifest{}, ErrNotFound
+	case typ != frameManifest || held != (len(p) == 0):
+		return Manifest{}, fmt.Errorf("%w: frame %q of %d bytes instead of a manifest", ErrProtocol, typ, len(p))
+	}
+	if !held {
+		if sha256.Sum256(p) != id {
+			return Manifest{}, fmt.Errorf("%w: manifest does not hash to its id", ErrCorrupt)
+		}
+		if t, err = decodeTop(p); err != nil {
+			return Manifest{}, err
+		}
+		if err := rc.s.putTop(id, p); err != nil {
+			return Manifest{}, err
+		}
+	}
+	var pages []ChunkRef
+	seen := map[ID]bool{}
+	for _, pg := range t.Pages {
+		if !seen[pg.ID] && !rc.s.HasChunk(pg.ID) {
+			pages = append(pages, pg.chunk())
+		}
+		seen[pg.ID] = true
+	}
+	if err := rc.all(pages, true); err != nil {
+		return Manifest{}, err
+	}
+	return rc.s.manifest(id)
+}
+
+// all fetches the chunks of queue (manifest pages when meta), a group at
+// a time.
+func (rc *receiver) all(queue []ChunkRef, meta bool) error {
+	rc.meta = meta
 	for len(queue) > 0 {
 		n, size := 0, 0
-		for n < len(queue) && n < maxWant && (n == 0 || size+int(queue[n].Size) <= opts.GroupBytes) {
+		for n < len(queue) && n < maxWant && (n == 0 || size+int(queue[n].Size) <= rc.opts.GroupBytes) {
 			size += int(queue[n].Size)
 			n++
 		}
-		group := queue[:n]
-		if queue, err = rc.group(group, queue[n:]); err != nil {
-			return fmt.Errorf("fetch blob %s: %w", id, err)
+		var err error
+		if queue, err = rc.group(queue[:n], queue[n:]); err != nil {
+			return err
 		}
 	}
-	_ = conn.CloseWrite()
 	if rc.absent > 0 {
-		return fmt.Errorf("fetch blob %s: %w: the peer lacks %d chunks", id, ErrIncomplete, rc.absent)
+		return fmt.Errorf("%w: the peer lacks %d chunks", ErrIncomplete, rc.absent)
 	}
 	return nil
-}
-
-// openManifest tells the sender which blob a resumed fetch is for.
-func openManifest(f *frameConn, id ID) error {
-	if err := f.write(frameGetManifest, id[:], []byte{1}); err != nil {
-		return err
-	}
-	t, p, err := f.read(maxManifest)
-	switch {
-	case err != nil:
-		return err
-	case t == frameNoManifest:
-		return ErrNotFound
-	case t != frameManifest || len(p) != 0:
-		return fmt.Errorf("%w: frame %q instead of an empty manifest", ErrProtocol, t)
-	}
-	return nil
-}
-
-func fetchManifest(s *Store, f *frameConn, id ID) (Manifest, error) {
-	if err := f.write(frameGetManifest, id[:]); err != nil {
-		return Manifest{}, err
-	}
-	t, p, err := f.read(maxManifest)
-	if err != nil {
-		return Manifest{}, err
-	}
-	switch {
-	case t == frameNoManifest:
-		return Manifest{}, ErrNotFound
-	case t != frameManifest:
-		return Manifest{}, fmt.Errorf("%w: frame %q instead of a manifest", ErrProtocol, t)
-	}
-	m, err := DecodeManifest(p)
-	if err == nil && m.ID() != id {
-		err = fmt.Errorf("%w: manifest does not hash to its id", ErrCorrupt)
-	}
-	if err != nil {
-		return Manifest{}, err
-	}
-	return m, s.PutManifest(m)
 }
 
 // receiver is the state of one Fetch.
@@ -302,6 +343,7 @@ type receiver struct {
 	tries       map[ID]int // verification failures per chunk
 	absent      int        // chunks the sender lacks
 	scratch     []byte
+	meta        bool // fetching manifest pages (counted apart, no progress)
 }
 
 // group asks for the chunks of group and stores them as they arrive; it
@@ -327,8 +369,12 @@ func (rc *receiver) group(group, rest []ChunkRef) ([]ChunkRef, error) {
 			continue
 		}
 		data := p[32:]
-		rc.opts.Counters.ChunksRecv.Add(1)
-		rc.opts.Counters.ChunkBytesRecv.Add(int64(len(data)))
+		if rc.meta {
+			rc.opts.Counters.ManifestBytesRecv.Add(int64(len(data)))
+		} else {
+			rc.opts.Counters.ChunksRecv.Add(1)
+			rc.opts.Counters.ChunkBytesRecv.Add(int64(len(data)))
+		}
 		if len(data) != int(ch.Size) {
 			err = fmt.Errorf("%w: chunk of %d bytes, manifest says %d", ErrCorrupt, len(data), ch.Size)
 		} else {
@@ -344,6 +390,9 @@ func (rc *receiver) group(group, rest []ChunkRef) ([]ChunkRef, error) {
 		}
 		if err != nil {
 			return nil, err
+		}
+		if rc.meta {
+			continue
 		}
 		rc.done += int64(ch.Size)
 		if rc.opts.Progress != nil {
