@@ -94,6 +94,7 @@ type nodeBlobs struct {
 // openBlobs opens the blob store in dir under the node's at-rest key.
 func (n *Node) openBlobs(dir string, key []byte) error {
 	if dir == "" {
+		engine.RefuseBlobs(n.c)
 		return nil
 	}
 	b, err := engine.OpenBlobs(n.c, dir, key)

@@ -193,3 +193,12 @@ func (b *Blobs) Collections() []string {
 	sort.Strings(out)
 	return out
 }
+
+// RefuseBlobs makes the sessions of a node without a blob store close the
+// blob streams peers open, so that their fetches fail at once and try
+// another peer.
+func RefuseBlobs(c *Core) { c.Sessions.Syncer.Streams = refuseStreams{} }
+
+type refuseStreams struct{}
+
+func (refuseStreams) ServeStream(context.Context, core.DeviceID, byte, core.Stream) {}

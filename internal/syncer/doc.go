@@ -192,5 +192,5 @@ type Config struct {
 	Log       *slog.Logger   // nil: discard
 	Rand      io.Reader      // repair salts; nil: crypto/rand
 	Limits    Limits
-	Streams   StreamHandler // the peer's extra streams (sync_streams.go); nil: closed
+	Streams   StreamHandler // the peer's extra streams (sync_streams.go); nil: none accepted
 }

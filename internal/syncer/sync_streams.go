@@ -41,10 +41,13 @@ func (ps *Session) OpenStream(ctx context.Context, tag byte) (core.Stream, error
 }
 
 // acceptStreams hands the streams the peer opens after its sync stream to
-// Config.Streams (closing them when it is nil) until the session ends.
+// Config.Streams until the session ends; with no handler it accepts none.
 // The returned function waits for the accept loop and every handler.
 func (ps *Session) acceptStreams(ctx context.Context) (wait func()) {
 	var wg sync.WaitGroup
+	if ps.cfg.Streams == nil {
+		return wg.Wait
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -52,10 +55,6 @@ func (ps *Session) acceptStreams(ctx context.Context) (wait func()) {
 			st, err := ps.sess.AcceptStream(ctx)
 			if err != nil {
 				return
-			}
-			if ps.cfg.Streams == nil {
-				_ = st.Close()
-				continue
 			}
 			wg.Add(1)
 			go func() {
