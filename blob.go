@@ -23,6 +23,8 @@ var (
 	// ErrBlobIncomplete reports a blob whose original this device does
 	// not hold whole (yet): FetchBlob brings it.
 	ErrBlobIncomplete = blob.ErrIncomplete
+	// ErrNoBlobPeer reports a FetchBlob with no connected peer to ask.
+	ErrNoBlobPeer = engine.ErrNoPeer
 )
 
 // MaxThumbnail bounds BlobOptions.Thumbnail: it travels inside the record.

@@ -6,7 +6,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"io/fs"
 	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -240,5 +243,74 @@ func TestCollectBlobsDropsReplacedOriginals(t *testing.T) {
 	}
 	if !sameStream(t, blobData(4, 1<<20), bytes.NewReader(readBlob(t, n, "photos", "p"))) {
 		t.Fatal("current blob damaged")
+	}
+}
+
+// TestBlobEncryptedAtRestInDir: with an encryption key, a blob and its
+// thumbnail, both full of a unique marker, leave the marker in no file
+// under the node's Dir (database, WAL, blob packs, manifests).
+func TestBlobEncryptedAtRestInDir(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	n := blobNode(t, dir, blobKey(t))
+	marker := []byte("MARKER-h26-3c1f0e-never-in-plain")
+	content := bytes.Repeat(marker, (1<<20)/len(marker))
+	if _, err := n.PutBlob(ctx, federation.CollectionMedia, "secret", bytes.NewReader(content), federation.BlobOptions{Thumbnail: marker}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readBlob(t, n, federation.CollectionMedia, "secret"), content) {
+		t.Fatal("blob read back differs")
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files := 0
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		files++
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(b, marker[:16]) {
+			t.Errorf("%s holds the marker", p)
+		}
+		return nil
+	})
+	if err != nil || files < 3 {
+		t.Fatalf("walked %d files: %v", files, err)
+	}
+}
+
+// TestFetchBlobWithoutPeer fails with ErrNoBlobPeer.
+func TestFetchBlobWithoutPeer(t *testing.T) {
+	ctx := context.Background()
+	n := blobNode(t, t.TempDir(), nil)
+	if _, err := n.PutBlob(ctx, "photos", "p", blobData(6, 100<<10), federation.BlobOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Held whole: nothing to fetch.
+	if err := n.FetchBlob(ctx, "photos", "p"); err != nil {
+		t.Fatal(err)
+	}
+	other := blobNode(t, t.TempDir(), nil)
+	ref, _ := n.Blob(ctx, "photos", "p")
+	v, _ := n.Get(ctx, "photos", "p")
+	if err := other.Put(ctx, "photos", "p", v); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.FetchBlob(ctx, "photos", "p"); !errors.Is(err, federation.ErrNoBlobPeer) {
+		t.Fatalf("fetch of %s with no peer: %v", ref.Blob, err)
+	}
+	if _, err := other.Blob(ctx, "photos", "missing"); !errors.Is(err, federation.ErrNotFound) {
+		t.Fatalf("blob of a missing key: %v", err)
+	}
+	if err := other.Put(ctx, "photos", "plain", []byte("not a blob")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Blob(ctx, "photos", "plain"); !errors.Is(err, federation.ErrNotBlob) {
+		t.Fatalf("blob of a plain record: %v", err)
 	}
 }
