@@ -19,10 +19,13 @@ var (
 	// blob store lives in Dir/blobs).
 	ErrNoBlobStore = errors.New("no blob store: the node has no Dir")
 	// ErrNotBlob reports a record that holds no blob reference.
-	ErrNotBlob = errors.New("record is not a blob reference")
+	ErrNotBlob = engine.ErrNotBlob
 	// ErrBlobIncomplete reports a blob whose original this device does
 	// not hold whole (yet): FetchBlob brings it.
 	ErrBlobIncomplete = blob.ErrIncomplete
+	// ErrBlobCorrupt reports a stored chunk that failed verification
+	// while read (core.ErrCorrupt): it was dropped, FetchBlob brings it.
+	ErrBlobCorrupt = blob.ErrCorrupt
 	// ErrNoBlobPeer reports a FetchBlob with no connected peer to ask.
 	ErrNoBlobPeer = engine.ErrNoPeer
 )
@@ -31,24 +34,13 @@ var (
 const MaxThumbnail = 1 << 20
 
 // BlobRef is what a record of a media collection holds for a blob: a
-// reference to the original in the node's blob store, and its thumbnail.
-// The record syncs like any other (under CollectionMedia's default policy,
-// ModeThumbnail, at once), so every device sees the thumbnail; the
-// original, often far larger, moves only when a device asks for it
-// (FetchBlob). The record's value is BlobRef in JSON.
-type BlobRef struct {
-	// Blob is the blob's id in hex: the SHA-256 of its manifest, which
-	// lists its chunks (package blob).
-	Blob string `json:"blob"`
-	// Size is the original's size in bytes.
-	Size int64 `json:"size"`
-	// Digest is the SHA-256 of the original's content, in hex.
-	Digest string `json:"digest"`
-	// ContentType is the host's media type ("image/jpeg"), if any.
-	ContentType string `json:"type,omitempty"`
-	// Thumbnail is the host's small preview, if any.
-	Thumbnail []byte `json:"thumb,omitempty"`
-}
+// reference to the original in the node's blob store (Blob, its id; Size;
+// Digest, the SHA-256 of its content in hex), the host's ContentType and
+// its Thumbnail. The record syncs like any other (under CollectionMedia's
+// default policy, ModeThumbnail, at once), so every device sees the
+// thumbnail; the original, often far larger, moves only when a device
+// asks for it (FetchBlob). The record's value is BlobRef in JSON.
+type BlobRef = engine.BlobRef
 
 // BlobOptions describes a blob being put.
 type BlobOptions struct {
@@ -77,13 +69,9 @@ type BlobStats struct {
 	WireSent, WireReceived int64
 }
 
-// BlobGCStats says what CollectBlobs removed.
-type BlobGCStats struct {
-	Blobs         int   // blobs still referenced
-	Dropped       int   // blobs no record references any more
-	ChunksDeleted int   // chunks no remaining blob lists
-	BytesDeleted  int64 // their size on disk
-}
+// BlobGCStats says what CollectBlobs removed: Blobs still referenced,
+// Dropped (referenced no more), ChunksDeleted and their BytesDeleted.
+type BlobGCStats = engine.BlobGC
 
 // nodeBlobs is the node's blob store (nil without Dir). gc is held
 // shared by PutBlob and FetchBlob, exclusively by CollectBlobs, so that a
@@ -159,23 +147,13 @@ func (n *Node) Blob(ctx context.Context, collection, key string) (BlobRef, error
 	if err != nil {
 		return BlobRef{}, err
 	}
-	return decodeBlobRef(v)
-}
-
-func decodeBlobRef(v []byte) (BlobRef, error) {
-	var ref BlobRef
-	if err := json.Unmarshal(v, &ref); err != nil || ref.Blob == "" {
-		return BlobRef{}, ErrNotBlob
-	}
-	if _, err := blob.ParseID(ref.Blob); err != nil {
-		return BlobRef{}, ErrNotBlob
-	}
-	return ref, nil
+	ref, _, err := engine.DecodeBlobRef(v)
+	return ref, err
 }
 
 // OpenBlob returns a reader of the original referenced under (collection,
 // key), read one chunk at a time, every chunk and the whole content
-// verified (a damaged chunk is an error wrapping ErrCorrupt, and is
+// verified (a damaged chunk is an error wrapping ErrBlobCorrupt, and is
 // dropped so that FetchBlob brings it again). It fails with
 // ErrBlobIncomplete when this device does not hold the whole original:
 // call FetchBlob first. Close the reader when done.
@@ -274,40 +252,7 @@ func (n *Node) CollectBlobs(ctx context.Context) (BlobGCStats, error) {
 	}
 	n.blobs.gc.Lock()
 	defer n.blobs.gc.Unlock()
-	live := map[blob.ID]bool{}
-	for _, coll := range b.Collections() {
-		err := n.Scan(ctx, coll, KeyRange{}, func(r Record) error {
-			if ref, err := decodeBlobRef(r.Value); err == nil {
-				id, _ := blob.ParseID(ref.Blob)
-				live[id] = true
-			}
-			return nil
-		})
-		if err != nil {
-			return BlobGCStats{}, fmt.Errorf("collect blobs: %w", err)
-		}
-	}
-	ids, err := b.Store.Manifests()
-	if err != nil {
-		return BlobGCStats{}, fmt.Errorf("collect blobs: %w", err)
-	}
-	var st BlobGCStats
-	for _, id := range ids {
-		if live[id] {
-			st.Blobs++
-			continue
-		}
-		if err := b.Store.DeleteManifest(id); err != nil {
-			return st, fmt.Errorf("collect blobs: %w", err)
-		}
-		st.Dropped++
-	}
-	gs, err := b.Store.GC(ctx)
-	st.ChunksDeleted, st.BytesDeleted = gs.ChunksDeleted, gs.BytesDeleted
-	if err != nil {
-		return st, fmt.Errorf("collect blobs: %w", err)
-	}
-	return st, nil
+	return b.Collect(ctx, n.c)
 }
 
 // closeLast ends the subscriptions and closes the blob store: the last

@@ -1,6 +1,10 @@
 package blob
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/devicemesh/federation/core"
+)
 
 // Sentinel errors, wrapped with context; test with errors.Is.
 var (
@@ -10,10 +14,12 @@ var (
 	// ErrIncomplete reports a blob whose manifest is stored but some of
 	// whose chunks are not (yet): fetch it.
 	ErrIncomplete = errors.New("blob incomplete")
-	// ErrCorrupt reports stored or received bytes that fail verification.
-	ErrCorrupt = errors.New("blob data corrupt")
-	// ErrProtocol reports a malformed or unexpected transfer frame.
-	ErrProtocol = errors.New("blob transfer protocol violation")
+	// ErrCorrupt reports stored or received bytes that fail verification
+	// (core.ErrCorrupt, so federation.ErrCorrupt matches it).
+	ErrCorrupt = core.ErrCorrupt
+	// ErrProtocol reports a malformed or unexpected transfer frame
+	// (core.ErrProtocol).
+	ErrProtocol = core.ErrProtocol
 	// ErrTooLarge reports a blob beyond MaxBlobSize.
 	ErrTooLarge = errors.New("blob too large")
 )

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -202,3 +203,83 @@ func RefuseBlobs(c *Core) { c.Sessions.Syncer.Streams = refuseStreams{} }
 type refuseStreams struct{}
 
 func (refuseStreams) ServeStream(context.Context, core.DeviceID, byte, core.Stream) {}
+
+// ErrNotBlob reports a record that holds no blob reference.
+var ErrNotBlob = errors.New("record is not a blob reference")
+
+// BlobRef is what a record of a media collection holds for a blob (see
+// federation.BlobRef): its value, in JSON.
+type BlobRef struct {
+	// Blob is the blob's id in hex: the SHA-256 of its manifest's top,
+	// which lists its chunks (package blob).
+	Blob string `json:"blob"`
+	// Size is the original's size in bytes.
+	Size int64 `json:"size"`
+	// Digest is the SHA-256 of the original's content, in hex.
+	Digest string `json:"digest"`
+	// ContentType is the host's media type ("image/jpeg"), if any.
+	ContentType string `json:"type,omitempty"`
+	// Thumbnail is the host's small preview, if any.
+	Thumbnail []byte `json:"thumb,omitempty"`
+}
+
+// DecodeBlobRef parses a record's value as a BlobRef (ErrNotBlob when it
+// is none) and returns it with the blob's id.
+func DecodeBlobRef(v []byte) (BlobRef, blob.ID, error) {
+	var ref BlobRef
+	if err := json.Unmarshal(v, &ref); err != nil || ref.Blob == "" {
+		return BlobRef{}, blob.ID{}, ErrNotBlob
+	}
+	id, err := blob.ParseID(ref.Blob)
+	if err != nil {
+		return BlobRef{}, blob.ID{}, ErrNotBlob
+	}
+	return ref, id, nil
+}
+
+// BlobGC says what Collect removed.
+type BlobGC struct {
+	Blobs         int   // blobs still referenced
+	Dropped       int   // blobs no record references any more
+	ChunksDeleted int   // chunks no remaining blob lists
+	BytesDeleted  int64 // their size on disk
+}
+
+// Collect drops the blobs that no live record of the blob collections
+// references and then the chunks no remaining blob lists. The caller keeps
+// blob writes and fetches off meanwhile.
+func (b *Blobs) Collect(ctx context.Context, c *Core) (BlobGC, error) {
+	live := map[blob.ID]bool{}
+	for _, coll := range b.Collections() {
+		err := c.Scan(ctx, coll, core.KeyRange{}, func(r core.Record) error {
+			if _, id, err := DecodeBlobRef(r.Value); err == nil {
+				live[id] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return BlobGC{}, fmt.Errorf("collect blobs: %w", err)
+		}
+	}
+	ids, err := b.Store.Manifests()
+	if err != nil {
+		return BlobGC{}, fmt.Errorf("collect blobs: %w", err)
+	}
+	var st BlobGC
+	for _, id := range ids {
+		if live[id] {
+			st.Blobs++
+			continue
+		}
+		if err := b.Store.DeleteManifest(id); err != nil {
+			return st, fmt.Errorf("collect blobs: %w", err)
+		}
+		st.Dropped++
+	}
+	gs, err := b.Store.GC(ctx)
+	st.ChunksDeleted, st.BytesDeleted = gs.ChunksDeleted, gs.BytesDeleted
+	if err != nil {
+		return st, fmt.Errorf("collect blobs: %w", err)
+	}
+	return st, nil
+}
