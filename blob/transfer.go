@@ -8,13 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 )
 
 // Transfer defaults and limits.
 const (
-	// GroupBytes is how many bytes of chunks a receiver asks for at once
-	// (and so, at most, what a transfer cut off sends again).
+	// GroupBytes is how many bytes of chunks a receiver keeps asked for
+	// and not yet received (in requests of a quarter of it), and so, at
+	// most, what a transfer cut off sends again.
 	GroupBytes = 4 << 20
 	// MaxRetries is how many times a chunk that fails verification is
 	// asked for again before the fetch gives up with ErrCorrupt.
@@ -238,7 +240,8 @@ func Fetch(ctx context.Context, s *Store, conn Conn, id ID, opts FetchOptions) e
 	defer s.gc.RUnlock()
 	defer closeOnDone(ctx, conn)()
 	f := newFrameConn(conn, opts.Counters)
-	rc := &receiver{s: s, f: f, opts: opts, tries: map[ID]int{}, scratch: chunkBuf()}
+	rc := newReceiver(s, f, opts)
+	defer rc.stop() // what arrived is stored, even when cut off
 	m, err := rc.manifest(id)
 	if err != nil {
 		return fmt.Errorf("fetch blob %s: %w", id, err)
@@ -252,10 +255,12 @@ func Fetch(ctx context.Context, s *Store, conn Conn, id ID, opts FetchOptions) e
 			total += int64(ch.Size)
 		}
 	}
+	rc.mu.Lock()
 	rc.done, rc.total = total-missing, total
 	if opts.Progress != nil {
 		opts.Progress(rc.done, rc.total)
 	}
+	rc.mu.Unlock()
 	if err := rc.all(queue, false); err != nil {
 		return fmt.Errorf("fetch blob %s: %w", id, err)
 	}
@@ -313,20 +318,50 @@ func (rc *receiver) manifest(id ID) (Manifest, error) {
 	return rc.s.manifest(id)
 }
 
-// all fetches the chunks of queue (manifest pages when meta), a group at
-// a time.
+// all fetches the chunks of queue (manifest pages when meta) and returns
+// once every one is stored (or the sender lacks it). It asks in requests
+// of a quarter of GroupBytes, keeping up to GroupBytes asked for and not
+// yet received, so the sender never waits for the next request and a cut
+// loses at most GroupBytes in flight.
 func (rc *receiver) all(queue []ChunkRef, meta bool) error {
 	rc.meta = meta
-	for len(queue) > 0 {
-		n, size := 0, 0
-		for n < len(queue) && n < maxWant && (n == 0 || size+int(queue[n].Size) <= rc.opts.GroupBytes) {
-			size += int(queue[n].Size)
-			n++
+	var asked [][]ChunkRef // requests sent, not yet received, in order
+	inflight := 0
+	for {
+		for len(queue) > 0 {
+			n, size := 0, 0
+			for n < len(queue) && n < maxWant && (n == 0 || size+int(queue[n].Size) <= rc.opts.GroupBytes/4) {
+				size += int(queue[n].Size)
+				n++
+			}
+			if len(asked) > 0 && inflight+size > rc.opts.GroupBytes {
+				break
+			}
+			if err := rc.want(queue[:n]); err != nil {
+				return err
+			}
+			asked = append(asked, queue[:n:n])
+			inflight += size
+			queue = queue[n:]
 		}
-		var err error
-		if queue, err = rc.group(queue[:n], queue[n:]); err != nil {
+		if len(asked) == 0 {
+			rc.pending.Wait() // the writer's verdicts on the last chunks
+			if queue = rc.retries(); len(queue) == 0 {
+				break
+			}
+			continue
+		}
+		if err := rc.recv(asked[0]); err != nil {
 			return err
 		}
+		for _, c := range asked[0] {
+			inflight -= int(c.Size)
+		}
+		asked = asked[1:]
+		queue = append(queue, rc.retries()...)
+	}
+	if err := rc.writeErr(); err != nil {
+		return err
 	}
 	if rc.absent > 0 {
 		return fmt.Errorf("%w: the peer lacks %d chunks", ErrIncomplete, rc.absent)
@@ -334,35 +369,126 @@ func (rc *receiver) all(queue []ChunkRef, meta bool) error {
 	return nil
 }
 
-// receiver is the state of one Fetch.
+// receiver is the state of one Fetch. Its reading goroutine (Fetch's)
+// hands each chunk to a writing goroutine (write) that verifies and stores
+// it, so that network and disk overlap; at most writeQueue chunks wait.
 type receiver struct {
-	s           *Store
-	f           *frameConn
-	opts        FetchOptions
+	s      *Store
+	f      *frameConn
+	opts   FetchOptions
+	absent int  // chunks the sender lacks
+	meta   bool // fetching manifest pages (counted apart, no progress)
+
+	work    chan received  // to the writer
+	free    chan []byte    // chunk buffers
+	pending sync.WaitGroup // chunks handed to the writer, not yet stored
+	stopped sync.WaitGroup // the writer
+
+	mu          sync.Mutex // guards the fields below (the writer's results)
 	done, total int64
 	tries       map[ID]int // verification failures per chunk
-	absent      int        // chunks the sender lacks
-	scratch     []byte
-	meta        bool // fetching manifest pages (counted apart, no progress)
+	retry       []ChunkRef // chunks to ask for again
+	err         error      // the writer's first error
 }
 
-// group asks for the chunks of group and stores them as they arrive; it
-// returns rest with the chunks to ask for again appended.
-func (rc *receiver) group(group, rest []ChunkRef) ([]ChunkRef, error) {
+// writeQueue bounds the chunks waiting for the writer.
+const writeQueue = 8
+
+// received is a chunk read, waiting to be verified and stored.
+type received struct {
+	ref  ChunkRef
+	data []byte
+	meta bool
+}
+
+func newReceiver(s *Store, f *frameConn, opts FetchOptions) *receiver {
+	rc := &receiver{s: s, f: f, opts: opts, tries: map[ID]int{}, work: make(chan received), free: make(chan []byte, writeQueue)}
+	for range writeQueue {
+		rc.free <- make([]byte, 0, MaxChunk)
+	}
+	rc.stopped.Add(1)
+	go rc.write()
+	return rc
+}
+
+// stop lets the writer store what it was handed, and waits for it.
+func (rc *receiver) stop() {
+	close(rc.work)
+	rc.stopped.Wait()
+}
+
+// write verifies and stores the chunks handed to it.
+func (rc *receiver) write() {
+	defer rc.stopped.Done()
+	scratch := chunkBuf()
+	for w := range rc.work {
+		var err error
+		if len(w.data) != int(w.ref.Size) {
+			err = fmt.Errorf("%w: chunk of %d bytes, manifest says %d", ErrCorrupt, len(w.data), w.ref.Size)
+		} else {
+			err = rc.s.WriteChunk(w.ref.ID, w.data, scratch)
+		}
+		rc.free <- w.data[:0]
+		rc.mu.Lock()
+		switch {
+		case errors.Is(err, ErrCorrupt):
+			rc.opts.Counters.Corrupt.Add(1)
+			if rc.tries[w.ref.ID]++; rc.tries[w.ref.ID] > MaxRetries && rc.err == nil {
+				rc.err = err
+			}
+			rc.retry = append(rc.retry, w.ref)
+		case err != nil:
+			if rc.err == nil {
+				rc.err = err
+			}
+		case !w.meta:
+			rc.done += int64(w.ref.Size)
+			if rc.opts.Progress != nil {
+				rc.opts.Progress(rc.done, rc.total)
+			}
+		}
+		rc.mu.Unlock()
+		rc.pending.Done()
+	}
+}
+
+// retries takes the chunks to ask for again.
+func (rc *receiver) retries() []ChunkRef {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	r := rc.retry
+	rc.retry = nil
+	return r
+}
+
+func (rc *receiver) writeErr() error {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.err
+}
+
+// want asks for the chunks of group.
+func (rc *receiver) want(group []ChunkRef) error {
+	if err := rc.writeErr(); err != nil {
+		return err
+	}
 	want := make([]byte, 0, 32*len(group))
 	for _, ch := range group {
 		want = append(want, ch.ID[:]...)
 	}
-	if err := rc.f.write(frameWant, want); err != nil {
-		return nil, err
-	}
+	return rc.f.write(frameWant, want)
+}
+
+// recv reads the answers to the request for group and hands the chunks to
+// the writer.
+func (rc *receiver) recv(group []ChunkRef) error {
 	for _, ch := range group {
 		t, p, err := rc.f.read(32 + MaxChunk)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if len(p) < 32 || ID(p[:32]) != ch.ID || (t != frameChunk && t != frameNoChunk) {
-			return nil, fmt.Errorf("%w: frame %q out of order", ErrProtocol, t)
+			return fmt.Errorf("%w: frame %q out of order", ErrProtocol, t)
 		}
 		if t == frameNoChunk {
 			rc.absent++
@@ -375,29 +501,9 @@ func (rc *receiver) group(group, rest []ChunkRef) ([]ChunkRef, error) {
 			rc.opts.Counters.ChunksRecv.Add(1)
 			rc.opts.Counters.ChunkBytesRecv.Add(int64(len(data)))
 		}
-		if len(data) != int(ch.Size) {
-			err = fmt.Errorf("%w: chunk of %d bytes, manifest says %d", ErrCorrupt, len(data), ch.Size)
-		} else {
-			err = rc.s.WriteChunk(ch.ID, data, rc.scratch)
-		}
-		if errors.Is(err, ErrCorrupt) {
-			rc.opts.Counters.Corrupt.Add(1)
-			if rc.tries[ch.ID]++; rc.tries[ch.ID] > MaxRetries {
-				return nil, err
-			}
-			rest = append(rest, ch)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if rc.meta {
-			continue
-		}
-		rc.done += int64(ch.Size)
-		if rc.opts.Progress != nil {
-			rc.opts.Progress(rc.done, rc.total)
-		}
+		buf := append(<-rc.free, data...)
+		rc.pending.Add(1)
+		rc.work <- received{ref: ch, data: buf, meta: rc.meta}
 	}
-	return rest, nil
+	return nil
 }

@@ -9,24 +9,87 @@ import (
 	"testing"
 )
 
-// pipeConn is one end of an in-memory transfer stream.
-type pipeConn struct {
-	r *io.PipeReader
-	w *io.PipeWriter
+// bufPipe is one direction of an in-memory stream with a bounded buffer,
+// as a transport stream has a flow-control window: writes block while it
+// is full, reads while it is empty.
+type bufPipe struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	buf    []byte
+	closed bool // both ends done: reads and writes fail
+	eof    bool // the writer is done: reads drain, then EOF
 }
+
+const pipeWindow = 256 << 10
+
+func newBufPipe() *bufPipe {
+	p := &bufPipe{}
+	p.cond = sync.NewCond(&p.mu)
+	return p
+}
+
+func (p *bufPipe) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for n < len(b) {
+		for !p.closed && !p.eof && len(p.buf) >= pipeWindow {
+			p.cond.Wait()
+		}
+		if p.closed || p.eof {
+			return n, io.ErrClosedPipe
+		}
+		k := min(len(b)-n, pipeWindow-len(p.buf))
+		p.buf = append(p.buf, b[n:n+k]...)
+		n += k
+		p.cond.Broadcast()
+	}
+	return n, nil
+}
+
+func (p *bufPipe) Read(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for !p.closed && !p.eof && len(p.buf) == 0 {
+		p.cond.Wait()
+	}
+	if p.closed {
+		return 0, io.ErrClosedPipe
+	}
+	if len(p.buf) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, p.buf)
+	p.buf = p.buf[n:]
+	p.cond.Broadcast()
+	return n, nil
+}
+
+func (p *bufPipe) end(closed bool) {
+	p.mu.Lock()
+	if closed {
+		p.closed = true
+	}
+	p.eof = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// pipeConn is one end of an in-memory transfer stream.
+type pipeConn struct{ r, w *bufPipe }
 
 func (p *pipeConn) Read(b []byte) (int, error)  { return p.r.Read(b) }
 func (p *pipeConn) Write(b []byte) (int, error) { return p.w.Write(b) }
-func (p *pipeConn) CloseWrite() error           { return p.w.Close() }
+func (p *pipeConn) CloseWrite() error           { p.w.end(false); return nil }
 func (p *pipeConn) Close() error {
-	_ = p.r.Close()
-	return p.w.Close()
+	p.r.end(true)
+	p.w.end(true)
+	return nil
 }
 
 func connPair() (*pipeConn, *pipeConn) {
-	ar, bw := io.Pipe()
-	br, aw := io.Pipe()
-	return &pipeConn{r: ar, w: aw}, &pipeConn{r: br, w: bw}
+	ab, ba := newBufPipe(), newBufPipe()
+	return &pipeConn{r: ba, w: ab}, &pipeConn{r: ab, w: ba}
 }
 
 // tamperConn wraps a receiver's end: it flips one byte at offset at of the
