@@ -65,17 +65,20 @@
 //
 // # Transfer
 //
-// Serve and Fetch move blobs over one stream (any io.ReadWriteCloser; the
-// node runs them on an extra stream of a peer session). The receiver drives:
-// it asks for the manifest's top unless it holds it already (a resumed
-// transfer) and stores it, then asks for the pages it lacks, then for the
-// chunks it lacks, in groups of up to GroupBytes, one group at a time. Every chunk is verified against its
-// ID on receipt and stored at once; a chunk that fails is counted, dropped
-// and asked for again (up to MaxRetries times). Since each verified chunk is
-// stored as it arrives and the manifest first, a transfer cut off by a
-// disconnect or a restart resumes with the chunks still missing: at most
-// the group in flight is sent again. The receiver holds one chunk at a time
-// (plus the manifest), whatever the blob's size.
+// Serve and Fetch move blobs over one stream (a Conn; the node runs them
+// on an extra stream of a peer session). The receiver drives: it asks for
+// the manifest's top unless it holds it already (a resumed transfer) and
+// stores it, then for the pages it lacks, then for the chunks it lacks, in
+// requests of a quarter of GroupBytes, keeping up to GroupBytes asked for
+// and not yet received so that the sender never waits for a request. Every
+// chunk is verified against its ID on receipt (by a writer goroutine, so
+// that hashing, encryption and disk overlap the network) and stored at
+// once; a chunk that fails is counted, dropped and asked for again (up to
+// MaxRetries times). Since each verified chunk is stored as it arrives, the
+// top first, a transfer cut off by a disconnect or a restart resumes with
+// the chunks still missing: at most the GroupBytes in flight are sent
+// again. The receiver holds a few chunks at a time (writeQueue, plus the
+// manifest: about 1.2 MB per GiB), whatever the blob's size.
 //
 // Frames on a transfer stream are a type byte, a 4-byte big-endian length
 // and the payload:
