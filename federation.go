@@ -69,6 +69,7 @@ const (
 	ModePeriodic  = core.ModePeriodic
 	ModeOnDemand  = core.ModeOnDemand
 	ModeLocalOnly = core.ModeLocalOnly
+	ModeThumbnail = core.ModeThumbnail
 
 	CollectionProfile      = core.CollectionProfile
 	CollectionConversation = core.CollectionConversation

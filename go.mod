@@ -55,6 +55,8 @@ require (
 	golang.org/x/tools v0.47.0 // indirect
 )
 
+require github.com/restic/chunker v0.4.0
+
 require (
 	github.com/antlr4-go/antlr/v4 v4.13.0 // indirect
 	github.com/flynn/noise v1.1.0

@@ -28,6 +28,8 @@ type Node struct {
 	events *engine.Hub[Event]
 	health health // counters of conditions the host should hear of
 
+	blobs nodeBlobs // the media blob store (blob.go; lane h26)
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -47,8 +49,9 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	st := cfg.Store
+	var key []byte // the at-rest key, for the store and the blob store
 	if st == nil {
-		key, err := cfg.Encryption.key(ctx)
+		key, err = cfg.Encryption.key(ctx)
 		if err != nil {
 			_ = dir.Release()
 			return nil, err
@@ -63,6 +66,10 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		_ = st.Close()
 		_ = dir.Release()
+		return nil, err
+	}
+	if err := n.openBlobs(cfg.Dir, key); err != nil {
+		_ = n.Close()
 		return nil, err
 	}
 	return n, nil
@@ -251,7 +258,7 @@ func (n *Node) Close() error {
 	if n.c.Rep.InUpdate() {
 		return fmt.Errorf("close: %w", ErrReentrantWrite)
 	}
-	n.closeOnce.Do(func() { n.closeErr = n.c.Close(n.events.Close) })
+	n.closeOnce.Do(func() { n.closeErr = n.c.Close(n.closeLast) })
 	return n.closeErr
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/devicemesh/federation"
 	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/crdt"
 	"github.com/devicemesh/federation/internal/wire"
 	"github.com/devicemesh/federation/transport"
 )
@@ -226,12 +227,12 @@ func TestSummaryDeviceNeverReceivesFullMessage(t *testing.T) {
 	waitPolicy(t, watch, pol)
 
 	mark := marker(t, "value")
-	msg := func(i int) string { return fmt.Sprintf("%s message %d: the whole text of it", mark, i) }
+	msg := func(i int) string { return convLog(t, fmt.Sprintf("%s message %d: the whole text of it", mark, i)) }
 	const n = 20
 	for i := 0; i < n; i++ {
 		require.NoError(t, laptop.Put(ctx, federation.CollectionConversation, fmt.Sprintf("m%02d", i), []byte(msg(i))))
 	}
-	summary := mark + " SUMMARY of the day"
+	summary := convLog(t, mark+" SUMMARY of the day")
 	require.NoError(t, laptop.PutSummary(ctx, federation.CollectionConversation, "summary-1", []byte(summary)))
 
 	s := waitRecord(t, watch, federation.CollectionConversation, "summary-1")
@@ -579,7 +580,7 @@ func TestSummaryPolicySetWhileOffline(t *testing.T) {
 	require.NoError(t, laptop.SetDevicePolicy(ctx, watch.DeviceID(), pol))
 	mark := marker(t, "value")
 	for i := 0; i < 10; i++ {
-		require.NoError(t, laptop.Put(ctx, federation.CollectionConversation, fmt.Sprint(i), []byte(mark+" message")))
+		require.NoError(t, laptop.Put(ctx, federation.CollectionConversation, fmt.Sprint(i), []byte(convLog(t, mark+" message"))))
 	}
 	var tap2 streamTap
 	watch = tappedNode(t, watchDir, "watch", &tap2, nil)
@@ -593,4 +594,13 @@ func TestSummaryPolicySetWhileOffline(t *testing.T) {
 		_, err := watch.Get(ctx, federation.CollectionConversation, fmt.Sprint(i))
 		require.ErrorIs(t, err, federation.ErrNotFetched)
 	}
+}
+
+// convLog returns a conversation value (a crdt.Log encoding) holding one
+// message whose body is body.
+func convLog(t *testing.T, body string) string {
+	t.Helper()
+	l := &crdt.Log{}
+	require.NoError(t, l.Append(crdt.Message{ID: "m", Time: 1, Body: []byte(body)}))
+	return string(l.Encode())
 }

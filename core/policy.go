@@ -78,10 +78,14 @@ const (
 	// summaries (Tx.PutSummary); every other change travels as a stub
 	// (key, size, digest), its value on demand.
 	ModeSummary
+	// ModeThumbnail is for media: records (blob references with their
+	// thumbnails) are pushed at once like ModeImmediate, the originals
+	// they reference travel when the host asks (Node.FetchBlob).
+	ModeThumbnail
 )
 
 // lastMode is the highest Mode: ParseMode and MarshalText accept up to it.
-const lastMode = ModeSummary
+const lastMode = ModeThumbnail
 
 // String names the mode.
 func (m Mode) String() string {
@@ -96,6 +100,8 @@ func (m Mode) String() string {
 		return "local-only"
 	case ModeSummary:
 		return "summary"
+	case ModeThumbnail:
+		return "thumbnail"
 	}
 	return "mode(?)"
 }

@@ -15,15 +15,16 @@ import (
 //	personality    high      immediate   every write, pushed at once
 //	embeddings     low       on-demand   keys and digests; values when the host asks
 //	analytics      low       periodic    collected and shipped as one batch per interval
-//	media          low       on-demand   originals on demand; previews per their own policy
+//	media          low       thumbnail   records and their thumbnails at once; originals on demand
 //	cache          none      local-only  never leaves the device
 //
 // "Full" in the design (conversations, personality) is the immediate
 // mode: every record travels, as soon as it is written. A device that
 // should hold only conversation summaries says so in its own sync policy
 // (the device registry's sync_policy, see ParseDevice), not here. The
-// periodic interval is DefaultInterval. Media originals stay behind until
-// the host fetches them, like embeddings' values.
+// periodic interval is DefaultInterval. A media record (a blob reference
+// with its thumbnail) travels at once; the original it references stays
+// behind until the host fetches it (Node.FetchBlob).
 //
 // The policies carry no resolver (last-writer-wins): the node adds each
 // collection's resolver (conflict.Default). The map is a fresh copy on
@@ -39,7 +40,7 @@ var defaults = map[string]core.Policy{
 	core.CollectionPersonality:  {Priority: core.PriorityHigh, Mode: core.ModeImmediate},
 	core.CollectionEmbeddings:   {Priority: core.PriorityLow, Mode: core.ModeOnDemand},
 	core.CollectionAnalytics:    {Priority: core.PriorityLow, Mode: core.ModePeriodic, Interval: DefaultInterval},
-	core.CollectionMedia:        {Priority: core.PriorityLow, Mode: core.ModeOnDemand},
+	core.CollectionMedia:        {Priority: core.PriorityLow, Mode: core.ModeThumbnail},
 	core.CollectionCache:        {Priority: core.PriorityNone, Mode: core.ModeLocalOnly},
 }
 

@@ -17,7 +17,7 @@ func TestDefaultTable(t *testing.T) {
 		core.CollectionPersonality:  {core.PriorityHigh, core.ModeImmediate},
 		core.CollectionEmbeddings:   {core.PriorityLow, core.ModeOnDemand},
 		core.CollectionAnalytics:    {core.PriorityLow, core.ModePeriodic},
-		core.CollectionMedia:        {core.PriorityLow, core.ModeOnDemand},
+		core.CollectionMedia:        {core.PriorityLow, core.ModeThumbnail},
 		core.CollectionCache:        {core.PriorityNone, core.ModeLocalOnly},
 	}
 	require.Len(t, d, len(want))

@@ -56,6 +56,9 @@ func scenarios() map[string]scenario {
 		"discover-dht": {"time for two paired devices starting on loopback to sync a record found through a loopback DHT vs the address given by hand", runDiscoverDHT},
 		"relay":        {"goodput of a session through a relay vs the direct path; added round-trip time", runRelay},
 		"latency":      {"p50/p99 from Put to visible at a connected peer vs a bare quic-go ping-pong, idle and while a 100,000-record low-priority backlog moves", runLatency},
+		// lane h26
+		"blob":      {"media goodput: a node fetching a blob from its peer vs raw quic-go file to file", runBlob},
+		"blob-edit": {"blob-stream bytes to update a peer after a 1 MiB edit in a 256 MiB blob, vs 1 MiB", runBlobEdit},
 	}
 }
 

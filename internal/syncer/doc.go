@@ -199,4 +199,5 @@ type Config struct {
 	Log       *slog.Logger   // nil: discard
 	Rand      io.Reader      // repair salts; nil: crypto/rand
 	Limits    Limits
+	Streams   StreamHandler // the peer's extra streams (sync_streams.go); nil: none accepted
 }

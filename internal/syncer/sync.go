@@ -120,6 +120,9 @@ type Session struct {
 
 	cancel context.CancelFunc // stops the session's goroutines
 	stats  sessionStats
+	// opened is closed once the sync stream is open: OpenStream waits
+	// for it (sync_streams.go).
+	opened chan struct{}
 }
 
 // sessionStats counts one session's traffic.
@@ -187,6 +190,7 @@ func New(cfg Config, sess core.Session, links Links) *Session {
 		repairIn:  make(chan wire.Frame, 1),
 		repairReq: make(chan struct{}, 1),
 		kick:      make(chan struct{}, 1),
+		opened:    make(chan struct{}),
 	}
 }
 
@@ -259,6 +263,7 @@ func (ps *Session) run(ctx context.Context) error {
 		return stalled(fmt.Errorf("open sync stream: %w", err))
 	}
 	ps.out = out
+	close(ps.opened)
 	defer out.Close()
 	vv, err := ps.r.VersionVector(ctx)
 	if err != nil {
@@ -282,6 +287,7 @@ func (ps *Session) run(ctx context.Context) error {
 		cutOff(fmt.Errorf("%w: no whole frame within %v of its first byte", ErrStalled, lim.FrameTimeout))
 	})
 	defer fw.stop()
+	defer ps.acceptStreams(ctx)() // further streams (sync_streams.go)
 	errc := make(chan error, 2)
 	go func() { errc <- ps.receive(ctx, fw) }()
 	go func() { errc <- ps.sendLoop(ctx) }()
