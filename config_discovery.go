@@ -151,7 +151,8 @@ type DeviceReach struct {
 	Known []string
 	// NotConnected says why there is no session ("" when Connected): "not
 	// seen on any network yet", "unreachable: ...", "connecting",
-	// "waiting to redial", "revoked", "this node is not started".
+	// "waiting to redial", "revoked", "paused (Node.PausePeer)", "this
+	// node is not started".
 	NotConnected string
 }
 

@@ -39,6 +39,15 @@ func TestPauseResumeDisconnectPeer(t *testing.T) {
 	_, err = laptop.Get(ctx, "notes", "paused")
 	require.ErrorIs(t, err, federation.ErrNotFound)
 	require.False(t, connectedTo(phone, laptop.DeviceID()))
+	st, err := phone.Stats(ctx)
+	require.NoError(t, err)
+	var why string
+	for _, d := range st.Discovery.Devices {
+		if d.Device == laptop.DeviceID() {
+			why = d.NotConnected
+		}
+	}
+	require.Equal(t, "paused (Node.PausePeer)", why, "Stats say why the paused device is not connected")
 	ds, err := phone.Devices(ctx)
 	require.NoError(t, err)
 	for _, d := range ds {

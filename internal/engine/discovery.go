@@ -295,6 +295,8 @@ func (c *Core) whyNot(d registry.Device, r Reach) string {
 		return "not trusted"
 	case c.Net.Addr() == "":
 		return "this node is not started"
+	case c.Peers.Paused(d.ID):
+		return "paused (Node.PausePeer)"
 	}
 	if err := c.Peers.LastDialError(d.ID); err != nil {
 		return "unreachable: " + shortErr(err)
