@@ -61,8 +61,15 @@ func TestTypedHelpersMergeAcrossDevices(t *testing.T) {
 		events, err := n.Analytics("events").Events(ctx)
 		require.NoError(t, err)
 		require.Equal(t, [][]byte{[]byte("e-a"), []byte("e-b")}, events)
-		e, err := n.Embedding("mem").Get(ctx)
-		require.NoError(t, err)
+		// Embeddings are on demand: the peer holds the other's as a stub
+		// until it fetches it.
+		require.NoError(t, n.Fetch(ctx, federation.CollectionEmbeddings, "mem"))
+		var e conflict.Embedding
+		require.Eventually(t, func() bool {
+			var err error
+			e, err = n.Embedding("mem").Get(ctx)
+			return err == nil
+		}, 10*time.Second, 10*time.Millisecond)
 		require.False(t, e.Stale, "the same content on both devices is a duplicate, not a rival")
 		conflicts, err := n.Conflicts(ctx)
 		require.NoError(t, err)

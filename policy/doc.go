@@ -151,14 +151,16 @@
 //     Priority frame leaves a gap in the stream, which ends the session
 //     like any lost frame; a duplicated one is ignored.
 //
-// The window between steps 3 and 4 has one weakness, shared with the
-// Merkle repair path: a host write on this device to a key that was
-// applied early gets the device's version vector as its causal context,
-// which does not cover the early version, so the two are settled as
-// concurrent (by the collection's resolver; last-writer-wins picks the
-// host's write, since the clock followed the early version). The fix,
-// left to the replica's commit pipeline, is to give a local write the
-// context of the version it replaces merged into the vector.
+// The window between steps 3 and 4, like the Merkle repair path, holds
+// versions the device's version vector does not cover. A host write to
+// such a key must still supersede them, or it would be settled as
+// concurrent with the version it replaces (and, under a manual resolver,
+// a user's resolution of a conflict that arrived early would raise the
+// conflict again everywhere). The replica's commit pipeline therefore
+// keeps, per key, the contexts installed ahead of the vector (received
+// versions and merge outcomes alike) and merges them into a local
+// write's context until the vector covers them (internal/replica,
+// early.go).
 //
 // Per-collection streams were the other candidate (one ordered stream per
 // collection and origin, each with its own sequence numbers): they make

@@ -271,7 +271,11 @@ func converged(ctx context.Context, a, b *device) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("the devices did not converge (conflicts %d+%d, embedding %+v %v, roots %v vs %v): %w", len(ca), len(cb), e, err, a.node.Roots(), b.node.Roots(), ctx.Err())
+			var cs []string
+			for _, c := range append(ca, cb...) {
+				cs = append(cs, fmt.Sprintf("%s/%s %q (%v) vs %q (%v)", c.Collection, c.Key, c.Ours.Value, c.Ours.Context, c.Theirs.Value, c.Theirs.Context))
+			}
+			return fmt.Errorf("the devices did not converge (conflicts %v, embedding stale %v %v, roots %v vs %v): %w", cs, e.Stale, err, a.node.Roots(), b.node.Roots(), ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -134,6 +134,11 @@ func (n *Replica) ApplyRemote(ctx context.Context, txns []Txn) (ApplyResult, err
 	if err := n.commit(ctx, SourceRemote, b, events, maxTS); err != nil {
 		return res, fmt.Errorf("apply: %w", err)
 	}
+	if len(n.early) > 0 {
+		if vv, err := n.store.VersionVector(ctx); err == nil {
+			n.early.prune(vv)
+		}
+	}
 	res.Txns, res.Changes, res.Conflicts = len(fresh), len(b.Changes), conflicts
 	return res, nil
 }

@@ -135,6 +135,7 @@ func (n *Replica) commitLocal(ctx context.Context, ops []Op) error {
 			seq++
 			rec.Seq = seq
 			rec.Context = vv.Clone()
+			n.early.widen(rec.Context, op.Collection, op.Key)
 			rec.Context[self] = seq
 			b.Changes = append(b.Changes, core.Change{Record: rec, TxnFirst: first, TxnLen: uint32(synced)})
 		}
@@ -151,6 +152,7 @@ func (n *Replica) commitLocal(ctx context.Context, ops []Op) error {
 	if err := n.commit(ctx, SourceLocal, b, events, ts); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	n.early.prune(vv)
 	n.seq = seq
 	if seq > 0 {
 		n.announce = nil // announced (or the first incarnation: nothing to)
@@ -253,9 +255,20 @@ func (n *Replica) ApplyRecords(ctx context.Context, recs []core.Change) error {
 	if err != nil {
 		return err
 	}
+	vv, err := n.store.VersionVector(ctx)
+	if err != nil {
+		return fmt.Errorf("repair: %w", err)
+	}
 	if err := n.commit(ctx, SourceRepair, b, events, maxTS); err != nil {
 		return fmt.Errorf("repair: %w", err)
 	}
+	// What this device now holds ahead of its vector: the versions it
+	// received (whether they won the merge or not: a later local write
+	// follows them all) and the outcomes.
+	for _, r := range synced {
+		n.early.note([]core.Record{r.Record}, vv)
+	}
+	n.early.note(b.Records, vv)
 	return nil
 }
 

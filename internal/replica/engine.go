@@ -115,6 +115,8 @@ type Replica struct {
 	clockDrift atomic.Uint64 // batches beyond the drift bound
 
 	want wantedState // the wanted list (wanted.go)
+
+	early early // contexts installed ahead of the version vector (early.go; under writeMu)
 }
 
 // New opens the pipeline on cfg.Store: it restores the clock, the far-future
