@@ -36,6 +36,17 @@ func scrape(t *testing.T, c prometheus.Collector) map[string]float64 {
 	return out
 }
 
+// eventually polls cond for 10 s and fails with dump's account of the
+// last poll.
+func eventually(t *testing.T, cond func() bool, dump func() string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition never satisfied; last scrape:\n%s", dump())
+		}
+	}
+}
+
 // key names a series as scrape does, from label name and value pairs.
 func key(name string, kv ...string) string {
 	var ls []string
@@ -103,7 +114,7 @@ fed_peers 0
 
 	m.ConnectAll(ctx)
 	var sb map[string]float64
-	require.Eventually(t, func() bool {
+	eventually(t, func() bool {
 		sa, sb = scrape(t, ca), scrape(t, cb)
 		// 3 notes, v (a stub on b), each side's own plan, and the queued
 		// conflict (a record of the SDK's conflicts collection).
@@ -111,7 +122,7 @@ fed_peers 0
 			sa["fed_conflicts_queued{collection=decisions}"] == 1 && sb["fed_conflicts_queued{collection=decisions}"] == 1 &&
 			sa[key("fed_peer_changes_total", "peer", idB, "direction", "sent")] == sb[key("fed_peer_changes_total", "peer", idA, "direction", "recv")] &&
 			sb[key("fed_peer_changes_total", "peer", idA, "direction", "sent")] == sa[key("fed_peer_changes_total", "peer", idB, "direction", "recv")]
-	}, 10*time.Second, 20*time.Millisecond, "a: %v\nb: %v", sa, sb)
+	}, func() string { return fmt.Sprintf("a: %v\nb: %v", sa, sb) })
 	require.Equal(t, 1.0, sa["fed_peers{}"])
 	require.Equal(t, 1.0, sa[key("fed_peer_connected", "peer", idB)])
 	require.GreaterOrEqual(t, sa[key("fed_peer_changes_total", "peer", idB, "direction", "sent")], 5.0, "a sent its five writes")
@@ -128,23 +139,23 @@ fed_peers 0
 	m.Partition([]int{0}, []int{1})
 	require.NoError(t, a.Put(ctx, "notes", "while-away", []byte("later")))
 	require.NoError(t, b.Fetch(ctx, "vectors", "v"))
-	require.Eventually(t, func() bool {
+	eventually(t, func() bool {
 		sa, sb = scrape(t, ca), scrape(t, cb)
 		return sa["fed_peers{}"] == 0 && sa[key("fed_peer_connected", "peer", idB)] == 0 &&
 			sa[key("fed_sync_waiting", "collection", "", "peer", idB, "reason", "offline")] >= 1 &&
 			sb["fed_wanted_keys{collection=vectors}"] == 1
-	}, 10*time.Second, 20*time.Millisecond, "a: %v\nb: %v", sa, sb)
+	}, func() string { return fmt.Sprintf("a: %v\nb: %v", sa, sb) })
 	require.NotContains(t, sa, key("fed_peer_changes_total", "peer", idB, "direction", "sent"), "no session, no per-session series")
 
 	// Healed: the note arrives, the value is fetched and leaves the wanted list.
 	m.Heal()
 	m.ConnectAll(ctx)
-	require.Eventually(t, func() bool {
+	eventually(t, func() bool {
 		sa, sb = scrape(t, ca), scrape(t, cb)
 		return sb["fed_records{}"] == 7 && sb[key("fed_peer_values_total", "peer", idA, "direction", "recv")] == 1 &&
 			sa[key("fed_peer_values_total", "peer", idB, "direction", "sent")] == 1 && sb[key("fed_peer_wants_sent_total", "peer", idA)] >= 1 &&
 			sb["fed_wanted_keys{collection=vectors}"] == 0
-	}, 10*time.Second, 20*time.Millisecond, "a: %v\nb: %v", sa, sb)
+	}, func() string { return fmt.Sprintf("a: %v\nb: %v", sa, sb) })
 	require.NotContains(t, sb, "fed_wanted_keys{collection=vectors}")
 	require.Equal(t, 1.0, sb["fed_conflicts_queued{collection=decisions}"], "still waiting for the host")
 }
