@@ -99,6 +99,8 @@ type PeerStatus struct {
 	// Redundant counts changes received from it that this device already
 	// held on arrival. A correct mesh keeps both at zero.
 	Echoes, Redundant uint64
+	// Selective counts the session's stubs, keys asked and values.
+	Selective SelectiveStatus
 }
 
 // Peers lists the live sync sessions.
@@ -129,5 +131,6 @@ func peerStatus(ps *engine.PeerSession) PeerStatus {
 		RecordsRecv: st.RecordsRecv,
 		Echoes:      st.Echoes,
 		Redundant:   st.Redundant,
+		Selective:   selectiveStatus(st),
 	}
 }

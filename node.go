@@ -225,6 +225,8 @@ type Stats struct {
 	Discovery DiscoveryStats
 	// Sync is how the sync towards each peer stands (see SyncProgress).
 	Sync SyncStats
+	// Queues is what waits on this node and what it refused.
+	Queues QueueStats
 }
 
 // Stats returns a snapshot of the node's counters. It is taken between
@@ -244,7 +246,11 @@ func (n *Node) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
-	return Stats{Discovery: disc, Device: n.DeviceID(), Store: ss, VersionVector: vv, Subscribers: subs, EventsDropped: dropped,
+	queues, err := n.queueStats(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
+	return Stats{Queues: queues, Discovery: disc, Device: n.DeviceID(), Store: ss, VersionVector: vv, Subscribers: subs, EventsDropped: dropped,
 		ClockDrift: n.c.Rep.ClockDrift(), RepairsUnsettled: n.health.repairsUnsettled.Load(),
 		AuditTampered: n.c.Anchor.Detected(), Sync: sync}, nil
 }

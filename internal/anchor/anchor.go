@@ -105,6 +105,7 @@ type Anchor struct {
 	every    int           // entries between heads (HeadEvery; tests lower it)
 	kick     chan struct{} // wakes the head loop (capacity 1)
 	detected atomic.Uint64 // tamper detections, for Stats
+	refused  refusals      // refusal entries by reason, for Stats (refusals.go)
 
 	mu        sync.Mutex
 	last      uint64    // the newest entry appended in this open

@@ -44,6 +44,7 @@ func (a *Anchor) Log() *audit.Log { return a.log }
 // Only a failing audit store loses an entry, and that is logged as an error.
 func (a *Anchor) Record(ctx context.Context, e audit.Entry) {
 	ctx = context.WithoutCancel(ctx)
+	a.refused.note(e)
 	got, err := a.log.Append(ctx, e)
 	if errors.Is(err, audit.ErrInvalidEntry) {
 		a.logger.Error("audit entry refused, recording a substitute", "kind", e.Kind, "err", err)

@@ -20,6 +20,7 @@ import (
 	"github.com/devicemesh/federation"
 	"github.com/devicemesh/federation/conflict"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/fedprom"
 )
 
 // Config configures a daemon: fednode's flags and config file (JSON, the
@@ -236,7 +237,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Info)) (e
 			return fmt.Errorf("metrics: %w", err)
 		}
 		reg := prometheus.NewRegistry()
-		reg.MustRegister(NewCollector(svc))
+		reg.MustRegister(fedprom.New(node, fedprom.Options{Namespace: "fednode"}))
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		serve(l, mux)
