@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -41,6 +42,7 @@ type latencyParams struct {
 	valueLen int           // bytes per record
 	gap      time.Duration // pause between two samples
 	rounds   int           // times each load is run
+	blob     int64         // bytes of the blob moving in the blob load (0: no blob load)
 }
 
 // latencyLoad is one background load under which latency is measured
@@ -56,12 +58,44 @@ type latencyLoad struct {
 // latencyLoads lists the loads measured after the idle phase, in order.
 func latencyLoads(p latencyParams) []latencyLoad {
 	seq := 0 // backlog rounds write new keys
-	return []latencyLoad{
+	loads := []latencyLoad{
 		{fmt.Sprintf("backlog%d", p.backlog), func(ctx context.Context, a, b *benchNode) (func() bool, error) {
 			seq++
 			return startBacklog(ctx, a, b, fmt.Sprintf("r%d-", seq), p.backlog, p.valueLen)
 		}},
 	}
+	if p.blob > 0 {
+		loads = append(loads, latencyLoad{fmt.Sprintf("blob%dMiB+backlog%d", p.blob>>20, p.backlog), func(ctx context.Context, a, b *benchNode) (func() bool, error) {
+			seq++
+			return startBlobAndBacklog(ctx, a, b, seq, p)
+		}})
+	}
+	return loads
+}
+
+// startBlobAndBacklog starts the heaviest load: a blob of p.blob
+// bytes fetched by b from a (its reference synced first, so only the
+// original moves) while a backlog of p.backlog low-priority records moves
+// the same way.
+func startBlobAndBacklog(ctx context.Context, a, b *benchNode, seq int, p latencyParams) (func() bool, error) {
+	bl, err := PrepareBlobLoad(ctx, a.node, b.node, fmt.Sprintf("latency-blob-%d", seq), p.blob)
+	if err != nil {
+		return nil, fmt.Errorf("blob load: %w", err)
+	}
+	backlog, err := startBacklog(ctx, a, b, fmt.Sprintf("r%d-", seq), p.backlog, p.valueLen)
+	if err != nil {
+		return nil, err
+	}
+	done := bl.Start(ctx)
+	var blobDone atomic.Bool
+	go func() {
+		if err := <-done; err != nil {
+			progress("blob load: %v", err)
+		}
+		blobDone.Store(true)
+	}()
+	progress("blob load: %d MiB moving to b", p.blob>>20)
+	return func() bool { return backlog() || !blobDone.Load() }, nil
 }
 
 func runLatency(ctx context.Context, args []string) (result, error) {
@@ -72,8 +106,15 @@ func runLatency(ctx context.Context, args []string) (result, error) {
 	fs.IntVar(&p.valueLen, "value", 100, "bytes per record")
 	fs.DurationVar(&p.gap, "gap", time.Millisecond, "pause between two samples")
 	fs.IntVar(&p.rounds, "rounds", 3, "times each load is run (its samples pooled)")
+	blobText := fs.String("blob", "1GiB", "size of the blob moving beside the backlog in the last load (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return result{}, err
+	}
+	if *blobText != "0" {
+		var err error
+		if p.blob, err = parseByteSize(*blobText); err != nil || p.blob < 0 {
+			return result{}, fmt.Errorf("bad -blob %q", *blobText)
+		}
 	}
 	if p.n < 10 || p.backlog < 1 || p.valueLen < 1 || p.rounds < 1 {
 		return result{}, fmt.Errorf("bad -n %d, -backlog %d, -value %d or -rounds %d", p.n, p.backlog, p.valueLen, p.rounds)
