@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 )
 
 // Over TLS on TCP, the QUIC connection between a client and the relay is
@@ -57,9 +58,10 @@ type PacketWriter struct {
 	done  chan struct{}
 	once  sync.Once
 
-	mu  sync.Mutex
-	buf []byte
-	err error
+	mu      sync.Mutex
+	buf     []byte
+	err     error
+	writing bool // a Write is under way
 }
 
 // PacketWriterPending bounds the bytes a PacketWriter holds.
@@ -124,6 +126,7 @@ func (p *PacketWriter) run() {
 		p.mu.Lock()
 		out := p.buf
 		p.buf = spare[:0]
+		p.writing = len(out) > 0
 		p.mu.Unlock()
 		if len(out) == 0 {
 			spare = out
@@ -136,16 +139,39 @@ func (p *PacketWriter) run() {
 		if p.before != nil {
 			p.before()
 		}
-		if _, err := p.w.Write(out); err != nil {
-			p.mu.Lock()
+		_, err := p.w.Write(out)
+		p.mu.Lock()
+		p.writing = false
+		if err != nil {
 			p.err = err
-			p.mu.Unlock()
+		}
+		p.mu.Unlock()
+		if err != nil {
 			if p.onError != nil {
 				p.onError(err)
 			}
+			p.Close() // wakes a WritePacket waiting for room
 			return
 		}
 		spare = out[:0]
+	}
+}
+
+// Flush waits until the packets queued so far are written, or for at most
+// d; it reports whether they were.
+func (p *PacketWriter) Flush(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		p.mu.Lock()
+		idle := (len(p.buf) == 0 && !p.writing) || p.err != nil
+		p.mu.Unlock()
+		if idle {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

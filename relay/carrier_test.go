@@ -58,6 +58,9 @@ func TestPacketWriter(t *testing.T) {
 			if got != n {
 				t.Fatalf("blocking writer: %d of %d packets arrived", got, n)
 			}
+			if !w.Flush(time.Second) {
+				t.Fatal("Flush: packets still waiting after all were read")
+			}
 		} else if got == 0 || got == n {
 			t.Fatalf("dropping writer with a stalled reader: %d of %d packets arrived, want some dropped", got, n)
 		}
@@ -67,5 +70,24 @@ func TestPacketWriter(t *testing.T) {
 		}
 		_ = a.Close()
 		_ = b.Close()
+	}
+	// A failed write fails the packets after it, and wakes a writer
+	// waiting for room.
+	a, b := net.Pipe()
+	w := NewPacketWriter(a, nil, nil, true)
+	_ = b.Close()
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			if err := w.WritePacket(pkt(MaxCarriedPacket - 1)); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	select {
+	case <-errc:
+	case <-time.After(5 * time.Second):
+		t.Fatal("WritePacket kept succeeding, or hung, after the connection failed")
 	}
 }

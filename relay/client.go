@@ -296,6 +296,7 @@ func (c *carried) WriteTo(b []byte, _ net.Addr) (int, error) {
 }
 
 func (c *carried) Close() error {
+	c.w.Flush(100 * time.Millisecond) // the connection's last packets (CONNECTION_CLOSE)
 	c.w.Close()
 	return c.c.Close()
 }
