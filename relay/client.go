@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -264,7 +263,7 @@ func (c *Client) sendPacket(dst PseudonymOf, p []byte) error {
 type carried struct {
 	c      net.Conn
 	remote carriedAddr
-	wmu    sync.Mutex
+	w      *PacketWriter
 }
 
 type carriedAddr string
@@ -273,7 +272,10 @@ func (a carriedAddr) Network() string { return "tcp-carried" }
 func (a carriedAddr) String() string  { return string(a) }
 
 func newCarried(c net.Conn) *carried {
-	return &carried{c: c, remote: carriedAddr(c.RemoteAddr().String())}
+	// Blocking when full: this connection carries only this client's
+	// packets, and TCP pushes back.
+	w := NewPacketWriter(c, nil, func(error) { _ = c.Close() }, true)
+	return &carried{c: c, remote: carriedAddr(c.RemoteAddr().String()), w: w}
 }
 
 func (c *carried) ReadFrom(b []byte) (int, net.Addr, error) {
@@ -287,15 +289,17 @@ func (c *carried) ReadFrom(b []byte) (int, net.Addr, error) {
 }
 
 func (c *carried) WriteTo(b []byte, _ net.Addr) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := WritePacket(c.c, b); err != nil {
+	if err := c.w.WritePacket(b); err != nil {
 		return 0, err
 	}
 	return len(b), nil
 }
 
-func (c *carried) Close() error                       { return c.c.Close() }
+func (c *carried) Close() error {
+	c.w.Flush(100 * time.Millisecond) // the connection's last packets (CONNECTION_CLOSE)
+	c.w.Close()
+	return c.c.Close()
+}
 func (c *carried) LocalAddr() net.Addr                { return c.c.LocalAddr() }
 func (c *carried) SetDeadline(t time.Time) error      { return c.c.SetReadDeadline(t) }
 func (c *carried) SetReadDeadline(t time.Time) error  { return c.c.SetReadDeadline(t) }

@@ -307,6 +307,13 @@ func (f *Forwarder) session(a *attachment) bool {
 // last, the previous packet's source at the caller, saves the lock while
 // packets keep coming from the same peer.
 func (f *Forwarder) received(a *attachment, src PseudonymOf, p []byte, last *PseudonymOf) {
+	f.noteSource(a, src, last)
+	f.offer(pq.Packet{B: p, From: Addr{Peer: src}})
+}
+
+// noteSource remembers the generation src's packets arrive under (see
+// received).
+func (f *Forwarder) noteSource(a *attachment, src PseudonymOf, last *PseudonymOf) {
 	if *last != src {
 		*last = src
 		f.mu.Lock()
@@ -315,7 +322,6 @@ func (f *Forwarder) received(a *attachment, src PseudonymOf, p []byte, last *Pse
 		}
 		f.mu.Unlock()
 	}
-	f.offer(pq.Packet{B: p, From: Addr{Peer: src}})
 }
 
 // maxPeerGen bounds the pseudonyms whose generation the Forwarder
@@ -328,18 +334,32 @@ const bindRetry = 250 * time.Millisecond
 // dataPath is the UDP data plane of one attachment (see relay/server's
 // data.go): once the relay answered a binding, packets go there as plain
 // UDP instead of as QUIC datagrams, written and read in batches.
+//
+// Packets to send wait in a slice under a mutex, in pooled buffers, and
+// the writer takes them all at once: a channel would cost a hand-off per
+// packet, and at a few hundred thousand packets a second those were a
+// large share of the relayed path's cost.
 type dataPath struct {
 	pc    net.PacketConn
 	bc    *udpbatch.Conn
 	relay *net.UDPAddr
 	token [TokenSize]byte
 	bound atomic.Bool
-	out   chan []byte   // packets for the writer
+	ready chan struct{} // one token while packets wait for the writer
 	done  chan struct{} // closed when the attachment ends
+
+	mu  sync.Mutex
+	out []*[]byte // packets for the writer, at most dataQueue
 }
 
 // dataQueue bounds the packets waiting for the data-plane writer.
 const dataQueue = 1024
+
+// sendBuffer is the size of the pooled buffers of outgoing data-plane
+// packets: the header and the largest packet a path sends, with room.
+const sendBuffer = 1 + TokenSize + PseudonymSize + 1500
+
+var sendPool = sync.Pool{New: func() any { b := make([]byte, 0, sendBuffer); return &b }}
 
 // openData opens the data plane of an attachment over UDP whose relay
 // offers one; nil otherwise (packets go as QUIC datagrams).
@@ -360,7 +380,7 @@ func (f *Forwarder) openData(c *Client, reg registration) *dataPath {
 		return nil
 	}
 	SetSocketBuffers(pc)
-	return &dataPath{pc: pc, bc: udpbatch.New(pc), relay: ra, token: reg.token, out: make(chan []byte, dataQueue), done: make(chan struct{})}
+	return &dataPath{pc: pc, bc: udpbatch.New(pc), relay: ra, token: reg.token, ready: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 func (d *dataPath) close() {
@@ -372,55 +392,75 @@ func (d *dataPath) bind() {
 	_, _ = d.pc.WriteTo(append([]byte{DataBind}, d.token[:]...), d.relay)
 }
 
-// send queues p for dst; it reports false when the queue is full.
+// send queues p for dst; it reports false when the queue is full or p is
+// larger than any packet a path sends.
 func (d *dataPath) send(dst PseudonymOf, p []byte) bool {
-	b := make([]byte, 0, 1+TokenSize+PseudonymSize+len(p))
-	b = append(b, DataSend)
+	if len(p) > sendBuffer-1-TokenSize-PseudonymSize {
+		return false
+	}
+	bp := sendPool.Get().(*[]byte)
+	b := append((*bp)[:0], DataSend)
 	b = append(b, d.token[:]...)
 	b = append(b, dst[:]...)
 	b = append(b, p...)
-	select {
-	case d.out <- b:
-		return true
-	default:
+	*bp = b
+	d.mu.Lock()
+	if len(d.out) >= dataQueue {
+		d.mu.Unlock()
+		sendPool.Put(bp)
 		return false
 	}
+	d.out = append(d.out, bp)
+	first := len(d.out) == 1
+	d.mu.Unlock()
+	if first {
+		select {
+		case d.ready <- struct{}{}:
+		default:
+		}
+	}
+	return true
 }
 
 // writeData writes the queued packets, as many per system call as are
 // waiting, until the attachment ends.
 func (d *dataPath) writeData() {
-	pkts := make([][]byte, 0, 64)
+	var bufs, spare []*[]byte
+	pkts := make([][]byte, 0, dataQueue)
 	var scratch []byte
 	for {
 		select {
 		case <-d.done:
 			return
-		case b := <-d.out:
-			pkts = append(pkts[:0], b)
+		case <-d.ready:
 		}
-	more:
-		for len(pkts) < cap(pkts) {
-			select {
-			case b := <-d.out:
-				pkts = append(pkts, b)
-			default:
-				break more
-			}
+		d.mu.Lock()
+		bufs, d.out, spare = d.out, spare[:0], nil
+		d.mu.Unlock()
+		pkts = pkts[:0]
+		for _, bp := range bufs {
+			pkts = append(pkts, *bp)
 		}
 		udpbatch.Runs(pkts, func(run [][]byte) {
 			scratch, _ = d.bc.WriteRun(run, d.relay, scratch) // a failed write is a lost packet
 		})
 		clear(pkts)
+		for _, bp := range bufs {
+			sendPool.Put(bp)
+		}
+		clear(bufs)
+		spare = bufs
 	}
 }
 
 // readData queues the packets the relay delivers on the data plane until
-// its socket closes.
+// its socket closes: the packets of one read (the kernel coalesces up to
+// about forty) in one batch.
 func (f *Forwarder) readData(a *attachment, d *dataPath) {
 	buf := make([]byte, udpbatch.ReadBuffer)
 	oob := make([]byte, udpbatch.OOBSize)
 	var last PseudonymOf
+	var batch []pq.Packet
 	handle := func(pkt []byte, from net.Addr) {
 		if ua, ok := from.(*net.UDPAddr); !ok || !ua.IP.Equal(d.relay.IP) || ua.Port != d.relay.Port {
 			return // only the relay speaks on this socket
@@ -431,11 +471,20 @@ func (f *Forwarder) readData(a *attachment, d *dataPath) {
 		case len(pkt) > 1+PseudonymSize && pkt[0] == DataDeliver:
 			var src PseudonymOf
 			copy(src[:], pkt[1:])
-			f.received(a, src, append([]byte(nil), pkt[1+PseudonymSize:]...), &last)
+			f.noteSource(a, src, &last)
+			batch = append(batch, pq.Copy(pkt[1+PseudonymSize:], Addr{Peer: src}))
 		}
 	}
 	for {
-		if err := d.bc.Read(buf, oob, handle); err != nil {
+		err := d.bc.Read(buf, oob, handle)
+		if len(batch) > 0 {
+			if n := f.q.OfferBatch(batch); n < len(batch) {
+				f.dropped.Add(uint64(len(batch) - n))
+			}
+			clear(batch)
+			batch = batch[:0]
+		}
+		if err != nil {
 			select {
 			case <-d.done:
 				return

@@ -126,7 +126,19 @@ func runRelay(ctx context.Context, args []string) (result, error) {
 			}
 		}
 	}
-	progress("packets dropped by the receiving devices' queues: %d, %d", p.fwdS.Dropped(), p.fwdC.Dropped())
+	progress("packets dropped by the devices' forwarders: %d, %d", p.fwdS.Dropped(), p.fwdC.Dropped())
+	lost := map[string]any{}
+	for _, s := range []struct {
+		name string
+		sess core.Session
+	}{{"direct", direct}, {"relay", relayed}} {
+		if ts, ok := s.sess.(*transport.Session); ok {
+			if st, ok := ts.PacketStats(); ok {
+				progress("%-6s sender: %d packets sent, %d declared lost by QUIC (%.3f%%), smoothed RTT %v", s.name, st.Sent, st.Lost, 100*float64(st.Lost)/float64(max(st.Sent, 1)), st.SmoothedRTT)
+				lost[s.name] = st.Lost
+			}
+		}
+	}
 	progress("round trip of 64 bytes (median): direct %v, relay %v, added %v", rttDirect, rttRelay, rttRelay-rttDirect)
 	o, b := medianOf(ours), medianOf(base)
 	ratio := o / b
@@ -137,7 +149,7 @@ func runRelay(ctx context.Context, args []string) (result, error) {
 			"bytes_per_round": size, "rounds": *rounds, "relay_rounds": ours, "direct_rounds": base,
 			"attach":        map[bool]string{false: "udp", true: "tls"}[*tcp],
 			"rtt_direct_us": rttDirect.Microseconds(), "rtt_relay_us": rttRelay.Microseconds(),
-			"rtt_added_us": (rttRelay - rttDirect).Microseconds(),
+			"rtt_added_us": (rttRelay - rttDirect).Microseconds(), "packets_lost": lost,
 		},
 	}, nil
 }

@@ -400,14 +400,14 @@ func (s *Server) forward(c *client, dst relay.PseudonymOf, b []byte, ob *outbox,
 	copy(b, src[:]) // the receiver learns the sender's pseudonym
 	switch {
 	case to != nil:
-		s.m.forwarded.WithLabelValues("local").Inc()
+		s.m.fwdLocal.Inc()
 		to.enqueue(b, ob, full)
 	case s.cfg.NATS != nil:
 		if err := s.cfg.NATS.Publish(subject(routeKey{c.info.Credential, dst}), b); err != nil {
 			s.m.dropped.WithLabelValues("nats").Inc()
 			return
 		}
-		s.m.forwarded.WithLabelValues("nats").Inc()
+		s.m.fwdNATS.Inc()
 	default:
 		s.m.dropped.WithLabelValues("no_route").Inc()
 	}

@@ -70,6 +70,23 @@ type outbox struct {
 	pkts    [][]byte
 	addrs   []net.Addr
 	scratch []byte
+	free    [][]byte // buffers of written packets, for the next ones
+}
+
+// outboxFree bounds the buffers an outbox keeps for reuse.
+const outboxFree = 256
+
+// buf returns a buffer of n bytes: a written packet's when one is free
+// and large enough. Reusing them spares an allocation a packet, and the
+// garbage collection that follows.
+func (o *outbox) buf(n int) []byte {
+	if k := len(o.free); k > 0 && cap(o.free[k-1]) >= n {
+		b := o.free[k-1][:n]
+		o.free[k-1] = nil
+		o.free = o.free[:k-1]
+		return b
+	}
+	return make([]byte, n, max(n, 1+relay.PseudonymSize+1500))
 }
 
 func (o *outbox) add(b []byte, addr net.Addr) {
@@ -108,6 +125,11 @@ func (s *Server) flush(bc *udpbatch.Conn, o *outbox) {
 			}
 		})
 		i = j
+	}
+	for _, p := range o.pkts {
+		if len(o.free) < outboxFree && cap(p) > 1+relay.PseudonymSize {
+			o.free = append(o.free, p)
+		}
 	}
 	clear(o.pkts)
 	clear(o.addrs)
@@ -166,7 +188,7 @@ func (s *Server) handleData(buf []byte, from net.Addr, ob *outbox) {
 		}
 		var dst relay.PseudonymOf
 		copy(dst[:], pkt)
-		full := make([]byte, 1+len(pkt))
+		full := ob.buf(1 + len(pkt)) // reused after flush, once written
 		copy(full[1:], pkt)
 		s.forward(c, dst, full[1:], ob, full)
 	}

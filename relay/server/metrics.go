@@ -14,6 +14,10 @@ type metrics struct {
 	forwarded  *prometheus.CounterVec
 	fromNATS   prometheus.Counter
 	dropped    *prometheus.CounterVec
+
+	// Children of forwarded looked up once: a lookup per packet costs
+	// a hash of the label.
+	fwdLocal, fwdNATS prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, _ *Server) *metrics {
@@ -29,6 +33,7 @@ func newMetrics(reg prometheus.Registerer, _ *Server) *metrics {
 		fromNATS:   prometheus.NewCounter(prometheus.CounterOpts{Name: "fedrelay_packets_from_nats_total", Help: "Packets received from other relay instances."}),
 		dropped:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fedrelay_packets_dropped_total", Help: "Packets dropped, by reason."}, []string{"reason"}),
 	}
+	m.fwdLocal, m.fwdNATS = m.forwarded.WithLabelValues("local"), m.forwarded.WithLabelValues("nats")
 	if reg != nil {
 		reg.MustRegister(m.conns, m.authFail, m.streams, m.packetsIn, m.bytesIn, m.packetsOut, m.bytesOut, m.forwarded, m.fromNATS, m.dropped)
 	}

@@ -28,8 +28,8 @@ type streamPackets struct {
 }
 
 type carried struct {
-	c  net.Conn
-	mu sync.Mutex // writes
+	c net.Conn
+	w *relay.PacketWriter
 }
 
 func newStreamPackets(local net.Addr, n int) *streamPackets {
@@ -39,7 +39,9 @@ func newStreamPackets(local net.Addr, n int) *streamPackets {
 // serve reads c's packets until it fails or ctx ends.
 func (s *streamPackets) serve(ctx context.Context, c net.Conn) {
 	addr := carriedAddr(c.RemoteAddr().String())
-	cc := &carried{c: c}
+	// Dropping when full: one slow client must not hold up the relay's
+	// QUIC transport, which writes to every client.
+	cc := &carried{c: c, w: relay.NewPacketWriter(c, func() { _ = c.SetWriteDeadline(time.Now().Add(5 * time.Second)) }, func(error) { _ = c.Close() }, false)}
 	s.mu.Lock()
 	s.conns[addr] = cc
 	s.mu.Unlock()
@@ -51,6 +53,7 @@ func (s *streamPackets) serve(ctx context.Context, c net.Conn) {
 			delete(s.conns, addr)
 		}
 		s.mu.Unlock()
+		cc.w.Close()
 		_ = c.Close()
 	}()
 	buf := make([]byte, relay.MaxCarriedPacket)
@@ -76,12 +79,7 @@ func (s *streamPackets) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if cc == nil {
 		return len(b), nil // gone: as if lost on the way
 	}
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	_ = cc.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if err := relay.WritePacket(cc.c, b); err != nil {
-		_ = cc.c.Close()
-	}
+	_ = cc.w.WritePacket(b) // an error: the connection is closing
 	return len(b), nil
 }
 
