@@ -81,22 +81,36 @@ func (p *paceState) limit() int {
 	return batchChanges
 }
 
-// paceOn sets whether the stream is paced, its next change being next,
-// and returns the most changes to read for one frame.
-func (ps *Session) paceOn(next core.Change) int {
+// paceCut sets whether the stream is paced, batch being what it sends
+// next, and returns the part of batch that goes in one frame: while
+// paced, at most paceChanges changes, ending where a transaction ends
+// when one does (a transaction cut short is finished first, in a frame of
+// its own: sendOrigin).
+func (ps *Session) paceCut(batch []core.Change) []core.Change {
 	_, none := ps.cfg.Urgent.(noUrgent)
-	ps.pacing.on = !none && ps.cfg.Policy.Priority(ps.peer, next.Collection) < OvertakeFloor
-	if ps.pacing.on {
-		return paceChanges
+	ps.pacing.on = !none && ps.cfg.Policy.Priority(ps.peer, batch[0].Collection) < OvertakeFloor
+	if !ps.pacing.on {
+		return batch
 	}
-	return batchChanges
+	batch = batch[:min(len(batch), paceChanges)]
+	for i := len(batch); i > 0; i-- {
+		if endsTxn(batch[i-1]) {
+			return batch[:i]
+		}
+	}
+	return batch
+}
+
+// endsTxn reports whether c is the last change of its transaction.
+func endsTxn(c core.Change) bool {
+	return c.TxnLen == 0 || c.Seq >= c.TxnFirst+uint64(c.TxnLen)-1
 }
 
 // frameEnd returns the last change of batch that ends a transaction, and
 // whether batch holds one at all (the receiver commits on its receipt).
 func frameEnd(batch []core.Change) (seq uint64, completes bool) {
 	last := batch[len(batch)-1]
-	if last.TxnLen == 0 || last.Seq >= last.TxnFirst+uint64(last.TxnLen)-1 {
+	if endsTxn(last) {
 		return last.Seq, true
 	}
 	return last.TxnFirst - 1, batch[0].Seq < last.TxnFirst

@@ -288,9 +288,7 @@ func (ps *Session) sendOrigin(ctx context.Context, origin core.DeviceID, upTo ui
 		if len(batch) == 0 {
 			return total, false, fmt.Errorf("sync send %s: %w: log holds nothing after %d, peer needs up to %d", origin.Short(), ErrGap, from, limit)
 		}
-		if n := ps.paceOn(batch[0]); len(batch) > n {
-			batch = batch[:n] // a paced stream sends short frames (sync_pace.go)
-		}
+		batch = ps.paceCut(batch) // a paced stream sends short frames (sync_pace.go)
 		// Overtake before trimming: what goes ahead now may lie in this
 		// very batch (sync_priority.go).
 		if err := ps.overtake(ctx, batch[0]); err != nil {
