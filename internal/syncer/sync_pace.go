@@ -31,13 +31,14 @@ import (
 //
 // While it waits for an Ack, the sender serves its control frames (the
 // peer may be waiting for our Acks just the same), and returns to the
-// stream when an urgent commit is noted, so that it overtakes at once. An
-// Ack that never comes (the peer held those changes already and had
-// nothing to commit) holds the stream for paceWait at most. Pacing
-// changes only when frames leave, never which or in what order: the
-// ordering rules (policy's doc, "Overtaking on one session") are those of
-// the unpaced stream. A stream of changes nothing can overtake (top
-// priority, or no Urgent source) is not paced.
+// stream when an urgent commit is noted, so that it overtakes at once. A
+// receiver that commits nothing of a frame because it held those changes
+// already acknowledges it all the same (receiveChanges); an Ack that
+// never comes holds the stream for paceWait at most. Pacing changes how
+// the stream is cut into frames and when they leave, never which changes
+// go or in what order: the ordering rules (policy's doc, "Overtaking on
+// one session") are those of the unpaced stream. A stream of changes
+// nothing can overtake (top priority, or no Urgent source) is not paced.
 
 // Pacing limits.
 const (
