@@ -127,6 +127,14 @@
 //     stream applies before every change). It goes out alone in a
 //     Priority frame (wire type 0x1C, encoded as Changes), and the sender
 //     remembers its span (at most 256 per session).
+//     The receiver reads its stream in order, so a Priority frame waits
+//     behind the Changes frames sent before it: while the stream's next
+//     change is of a priority something may overtake, the sender paces
+//     it (frames of at most 256 changes, and no more than 1,024 changes
+//     of transactions the peer can commit sent and not acknowledged;
+//     internal/syncer/sync_pace.go). A Priority frame then waits behind
+//     about one backlog commit, not behind the megabytes the transport
+//     would queue; which frames leave, and in what order, is unchanged.
 //  3. The receiver applies a Priority transaction at once as record
 //     versions, merged by causal context in one atomic commit (as a
 //     Merkle repair's records are): the host sees the records and gets

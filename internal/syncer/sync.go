@@ -96,6 +96,8 @@ type Session struct {
 	stalls map[core.DeviceID]stall
 	// prio is the state of transactions sent ahead (sync_priority.go).
 	prio prioState
+	// pacing is the state of a paced stream (sync_pace.go).
+	pacing paceState
 	// batch is the state of periodic batches (sync_batch.go).
 	batch batchState
 	// prog is the progress accounting (progress.go).

@@ -148,9 +148,11 @@ func (ps *Session) receiveChanges(ctx context.Context, asm *txnAssembler, payloa
 	if err != nil {
 		return fmt.Errorf("sync receive: %w", err)
 	}
+	redundant := false
 	for _, c := range changes {
 		if c.Seq <= held[c.Origin] {
 			ps.stats.redundant.Add(1)
+			redundant = true
 		}
 	}
 	ready, err := asm.add(changes, held)
@@ -159,6 +161,11 @@ func (ps *Session) receiveChanges(ctx context.Context, asm *txnAssembler, payloa
 	}
 	ready = ps.splice(ready, held) // transactions sent ahead (sync_priority.go)
 	if len(ready) == 0 {
+		if redundant {
+			// Nothing to commit, but a paced sender waits for our Ack
+			// of what it sent (sync_pace.go).
+			ps.queueAck(held)
+		}
 		return nil
 	}
 	return ps.applyReady(ctx, ready, len(payload))

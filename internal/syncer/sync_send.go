@@ -281,13 +281,14 @@ func (ps *Session) sendOrigin(ctx context.Context, origin core.DeviceID, upTo ui
 		if from >= limit {
 			break
 		}
-		batch, err := ps.readBatch(ctx, origin, from)
+		batch, err := ps.readBatch(ctx, origin, from, ps.pacing.limit())
 		if err != nil {
 			return total, false, err
 		}
 		if len(batch) == 0 {
 			return total, false, fmt.Errorf("sync send %s: %w: log holds nothing after %d, peer needs up to %d", origin.Short(), ErrGap, from, limit)
 		}
+		batch = ps.paceCut(batch) // a paced stream sends short frames (sync_pace.go)
 		// Overtake before trimming: what goes ahead now may lie in this
 		// very batch (sync_priority.go).
 		if err := ps.overtake(ctx, batch[0]); err != nil {
@@ -303,6 +304,12 @@ func (ps *Session) sendOrigin(ctx context.Context, origin core.DeviceID, upTo ui
 			return total + n, true, err
 		}
 		cut, dep, need := ps.causalCut(batch, limit)
+		if restart, err := ps.pace(ctx, batch[:cut]); err != nil || restart {
+			if err != nil {
+				return total, false, err
+			}
+			continue // overtake first: read the batch again
+		}
 		if err := ps.sendBatch(origin, batch[:cut]); err != nil {
 			return total, false, err
 		}
@@ -378,6 +385,7 @@ func (ps *Session) sendBatch(origin core.DeviceID, batch []core.Change) error {
 		delete(ps.open, origin)
 	}
 	ps.peerHasRaise(origin, last.Seq)
+	ps.paceSent(origin, batch)
 	ps.cfg.Audit.Record(context.Background(), audit.BatchSent(ps.peer, "*", 0, int64(len(batch)), 0))
 	return nil
 }
@@ -390,12 +398,13 @@ var ErrGap = errors.New("changelog leaves a gap")
 // errBatchFull stops a changelog read once a frame's worth is collected.
 var errBatchFull = errors.New("batch full")
 
-// readBatch reads up to a frame's worth of origin's changes after have.
-func (ps *Session) readBatch(ctx context.Context, origin core.DeviceID, have uint64) ([]core.Change, error) {
+// readBatch reads up to a frame's worth of origin's changes after have,
+// at most n.
+func (ps *Session) readBatch(ctx context.Context, origin core.DeviceID, have uint64, n int) ([]core.Change, error) {
 	var batch []core.Change
 	size := 0
 	next := have + 1
-	err := ps.r.Changes(ctx, origin, have, batchChanges, func(c core.Change) error {
+	err := ps.r.Changes(ctx, origin, have, n, func(c core.Change) error {
 		if c.Seq != next {
 			// The log no longer holds what the peer needs (compacted):
 			// deltas cannot bring it up to date; Merkle repair must.
