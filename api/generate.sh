@@ -18,7 +18,7 @@ protoc -I api \
   --python_out="$out/examples/python" \
   federation/v1/federation.proto
 if [ "$out" != . ]; then
-  stale=$(diff -r -q api/federation "$out/api/federation" | grep -v '\.proto$' || true)
+  stale=$(diff -r -q api/federation "$out/api/federation" | grep -v -e '\.proto$' -e 'doc\.go$' || true)
   if [ -n "$stale" ]; then echo "$stale"; echo "api: generated Go is stale: run api/generate.sh"; exit 1; fi
   diff -q examples/python/federation/v1/federation_pb2.py "$out/examples/python/federation/v1/federation_pb2.py" || { echo "api: generated Python is stale: run api/generate.sh"; exit 1; }
   echo "api: generated code is up to date"
