@@ -3,8 +3,10 @@ package libsqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 
 	"github.com/devicemesh/federation/core"
@@ -290,45 +292,73 @@ func (s *Store) changesPage(ctx context.Context, origin core.DeviceID, idx int64
 	if err := s.alive(ctx); err != nil {
 		return nil, false, err
 	}
-	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT id, ck, flags, meta, value
-		FROM changelog WHERE id > ? AND id <= ? ORDER BY id LIMIT %d`, n), changeID(idx, after), changeID(idx, maxSeq))
+	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return nil, false, s.wrapErr("changes", err)
 	}
-	defer rows.Close()
-	type rawChange struct {
-		id, flags int64
-		ck, meta  []byte
-		value     []byte
-	}
-	var raws []rawChange
+	defer conn.Close()
 	size := 0
-	for rows.Next() {
-		var c rawChange
-		var value sql.RawBytes
-		if err := rows.Scan(&c.id, &c.ck, &c.flags, &c.meta, &value); err != nil {
-			return nil, false, s.wrapErr("changes", err)
+	err = conn.Raw(func(dc any) error {
+		page, size, err = s.changesPageRaw(ctx, dc, origin, idx, after, n)
+		return err
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return page, len(page) == n || size >= pageBytes, nil
+}
+
+// changesPageRaw reads a page of changes through the driver's connection
+// dc, below database/sql: the changelog is the hot read of a sync (every
+// change sent), and database/sql would copy each value once more, since it
+// must assume that a driver reuses the buffers it returns. go-libsql does
+// not: each blob it returns is a new Go slice (C.GoBytes), so a change keeps
+// the value the driver read (TestChangesValuesDoNotAlias checks it). It
+// returns the page and the bytes of values and keys read.
+func (s *Store) changesPageRaw(ctx context.Context, dc any, origin core.DeviceID, idx int64, after uint64, n int) ([]core.Change, int, error) {
+	q, ok := dc.(driver.QueryerContext)
+	if !ok {
+		return nil, 0, fmt.Errorf("changes: driver connection %T cannot query", dc)
+	}
+	rows, err := q.QueryContext(ctx, fmt.Sprintf(`SELECT id, ck, flags, meta, value
+		FROM changelog WHERE id > ? AND id <= ? ORDER BY id LIMIT %d`, n), []driver.NamedValue{
+		{Ordinal: 1, Value: changeID(idx, after)},
+		{Ordinal: 2, Value: changeID(idx, maxSeq)},
+	})
+	if err != nil {
+		return nil, 0, s.wrapErr("changes", err)
+	}
+	defer rows.Close()
+	if cols := len(rows.Columns()); cols != 5 {
+		return nil, 0, fmt.Errorf("%w: changes: %d columns", core.ErrCorrupt, cols)
+	}
+	dest := make([]driver.Value, 5)
+	page := make([]core.Change, 0, min(n, 64))
+	size := 0
+	for {
+		if err := rows.Next(dest); err == io.EOF {
+			break
+		} else if err != nil {
+			return nil, 0, s.wrapErr("changes", err)
 		}
-		if value != nil {
-			c.value = append(make([]byte, 0, len(value)), value...)
+		id, ok1 := dest[0].(int64)
+		ck, ok2 := dest[1].([]byte)
+		flags, ok3 := dest[2].(int64)
+		meta, ok4 := dest[3].([]byte)
+		value, ok5 := dest[4].([]byte)
+		if !ok1 || !ok2 || !ok3 || !ok4 || (!ok5 && dest[4] != nil) {
+			return nil, 0, fmt.Errorf("%w: changes: row types %T %T %T %T %T", core.ErrCorrupt, dest[0], dest[1], dest[2], dest[3], dest[4])
 		}
-		raws = append(raws, c)
-		if size += len(c.value) + len(c.ck); size >= pageBytes {
+		c, err := s.change(origin, id, flags, ck, meta, value)
+		if err != nil {
+			return nil, 0, fmt.Errorf("changes of %s: %w", origin.Short(), err)
+		}
+		page = append(page, c)
+		if size += len(value) + len(ck); size >= pageBytes {
 			break
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return nil, false, s.wrapErr("changes", err)
-	}
-	page = make([]core.Change, 0, len(raws))
-	for _, raw := range raws {
-		c, err := s.change(origin, raw.id, raw.flags, raw.ck, raw.meta, raw.value)
-		if err != nil {
-			return nil, false, fmt.Errorf("changes of %s: %w", origin.Short(), err)
-		}
-		page = append(page, c)
-	}
-	return page, len(raws) == n || size >= pageBytes, nil
+	return page, size, nil
 }
 
 // change decodes a changelog row of origin.
