@@ -241,6 +241,34 @@ func (ps *Session) census(ctx context.Context, todo []censusRange) {
 		p.mu.Unlock()
 		p.wg.Done()
 	}()
+	for len(todo) > 0 && ctx.Err() == nil {
+		if !ps.countRanges(ctx, todo) {
+			return // nothing counted (a range gone from the changelog): the next round retries
+		}
+		// Changes committed while this census ran woke the sender, whose
+		// rounds started no census of their own: count them too, or the
+		// totals and the waiting count would stop short of them until the
+		// next commit.
+		vv, err := ps.r.VersionVector(ctx)
+		if err != nil {
+			return
+		}
+		todo = todo[:0]
+		p.mu.Lock()
+		for o, n := range vv {
+			if to, from := ps.sendable(o, n), max(p.frontier[o], ps.peerHasGet(o)); to > from {
+				todo = append(todo, censusRange{o, from, to})
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// countRanges adds the changes of todo, per collection, to the episode's
+// totals and moves the frontier past them (census). It reports whether it
+// counted anything.
+func (ps *Session) countRanges(ctx context.Context, todo []censusRange) (counted bool) {
+	p := &ps.prog
 	type acc struct{ recs, bytes uint64 }
 	for _, r := range todo {
 		from := r.from
@@ -270,9 +298,11 @@ func (ps *Session) census(ctx context.Context, todo []censusRange) {
 			p.frontier[r.origin] = max(p.frontier[r.origin], next)
 			p.dirty = true
 			p.mu.Unlock()
+			counted = true
 			from = next
 		}
 	}
+	return counted
 }
 
 // stopProgress stops the census and waits for it (the session ends).
