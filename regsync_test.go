@@ -8,21 +8,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/devicemesh/federation"
+	"github.com/devicemesh/federation/federationtest"
 )
 
 // pairInto pairs joiner with host through the ceremony (approving when the
 // SAS strings match).
-func pairInto(t *testing.T, host, joiner *federation.Node) {
-	t.Helper()
-	ctx := context.Background()
-	shown := make(chan string, 1)
-	inv, err := host.Invite(ctx, federation.InviteOptions{Approve: func(ctx context.Context, r federation.PairRequest) (bool, error) {
-		return r.SAS == <-shown, nil
-	}})
-	require.NoError(t, err)
-	_, err = joiner.Join(ctx, inv.QR, federation.JoinOptions{Show: func(r federation.PairRequest) { shown <- r.SAS }})
-	require.NoError(t, err)
-}
+func pairInto(t *testing.T, host, joiner *federation.Node) { federationtest.Pair(t, host, joiner) }
 
 func trusts(ctx context.Context, n *federation.Node, id federation.DeviceID, level federation.TrustLevel) bool {
 	devs, err := n.Devices(ctx)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/devicemesh/federation"
+	"github.com/devicemesh/federation/federationtest"
 	"github.com/devicemesh/federation/transport"
 )
 
@@ -253,20 +254,7 @@ func relayedNode(t *testing.T, name, relayAddr string) (*federation.Node, *filte
 }
 
 // pair pairs joiner into host's mesh (directly).
-func pair(t *testing.T, host, joiner *federation.Node) {
-	t.Helper()
-	ctx := context.Background()
-	shown := make(chan string, 1)
-	inv, err := host.Invite(ctx, federation.InviteOptions{Approve: func(ctx context.Context, r federation.PairRequest) (bool, error) {
-		return r.SAS == <-shown, nil
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := joiner.Join(ctx, inv.QR, federation.JoinOptions{Show: func(r federation.PairRequest) { shown <- r.SAS }}); err != nil {
-		t.Fatal(err)
-	}
-}
+func pair(t *testing.T, host, joiner *federation.Node) { federationtest.Pair(t, host, joiner) }
 
 // eventually polls cond every 20ms until it holds or d passes.
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/devicemesh/federation"
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/federationtest"
 	"github.com/devicemesh/federation/identity"
 	"github.com/devicemesh/federation/internal/wire"
 	"github.com/devicemesh/federation/relay"
@@ -185,20 +186,8 @@ func openNode(t *testing.T, dir, name, relayAddr string) *federation.Node {
 	return n
 }
 
-func pair(t *testing.T, host, joiner *federation.Node) {
-	t.Helper()
-	ctx := context.Background()
-	shown := make(chan string, 1)
-	inv, err := host.Invite(ctx, federation.InviteOptions{Approve: func(ctx context.Context, r federation.PairRequest) (bool, error) {
-		return r.SAS == <-shown, nil
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := joiner.Join(ctx, inv.QR, federation.JoinOptions{Show: func(r federation.PairRequest) { shown <- r.SAS }}); err != nil {
-		t.Fatal(err)
-	}
-}
+// pair pairs joiner into host's mesh (directly).
+func pair(t *testing.T, host, joiner *federation.Node) { federationtest.Pair(t, host, joiner) }
 
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
