@@ -160,15 +160,19 @@ func ServeNATS(nc *nats.Conn, prefix string, s *Service) (*NATSServer, error) {
 		return nil, fmt.Errorf("nats: subscribe %s.*: %w", prefix, err)
 	}
 	n.sub = sub
-	// Publish events until Close; Subscribe returns when ctx ends.
+	// Publish events until Close; Subscribe returns when ctx ends. ServeNATS
+	// returns only once the node's subscription is live, so an event of a
+	// write made after it returns is never missed.
 	ready := make(chan struct{})
+	var once sync.Once
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		close(ready)
+		defer once.Do(func() { close(ready) })
 		_ = s.Subscribe(ctx, &v1.SubscribeRequest{}, func(e *v1.Event) error {
 			if e == nil {
-				return nil // subscribed
+				once.Do(func() { close(ready) }) // subscribed
+				return nil
 			}
 			data, err := proto.Marshal(e)
 			if err != nil {
