@@ -178,7 +178,17 @@ func (s *Session) WriteFrame(st core.Stream, t wire.Type, payload []byte) error 
 
 // ended prefers the session's end cause over the error a stream reported.
 func (s *Session) ended(err error) error {
-	if c := s.Err(); c != nil && !errors.Is(err, c) {
+	c := s.Err()
+	if c == nil {
+		// Our own Close records its reason before it closes the
+		// connection, but the connection can report the close to a
+		// blocked Accept or Open before the session's done channel is
+		// closed: the recorded reason is the cause all the same.
+		s.mu.Lock()
+		c = s.local
+		s.mu.Unlock()
+	}
+	if c != nil && !errors.Is(err, c) {
 		return fmt.Errorf("%w: %w", c, err)
 	}
 	return err
