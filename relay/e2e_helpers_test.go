@@ -21,6 +21,7 @@ import (
 	"github.com/devicemesh/federation"
 	"github.com/devicemesh/federation/federationtest"
 	"github.com/devicemesh/federation/transport"
+	"github.com/stretchr/testify/require"
 )
 
 var (
@@ -259,13 +260,7 @@ func pair(t *testing.T, host, joiner *federation.Node) { federationtest.Pair(t, 
 // eventually polls cond every 20ms until it holds or d passes.
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	end := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	require.Eventuallyf(t, cond, d, 20*time.Millisecond, "%s: not within %v", what, d)
 }
 
 // sameSecret waits until every node holds the same mesh secret.

@@ -25,6 +25,7 @@ import (
 	"github.com/devicemesh/federation/internal/wire"
 	"github.com/devicemesh/federation/relay"
 	"github.com/devicemesh/federation/transport"
+	"github.com/stretchr/testify/require"
 )
 
 var (
@@ -189,15 +190,10 @@ func openNode(t *testing.T, dir, name, relayAddr string) *federation.Node {
 // pair pairs joiner into host's mesh (directly).
 func pair(t *testing.T, host, joiner *federation.Node) { federationtest.Pair(t, host, joiner) }
 
+// eventually polls cond every 20ms until it holds or d passes.
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	end := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	require.Eventuallyf(t, cond, d, 20*time.Millisecond, "%s: not within %v", what, d)
 }
 
 func holds(n *federation.Node, coll, key, want string) bool {
