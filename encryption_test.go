@@ -65,7 +65,7 @@ func requireNotInDir(t *testing.T, dir, when string, secrets map[string][]byte) 
 }
 
 // TestMarkerNeverOnDisk writes a unique marker through every kind of write
-// (a Put, a transaction, a value that overflows its page) and checks that no
+// (a Put, a transaction, a value that overflows its page, a blob) and checks that no
 // byte of any file the node writes under Dir holds it, nor the key or the
 // collection that carried it, nor the device's private key: while the node
 // runs, after a checkpoint copied the WAL into the database file, in a
@@ -105,6 +105,10 @@ func TestMarkerNeverOnDisk(t *testing.T) {
 		copy(big[off:], marker)
 	}
 	require.NoError(t, n.Put(ctx, coll, recKey+"-big", big))
+	// A blob in the same collection: its chunks, its manifest and the
+	// store's list of collections holding blob references.
+	_, err = n.PutBlob(ctx, coll, recKey+"-blob", bytes.NewReader(big), federation.BlobOptions{Thumbnail: []byte(marker)})
+	require.NoError(t, err)
 	requireNotInDir(t, dir, "running", secrets)
 
 	// More than the store's checkpoint threshold (4 MiB) of large values
@@ -270,8 +274,8 @@ func TestWrongKeyRefused(t *testing.T) {
 	})
 }
 
-// TestRotateKey: after RotateKey the data opens with the new key only,
-// and a plain store can be encrypted the same way.
+// TestRotateKey: after RotateKey the data, media blobs included, opens
+// with the new key only, and a plain store can be encrypted the same way.
 func TestRotateKey(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -286,6 +290,10 @@ func TestRotateKey(t *testing.T) {
 	for i := range 200 {
 		require.NoError(t, n.Put(ctx, "notes", fmt.Sprint(i), []byte(marker)))
 	}
+	// A media original in the blob store, in plain until the rotation.
+	clip := bytes.Repeat([]byte(marker+" in a blob "), (2<<20)/(len(marker)+11))
+	_, err = n.PutBlob(ctx, federation.CollectionMedia, "clip", bytes.NewReader(clip), federation.BlobOptions{})
+	require.NoError(t, err)
 	require.ErrorIs(t, federation.RotateKey(ctx, dir, nil, oldKey), federation.ErrLocked, "the node is open")
 	require.NoError(t, n.Close())
 
@@ -307,6 +315,12 @@ func TestRotateKey(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, marker, string(v))
 	}
+	r, _, err := n.OpenBlob(ctx, federation.CollectionMedia, "clip")
+	require.NoError(t, err, "the blob store follows the rotation")
+	got, err := io.ReadAll(r)
+	require.NoError(t, err)
+	require.NoError(t, r.Close())
+	require.True(t, bytes.Equal(clip, got), "the blob reads back whole under the new key")
 	require.NoError(t, n.Put(ctx, "notes", "after", []byte(marker)))
 	require.NoError(t, n.Close())
 	requireNotInDir(t, dir, "after rotation", map[string][]byte{"marker": []byte(marker)})

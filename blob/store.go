@@ -54,38 +54,28 @@ type Store struct {
 
 // Open opens (creating it if need be) the store in dir: it reads every
 // pack's record headers to build the chunk index, cutting a record that a
-// crash left torn at a pack's end. Close it when done.
+// crash left torn at a pack's end. A rekey a crash interrupted is first
+// finished or undone (see Rekeying). Close it when done.
 func Open(dir string, opts Options) (*Store, error) {
 	s := &Store{dir: dir, index: map[[32]byte]loc{}, files: map[uint32]*os.File{}}
-	if opts.Key != nil {
-		if len(opts.Key) != KeySize {
-			return nil, fmt.Errorf("open blob store: key has %d bytes, want %d", len(opts.Key), KeySize)
-		}
-		enc, err := hkdf.Key(sha256.New, opts.Key, nil, "federation blob store v1: chunk encryption", 32)
-		if err != nil {
-			return nil, fmt.Errorf("open blob store: %w", err)
-		}
-		if s.nameKey, err = hkdf.Key(sha256.New, opts.Key, nil, "federation blob store v1: chunk names", 32); err != nil {
-			return nil, fmt.Errorf("open blob store: %w", err)
-		}
-		blk, err := aes.NewCipher(enc)
-		if err != nil {
-			return nil, fmt.Errorf("open blob store: %w", err)
-		}
-		if s.aead, err = cipher.NewGCM(blk); err != nil {
-			return nil, fmt.Errorf("open blob store: %w", err)
-		}
+	if err := s.setKey(opts.Key); err != nil {
+		return nil, fmt.Errorf("open blob store: %w", err)
 	}
-	for _, d := range []string{"packs", "manifests"} {
+	if err := recoverRekey(dir, opts.Key); err != nil {
+		return nil, fmt.Errorf("open blob store: finish an interrupted rekey: %w", err)
+	}
+	for _, d := range []string{"packs", "manifests", metaDir} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return nil, fmt.Errorf("open blob store: %w", err)
 		}
 	}
-	// Leftovers of manifest writes a crash interrupted.
-	if ents, err := os.ReadDir(filepath.Join(dir, "manifests")); err == nil {
-		for _, e := range ents {
-			if strings.HasSuffix(e.Name(), tmpSuffix) {
-				_ = os.Remove(filepath.Join(dir, "manifests", e.Name()))
+	// Leftovers of manifest and meta writes a crash interrupted.
+	for _, d := range []string{"manifests", metaDir} {
+		if ents, err := os.ReadDir(filepath.Join(dir, d)); err == nil {
+			for _, e := range ents {
+				if strings.HasSuffix(e.Name(), tmpSuffix) {
+					_ = os.Remove(filepath.Join(dir, d, e.Name()))
+				}
 			}
 		}
 	}
@@ -94,6 +84,29 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open blob store: %w", err)
 	}
 	return s, nil
+}
+
+// setKey derives the store's keys from key (nil: plain).
+func (s *Store) setKey(key []byte) error {
+	if key == nil {
+		return nil
+	}
+	if len(key) != KeySize {
+		return fmt.Errorf("key has %d bytes, want %d", len(key), KeySize)
+	}
+	enc, err := hkdf.Key(sha256.New, key, nil, "federation blob store v1: chunk encryption", 32)
+	if err != nil {
+		return err
+	}
+	if s.nameKey, err = hkdf.Key(sha256.New, key, nil, "federation blob store v1: chunk names", 32); err != nil {
+		return err
+	}
+	blk, err := aes.NewCipher(enc)
+	if err != nil {
+		return err
+	}
+	s.aead, err = cipher.NewGCM(blk)
+	return err
 }
 
 // Close closes the store's files. Later calls fail with ErrClosed-like

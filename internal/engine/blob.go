@@ -138,15 +138,26 @@ func (b *Blobs) Transfers() []*BlobTransfer {
 	return out
 }
 
-// collectionsFile lists, one per line, the collections whose records
-// reference blobs in the store: GC scans them for the references to keep.
-const collectionsFile = "collections"
+// collectionsMeta is the blob store's meta file (blob.Store.WriteMeta,
+// sealed with the at-rest key) listing, one per line, the collections
+// whose records reference blobs in the store: GC scans them for the
+// references to keep.
+const collectionsMeta = "collections"
+
+// legacyCollectionsFile is where earlier versions kept that list, in
+// plain text; loadCollections moves it into the sealed meta file.
+const legacyCollectionsFile = "collections"
 
 func (b *Blobs) loadCollections() error {
 	b.colls = map[string]bool{}
-	data, err := os.ReadFile(filepath.Join(b.Store.Dir(), collectionsFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	data, err := b.Store.ReadMeta(collectionsMeta)
+	legacy := filepath.Join(b.Store.Dir(), legacyCollectionsFile)
+	migrate := errors.Is(err, blob.ErrNotFound)
+	if migrate {
+		data, err = os.ReadFile(legacy)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("blob collections: %w", err)
@@ -154,6 +165,14 @@ func (b *Blobs) loadCollections() error {
 	for _, c := range strings.Split(string(data), "\n") {
 		if c != "" {
 			b.colls[c] = true
+		}
+	}
+	if migrate { // seal the list before the plain file goes
+		if err := b.saveCollections(); err != nil {
+			return err
+		}
+		if err := os.Remove(legacy); err != nil {
+			return fmt.Errorf("blob collections: %w", err)
 		}
 	}
 	return nil
@@ -168,16 +187,22 @@ func (b *Blobs) AddCollection(collection string) error {
 		return nil
 	}
 	b.colls[collection] = true
+	if err := b.saveCollections(); err != nil {
+		delete(b.colls, collection)
+		return err
+	}
+	return nil
+}
+
+// saveCollections writes the list of collections (b.mu held, or before
+// the store is shared).
+func (b *Blobs) saveCollections() error {
 	names := make([]string, 0, len(b.colls))
 	for c := range b.colls {
 		names = append(names, c)
 	}
 	sort.Strings(names)
-	tmp := filepath.Join(b.Store.Dir(), collectionsFile+".tmp")
-	if err := os.WriteFile(tmp, []byte(strings.Join(names, "\n")+"\n"), 0o600); err != nil {
-		return fmt.Errorf("blob collections: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(b.Store.Dir(), collectionsFile)); err != nil {
+	if err := b.Store.WriteMeta(collectionsMeta, []byte(strings.Join(names, "\n")+"\n")); err != nil {
 		return fmt.Errorf("blob collections: %w", err)
 	}
 	return nil
