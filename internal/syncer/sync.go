@@ -115,6 +115,9 @@ type Session struct {
 	ctlAck  core.VersionVector
 	ctlReqs []wire.Frame
 	kick    chan struct{}
+	// inControl is set while serveControl runs (send goroutine only), so
+	// that a long push it makes does not serve control again inside it.
+	inControl bool
 	// repairReq asks the send goroutine for a Merkle repair.
 	repairReq chan struct{}
 	// gate paces the repairs this side asks for (receive goroutine only).

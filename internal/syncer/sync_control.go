@@ -49,17 +49,27 @@ func (ps *Session) poke() {
 // serveControl writes the pending Ack and answers the queued requests (send
 // goroutine only).
 func (ps *Session) serveControl(ctx context.Context) error {
+	ps.inControl = true
+	defer func() { ps.inControl = false }()
 	if ps.routesDirty.Swap(false) {
 		if err := ps.sendDirect(); err != nil {
 			return err
 		}
 	}
 	for {
+		// One request at a time: the others stay queued, where a long
+		// answer's serveWhileBusy finds the quick ones.
 		ps.ctlMu.Lock()
-		ack, reqs := ps.ctlAck, ps.ctlReqs
-		ps.ctlAck, ps.ctlReqs = nil, nil
+		ack := ps.ctlAck
+		ps.ctlAck = nil
+		var f wire.Frame
+		have := len(ps.ctlReqs) > 0
+		if have {
+			f = ps.ctlReqs[0]
+			ps.ctlReqs = ps.ctlReqs[1:]
+		}
 		ps.ctlMu.Unlock()
-		if ack == nil && len(reqs) == 0 {
+		if ack == nil && !have {
 			return nil
 		}
 		if ack != nil {
@@ -67,7 +77,7 @@ func (ps *Session) serveControl(ctx context.Context) error {
 				return err
 			}
 		}
-		for _, f := range reqs {
+		if have {
 			if err := ps.answer(ctx, f); err != nil {
 				return fmt.Errorf("sync repair: %w", err)
 			}
@@ -97,3 +107,55 @@ func (ps *Session) answer(ctx context.Context, f wire.Frame) error {
 	}
 	return fmt.Errorf("%w: %v is not a request", core.ErrProtocol, f.Type)
 }
+
+// serveWhileBusy answers the peer in the middle of a long push (a
+// repair's records, or the records of a Fetch): the peer may be repairing
+// towards us at the same time, and it waits at most Limits.SyncTimeout
+// for each answer, so an answer held until the push ends would cut the
+// session off, and the next session would push again (send goroutine
+// only). Inside an answer already, it answers only the quick requests (a
+// repair's roots and Merkle steps) and the pending Ack, and leaves the
+// rest queued, in order, for serveControl's next round.
+func (ps *Session) serveWhileBusy(ctx context.Context) error {
+	if !ps.inControl {
+		select {
+		case <-ps.kick:
+			return ps.serveControl(ctx)
+		default:
+			return nil
+		}
+	}
+	// The kick that announced a request may have been taken already by
+	// the serveControl we are inside: look at the queue itself.
+	ps.ctlMu.Lock()
+	ack := ps.ctlAck
+	ps.ctlAck = nil
+	var quick []wire.Frame
+	if slices.ContainsFunc(ps.ctlReqs, isQuick) {
+		rest := ps.ctlReqs[:0:0]
+		for _, f := range ps.ctlReqs {
+			if isQuick(f) {
+				quick = append(quick, f)
+			} else {
+				rest = append(rest, f)
+			}
+		}
+		ps.ctlReqs = rest
+	}
+	ps.ctlMu.Unlock()
+	if ack != nil {
+		if err := ps.send(wire.TypeAck, wire.AppendVV(nil, ack)); err != nil {
+			return err
+		}
+	}
+	for _, f := range quick {
+		if err := ps.answer(ctx, f); err != nil {
+			return fmt.Errorf("sync repair: %w", err)
+		}
+	}
+	return nil
+}
+
+// isQuick reports a request answered at once from memory: a repair's
+// roots or one of its Merkle steps.
+func isQuick(f wire.Frame) bool { return f.Type == wire.TypeRepair || f.Type == wire.TypeMerkleReq }

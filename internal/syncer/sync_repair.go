@@ -151,6 +151,12 @@ func (ps *Session) sendRecords(ctx context.Context, coll string, keys []string) 
 		return err
 	}
 	for _, k := range keys {
+		// Reading each record can take a while (a cold disk, a loaded
+		// device): answer the peer between reads, not only between
+		// frames.
+		if err := ps.serveWhileBusy(ctx); err != nil {
+			return err
+		}
 		r, err := ps.r.Get(ctx, coll, k)
 		if errors.Is(err, core.ErrNotFound) {
 			continue
@@ -176,7 +182,7 @@ func (ps *Session) sendRecords(ctx context.Context, coll string, keys []string) 
 // never arrived) ends the session, and the next one starts afresh.
 func (ps *Session) awaitRepair(ctx context.Context, want wire.Type) (wire.Frame, error) {
 	timer, release := core.Wait(ps.sched, ps.cfg.Limits.SyncTimeout)
-	defer release()
+	defer func() { release() }()
 	for {
 		select {
 		case <-timer:
@@ -192,6 +198,11 @@ func (ps *Session) awaitRepair(ctx context.Context, want wire.Type) (wire.Frame,
 			if err := ps.serveControl(ctx); err != nil {
 				return wire.Frame{}, err
 			}
+			// Answering may have taken long (a push of records the peer
+			// fetched): the time is ours, not the peer's, which gets a
+			// whole SyncTimeout from now.
+			release()
+			timer, release = core.Wait(ps.sched, ps.cfg.Limits.SyncTimeout)
 		case <-ctx.Done():
 			return wire.Frame{}, ctx.Err()
 		}
