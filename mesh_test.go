@@ -369,6 +369,14 @@ func TestMeshConcurrentMergesConverge(t *testing.T) {
 			redundant += p.Redundant + p.Echoes
 		}
 	}
+	if redundant > 0 {
+		for _, n := range nodes {
+			for _, p := range n.Peers() {
+				t.Logf("%s from %s: redundant %d, echoes %d, changes sent %d, received %d, repairs %d",
+					n.DeviceID().Short(), p.Device.Short(), p.Redundant, p.Echoes, p.ChangesSent, p.ChangesRecv, p.Repairs)
+			}
+		}
+	}
 	require.Zero(t, redundant, "changes sent to a peer that held them")
 	require.Zero(t, repairs, "Merkle repairs")
 }

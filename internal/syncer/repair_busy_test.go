@@ -2,10 +2,12 @@ package syncer
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/devicemesh/federation/core"
+	"github.com/devicemesh/federation/internal/wire"
 	"github.com/devicemesh/federation/merkle"
 )
 
@@ -100,4 +102,53 @@ func TestRepairAnswersWhilePushing(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	stop(t, cancel, ra, rb)
+}
+
+// TestRepairWaitsWhileDataArrives: a repair waits for the peer's answer
+// SyncTimeout at a time while the peer's data keeps arriving (its answer
+// is queued behind that data on the stream), and gives up SyncTimeout
+// after the data stops, heartbeats notwithstanding.
+func TestRepairWaitsWhileDataArrives(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	r := newReplica(devB)
+	s, rn := newScript(t, r, Limits{SyncTimeout: timeout})
+	s.greet(nil)
+	rn.s.repairReq <- struct{}{}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(s.sent(wire.TypeRepair)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no Repair sent")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Four SyncTimeouts of records, one frame every 100 ms, and never
+	// the Roots asked for.
+	for i := range 12 {
+		s.send(wire.TypeRecords, wire.AppendChanges(nil, ptxn(devP, uint64(i+1), 1, 100)))
+		time.Sleep(timeout / 3)
+		select {
+		case err := <-rn.errc:
+			t.Fatalf("the session ended while the peer's records arrived (%v in): %v", time.Duration(i+1)*timeout/3, err)
+		default:
+		}
+	}
+	// Heartbeats only: the wait ends.
+	stopped := time.Now()
+	for {
+		s.send(wire.TypeCaughtUp, wire.AppendRoots(wire.AppendVV(nil, core.VersionVector{}), nil))
+		select {
+		case err := <-rn.errc:
+			if !errors.Is(err, ErrTimeout) {
+				t.Fatalf("the session ended with %v, want ErrTimeout", err)
+			}
+			if d := time.Since(stopped); d > 3*timeout {
+				t.Fatalf("timed out %v after the data stopped, want about %v", d, timeout)
+			}
+			return
+		case <-time.After(timeout / 3):
+		}
+		if time.Since(stopped) > 5*time.Second {
+			t.Fatal("the session still waits 5 s after the data stopped")
+		}
+	}
 }

@@ -178,15 +178,32 @@ func (ps *Session) sendRecords(ctx context.Context, coll string, keys []string) 
 }
 
 // awaitRepair waits for the receive goroutine to hand over a repair reply,
-// at most Limits.SyncTimeout: a peer that stops answering (or a frame that
-// never arrived) ends the session, and the next one starts afresh.
+// at most Limits.SyncTimeout after the peer's data last arrived: a peer
+// that stops answering (or a frame that never arrived) ends the session,
+// and the next one starts afresh.
 func (ps *Session) awaitRepair(ctx context.Context, want wire.Type) (wire.Frame, error) {
-	timer, release := core.Wait(ps.sched, ps.cfg.Limits.SyncTimeout)
+	limit := ps.cfg.Limits.SyncTimeout
+	deadline := ps.sched.Now().Add(limit)
+	timer, release := core.Wait(ps.sched, limit)
 	defer func() { release() }()
+	progress := ps.dataRecv()
 	for {
 		select {
 		case <-timer:
-			return wire.Frame{}, fmt.Errorf("%w: no %v from peer within %s", ErrTimeout, want, ps.cfg.Limits.SyncTimeout)
+			now := ps.sched.Now()
+			// A peer whose data keeps arriving (the records of its own
+			// repair, changes) is not silent: its answer waits behind
+			// that data on the stream. Wait on while data comes, a
+			// whole SyncTimeout at a time; heartbeats do not count.
+			if p := ps.dataRecv(); p != progress {
+				progress = p
+				deadline = now.Add(limit)
+			}
+			if !now.Before(deadline) {
+				return wire.Frame{}, fmt.Errorf("%w: no %v from peer within %s", ErrTimeout, want, limit)
+			}
+			release()
+			timer, release = core.Wait(ps.sched, deadline.Sub(now))
 		case f := <-ps.repairIn:
 			if f.Type != want {
 				return f, fmt.Errorf("%w: %v during repair, want %v", core.ErrProtocol, f.Type, want)
@@ -194,15 +211,14 @@ func (ps *Session) awaitRepair(ctx context.Context, want wire.Type) (wire.Frame,
 			return f, nil
 		case <-ps.kick:
 			// The peer may be repairing towards us at the same time:
-			// keep answering it while we wait.
+			// keep answering it while we wait. Answering may take long
+			// (a push of records the peer fetched): that time is ours,
+			// not the peer's, and moves the deadline.
+			start := ps.sched.Now()
 			if err := ps.serveControl(ctx); err != nil {
 				return wire.Frame{}, err
 			}
-			// Answering may have taken long (a push of records the peer
-			// fetched): the time is ours, not the peer's, which gets a
-			// whole SyncTimeout from now.
-			release()
-			timer, release = core.Wait(ps.sched, ps.cfg.Limits.SyncTimeout)
+			deadline = deadline.Add(ps.sched.Now().Sub(start))
 		case <-ctx.Done():
 			return wire.Frame{}, ctx.Err()
 		}
@@ -293,4 +309,10 @@ func unionKeys(a, b map[string][32]byte) []string {
 		}
 	}
 	return out
+}
+
+// dataRecv counts the changes, records and values received from the peer:
+// the progress of what it sends, heartbeats aside.
+func (ps *Session) dataRecv() uint64 {
+	return ps.stats.changesRecv.Load() + ps.stats.recordsRecv.Load() + ps.stats.valuesRecv.Load()
 }
