@@ -151,7 +151,7 @@ func validateBatch(b core.Batch) error {
 // change at or below vv is already logged and skipped; one that would leave
 // a gap refuses the whole batch.
 func planBatch(vv core.VersionVector, b core.Batch) (plan, error) {
-	p := plan{fresh: make([]bool, len(b.Changes)), next: map[core.DeviceID]uint64{}, byDot: map[dot]int{}}
+	p := plan{fresh: make([]bool, len(b.Changes)), next: map[core.DeviceID]uint64{}, byDot: make(map[dot]int, len(b.Changes))}
 	for i := range b.Changes {
 		c := &b.Changes[i]
 		have, ok := p.next[c.Origin]
