@@ -119,9 +119,8 @@ func (n *Replica) ApplyRemote(ctx context.Context, txns []Txn) (ApplyResult, err
 		total += len(t)
 	}
 	// One array for the records the ingress check reads, cut per
-	// transaction, and one for the changes merged.
+	// transaction.
 	all := make([]core.Record, total)
-	changes := make([]core.Change, 0, total)
 	for _, t := range fresh {
 		recs := all[:len(t):len(t)]
 		all = all[len(t):]
@@ -131,7 +130,15 @@ func (n *Replica) ApplyRemote(ctx context.Context, txns []Txn) (ApplyResult, err
 		if err := n.check(ctx, t[0].Origin, recs); err != nil {
 			return res, err
 		}
-		changes = append(changes, t...)
+	}
+	// The changes are only read from here on: a lone transaction (the
+	// common case) is merged as it came.
+	changes := []core.Change(fresh[0])
+	if len(fresh) > 1 {
+		changes = make([]core.Change, 0, total)
+		for _, t := range fresh {
+			changes = append(changes, t...)
+		}
 	}
 	b, events, conflicts, err := n.mergeChanges(ctx, changes, true)
 	if err != nil {

@@ -332,7 +332,7 @@ func (s *Store) insertChanges(ctx context.Context, cs []core.Change, fresh, inst
 		start = len(s.buf.enc)
 		s.buf.enc = s.dict.appendChangeMeta(s.buf.enc, c)
 		meta := s.cut(start)
-		s.buf.args = append(s.buf.args, changeID(origin, c.Seq), ck, flags, meta, valueArg(&c.Record))
+		s.buf.args = append(s.buf.args, changeID(origin, c.Seq), ck, int64(flags), meta, valueArg(&c.Record))
 		if rows++; rows == rowsPerInsert {
 			if err := s.flush(ctx, stmtChanges, rows, changeCols); err != nil {
 				return err
@@ -366,7 +366,7 @@ func (s *Store) insertInline(ctx context.Context, rs []core.Record, which []int)
 		start = len(s.buf.enc)
 		s.buf.enc = appendRecordMeta(s.buf.enc, r.Timestamp, origin, r.Seq, s.dict.encodeContext(nil, r.Context))
 		meta := s.cut(start)
-		s.buf.args = append(s.buf.args, ck, r.Deleted, meta, valueArg(r), kindFlags(r))
+		s.buf.args = append(s.buf.args, ck, r.Deleted, meta, valueArg(r), int64(kindFlags(r)))
 		if rows++; rows == rowsPerInsert {
 			if err := s.flush(ctx, stmtInline, rows, inlineCols); err != nil {
 				return err
