@@ -114,8 +114,16 @@ func (n *Replica) ApplyRemote(ctx context.Context, txns []Txn) (ApplyResult, err
 		return res, nil
 	}
 	n.observeRemote(maxOrigin, maxTS)
+	total := 0
 	for _, t := range fresh {
-		recs := make([]core.Record, len(t))
+		total += len(t)
+	}
+	// One array for the records the ingress check reads, cut per
+	// transaction.
+	all := make([]core.Record, total)
+	for _, t := range fresh {
+		recs := all[:len(t):len(t)]
+		all = all[len(t):]
 		for i := range t {
 			recs[i] = t[i].Record
 		}
@@ -123,9 +131,14 @@ func (n *Replica) ApplyRemote(ctx context.Context, txns []Txn) (ApplyResult, err
 			return res, err
 		}
 	}
-	var changes []core.Change
-	for _, t := range fresh {
-		changes = append(changes, t...)
+	// The changes are only read from here on: a lone transaction (the
+	// common case) is merged as it came.
+	changes := []core.Change(fresh[0])
+	if len(fresh) > 1 {
+		changes = make([]core.Change, 0, total)
+		for _, t := range fresh {
+			changes = append(changes, t...)
+		}
 	}
 	b, events, conflicts, err := n.mergeChanges(ctx, changes, true)
 	if err != nil {
@@ -150,10 +163,15 @@ func (n *Replica) ApplyRemote(ctx context.Context, txns []Txn) (ApplyResult, err
 // bulk and let later changes of one call see earlier ones.
 func (n *Replica) mergeChanges(ctx context.Context, changes []core.Change, logged bool) (core.Batch, []Event, int, error) {
 	var b core.Batch
-	var events []Event
+	if logged {
+		// Every change enters the changelog, whatever its merge gives.
+		b.Changes = changes
+	}
+	b.Records = make([]core.Record, 0, len(changes))
+	events := make([]Event, 0, len(changes))
 	conflicts := 0
 	// Later changes in the same call see earlier ones, not the store.
-	pending := map[txKey]int{}
+	pending := make(map[txKey]int, len(changes))
 	// The stored versions of the whole batch, read in bulk when the store
 	// can (one query per few hundred keys instead of one per change).
 	stored, err := n.fetchCurrent(ctx, changes)
@@ -161,9 +179,6 @@ func (n *Replica) mergeChanges(ctx context.Context, changes []core.Change, logge
 		return b, nil, 0, err
 	}
 	for _, c := range changes {
-		if logged {
-			b.Changes = append(b.Changes, c)
-		}
 		k := txKey{c.Collection, c.Key}
 		var cur *core.Record
 		if i, ok := pending[k]; ok {

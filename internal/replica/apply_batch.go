@@ -37,11 +37,6 @@ func (n *Replica) fetchCurrent(ctx context.Context, changes []core.Change) (curr
 	seen := map[txKey]struct{}{}
 	n.trees.mu.Lock()
 	for _, c := range changes {
-		k := txKey{c.Collection, c.Key}
-		if _, dup := seen[k]; dup {
-			continue
-		}
-		seen[k] = struct{}{}
 		// The Merkle tree of a synced collection names every key the
 		// store holds (tombstones included), so a key it lacks needs
 		// no query: a first sync reads nothing back.
@@ -50,6 +45,11 @@ func (n *Replica) fetchCurrent(ctx context.Context, changes []core.Change) (curr
 				continue
 			}
 		}
+		k := txKey{c.Collection, c.Key}
+		if _, dup := seen[k]; dup {
+			continue
+		}
+		seen[k] = struct{}{}
 		byColl[c.Collection] = append(byColl[c.Collection], c.Key)
 	}
 	n.trees.mu.Unlock()
@@ -70,10 +70,11 @@ func (n *Replica) fetchCurrent(ctx context.Context, changes []core.Change) (curr
 // none.
 func (n *Replica) current(ctx context.Context, cv currentVersions, coll, key string) (*core.Record, error) {
 	if cv.fetched {
-		if r, ok := cv.recs[txKey{coll, key}]; ok {
-			return &r, nil
+		if _, ok := cv.recs[txKey{coll, key}]; !ok {
+			return nil, nil // no copy escapes for the keys the store lacks
 		}
-		return nil, nil
+		r := cv.recs[txKey{coll, key}]
+		return &r, nil
 	}
 	r, err := n.store.Get(ctx, coll, key)
 	switch {

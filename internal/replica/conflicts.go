@@ -106,11 +106,18 @@ func (n *Replica) settleQueue(b *core.Batch, ts core.Timestamp) (events []Event,
 	add := map[txKey]ConflictInfo{}
 	var drop []txKey
 	var entries []audit.Entry
-	final := make(map[txKey]core.VersionVector, len(b.Records)) // each key's outcome in b
-	for _, r := range b.Records {
-		final[txKey{r.Collection, r.Key}] = r.Context
+	var final map[txKey]core.VersionVector // each key's outcome in b, for the raised ones
+	if len(raised) > 0 {
+		final = make(map[txKey]core.VersionVector, len(b.Records))
+		for _, r := range b.Records {
+			final[txKey{r.Collection, r.Key}] = r.Context
+		}
 	}
-	for _, r := range b.Records {
+	settles := b.Records
+	if len(n.queue.byKey) == 0 {
+		settles = nil // nothing queued for b to settle
+	}
+	for _, r := range settles {
 		k := txKey{r.Collection, r.Key}
 		ci, ok := n.queue.byKey[k]
 		if !ok || !covers(r.Context, ci.Ours.Context) || !covers(r.Context, ci.Theirs.Context) {

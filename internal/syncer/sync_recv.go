@@ -297,6 +297,10 @@ type txnAssembler struct {
 	pending map[core.DeviceID][]core.Change
 }
 
+// maxTxnPrealloc bounds the changes a transaction's buffer is allocated
+// for up front.
+const maxTxnPrealloc = 4096
+
 func newTxnAssembler(limit int) *txnAssembler {
 	return &txnAssembler{limit: limit, pending: map[core.DeviceID][]core.Change{}}
 }
@@ -329,6 +333,11 @@ func (a *txnAssembler) add(changes []core.Change, held core.VersionVector) ([][]
 			return nil, fmt.Errorf("%w: change %d of %s arrives without the start of its transaction", core.ErrProtocol, c.Seq, c.Origin.Short())
 		case len(p) > 0 && (c.Seq != p[len(p)-1].Seq+1 || c.TxnFirst != p[0].TxnFirst || c.TxnLen != p[0].TxnLen):
 			return nil, fmt.Errorf("%w: change %d of %s out of order", core.ErrProtocol, c.Seq, c.Origin.Short())
+		}
+		if p == nil {
+			// Room for the whole transaction, within reason: its length
+			// is the peer's word, the bytes held are bounded below.
+			p = make([]core.Change, 0, min(int(c.TxnLen), maxTxnPrealloc))
 		}
 		p = append(p, c)
 		a.held += changeSize(c)

@@ -74,6 +74,11 @@ type Store struct {
 	wmu sync.Mutex
 	w   *sql.Conn
 	buf commitBuffers
+	// prep keeps the writer's full-size INSERTs prepared (prepared.go);
+	// noPrep turns it off for good once the driver's connection is not
+	// what it expects.
+	prep   preparedStmts
+	noPrep bool
 
 	// mu guards vv, the cached version vector (written under wmu too).
 	mu sync.RWMutex
@@ -463,6 +468,7 @@ func (s *Store) Close() error {
 		s.wmu.Lock()
 		files := storeFiles(s.path)
 		cerr := s.ckpt.truncate()
+		s.prep.release() // before the connection they belong to closes
 		werr := s.w.Close()
 		s.wmu.Unlock()
 		derr := s.db.Close()
