@@ -21,12 +21,27 @@ import (
 // itself (the background one has copied most of it already) and its next
 // write restarts the WAL, truncating the file to half that (the WAL file
 // only grows when its content does, so its size tells the writer when to
-// step in). Other connections (the registry, the audit log) keep SQLite's
-// automatic checkpoints.
+// step in). A commit counts as its estimated bytes, and as one page at
+// least: a small commit writes whole pages (a 100-byte record appends
+// about 50 KiB of WAL frames with 16 KiB pages), which its estimate alone
+// (about 300 bytes) would miss, leaving the background goroutine asleep
+// for good on a device that writes a record at a time. One page rather
+// than the three such a commit writes keeps the background checkpoints
+// about as far apart as SQLite's own (every 1000 pages): each costs two
+// fsyncs whatever it copies, and each delays whatever runs beside it.
+//
+// Other connections (the registry, the audit log) keep SQLite's automatic
+// checkpoints only as a backstop, past MaxWALBytes of frames: at SQLite's
+// default of 1000 pages (16 MiB), an audit append made right after a sync
+// frame went out or came in copied the whole WAL back and fsynced, inline,
+// holding up that frame's delivery by 10-20 ms (fedbench latency's idle
+// tail).
 
 const (
 	defaultCheckpointBytes = 4 << 20
 	defaultMaxWALBytes     = 64 << 20
+	// minCommitPages is the least a commit counts for, in pages.
+	minCommitPages = 1
 )
 
 // checkpointer runs the store's background checkpoints.
@@ -39,6 +54,7 @@ type checkpointer struct {
 	// (busy), and the writer's must not be refused.
 	mu       sync.Mutex
 	pending  atomic.Int64 // bytes committed since the last background checkpoint
+	minBytes int64        // the least a commit counts for (set by start)
 	forcedAt int64        // WAL file size at the writer's last checkpoint (under wmu)
 	wake     chan struct{}
 	stop     chan struct{}
@@ -65,6 +81,11 @@ func (c *checkpointer) start(ctx context.Context) error {
 	if err := c.s.w.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint = 0").Scan(&pages); err != nil {
 		return fmt.Errorf("writer checkpoints: %w", err)
 	}
+	var pageSize int64
+	if err := c.s.w.QueryRowContext(ctx, "PRAGMA page_size").Scan(&pageSize); err != nil {
+		return fmt.Errorf("writer checkpoints: %w", err)
+	}
+	c.minBytes = minCommitPages * pageSize
 	c.done.Add(1)
 	go c.run()
 	return nil
@@ -76,10 +97,10 @@ func (c *checkpointer) close() {
 	c.done.Wait()
 }
 
-// committed notes that the writer committed about n bytes. Called with wmu
-// held, after the commit.
+// committed notes that the writer committed about n bytes (one page at
+// least). Called with wmu held, after the commit.
 func (c *checkpointer) committed(ctx context.Context, n int) {
-	if c.pending.Add(int64(n)) >= c.softBytes {
+	if c.pending.Add(max(int64(n), c.minBytes)) >= c.softBytes {
 		select {
 		case c.wake <- struct{}{}:
 		default:

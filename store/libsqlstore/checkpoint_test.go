@@ -71,3 +71,48 @@ func TestCheckpointsKeepWALBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A device that writes one small record at a time still wakes the
+// background checkpointer (each commit counts a page at least, not only
+// its bytes), and the pooled connections, on which the audit log and the
+// registry append, leave checkpoints to it: their automatic threshold is
+// the MaxWALBytes backstop, not SQLite's 1000 pages, so none of their
+// appends copies the WAL back inline.
+func TestSmallCommitsCheckpointInBackground(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "small.db")
+	st, err := Open(ctx, path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var pages int
+	if err := st.DB().QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if want := defaultMaxWALBytes / defaultPageSize; pages != want {
+		t.Fatalf("pooled connections checkpoint automatically at %d pages, want the backstop %d", pages, want)
+	}
+	origin := core.DeviceIDFromKey(core.PublicKey{1})
+	value := make([]byte, 100)
+	// A page of 16 KiB a commit: 4 MiB in 256 commits; the bytes alone
+	// (about 300 a commit) would need over 13,000.
+	const commits = 300
+	for seq := uint64(1); seq <= commits; seq++ {
+		r := core.Record{Collection: "c", Key: fmt.Sprintf("k%06d", seq), Value: value,
+			Timestamp: core.Timestamp(seq), Origin: origin, Seq: seq, Context: core.VersionVector{origin: seq}}
+		if err := st.Commit(ctx, core.Batch{Records: []core.Record{r}, Changes: []core.Change{{Record: r, TxnFirst: seq, TxnLen: 1}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for st.ckpt.runs.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if runs := st.ckpt.runs.Load(); runs == 0 {
+		t.Fatalf("%d one-record commits woke no background checkpoint", commits)
+	}
+	if n := st.ckpt.forced.Load(); n != 0 {
+		t.Fatalf("the writer checkpointed %d times; want none below MaxWALBytes", n)
+	}
+}
