@@ -61,6 +61,7 @@ type checkpointer struct {
 	done     sync.WaitGroup
 	runs     atomic.Int64 // background checkpoints run, for tests
 	forced   atomic.Int64 // writer checkpoints run, for tests
+	restarts atomic.Int64 // restart writes by the background goroutine, for tests
 }
 
 func newCheckpointer(s *Store, path string, soft, hard int) *checkpointer {
@@ -122,7 +123,7 @@ func (c *checkpointer) committed(ctx context.Context, n int) {
 	}
 	c.forcedAt = size
 	c.forced.Add(1)
-	if err := c.checkpoint(ctx, true); err != nil {
+	if _, err := c.checkpoint(ctx, true); err != nil {
 		c.s.log.Warn("writer checkpoint", "err", err)
 	}
 }
@@ -140,19 +141,54 @@ func (c *checkpointer) run() {
 		}
 		c.pending.Store(0)
 		c.runs.Add(1)
-		if err := c.checkpoint(context.Background(), false); err != nil && !c.s.closed.Load() {
+		complete, err := c.checkpoint(context.Background(), false)
+		if err == nil && complete {
+			err = c.restart(context.Background())
+		}
+		if err != nil && !c.s.closed.Load() {
 			c.s.log.Warn("background checkpoint", "err", err)
 		}
 	}
 }
 
+// restart begins the WAL anew once a background checkpoint has copied all
+// of it back. SQLite restarts a WAL in the first write after such a
+// checkpoint, and that write fsyncs the new WAL header: left to the next
+// commit, the fsync (10-20 ms on a busy disk) fell on a host's Put, or on
+// an audit append that held SQLite's write lock meanwhile, so that the Put
+// behind it slept in SQLite's busy handler (1, 2, 5, then 10 ms polls).
+// Here it is a write of its own, on the writer under wmu: rewriting the
+// schema version with its own value, which changes nothing but writes a
+// frame. A reader still on the old frames makes SQLite append instead;
+// the next checkpoint tries again.
+func (c *checkpointer) restart(ctx context.Context) error {
+	c.s.wmu.Lock()
+	defer c.s.wmu.Unlock()
+	if err := c.s.alive(ctx); err != nil {
+		return nil // closing: Close truncates the WAL itself
+	}
+	err := c.s.inTx(ctx, func() error {
+		var v int64
+		if err := c.s.w.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+			return err
+		}
+		_, err := c.s.w.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("restart WAL: %w", err)
+	}
+	c.restarts.Add(1)
+	return nil
+}
+
 // checkpoint copies committed WAL frames back into the database file
 // (PASSIVE: without waiting for, or blocking, anyone), on the writer's
-// connection when writer is set (wmu held), else on a pooled one.
-func (c *checkpointer) checkpoint(ctx context.Context, writer bool) error {
+// connection when writer is set (wmu held), else on a pooled one, and
+// reports whether it copied every frame of a WAL that had some.
+func (c *checkpointer) checkpoint(ctx context.Context, writer bool) (complete bool, err error) {
 	const q = "PRAGMA wal_checkpoint(PASSIVE)"
 	var busy, log, done int64
-	var err error
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if writer {
@@ -161,9 +197,9 @@ func (c *checkpointer) checkpoint(ctx context.Context, writer bool) error {
 		err = c.s.db.QueryRowContext(ctx, q).Scan(&busy, &log, &done)
 	}
 	if err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
+		return false, fmt.Errorf("checkpoint: %w", err)
 	}
-	return nil
+	return busy == 0 && log > 0 && done == log, nil
 }
 
 // truncate copies the whole WAL back into the database file and truncates

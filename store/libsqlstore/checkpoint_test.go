@@ -74,7 +74,8 @@ func TestCheckpointsKeepWALBounded(t *testing.T) {
 
 // A device that writes one small record at a time still wakes the
 // background checkpointer (each commit counts a page at least, not only
-// its bytes), and the pooled connections, on which the audit log and the
+// its bytes), which restarts the WAL once it copied all of it back, and
+// the pooled connections, on which the audit log and the
 // registry append, leave checkpoints to it: their automatic threshold is
 // the MaxWALBytes backstop, not SQLite's 1000 pages, so none of their
 // appends copies the WAL back inline.
@@ -95,9 +96,14 @@ func TestSmallCommitsCheckpointInBackground(t *testing.T) {
 	}
 	origin := core.DeviceIDFromKey(core.PublicKey{1})
 	value := make([]byte, 100)
-	// A page of 16 KiB a commit: 4 MiB in 256 commits; the bytes alone
-	// (about 300 a commit) would need over 13,000.
-	const commits = 300
+	// A page of 16 KiB a commit: 4 MiB in 256 commits, the last of which
+	// wakes the checkpointer (nothing is committed after it, so that its
+	// checkpoint copies the whole WAL); the bytes alone (about 300 a
+	// commit) would need over 13,000.
+	commits := uint64(st.ckpt.softBytes / st.ckpt.minBytes)
+	if commits != 256 {
+		t.Fatalf("a commit counts %d bytes at least, want a 16 KiB page", st.ckpt.minBytes)
+	}
 	for seq := uint64(1); seq <= commits; seq++ {
 		r := core.Record{Collection: "c", Key: fmt.Sprintf("k%06d", seq), Value: value,
 			Timestamp: core.Timestamp(seq), Origin: origin, Seq: seq, Context: core.VersionVector{origin: seq}}
@@ -114,5 +120,22 @@ func TestSmallCommitsCheckpointInBackground(t *testing.T) {
 	}
 	if n := st.ckpt.forced.Load(); n != 0 {
 		t.Fatalf("the writer checkpointed %d times; want none below MaxWALBytes", n)
+	}
+	// With no reader in the way, the checkpointer restarted the WAL itself
+	// (a write of its own, which fsyncs the new header): the WAL holds that
+	// write's frame alone, not the 256 commits', so the host's next commit
+	// appends to a WAL already restarted instead of restarting it.
+	for st.ckpt.restarts.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	var busy, frames, copied int
+	if err := st.DB().QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied); err != nil {
+		t.Fatal(err)
+	}
+	if restarts := st.ckpt.restarts.Load(); restarts == 0 || frames > 2 {
+		t.Fatalf("after %d restart writes the WAL holds %d frames; want the restart's alone", restarts, frames)
+	}
+	if err := st.IntegrityCheck(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
