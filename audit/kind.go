@@ -11,9 +11,12 @@ const (
 	KindSessionOpened Kind = iota + 1
 	// KindSessionClosed: the session with Device ended.
 	KindSessionClosed
-	// KindBatchSent: a batch of changes went to Device (Detail: counts).
+	// KindBatchSent: a batch of changes went to Device (Detail: counts);
+	// a sync session sums the batches that follow one another closely
+	// into one entry (Detail: their total counts).
 	KindBatchSent
-	// KindBatchReceived: a batch of changes came from Device (Detail: counts).
+	// KindBatchReceived: a batch of changes came from Device (Detail:
+	// counts), summed like KindBatchSent.
 	KindBatchReceived
 	// KindConflictDetected: concurrent versions were found.
 	KindConflictDetected

@@ -59,6 +59,10 @@ type Session struct {
 	sess  core.Session
 	peer  core.DeviceID
 
+	// sentAudit and recvAudit sum the audit entries of the batches sent
+	// and received (audit_batch.go).
+	sentAudit, recvAudit *batchAudit
+
 	outMu sync.Mutex
 	out   core.Stream
 	// frameBuf is the send goroutine's scratch space for Changes and
@@ -196,6 +200,8 @@ func New(cfg Config, sess core.Session, links Links) *Session {
 		repairReq: make(chan struct{}, 1),
 		kick:      make(chan struct{}, 1),
 		opened:    make(chan struct{}),
+		sentAudit: newBatchAudit(cfg.Audit, cfg.Scheduler, sess.Peer(), false),
+		recvAudit: newBatchAudit(cfg.Audit, cfg.Scheduler, sess.Peer(), true),
 	}
 }
 
@@ -232,6 +238,8 @@ func (ps *Session) Run(ctx context.Context) error {
 	ps.routesDirty.Store(false) // run sends the first Direct frame
 	err := ps.run(ctx)
 	_ = ps.sess.Close(err)
+	ps.sentAudit.close(context.WithoutCancel(ctx))
+	ps.recvAudit.close(context.WithoutCancel(ctx))
 	return err
 }
 

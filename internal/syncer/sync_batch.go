@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/wire"
 	"github.com/devicemesh/federation/policy"
@@ -291,7 +290,7 @@ func (ps *Session) sendPastHeld(ctx context.Context, origin core.DeviceID, upTo 
 		}
 		ps.stats.changesSent.Add(uint64(len(txn)))
 		ps.noteAhead(origin, span{txn[0].TxnFirst, txn[len(txn)-1].Seq})
-		ps.cfg.Audit.Record(context.Background(), audit.BatchSent(ps.peer, "*", 1, int64(len(txn)), 0))
+		ps.sentAudit.add(context.Background(), 1, int64(len(txn)), 0)
 		n += len(txn)
 	}
 	return n, nil

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/devicemesh/federation/audit"
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/replica"
 	"github.com/devicemesh/federation/internal/wire"
@@ -197,7 +196,7 @@ func (ps *Session) overtake(ctx context.Context, next core.Change) error {
 		spans := append(ps.prio.ahead[origin], s)
 		slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.first, b.first) })
 		ps.prio.ahead[origin] = spans
-		ps.cfg.Audit.Record(context.Background(), audit.BatchSent(ps.peer, "*", 1, int64(len(txn)), 0))
+		ps.sentAudit.add(context.Background(), 1, int64(len(txn)), 0)
 	}
 	return nil
 }

@@ -179,7 +179,7 @@ func (ps *Session) applyReady(ctx context.Context, ready [][]core.Change, size i
 		return fmt.Errorf("sync apply from %s: %w", ps.peer.Short(), err)
 	}
 	ps.stats.conflicts.Add(uint64(res.Conflicts))
-	ps.cfg.Audit.Record(ctx, audit.BatchReceived(ps.peer, "*", int64(res.Txns), int64(res.Changes), int64(size)))
+	ps.recvAudit.add(ctx, int64(res.Txns), int64(res.Changes), int64(size))
 	if res.Conflicts > 0 {
 		e := audit.ConflictResolved(ps.peer, "*", "policy")
 		e.Detail = append(e.Detail, audit.Num("count", int64(res.Conflicts)))

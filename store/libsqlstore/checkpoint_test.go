@@ -71,3 +71,71 @@ func TestCheckpointsKeepWALBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A device that writes one small record at a time still wakes the
+// background checkpointer (each commit counts a page at least, not only
+// its bytes), which restarts the WAL once it copied all of it back, and
+// the pooled connections, on which the audit log and the
+// registry append, leave checkpoints to it: their automatic threshold is
+// the MaxWALBytes backstop, not SQLite's 1000 pages, so none of their
+// appends copies the WAL back inline.
+func TestSmallCommitsCheckpointInBackground(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "small.db")
+	st, err := Open(ctx, path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var pages int
+	if err := st.DB().QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if want := defaultMaxWALBytes / defaultPageSize; pages != want {
+		t.Fatalf("pooled connections checkpoint automatically at %d pages, want the backstop %d", pages, want)
+	}
+	origin := core.DeviceIDFromKey(core.PublicKey{1})
+	value := make([]byte, 100)
+	// A page of 16 KiB a commit: 4 MiB in 256 commits, the last of which
+	// wakes the checkpointer (nothing is committed after it, so that its
+	// checkpoint copies the whole WAL); the bytes alone (about 300 a
+	// commit) would need over 13,000.
+	commits := uint64(st.ckpt.softBytes / st.ckpt.minBytes)
+	if commits != 256 {
+		t.Fatalf("a commit counts %d bytes at least, want a 16 KiB page", st.ckpt.minBytes)
+	}
+	for seq := uint64(1); seq <= commits; seq++ {
+		r := core.Record{Collection: "c", Key: fmt.Sprintf("k%06d", seq), Value: value,
+			Timestamp: core.Timestamp(seq), Origin: origin, Seq: seq, Context: core.VersionVector{origin: seq}}
+		if err := st.Commit(ctx, core.Batch{Records: []core.Record{r}, Changes: []core.Change{{Record: r, TxnFirst: seq, TxnLen: 1}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for st.ckpt.runs.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if runs := st.ckpt.runs.Load(); runs == 0 {
+		t.Fatalf("%d one-record commits woke no background checkpoint", commits)
+	}
+	if n := st.ckpt.forced.Load(); n != 0 {
+		t.Fatalf("the writer checkpointed %d times; want none below MaxWALBytes", n)
+	}
+	// With no reader in the way, the checkpointer restarted the WAL itself
+	// (a write of its own, which fsyncs the new header): the WAL holds that
+	// write's frame alone, not the 256 commits', so the host's next commit
+	// appends to a WAL already restarted instead of restarting it.
+	for st.ckpt.restarts.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	var busy, frames, copied int
+	if err := st.DB().QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied); err != nil {
+		t.Fatal(err)
+	}
+	if restarts := st.ckpt.restarts.Load(); restarts == 0 || frames > 2 {
+		t.Fatalf("after %d restart writes the WAL holds %d frames; want the restart's alone", restarts, frames)
+	}
+	if err := st.IntegrityCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -333,7 +333,7 @@ func (s *Store) changesPageRaw(ctx context.Context, dc any, origin core.DeviceID
 		return nil, 0, fmt.Errorf("%w: changes: %d columns", core.ErrCorrupt, cols)
 	}
 	dest := make([]driver.Value, 5)
-	page := make([]core.Change, 0, min(n, 64))
+	page := make([]core.Change, 0, min(n, 8)) // often one change: the sender reads after each commit
 	size := 0
 	for {
 		if err := rows.Next(dest); err == io.EOF {

@@ -294,11 +294,28 @@ func openDB(path string, opts Options) (*sql.DB, error) {
 		fmt.Sprintf("PRAGMA busy_timeout = %d", opts.BusyTimeout.Milliseconds()),
 		"PRAGMA synchronous = " + syncMode,
 		fmt.Sprintf("PRAGMA journal_size_limit = %d", opts.MaxWALBytes/2), // see checkpoint.go
+		// A backstop only (the writer turns its own off): see checkpoint.go.
+		fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", backstopPages(opts)),
 	}}
 	db := sql.OpenDB(c)
 	db.SetMaxOpenConns(opts.MaxReaders + 1) // +1: the writer
 	db.SetMaxIdleConns(opts.MaxReaders + 1)
 	return db, nil
+}
+
+// backstopPages is the automatic checkpoint threshold of the pooled
+// connections, in WAL frames: MaxWALBytes of them, counted in pages of
+// PageSize (an existing file may have other pages; zero options count as
+// their defaults).
+func backstopPages(opts Options) int {
+	walBytes, pageSize := opts.MaxWALBytes, opts.PageSize
+	if walBytes <= 0 {
+		walBytes = defaultMaxWALBytes
+	}
+	if pageSize <= 0 {
+		pageSize = defaultPageSize
+	}
+	return max(walBytes/pageSize, 1)
 }
 
 // connector applies pragmas to every new connection of the pool: first
