@@ -21,8 +21,9 @@ import (
 // midway leaves the store under oldKey (see libsqlstore.Rekey). Start the
 // next node with newKey. The blob store (media originals) is re-encrypted
 // too: a copy under newKey is written beside it and takes its place once
-// the store is under newKey; chunks no blob lists (a fetch never
-// completed) are not carried over.
+// the store is under newKey (so it needs room for a second copy of it
+// meanwhile); chunks no blob lists (a fetch never completed) are not
+// carried over.
 //
 // Backups taken before the rotation stay under the key they were taken
 // with, and the old key still opens them: rotate after a suspected leak,
