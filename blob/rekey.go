@@ -207,33 +207,26 @@ func swapIn(dir string) error {
 // dropped.
 func recoverRekey(dir string, key []byte) error {
 	staging, old := dir+rekeySuffix, dir+oldSuffix
-	_, err := os.Stat(staging)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-			// Crashed between the two renames of a swap whose copy
-			// was then lost: the old store is all there is.
-			if _, err := os.Stat(old); err == nil {
-				return os.Rename(old, dir)
-			}
-			return nil
+	switch _, err := os.Stat(staging); {
+	case err == nil:
+		if _, err := os.Stat(filepath.Join(staging, rekeyDone)); err == nil && opensWith(staging, key) {
+			return swapIn(dir)
 		}
-		return os.RemoveAll(old)
-	case err != nil:
-		return err
-	}
-	if _, err := os.Stat(filepath.Join(staging, rekeyDone)); err == nil && opensWith(staging, key) {
-		return swapIn(dir)
-	}
-	if err := os.RemoveAll(staging); err != nil {
+		if err := os.RemoveAll(staging); err != nil {
+			return err
+		}
+	case !errors.Is(err, fs.ErrNotExist):
 		return err
 	}
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		// Crashed between the two renames of a swap whose copy was
+		// then dropped: the old store is all there is.
 		if _, err := os.Stat(old); err == nil {
 			return os.Rename(old, dir)
 		}
+		return nil
 	}
-	return nil
+	return os.RemoveAll(old)
 }
 
 // opensWith reports whether the copy in dir is sealed with key.

@@ -41,8 +41,7 @@ type batchAudit struct {
 	recMu sync.Mutex
 
 	mu     sync.Mutex
-	open   bool       // a window is open: batches are summed
-	timer  core.Timer // ends the open window
+	timer  core.Timer // ends the open window; nil: no window is open
 	sum    batchSum
 	closed bool
 }
@@ -55,7 +54,7 @@ func newBatchAudit(sink Audit, sched core.Scheduler, peer core.DeviceID, receive
 // else into the window's sum.
 func (b *batchAudit) add(ctx context.Context, txns, changes, bytes int64) {
 	b.mu.Lock()
-	if b.open {
+	if b.timer != nil { // a window is open: sum
 		b.sum.batches++
 		b.sum.txns += txns
 		b.sum.changes += changes
@@ -64,7 +63,6 @@ func (b *batchAudit) add(ctx context.Context, txns, changes, bytes int64) {
 		return
 	}
 	if !b.closed {
-		b.open = true
 		b.timer = b.sched.AfterFunc(batchAuditWindow, b.tick)
 	}
 	b.mu.Unlock()
@@ -87,7 +85,7 @@ func (b *batchAudit) tick() {
 	if sum.batches > 0 {
 		b.timer = b.sched.AfterFunc(batchAuditWindow, b.tick)
 	} else {
-		b.open, b.timer = false, nil
+		b.timer = nil
 	}
 	b.mu.Unlock()
 	b.record(context.Background(), sum)
@@ -99,7 +97,7 @@ func (b *batchAudit) close(ctx context.Context) {
 	b.recMu.Lock()
 	defer b.recMu.Unlock()
 	b.mu.Lock()
-	b.closed, b.open = true, false
+	b.closed = true
 	if b.timer != nil {
 		b.timer.Stop()
 		b.timer = nil
