@@ -8,10 +8,10 @@ import (
 // Optional store capabilities.
 //
 // A Store may do more than the Store interface asks. Each such extra is a
-// named interface of this package (SQLStore, BackupStore, ManyGetter), which
-// the node looks for once, where it is built (federation.New), never in the
-// middle of its work, and which every implementation asserts at compile
-// time (var _ core.SQLStore = (*Store)(nil)). What the node does without
+// named interface of this package (SQLStore, BackupStore, ManyGetter,
+// ChangeCounter), which the node looks for once, where it is built
+// (federation.New), never in the middle of its work, and which every
+// implementation asserts at compile time (var _ core.SQLStore = (*Store)(nil)). What the node does without
 // one is documented on the interface.
 //
 // Wrapped stores. A host may wrap a store to count, trace or throttle its
@@ -29,9 +29,9 @@ import (
 // itself (SQLStore: tables kept beside the records; BackupStore: a copy of
 // everything stored), since a wrapper that unwraps declares that the inner
 // store holds all of its durable state. A capability that reads records
-// (ManyGetter) is used only when the outermost store offers it, because a
-// wrapper may change what a record reads as (a cache, a transforming
-// layer), and reading beneath it would bypass that.
+// (ManyGetter, ChangeCounter) is used only when the outermost store offers
+// it, because a wrapper may change what a record reads as (a cache, a
+// transforming layer), and reading beneath it would bypass that.
 
 // Unwrapper is implemented by a Store that wraps another. Unwrap returns
 // the wrapped store, which must hold all of the wrapper's durable state
@@ -109,4 +109,36 @@ type SQLStore interface {
 // caller. Safe for concurrent use.
 type ManyGetter interface {
 	GetMany(ctx context.Context, collection string, keys []string) (map[string]Record, error)
+}
+
+// ChangeCounter is implemented by stores that count a range of an origin's
+// changelog without reading its values (the libSQL store, where reading
+// them would cost as much as sending them). A session uses it for its
+// progress totals, the census of what the peer lacks; a store without it
+// is read change by change, which gives the same counts at the cost of
+// reading every value once more. It is used only when the outermost store
+// offers it (see Unwrapper). Safe for concurrent use.
+type ChangeCounter interface {
+	// CountChanges counts origin's changes with sequence numbers in
+	// (after, upTo], per collection, as Changes would return them.
+	CountChanges(ctx context.Context, origin DeviceID, after, upTo uint64) (ChangeCount, error)
+}
+
+// ChangeCount is what CountChanges counted.
+type ChangeCount struct {
+	// Last is the highest sequence number counted; 0 when the range held
+	// no change.
+	Last uint64
+	// Collections tallies the changes of each collection in the range;
+	// collections without any are missing.
+	Collections map[string]ChangeTally
+}
+
+// ChangeTally counts the changes of one collection.
+type ChangeTally struct {
+	// Changes is how many there are.
+	Changes uint64
+	// Bytes sums len(Collection) + len(Key) + len(Value) over them, Value
+	// as Changes returns it (a tombstone and a stub have none).
+	Bytes uint64
 }

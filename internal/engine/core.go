@@ -78,9 +78,11 @@ type Core struct {
 
 	// Rep is the commit pipeline: every write goes through it, and it alone
 	// holds the write lock (internal/replica).
-	Rep    *replica.Replica
-	Urgent syncer.UrgentIndex // recent top-priority changes, for overtaking
-	Sel    *Selective         // selective sync: stubs, wanted values (selective.go)
+	Rep *replica.Replica
+	// syncReplica is what sessions and relay mail see of the replica.
+	syncReplica SyncReplica
+	Urgent      syncer.UrgentIndex // recent top-priority changes, for overtaking
+	Sel         *Selective         // selective sync: stubs, wanted values (selective.go)
 
 	Peers    *peers.Manager // sessions: dial, accept, redial, cut-off
 	Sessions *Sessions      // what runs on each session
@@ -139,6 +141,7 @@ func Open(ctx context.Context, opts Options, st core.Store) (*Core, error) {
 	if c.Rep, err = c.newReplica(ctx, created); err != nil {
 		return nil, err
 	}
+	c.syncReplica = NewSyncReplica(st, c.Rep)
 	if c.Trust, err = devices.OpenTrust(ctx, c.Tables, c.Log); err != nil {
 		return nil, err
 	}
@@ -239,7 +242,7 @@ func (c *Core) syncerConfig() syncer.Config {
 	lim := c.Opts.Limits.WithDefaults()
 	return syncer.Config{
 		Self:      c.Ident.DeviceID(),
-		Replica:   SyncReplica{Store: c.Store, Rep: c.Rep},
+		Replica:   c.syncReplica,
 		Audit:     syncerAudit{c},
 		Events:    syncerEvents{c},
 		Policy:    syncerPolicy{c},

@@ -25,7 +25,7 @@ type MailOptions struct {
 func (c *Core) StartMail(opts MailOptions) {
 	c.Mail = mailbox.New(mailbox.Config{
 		Ident:   c.Ident,
-		Replica: SyncReplica{Store: c.Store, Rep: c.Rep},
+		Replica: c.syncReplica,
 		Meta:    c.Store,
 		Dial:    opts.Dial,
 		Secret:  c.Reg.MeshSecret,

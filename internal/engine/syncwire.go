@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 
 	"github.com/devicemesh/federation/core"
 	"github.com/devicemesh/federation/internal/replica"
@@ -18,6 +19,26 @@ import (
 type SyncReplica struct {
 	Store core.Store
 	Rep   *replica.Replica
+	// Counter counts the changelog without reading values, when the store
+	// can (core.ChangeCounter, found where the node is built); nil: the
+	// sessions' census reads the changes.
+	Counter core.ChangeCounter
+}
+
+// NewSyncReplica returns the replica's view for sessions, with the store's
+// ChangeCounter when the store (the outermost one) offers it.
+func NewSyncReplica(st core.Store, rep *replica.Replica) SyncReplica {
+	cc, _ := st.(core.ChangeCounter)
+	return SyncReplica{Store: st, Rep: rep, Counter: cc}
+}
+
+// CountChanges implements syncer.Counter: errors.ErrUnsupported when the
+// store cannot count.
+func (r SyncReplica) CountChanges(ctx context.Context, origin core.DeviceID, after, upTo uint64) (core.ChangeCount, error) {
+	if r.Counter == nil {
+		return core.ChangeCount{}, errors.ErrUnsupported
+	}
+	return r.Counter.CountChanges(ctx, origin, after, upTo)
 }
 
 func (r SyncReplica) VersionVector(ctx context.Context) (core.VersionVector, error) {

@@ -46,6 +46,15 @@ type Log interface {
 	OriginDevice(origin core.DeviceID) core.DeviceID
 }
 
+// Counter is what a Replica may offer beyond Log: counting a range of
+// the changelog without reading its values (core.ChangeCounter), for the
+// progress census. A Replica without it, or one whose CountChanges returns
+// errors.ErrUnsupported, has its changes read instead.
+type Counter interface {
+	// CountChanges counts origin's changes in (after, upTo] per collection.
+	CountChanges(ctx context.Context, origin core.DeviceID, after, upTo uint64) (core.ChangeCount, error)
+}
+
 // Applier is the replica's commit pipeline, as the peer's frames reach it.
 type Applier interface {
 	// ApplyRemote applies complete remote transactions, in order, in one

@@ -269,31 +269,18 @@ func (ps *Session) census(ctx context.Context, todo []censusRange) {
 // counted anything.
 func (ps *Session) countRanges(ctx context.Context, todo []censusRange) (counted bool) {
 	p := &ps.prog
-	type acc struct{ recs, bytes uint64 }
 	for _, r := range todo {
 		from := r.from
 		for from < r.to && ctx.Err() == nil {
-			counts := map[string]acc{}
-			next := from
-			err := ps.r.Changes(ctx, r.origin, from, batchChanges, func(c core.Change) error {
-				if c.Seq > r.to {
-					return errBatchFull
-				}
-				a := counts[c.Collection]
-				a.recs++
-				a.bytes += uint64(changeSize(c))
-				counts[c.Collection] = a
-				next = c.Seq
-				return nil
-			})
-			if next == from || (err != nil && !errors.Is(err, errBatchFull)) {
+			counts, next, ok := ps.countChunk(ctx, r, from)
+			if !ok {
 				break
 			}
 			p.mu.Lock()
 			for coll, a := range counts {
 				cp := p.coll(coll)
-				cp.totalRecs += a.recs
-				cp.totalBytes += a.bytes
+				cp.totalRecs += a.Changes
+				cp.totalBytes += a.Bytes
 			}
 			p.frontier[r.origin] = max(p.frontier[r.origin], next)
 			p.dirty = true
@@ -303,6 +290,55 @@ func (ps *Session) countRanges(ctx context.Context, todo []censusRange) (counted
 		}
 	}
 	return counted
+}
+
+// censusChunk is how many sequence numbers one count of the store covers
+// (core.ChangeCounter): a long initial sync shows a growing total at
+// once, not after the whole changelog was counted.
+const censusChunk = 1 << 16
+
+// countChunk counts the changes of r after from, in one step: with the
+// store's counter, the next censusChunk sequence numbers; otherwise up to
+// batchChanges changes, read. It returns the tallies (bytes as changeSize
+// counts them), where the count stopped, and false when nothing could be
+// counted (an error, or a range gone from the changelog: the next round
+// retries).
+func (ps *Session) countChunk(ctx context.Context, r censusRange, from uint64) (map[string]core.ChangeTally, uint64, bool) {
+	if ps.count != nil {
+		upTo := min(r.to, from+censusChunk)
+		cc, err := ps.count.CountChanges(ctx, r.origin, from, upTo)
+		switch {
+		case errors.Is(err, errors.ErrUnsupported):
+			ps.count = nil // the census runs on one goroutine at a time
+		case err != nil:
+			return nil, from, false
+		default:
+			for coll, a := range cc.Collections {
+				a.Bytes += changeOverhead * a.Changes
+				cc.Collections[coll] = a
+			}
+			// A stretch without changes (skipped by an advance) counts
+			// as counted.
+			return cc.Collections, upTo, true
+		}
+	}
+	counts := map[string]core.ChangeTally{}
+	next := from
+	err := ps.r.Changes(ctx, r.origin, from, batchChanges, func(c core.Change) error {
+		if c.Seq > r.to {
+			return errBatchFull
+		}
+		a := counts[c.Collection]
+		a.Changes++
+		a.Bytes += uint64(changeSize(c))
+		counts[c.Collection] = a
+		next = c.Seq
+		return nil
+	})
+	if next == from || (err != nil && !errors.Is(err, errBatchFull)) {
+		return nil, from, false
+	}
+	return counts, next, true
 }
 
 // stopProgress stops the census and waits for it (the session ends).

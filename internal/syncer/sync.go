@@ -54,6 +54,7 @@ var ErrPendingTooLarge = errors.New("incomplete transactions exceed the session 
 type Session struct {
 	cfg   Config
 	r     Replica
+	count Counter // nil: the census reads the changes
 	links Links
 	sched core.Scheduler
 	sess  core.Session
@@ -180,9 +181,11 @@ func New(cfg Config, sess core.Session, links Links) *Session {
 	if cfg.Urgent == nil {
 		cfg.Urgent = noUrgent{}
 	}
+	count, _ := cfg.Replica.(Counter)
 	return &Session{
 		cfg:       cfg,
 		r:         cfg.Replica,
+		count:     count,
 		links:     links,
 		sched:     cfg.Scheduler,
 		sess:      sess,

@@ -374,4 +374,11 @@ func (a *txnAssembler) dropHeld(held core.VersionVector) {
 	}
 }
 
-func changeSize(c core.Change) int { return len(c.Value) + len(c.Key) + len(c.Collection) + 64 }
+// changeSize is what a change counts for in the progress bytes.
+func changeSize(c core.Change) int {
+	return len(c.Value) + len(c.Key) + len(c.Collection) + changeOverhead
+}
+
+// changeOverhead is what changeSize counts for a change beyond its
+// collection, key and value: its metadata, roughly.
+const changeOverhead = 64

@@ -43,6 +43,7 @@ func Run(t *testing.T, open func(t *testing.T) core.Store) {
 		{"ConcurrentReadersAndWriters", testConcurrent},
 		{"Collections", testCollections},
 		{"GetMany", testGetMany},
+		{"CountChanges", testCountChanges},
 		{"AdvanceAfterRepair", testAdvance},
 		{"AdvanceLeavesVisibleGap", testAdvanceGap},
 		{"CommitAfterAdvance", testCommitAfterAdvance},
