@@ -292,6 +292,10 @@ func (s *Store) changesPage(ctx context.Context, origin core.DeviceID, idx int64
 	if err := s.alive(ctx); err != nil {
 		return nil, false, err
 	}
+	page, more, err = s.changesPageOwn(ctx, origin, idx, after, n)
+	if !errors.Is(err, errRawUnavailable) {
+		return page, more, err
+	}
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return nil, false, s.wrapErr("changes", err)

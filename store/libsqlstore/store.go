@@ -79,6 +79,8 @@ type Store struct {
 	// what it expects.
 	prep   preparedStmts
 	noPrep bool
+	// raw reads the changelog on the store's own connections (rawread.go).
+	raw *rawReaders
 
 	// mu guards vv, the cached version vector (written under wmu too).
 	mu sync.RWMutex
@@ -143,11 +145,13 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	s := &Store{db: db, log: opts.Logger, path: path, dict: newDictionary(), guard: g, fullSync: opts.FullSync}
+	s.raw = newRawReaders(path, opts)
 	s.ckpt = newCheckpointer(s, path, opts.CheckpointBytes, opts.MaxWALBytes)
 	if err := s.init(ctx, existed); err != nil {
 		if s.w != nil {
 			_ = s.w.Close()
 		}
+		s.raw.close()
 		_ = db.Close()
 		_ = waitReleased(append(files, storeFiles(path)...), releaseTimeout)
 		_ = g.release()
@@ -481,6 +485,7 @@ func (s *Store) IntegrityCheck(ctx context.Context) error {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
+		s.raw.close()
 		s.ckpt.close()
 		s.wmu.Lock()
 		files := storeFiles(s.path)
