@@ -93,6 +93,16 @@
 // when it is opened (a driver.Connector wrapper), so other packages writing
 // their own tables through DB wait instead of failing.
 //
+// Two hot paths go below go-libsql, to SQLite's and libSQL's C APIs (the
+// library go-libsql links exports both): the writer keeps its full-size
+// multi-row INSERTs prepared (prepared.go), and Changes reads the
+// changelog on read-only connections the store opens itself on the same
+// file, with the same key, at most MaxReaders of them (rawread.go: one
+// cgo call per row instead of one per column, values copied once). Each
+// falls back to database/sql, with a warning in the log, when it cannot be
+// used. CountChanges (core.ChangeCounter) tallies a changelog range in
+// one aggregate query without reading values.
+//
 // # Exclusive use and damage
 //
 // An open store locks a guard file beside the database (its path plus
