@@ -338,13 +338,10 @@ func (s *Store) readChanges(ctx context.Context, conn *rawConn, origin core.Devi
 		if row.value_null == 0 {
 			value = mem.copy(row.value, int(row.value_len))
 		}
-		c, err := s.change(origin, int64(row.id), int64(row.flags), ck, meta, value)
-		if err != nil {
-			return nil, 0, fmt.Errorf("changes of %s: %w", origin.Short(), err)
-		}
-		page = append(page, c)
-		if size += len(value) + len(ck); size >= pageBytes {
-			break
+		var full bool
+		var err error
+		if page, size, full, err = s.addChange(page, size, origin, int64(row.id), int64(row.flags), ck, meta, value); err != nil || full {
+			return page, size, err
 		}
 	}
 	return page, size, nil

@@ -353,16 +353,24 @@ func (s *Store) changesPageRaw(ctx context.Context, dc any, origin core.DeviceID
 		if !ok1 || !ok2 || !ok3 || !ok4 || (!ok5 && dest[4] != nil) {
 			return nil, 0, fmt.Errorf("%w: changes: row types %T %T %T %T %T", core.ErrCorrupt, dest[0], dest[1], dest[2], dest[3], dest[4])
 		}
-		c, err := s.change(origin, id, flags, ck, meta, value)
-		if err != nil {
-			return nil, 0, fmt.Errorf("changes of %s: %w", origin.Short(), err)
-		}
-		page = append(page, c)
-		if size += len(value) + len(ck); size >= pageBytes {
-			break
+		var full bool
+		if page, size, full, err = s.addChange(page, size, origin, id, flags, ck, meta, value); err != nil || full {
+			return page, size, err
 		}
 	}
 	return page, size, nil
+}
+
+// addChange decodes a changelog row of origin onto page, and returns the
+// page, the bytes of keys and values read so far, and whether that makes
+// the page full (pageBytes).
+func (s *Store) addChange(page []core.Change, size int, origin core.DeviceID, id, flags int64, ck, meta, value []byte) ([]core.Change, int, bool, error) {
+	c, err := s.change(origin, id, flags, ck, meta, value)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("changes of %s: %w", origin.Short(), err)
+	}
+	size += len(value) + len(ck)
+	return append(page, c), size, size >= pageBytes, nil
 }
 
 // change decodes a changelog row of origin.
