@@ -16,16 +16,15 @@ import (
 // core.ErrProtocol; nothing of an incomplete transaction is ever applied.
 func (ps *Session) receive(ctx context.Context, in core.Stream) error {
 	asm := newTxnAssembler(ps.cfg.Limits.MaxPending)
-	var buf []byte
+	ahead := ps.readAhead(in)
+	defer ahead.stop()
 	gotHello, gotDirect := false, false
 	for {
-		f, err := wire.ReadFrame(in, buf, ps.cfg.Limits.MaxFrame)
-		if err != nil {
-			return fmt.Errorf("sync receive: %w", err)
+		rf := ahead.next()
+		if rf.err != nil {
+			return fmt.Errorf("sync receive: %w", rf.err)
 		}
-		if cap(f.Payload) <= batchBytes*2 {
-			buf = f.Payload[:0] // reuse ordinary-sized buffers, drop huge ones
-		}
+		f := rf.f
 		ps.stats.framesRecv.Add(1)
 		ps.stats.bytesRecv.Add(uint64(wire.HeaderSize + len(f.Payload)))
 		if !gotHello && f.Type != wire.TypeSyncHello {
@@ -67,7 +66,7 @@ func (ps *Session) receive(ctx context.Context, in core.Stream) error {
 			}
 			ps.poke()
 		case wire.TypeChanges:
-			if err := ps.receiveChanges(ctx, asm, f.Payload); err != nil {
+			if err := ps.receiveChanges(ctx, asm, rf.changes, rf.decodeErr, len(f.Payload)); err != nil {
 				return err
 			}
 		case wire.TypePriority:
@@ -125,15 +124,16 @@ func (ps *Session) receive(ctx context.Context, in core.Stream) error {
 				return fmt.Errorf("%w: unexpected %v frame on sync stream", core.ErrProtocol, f.Type)
 			}
 		}
+		ahead.recycle(f.Payload) // nothing above keeps it
 	}
 }
 
-// receiveChanges decodes one Changes frame, applies every transaction it
-// completes in one atomic commit and acknowledges.
-func (ps *Session) receiveChanges(ctx context.Context, asm *txnAssembler, payload []byte) error {
-	changes, err := wire.DecodeChanges(payload)
-	if err != nil {
-		return fmt.Errorf("sync receive: %w", err)
+// receiveChanges takes one Changes frame of size bytes, decoded (or not:
+// decodeErr) by the read-ahead, applies every transaction it completes in
+// one atomic commit and acknowledges.
+func (ps *Session) receiveChanges(ctx context.Context, asm *txnAssembler, changes []core.Change, decodeErr error, size int) error {
+	if decodeErr != nil {
+		return fmt.Errorf("sync receive: %w", decodeErr)
 	}
 	ps.stats.changesRecv.Add(uint64(len(changes)))
 	// The peer holds every transaction it sends a change of, whole: record
@@ -168,7 +168,7 @@ func (ps *Session) receiveChanges(ctx context.Context, asm *txnAssembler, payloa
 		}
 		return nil
 	}
-	return ps.applyReady(ctx, ready, len(payload))
+	return ps.applyReady(ctx, ready, size)
 }
 
 // applyReady commits complete transactions, in order, in one atomic
