@@ -11,8 +11,9 @@ import (
 // named interface of this package (SQLStore, BackupStore, ManyGetter,
 // ChangeCounter), which the node looks for once, where it is built
 // (federation.New), never in the middle of its work, and which every
-// implementation asserts at compile time (var _ core.SQLStore = (*Store)(nil)). What the node does without
-// one is documented on the interface.
+// implementation asserts at compile time (var _ core.SQLStore =
+// (*Store)(nil)). What the node does without one is documented on the
+// interface.
 //
 // Wrapped stores. A host may wrap a store to count, trace or throttle its
 // calls. A wrapper that embeds the Store interface hides the capabilities
