@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/devicemesh/federation/core"
 )
@@ -201,9 +202,14 @@ func TestOwnReadersConcurrentAndClose(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		seq = commitMixed(t, st, origin, seq, 1, perTxn)
 	}
-	st.raw.mu.Lock()
-	open := st.raw.open
-	st.raw.mu.Unlock()
+	// The readers loop until stop: under load they may start late, so
+	// wait for the first of them to hold a connection.
+	open := 0
+	for deadline := time.Now().Add(10 * time.Second); open == 0 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		st.raw.mu.Lock()
+		open = st.raw.open
+		st.raw.mu.Unlock()
+	}
 	if open == 0 || open > 2 {
 		t.Errorf("%d own connections open, want 1 or 2", open)
 	}
