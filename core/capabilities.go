@@ -121,18 +121,10 @@ type ManyGetter interface {
 // offers it (see Unwrapper). Safe for concurrent use.
 type ChangeCounter interface {
 	// CountChanges counts origin's changes with sequence numbers in
-	// (after, upTo], per collection, as Changes would return them.
-	CountChanges(ctx context.Context, origin DeviceID, after, upTo uint64) (ChangeCount, error)
-}
-
-// ChangeCount is what CountChanges counted.
-type ChangeCount struct {
-	// Last is the highest sequence number counted; 0 when the range held
-	// no change.
-	Last uint64
-	// Collections tallies the changes of each collection in the range;
-	// collections without any are missing.
-	Collections map[string]ChangeTally
+	// (after, upTo], as Changes would return them, per collection:
+	// collections without any are missing (nil when the range holds
+	// none).
+	CountChanges(ctx context.Context, origin DeviceID, after, upTo uint64) (map[string]ChangeTally, error)
 }
 
 // ChangeTally counts the changes of one collection.

@@ -34,9 +34,9 @@ func NewSyncReplica(st core.Store, rep *replica.Replica) SyncReplica {
 
 // CountChanges implements syncer.Counter: errors.ErrUnsupported when the
 // store cannot count.
-func (r SyncReplica) CountChanges(ctx context.Context, origin core.DeviceID, after, upTo uint64) (core.ChangeCount, error) {
+func (r SyncReplica) CountChanges(ctx context.Context, origin core.DeviceID, after, upTo uint64) (map[string]core.ChangeTally, error) {
 	if r.Counter == nil {
-		return core.ChangeCount{}, errors.ErrUnsupported
+		return nil, errors.ErrUnsupported
 	}
 	return r.Counter.CountChanges(ctx, origin, after, upTo)
 }

@@ -52,7 +52,7 @@ type Log interface {
 // errors.ErrUnsupported, has its changes read instead.
 type Counter interface {
 	// CountChanges counts origin's changes in (after, upTo] per collection.
-	CountChanges(ctx context.Context, origin core.DeviceID, after, upTo uint64) (core.ChangeCount, error)
+	CountChanges(ctx context.Context, origin core.DeviceID, after, upTo uint64) (map[string]core.ChangeTally, error)
 }
 
 // Applier is the replica's commit pipeline, as the peer's frames reach it.

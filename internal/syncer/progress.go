@@ -313,13 +313,13 @@ func (ps *Session) countChunk(ctx context.Context, r censusRange, from uint64) (
 		case err != nil:
 			return nil, from, false
 		default:
-			for coll, a := range cc.Collections {
+			for coll, a := range cc {
 				a.Bytes += changeOverhead * a.Changes
-				cc.Collections[coll] = a
+				cc[coll] = a
 			}
 			// A stretch without changes (skipped by an advance) counts
 			// as counted.
-			return cc.Collections, upTo, true
+			return cc, upTo, true
 		}
 	}
 	counts := map[string]core.ChangeTally{}

@@ -28,10 +28,9 @@ var countChangesSQL = `WITH t AS MATERIALIZED (SELECT
 			THEN substr(ck, 2, instr(x'` + byteTable(0x80) + `', substr(ck, 1, 1)) - 1)
 			ELSE substr(ck, 3, 128) END AS coll,
 		length(ck) AS ck_len,
-		CASE WHEN flags & 5 THEN 0 ELSE length(value) END AS value_len,
-		id
+		CASE WHEN flags & 5 THEN 0 ELSE length(value) END AS value_len
 	FROM changelog WHERE id > ? AND id <= ?)
-SELECT coll, count(*), sum(ck_len), sum(value_len), max(id) FROM t GROUP BY coll`
+SELECT coll, count(*), sum(ck_len), sum(value_len) FROM t GROUP BY coll`
 
 // byteTable returns the hex of the bytes 0 to n-1 in order.
 func byteTable(n int) string {
@@ -44,8 +43,8 @@ func byteTable(n int) string {
 
 // CountChanges implements core.ChangeCounter: one aggregate query over the
 // range, on a reader.
-func (s *Store) CountChanges(ctx context.Context, origin core.DeviceID, after, upTo uint64) (core.ChangeCount, error) {
-	var out core.ChangeCount
+func (s *Store) CountChanges(ctx context.Context, origin core.DeviceID, after, upTo uint64) (map[string]core.ChangeTally, error) {
+	var out map[string]core.ChangeTally
 	if err := s.alive(ctx); err != nil {
 		return out, err
 	}
@@ -63,9 +62,8 @@ func (s *Store) CountChanges(ctx context.Context, origin core.DeviceID, after, u
 		var (
 			coll                []byte
 			n, ckBytes, valueBy int64
-			last                int64
 		)
-		if err := rows.Scan(&coll, &n, &ckBytes, &valueBy, &last); err != nil {
+		if err := rows.Scan(&coll, &n, &ckBytes, &valueBy); err != nil {
 			return out, s.wrapErr("count changes", err)
 		}
 		// ck holds the name's length as a uvarint before name and key.
@@ -74,11 +72,10 @@ func (s *Store) CountChanges(ctx context.Context, origin core.DeviceID, after, u
 		if n <= 0 || keys < n*int64(len(coll)) || valueBy < 0 {
 			return out, fmt.Errorf("%w: count changes of %s: bad tally", core.ErrCorrupt, origin.Short())
 		}
-		if out.Collections == nil {
-			out.Collections = map[string]core.ChangeTally{}
+		if out == nil {
+			out = map[string]core.ChangeTally{}
 		}
-		out.Collections[string(coll)] = core.ChangeTally{Changes: uint64(n), Bytes: uint64(keys + valueBy)}
-		out.Last = max(out.Last, uint64(last)&seqMask)
+		out[string(coll)] = core.ChangeTally{Changes: uint64(n), Bytes: uint64(keys + valueBy)}
 	}
 	if err := rows.Err(); err != nil {
 		return out, s.wrapErr("count changes", err)

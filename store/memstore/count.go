@@ -10,8 +10,8 @@ import (
 var _ core.ChangeCounter = (*Store)(nil)
 
 // CountChanges implements core.ChangeCounter without copying any value.
-func (s *Store) CountChanges(ctx context.Context, origin core.DeviceID, after, upTo uint64) (core.ChangeCount, error) {
-	var out core.ChangeCount
+func (s *Store) CountChanges(ctx context.Context, origin core.DeviceID, after, upTo uint64) (map[string]core.ChangeTally, error) {
+	var out map[string]core.ChangeTally
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if err := s.check(ctx); err != nil {
@@ -20,14 +20,13 @@ func (s *Store) CountChanges(ctx context.Context, origin core.DeviceID, after, u
 	l := s.log[origin]
 	for i := sort.Search(len(l), func(i int) bool { return l[i].Seq > after }); i < len(l) && l[i].Seq <= upTo; i++ {
 		c := &l[i]
-		if out.Collections == nil {
-			out.Collections = map[string]core.ChangeTally{}
+		if out == nil {
+			out = map[string]core.ChangeTally{}
 		}
-		t := out.Collections[c.Collection]
+		t := out[c.Collection]
 		t.Changes++
 		t.Bytes += uint64(len(c.Collection) + len(c.Key) + len(c.Value))
-		out.Collections[c.Collection] = t
-		out.Last = c.Seq
+		out[c.Collection] = t
 	}
 	return out, nil
 }
