@@ -95,13 +95,21 @@
 //
 // Two hot paths go below go-libsql, to SQLite's and libSQL's C APIs (the
 // library go-libsql links exports both): the writer keeps its full-size
-// multi-row INSERTs prepared (prepared.go), and Changes reads the
+// multi-row INSERTs prepared and runs them on its own SQLite handle, with
+// no copy of the values (prepared.go), and Changes reads the
 // changelog on read-only connections the store opens itself on the same
 // file, with the same key, at most MaxReaders of them (rawread.go: one
 // cgo call per row instead of one per column, values copied once). Each
 // falls back to database/sql, with a warning in the log, when it cannot be
 // used. CountChanges (core.ChangeCounter) tallies a changelog range in
 // one aggregate query without reading values.
+//
+// The writer finds its SQLite handle by asking its connection: once the
+// first store opens, every SQLite connection the process opens answers
+// the SQL function fed_conn_handle() with its own handle (an SQLite
+// automatic extension: process-wide, as SQLite makes them). The function
+// is DIRECTONLY, so the schema of a damaged or hostile file (a trigger, a
+// view) cannot call it.
 //
 // # Exclusive use and damage
 //

@@ -1,6 +1,7 @@
 package libsqlstore
 
 /*
+#include <stdint.h>
 #include <stdlib.h>
 
 // The few functions of the libSQL C API (the library go-libsql links,
@@ -48,6 +49,119 @@ static int fed_exec(fed_stmt_t stmt, int n, const unsigned char *kind, const lon
 	}
 	return rc;
 }
+
+// SQLite's own C API, exported by the same library (the engine inside
+// libSQL): the hot INSERTs run on the writer's own SQLite connection
+// through it, below libSQL's statement API (see rawWriter below).
+typedef struct sqlite3 sqlite3;
+typedef struct sqlite3_stmt sqlite3_stmt;
+typedef struct sqlite3_context sqlite3_context;
+typedef struct sqlite3_value sqlite3_value;
+
+int sqlite3_auto_extension(void (*entry)(void));
+int sqlite3_create_function_v2(sqlite3 *db, const char *name, int nargs, int flags, void *app,
+		void (*fn)(sqlite3_context *, int, sqlite3_value **), void (*step)(sqlite3_context *, int, sqlite3_value **),
+		void (*final)(sqlite3_context *), void (*destroy)(void *));
+sqlite3 *sqlite3_context_db_handle(sqlite3_context *ctx);
+void sqlite3_result_int64(sqlite3_context *ctx, long long v);
+int sqlite3_prepare_v2(sqlite3 *db, const char *sql, int n, sqlite3_stmt **stmt, const char **tail);
+int sqlite3_bind_int64(sqlite3_stmt *stmt, int idx, long long value);
+int sqlite3_bind_null(sqlite3_stmt *stmt, int idx);
+int sqlite3_bind_blob(sqlite3_stmt *stmt, int idx, const void *value, int n, void (*destroy)(void *));
+int sqlite3_step(sqlite3_stmt *stmt);
+int sqlite3_reset(sqlite3_stmt *stmt);
+int sqlite3_clear_bindings(sqlite3_stmt *stmt);
+int sqlite3_finalize(sqlite3_stmt *stmt);
+const char *sqlite3_errmsg(sqlite3 *db);
+int sqlite3_extended_errcode(sqlite3 *db);
+
+typedef const void *fed_rows_t;
+typedef const void *fed_row_t;
+int libsql_query(fed_conn_t conn, const char *sql, fed_rows_t *out_rows, const char **out_err_msg);
+int libsql_next_row(fed_rows_t rows, fed_row_t *out_row, const char **out_err_msg);
+int libsql_get_int(fed_row_t row, int col, long long *out_value, const char **out_err_msg);
+void libsql_free_row(fed_row_t row);
+void libsql_free_rows(fed_rows_t rows);
+
+enum { fed_sqlite_utf8 = 1, fed_sqlite_directonly = 0x80000, fed_sqlite_done = 101 };
+
+// fed_handle_fn is the SQL function fed_conn_handle(): the calling
+// connection's own sqlite3 handle, as an integer.
+static void fed_handle_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+	(void)argc;
+	(void)argv;
+	sqlite3_result_int64(ctx, (long long)(intptr_t)sqlite3_context_db_handle(ctx));
+}
+
+// fed_autoext defines fed_conn_handle on every new connection. It is
+// DIRECTONLY: a trigger or view (the schema of a damaged or hostile file)
+// cannot call it.
+static int fed_autoext(sqlite3 *db, char **err, const void *api) {
+	(void)err;
+	(void)api;
+	sqlite3_create_function_v2(db, "fed_conn_handle", 0, fed_sqlite_utf8 | fed_sqlite_directonly, 0, fed_handle_fn, 0, 0, 0);
+	return 0; // a connection without the function is still a connection
+}
+
+// fed_register_autoext registers fed_autoext for the connections opened
+// from now on (registering it again is a no-op).
+static int fed_register_autoext(void) {
+	return sqlite3_auto_extension((void (*)(void))fed_autoext);
+}
+
+// fed_sqlite_handle asks conn for its own sqlite3 handle.
+static int fed_sqlite_handle(fed_conn_t conn, sqlite3 **out, const char **err) {
+	fed_rows_t rows = 0;
+	int rc = libsql_query(conn, "SELECT fed_conn_handle()", &rows, err);
+	if (rc != 0) {
+		return rc;
+	}
+	fed_row_t row = 0;
+	rc = libsql_next_row(rows, &row, err);
+	if (rc == 0 && row == 0) {
+		rc = -1;
+	}
+	long long h = 0;
+	if (rc == 0) {
+		rc = libsql_get_int(row, 0, &h, err);
+	}
+	*out = (sqlite3 *)(intptr_t)h;
+	if (row != 0) {
+		libsql_free_row(row);
+	}
+	libsql_free_rows(rows);
+	return rc;
+}
+
+// fed_raw_exec binds n values as fed_exec does, without copying the blobs
+// (SQLITE_STATIC: they live in buf for the call), steps stmt to its end,
+// resets it and clears its bindings, in one call from Go. It returns
+// SQLite's result code (0 on success).
+static int fed_raw_exec(sqlite3_stmt *stmt, int n, const unsigned char *kind, const long long *ival,
+		const long long *off, const int *len, const unsigned char *buf) {
+	int rc = 0;
+	for (int i = 0; i < n && rc == 0; i++) {
+		switch (kind[i]) {
+		case fed_null:
+			rc = sqlite3_bind_null(stmt, i + 1);
+			break;
+		case fed_int:
+			rc = sqlite3_bind_int64(stmt, i + 1, ival[i]);
+			break;
+		default:
+			rc = sqlite3_bind_blob(stmt, i + 1, buf + off[i], len[i], 0);
+		}
+	}
+	if (rc == 0) {
+		rc = sqlite3_step(stmt);
+		if (rc == fed_sqlite_done) {
+			rc = 0;
+		}
+	}
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt); // no pointer into buf outlives the call
+	return rc;
+}
 */
 import "C"
 
@@ -93,9 +207,24 @@ func nativeConn(driverConn any) (unsafe.Pointer, error) {
 // costs about as much as a multi-row INSERT's bookkeeping. It is used
 // under wmu, inside the writer's transactions, and only through
 // sql.Conn.Raw, which holds the writer connection for the call.
+//
+// The statements are SQLite's own, on the SQLite handle under the
+// writer's libSQL connection (fed_conn_handle): libSQL's statement API
+// copies every bound value twice (into its own value, then into SQLite's)
+// and allocates for each, about 1.7 µs per 1 KiB row; SQLite's binds the
+// values where they lie for the one call that runs the statement. The same
+// handle serves the same transaction, so nothing else changes. When the
+// handle cannot be had (a connection opened before the function was
+// registered), libSQL's statements are used as before.
 type preparedStmts struct {
 	conn  unsafe.Pointer // the writer's native connection, once known
 	stmts map[string]C.fed_stmt_t
+	// db is conn's own SQLite handle, nil when it could not be had (then
+	// the statements are libSQL's, in stmts); raw holds its statements.
+	db     *C.sqlite3
+	raw    map[string]*C.sqlite3_stmt
+	rawErr error // why db is nil, until reported (execArgs logs it)
+	noRaw  bool  // keep to libSQL's statements (tests of that path)
 	// scratch for one execution: kinds, integers, blob offsets and
 	// lengths into buf (no Go pointers inside, as cgo requires).
 	kind []C.uchar
@@ -151,6 +280,12 @@ func (p *preparedStmts) exec(w *sql.Conn, query string, args []any) error {
 			// A new connection: statements of another are not its own.
 			p.release()
 			p.conn = conn
+			if !p.noRaw {
+				p.db, p.rawErr = sqliteHandle(conn)
+			}
+		}
+		if p.db != nil {
+			return p.execRaw(query)
 		}
 		stmt, ok := p.stmts[query]
 		if !ok {
@@ -178,13 +313,70 @@ func (p *preparedStmts) exec(w *sql.Conn, query string, args []any) error {
 	})
 }
 
+// execRaw executes query with the scratch values on p.db, preparing it
+// once.
+func (p *preparedStmts) execRaw(query string) error {
+	stmt, ok := p.raw[query]
+	if !ok {
+		q := C.CString(query)
+		defer C.free(unsafe.Pointer(q))
+		if rc := C.sqlite3_prepare_v2(p.db, q, -1, &stmt, nil); rc != 0 {
+			return sqliteErr(p.db, "prepare", rc)
+		}
+		if p.raw == nil {
+			p.raw = map[string]*C.sqlite3_stmt{}
+		}
+		p.raw[query] = stmt
+	}
+	if rc := C.fed_raw_exec(stmt, C.int(len(p.kind)), &p.kind[0], &p.ival[0], &p.off[0], &p.n[0], (*C.uchar)(unsafe.Pointer(&p.buf[0]))); rc != 0 {
+		err := sqliteErr(p.db, "execute", rc)
+		C.sqlite3_finalize(stmt) // the next execution starts from a fresh one
+		delete(p.raw, query)
+		return err
+	}
+	return nil
+}
+
 // release frees every statement (before their connection closes).
 func (p *preparedStmts) release() {
 	for q, s := range p.stmts {
 		C.libsql_free_stmt(s)
 		delete(p.stmts, q)
 	}
-	p.conn = nil
+	for q, s := range p.raw {
+		C.sqlite3_finalize(s)
+		delete(p.raw, q)
+	}
+	p.conn, p.db = nil, nil
+}
+
+// registerConnHandle makes every SQLite connection opened from now on in
+// this process answer fed_conn_handle() (see fed_autoext): how the store
+// finds its writer's own SQLite handle. Registering again is a no-op.
+func registerConnHandle() error {
+	if rc := C.fed_register_autoext(); rc != 0 {
+		return fmt.Errorf("register fed_conn_handle: SQLite error %d", int(rc))
+	}
+	return nil
+}
+
+// sqliteHandle returns the SQLite handle under a libSQL connection, which
+// answers fed_conn_handle() when it was opened after registerConnHandle.
+func sqliteHandle(conn unsafe.Pointer) (*C.sqlite3, error) {
+	var h *C.sqlite3
+	var cerr *C.char
+	if rc := C.fed_sqlite_handle(C.fed_conn_t(conn), &h, &cerr); rc != 0 {
+		return nil, nativeErr("find the SQLite handle", rc, cerr)
+	}
+	if h == nil {
+		return nil, errors.New("find the SQLite handle: none")
+	}
+	return h, nil
+}
+
+// sqliteErr describes SQLite's result code rc of op on db.
+func sqliteErr(db *C.sqlite3, op string, rc C.int) error {
+	return fmt.Errorf("%s: SQLite error %d: %s", op, int(C.sqlite3_extended_errcode(db)), C.GoString(C.sqlite3_errmsg(db)))
 }
 
 func nativeErr(op string, rc C.int, msg *C.char) error {

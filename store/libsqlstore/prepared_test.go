@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/devicemesh/federation/core"
@@ -15,13 +16,22 @@ import (
 // prepared, executed again and again with new values: every change and
 // record lands, tombstones included, in the writer's transactions (they
 // survive a reopen), and the path really was taken.
+// Both kinds of statement are checked: SQLite's own on the writer's
+// handle (the normal path), and libSQL's (the fallback).
 func TestPreparedInsertsLand(t *testing.T) {
+	for _, own := range []bool{true, false} {
+		t.Run(fmt.Sprintf("own=%v", own), func(t *testing.T) { testPreparedInsertsLand(t, own) })
+	}
+}
+
+func testPreparedInsertsLand(t *testing.T, own bool) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "prep.db")
 	st, err := Open(ctx, path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	st.prep.noRaw = !own
 	origin := core.DeviceIDFromKey(core.PublicKey{7})
 	const txns, perTxn = 5, 2*rowsPerInsert + 13
 	want := map[string]core.Record{}
@@ -44,8 +54,13 @@ func TestPreparedInsertsLand(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if st.noPrep || len(st.prep.stmts) != 1 {
-		t.Fatalf("prepared path not taken: noPrep %v, %d statements", st.noPrep, len(st.prep.stmts))
+	switch {
+	case st.noPrep:
+		t.Fatal("prepared path turned off")
+	case own && (st.prep.db == nil || len(st.prep.raw) != 1 || len(st.prep.stmts) != 0):
+		t.Fatalf("own statements not taken: handle %v, %d own, %d libSQL statements", st.prep.db != nil, len(st.prep.raw), len(st.prep.stmts))
+	case !own && (st.prep.db != nil || len(st.prep.raw) != 0 || len(st.prep.stmts) != 1):
+		t.Fatalf("libSQL statements not taken: handle %v, %d own, %d libSQL statements", st.prep.db != nil, len(st.prep.raw), len(st.prep.stmts))
 	}
 	check := func(st *Store) {
 		t.Helper()
@@ -77,8 +92,8 @@ func TestPreparedInsertsLand(t *testing.T) {
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if len(st.prep.stmts) != 0 {
-		t.Fatalf("%d statements left after Close", len(st.prep.stmts))
+	if len(st.prep.stmts) != 0 || len(st.prep.raw) != 0 || st.prep.db != nil {
+		t.Fatalf("%d libSQL and %d own statements left after Close", len(st.prep.stmts), len(st.prep.raw))
 	}
 	st, err = Open(ctx, path, Options{})
 	if err != nil {
@@ -100,7 +115,14 @@ func TestNativeConnRefusesOtherShapes(t *testing.T) {
 
 // A failed execution (here a constraint violation) leaves the cache usable:
 // the next execution of the same statement succeeds.
+// Both kinds of statement, and the error names SQLite's reason.
 func TestPreparedRecoversFromFailure(t *testing.T) {
+	for _, own := range []bool{true, false} {
+		t.Run(fmt.Sprintf("own=%v", own), func(t *testing.T) { testPreparedRecoversFromFailure(t, own) })
+	}
+}
+
+func testPreparedRecoversFromFailure(t *testing.T, own bool) {
 	ctx := context.Background()
 	st, err := Open(ctx, filepath.Join(t.TempDir(), "prep.db"), Options{})
 	if err != nil {
@@ -109,13 +131,17 @@ func TestPreparedRecoversFromFailure(t *testing.T) {
 	defer st.Close()
 	st.wmu.Lock()
 	defer st.wmu.Unlock()
+	st.prep.noRaw = !own
 	const q = "INSERT INTO meta (key, value) VALUES (?, ?)"
 	exec := func(k string) error { return st.prep.exec(st.w, q, []any{[]byte(k), []byte("v-" + k)}) }
 	if err := exec("a"); err != nil {
 		t.Fatal(err)
 	}
-	if err := exec("a"); err == nil {
-		t.Fatal("duplicate key accepted")
+	if (st.prep.db != nil) != own {
+		t.Fatalf("own statements: %v, want %v", st.prep.db != nil, own)
+	}
+	if err := exec("a"); err == nil || !strings.Contains(err.Error(), "UNIQUE constraint failed") {
+		t.Fatalf("duplicate key: %v", err)
 	}
 	if err := exec("b"); err != nil {
 		t.Fatalf("after a failure: %v", err)
@@ -123,5 +149,48 @@ func TestPreparedRecoversFromFailure(t *testing.T) {
 	var n int
 	if err := st.w.QueryRowContext(ctx, "SELECT count(*) FROM meta WHERE key IN (x'61', x'62')").Scan(&n); err != nil || n != 2 {
 		t.Fatalf("%d rows: %v", n, err)
+	}
+}
+
+// The function that gives the writer its SQLite handle answers direct
+// calls only: a view or trigger of the file (the schema of a hostile file)
+// cannot call it (SQLite trusts TEMP ones: they are the host's own). The
+// handle it gives is the writer's own: a row inserted through it is seen
+// by the writer's transaction before it commits.
+func TestConnHandleDirectOnly(t *testing.T) {
+	ctx := context.Background()
+	st, err := Open(ctx, filepath.Join(t.TempDir(), "h.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var h int64
+	if err := st.w.QueryRowContext(ctx, "SELECT fed_conn_handle()").Scan(&h); err != nil || h == 0 {
+		t.Fatalf("direct call: %d, %v", h, err)
+	}
+	if _, err := st.w.ExecContext(ctx, "CREATE VIEW hv AS SELECT fed_conn_handle() AS h"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.w.QueryRowContext(ctx, "SELECT h FROM hv").Scan(&h); err == nil {
+		t.Fatal("called from a view")
+	}
+	st.wmu.Lock()
+	defer st.wmu.Unlock()
+	if _, err := st.w.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	const q = "INSERT INTO meta (key, value) VALUES (?, ?)"
+	if err := st.prep.exec(st.w, q, []any{[]byte("seen"), []byte("v")}); err != nil || st.prep.db == nil {
+		t.Fatalf("own statement: handle %v, %v", st.prep.db != nil, err)
+	}
+	var n int
+	if err := st.w.QueryRowContext(ctx, "SELECT count(*) FROM meta WHERE key = x'7365656e'").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("inside the transaction: %d rows, %v", n, err)
+	}
+	if _, err := st.w.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.w.QueryRowContext(ctx, "SELECT count(*) FROM meta WHERE key = x'7365656e'").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("after rollback: %d rows, %v", n, err)
 	}
 }

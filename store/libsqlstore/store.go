@@ -329,9 +329,20 @@ type connector struct {
 	inner   driver.Connector
 	keyed   []string
 	pragmas []string
+	// handles registers fed_conn_handle (prepared.go) before the pool's
+	// first connection. libSQL configures SQLite on the first connection
+	// of the process and aborts if SQLite was used before, which the
+	// registration does: a first connection is opened and closed first.
+	handles sync.Once
 }
 
 func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
+	c.handles.Do(func() {
+		if conn, err := c.inner.Connect(ctx); err == nil {
+			_ = conn.Close()
+			_ = registerConnHandle() // without it, the writer uses libSQL's statements
+		}
+	})
 	conn, err := c.inner.Connect(ctx)
 	if err != nil {
 		return nil, err
