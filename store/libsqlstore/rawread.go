@@ -92,6 +92,9 @@ import (
 type rawConn struct {
 	db   *C.sqlite3
 	stmt *C.sqlite3_stmt
+	// hint sizes the first arena buffer of the next page: what the last
+	// page copied, so that a sync's full pages take one buffer each.
+	hint int
 }
 
 // changesSQL reads a page of one origin's changelog.
@@ -254,13 +257,18 @@ func (c *rawConn) close() {
 }
 
 // arenaChunk is the largest buffer a page's keys, metadata and values are
-// copied into: one allocation per few hundred small values instead of one
-// each. The first buffer of a page is small (the sender often reads one
-// change, just committed) and each next one twice the last. A value larger
-// than a quarter of the largest gets its own.
+// copied into after its first: one allocation per few hundred small values
+// instead of one each. The first buffer of a page is as large as what the
+// connection's last page copied (a sync reads page after full page), up to
+// arenaFirstMax, and at least arenaFirst (the sender often reads one
+// change, just committed); each next one is twice the last, up to
+// arenaChunk. Growing from the smallest every page allocated about twice
+// what a full page holds. A value larger than a quarter of arenaChunk
+// gets its own.
 const (
-	arenaFirst = 4 << 10
-	arenaChunk = 256 << 10
+	arenaFirst    = 4 << 10
+	arenaChunk    = 256 << 10
+	arenaFirstMax = 1 << 20
 )
 
 // arena hands out copies of C memory from shared buffers. A copy is never
@@ -269,6 +277,12 @@ const (
 type arena struct {
 	buf  []byte
 	next int // size of the next buffer
+	used int // bytes copied
+}
+
+// newArena returns an arena whose first buffer holds about hint bytes.
+func newArena(hint int) arena {
+	return arena{next: min(hint+hint/16, arenaFirstMax)}
 }
 
 func (a *arena) copy(p unsafe.Pointer, n int) []byte {
@@ -276,12 +290,14 @@ func (a *arena) copy(p unsafe.Pointer, n int) []byte {
 		return []byte{}
 	}
 	src := unsafe.Slice((*byte)(p), n)
+	a.used += n
 	if n > arenaChunk/4 {
 		return append([]byte(nil), src...)
 	}
 	if cap(a.buf)-len(a.buf) < n {
-		a.next = min(max(a.next*2, arenaFirst), arenaChunk)
-		a.buf = make([]byte, 0, max(a.next, n))
+		size := max(a.next, arenaFirst, n)
+		a.next = min(size*2, arenaChunk)
+		a.buf = make([]byte, 0, size)
 	}
 	start := len(a.buf)
 	a.buf = append(a.buf, src...)
@@ -314,9 +330,10 @@ func (s *Store) readChanges(ctx context.Context, conn *rawConn, origin core.Devi
 	}
 	var (
 		row  C.fed_change
-		mem  arena
 		size int
 	)
+	mem := newArena(conn.hint)
+	defer func() { conn.hint = mem.used }()
 	page := make([]core.Change, 0, min(n, 8)) // often one change: the sender reads after each commit
 	for {
 		if err := ctx.Err(); err != nil {

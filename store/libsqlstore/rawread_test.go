@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/devicemesh/federation/core"
 )
@@ -221,5 +222,37 @@ func TestOwnReadersConcurrentAndClose(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// A page as large as the connection's last one is copied into one buffer,
+// not into buffers growing from the smallest (which allocated about twice
+// what a sync's full pages hold); without a hint the first buffer is small.
+func TestArenaSizedByLastPage(t *testing.T) {
+	src := make([]byte, 1024)
+	pieces := func(a *arena, n int) (buffers int) {
+		var base *byte
+		for i := 0; i < n; i++ {
+			a.copy(unsafe.Pointer(&src[0]), len(src))
+			if b := unsafe.SliceData(a.buf); b != base {
+				buffers, base = buffers+1, b
+			}
+		}
+		return buffers
+	}
+	cold := newArena(0)
+	if n := pieces(&cold, 250); n < 5 {
+		t.Fatalf("a page without a hint took %d buffers, want growth from %d bytes", n, arenaFirst)
+	}
+	if cold.used != 250*len(src) {
+		t.Fatalf("used %d", cold.used)
+	}
+	warm := newArena(cold.used)
+	if n := pieces(&warm, 250); n != 1 {
+		t.Fatalf("a page like the last took %d buffers", n)
+	}
+	big := newArena(64 << 20)
+	if big.next != arenaFirstMax {
+		t.Fatalf("first buffer of %d bytes, want at most %d", big.next, arenaFirstMax)
 	}
 }
