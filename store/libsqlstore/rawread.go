@@ -93,8 +93,9 @@ type rawConn struct {
 	db   *C.sqlite3
 	stmt *C.sqlite3_stmt
 	// hint sizes the first arena buffer of the next page: what the last
-	// page copied, so that a sync's full pages take one buffer each.
-	hint int
+	// page copied, so that a sync's full pages take one buffer each;
+	// rows, the next page's slice: as many changes as the last page.
+	hint, rows int
 }
 
 // changesSQL reads a page of one origin's changelog.
@@ -333,8 +334,10 @@ func (s *Store) readChanges(ctx context.Context, conn *rawConn, origin core.Devi
 		size int
 	)
 	mem := newArena(conn.hint)
-	defer func() { conn.hint = mem.used }()
-	page := make([]core.Change, 0, min(n, 8)) // often one change: the sender reads after each commit
+	// Often one change (the sender reads after each commit); during a
+	// sync, as many as the last page.
+	page := make([]core.Change, 0, min(n, max(8, conn.rows)))
+	defer func() { conn.hint, conn.rows = mem.used, len(page) }()
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, 0, err
