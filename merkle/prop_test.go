@@ -188,3 +188,45 @@ func TestPropSnapshot(t *testing.T) {
 		checkTree(t, small, m)
 	})
 }
+
+// Reverting a run of undoable updates, newest first, gives back the tree
+// they started from, node for node: new keys (splits included), changed
+// digests, digests set to what they were, and keys written twice in the
+// run.
+func TestPropApplyUndoableReverts(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		maxKeys := rapid.SampledFrom([]int{10, 200, 1500}).Draw(t, "maxKeys")
+		ops := genOps(maxKeys).Draw(t, "ops")
+		tr, m := New(), model{}
+		for _, o := range ops {
+			if o.del {
+				tr.Delete(keyOf(o.key))
+				delete(m, keyOf(o.key))
+			} else {
+				tr.Set(keyOf(o.key), digestOf(o.d))
+				m[keyOf(o.key)] = digestOf(o.d)
+			}
+		}
+		before := tr.Root()
+		run := rapid.SliceOfN(rapid.Custom(func(t *rapid.T) treeOp {
+			return treeOp{key: rapid.IntRange(0, 2*maxKeys).Draw(t, "key"), d: rapid.Uint64Range(0, 4).Draw(t, "digest")}
+		}), 0, 400).Draw(t, "run")
+		undos := make([]Undo, 0, len(run))
+		after := model{}
+		for k, d := range m {
+			after[k] = d
+		}
+		for _, o := range run {
+			undos = append(undos, tr.ApplyUndoable(Prepare(keyOf(o.key), digestOf(o.d))))
+			after[keyOf(o.key)] = digestOf(o.d)
+		}
+		checkTree(t, tr, after)
+		for i := len(undos) - 1; i >= 0; i-- {
+			tr.Revert(undos[i])
+		}
+		if tr.Root() != before {
+			t.Fatal("root differs after reverting")
+		}
+		checkTree(t, tr, m)
+	})
+}

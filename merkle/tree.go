@@ -208,8 +208,35 @@ func PrepareRecord(r core.Record) Update { return Prepare(r.Key, RecordDigest(r)
 // Apply performs a prepared Set: t.Apply(Prepare(k, d)) is t.Set(k, d).
 func (t *Tree) Apply(u Update) { t.put(u.pos, u.key, u.hash) }
 
-// put sets key, at position pos, to entry hash h.
-func (t *Tree) put(pos uint64, key string, h Digest) {
+// Undo is what reverts one ApplyUndoable: the key's entry before it.
+type Undo struct {
+	key     string
+	pos     uint64
+	hash    Digest // the entry hash the key had, when it existed
+	existed bool
+}
+
+// ApplyUndoable performs u like Apply and returns what reverts it, for a
+// caller that updates the tree before the write it mirrors is known to
+// have succeeded.
+func (t *Tree) ApplyUndoable(u Update) Undo {
+	old, existed := t.put(u.pos, u.key, u.hash)
+	return Undo{key: u.key, pos: u.pos, hash: old, existed: existed}
+}
+
+// Revert undoes an ApplyUndoable. Undos of several updates must be
+// reverted newest first; the tree then holds what it held before them.
+func (t *Tree) Revert(un Undo) {
+	if un.existed {
+		t.put(un.pos, un.key, un.hash)
+		return
+	}
+	t.deleteAt(un.pos, un.key)
+}
+
+// put sets key, at position pos, to entry hash h, and returns the entry
+// hash the key had and whether it was present.
+func (t *Tree) put(pos uint64, key string, h Digest) (Digest, bool) {
 	var path [MaxDepth + 1]*node
 	depth := t.descend(pos, &path)
 	leaf := path[depth]
@@ -217,8 +244,9 @@ func (t *Tree) put(pos uint64, key string, h Digest) {
 	hv := sumOf(&h)
 	if found {
 		old := &leaf.ents[i].hash
-		if *old == h {
-			return
+		prev := *old
+		if prev == h {
+			return prev, true
 		}
 		ov := sumOf(old)
 		*old = h
@@ -226,7 +254,7 @@ func (t *Tree) put(pos uint64, key string, h Digest) {
 			n.sum.add(&hv)
 			n.sum.sub(&ov)
 		}
-		return
+		return prev, true
 	}
 	leaf.insert(i, pos, key, h)
 	t.keyBytes += len(key)
@@ -237,14 +265,17 @@ func (t *Tree) put(pos uint64, key string, h Digest) {
 	if len(leaf.ents) > splitAt && depth < MaxDepth {
 		leaf.split(depth)
 	}
+	return Digest{}, false
 }
 
 // Delete removes key and reports whether it was present. Records deleted by
 // the host stay in the tree as tombstones (Set with the tombstone's
 // digest); Delete is for keys that leave the collection entirely, such as
 // purged tombstones or keys outside a partial replica.
-func (t *Tree) Delete(key string) bool {
-	pos := position(key)
+func (t *Tree) Delete(key string) bool { return t.deleteAt(position(key), key) }
+
+// deleteAt removes key, at position pos, and reports whether it was there.
+func (t *Tree) deleteAt(pos uint64, key string) bool {
 	var path [MaxDepth + 1]*node
 	depth := t.descend(pos, &path)
 	leaf := path[depth]

@@ -33,8 +33,8 @@ func (nf *Notifier) Notify() {
 	nf.mu.Unlock()
 }
 
-// hashAheadMin is the number of records from which commitStore hashes the
-// Merkle updates on another goroutine while the store writes: below it,
+// hashAheadMin is the number of records from which commitStore updates
+// the Merkle trees on another goroutine while the store writes: below it,
 // starting a goroutine costs more than it saves.
 const hashAheadMin = 256
 
@@ -45,28 +45,38 @@ const hashAheadMin = 256
 // root that covers it: the store never runs ahead of the trees as seen by
 // one reader. (It did while a large value was being hashed after the
 // commit: TestLargeValuesNeverExceedFrameLimit compared roots in that
-// window and failed under load.) The records' Merkle updates are hashed
-// before taking that lock; for a large batch on another goroutine, while
-// the store writes.
+// window and failed under load.) A small batch is hashed before taking
+// that lock and folded in after the store commit. A large one is hashed
+// and folded in on another goroutine while the store writes (on behalf
+// of this one, which holds the lock and touches no tree meanwhile), each
+// update undoably: if the store commit fails, the trees are reverted to
+// what they held, before the lock is released, so no reader ever sees
+// trees ahead of the store either.
 func (n *Replica) commitStore(ctx context.Context, b core.Batch) error {
-	var prepared []treeUpdate
-	var ups chan []treeUpdate
 	if len(b.Records) < hashAheadMin {
-		prepared = n.prepareTrees(b.Records)
-	} else {
-		ups = make(chan []treeUpdate, 1)
-		go func() { ups <- n.prepareTrees(b.Records) }()
+		prepared := n.prepareTrees(b.Records)
+		n.trees.mu.Lock()
+		defer n.trees.mu.Unlock()
+		if err := n.store.Commit(ctx, b); err != nil {
+			return err
+		}
+		n.applyTreesLocked(prepared, nil)
+		return nil
 	}
 	n.trees.mu.Lock()
 	defer n.trees.mu.Unlock()
+	applied := make(chan *treeUndo, 1)
+	go func() {
+		undo := &treeUndo{}
+		n.applyTreesLocked(n.prepareTrees(b.Records), undo)
+		applied <- undo
+	}()
 	err := n.store.Commit(ctx, b)
-	if ups != nil {
-		prepared = <-ups // always waited for: no goroutine outlives the call
-	}
+	undo := <-applied // always waited for: no goroutine outlives the call
 	if err != nil {
+		n.revertTreesLocked(undo)
 		return err
 	}
-	n.applyTreesLocked(prepared)
 	return nil
 }
 

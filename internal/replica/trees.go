@@ -61,16 +61,51 @@ func (n *Replica) prepareTrees(records []core.Record) []treeUpdate {
 	return out
 }
 
-// applyTreesLocked folds committed record versions into the trees from
-// their prepared updates. Called with the trees' lock held.
-func (n *Replica) applyTreesLocked(prepared []treeUpdate) {
+// treeUndo is what reverts one applyTreesLocked: each update's undo, in
+// order, and the collections whose tree it created.
+type treeUndo struct {
+	ups     []treeRevert
+	created []string
+}
+
+type treeRevert struct {
+	t  *merkle.Tree
+	un merkle.Undo
+}
+
+// applyTreesLocked folds record versions into the trees from their
+// prepared updates, recording in undo (when not nil) how to revert them.
+// Called with the trees' lock held (by the caller, or by the goroutine
+// the caller works for).
+func (n *Replica) applyTreesLocked(prepared []treeUpdate, undo *treeUndo) {
+	if undo != nil {
+		undo.ups = make([]treeRevert, 0, len(prepared))
+	}
 	for _, u := range prepared {
 		t := n.trees.m[u.coll]
 		if t == nil {
 			t = merkle.New()
 			n.trees.m[u.coll] = t
+			if undo != nil {
+				undo.created = append(undo.created, u.coll)
+			}
 		}
-		t.Apply(u.up)
+		if undo == nil {
+			t.Apply(u.up)
+			continue
+		}
+		undo.ups = append(undo.ups, treeRevert{t, t.ApplyUndoable(u.up)})
+	}
+}
+
+// revertTreesLocked undoes an applyTreesLocked, newest update first, and
+// drops the trees it created. Called with the trees' lock held.
+func (n *Replica) revertTreesLocked(undo *treeUndo) {
+	for i := len(undo.ups) - 1; i >= 0; i-- {
+		undo.ups[i].t.Revert(undo.ups[i].un)
+	}
+	for _, c := range undo.created {
+		delete(n.trees.m, c)
 	}
 }
 

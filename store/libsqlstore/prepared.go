@@ -52,7 +52,7 @@ static int fed_exec(fed_stmt_t stmt, int n, const unsigned char *kind, const lon
 
 // SQLite's own C API, exported by the same library (the engine inside
 // libSQL): the hot INSERTs run on the writer's own SQLite connection
-// through it, below libSQL's statement API (see rawWriter below).
+// through it, below libSQL's statement API (see preparedStmts).
 typedef struct sqlite3 sqlite3;
 typedef struct sqlite3_stmt sqlite3_stmt;
 typedef struct sqlite3_context sqlite3_context;
@@ -374,9 +374,10 @@ func sqliteHandle(conn unsafe.Pointer) (*C.sqlite3, error) {
 	return h, nil
 }
 
-// sqliteErr describes SQLite's result code rc of op on db.
+// sqliteErr describes the failure of op on db with SQLite's result code
+// rc (its extended code and message are db's latest).
 func sqliteErr(db *C.sqlite3, op string, rc C.int) error {
-	return fmt.Errorf("%s: SQLite error %d: %s", op, int(C.sqlite3_extended_errcode(db)), C.GoString(C.sqlite3_errmsg(db)))
+	return fmt.Errorf("%s: SQLite error %d (extended %d): %s", op, int(rc), int(C.sqlite3_extended_errcode(db)), C.GoString(C.sqlite3_errmsg(db)))
 }
 
 func nativeErr(op string, rc C.int, msg *C.char) error {
