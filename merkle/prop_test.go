@@ -41,22 +41,28 @@ func genOps(maxKeys int) *rapid.Generator[[]treeOp] {
 	})
 }
 
+// replay applies ops to a new tree and to the model.
+func replay(ops []treeOp) (*Tree, model) {
+	tr, m := New(), model{}
+	for _, o := range ops {
+		if o.del {
+			tr.Delete(keyOf(o.key))
+			delete(m, keyOf(o.key))
+		} else {
+			tr.Set(keyOf(o.key), digestOf(o.d))
+			m[keyOf(o.key)] = digestOf(o.d)
+		}
+	}
+	return tr, m
+}
+
 // Any two trees holding the same (key, digest) set have equal roots and
 // equal nodes, whatever the order of the writes and deletes that made them.
 func TestPropOrderIndependence(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		maxKeys := rapid.SampledFrom([]int{10, 200, 1500}).Draw(t, "maxKeys")
 		ops := genOps(maxKeys).Draw(t, "ops")
-		a, m := New(), model{}
-		for _, o := range ops {
-			if o.del {
-				a.Delete(keyOf(o.key))
-				delete(m, keyOf(o.key))
-			} else {
-				a.Set(keyOf(o.key), digestOf(o.d))
-				m[keyOf(o.key)] = digestOf(o.d)
-			}
-		}
+		a, m := replay(ops)
 		keys := make([]string, 0, len(m))
 		for k := range m {
 			keys = append(keys, k)
@@ -157,16 +163,7 @@ func diffEqual(a, b Diff) bool {
 func TestPropSnapshot(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		ops := genOps(rapid.SampledFrom([]int{5, 300}).Draw(t, "maxKeys")).Draw(t, "ops")
-		tr, m := New(), model{}
-		for _, o := range ops {
-			if o.del {
-				tr.Delete(keyOf(o.key))
-				delete(m, keyOf(o.key))
-			} else {
-				tr.Set(keyOf(o.key), digestOf(o.d))
-				m[keyOf(o.key)] = digestOf(o.d)
-			}
-		}
+		tr, m := replay(ops)
 		snap := tr.AppendSnapshot(nil)
 		if len(snap) != tr.SnapshotSize() {
 			t.Fatalf("SnapshotSize %d, encoded %d", tr.SnapshotSize(), len(snap))
@@ -197,16 +194,7 @@ func TestPropApplyUndoableReverts(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		maxKeys := rapid.SampledFrom([]int{10, 200, 1500}).Draw(t, "maxKeys")
 		ops := genOps(maxKeys).Draw(t, "ops")
-		tr, m := New(), model{}
-		for _, o := range ops {
-			if o.del {
-				tr.Delete(keyOf(o.key))
-				delete(m, keyOf(o.key))
-			} else {
-				tr.Set(keyOf(o.key), digestOf(o.d))
-				m[keyOf(o.key)] = digestOf(o.d)
-			}
-		}
+		tr, m := replay(ops)
 		before := tr.Root()
 		run := rapid.SliceOfN(rapid.Custom(func(t *rapid.T) treeOp {
 			return treeOp{key: rapid.IntRange(0, 2*maxKeys).Draw(t, "key"), d: rapid.Uint64Range(0, 4).Draw(t, "digest")}
