@@ -278,7 +278,7 @@ const (
 type arena struct {
 	buf  []byte
 	next int // size of the next buffer
-	used int // bytes copied
+	used int // bytes copied into the shared buffers
 }
 
 // newArena returns an arena whose first buffer holds about hint bytes.
@@ -291,10 +291,10 @@ func (a *arena) copy(p unsafe.Pointer, n int) []byte {
 		return []byte{}
 	}
 	src := unsafe.Slice((*byte)(p), n)
-	a.used += n
 	if n > arenaChunk/4 {
 		return append([]byte(nil), src...)
 	}
+	a.used += n
 	if cap(a.buf)-len(a.buf) < n {
 		size := max(a.next, arenaFirst, n)
 		a.next = min(size*2, arenaChunk)

@@ -251,6 +251,13 @@ func TestArenaSizedByLastPage(t *testing.T) {
 	if n := pieces(&warm, 250); n != 1 {
 		t.Fatalf("a page like the last took %d buffers", n)
 	}
+	// A value that gets its own buffer does not size the next page's.
+	own := newArena(0)
+	large := make([]byte, arenaChunk)
+	own.copy(unsafe.Pointer(&large[0]), len(large))
+	if own.used != 0 {
+		t.Fatalf("a value of its own counted %d bytes", own.used)
+	}
 	big := newArena(64 << 20)
 	if big.next != arenaFirstMax {
 		t.Fatalf("first buffer of %d bytes, want at most %d", big.next, arenaFirstMax)
