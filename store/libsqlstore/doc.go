@@ -95,8 +95,8 @@
 //
 // Two hot paths go below go-libsql, to SQLite's and libSQL's C APIs (the
 // library go-libsql links exports both): the writer keeps its full-size
-// multi-row INSERTs prepared and runs them on its own SQLite handle, with
-// no copy of the values (prepared.go), and Changes reads the
+// multi-row INSERTs prepared and runs them on its own SQLite handle,
+// binding the values where they lie (prepared.go), and Changes reads the
 // changelog on read-only connections the store opens itself on the same
 // file, with the same key, at most MaxReaders of them (rawread.go: one
 // cgo call per row instead of one per column, values copied once). Each
