@@ -4,6 +4,11 @@ package libsqlstore
 #include <stdint.h>
 #include <stdlib.h>
 
+// SQLite's own C API (sqlite3api.h): the hot INSERTs run on the writer's
+// own SQLite connection through it, below libSQL's statement API (see
+// preparedStmts).
+#include "sqlite3api.h"
+
 // The few functions of the libSQL C API (the library go-libsql links,
 // declared as in its libsql.h) that keep a statement prepared.
 typedef const void *fed_conn_t;
@@ -19,7 +24,7 @@ void libsql_free_stmt(fed_stmt_t stmt);
 void libsql_free_string(const char *ptr);
 
 // Kinds of a bound value.
-enum { fed_null = 0, fed_int = 1, fed_blob = 2 };
+enum { fed_kind_null = 0, fed_kind_int = 1, fed_kind_blob = 2 };
 
 // fed_exec binds n values (kind, integer, or the blob at off[i] of len[i]
 // bytes in buf) to stmt, executes it and clears its parameters, in one
@@ -30,10 +35,10 @@ static int fed_exec(fed_stmt_t stmt, int n, const unsigned char *kind, const lon
 	int rc = 0;
 	for (int i = 0; i < n && rc == 0; i++) {
 		switch (kind[i]) {
-		case fed_null:
+		case fed_kind_null:
 			rc = libsql_bind_null(stmt, i + 1, err);
 			break;
-		case fed_int:
+		case fed_kind_int:
 			rc = libsql_bind_int(stmt, i + 1, ival[i], err);
 			break;
 		default:
@@ -50,31 +55,6 @@ static int fed_exec(fed_stmt_t stmt, int n, const unsigned char *kind, const lon
 	return rc;
 }
 
-// SQLite's own C API, exported by the same library (the engine inside
-// libSQL): the hot INSERTs run on the writer's own SQLite connection
-// through it, below libSQL's statement API (see preparedStmts).
-typedef struct sqlite3 sqlite3;
-typedef struct sqlite3_stmt sqlite3_stmt;
-typedef struct sqlite3_context sqlite3_context;
-typedef struct sqlite3_value sqlite3_value;
-
-int sqlite3_auto_extension(void (*entry)(void));
-int sqlite3_create_function_v2(sqlite3 *db, const char *name, int nargs, int flags, void *app,
-		void (*fn)(sqlite3_context *, int, sqlite3_value **), void (*step)(sqlite3_context *, int, sqlite3_value **),
-		void (*final)(sqlite3_context *), void (*destroy)(void *));
-sqlite3 *sqlite3_context_db_handle(sqlite3_context *ctx);
-void sqlite3_result_int64(sqlite3_context *ctx, long long v);
-int sqlite3_prepare_v2(sqlite3 *db, const char *sql, int n, sqlite3_stmt **stmt, const char **tail);
-int sqlite3_bind_int64(sqlite3_stmt *stmt, int idx, long long value);
-int sqlite3_bind_null(sqlite3_stmt *stmt, int idx);
-int sqlite3_bind_blob(sqlite3_stmt *stmt, int idx, const void *value, int n, void (*destroy)(void *));
-int sqlite3_step(sqlite3_stmt *stmt);
-int sqlite3_reset(sqlite3_stmt *stmt);
-int sqlite3_clear_bindings(sqlite3_stmt *stmt);
-int sqlite3_finalize(sqlite3_stmt *stmt);
-const char *sqlite3_errmsg(sqlite3 *db);
-int sqlite3_extended_errcode(sqlite3 *db);
-
 typedef const void *fed_rows_t;
 typedef const void *fed_row_t;
 int libsql_query(fed_conn_t conn, const char *sql, fed_rows_t *out_rows, const char **out_err_msg);
@@ -82,8 +62,6 @@ int libsql_next_row(fed_rows_t rows, fed_row_t *out_row, const char **out_err_ms
 int libsql_get_int(fed_row_t row, int col, long long *out_value, const char **out_err_msg);
 void libsql_free_row(fed_row_t row);
 void libsql_free_rows(fed_rows_t rows);
-
-enum { fed_sqlite_utf8 = 1, fed_sqlite_directonly = 0x80000, fed_sqlite_done = 101 };
 
 // fed_handle_fn is the SQL function fed_conn_handle(): the calling
 // connection's own sqlite3 handle, as an integer.
@@ -142,10 +120,10 @@ static int fed_raw_exec(sqlite3_stmt *stmt, int n, const unsigned char *kind, co
 	int rc = 0;
 	for (int i = 0; i < n && rc == 0; i++) {
 		switch (kind[i]) {
-		case fed_null:
+		case fed_kind_null:
 			rc = sqlite3_bind_null(stmt, i + 1);
 			break;
-		case fed_int:
+		case fed_kind_int:
 			rc = sqlite3_bind_int64(stmt, i + 1, ival[i]);
 			break;
 		default:
@@ -246,16 +224,16 @@ func (p *preparedStmts) exec(w *sql.Conn, query string, args []any) error {
 		var off, n int
 		switch a := a.(type) {
 		case nil:
-			k = C.fed_null
+			k = C.fed_kind_null
 		case int64:
-			k, iv = C.fed_int, a
+			k, iv = C.fed_kind_int, a
 		case bool:
-			k = C.fed_int
+			k = C.fed_kind_int
 			if a {
 				iv = 1
 			}
 		case []byte:
-			k, off, n = C.fed_blob, len(p.buf), len(a)
+			k, off, n = C.fed_kind_blob, len(p.buf), len(a)
 			p.buf = append(p.buf, a...)
 		default:
 			return fmt.Errorf("%w: %T", errNotPreparable, a)
@@ -375,8 +353,11 @@ func sqliteHandle(conn unsafe.Pointer) (*C.sqlite3, error) {
 }
 
 // sqliteErr describes the failure of op on db with SQLite's result code
-// rc (its extended code and message are db's latest).
+// rc (its extended code and message are db's latest; db may be nil).
 func sqliteErr(db *C.sqlite3, op string, rc C.int) error {
+	if db == nil {
+		return fmt.Errorf("%s: SQLite error %d", op, int(rc))
+	}
 	return fmt.Errorf("%s: SQLite error %d (extended %d): %s", op, int(rc), int(C.sqlite3_extended_errcode(db)), C.GoString(C.sqlite3_errmsg(db)))
 }
 

@@ -3,31 +3,7 @@ package libsqlstore
 /*
 #include <stdlib.h>
 
-// The few functions of SQLite's own C API (the engine inside the library
-// go-libsql links, which exports it) that read the changelog on a
-// connection of this package's own, below go-libsql's row API.
-typedef struct sqlite3 sqlite3;
-typedef struct sqlite3_stmt sqlite3_stmt;
-
-int sqlite3_open_v2(const char *filename, sqlite3 **db, int flags, const char *vfs);
-int sqlite3_close_v2(sqlite3 *db);
-int sqlite3_exec(sqlite3 *db, const char *sql, void *callback, void *arg, char **errmsg);
-void sqlite3_free(void *p);
-int sqlite3_busy_timeout(sqlite3 *db, int ms);
-const char *sqlite3_errmsg(sqlite3 *db);
-int sqlite3_extended_errcode(sqlite3 *db);
-int sqlite3_prepare_v2(sqlite3 *db, const char *sql, int n, sqlite3_stmt **stmt, const char **tail);
-int sqlite3_bind_int64(sqlite3_stmt *stmt, int idx, long long value);
-int sqlite3_step(sqlite3_stmt *stmt);
-int sqlite3_reset(sqlite3_stmt *stmt);
-int sqlite3_finalize(sqlite3_stmt *stmt);
-int sqlite3_column_type(sqlite3_stmt *stmt, int col);
-long long sqlite3_column_int64(sqlite3_stmt *stmt, int col);
-const void *sqlite3_column_blob(sqlite3_stmt *stmt, int col);
-int sqlite3_column_bytes(sqlite3_stmt *stmt, int col);
-
-enum { fed_open_readwrite = 0x2, fed_open_nomutex = 0x8000, fed_row = 100, fed_done = 101 };
-enum { fed_integer = 1, fed_blob = 4, fed_null = 5 };
+#include "sqlite3api.h"
 
 // fed_change is one changelog row as SQLite holds it: the pointers stay
 // valid until the statement steps again or is reset.
@@ -43,20 +19,20 @@ typedef struct {
 // describes it in *c, in one call from Go.
 static int fed_step(sqlite3_stmt *stmt, fed_change *c) {
 	int rc = sqlite3_step(stmt);
-	if (rc != fed_row) {
+	if (rc != fed_sqlite_row) {
 		return rc;
 	}
 	int tv = sqlite3_column_type(stmt, 4);
-	c->bad_types = sqlite3_column_type(stmt, 0) != fed_integer || sqlite3_column_type(stmt, 1) != fed_blob ||
-		sqlite3_column_type(stmt, 2) != fed_integer || sqlite3_column_type(stmt, 3) != fed_blob ||
-		(tv != fed_blob && tv != fed_null);
+	c->bad_types = sqlite3_column_type(stmt, 0) != fed_sqlite_integer || sqlite3_column_type(stmt, 1) != fed_sqlite_blob ||
+		sqlite3_column_type(stmt, 2) != fed_sqlite_integer || sqlite3_column_type(stmt, 3) != fed_sqlite_blob ||
+		(tv != fed_sqlite_blob && tv != fed_sqlite_null);
 	c->id = sqlite3_column_int64(stmt, 0);
 	c->flags = sqlite3_column_int64(stmt, 2);
 	c->ck = sqlite3_column_blob(stmt, 1);
 	c->ck_len = sqlite3_column_bytes(stmt, 1);
 	c->meta = sqlite3_column_blob(stmt, 3);
 	c->meta_len = sqlite3_column_bytes(stmt, 3);
-	c->value_null = tv == fed_null;
+	c->value_null = tv == fed_sqlite_null;
 	c->value = sqlite3_column_blob(stmt, 4);
 	c->value_len = sqlite3_column_bytes(stmt, 4);
 	return rc;
@@ -193,7 +169,7 @@ func openRaw(path string, key []byte, timeout time.Duration) (*rawConn, error) {
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
 	c := &rawConn{}
-	rc := C.sqlite3_open_v2(cpath, &c.db, C.fed_open_readwrite|C.fed_open_nomutex, nil)
+	rc := C.sqlite3_open_v2(cpath, &c.db, C.fed_sqlite_open_readwrite|C.fed_sqlite_open_nomutex, nil)
 	if rc != 0 {
 		err := c.err("open", rc)
 		c.close()
@@ -239,12 +215,7 @@ func (c *rawConn) exec(q string) error {
 }
 
 // err describes the connection's last error.
-func (c *rawConn) err(op string, rc C.int) error {
-	if c.db == nil {
-		return fmt.Errorf("%s: sqlite error %d", op, int(rc))
-	}
-	return fmt.Errorf("%s: sqlite error %d: %s", op, int(C.sqlite3_extended_errcode(c.db)), C.GoString(C.sqlite3_errmsg(c.db)))
-}
+func (c *rawConn) err(op string, rc C.int) error { return sqliteErr(c.db, op, rc) }
 
 func (c *rawConn) close() {
 	if c.stmt != nil {
@@ -343,10 +314,10 @@ func (s *Store) readChanges(ctx context.Context, conn *rawConn, origin core.Devi
 			return nil, 0, err
 		}
 		rc := C.fed_step(st, &row)
-		if rc == C.fed_done {
+		if rc == C.fed_sqlite_done {
 			break
 		}
-		if rc != C.fed_row {
+		if rc != C.fed_sqlite_row {
 			return nil, 0, s.wrapErr("changes", conn.err("step", rc))
 		}
 		if row.bad_types != 0 {
