@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -211,6 +212,11 @@ func TestPerPeerSessionCap(t *testing.T) {
 				}
 				live = append(live, s)
 			}
+			for i, s := range live { // established: the server has registered both
+				if got, err := roundTrip(t, s, "established"); err != nil || got != "established" {
+					t.Fatalf("round trip on session %d = %q, %v", i, got, err)
+				}
+			}
 			third, err := client.Dial(ctxT(t, 5*time.Second), server.Addr(), b.DeviceID())
 			if err != nil {
 				t.Fatalf("third session at the cap: %v, want the oldest replaced", err)
@@ -227,6 +233,64 @@ func TestPerPeerSessionCap(t *testing.T) {
 				t.Fatalf("round trip on the second session = %q, %v", got, err)
 			}
 		})
+	}
+}
+
+// The session a device's newest handshake replaces at the cap is the one
+// admitted first, even when its registration lags behind a later session's:
+// the responder of an IK handshake registers after its reply is on the wire,
+// and CI once saw a slow goroutine make the second session the "oldest".
+func TestSessionCapReplacesFirstAdmitted(t *testing.T) {
+	a, b := newIdentity(t), newIdentity(t)
+	mem := NewMemNetwork()
+	server, err := mem.ListenConfig(MemConfig{Identity: b, Authorizer: NewAllowList(a.PublicKey()), Limits: Limits{MaxSessionsPerPeer: 2}, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = server.Close() })
+	held, hold := make(chan struct{}), make(chan struct{})
+	var registering atomic.Int32
+	server.ep.beforeRegister = func(core.DeviceID) {
+		if registering.Add(1) == 1 { // the first session waits
+			close(held)
+			<-hold
+		}
+	}
+	echo(t, server)
+	client, err := mem.ListenConfig(MemConfig{Identity: a, Authorizer: NewAllowList(b.PublicKey()), Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	dial := func(what string) core.Session {
+		s, err := client.Dial(ctxT(t, 5*time.Second), server.Addr(), b.DeviceID())
+		if err != nil {
+			t.Fatalf("dial %s: %v", what, err)
+		}
+		return s
+	}
+	first := dial("first")
+	<-held
+	second := dial("second")
+	if got, err := roundTrip(t, second, "2"); err != nil || got != "2" { // registered
+		t.Fatalf("round trip on the second session = %q, %v", got, err)
+	}
+	close(hold)
+	if got, err := roundTrip(t, first, "1"); err != nil || got != "1" { // registered after the second
+		t.Fatalf("round trip on the first session = %q, %v", got, err)
+	}
+	third := dial("third")
+	select {
+	case <-first.Done():
+	case <-second.Done():
+		t.Fatal("the cap closed the second session; want the first, admitted before it")
+	case <-time.After(5 * time.Second):
+		t.Fatal("no session was closed at the cap")
+	}
+	for msg, s := range map[string]core.Session{"2": second, "3": third} {
+		if got, err := roundTrip(t, s, msg); err != nil || got != msg {
+			t.Fatalf("round trip %s after the replacement = %q, %v", msg, got, err)
+		}
 	}
 }
 

@@ -38,7 +38,11 @@ type endpoint struct {
 	pending     map[*pendingConn]struct{} // unauthenticated inbound connections
 	pendingHost map[string]int
 	pendingSeq  uint64 // pending connections admitted so far
-	born        uint64 // sessions registered so far
+	born        uint64 // handshakes admitted to a per-peer slot so far
+
+	// beforeRegister, when set (tests only), runs after a handshake
+	// succeeded and before its session is registered.
+	beforeRegister func(peer core.DeviceID)
 }
 
 func newEndpoint(ident *identity.Identity, auth core.Authorizer, keys KeyLookup, limits Limits, log *slog.Logger, v versionRange) (*endpoint, error) {
@@ -187,6 +191,7 @@ type admission struct {
 	pending *pendingConn // the inbound connection's pending slot; nil outbound
 	id      core.DeviceID
 	ok      bool
+	born    uint64 // admission order in the endpoint: lower is older
 }
 
 // errReplaced closes a session that a newer one of the same device took
@@ -228,7 +233,8 @@ func (a *admission) authorize(ctx context.Context, id core.DeviceID, key core.Pu
 		a.e.dropPeerLocked(id)
 	}
 	a.e.perPeer[id]++
-	a.id, a.ok = id, true
+	a.e.born++
+	a.id, a.ok, a.born = id, true, a.e.born
 	if a.pending != nil {
 		a.e.releaseLocked(a.pending)
 	}
@@ -284,6 +290,9 @@ func (e *endpoint) handshake(ctx context.Context, m mux, binding []byte, pending
 		return nil, err
 	}
 	s := &Session{m: m, peer: peer.id, key: peer.key, version: peer.version, hash: peer.hash, limits: e.limits, log: e.log}
+	if e.beforeRegister != nil {
+		e.beforeRegister(peer.id)
+	}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -294,8 +303,11 @@ func (e *endpoint) handshake(ctx context.Context, m mux, binding []byte, pending
 		m.close(nil)
 		return nil, fmt.Errorf("handshake: %w", core.ErrClosed)
 	}
-	e.born++
-	s.born = e.born
+	// A session is as old as its admission, not its registration: the
+	// responder of an IK handshake registers after its reply is on the
+	// wire, so a slow goroutine could otherwise register after a later
+	// session of the same device and be taken for the newer one.
+	s.born = adm.born
 	e.sessions[s] = struct{}{}
 	if verdict != nil {
 		e.wg.Add(1) // under mu, so close cannot be waiting yet

@@ -38,7 +38,7 @@ type Session struct {
 	limits  Limits
 	log     *slog.Logger
 
-	born uint64 // registration order in the endpoint: lower is older
+	born uint64 // admission order in the endpoint: lower is older
 
 	closeOnce sync.Once
 	mu        sync.Mutex
