@@ -250,7 +250,7 @@ func TestSessionCapReplacesFirstAdmitted(t *testing.T) {
 	t.Cleanup(func() { _ = server.Close() })
 	held, hold := make(chan struct{}), make(chan struct{})
 	var registering atomic.Int32
-	server.ep.beforeRegister = func(core.DeviceID) {
+	server.ep.beforeRegister = func() {
 		if registering.Add(1) == 1 { // the first session waits
 			close(held)
 			<-hold

@@ -42,7 +42,7 @@ type endpoint struct {
 
 	// beforeRegister, when set (tests only), runs after a handshake
 	// succeeded and before its session is registered.
-	beforeRegister func(peer core.DeviceID)
+	beforeRegister func()
 }
 
 func newEndpoint(ident *identity.Identity, auth core.Authorizer, keys KeyLookup, limits Limits, log *slog.Logger, v versionRange) (*endpoint, error) {
@@ -291,7 +291,7 @@ func (e *endpoint) handshake(ctx context.Context, m mux, binding []byte, pending
 	}
 	s := &Session{m: m, peer: peer.id, key: peer.key, version: peer.version, hash: peer.hash, limits: e.limits, log: e.log}
 	if e.beforeRegister != nil {
-		e.beforeRegister(peer.id)
+		e.beforeRegister()
 	}
 	e.mu.Lock()
 	if e.closed {
